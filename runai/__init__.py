@@ -1,0 +1,1 @@
+"""Run:AI client libraries. See :mod:`runai.reporter`."""

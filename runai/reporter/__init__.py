@@ -1,0 +1,76 @@
+"""Report metrics and parameters of a training job to a Prometheus Pushgateway.
+
+Scoped use (recommended)::
+
+    with runai.reporter.Reporter() as reporter:
+        reporter.reportMetric('batch_size', 100)
+
+Non-scoped use: ``runai.reporter.reportMetric(...)`` and
+``runai.reporter.reportParameter(...)`` report through a global Reporter made
+on first use; ``runai.reporter.finish()`` delivers and ends it.
+
+Importing this package is cheap: it starts no thread and no process, and does
+not import ``prometheus_client`` or ``watchdog``.
+"""
+from __future__ import annotations
+
+import threading
+
+from ._config import ConfigError
+from ._reporter import Reporter
+from ._version import __version__
+
+__all__ = [
+    "ConfigError",
+    "Reporter",
+    "__version__",
+    "finish",
+    "reportMetric",
+    "reportParameter",
+    "report_metric",
+    "report_parameter",
+]
+
+_global: Reporter | None = None
+_global_lock = threading.Lock()
+
+
+def _reporter() -> Reporter:
+    reporter = _global
+    if reporter is not None and not reporter.finished:
+        return reporter
+    return _new_global()
+
+
+def _new_global() -> Reporter:
+    global _global
+    with _global_lock:
+        if _global is None or _global.finished:
+            _global = Reporter()  # ConfigError surfaces here, at the first report
+        return _global
+
+
+def reportMetric(name: str, value: float) -> None:  # noqa: N802 (0.4.1's name)
+    """Report a metric through the global reporter (created on first use)."""
+    _reporter().reportMetric(name, value)
+
+
+def reportParameter(name: str, value: str | int | float) -> None:  # noqa: N802
+    """Report a parameter through the global reporter (created on first use)."""
+    _reporter().reportParameter(name, value)
+
+
+def finish(timeout: float | None = None) -> bool:
+    """Deliver everything the global reporter holds and end it.
+
+    Returns True when everything reached the gateway (also when nothing was
+    reported). A report made afterwards starts a new global reporter.
+    """
+    global _global
+    with _global_lock:
+        reporter, _global = _global, None
+    return True if reporter is None else reporter.finish(timeout)
+
+
+report_metric = reportMetric
+report_parameter = reportParameter

@@ -1,0 +1,172 @@
+"""Settings from the environment and keyword arguments.
+
+One home for every knob, shared by the training-side :class:`Reporter` and
+the ``runai-uploader`` command line, so that both agree on where a pod's
+spool lives and where it is pushed.
+"""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Mapping
+from urllib.parse import urlsplit
+
+__all__ = ["ConfigError", "Settings", "load_settings", "normalize_gateway_url", "check_pod_uuid", "resolve_spool_dir"]
+
+ENV_POD_UUID = "podUUID"
+ENV_GATEWAY_URL = "reporterGatewayURL"
+ENV_SPOOL_DIR = "reporterSpoolDir"
+ENV_PUSH_INTERVAL = "reporterPushInterval"
+ENV_FINISH_TIMEOUT = "reporterFinishTimeout"
+ENV_RETRY_TIMEOUT = "reporterRetryTimeout"
+
+DEFAULT_PUSH_INTERVAL = 1.0
+DEFAULT_FINISH_TIMEOUT = 60.0
+DEFAULT_RETRY_TIMEOUT = 600.0
+
+
+class ConfigError(ValueError):
+    """The reporter's configuration is missing or invalid.
+
+    The message names the environment variable (or keyword argument) to fix.
+    """
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a reporter or an uploader needs to know about one pod."""
+
+    pod_uuid: str
+    gateway_url: str
+    spool_dir: str
+    push_interval: float = DEFAULT_PUSH_INTERVAL
+    finish_timeout: float = DEFAULT_FINISH_TIMEOUT
+    retry_timeout: float = DEFAULT_RETRY_TIMEOUT
+
+    @property
+    def pod_dir(self) -> str:
+        """The directory holding this pod's spool files and checkpoints."""
+        return os.path.join(self.spool_dir, self.pod_uuid)
+
+
+def check_pod_uuid(pod_uuid: object, source: str = ENV_POD_UUID) -> str:
+    """Return *pod_uuid* if it is safe to use as one directory name.
+
+    The pod UUID becomes a path component, so anything that could climb out of
+    the spool directory (a separator, ``..``, NUL) is refused.
+    """
+    if not isinstance(pod_uuid, str) or not pod_uuid.strip():
+        raise ConfigError(f"{source} is not set: set it to the pod's UUID (Run:AI sets it in every job's pod)")
+    bad = [c for c in pod_uuid if c in "/\\" or ord(c) < 32 or ord(c) == 127]
+    if bad or pod_uuid in (".", "..") or pod_uuid.startswith(".."):
+        raise ConfigError(
+            f"{source}={pod_uuid!r} cannot be used as a directory name: "
+            "it must not contain path separators, control characters or '..'"
+        )
+    return pod_uuid
+
+
+def normalize_gateway_url(url: object, source: str = ENV_GATEWAY_URL) -> str:
+    """Turn ``host:port`` or ``http(s)://host:port[/path]`` into a full URL.
+
+    runai 0.4.1 took a bare ``host:port``; a scheme-less value keeps meaning
+    plain HTTP so existing pod specs keep working.
+    """
+    if not isinstance(url, str) or not url.strip():
+        raise ConfigError(
+            f"{source} is not set: set it to the Pushgateway address, as host:port or http(s)://host:port"
+        )
+    text = url.strip()
+    full = text if "://" in text else "http://" + text
+    parts = urlsplit(full)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == -1 or parts.query or parts.fragment:
+        raise ConfigError(
+            f"{source}={url!r} is not a Pushgateway address: use host:port or http(s)://host:port[/path]"
+        )
+    return full.rstrip("/")
+
+
+def default_spool_dir(environ: Mapping[str, str] | None = None) -> str:
+    """A per-user state directory, or the temp dir when that is not writable."""
+    env = os.environ if environ is None else environ
+    state_home = env.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    candidate = os.path.join(state_home, "runai-reporter")
+    if _writable_dir(candidate):
+        return candidate
+    return os.path.join(tempfile.gettempdir(), f"runai-reporter-{os.getuid()}")
+
+
+def resolve_spool_dir(spool_dir: str | None = None, environ: Mapping[str, str] | None = None) -> str:
+    """The spool root: *spool_dir*, else ``reporterSpoolDir``, else the default."""
+    env = os.environ if environ is None else environ
+    value = spool_dir or env.get(ENV_SPOOL_DIR)
+    return os.path.abspath(os.path.expanduser(value)) if value else default_spool_dir(env)
+
+
+def _writable_dir(path: str) -> bool:
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(path, os.W_OK | os.X_OK)
+
+
+def _seconds(value: object, source: str, *, allow_zero: bool = False) -> float:
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source}={value!r} is not a number of seconds") from None
+    if math.isnan(seconds) or seconds < 0 or (seconds == 0 and not allow_zero) or math.isinf(seconds):
+        raise ConfigError(f"{source}={value!r} must be a positive, finite number of seconds")
+    return seconds
+
+
+def load_settings(
+    *,
+    pod_uuid: str | None = None,
+    gateway_url: str | None = None,
+    spool_dir: str | None = None,
+    push_interval: float | None = None,
+    finish_timeout: float | None = None,
+    retry_timeout: float | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Read the settings; keyword arguments win over the environment.
+
+    Raises :class:`ConfigError` naming the variable that is missing or wrong.
+    """
+    env = os.environ if environ is None else environ
+
+    def pick(kwarg: object, name: str, var: str) -> tuple[object, str]:
+        if kwarg is not None:
+            return kwarg, f"{name}="
+        return env.get(var), var
+
+    value, source = pick(pod_uuid, "pod_uuid", ENV_POD_UUID)
+    pod = check_pod_uuid(value, source)
+    value, source = pick(gateway_url, "gateway_url", ENV_GATEWAY_URL)
+    url = normalize_gateway_url(value, source)
+
+    root = resolve_spool_dir(spool_dir, env)
+
+    numbers: dict[str, float] = {}
+    for name, kwarg, var, default in (
+        ("push_interval", push_interval, ENV_PUSH_INTERVAL, DEFAULT_PUSH_INTERVAL),
+        ("finish_timeout", finish_timeout, ENV_FINISH_TIMEOUT, DEFAULT_FINISH_TIMEOUT),
+        ("retry_timeout", retry_timeout, ENV_RETRY_TIMEOUT, DEFAULT_RETRY_TIMEOUT),
+    ):
+        value, source = pick(kwarg, name, var)
+        numbers[name] = default if value in (None, "") else _seconds(value, source, allow_zero=name == "finish_timeout")
+
+    settings = Settings(pod_uuid=pod, gateway_url=url, spool_dir=root, **numbers)
+    # Belt and braces: whatever check_pod_uuid allowed must still land directly
+    # under the spool root once symlinks and '..' are resolved.
+    if os.path.dirname(os.path.realpath(settings.pod_dir)) != os.path.realpath(root):
+        raise ConfigError(f"{ENV_POD_UUID}={pod!r} would place the spool outside {root!r}")
+    return settings

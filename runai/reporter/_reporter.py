@@ -1,0 +1,231 @@
+"""The Reporter: validate a report, append it to the spool, and finish.
+
+The hot path is ``reportMetric`` -> validate -> ``SpoolWriter.write_metric``:
+no network, no threads, no buffering. Everything else (reading the spool,
+pushing, retrying) happens in the uploader process.
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import numbers
+import re
+import shlex
+import threading
+import time
+from types import TracebackType
+
+from ._config import Settings, load_settings
+from ._launch import ensure_uploader, reap
+from .spool import SpoolWriter
+
+__all__ = ["Reporter", "recover_command"]
+
+logger = logging.getLogger(__name__)
+
+_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
+# Names already checked, so the regex runs once per name rather than once per
+# report. Bounded so that a program inventing names cannot grow it forever.
+_checked_names: set[str] = set()
+_CHECKED_NAMES_MAX = 10_000
+
+# Reporters not yet finished; the atexit hook finishes them, so that a program
+# that never calls finish() still delivers everything (0.4.1 lost it all).
+_unfinished: set[Reporter] = set()
+_unfinished_lock = threading.Lock()
+_atexit_registered = False
+
+
+def _check_name(name: object) -> str:
+    if type(name) is str and name in _checked_names:
+        return name
+    if not isinstance(name, str):
+        raise TypeError(f"a report name must be a str, not {type(name).__name__}")
+    if not _NAME.match(name):
+        raise ValueError(
+            f"invalid report name {name!r}: use letters, digits and underscores, not starting with a digit"
+        )
+    if len(_checked_names) < _CHECKED_NAMES_MAX:
+        _checked_names.add(name)
+    return name
+
+
+def _metric_value(value: object) -> float:
+    kind = type(value)
+    if kind is float:
+        return value  # type: ignore[return-value]
+    if kind is not int and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+        raise TypeError(f"a metric value must be a real number (int or float), not {kind.__name__}")
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except OverflowError:
+        raise ValueError(f"metric value {value!r} is too large for a float") from None
+
+
+def _parameter_value(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"a parameter value must be a str, int or float, not {type(value).__name__}")
+    return str(value)
+
+
+def recover_command(settings: Settings) -> str:
+    """The exact shell command that uploads what this pod left behind."""
+    return shlex.join([
+        "runai-uploader", "recover",
+        "--spool-dir", settings.spool_dir,
+        "--pod-uuid", settings.pod_uuid,
+        "--gateway", settings.gateway_url,
+    ])  # fmt: skip
+
+
+class Reporter:
+    """Reports metrics and parameters of one pod to its Pushgateway.
+
+    Use it as a context manager; leaving the ``with`` block calls
+    :meth:`finish`. Keyword arguments override the environment variables
+    (``podUUID``, ``reporterGatewayURL``, ...); a missing or invalid setting
+    raises :class:`~runai.reporter.ConfigError` here, at creation.
+    """
+
+    def __init__(
+        self,
+        *,
+        pod_uuid: str | None = None,
+        gateway_url: str | None = None,
+        spool_dir: str | None = None,
+        push_interval: float | None = None,
+        finish_timeout: float | None = None,
+        retry_timeout: float | None = None,
+    ) -> None:
+        self.settings = load_settings(
+            pod_uuid=pod_uuid,
+            gateway_url=gateway_url,
+            spool_dir=spool_dir,
+            push_interval=push_interval,
+            finish_timeout=finish_timeout,
+            retry_timeout=retry_timeout,
+        )
+        self._writer = SpoolWriter(self.settings.pod_dir, self.settings.pod_uuid)
+        self._result: bool | None = None
+        self._finish_lock = threading.Lock()
+        _track(self)
+        if self._writer.path:
+            ensure_uploader(self.settings)
+
+    # -- reporting --------------------------------------------------------
+
+    def reportMetric(self, name: str, value: float) -> None:  # noqa: N802 (0.4.1's name)
+        """Report a numeric metric; raises TypeError/ValueError for bad input."""
+        writer = self._writer
+        if writer.closed:
+            raise ValueError("this Reporter is finished: create a new Reporter to report again")
+        writer.write_metric(_check_name(name), _metric_value(value))
+
+    def reportParameter(self, name: str, value: str | int | float) -> None:  # noqa: N802
+        """Report a parameter (a str, or a number sent as its str())."""
+        writer = self._writer
+        if writer.closed:
+            raise ValueError("this Reporter is finished: create a new Reporter to report again")
+        writer.write_parameter(_check_name(name), _parameter_value(value))
+
+    report_metric = reportMetric
+    report_parameter = reportParameter
+
+    # -- finishing --------------------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        return self._result is not None
+
+    def finish(self, timeout: float | None = None) -> bool:
+        """End this process's stream and wait until the uploader delivered it.
+
+        Returns True when every report reached the gateway. After *timeout*
+        seconds (default: ``reporterFinishTimeout``) it returns False and logs
+        one warning with the number of pending reports and the command that
+        recovers them. It never raises because the gateway is down, and
+        calling it again returns the first answer.
+        """
+        with self._finish_lock:
+            if self._result is None:
+                self._result = self._finish(self.settings.finish_timeout if timeout is None else timeout)
+                _untrack(self)
+            return self._result
+
+    def _finish(self, timeout: float) -> bool:
+        from uploader.checkpoint import load_checkpoint  # cheap: stdlib only
+
+        writer = self._writer
+        writer.close()
+        if not writer.path:
+            logger.warning("%d reports were lost: the spool could not be created in %s",
+                           writer.lost, self.settings.pod_dir)
+            return False
+        deadline = time.monotonic() + max(0.0, timeout)
+        next_probe = 0.0
+        pause = 0.001
+        delivered = 0
+        while True:
+            ckpt = load_checkpoint(writer.path, writer.spool_id)
+            delivered = ckpt.records if ckpt else 0
+            if ckpt is not None and ckpt.offset >= writer.offset:
+                break
+            now = time.monotonic()
+            if now >= deadline:
+                logger.warning(
+                    "finish() timed out after %.1f s with %d of %d reports not yet delivered to %s; "
+                    "they are safe in %s and the uploader keeps trying. To upload them yourself, run: %s",
+                    timeout, writer.records - delivered, writer.records, self.settings.gateway_url,
+                    writer.path, recover_command(self.settings),
+                )
+                return False
+            if now >= next_probe:
+                # The uploader may have died or given up: start another.
+                ensure_uploader(self.settings)
+                next_probe = now + 0.5
+            time.sleep(min(pause, deadline - now))
+            pause = min(pause * 2, 0.02)
+        reap()
+        if writer.lost:
+            logger.warning("%d of %d reports were lost because the spool file %s could not be written",
+                           writer.lost, writer.lost + writer.records, writer.path)
+            return False
+        return True
+
+    def __enter__(self) -> Reporter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.finish()
+
+    def __repr__(self) -> str:
+        state = "finished" if self.finished else "open"
+        return f"<Reporter pod={self.settings.pod_uuid!r} spool={self._writer.path!r} {state}>"
+
+
+def _track(reporter: Reporter) -> None:
+    global _atexit_registered
+    with _unfinished_lock:
+        _unfinished.add(reporter)
+        if not _atexit_registered:
+            atexit.register(_finish_all)
+            _atexit_registered = True
+
+
+def _untrack(reporter: Reporter) -> None:
+    with _unfinished_lock:
+        _unfinished.discard(reporter)
+
+
+def _finish_all() -> None:
+    with _unfinished_lock:
+        pending = list(_unfinished)
+    for reporter in pending:
+        reporter.finish()

@@ -1,0 +1,46 @@
+"""Packaging for runai (the reporter library) and uploader (its background process)."""
+from __future__ import annotations
+
+import os
+import re
+
+from setuptools import setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def read_version() -> str:
+    # Read, never import: importing the package at build time would need its
+    # dependencies installed before they are.
+    with open(os.path.join(HERE, "runai", "reporter", "_version.py"), encoding="utf-8") as f:
+        match = re.search(r'^__version__ = "([^"]+)"', f.read(), re.M)
+    if not match:
+        raise RuntimeError("no __version__ in runai/reporter/_version.py")
+    return match.group(1)
+
+
+with open(os.path.join(HERE, "README.md"), encoding="utf-8") as f:
+    long_description = f.read()
+
+setup(
+    name="runai",
+    version=read_version(),
+    description="Report training metrics and parameters to a Prometheus Pushgateway, crash-safe",
+    long_description=long_description,
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.9",
+    packages=["runai", "runai.reporter", "uploader"],
+    package_data={"runai.reporter": ["py.typed"], "uploader": ["py.typed"]},
+    install_requires=["prometheus_client>=0.12", "watchdog>=2.1"],
+    extras_require={
+        "keras": ["keras>=3"],
+        "test": ["pytest>=7", "numpy"],
+    },
+    entry_points={"console_scripts": ["runai-uploader=uploader.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+        "Topic :: System :: Monitoring",
+    ],
+)

@@ -1,0 +1,201 @@
+"""The user-facing API: validation, configuration errors, the import contract."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import stat
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import runai.reporter
+from runai.reporter import ConfigError, Reporter
+from runai.reporter.spool import decode
+from tests._helpers import REPO, job_env
+
+
+def spool_lines(reporter: Reporter) -> list[bytes]:
+    with open(reporter._writer.path, "rb") as f:
+        return f.read().splitlines()
+
+
+@pytest.mark.parametrize("name", ["", "1abc", "a-b", "a b", "é", "a.b", "loss\n"])
+def test_bad_names_raise_value_error(env: dict[str, str], name: str) -> None:
+    with Reporter() as reporter:
+        with pytest.raises(ValueError, match="letters, digits and underscores"):
+            reporter.reportMetric(name, 1)
+        with pytest.raises(ValueError, match="letters, digits and underscores"):
+            reporter.reportParameter(name, "x")
+
+
+@pytest.mark.parametrize("name", [None, 3, b"loss", ["loss"]])
+def test_non_string_names_raise_type_error(env: dict[str, str], name: object) -> None:
+    with Reporter() as reporter:
+        with pytest.raises(TypeError, match="must be a str"):
+            reporter.reportMetric(name, 1)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", [True, False, np.bool_(True), "1.0", None, 1j, [1], {}])
+def test_bad_metric_values_raise_type_error(env: dict[str, str], value: object) -> None:
+    with Reporter() as reporter:
+        with pytest.raises(TypeError, match="real number"):
+            reporter.reportMetric("loss", value)  # type: ignore[arg-type]
+
+
+def test_huge_int_metric_raises_value_error(env: dict[str, str]) -> None:
+    with Reporter() as reporter:
+        with pytest.raises(ValueError, match="too large"):
+            reporter.reportMetric("loss", 10**400)
+
+
+@pytest.mark.parametrize("value", [True, None, [1], b"x", np.bool_(False)])
+def test_bad_parameter_values_raise_type_error(env: dict[str, str], value: object) -> None:
+    with Reporter() as reporter:
+        with pytest.raises(TypeError, match="str, int or float"):
+            reporter.reportParameter("opt", value)  # type: ignore[arg-type]
+
+
+def test_accepted_values_are_recorded_exactly(env: dict[str, str]) -> None:
+    with Reporter() as reporter:
+        for value in (3, 2.5, np.float32(0.25), np.int64(7), math.nan, math.inf, -math.inf, -0.0, 1e-300):
+            reporter.reportMetric("m", value)  # type: ignore[arg-type]
+        reporter.reportParameter("p", 0.001)
+        reporter.reportParameter("q", 'quote" back\\ newline\n unicode ✓')
+    lines = spool_lines(reporter)  # header, reports, end marker
+    assert decode(lines[0]).kind == "header" and decode(lines[-1]).kind == "end"
+    for line in lines:  # strict JSON: NaN and Infinity literals are refused
+        json.loads(line, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+    records = [decode(line) for line in lines[1:-1]]
+    values = [r.value for r in records if r.name == "m"]
+    assert values[:6] == [3.0, 2.5, 0.25, 7.0, values[4], math.inf] and math.isnan(values[4])
+    assert values[6:] == [-math.inf, -0.0, 1e-300]
+    assert [r.value for r in records if r.kind == "parameter"] == ["0.001", 'quote" back\\ newline\n unicode ✓']
+    assert [r.seq for r in records] == list(range(1, len(records) + 1))
+
+
+def test_report_after_finish_raises_for_scoped_reporter(env: dict[str, str]) -> None:
+    with Reporter() as reporter:
+        reporter.reportMetric("a", 1)
+    with pytest.raises(ValueError, match="create a new Reporter"):
+        reporter.reportMetric("a", 2)
+    assert reporter.finish() is True  # idempotent, same answer
+
+
+def test_aliases_exist() -> None:
+    assert Reporter.report_metric is Reporter.reportMetric
+    assert Reporter.report_parameter is Reporter.reportParameter
+    assert runai.reporter.report_metric is runai.reporter.reportMetric
+    assert set(runai.reporter.__all__) >= {"Reporter", "reportMetric", "reportParameter", "finish", "ConfigError"}
+
+
+@pytest.mark.parametrize("missing", ["podUUID", "reporterGatewayURL"])
+def test_missing_required_variable_is_named(monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
+                                            missing: str) -> None:
+    monkeypatch.delenv(missing)
+    with pytest.raises(ConfigError, match=missing):
+        Reporter()
+    # non-scoped: raised at the first report
+    with pytest.raises(ConfigError, match=missing):
+        runai.reporter.reportMetric("a", 1)
+
+
+@pytest.mark.parametrize("url", ["ftp://host:1", "host:port", "http://", "http://host:99999", "host:1?x=1"])
+def test_invalid_gateway_url_is_refused(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], url: str) -> None:
+    monkeypatch.setenv("reporterGatewayURL", url)
+    with pytest.raises(ConfigError, match="reporterGatewayURL"):
+        Reporter()
+
+
+@pytest.mark.parametrize("url,expected", [
+    ("gw:9091", "http://gw:9091"),
+    ("http://gw:9091/", "http://gw:9091"),
+    ("https://gw.example:443/prefix", "https://gw.example:443/prefix"),
+])
+def test_gateway_url_forms(url: str, expected: str) -> None:
+    from runai.reporter._config import normalize_gateway_url
+
+    assert normalize_gateway_url(url) == expected
+
+
+@pytest.mark.parametrize("bad", ["../escape", "a/b", "..", ".", "", "a\0b", "..\\x", "/abs", "  ", "x\n"])
+def test_pod_uuid_path_tricks_are_refused(env: dict[str, str], spool_dir: str, tmp_path: os.PathLike[str],
+                                          bad: str) -> None:
+    before = sorted(os.listdir(tmp_path))
+    with pytest.raises(ConfigError, match="pod_uuid="):
+        Reporter(pod_uuid=bad)
+    assert sorted(os.listdir(tmp_path)) == before
+    assert os.listdir(spool_dir) == []
+
+
+def test_pod_uuid_from_environment_is_checked_too(monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
+                                                  spool_dir: str) -> None:
+    monkeypatch.setenv("podUUID", "../../etc")
+    with pytest.raises(ConfigError, match="podUUID='../../etc' cannot be used as a directory name"):
+        runai.reporter.reportMetric("a", 1)
+    assert os.listdir(spool_dir) == []
+
+
+def test_keyword_arguments_override_environment(env: dict[str, str], tmp_path: os.PathLike[str]) -> None:
+    other = os.path.join(str(tmp_path), "other-spool")
+    with Reporter(pod_uuid="kw-pod", spool_dir=other, push_interval=0.5, finish_timeout=7) as reporter:
+        assert reporter.settings.pod_uuid == "kw-pod"
+        assert reporter.settings.push_interval == 0.5
+        assert reporter.settings.finish_timeout == 7
+        assert reporter._writer.path.startswith(os.path.join(other, "kw-pod") + os.sep)
+
+
+@pytest.mark.parametrize("var,value", [("reporterPushInterval", "soon"), ("reporterPushInterval", "0"),
+                                       ("reporterFinishTimeout", "-1"), ("reporterPushInterval", "nan")])
+def test_invalid_numbers_are_named(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], var: str,
+                                   value: str) -> None:
+    monkeypatch.setenv(var, value)
+    with pytest.raises(ConfigError, match=var):
+        Reporter()
+
+
+def test_spool_is_private(env: dict[str, str], spool_dir: str, pod: str) -> None:
+    with Reporter() as reporter:
+        reporter.reportMetric("a", 1)
+        path = reporter._writer.path
+    assert stat.S_IMODE(os.stat(os.path.join(spool_dir, pod)).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    for name in os.listdir(os.path.join(spool_dir, pod)):
+        mode = stat.S_IMODE(os.stat(os.path.join(spool_dir, pod, name)).st_mode)
+        assert mode & 0o077 == 0, f"{name} is {oct(mode)}"
+
+
+def test_import_is_light_and_starts_nothing() -> None:
+    code = (
+        "import sys, threading, runai.reporter, runai.reporter.spool\n"
+        "heavy = [m for m in sys.modules if m.split('.')[0] in ('prometheus_client', 'watchdog')]\n"
+        "print(heavy, threading.active_count())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=job_env(), capture_output=True, text=True, check=True,
+                         cwd=REPO)
+    assert out.stdout.strip() == "[] 1"
+
+
+def test_threads_report_concurrently_without_loss(env: dict[str, str]) -> None:
+    per_thread, threads = 5000, 8
+
+    with Reporter() as reporter:
+        def work(i: int) -> None:
+            for n in range(per_thread):
+                reporter.reportMetric(f"t{i}", n)
+
+        pool = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join()
+        lines = spool_lines(reporter)
+    records = [decode(line) for line in lines]
+    body = [r for r in records if r.kind == "metric"]
+    assert len(body) == per_thread * threads
+    assert [r.seq for r in records] == list(range(len(records)))  # file order is seq order, no gaps
+    for i in range(threads):
+        assert [r.value for r in body if r.name == f"t{i}"] == [float(n) for n in range(per_thread)]

@@ -1,0 +1,81 @@
+"""Checkpoints: how far into one spool file the gateway has acknowledged.
+
+A checkpoint sits beside its spool file (``w123-ab12cd34.jsonl`` ->
+``w123-ab12cd34.ckpt``) and is the single commit point of delivery: it is
+written only after the gateway answered 2xx, atomically (temp file, fsync,
+rename), so a reader sees the old checkpoint or the new one, never a mix.
+
+Loading is tolerant: a checkpoint that is missing, unreadable, for another
+spool file, or pointing past the end of the file means "replay from the
+start". Replaying is harmless because a push replaces values on the gateway;
+skipping would lose data.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+
+from runai.reporter.spool import SPOOL_SUFFIX
+
+__all__ = ["CHECKPOINT_SUFFIX", "Checkpoint", "checkpoint_path", "load_checkpoint", "store_checkpoint"]
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_SUFFIX = ".ckpt"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    spool_id: str  # the header id of the spool file this applies to
+    offset: int  # bytes of the spool file delivered (always at a line boundary)
+    records: int  # reports delivered from it (header and end marker excluded)
+    last_seq: int  # the sequence number of the last line covered
+    ended: bool = False  # the writer's end-of-stream marker is covered
+
+
+def checkpoint_path(spool_path: str) -> str:
+    base = spool_path[: -len(SPOOL_SUFFIX)] if spool_path.endswith(SPOOL_SUFFIX) else spool_path
+    return base + CHECKPOINT_SUFFIX
+
+
+def load_checkpoint(spool_path: str, spool_id: str, spool_size: int | None = None) -> Checkpoint | None:
+    """The checkpoint of *spool_path*, or None to replay it from the start."""
+    path = checkpoint_path(spool_path)
+    try:
+        with open(path, "rb") as f:
+            obj = json.loads(f.read())
+        ckpt = Checkpoint(
+            spool_id=str(obj["spool_id"]),
+            offset=int(obj["offset"]),
+            records=int(obj["records"]),
+            last_seq=int(obj["last_seq"]),
+            ended=bool(obj.get("ended", False)),
+        )
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        logger.warning("checkpoint %s is unreadable (%s); replaying %s from the start", path, exc, spool_path)
+        return None
+    if ckpt.spool_id != spool_id:
+        logger.warning("checkpoint %s belongs to another spool file; replaying %s from the start", path, spool_path)
+        return None
+    if ckpt.offset < 0 or (spool_size is not None and ckpt.offset > spool_size):
+        logger.warning("checkpoint %s points past the end of %s; replaying it from the start", path, spool_path)
+        return None
+    return ckpt
+
+
+def store_checkpoint(spool_path: str, ckpt: Checkpoint) -> None:
+    """Atomically replace the checkpoint of *spool_path* (raises OSError)."""
+    path = checkpoint_path(spool_path)
+    tmp = f"{os.path.dirname(path)}/.{os.path.basename(path)}.tmp"
+    data = json.dumps(asdict(ckpt), separators=(",", ":")).encode()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)

@@ -1,0 +1,230 @@
+"""``runai-uploader``: the uploader's command line.
+
+``run`` is what a Reporter starts in the background; ``recover`` is for people:
+it uploads what a dead job left in its spool.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+from typing import Sequence
+
+from runai.reporter._config import ConfigError, Settings, load_settings, resolve_spool_dir
+from runai.reporter._version import __version__
+from runai.reporter.spool import is_spool_file
+
+from .lock import PodLock, holder_pid
+
+__all__ = ["main"]
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+_LOG_FORMAT = "%(asctime)s %(levelname)s pid=%(process)d %(name)s: %(message)s"
+_LOG_NAME = "uploader.log"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"runai-uploader: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("runai-uploader: interrupted; what was not delivered stays in the spool", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="runai-uploader",
+        description="Deliver runai reporter spools to a Prometheus Pushgateway.",
+        epilog="Settings default to the same environment variables the reporter reads "
+        "(podUUID, reporterGatewayURL, reporterSpoolDir).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--spool-dir", help="spool root (default: $reporterSpoolDir or the per-user default)")
+        p.add_argument("--pod-uuid", help="the pod to deliver (default: $podUUID)")
+        p.add_argument("--gateway", help="Pushgateway address, host:port or URL (default: $reporterGatewayURL)")
+
+    run = sub.add_parser("run", help="follow a pod's spool until its writers are gone (started by the Reporter)")
+    common(run)
+    run.add_argument("--push-interval", type=float, help="seconds between pushes (default: 1)")
+    run.add_argument("--retry-timeout", type=float,
+                     help="seconds to keep retrying an unreachable gateway once the writers are gone (default: 600)")
+    run.set_defaults(func=_run)
+
+    recover = sub.add_parser("recover", help="upload everything a pod (or every pod) left undelivered")
+    common(recover)
+    recover.add_argument("--all", action="store_true", help="recover every pod in the spool directory")
+    recover.add_argument("--timeout", type=float, default=60.0,
+                         help="seconds to keep trying the gateway, and to wait for a running uploader (default: 60)")
+    recover.set_defaults(func=_recover)
+    return parser
+
+
+def _settings(args: argparse.Namespace, pod_uuid: str | None = None, **extra: float | None) -> Settings:
+    return load_settings(
+        pod_uuid=pod_uuid or args.pod_uuid,
+        gateway_url=args.gateway,
+        spool_dir=args.spool_dir,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def _uploader(settings: Settings, **kwargs: object):  # noqa: ANN202 (avoid importing at module load)
+    from .push import Pusher
+    from .service import Uploader
+
+    pusher = Pusher(settings.gateway_url, settings.pod_uuid)
+    return Uploader(settings.pod_dir, pusher, push_interval=settings.push_interval, **kwargs)  # type: ignore[arg-type]
+
+
+# -- run ----------------------------------------------------------------------
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = _settings(args, push_interval=args.push_interval, retry_timeout=args.retry_timeout)
+    if not os.path.isdir(settings.pod_dir):
+        print(f"runai-uploader: nothing to do: {settings.pod_dir} does not exist", file=sys.stderr)
+        return EXIT_OK
+    log_path = os.path.join(settings.pod_dir, _LOG_NAME)
+    os.close(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600))
+    handler = logging.FileHandler(log_path)
+    handler.setFormatter(logging.Formatter(_LOG_FORMAT))
+    handler.addFilter(_drop_watchdog_shutdown_noise)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+    lock = PodLock(settings.pod_dir)
+    if not _acquire(lock, patience=0.5):
+        logger.info("another uploader (pid %s) serves %s; exiting", holder_pid(settings.pod_dir), settings.pod_dir)
+        return EXIT_OK
+    try:
+        uploader = _uploader(settings, retry_timeout=settings.retry_timeout, lock=lock)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: uploader.stop())
+        logger.info("uploader started for pod %s, pushing to %s", settings.pod_uuid, settings.gateway_url)
+        status = uploader.run()
+        logger.info("uploader exiting with status %d: %d reports delivered, %d pending",
+                    status, uploader.delivered_records, uploader.pending_records())
+        return status
+    finally:
+        lock.release()
+
+
+def _drop_watchdog_shutdown_noise(record: logging.LogRecord) -> bool:
+    # watchdog's inotify emitter logs this at ERROR when its observer is
+    # stopped while a read is in flight: a benign shutdown race, not a failure.
+    return not (record.name.startswith("watchdog") and "called when the thread is inactive" in record.msg)
+
+
+def _acquire(lock: PodLock, patience: float) -> bool:
+    """Take *lock*, retrying for *patience* seconds.
+
+    Reporters probe the lock with a brief shared lock; a short retry keeps such
+    a probe from being mistaken for a running uploader.
+    """
+    deadline = time.monotonic() + patience
+    while not lock.acquire():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+# -- recover ------------------------------------------------------------------
+
+
+def _recover(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.WARNING, format="runai-uploader: %(levelname)s: %(message)s")
+    if args.all:
+        root = resolve_spool_dir(args.spool_dir)
+        pods = sorted(p for p in _listdir(root) if _has_spool(os.path.join(root, p)))
+        if not pods:
+            print(f"no pods with spool files in {root}: nothing to send")
+            return EXIT_OK
+    else:
+        pods = [_settings(args).pod_uuid]
+    failed = [pod for pod in pods if _recover_pod(_settings(args, pod), args.timeout) != EXIT_OK]
+    if failed:
+        print(f"runai-uploader: {len(failed)} of {len(pods)} pods not fully delivered: {', '.join(failed)}",
+              file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _recover_pod(settings: Settings, timeout: float) -> int:
+    pod = settings.pod_uuid
+    if not _has_spool(settings.pod_dir):
+        print(f"pod {pod}: no spool files in {settings.pod_dir}: nothing to send")
+        return EXIT_OK
+    lock = PodLock(settings.pod_dir)
+    if not lock.acquire():
+        pid = holder_pid(settings.pod_dir)
+        print(f"pod {pod}: an uploader (pid {pid}) is delivering it; waiting up to {timeout:.0f} s for it to finish",
+              file=sys.stderr)
+        if not _acquire(lock, patience=timeout):
+            print(f"runai-uploader: pod {pod}: the uploader (pid {pid}) is still running; try again later",
+                  file=sys.stderr)
+            return EXIT_FAILED
+    started = time.monotonic()
+    try:
+        uploader = _uploader(settings, retry_timeout=timeout, follow=False, use_watchdog=False,
+                             on_progress=_progress_printer(pod, started))
+        status = uploader.run()
+    finally:
+        lock.release()
+    elapsed = time.monotonic() - started
+    notes = []
+    if uploader.skipped_lines:
+        notes.append(f"{uploader.skipped_lines} invalid lines skipped")
+    if uploader.rejected:
+        notes.append(f"{len(uploader.rejected)} names rejected by the gateway: {', '.join(sorted(uploader.rejected))}")
+    extra = f" ({'; '.join(notes)})" if notes else ""
+    if status != EXIT_OK:
+        print(f"runai-uploader: pod {pod}: gateway {settings.gateway_url} unreachable ({uploader.last_error}); "
+              f"{uploader.pending_records()} reports still pending, delivered {uploader.delivered_records}{extra}",
+              file=sys.stderr)
+        return EXIT_FAILED
+    if uploader.delivered_records == 0 and not uploader.skipped_lines:
+        print(f"pod {pod}: nothing to send; everything was already delivered")
+    else:
+        print(f"pod {pod}: delivered {uploader.delivered_records} reports in {elapsed:.1f} s{extra}")
+    return EXIT_OK
+
+
+def _progress_printer(pod: str, started: float):  # noqa: ANN202
+    last = [started]
+
+    def progress(delivered: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 1.0:
+            last[0] = now
+            print(f"pod {pod}: {delivered} reports delivered so far...", file=sys.stderr, flush=True)
+
+    return progress
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+
+
+def _has_spool(pod_dir: str) -> bool:
+    return any(is_spool_file(n) for n in _listdir(pod_dir))

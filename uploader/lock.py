@@ -1,0 +1,76 @@
+"""The per-pod singleton lock: at most one uploader per pod spool directory.
+
+The uploader holds an exclusive ``flock`` on ``<pod dir>/uploader.lock`` for
+its lifetime and writes its pid there. The kernel releases the lock when the
+process dies, so a crashed uploader never leaves a stale lock behind.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+
+__all__ = ["LOCK_NAME", "PodLock", "holder_pid"]
+
+LOCK_NAME = "uploader.lock"
+
+
+class PodLock:
+    """An exclusive, non-blocking lock on one pod directory."""
+
+    def __init__(self, pod_dir: str) -> None:
+        self.path = os.path.join(pod_dir, LOCK_NAME)
+        self._fd = -1
+
+    @property
+    def held(self) -> bool:
+        return self._fd >= 0
+
+    def acquire(self) -> bool:
+        """Take the lock if it is free; True on success. Safe to call when held."""
+        if self._fd >= 0:
+            return True
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        """Drop the lock (safe to call twice)."""
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def __enter__(self) -> PodLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def holder_pid(pod_dir: str) -> int | None:
+    """The pid of the live uploader holding *pod_dir*'s lock, or None if it is free."""
+    path = os.path.join(pod_dir, LOCK_NAME)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            # A shared lock conflicts with the holder's exclusive one but not
+            # with another prober's, so probes never disturb each other.
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            return int(text) if text.isdigit() else 0
+        return None
+    finally:
+        os.close(fd)

@@ -1,0 +1,360 @@
+"""The uploader loop: follow a pod's spool files and deliver them.
+
+One loop, woken by ``watchdog`` file events and by a poll timer (so that
+correctness never depends on events arriving):
+
+1. read the complete new lines of every spool file;
+2. keep only the latest value of each metric and parameter;
+3. push them (at most once per push interval; at once after a quiet spell);
+4. after the gateway's 2xx, write each file's checkpoint: the commit point.
+
+In ``follow`` mode (``runai-uploader run``) it exits once every writer is
+gone and everything is delivered; in recovery mode it exits once everything
+that is on disk now is delivered.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import threading
+import time
+from typing import Any, Callable
+
+from runai.reporter.spool import SPOOL_SUFFIX, Record, is_spool_file
+
+from .checkpoint import Checkpoint, load_checkpoint, store_checkpoint
+from .lock import PodLock
+from .push import GatewayError, Pusher, exposition_name
+from .tail import BadSpoolError, SpoolTail
+
+__all__ = ["Uploader", "EXIT_DELIVERED", "EXIT_PENDING"]
+
+logger = logging.getLogger(__name__)
+
+EXIT_DELIVERED = 0
+EXIT_PENDING = 1  # gave up with reports still pending; they stay on disk
+
+_MAX_READ_PER_SCAN = 64 << 20  # bytes; bounds how long pushes wait behind reading
+
+
+class Uploader:
+    """Delivers one pod directory's spool files to the gateway.
+
+    ``stop()`` may be called from any thread (or a signal handler), and twice.
+    """
+
+    def __init__(
+        self,
+        pod_dir: str,
+        pusher: Pusher,
+        *,
+        push_interval: float = 1.0,
+        retry_timeout: float = 600.0,
+        follow: bool = True,
+        poll_interval: float = 0.5,
+        backoff: tuple[float, float] = (0.1, 5.0),
+        lock: PodLock | None = None,
+        use_watchdog: bool = True,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> None:
+        self.pod_dir = pod_dir
+        self.pusher = pusher
+        self.push_interval = push_interval
+        self.retry_timeout = retry_timeout
+        self.follow = follow
+        self.poll_interval = poll_interval
+        self.backoff = backoff
+        self.lock = lock
+        self.use_watchdog = use_watchdog
+        self.on_progress = on_progress  # called with delivered_records after each commit
+        # what this run did, for summaries
+        self.delivered_records = 0
+        self.rejected: dict[str, str] = {}  # exposition name -> the gateway's answer
+        self.last_error = ""
+
+        self._tails: dict[str, SpoolTail] = {}
+        self._acked: dict[str, Checkpoint] = {}  # the last checkpoint of each followed file
+        self._alive: dict[str, bool] = {}
+        self._closed: set[str] = set()  # delivered files of gone writers, and unreadable ones
+        self._latest: dict[tuple[str, str], Record] = {}  # coalesced values not yet pushed
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+
+    # -- control ----------------------------------------------------------
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    @property
+    def skipped_lines(self) -> int:
+        return sum(t.skipped for t in self._tails.values())
+
+    def pending_records(self) -> int:
+        """Reports read or on disk that no checkpoint covers yet (a lower bound while reading)."""
+        return sum(t.records - self._acked[p].records for p, t in self._tails.items())
+
+    def run(self) -> int:
+        """Deliver until done; return :data:`EXIT_DELIVERED` or :data:`EXIT_PENDING`."""
+        observer = self._watch()
+        try:
+            return self._loop()
+        finally:
+            if observer is not None:
+                observer.stop()
+                observer.join()
+            for tail in self._tails.values():
+                tail.close()
+            self.pusher.close()
+
+    # -- the loop ---------------------------------------------------------
+
+    def _loop(self) -> int:
+        failing_since: float | None = None
+        failures = 0
+        next_try = 0.0
+        last_push = -math.inf
+        next_liveness = 0.0
+        while not self._stopping.is_set():
+            self._wake.clear()
+            now = time.monotonic()
+            check_liveness = now >= next_liveness
+            if check_liveness:
+                next_liveness = now + self.poll_interval
+            drained = self._scan(check_liveness)
+
+            due = math.inf
+            if self._undelivered():
+                # Values wait out the push interval; end-of-stream and recovery
+                # flush at once so that finish() and recover return quickly.
+                due = next_try
+                if self._latest and not self._flush_wanted():
+                    due = max(due, last_push + self.push_interval)
+                if now >= due:
+                    pushed = bool(self._latest)
+                    if self._deliver():
+                        if failing_since is not None:
+                            logger.info("the gateway is reachable again after %.1f s", now - failing_since)
+                        failing_since, failures, next_try = None, 0, 0.0
+                        if pushed:
+                            last_push = now
+                        continue  # more may have arrived while pushing
+                    failures += 1
+                    if failing_since is None:
+                        failing_since = now
+                    next_try = now + self._backoff_delay(failures)
+                    due = next_try
+            elif drained and self._done():
+                if not self._handoff():
+                    continue
+                return EXIT_DELIVERED
+
+            if failing_since is not None and now - failing_since >= self.retry_timeout and not self._writers_alive():
+                logger.error(
+                    "giving up after %.0f s without reaching the gateway (%s); %d reports stay in %s: "
+                    "run `runai-uploader recover` to upload them", now - failing_since, self.last_error,
+                    self.pending_records(), self.pod_dir,
+                )
+                return EXIT_PENDING
+            self._wake.wait(max(0.0, min(self.poll_interval, due - now)))
+        return EXIT_DELIVERED if not self._undelivered() else EXIT_PENDING
+
+    def _backoff_delay(self, failures: int) -> float:
+        base, cap = self.backoff
+        # Jitter keeps many pods that lost one gateway from retrying in step.
+        return min(cap, base * 2 ** min(failures - 1, 30)) * random.uniform(0.5, 1.0)
+
+    # -- reading ----------------------------------------------------------
+
+    def _scan(self, check_liveness: bool) -> bool:
+        """Read what is new; False if the read budget ran out before the end."""
+        try:
+            names = sorted(os.listdir(self.pod_dir))
+        except OSError as exc:
+            logger.error("cannot list %s: %s", self.pod_dir, exc)
+            return False
+        budget = _MAX_READ_PER_SCAN
+        for name in names:
+            path = os.path.join(self.pod_dir, name)
+            if not is_spool_file(name) or path in self._closed:
+                continue
+            tail = self._tails.get(path) or self._open(path)
+            if tail is None:
+                continue
+            if check_liveness or path not in self._alive:
+                self._alive[path] = tail.writer_alive()
+            drained = False
+            while budget > 0:
+                before = tail.offset
+                for record in tail.read():
+                    self._coalesce(record)
+                if tail.offset == before:
+                    drained = True
+                    break
+                budget -= tail.offset - before
+            if not drained:
+                self._wake.set()  # come straight back for the rest
+            elif not self._alive[path] and tail.offset == self._acked[path].offset:
+                self._retire(path, tail)
+        return budget > 0
+
+    def _open(self, path: str) -> SpoolTail | None:
+        try:
+            tail = SpoolTail(path)
+        except OSError as exc:
+            logger.warning("cannot open %s: %s", path, exc)
+            return None
+        try:
+            if not tail.read_header():
+                tail.close()  # still being created; the next scan tries again
+                return None
+        except BadSpoolError as exc:
+            logger.error("ignoring %s: %s", path, exc)
+            tail.close()
+            self._closed.add(path)
+            return None
+        ckpt = load_checkpoint(path, tail.spool_id, tail.size())
+        if ckpt is not None and not tail.at_line_start(ckpt.offset):
+            logger.warning("checkpoint of %s does not point at a line start; replaying it from the start", path)
+            ckpt = None
+        if ckpt is None:
+            ckpt = Checkpoint(tail.spool_id, 0, 0, 0)
+        else:
+            tail.resume(ckpt.offset, ckpt.records, ckpt.last_seq, ckpt.ended)
+        self._tails[path] = tail
+        self._acked[path] = ckpt
+        return tail
+
+    def _retire(self, path: str, tail: SpoolTail) -> None:
+        """Stop following a delivered file whose writer is gone."""
+        torn = tail.unread_bytes()
+        if torn:
+            logger.warning("%s: ignoring %d bytes after the last complete line; the writer died mid-record",
+                           path, torn)
+        tail.close()
+        del self._tails[path], self._acked[path], self._alive[path]
+        self._closed.add(path)
+
+    def _coalesce(self, record: Record) -> None:
+        key = (record.kind, record.name)
+        held = self._latest.get(key)
+        # With several writers, the newest report wins, as it would have on
+        # the gateway had each been pushed at once.
+        if held is None or record.ts >= held.ts:
+            self._latest[key] = record
+
+    # -- delivering -------------------------------------------------------
+
+    def _undelivered(self) -> bool:
+        return bool(self._latest) or any(t.offset != self._acked[p].offset for p, t in self._tails.items())
+
+    def _flush_wanted(self) -> bool:
+        if not self.follow:
+            return True
+        return any(t.ended or not self._alive.get(p, True) for p, t in self._tails.items()
+                   if t.offset != self._acked[p].offset)
+
+    def _deliver(self) -> bool:
+        records = list(self._latest.values())
+        try:
+            rejected = self.pusher.push(records)
+        except OSError as exc:
+            self._note_failure(exc)
+            return False
+        for record, exc in rejected:
+            name = exposition_name(record)
+            if name not in self.rejected:
+                logger.error("the gateway rejected %s %r (pushed as %s); the other reports are not affected: %s",
+                             record.kind, record.name, name, exc)
+            self.rejected[name] = str(exc)
+        self._latest.clear()
+        return self._commit()
+
+    def _commit(self) -> bool:
+        """Write the checkpoint of every file read further than its last one."""
+        ok = True
+        for path, tail in self._tails.items():
+            acked = self._acked[path]
+            if tail.offset == acked.offset:
+                continue
+            ckpt = Checkpoint(tail.spool_id, tail.offset, tail.records, tail.last_seq, tail.ended)
+            try:
+                store_checkpoint(path, ckpt)
+            except OSError as exc:
+                # Delivered but not recorded: a later replay re-sends it, harmlessly.
+                logger.error("cannot write the checkpoint of %s: %s", path, exc)
+                self.last_error = str(exc)
+                ok = False
+                continue
+            self.delivered_records += ckpt.records - acked.records
+            self._acked[path] = ckpt
+        if self.on_progress is not None:
+            self.on_progress(self.delivered_records)
+        return ok
+
+    def _note_failure(self, exc: OSError) -> None:
+        first = not self.last_error
+        self.last_error = str(exc)
+        kind = "answered with an error" if isinstance(exc, GatewayError) else "is unreachable"
+        log = logger.warning if first else logger.debug
+        log("the gateway %s %s (%s); retrying with backoff, nothing is lost",
+            self.pusher.gateway_url, kind, exc)
+
+    # -- finishing --------------------------------------------------------
+
+    def _writers_alive(self) -> bool:
+        return any(self._alive.values())
+
+    def _done(self) -> bool:
+        return not self.follow or not self._writers_alive()
+
+    def _handoff(self) -> bool:
+        """Release the pod lock before exiting; False if work arrived meanwhile.
+
+        A writer that saw the lock held just before it was released relies on
+        this uploader, and its file already exists: one more scan after the
+        release finds it.
+        """
+        if self.lock is None or not self.follow:
+            return True
+        self.lock.release()
+        drained = self._scan(check_liveness=True)
+        if drained and not self._undelivered() and not self._writers_alive():
+            return True
+        if self.lock.acquire():
+            return False
+        logger.info("another uploader took over %s", self.pod_dir)
+        return True
+
+    # -- file events ------------------------------------------------------
+
+    def _watch(self) -> Any:
+        if not self.use_watchdog:
+            return None
+        try:
+            from watchdog.events import FileSystemEvent, FileSystemEventHandler
+            from watchdog.observers import Observer
+
+            wake = self._wake
+
+            class _WakeOnSpool(FileSystemEventHandler):
+                def on_any_event(self, event: FileSystemEvent) -> None:
+                    # Our own checkpoint and log writes must not wake us.
+                    if str(event.src_path).endswith(SPOOL_SUFFIX) or str(
+                        getattr(event, "dest_path", "")
+                    ).endswith(SPOOL_SUFFIX):
+                        wake.set()
+
+            observer = Observer()
+            observer.schedule(_WakeOnSpool(), self.pod_dir, recursive=False)
+            observer.start()
+        except (OSError, ImportError) as exc:
+            logger.warning("file events are unavailable (%s); polling %s every %.1f s instead",
+                           exc, self.pod_dir, self.poll_interval)
+            return None
+        return observer

@@ -1,0 +1,128 @@
+"""Reading one spool file: complete lines only, from a byte offset on.
+
+A line is consumed only once its newline is there, so a record the writer is
+still appending (or one a crash cut short) is never decoded half-written.
+Lines that are not valid records are skipped with a warning and never pushed.
+"""
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+
+from runai.reporter.spool import END, HEADER, Record, decode
+
+__all__ = ["SpoolTail", "BadSpoolError"]
+
+logger = logging.getLogger(__name__)
+
+_BLOCK = 4 << 20  # bytes per read: few syscalls, bounded memory
+_WARN_LINES = 5  # skipped lines of one file warned about one by one
+
+
+class BadSpoolError(ValueError):
+    """A spool file cannot be identified (its first line is not a valid header)."""
+
+
+class SpoolTail:
+    """A read position in one spool file and what has been read up to it."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.spool_id = ""
+        self.offset = 0  # bytes consumed, always at a line boundary
+        self.records = 0  # reports read (header and end marker excluded)
+        self.last_seq = 0
+        self.ended = False  # the end-of-stream marker was read
+        self.skipped = 0  # lines skipped as invalid
+        self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def size(self) -> int:
+        return os.fstat(self._fd).st_size
+
+    def writer_alive(self) -> bool:
+        """True while the writing process holds its shared lock on the file."""
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        return False
+
+    def read_header(self) -> bool:
+        """Read the header line; False while it is incomplete.
+
+        Raises :class:`BadSpoolError` when the first line is not a header.
+        """
+        line = _first_line(self._fd)
+        if line is None:
+            return False
+        try:
+            record = decode(line)
+        except ValueError as exc:
+            raise BadSpoolError(f"{self.path}: {exc}") from None
+        if record.kind != HEADER:
+            raise BadSpoolError(f"{self.path}: the first line is not a spool header")
+        self.spool_id = record.spool_id
+        self.offset = len(line) + 1
+        return True
+
+    def resume(self, offset: int, records: int, last_seq: int, ended: bool) -> None:
+        """Continue after a checkpoint instead of from the start."""
+        self.offset, self.records, self.last_seq, self.ended = offset, records, last_seq, ended
+
+    def read(self, limit: int = _BLOCK) -> list[Record]:
+        """Decode the complete lines after :attr:`offset`, about *limit* bytes' worth."""
+        data = os.pread(self._fd, limit, self.offset)
+        end = data.rfind(b"\n")
+        if end < 0:
+            if len(data) == limit:  # one line longer than a block: read it whole
+                return self.read(limit * 2)
+            return []
+        out: list[Record] = []
+        start = 0
+        for line in data[:end].split(b"\n"):
+            position = self.offset + start
+            start += len(line) + 1
+            try:
+                record = decode(line)
+            except ValueError as exc:
+                self._skip(position, exc)
+                continue
+            self.last_seq = record.seq
+            if record.kind == END:
+                self.ended = True
+            elif record.kind == HEADER:
+                self._skip(position, ValueError("a second header"))
+            else:
+                self.records += 1
+                out.append(record)
+        self.offset += end + 1
+        return out
+
+    def at_line_start(self, offset: int) -> bool:
+        """True if *offset* is just after a newline (where a checkpoint must point)."""
+        return offset > 0 and os.pread(self._fd, 1, offset - 1) == b"\n"
+
+    def unread_bytes(self) -> int:
+        """Bytes after the last complete line: a line being written, or a torn one."""
+        return max(0, self.size() - self.offset)
+
+    def _skip(self, position: int, exc: Exception) -> None:
+        self.skipped += 1
+        if self.skipped <= _WARN_LINES:
+            logger.warning("%s: skipping the line at byte %d, which is not a valid record (%s)",
+                           self.path, position, exc)
+        elif self.skipped == _WARN_LINES + 1:
+            logger.warning("%s: more invalid lines; counting them without a warning each", self.path)
+
+
+def _first_line(fd: int) -> bytes | None:
+    data = os.pread(fd, 64 << 10, 0)
+    end = data.find(b"\n")
+    return None if end < 0 else data[:end]
