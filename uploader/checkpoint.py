@@ -33,6 +33,7 @@ class Checkpoint:
     records: int  # reports delivered from it (header and end marker excluded)
     last_seq: int  # the sequence number of the last line covered
     ended: bool = False  # the writer's end-of-stream marker is covered
+    rejected: int = 0  # values the gateway refused with 400 (logged by name in uploader.log)
 
 
 def checkpoint_path(spool_path: str) -> str:
@@ -52,6 +53,7 @@ def load_checkpoint(spool_path: str, spool_id: str, spool_size: int | None = Non
             records=int(obj["records"]),
             last_seq=int(obj["last_seq"]),
             ended=bool(obj.get("ended", False)),
+            rejected=int(obj.get("rejected", 0)),
         )
     except FileNotFoundError:
         return None

@@ -78,7 +78,9 @@ class Uploader:
         self._acked: dict[str, Checkpoint] = {}  # the last checkpoint of each followed file
         self._alive: dict[str, bool] = {}
         self._closed: set[str] = set()  # delivered files of gone writers, and unreadable ones
-        self._latest: dict[tuple[str, str], Record] = {}  # coalesced values not yet pushed
+        # coalesced values not yet pushed, with the file each came from
+        self._latest: dict[tuple[str, str], tuple[Record, str]] = {}
+        self._rejected_in: dict[str, int] = {}  # spool path -> its records the gateway refused
         self._wake = threading.Event()
         self._stopping = threading.Event()
 
@@ -192,7 +194,7 @@ class Uploader:
             while budget > 0:
                 before = tail.offset
                 for record in tail.read():
-                    self._coalesce(record)
+                    self._coalesce(record, path)
                 if tail.offset == before:
                     drained = True
                     break
@@ -240,13 +242,13 @@ class Uploader:
         del self._tails[path], self._acked[path], self._alive[path]
         self._closed.add(path)
 
-    def _coalesce(self, record: Record) -> None:
+    def _coalesce(self, record: Record, path: str) -> None:
         key = (record.kind, record.name)
         held = self._latest.get(key)
         # With several writers, the newest report wins, as it would have on
         # the gateway had each been pushed at once.
-        if held is None or record.ts >= held.ts:
-            self._latest[key] = record
+        if held is None or record.ts >= held[0].ts:
+            self._latest[key] = (record, path)
 
     # -- delivering -------------------------------------------------------
 
@@ -260,13 +262,15 @@ class Uploader:
                    if t.offset != self._acked[p].offset)
 
     def _deliver(self) -> bool:
-        records = list(self._latest.values())
+        sources = {id(record): path for record, path in self._latest.values()}
         try:
-            rejected = self.pusher.push(records)
+            rejected = self.pusher.push([record for record, _ in self._latest.values()])
         except OSError as exc:
             self._note_failure(exc)
             return False
         for record, exc in rejected:
+            path = sources[id(record)]
+            self._rejected_in[path] = self._rejected_in.get(path, 0) + 1
             name = exposition_name(record)
             if name not in self.rejected:
                 logger.error("the gateway rejected %s %r (pushed as %s); the other reports are not affected: %s",
@@ -282,7 +286,8 @@ class Uploader:
             acked = self._acked[path]
             if tail.offset == acked.offset:
                 continue
-            ckpt = Checkpoint(tail.spool_id, tail.offset, tail.records, tail.last_seq, tail.ended)
+            ckpt = Checkpoint(tail.spool_id, tail.offset, tail.records, tail.last_seq, tail.ended,
+                              acked.rejected + self._rejected_in.pop(path, 0))
             try:
                 store_checkpoint(path, ckpt)
             except OSError as exc:

@@ -20,9 +20,9 @@ __all__ = ["ensure_uploader", "uploader_command"]
 
 logger = logging.getLogger(__name__)
 
-# Spawned uploaders not yet reaped; reaping keeps them from lingering as
-# zombies when they exit before the job does.
-_children: list[int] = []
+# Uploaders this process started and that have not exited yet, by pod
+# directory. Reaping them keeps them from lingering as zombies.
+_children: dict[str, int] = {}
 
 
 def uploader_command(settings: Settings) -> list[str]:
@@ -37,18 +37,22 @@ def uploader_command(settings: Settings) -> list[str]:
 
 
 def ensure_uploader(settings: Settings) -> None:
-    """Start an uploader for the pod unless one holds its lock. Never raises."""
+    """Start an uploader for the pod unless one runs. Never raises.
+
+    One this process started that is still starting up does not hold the lock
+    yet, so it counts as running too.
+    """
     reap()
     try:
-        if holder_pid(settings.pod_dir) is not None:
+        if settings.pod_dir in _children or holder_pid(settings.pod_dir) is not None:
             return
-        _spawn(uploader_command(settings))
+        _children[settings.pod_dir] = _spawn(uploader_command(settings))
     except OSError as exc:
         logger.warning("cannot start the uploader for pod %s (%s); reports stay in %s for recovery",
                        settings.pod_uuid, exc, settings.pod_dir)
 
 
-def _spawn(argv: list[str]) -> None:
+def _spawn(argv: list[str]) -> int:
     env = dict(os.environ)
     # Make the uploader importable exactly as this process imported it, also
     # when running from a source checkout rather than an installed package.
@@ -68,16 +72,16 @@ def _spawn(argv: list[str]) -> None:
         ],
         setsid=True,
     )
-    _children.append(pid)
     logger.debug("started uploader pid %d: %s", pid, " ".join(argv))
+    return pid
 
 
 def reap() -> None:
     """Collect the exit status of uploaders this process started that have ended."""
-    for pid in list(_children):
+    for pod_dir, pid in list(_children.items()):
         try:
             done, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
+        except ChildProcessError:  # reaped by someone else (a SIGCHLD handler, say)
             done = pid
         if done:
-            _children.remove(pid)
+            del _children[pod_dir]

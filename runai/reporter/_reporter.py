@@ -188,6 +188,10 @@ class Reporter:
             time.sleep(min(pause, deadline - now))
             pause = min(pause * 2, 0.02)
         reap()
+        if ckpt.rejected:
+            logger.warning("the gateway refused %d of this process's values; uploader.log in %s names them",
+                           ckpt.rejected, self.settings.pod_dir)
+            return False
         if writer.lost:
             logger.warning("%d of %d reports were lost because the spool file %s could not be written",
                            writer.lost, writer.lost + writer.records, writer.path)
