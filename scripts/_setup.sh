@@ -1,0 +1,24 @@
+# Sourced by demo.sh and test.sh: installs what they need on a fresh Debian machine.
+# Debian's Pushgateway from apt (root is needed only when it is missing), and a
+# virtual environment in .venv with this package and the given pip extras.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+need_apt=()
+command -v prometheus-pushgateway >/dev/null || need_apt+=(prometheus-pushgateway)
+for pkg in "${EXTRA_APT[@]:-}"; do
+  [ -n "$pkg" ] && ! dpkg -s "$pkg" >/dev/null 2>&1 && need_apt+=("$pkg")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "==> installing ${need_apt[*]} with apt-get"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "==> creating .venv"
+  python3 -m venv .venv
+fi
+echo "==> installing runai${PIP_EXTRAS:+[$PIP_EXTRAS]} into .venv"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".${PIP_EXTRAS:+[$PIP_EXTRAS]}"

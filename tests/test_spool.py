@@ -1,0 +1,189 @@
+"""The spool format, the writer's failure handling, checkpoints and the tail reader."""
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import math
+import os
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from runai.reporter.spool import (
+    SpoolWriter,
+    decode,
+    encode_end,
+    encode_header,
+    encode_metric,
+    encode_parameter,
+)
+from uploader.checkpoint import Checkpoint, checkpoint_path, load_checkpoint, store_checkpoint
+from uploader.tail import BadSpoolError, SpoolTail
+
+
+def strict_json(line: bytes) -> object:
+    return json.loads(line, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+
+
+@given(st.floats(allow_nan=True, allow_infinity=True))
+def test_metric_values_round_trip_as_strict_json(value: float) -> None:
+    line = encode_metric(1, 1.5, "m", value)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    strict_json(line)
+    got = decode(line[:-1]).value
+    assert (math.isnan(value) and math.isnan(got)) or got == value  # type: ignore[arg-type]
+
+
+@given(st.text())
+def test_parameter_values_round_trip_as_one_line(value: str) -> None:
+    line = encode_parameter(3, 2.0, "p", value)
+    assert line.count(b"\n") == 1  # newlines in values are escaped, never split a record
+    strict_json(line)
+    assert decode(line[:-1]) == (3, 2.0, "parameter", "p", value, "")
+
+
+@pytest.mark.parametrize("line", [
+    b"", b"garbage", b"[]", b"null", b'{"seq":1}', b'{"seq":"1","ts":1,"kind":"metric","name":"a","value":1}',
+    b'{"seq":1,"ts":1,"kind":"metric","name":"a","value":"1"}', b'{"seq":1,"ts":1,"kind":"metric","value":1}',
+    b'{"seq":1,"ts":1,"kind":"parameter","name":"a","value":1}', b'{"seq":1,"ts":1,"kind":"what"}',
+    b'{"seq":0,"ts":1,"kind":"header","version":99,"spool_id":"x"}', b"\0\0\0", b'{"seq":1,"ts":1,"kind":"metric",',
+])
+def test_decode_refuses_what_is_not_a_record(line: bytes) -> None:
+    with pytest.raises(ValueError):
+        decode(line)
+
+
+def read_all(path: str) -> list:
+    tail = SpoolTail(path)
+    try:
+        assert tail.read_header()
+        return tail.read()
+    finally:
+        tail.close()
+
+
+def test_writer_survives_enospc_and_counts_the_loss(tmp_path, monkeypatch, caplog) -> None:
+    caplog.set_level(logging.WARNING, logger="runai")
+    writer = SpoolWriter(str(tmp_path / "pod"), "pod")
+    writer.write_metric("a", 1.0)
+    real_write = os.write
+
+    def full_disk(fd: int, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full_disk)
+    for i in range(100):
+        writer.write_metric("b", float(i))
+    monkeypatch.setattr(os, "write", real_write)
+    writer.write_metric("c", 3.0)
+    writer.close()
+    assert (writer.lost, writer.records) == (100, 2)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "No space left" in warnings[0].getMessage()
+    assert [(r.name, r.value) for r in read_all(writer.path)] == [("a", 1.0), ("c", 3.0)]
+
+
+def test_a_torn_write_does_not_poison_the_next_record(tmp_path, monkeypatch) -> None:
+    writer = SpoolWriter(str(tmp_path / "pod"), "pod")
+    real_write = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, data[: len(data) // 2]))
+    writer.write_metric("torn", 1.0)
+    monkeypatch.setattr(os, "write", real_write)
+    writer.write_metric("after", 2.0)
+    writer.close()
+    assert writer.lost == 1
+    tail = SpoolTail(writer.path)
+    assert tail.read_header()
+    assert [(r.name, r.value) for r in tail.read()] == [("after", 2.0)]
+    assert tail.skipped == 1 and tail.ended
+
+
+def test_unwritable_spool_never_raises(tmp_path, caplog) -> None:
+    caplog.set_level(logging.WARNING, logger="runai")
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    writer = SpoolWriter(str(blocker / "pod"), "pod")
+    for i in range(10):
+        writer.write_metric("a", float(i))
+    writer.close()
+    assert writer.lost == 10 and writer.path == ""
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
+
+
+def test_truncated_anywhere_in_the_last_record_keeps_the_earlier_ones(tmp_path) -> None:
+    header = encode_header("id1", "pod", 1.0)
+    body = b"".join(encode_metric(i, 1.0, "m", float(i)) for i in range(1, 4))
+    last = encode_metric(4, 1.0, "m", 4.0)
+    path = str(tmp_path / "w1.jsonl")
+    for cut in range(len(last)):
+        with open(path, "wb") as f:
+            f.write(header + body + last[:cut])
+        assert [r.value for r in read_all(path)] == [1.0, 2.0, 3.0], cut
+    with open(path, "wb") as f:
+        f.write(header + body + last)
+    assert [r.value for r in read_all(path)] == [1.0, 2.0, 3.0, 4.0]
+
+
+def test_a_file_without_a_valid_header_is_refused(tmp_path) -> None:
+    path = tmp_path / "w1.jsonl"
+    path.write_bytes(encode_metric(1, 1.0, "m", 1.0))
+    tail = SpoolTail(str(path))
+    with pytest.raises(BadSpoolError):
+        tail.read_header()
+    tail.close()
+
+
+def test_end_marker_is_read(tmp_path) -> None:
+    path = tmp_path / "w1.jsonl"
+    path.write_bytes(encode_header("id", "pod", 1.0) + encode_metric(1, 1.0, "m", 1.0) + encode_end(2, 1.0))
+    tail = SpoolTail(str(path))
+    assert tail.read_header()
+    assert len(tail.read()) == 1 and tail.ended and tail.records == 1 and tail.last_seq == 2
+    tail.close()
+
+
+def test_checkpoint_round_trip_and_tolerant_load(tmp_path) -> None:
+    spool = str(tmp_path / "w1.jsonl")
+    assert checkpoint_path(spool) == str(tmp_path / "w1.ckpt")
+    assert load_checkpoint(spool, "id") is None  # missing: replay
+    ckpt = Checkpoint("id", 120, 3, 4, True, 1)
+    store_checkpoint(spool, ckpt)
+    assert load_checkpoint(spool, "id", spool_size=200) == ckpt
+    assert load_checkpoint(spool, "other-id") is None
+    assert load_checkpoint(spool, "id", spool_size=100) is None  # past the end
+    for damage in (b"", b"\0" * 10, b'{"spool_id": "id"', b'{"spool_id":"id","offset":"x","records":1,"last_seq":1}'):
+        with open(checkpoint_path(spool), "wb") as f:
+            f.write(damage)
+        assert load_checkpoint(spool, "id") is None
+
+
+def test_a_failed_checkpoint_write_keeps_the_old_one(tmp_path, monkeypatch) -> None:
+    spool = str(tmp_path / "w1.jsonl")
+    old = Checkpoint("id", 10, 1, 1)
+    store_checkpoint(spool, old)
+
+    def broken_fsync(fd: int) -> None:
+        raise OSError(errno.EIO, "injected I/O error")
+
+    monkeypatch.setattr(os, "fsync", broken_fsync)
+    with pytest.raises(OSError, match="injected"):
+        store_checkpoint(spool, Checkpoint("id", 20, 2, 2))
+    assert load_checkpoint(spool, "id") == old
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["metric", "parameter"]), st.sampled_from(["a", "b", "c_1"]),
+                          st.floats(allow_nan=False, width=32)), max_size=30))
+def test_writer_and_reader_agree(tmp_path_factory, reports) -> None:
+    writer = SpoolWriter(str(tmp_path_factory.mktemp("pod")), "pod")
+    for kind, name, value in reports:
+        if kind == "metric":
+            writer.write_metric(name, value)
+        else:
+            writer.write_parameter(name, str(value))
+    writer.close()
+    records = read_all(writer.path)
+    assert [(r.kind, r.name) for r in records] == [(k, n) for k, n, _ in reports]
+    assert [r.seq for r in records] == list(range(1, len(reports) + 1))
