@@ -32,7 +32,7 @@ setup(
     python_requires=">=3.9",
     packages=["runai", "runai.reporter", "uploader"],
     package_data={"runai.reporter": ["py.typed"], "uploader": ["py.typed"]},
-    install_requires=["prometheus_client>=0.12", "watchdog>=2.1"],
+    install_requires=["prometheus_client>=0.12", "watchdog>=4"],
     extras_require={
         "keras": ["keras>=3"],
         "test": ["pytest>=7", "numpy", "hypothesis"],

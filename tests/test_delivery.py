@@ -220,7 +220,7 @@ def test_partial_line_is_delivered_once_complete(env: dict[str, str], gateway: P
     with Reporter() as reporter:
         reporter.reportMetric("a", 1)
         path = reporter._writer.path
-        write_raw(path, b'{"seq":1000,"ts":1e10,"kind":"metric","name":"b",')
+        write_raw(path, b'{"seq":1000,"ts_us":10000000000000000,"kind":"metric","name":"b",')
         wait_for(lambda: gateway.value(pod, metric_name("a")) == 1, 10, "a on the gateway")
         assert gateway.value(pod, metric_name("b")) is None
         write_raw(path, b'"value":2}\n')
@@ -232,8 +232,8 @@ def test_garbage_lines_are_skipped_and_never_pushed(env: dict[str, str], gateway
         reporter.reportMetric("before", 1)
         path = reporter._writer.path
         write_raw(path, b"this is not json\n")
-        write_raw(path, b'{"seq":7,"ts":1,"kind":"metric","name":"nofields"}\n')
-        write_raw(path, b'{"seq":8,"ts":1,"kind":"metric","name":"bad","value":"12"}\n')
+        write_raw(path, b'{"seq":7,"ts_us":1,"kind":"metric","name":"nofields"}\n')
+        write_raw(path, b'{"seq":8,"ts_us":1,"kind":"metric","name":"bad","value":"12"}\n')
         write_raw(path, b"\0\0\0\0\n")
         reporter.reportMetric("after", 2)
     assert reporter.finish() is True
@@ -341,7 +341,7 @@ def test_recover_waits_for_a_running_uploader(env: dict[str, str], gateway: Push
     with Reporter() as reporter:
         reporter.reportMetric("a", 1)
     with PodLock(os.path.join(spool_dir, pod)) as lock:
-        assert lock.acquire()
+        wait_for(lock.acquire, 10, "the reporter's uploader to exit")  # then this test plays the uploader
         done = recover(env, "--timeout", "0.5")
     assert done.returncode == 1
     assert f"an uploader (pid {os.getpid()}) is delivering it" in done.stderr

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from runai.reporter import spool
 from runai.reporter.spool import (
     SpoolWriter,
     decode,
@@ -29,7 +30,7 @@ def strict_json(line: bytes) -> object:
 
 @given(st.floats(allow_nan=True, allow_infinity=True))
 def test_metric_values_round_trip_as_strict_json(value: float) -> None:
-    line = encode_metric(1, 1.5, "m", value)
+    line = encode_metric(1, 1_500_000, "m", value)
     assert line.endswith(b"\n") and line.count(b"\n") == 1
     strict_json(line)
     got = decode(line[:-1]).value
@@ -38,17 +39,19 @@ def test_metric_values_round_trip_as_strict_json(value: float) -> None:
 
 @given(st.text())
 def test_parameter_values_round_trip_as_one_line(value: str) -> None:
-    line = encode_parameter(3, 2.0, "p", value)
+    line = encode_parameter(3, 2_000_000, "p", value)
     assert line.count(b"\n") == 1  # newlines in values are escaped, never split a record
     strict_json(line)
     assert decode(line[:-1]) == (3, 2.0, "parameter", "p", value, "")
 
 
 @pytest.mark.parametrize("line", [
-    b"", b"garbage", b"[]", b"null", b'{"seq":1}', b'{"seq":"1","ts":1,"kind":"metric","name":"a","value":1}',
-    b'{"seq":1,"ts":1,"kind":"metric","name":"a","value":"1"}', b'{"seq":1,"ts":1,"kind":"metric","value":1}',
-    b'{"seq":1,"ts":1,"kind":"parameter","name":"a","value":1}', b'{"seq":1,"ts":1,"kind":"what"}',
-    b'{"seq":0,"ts":1,"kind":"header","version":99,"spool_id":"x"}', b"\0\0\0", b'{"seq":1,"ts":1,"kind":"metric",',
+    b"", b"garbage", b"[]", b"null", b'{"seq":1}', b'{"seq":"1","ts_us":1,"kind":"metric","name":"a","value":1}',
+    b'{"seq":1,"ts_us":1,"kind":"metric","name":"a","value":"1"}', b'{"seq":1,"ts_us":1,"kind":"metric","value":1}',
+    b'{"seq":1,"ts_us":1,"kind":"parameter","name":"a","value":1}', b'{"seq":1,"ts_us":1,"kind":"what"}',
+    b'{"seq":0,"ts_us":1,"kind":"header","version":99,"spool_id":"x"}', b"\0\0\0",
+    b'{"seq":1,"ts_us":1,"kind":"metric",', b'{"seq":1,"ts":1.5,"kind":"metric","name":"a","value":1}',
+    b'{"seq":1,"ts_us":1.5,"kind":"metric","name":"a","value":1}',
 ])
 def test_decode_refuses_what_is_not_a_record(line: bytes) -> None:
     with pytest.raises(ValueError):
@@ -73,10 +76,10 @@ def test_writer_survives_enospc_and_counts_the_loss(tmp_path, monkeypatch, caplo
     def full_disk(fd: int, data: bytes) -> int:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(os, "write", full_disk)
+    monkeypatch.setattr(spool, "_write", full_disk)  # the writer's one call of write(2)
     for i in range(100):
         writer.write_metric("b", float(i))
-    monkeypatch.setattr(os, "write", real_write)
+    monkeypatch.setattr(spool, "_write", real_write)
     writer.write_metric("c", 3.0)
     writer.close()
     assert (writer.lost, writer.records) == (100, 2)
@@ -88,9 +91,9 @@ def test_writer_survives_enospc_and_counts_the_loss(tmp_path, monkeypatch, caplo
 def test_a_torn_write_does_not_poison_the_next_record(tmp_path, monkeypatch) -> None:
     writer = SpoolWriter(str(tmp_path / "pod"), "pod")
     real_write = os.write
-    monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, data[: len(data) // 2]))
+    monkeypatch.setattr(spool, "_write", lambda fd, data: real_write(fd, data[: len(data) // 2]))
     writer.write_metric("torn", 1.0)
-    monkeypatch.setattr(os, "write", real_write)
+    monkeypatch.setattr(spool, "_write", real_write)
     writer.write_metric("after", 2.0)
     writer.close()
     assert writer.lost == 1
@@ -113,9 +116,9 @@ def test_unwritable_spool_never_raises(tmp_path, caplog) -> None:
 
 
 def test_truncated_anywhere_in_the_last_record_keeps_the_earlier_ones(tmp_path) -> None:
-    header = encode_header("id1", "pod", 1.0)
-    body = b"".join(encode_metric(i, 1.0, "m", float(i)) for i in range(1, 4))
-    last = encode_metric(4, 1.0, "m", 4.0)
+    header = encode_header("id1", "pod", 1_000_000)
+    body = b"".join(encode_metric(i, 1_000_000, "m", float(i)) for i in range(1, 4))
+    last = encode_metric(4, 1_000_000, "m", 4.0)
     path = str(tmp_path / "w1.jsonl")
     for cut in range(len(last)):
         with open(path, "wb") as f:
@@ -128,7 +131,7 @@ def test_truncated_anywhere_in_the_last_record_keeps_the_earlier_ones(tmp_path) 
 
 def test_a_file_without_a_valid_header_is_refused(tmp_path) -> None:
     path = tmp_path / "w1.jsonl"
-    path.write_bytes(encode_metric(1, 1.0, "m", 1.0))
+    path.write_bytes(encode_metric(1, 1_000_000, "m", 1.0))
     tail = SpoolTail(str(path))
     with pytest.raises(BadSpoolError):
         tail.read_header()
@@ -137,7 +140,7 @@ def test_a_file_without_a_valid_header_is_refused(tmp_path) -> None:
 
 def test_end_marker_is_read(tmp_path) -> None:
     path = tmp_path / "w1.jsonl"
-    path.write_bytes(encode_header("id", "pod", 1.0) + encode_metric(1, 1.0, "m", 1.0) + encode_end(2, 1.0))
+    path.write_bytes(encode_header("id", "pod", 1_000_000) + encode_metric(1, 1_000_000, "m", 1.0) + encode_end(2, 1_000_000))
     tail = SpoolTail(str(path))
     assert tail.read_header()
     assert len(tail.read()) == 1 and tail.ended and tail.records == 1 and tail.last_seq == 2

@@ -20,14 +20,15 @@ import os
 import random
 import threading
 import time
-from typing import Any, Callable
+from typing import Callable
 
-from runai.reporter.spool import SPOOL_SUFFIX, Record, is_spool_file
+from runai.reporter.spool import Record, is_spool_file
 
 from .checkpoint import Checkpoint, load_checkpoint, store_checkpoint
 from .lock import PodLock
 from .push import GatewayError, Pusher, exposition_name
 from .tail import BadSpoolError, SpoolTail
+from .watch import SpoolWatch
 
 __all__ = ["Uploader", "EXIT_DELIVERED", "EXIT_PENDING"]
 
@@ -83,6 +84,7 @@ class Uploader:
         self._rejected_in: dict[str, int] = {}  # spool path -> its records the gateway refused
         self._wake = threading.Event()
         self._stopping = threading.Event()
+        self._watch = SpoolWatch(pod_dir, self._wake.set)
 
     # -- control ----------------------------------------------------------
 
@@ -103,13 +105,12 @@ class Uploader:
 
     def run(self) -> int:
         """Deliver until done; return :data:`EXIT_DELIVERED` or :data:`EXIT_PENDING`."""
-        observer = self._watch()
+        if self.use_watchdog:
+            self._watch.start()
         try:
             return self._loop()
         finally:
-            if observer is not None:
-                observer.stop()
-                observer.join()
+            self._watch.stop()
             for tail in self._tails.values():
                 tail.close()
             self.pusher.close()
@@ -145,12 +146,22 @@ class Uploader:
                         failing_since, failures, next_try = None, 0, 0.0
                         if pushed:
                             last_push = now
+                            # More reports will wait out the interval anyway:
+                            # read them on a timer, not on an event per write.
+                            self._watch.set_streaming(self.follow)
                         continue  # more may have arrived while pushing
                     failures += 1
                     if failing_since is None:
                         failing_since = now
                     next_try = now + self._backoff_delay(failures)
                     due = next_try
+            elif self._watch.streaming:
+                if now >= last_push + self.push_interval:
+                    # A whole interval without reports: back to waking on
+                    # every write, and rescan for any that raced the switch.
+                    self._watch.set_streaming(False)
+                    continue
+                due = last_push + self.push_interval
             elif drained and self._done():
                 if not self._handoff():
                     continue
@@ -335,31 +346,3 @@ class Uploader:
             return False
         logger.info("another uploader took over %s", self.pod_dir)
         return True
-
-    # -- file events ------------------------------------------------------
-
-    def _watch(self) -> Any:
-        if not self.use_watchdog:
-            return None
-        try:
-            from watchdog.events import FileSystemEvent, FileSystemEventHandler
-            from watchdog.observers import Observer
-
-            wake = self._wake
-
-            class _WakeOnSpool(FileSystemEventHandler):
-                def on_any_event(self, event: FileSystemEvent) -> None:
-                    # Our own checkpoint and log writes must not wake us.
-                    if str(event.src_path).endswith(SPOOL_SUFFIX) or str(
-                        getattr(event, "dest_path", "")
-                    ).endswith(SPOOL_SUFFIX):
-                        wake.set()
-
-            observer = Observer()
-            observer.schedule(_WakeOnSpool(), self.pod_dir, recursive=False)
-            observer.start()
-        except (OSError, ImportError) as exc:
-            logger.warning("file events are unavailable (%s); polling %s every %.1f s instead",
-                           exc, self.pod_dir, self.poll_interval)
-            return None
-        return observer

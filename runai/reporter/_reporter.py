@@ -121,7 +121,11 @@ class Reporter:
         writer = self._writer
         if writer.closed:
             raise ValueError("this Reporter is finished: create a new Reporter to report again")
-        writer.write_metric(_check_name(name), _metric_value(value))
+        # The checks are inlined for the common case (a known name, a float):
+        # every call saved here is a measurable share of a ~2 us report.
+        if type(name) is not str or name not in _checked_names:
+            _check_name(name)
+        writer.write_metric(name, value if type(value) is float else _metric_value(value))
 
     def reportParameter(self, name: str, value: str | int | float) -> None:  # noqa: N802
         """Report a parameter (a str, or a number sent as its str())."""

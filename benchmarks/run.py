@@ -1,0 +1,216 @@
+"""The benchmark suite: every row beside a baseline measured in the same run.
+
+    python benchmarks/run.py [--quick]
+
+Starts its own Pushgateway on 127.0.0.1 (Debian's prometheus-pushgateway) and
+prints one table. Figures are medians over repeated runs: the machines are
+noisy, so compare ratios within one run, not absolute numbers across runs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, REPO)
+
+from tests._helpers import Pushgateway, job_env, metric_name  # noqa: E402
+from tests._proxy import CountingProxy  # noqa: E402
+
+# Each hot-path child measures its own CPU (all threads, user + system) from
+# the first report to the end of finish().
+_CHILD = r"""
+import json, os, resource, sys, time
+mode, n = sys.argv[1], int(sys.argv[2])
+
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+if mode == "floor":
+    from runai.reporter.spool import encode_metric
+    line = b"x" * (len(encode_metric(n, time.time_ns() // 1000, "loss", 0.123456789)) - 1) + b"\n"
+    fd = os.open(os.path.join(os.environ["reporterSpoolDir"], "floor.bin"), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    c0 = cpu()
+    for i in range(n):
+        os.write(fd, line)
+    c1 = cpu()
+    ok = True
+elif mode in ("metric", "parameter", "forked"):
+    import runai.reporter
+    reporter = runai.reporter.Reporter()
+    if mode == "forked":
+        reporter.reportMetric("warmup", 0)
+        pid = os.fork()
+        if pid:
+            _, status = os.waitpid(pid, 0)
+            sys.exit(0)
+    report = reporter.reportParameter if mode == "parameter" else reporter.reportMetric
+    c0 = cpu()
+    for i in range(n):
+        report("loss", 0.123456789 + i)
+    ok = reporter.finish()
+    c1 = cpu()
+elif mode == "pushadd":
+    # What runai 0.4.1 does per report: build a registry and POST it at once.
+    from prometheus_client import CollectorRegistry, Gauge, pushadd_to_gateway
+    c0 = cpu()
+    for i in range(n):
+        registry = CollectorRegistry()
+        g = Gauge("reporter_push_gateway_metric_loss", "", ["metric_name", "push_gateway_type"], registry=registry)
+        g.labels("loss", "metric").set(0.123456789 + i)
+        pushadd_to_gateway(os.environ["reporterGatewayURL"], job="reporter_pod_info", registry=registry,
+                           grouping_key={"podUUID": os.environ["podUUID"]})
+    c1 = cpu()
+    ok = True
+print(json.dumps({"us": (c1 - c0) / n * 1e6, "ok": ok}))
+"""
+
+
+def child(mode: str, n: int, gateway: str, spool: str) -> float:
+    env = job_env(podUUID=f"bench-{uuid.uuid4()}", reporterGatewayURL=gateway, reporterSpoolDir=spool)
+    out = subprocess.run([sys.executable, "-c", _CHILD, mode, str(n)], env=env, capture_output=True, text=True,
+                         check=True, timeout=600)
+    line = [x for x in out.stdout.splitlines() if x.startswith("{")][-1]
+    result = json.loads(line)
+    if not result["ok"]:
+        raise RuntimeError(f"{mode}: finish() did not deliver")
+    return float(result["us"])
+
+
+def hot_path(gw: Pushgateway, spool: str, runs: int, n: int) -> list[tuple[str, str, str]]:
+    modes = {"floor": n, "metric": n, "parameter": n, "forked": n, "pushadd": max(200, n // 50)}
+    samples: dict[str, list[float]] = {m: [] for m in modes}
+    for _ in range(runs):  # interleaved, so drift in machine load hits every mode alike
+        for mode, count in modes.items():
+            samples[mode].append(child(mode, count, gw.address, spool))
+    floor = statistics.median(samples["floor"])
+    labels = {
+        "floor": "raw os.write of a same-size line (floor)",
+        "metric": "reportMetric, first report to finish()",
+        "parameter": "reportParameter, first report to finish()",
+        "forked": "reportMetric in a forked child",
+        "pushadd": "pushadd_to_gateway per report (0.4.1's way)",
+    }
+    rows = []
+    for mode, values in samples.items():
+        med = statistics.median(values)
+        target = "<= 3x floor" if mode in ("metric", "parameter", "forked") else ""
+        rows.append((f"CPU/report: {labels[mode]}", f"{med:.2f} us ({med / floor:.1f}x floor)", target))
+    return rows
+
+
+def finish_time(gw: Pushgateway, spool: str, runs: int, n: int) -> list[tuple[str, str, str]]:
+    from runai.reporter import Reporter
+
+    times = []
+    for _ in range(runs):
+        reporter = Reporter(pod_uuid=f"bench-{uuid.uuid4()}", gateway_url=gw.address, spool_dir=spool)
+        for i in range(n):
+            reporter.reportMetric("loss", float(i))
+        t0 = time.perf_counter()
+        assert reporter.finish()
+        times.append(time.perf_counter() - t0)
+    return [(f"finish() after {n:,} reports, gateway up", f"median {statistics.median(times):.3f} s, "
+             f"max {max(times):.3f} s", "<= 1 s")]
+
+
+def _visible(gw: Pushgateway, pod: str, value: float, deadline: float) -> None:
+    while gw.value(pod, metric_name("lat")) != value:
+        if time.perf_counter() > deadline:
+            raise RuntimeError("value never arrived")
+
+
+def latency(gw: Pushgateway, spool: str, samples: int) -> list[tuple[str, str, str]]:
+    from prometheus_client import CollectorRegistry, Gauge, pushadd_to_gateway
+
+    from runai.reporter import Reporter
+
+    pod = f"bench-{uuid.uuid4()}"
+    ours, base = [], []
+    with Reporter(pod_uuid=pod, gateway_url=gw.address, spool_dir=spool) as reporter:
+        reporter.reportMetric("lat", -1)
+        _visible(gw, pod, -1, time.perf_counter() + 10)
+        for i in range(samples):
+            time.sleep(reporter.settings.push_interval + 0.1)  # a quiet spell
+            t0 = time.perf_counter()
+            reporter.reportMetric("lat", i)
+            _visible(gw, pod, i, t0 + 10)
+            ours.append(time.perf_counter() - t0)
+    base_pod = f"bench-{uuid.uuid4()}"
+    for i in range(samples):
+        t0 = time.perf_counter()
+        registry = CollectorRegistry()
+        Gauge(metric_name("lat"), "", ["metric_name", "push_gateway_type"], registry=registry).labels(
+            "lat", "metric").set(i)
+        pushadd_to_gateway(gw.address, job="reporter_pod_info", registry=registry, grouping_key={"podUUID": base_pod})
+        _visible(gw, base_pod, i, t0 + 10)
+        base.append(time.perf_counter() - t0)
+
+    def fmt(xs: list[float]) -> str:
+        xs = sorted(xs)
+        return f"median {statistics.median(xs) * 1e3:.1f} ms, max {xs[-1] * 1e3:.1f} ms (n={len(xs)})"
+
+    return [("report -> visible on gateway, after a quiet spell", fmt(ours), "median <= 10 ms"),
+            ("  baseline: synchronous pushadd per report", fmt(base), "")]
+
+
+def pushes(gw: Pushgateway, spool: str, n: int, seconds: float) -> list[tuple[str, str, str]]:
+    from runai.reporter import Reporter
+
+    proxy = CountingProxy(gw.address).start()
+    try:
+        reporter = Reporter(pod_uuid=f"bench-{uuid.uuid4()}", gateway_url=proxy.address, spool_dir=spool)
+        batches = 100
+        t0 = time.perf_counter()
+        for b in range(batches):
+            for i in range(n // batches):
+                reporter.reportMetric("loss", float(i))
+            time.sleep(max(0.0, t0 + (b + 1) * seconds / batches - time.perf_counter()))
+        assert reporter.finish()
+        duration = time.perf_counter() - t0
+    finally:
+        proxy.stop()
+    bound = duration / reporter.settings.push_interval + 2
+    return [(f"pushes for {n:,} reports over {duration:.1f} s", f"{proxy.pushes} pushes "
+             f"({proxy.push_bytes / max(1, proxy.pushes):.0f} B each); 0.4.1 would make {n:,}",
+             f"<= {bound:.0f}")]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer runs and samples")
+    args = parser.parse_args(argv)
+    runs = 3 if args.quick else 7
+    with tempfile.TemporaryDirectory(prefix="runai-bench-") as work:
+        spool = os.path.join(work, "spool")
+        os.makedirs(spool)
+        gw = Pushgateway(work).start()
+        try:
+            rows = []
+            rows += hot_path(gw, spool, runs, 20_000 if args.quick else 100_000)
+            rows += finish_time(gw, spool, runs, 100_000)
+            rows += latency(gw, spool, 8 if args.quick else 20)
+            rows += pushes(gw, spool, 100_000, 5.0 if args.quick else 10.0)
+        finally:
+            gw.stop()
+    width = max(len(r[0]) for r in rows)
+    vwidth = max(len(r[1]) for r in rows)
+    print(f"\n{'benchmark':{width}}  {'result':{vwidth}}  target")
+    print(f"{'-' * width}  {'-' * vwidth}  ------")
+    for name, value, target in rows:
+        print(f"{name:{width}}  {value:{vwidth}}  {target}")
+    print(f"\n{runs} runs per hot-path row; python {sys.version.split()[0]}; {os.cpu_count()} CPUs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
