@@ -312,7 +312,8 @@ def _mark_forked() -> None:
 
 
 def make_private_dir(path: str) -> None:
-    """Create *path* (and parents) readable by this user only."""
+    """Create *path* readable by this user only, and its parent (the spool root) too if missing."""
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     os.makedirs(path, mode=0o700, exist_ok=True)
     if os.stat(path).st_mode & 0o077:
         os.chmod(path, 0o700)
