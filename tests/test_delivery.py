@@ -396,3 +396,19 @@ def test_leftover_uploaders_helper_finds_real_processes(env: dict[str, str], own
     assert reporter.finish(timeout=0.1) is False
     assert kill_uploaders(spool_dir)
     wait_for(lambda: not uploader_pids(spool_dir), 10, "the killed uploader to disappear")
+
+
+def test_uploader_exits_when_its_pod_directory_is_removed(env: dict[str, str], gateway: Pushgateway, pod: str,
+                                                          spool_dir: str) -> None:
+    import shutil
+
+    reporter = Reporter()
+    reporter.reportMetric("x", 1)
+    wait_for(lambda: gateway.value(pod, metric_name("x")) == 1, 10, "x on the gateway")
+    pids = uploader_pids(spool_dir)
+    assert len(pids) == 1
+    shutil.rmtree(reporter.settings.pod_dir)
+    reporter.reportMetric("x", 2)  # into a deleted file: no error for the training loop
+    wait_for(lambda: not uploader_pids(spool_dir), 10, "the uploader to exit rather than spin")
+    assert reporter.finish(timeout=1) is False
+    assert not uploader_pids(spool_dir)  # and finish() did not start another into the void

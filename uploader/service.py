@@ -155,6 +155,10 @@ class Uploader:
                         failing_since = now
                     next_try = now + self._backoff_delay(failures)
                     due = next_try
+            elif drained and self._done():
+                if not self._handoff():
+                    continue
+                return EXIT_DELIVERED
             elif self._watch.streaming:
                 if now >= last_push + self.push_interval:
                     # A whole interval without reports: back to waking on
@@ -162,10 +166,6 @@ class Uploader:
                     self._watch.set_streaming(False)
                     continue
                 due = last_push + self.push_interval
-            elif drained and self._done():
-                if not self._handoff():
-                    continue
-                return EXIT_DELIVERED
 
             if failing_since is not None and now - failing_since >= self.retry_timeout and not self._writers_alive():
                 logger.error(
@@ -188,6 +188,11 @@ class Uploader:
         """Read what is new; False if the read budget ran out before the end."""
         try:
             names = sorted(os.listdir(self.pod_dir))
+        except FileNotFoundError:
+            # Nothing left to deliver from, nor to wait for.
+            logger.error("the pod directory %s was removed; exiting", self.pod_dir)
+            self.stop()
+            return False
         except OSError as exc:
             logger.error("cannot list %s: %s", self.pod_dir, exc)
             return False
@@ -336,7 +341,7 @@ class Uploader:
         this uploader, and its file already exists: one more scan after the
         release finds it.
         """
-        if self.lock is None or not self.follow:
+        if self.lock is None or not self.follow or self._stopping.is_set():
             return True
         self.lock.release()
         drained = self._scan(check_liveness=True)

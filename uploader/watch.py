@@ -88,7 +88,8 @@ class SpoolWatch:
         self.streaming = streaming
 
     def stop(self) -> None:
-        """Stop watching (safe to call twice)."""
+        """Stop watching (safe to call twice); the uploader then polls."""
+        self.streaming = False
         observer, self._observer = self._observer, None
         if observer is not None:
             observer.stop()

@@ -46,6 +46,9 @@ def ensure_uploader(settings: Settings) -> None:
     try:
         if settings.pod_dir in _children or holder_pid(settings.pod_dir) is not None:
             return
+        if not os.path.isdir(settings.pod_dir):
+            logger.warning("the spool directory %s is gone; not starting an uploader", settings.pod_dir)
+            return
         _children[settings.pod_dir] = _spawn(uploader_command(settings))
     except OSError as exc:
         logger.warning("cannot start the uploader for pod %s (%s); reports stay in %s for recovery",
