@@ -190,3 +190,21 @@ def test_writer_and_reader_agree(tmp_path_factory, reports) -> None:
     records = read_all(writer.path)
     assert [(r.kind, r.name) for r in records] == [(k, n) for k, n, _ in reports]
     assert [r.seq for r in records] == list(range(1, len(reports) + 1))
+
+
+@given(st.integers(0, 2**63), st.integers(0, 2**62), st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,20}", fullmatch=True),
+       st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(-10**20, 10**20),
+                 st.sampled_from(["1E5", "-0", "1e+300", "2.5e-3", "01", "1.", ".5", "+1", "1e", "--1"])))
+def test_decode_fast_path_agrees_with_json(seq: int, ts_us: int, name: str, value: object) -> None:
+    text = value if isinstance(value, str) else repr(value)
+    line = f'{{"seq":{seq},"ts_us":{ts_us},"kind":"metric","name":"{name}","value":{text}}}'.encode()
+    try:
+        expected = json.loads(line)
+        want = float(expected["value"])
+    except ValueError:
+        with pytest.raises(ValueError):
+            decode(line)
+        return
+    record = decode(line)
+    assert (record.seq, record.name, record.value) == (seq, name, want)
+    assert record.ts == ts_us / 1e6
