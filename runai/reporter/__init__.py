@@ -35,7 +35,7 @@ _global: Reporter | None = None
 _global_lock = threading.Lock()
 
 
-def _reporter() -> Reporter:
+def _global_reporter() -> Reporter:
     reporter = _global
     if reporter is not None and not reporter.finished:
         return reporter
@@ -52,12 +52,12 @@ def _new_global() -> Reporter:
 
 def reportMetric(name: str, value: float) -> None:  # noqa: N802 (0.4.1's name)
     """Report a metric through the global reporter (created on first use)."""
-    _reporter().reportMetric(name, value)
+    _global_reporter().reportMetric(name, value)
 
 
 def reportParameter(name: str, value: str | int | float) -> None:  # noqa: N802
     """Report a parameter through the global reporter (created on first use)."""
-    _reporter().reportParameter(name, value)
+    _global_reporter().reportParameter(name, value)
 
 
 def finish(timeout: float | None = None) -> bool:
