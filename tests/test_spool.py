@@ -156,7 +156,8 @@ def test_checkpoint_round_trip_and_tolerant_load(tmp_path) -> None:
     assert load_checkpoint(spool, "id", spool_size=200) == ckpt
     assert load_checkpoint(spool, "other-id") is None
     assert load_checkpoint(spool, "id", spool_size=100) is None  # past the end
-    for damage in (b"", b"\0" * 10, b'{"spool_id": "id"', b'{"spool_id":"id","offset":"x","records":1,"last_seq":1}'):
+    for damage in (b"", b"\0" * 10, b'{"spool_id": "id"',
+                   b'{"spool_id":"id","offset":"x","records":1,"last_seq":1}'):
         with open(checkpoint_path(spool), "wb") as f:
             f.write(damage)
         assert load_checkpoint(spool, "id") is None

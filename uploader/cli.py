@@ -11,13 +11,16 @@ import os
 import signal
 import sys
 import time
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from runai.reporter._config import ConfigError, Settings, load_settings, resolve_spool_dir
 from runai.reporter._version import __version__
 from runai.reporter.spool import is_spool_file
 
 from .lock import PodLock, holder_pid
+
+if TYPE_CHECKING:
+    from .service import Uploader
 
 __all__ = ["main"]
 
@@ -84,12 +87,13 @@ def _settings(args: argparse.Namespace, pod_uuid: str | None = None, **extra: fl
     )
 
 
-def _uploader(settings: Settings, **kwargs: object):  # noqa: ANN202 (avoid importing at module load)
+def _uploader(settings: Settings, **kwargs: Any) -> Uploader:
+    # Imported here: `--help` and argument errors need neither prometheus_client nor watchdog.
     from .push import Pusher
     from .service import Uploader
 
     pusher = Pusher(settings.gateway_url, settings.pod_uuid)
-    return Uploader(settings.pod_dir, pusher, push_interval=settings.push_interval, **kwargs)  # type: ignore[arg-type]
+    return Uploader(settings.pod_dir, pusher, push_interval=settings.push_interval, **kwargs)
 
 
 # -- run ----------------------------------------------------------------------
@@ -207,7 +211,7 @@ def _recover_pod(settings: Settings, timeout: float) -> int:
     return EXIT_OK
 
 
-def _progress_printer(pod: str, started: float):  # noqa: ANN202
+def _progress_printer(pod: str, started: float) -> Callable[[int], None]:
     last = [started]
 
     def progress(delivered: int) -> None:

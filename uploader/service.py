@@ -180,7 +180,7 @@ class Uploader:
     def _backoff_delay(self, failures: int) -> float:
         base, cap = self.backoff
         # Jitter keeps many pods that lost one gateway from retrying in step.
-        return min(cap, base * 2 ** min(failures - 1, 30)) * random.uniform(0.5, 1.0)
+        return min(cap, base * 2.0 ** min(failures - 1, 30)) * random.uniform(0.5, 1.0)
 
     # -- reading ----------------------------------------------------------
 
@@ -278,20 +278,19 @@ class Uploader:
                    if t.offset != self._acked[p].offset)
 
     def _deliver(self) -> bool:
-        sources = {id(record): path for record, path in self._latest.values()}
         try:
             rejected = self.pusher.push([record for record, _ in self._latest.values()])
         except OSError as exc:
             self._note_failure(exc)
             return False
-        for record, exc in rejected:
-            path = sources[id(record)]
+        for record, refusal in rejected:
+            path = self._latest[(record.kind, record.name)][1]
             self._rejected_in[path] = self._rejected_in.get(path, 0) + 1
             name = exposition_name(record)
             if name not in self.rejected:
                 logger.error("the gateway rejected %s %r (pushed as %s); the other reports are not affected: %s",
-                             record.kind, record.name, name, exc)
-            self.rejected[name] = str(exc)
+                             record.kind, record.name, name, refusal)
+            self.rejected[name] = str(refusal)
         self._latest.clear()
         return self._commit()
 
