@@ -1,6 +1,7 @@
 # Sourced by demo.sh and test.sh: installs what they need on a fresh Debian machine.
 # Debian's Pushgateway from apt (root is needed only when it is missing), and a
-# virtual environment in .venv with this package and the given pip extras.
+# virtual environment in .venv with $PIP_FIRST, then this package with the
+# pip extras in $PIP_EXTRAS.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -19,6 +20,12 @@ fi
 if [ ! -x .venv/bin/python ]; then
   echo "==> creating .venv"
   python3 -m venv .venv
+fi
+if [ -n "${PIP_FIRST:-}" ]; then
+  # Installed before the package so that its requirements find them satisfied
+  # (torch==2.13.0 is a CPU build that pip finds on this kind of machine).
+  echo "==> installing $PIP_FIRST into .venv"
+  .venv/bin/python -m pip install -q --disable-pip-version-check $PIP_FIRST
 fi
 echo "==> installing runai${PIP_EXTRAS:+[$PIP_EXTRAS]} into .venv"
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${PIP_EXTRAS:+[$PIP_EXTRAS]}"

@@ -14,38 +14,22 @@ import tempfile
 import time
 import urllib.request
 
-# A real, if small, training run: logistic regression by gradient descent on
-# synthetic data, reporting as a training script would.
+# A real, if small, training run: Keras 3 (torch backend) fitting a classifier
+# on synthetic data, with autologging on, as a user's script would.
 TRAINING = r'''
-import math, random, runai.reporter
+import numpy as np, keras, runai.reporter.keras
 
-random.seed(0)
-points = [(random.gauss(0, 1), random.gauss(0, 1)) for _ in range(2000)]
-data = [((x, y), 1.0 if x + 0.5 * y > 0.2 else 0.0) for x, y in points]
-w, b, lr, batch = [0.0, 0.0], 0.0, 0.5, 100
+rng = np.random.default_rng(0)
+x = rng.normal(size=(4096, 16)).astype("float32")
+y = (x[:, :4].sum(axis=1) + 0.3 * rng.normal(size=4096) > 0).astype("float32")
+model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(32, activation="relu"),
+                          keras.layers.Dense(1, activation="sigmoid")])
+schedule = keras.optimizers.schedules.ExponentialDecay(0.01, decay_steps=100, decay_rate=0.7)
+model.compile(optimizer=keras.optimizers.Adam(schedule), loss="binary_crossentropy", metrics=["accuracy"])
 
-with runai.reporter.Reporter() as reporter:
-    reporter.reportParameter("optimizer_name", "SGD")
-    reporter.reportParameter("learning_rate", lr)
-    reporter.reportMetric("batch_size", batch)
-    reporter.reportMetric("overall_epochs", 20)
-    for epoch in range(20):
-        reporter.reportMetric("epoch", epoch)
-        for step in range(len(data) // batch):
-            chunk = data[step * batch:(step + 1) * batch]
-            gw, gb, loss, correct = [0.0, 0.0], 0.0, 0.0, 0
-            for (x, y), label in chunk:
-                p = 1 / (1 + math.exp(-(w[0] * x + w[1] * y + b)))
-                loss -= label * math.log(p + 1e-12) + (1 - label) * math.log(1 - p + 1e-12)
-                correct += (p > 0.5) == (label == 1.0)
-                gw[0] += (p - label) * x; gw[1] += (p - label) * y; gb += p - label
-            w = [w[0] - lr * gw[0] / batch, w[1] - lr * gw[1] / batch]
-            b -= lr * gb / batch
-            reporter.reportMetric("step", step)
-            reporter.reportMetric("loss", loss / batch)
-            reporter.reportMetric("accuracy", correct / batch)
-        print(f"epoch {epoch:2d}  loss {loss / batch:.4f}  accuracy {correct / batch:.2f}")
-    print("finish() delivered everything:", reporter.finish())
+with runai.reporter.keras.Reporter(autolog=True) as reporter:
+    model.fit(x, y, batch_size=64, epochs=8, validation_split=0.2, verbose=2)
+print("finish() delivered everything:", reporter.finish())
 '''
 
 
@@ -81,9 +65,9 @@ def main() -> int:
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_ready(url, gateway)
-        env = dict(os.environ, podUUID="demo-pod", reporterGatewayURL=address,
+        env = dict(os.environ, KERAS_BACKEND="torch", podUUID="demo-pod", reporterGatewayURL=address,
                    reporterSpoolDir=os.path.join(work, "spool"))
-        print("==> training a small model that reports through runai.reporter")
+        print("==> training a small Keras model with runai.reporter.keras autologging")
         subprocess.run([sys.executable, "-c", TRAINING], env=env, check=True)
 
         print(f"\n==> what arrived on the gateway ({url}/metrics, the reporter's series):")

@@ -179,3 +179,19 @@ def kill_uploaders(marker: str) -> list[int]:
         except ProcessLookupError:
             pass
     return pids
+
+
+def spool_records(pod_dir: str) -> list:
+    """Every valid record of every spool file in *pod_dir*, in file order."""
+    from runai.reporter.spool import decode, is_spool_file
+
+    records = []
+    for name in sorted(os.listdir(pod_dir)):
+        if is_spool_file(name):
+            with open(os.path.join(pod_dir, name), "rb") as f:
+                for line in f.read().splitlines():
+                    try:
+                        records.append(decode(line))
+                    except ValueError:
+                        pass
+    return records

@@ -9,6 +9,10 @@ from typing import Iterator
 
 import pytest
 
+# Keras 3 runs on any backend; the tests use torch (a CPU build), here and in
+# the jobs they start.
+os.environ.setdefault("KERAS_BACKEND", "torch")
+
 from tests._helpers import Pushgateway, kill_uploaders, uploader_pids, wait_for
 
 

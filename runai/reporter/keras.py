@@ -1,0 +1,409 @@
+"""Keras autologging: report training progress from ``fit`` without code changes.
+
+``autolog()`` wraps ``keras.Model.fit`` (and, where the Keras 2 package
+``tf_keras`` is installed, its ``fit`` and ``fit_generator``) so that every
+``fit`` call gets a :class:`ReporterCallback` appended to a *copy* of its
+callbacks. ``disableAutolog()`` puts the exact original methods back.
+
+This is the only module of the package that imports Keras. Names and defaults
+follow runai 0.4.1; ``docs/keras.md`` lists every reported name.
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import logging
+import re
+import threading
+from typing import Any, Callable, Mapping
+
+import keras
+
+import runai.reporter as _api
+
+from ._reporter import Reporter as _BaseReporter
+
+__all__ = [
+    "AUTOLOG_DEFAULTS",
+    "Reporter",
+    "ReporterCallback",
+    "autolog",
+    "autologged",
+    "disableAutoLog",
+    "disableAutolog",
+]
+
+logger = logging.getLogger(__name__)
+
+# runai 0.4.1's options and defaults.
+AUTOLOG_DEFAULTS: Mapping[str, bool] = {
+    "accuracy": True,
+    "loss": True,
+    "learning_rate": True,
+    "epoch": True,
+    "step": True,
+    "batch_size": True,
+    "overall_epochs": True,
+    "optimizer_name": True,
+    "number_of_layers": True,
+    "loss_method": False,
+    "epsilon": False,
+}
+_DEFAULT_BATCH_SIZE = 32  # what Keras' fit uses on arrays when given none
+_FIT_CALLBACKS_INDEX = 5  # fit(x, y, batch_size, epochs, verbose, callbacks, ...)
+_FIT_BATCH_SIZE_INDEX = 2
+_UNSAFE_NAME_CHARS = re.compile(r"[^a-zA-Z0-9_]")
+
+
+def _metric_name(key: str) -> str:
+    """A log key as a valid report name (``val/top-5`` -> ``val_top_5``)."""
+    name = _UNSAFE_NAME_CHARS.sub("_", key)
+    return "_" + name if not name or name[0].isdigit() else name
+
+
+def _number(value: object) -> float | None:
+    """*value* as a float if it is one real number (Python, numpy, a 0-d tensor, a Keras variable)."""
+    if isinstance(value, (bool, str, bytes)):
+        return None
+    try:
+        # float() rather than keras.ops.convert_to_numpy: every backend's
+        # tensors and Keras variables support it, without numpy 2's copy warning.
+        return float(value)  # type: ignore[arg-type]
+    except Exception:  # noqa: BLE001 - not a single number: not reported
+        return None
+
+
+class _AutologCallbackMixin:
+    """The reporting logic, independent of which Keras' ``Callback`` it is mixed into."""
+
+    # Keras 3 runs batch-end callbacks on a thread pool, off the training
+    # loop, only if every callback overriding them says it is safe. This one
+    # is: reports are thread-safe, and its own state is behind a lock.
+    async_safe = True
+
+    model: Any
+    params: dict[str, Any]
+
+    def _setup(self, reporter: _BaseReporter | None, every_n_steps: int, batch_size: int | None,
+               options: Mapping[str, bool]) -> None:
+        unknown = set(options) - set(AUTOLOG_DEFAULTS)
+        if unknown:
+            raise TypeError(f"unknown autolog options {sorted(unknown)}; known: {sorted(AUTOLOG_DEFAULTS)}")
+        if not isinstance(every_n_steps, int) or isinstance(every_n_steps, bool) or every_n_steps < 1:
+            raise ValueError(f"every_n_steps must be a positive int, not {every_n_steps!r}")
+        self.reporter = reporter
+        self.every_n_steps = every_n_steps
+        self.batch_size = batch_size
+        self.options = {**AUTOLOG_DEFAULTS, **options}
+        self._lock = threading.Lock()
+        self._epoch = 0
+        self._last_batch = (-1, -1)  # (epoch, batch) of the newest batch reported
+        self._first_iteration = 0
+        self._warned = False
+
+    # -- reporting, guarded: autologging must never break training ---------
+
+    def _metric(self, name: str, value: object) -> None:
+        number = _number(value)
+        if number is not None:
+            if self.reporter is None:
+                _api.reportMetric(name, number)
+            else:
+                self.reporter.reportMetric(name, number)
+
+    def _parameter(self, name: str, value: object) -> None:
+        if self.reporter is None:
+            _api.reportParameter(name, str(value))
+        else:
+            self.reporter.reportParameter(name, str(value))
+
+    def _guard(self, hook: Callable[[], None], where: str) -> None:
+        try:
+            hook()
+        except Exception as exc:  # noqa: BLE001 - reported once, training goes on
+            if not self._warned:
+                self._warned = True
+                logger.warning("runai autologging failed in %s (%s: %s); training continues, "
+                               "later failures are not logged", where, type(exc).__name__, exc)
+
+    # -- Keras hooks ---------------------------------------------------------
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._guard(self._train_begin, "on_train_begin")
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._guard(lambda: self._epoch_begin(epoch), "on_epoch_begin")
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self._guard(lambda: self._batch_end(batch, logs or {}), "on_train_batch_end")
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._guard(lambda: self._epoch_end(logs or {}), "on_epoch_end")
+
+    # -- what is reported ------------------------------------------------------
+
+    def _train_begin(self) -> None:
+        options, model = self.options, self.model
+        optimizer = getattr(model, "optimizer", None)
+        if options["overall_epochs"] and self.params.get("epochs") is not None:
+            self._metric("overall_epochs", self.params["epochs"])
+        if options["batch_size"] and self.batch_size is not None:
+            self._metric("batch_size", self.batch_size)
+        if options["number_of_layers"]:
+            self._metric("number_of_layers", len(model.layers))
+        if options["optimizer_name"] and optimizer is not None:
+            self._parameter("optimizer_name", type(optimizer).__name__)
+        if options["loss_method"] and getattr(model, "loss", None) is not None:
+            loss = model.loss
+            self._parameter("loss_method", loss if isinstance(loss, str)
+                            else getattr(loss, "name", None) or getattr(loss, "__name__", type(loss).__name__))
+        if options["epsilon"] and getattr(optimizer, "epsilon", None) is not None:
+            self._parameter("epsilon", optimizer.epsilon)
+        # One read of the optimizer's step counter here, where a device sync
+        # is harmless; per batch, global_step is counted from it.
+        iterations = getattr(optimizer, "iterations", None)
+        self._first_iteration = int(_number(iterations) or 0) if iterations is not None else 0
+
+    def _epoch_begin(self, epoch: int) -> None:
+        with self._lock:
+            self._epoch = epoch
+        if self.options["epoch"]:
+            self._metric("epoch", epoch)
+        if self.options["learning_rate"]:
+            # Evaluated every epoch, after the callbacks before this one (a
+            # LearningRateScheduler, say) have set it; schedules are evaluated
+            # at the current step.
+            optimizer = getattr(self.model, "optimizer", None)
+            rate = _number(getattr(optimizer, "learning_rate", None))
+            if rate is not None:
+                self._parameter("learning_rate", rate)  # 0.4.1's name and kind
+                self._metric("learning_rate", rate)  # and one a graph can plot
+
+    def _batch_end(self, batch: int, logs: Mapping[str, Any]) -> None:
+        if (batch + 1) % self.every_n_steps:
+            return
+        with self._lock:
+            # The thread pool may run two batch-ends at once, or out of order:
+            # never let an older batch overwrite a newer one's values.
+            key = (self._epoch, batch)
+            if key <= self._last_batch:
+                return
+            self._last_batch = key
+            steps = self.params.get("steps") or 0
+            global_step = self._first_iteration + self._epoch * steps + batch + 1 if steps else None
+        options = self.options
+        if options["step"]:
+            self._metric("step", batch)
+        if global_step is not None:
+            self._metric("global_step", global_step)
+        if options["loss"] and "loss" in logs:
+            self._metric("loss", logs["loss"])
+        if options["accuracy"]:
+            accuracy = logs.get("accuracy", logs.get("acc"))
+            if accuracy is not None:
+                self._metric("accuracy", accuracy)
+
+    def _epoch_end(self, logs: Mapping[str, Any]) -> None:
+        # Every entry, validation metrics and the user's own included.
+        for key, value in logs.items():
+            self._metric(_metric_name(str(key)), value)
+
+
+class ReporterCallback(_AutologCallbackMixin, keras.callbacks.Callback):
+    """A Keras callback that reports training progress through runai.reporter.
+
+    Pass it to ``fit(callbacks=[...])`` yourself, or let :func:`autolog` add it.
+
+    Args:
+        reporter: the :class:`runai.reporter.Reporter` to report through;
+            None reports through the global (non-scoped) reporter.
+        every_n_steps: report batch metrics (``step``, ``loss``, ...) every N
+            batches instead of every batch.
+        batch_size: the batch size to report; ``autolog`` fills it in from
+            ``fit``'s arguments.
+        **options: 0.4.1's switches, see :data:`AUTOLOG_DEFAULTS`.
+    """
+
+    def __init__(self, reporter: _BaseReporter | None = None, *, every_n_steps: int = 1,
+                 batch_size: int | None = None, **options: bool) -> None:
+        super().__init__()
+        self._setup(reporter, every_n_steps, batch_size, options)
+
+
+# -- patching -----------------------------------------------------------------
+
+
+class _Autolog:
+    """What autolog() installed: the reporter, the options and the originals."""
+
+    def __init__(self, reporter: _BaseReporter | None, every_n_steps: int, options: dict[str, bool]) -> None:
+        self.reporter = reporter
+        self.every_n_steps = every_n_steps
+        self.options = options
+        # (class, attribute) -> the class's own attribute before patching, or
+        # _INHERITED when it only inherited it (then deleting ours restores it).
+        self.originals: dict[tuple[type, str], object] = {}
+
+
+_INHERITED = object()
+_active: _Autolog | None = None
+_patch_lock = threading.RLock()
+
+
+def autolog(*, every_n_steps: int = 1, **options: bool) -> None:
+    """Report every ``fit`` through the global (non-scoped) reporter.
+
+    Options are runai 0.4.1's (see :data:`AUTOLOG_DEFAULTS`). Calling it again
+    replaces the options; it never wraps ``fit`` twice.
+    """
+    _enable(None, every_n_steps, options)
+
+
+def disableAutolog() -> None:  # noqa: N802 (0.4.1's name)
+    """Stop autologging and restore Keras' original ``fit`` methods exactly."""
+    global _active
+    with _patch_lock:
+        state, _active = _active, None
+        if state is None:
+            return
+        for (cls, attr), original in state.originals.items():
+            if original is _INHERITED:
+                delattr(cls, attr)
+            else:
+                setattr(cls, attr, original)
+
+
+disableAutoLog = disableAutolog  # noqa: N816 - the spelling 0.4.1 actually shipped
+
+
+def autologged() -> bool:
+    """True while autologging is enabled."""
+    return _active is not None
+
+
+class Reporter(_BaseReporter):
+    """A :class:`runai.reporter.Reporter` that can autolog Keras training.
+
+    ``Reporter(autolog=True)`` enables autologging through this reporter;
+    leaving the ``with`` block (or :meth:`finish`) disables it again.
+    Autolog options (``loss_method=True``, ...) may be given here too; every
+    other keyword is a Reporter setting.
+    """
+
+    def __init__(self, autolog: bool = False, **options: Any) -> None:
+        autolog_options = {k: options.pop(k) for k in list(options) if k in AUTOLOG_DEFAULTS}
+        every_n_steps = options.pop("every_n_steps", 1)
+        super().__init__(**options)
+        if autolog:
+            self.autolog(every_n_steps=every_n_steps, **autolog_options)
+        elif autolog_options:
+            raise TypeError("autolog options were given but autolog is off: pass autolog=True")
+
+    def autolog(self, *, every_n_steps: int = 1, **options: bool) -> None:
+        """Report every ``fit`` through this reporter until it finishes."""
+        _enable(self, every_n_steps, options)
+
+    def finish(self, timeout: float | None = None) -> bool:
+        if _active is not None and _active.reporter is self:
+            disableAutolog()
+        return super().finish(timeout)
+
+
+def _enable(reporter: _BaseReporter | None, every_n_steps: int, options: dict[str, bool]) -> None:
+    global _active
+    # Validate now, in the caller, rather than at the first fit.
+    ReporterCallback(reporter, every_n_steps=every_n_steps, **options)
+    with _patch_lock:
+        if _active is not None:  # re-enabling replaces the settings, keeps the patches
+            _active.reporter, _active.every_n_steps, _active.options = reporter, every_n_steps, options
+            return
+        state = _Autolog(reporter, every_n_steps, options)
+        _patch(state, keras.Model, "fit", ReporterCallback)
+        tf_keras = _tf_keras()
+        if tf_keras is not None:
+            callback_class = _tf_keras_callback_class(tf_keras)
+            for name in ("fit", "fit_generator"):
+                if hasattr(tf_keras.Model, name):
+                    _patch(state, tf_keras.Model, name, callback_class)
+        _active = state
+
+
+def _tf_keras() -> Any:
+    """The Keras 2 package (``tf_keras``) if it is installed, else None."""
+    if importlib.util.find_spec("tf_keras") is None:
+        return None
+    try:
+        import tf_keras  # type: ignore[import-not-found]
+    except Exception as exc:  # noqa: BLE001 - a broken TensorFlow must not stop Keras 3 autologging
+        logger.warning("tf_keras is installed but cannot be imported (%s); not autologging it", exc)
+        return None
+    return tf_keras
+
+
+@functools.lru_cache(maxsize=None)
+def _tf_keras_callback_class(tf_keras: Any) -> type:
+    # Keras 2's CallbackList calls private hooks that only its own Callback has.
+    class TFKerasReporterCallback(_AutologCallbackMixin, tf_keras.callbacks.Callback):  # type: ignore[misc]
+        def __init__(self, reporter: _BaseReporter | None = None, *, every_n_steps: int = 1,
+                     batch_size: int | None = None, **options: bool) -> None:
+            super().__init__()
+            self._setup(reporter, every_n_steps, batch_size, options)
+
+    return TFKerasReporterCallback
+
+
+def _patch(state: _Autolog, cls: type, attr: str, callback_class: type) -> None:
+    original = getattr(cls, attr)
+    state.originals[(cls, attr)] = cls.__dict__.get(attr, _INHERITED)
+
+    @functools.wraps(original)
+    def fit_with_autolog(model: Any, *args: Any, **kwargs: Any) -> Any:
+        active = _active
+        if active is not None:
+            try:
+                args, kwargs = _with_callback(active, callback_class, args, kwargs)
+            except Exception as exc:  # noqa: BLE001 - never break training
+                logger.warning("runai autologging could not attach to fit (%s: %s); training without it",
+                               type(exc).__name__, exc)
+        return original(model, *args, **kwargs)
+
+    fit_with_autolog.__runai_autolog__ = True  # type: ignore[attr-defined]
+    setattr(cls, attr, fit_with_autolog)
+
+
+def _with_callback(active: _Autolog, callback_class: type, args: tuple[Any, ...],
+                   kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """fit's arguments with the reporter's callback added to a copy of the callbacks."""
+    positional = len(args) > _FIT_CALLBACKS_INDEX
+    given = args[_FIT_CALLBACKS_INDEX] if positional else kwargs.get("callbacks")
+    callbacks = list(given) if given is not None else []  # a copy: the user's list stays as it was
+    if any(isinstance(c, _AutologCallbackMixin) for c in callbacks):
+        return args, kwargs  # the user passed one already: not logged twice
+    callbacks.append(callback_class(active.reporter, every_n_steps=active.every_n_steps,
+                                    batch_size=_batch_size(args, kwargs), **active.options))
+    if positional:
+        return args[:_FIT_CALLBACKS_INDEX] + (callbacks,) + args[_FIT_CALLBACKS_INDEX + 1:], kwargs
+    return args, {**kwargs, "callbacks": callbacks}
+
+
+def _batch_size(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int | None:
+    """The batch size ``fit`` will use, where it can be told from its arguments."""
+    given = args[_FIT_BATCH_SIZE_INDEX] if len(args) > _FIT_BATCH_SIZE_INDEX else kwargs.get("batch_size")
+    if given is not None:
+        return int(given)
+    x = args[0] if args else kwargs.get("x")
+    if x is None:
+        return None
+    size = getattr(x, "batch_size", None)  # torch DataLoader, many PyDatasets
+    if isinstance(size, int) and not isinstance(size, bool):
+        return size
+    if hasattr(x, "element_spec"):  # tf.data: the static leading dimension, if any
+        try:
+            first = next(iter(keras.tree.flatten(x.element_spec)))
+            return int(first.shape[0]) if first.shape[0] is not None else None
+        except Exception:  # noqa: BLE001
+            return None
+    if hasattr(x, "__array__") or isinstance(x, (list, tuple, dict)):
+        return _DEFAULT_BATCH_SIZE  # arrays: fit's default
+    return None  # a generator: unknown until it yields
+
