@@ -77,6 +77,16 @@ def test_every_name_arrives_with_the_right_value(env: dict[str, str], gateway: P
     assert records(reporter, "step") == [float(s) for s in range(train_steps)] * EPOCHS
 
 
+def test_global_step_continues_across_fits(env: dict[str, str], gateway: Pushgateway, pod: str) -> None:
+    x, y = data()
+    m = model()
+    with rk.Reporter(autolog=True):
+        m.fit(x, y, batch_size=BATCH, epochs=2, verbose=0)
+        m.fit(x, y, batch_size=BATCH, epochs=4, initial_epoch=2, verbose=0)
+    assert gateway.value(pod, metric_name("global_step")) == 4 * STEPS == int(m.optimizer.iterations)
+    assert gateway.value(pod, metric_name("epoch")) == 3
+
+
 def test_batch_size_defaults_to_32_on_arrays(env: dict[str, str], gateway: Pushgateway, pod: str) -> None:
     x, y = data()
     with rk.Reporter(autolog=True):

@@ -97,6 +97,7 @@ class _AutologCallbackMixin:
         self.options = {**AUTOLOG_DEFAULTS, **options}
         self._lock = threading.Lock()
         self._epoch = 0
+        self._first_epoch: int | None = None  # fit(initial_epoch=...) need not start at 0
         self._last_batch = (-1, -1)  # (epoch, batch) of the newest batch reported
         self._first_iteration = 0
         self._warned = False
@@ -163,10 +164,13 @@ class _AutologCallbackMixin:
         # is harmless; per batch, global_step is counted from it.
         iterations = getattr(optimizer, "iterations", None)
         self._first_iteration = int(_number(iterations) or 0) if iterations is not None else 0
+        self._first_epoch = None
 
     def _epoch_begin(self, epoch: int) -> None:
         with self._lock:
             self._epoch = epoch
+            if self._first_epoch is None:
+                self._first_epoch = epoch
         if self.options["epoch"]:
             self._metric("epoch", epoch)
         if self.options["learning_rate"]:
@@ -190,7 +194,8 @@ class _AutologCallbackMixin:
                 return
             self._last_batch = key
             steps = self.params.get("steps") or 0
-            global_step = self._first_iteration + self._epoch * steps + batch + 1 if steps else None
+            epochs_done = self._epoch - (self._first_epoch or 0)
+            global_step = self._first_iteration + epochs_done * steps + batch + 1 if steps else None
         options = self.options
         if options["step"]:
             self._metric("step", batch)
