@@ -288,3 +288,16 @@ def test_the_seed_keras_examples_run_verbatim(env: dict[str, str], gateway: Push
         assert metric_name(name) in series, name
     reported = sorted(spool_records(os.path.join(env["reporterSpoolDir"], pod)), key=lambda r: r.ts)
     assert [r.value for r in reported if r.name == "overall_epochs"] == [1.0, 2.0, 3.0]
+
+
+def test_tf_keras_fit_and_fit_generator_are_wrapped_and_restored(env: dict[str, str]) -> None:
+    tf_keras = pytest.importorskip("tf_keras", reason="tf_keras (Keras 2 on TensorFlow) is not installed")
+    originals = {name: tf_keras.Model.__dict__.get(name) for name in ("fit", "fit_generator")}
+    with rk.Reporter(autolog=True) as reporter:
+        assert getattr(tf_keras.Model.fit, "__runai_autolog__", False)
+        m = tf_keras.Sequential([tf_keras.layers.Dense(1, input_shape=(4,))])
+        m.compile(optimizer="sgd", loss="mse")
+        x, y = data()
+        m.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)
+    assert records(reporter, "step") == [float(s) for s in range(STEPS)]
+    assert {name: tf_keras.Model.__dict__.get(name) for name in originals} == originals
