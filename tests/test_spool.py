@@ -140,7 +140,8 @@ def test_a_file_without_a_valid_header_is_refused(tmp_path) -> None:
 
 def test_end_marker_is_read(tmp_path) -> None:
     path = tmp_path / "w1.jsonl"
-    path.write_bytes(encode_header("id", "pod", 1_000_000) + encode_metric(1, 1_000_000, "m", 1.0) + encode_end(2, 1_000_000))
+    path.write_bytes(encode_header("id", "pod", 1_000_000) + encode_metric(1, 1_000_000, "m", 1.0)
+                     + encode_end(2, 1_000_000))
     tail = SpoolTail(str(path))
     assert tail.read_header()
     assert len(tail.read()) == 1 and tail.ended and tail.records == 1 and tail.last_seq == 2

@@ -158,8 +158,9 @@ class _AutologCallbackMixin:
             loss = model.loss
             self._parameter("loss_method", loss if isinstance(loss, str)
                             else getattr(loss, "name", None) or getattr(loss, "__name__", type(loss).__name__))
-        if options["epsilon"] and getattr(optimizer, "epsilon", None) is not None:
-            self._parameter("epsilon", optimizer.epsilon)
+        epsilon = getattr(optimizer, "epsilon", None)
+        if options["epsilon"] and epsilon is not None:
+            self._parameter("epsilon", epsilon)
         # One read of the optimizer's step counter here, where a device sync
         # is harmless; per batch, global_step is counted from it.
         iterations = getattr(optimizer, "iterations", None)
@@ -214,7 +215,7 @@ class _AutologCallbackMixin:
             self._metric(_metric_name(str(key)), value)
 
 
-class ReporterCallback(_AutologCallbackMixin, keras.callbacks.Callback):
+class ReporterCallback(_AutologCallbackMixin, keras.callbacks.Callback):  # type: ignore[misc]
     """A Keras callback that reports training progress through runai.reporter.
 
     Pass it to ``fit(callbacks=[...])`` yourself, or let :func:`autolog` add it.
@@ -338,7 +339,7 @@ def _tf_keras() -> Any:
     if importlib.util.find_spec("tf_keras") is None:
         return None
     try:
-        import tf_keras  # type: ignore[import-not-found]
+        import tf_keras
     except Exception as exc:  # noqa: BLE001 - a broken TensorFlow must not stop Keras 3 autologging
         logger.warning("tf_keras is installed but cannot be imported (%s); not autologging it", exc)
         return None
