@@ -52,12 +52,9 @@ _NONFINITE_TO_JSON = {"nan": '"NaN"', "inf": '"+Inf"', "-inf": '"-Inf"'}
 _NONFINITE_FROM_JSON = {"NaN": math.nan, "+Inf": math.inf, "-Inf": -math.inf}
 
 # Names are checked against [a-zA-Z_][a-zA-Z0-9_]* before they get here, so
-# they need no JSON escaping and a format string is safe (and ~3x faster than
-# json.dumps). Timestamps are integer microseconds: formatting a float costs
-# more than the write(2) itself (0.9 us against 0.9 us on the CI machine).
-# %r of a finite float is its shortest round-trip repr, a valid JSON number.
-_METRIC_LINE = '{"seq":%d,"ts_us":%d,"kind":"metric","name":"%s","value":%r}\n'
-_NONFINITE_METRIC_LINE = '{"seq":%d,"ts_us":%d,"kind":"metric","name":"%s","value":%s}\n'
+# they need no JSON escaping and string formatting is safe (and ~3x faster
+# than json.dumps). Timestamps are integer microseconds: formatting a float
+# costs as much as the write(2) itself (0.9 us each on the CI machine).
 _PARAMETER_LINE = '{"seq":%d,"ts_us":%d,"kind":"parameter","name":"%s","value":%s}\n'
 _END_LINE = '{"seq":%d,"ts_us":%d,"kind":"end"}\n'
 
@@ -85,9 +82,11 @@ def now_us() -> int:
 
 
 def encode_metric(seq: int, ts_us: int, name: str, value: float) -> bytes:
-    if _isfinite(value):
-        return (_METRIC_LINE % (seq, ts_us, name, value)).encode()
-    return (_NONFINITE_METRIC_LINE % (seq, ts_us, name, _NONFINITE_TO_JSON[repr(value)])).encode()
+    # The hot path's encoder: an f-string is compiled, about a third cheaper
+    # than % on a format string. A finite float's repr is its shortest
+    # round-trip decimal, a valid JSON number.
+    text = repr(value) if _isfinite(value) else _NONFINITE_TO_JSON[repr(value)]
+    return f'{{"seq":{seq},"ts_us":{ts_us},"kind":"metric","name":"{name}","value":{text}}}\n'.encode()
 
 
 def encode_parameter(seq: int, ts_us: int, name: str, value: str) -> bytes:
@@ -200,10 +199,7 @@ class SpoolWriter:
     def write_metric(self, name: str, value: float) -> None:
         if self._forked:
             self._after_fork()
-        if _isfinite(value):  # the common case, inlined: this is most of a report's cost
-            self._append((_METRIC_LINE % (next(self._seq), _time_ns() // 1000, name, value)).encode())
-        else:
-            self._append(encode_metric(next(self._seq), _time_ns() // 1000, name, value))
+        self._append(encode_metric(next(self._seq), _time_ns() // 1000, name, value))
 
     def write_parameter(self, name: str, value: str) -> None:
         if self._forked:
