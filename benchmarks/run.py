@@ -23,7 +23,7 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 
 from tests._helpers import Pushgateway, job_env, kill_uploaders, metric_name, uploader_pids, wait_for  # noqa: E402
-from tests._proxy import CountingProxy  # noqa: E402
+from tests._proxy import FaultProxy  # noqa: E402
 
 # Each hot-path child measures its own CPU (all threads, user + system) from
 # the first report to the end of finish().
@@ -166,7 +166,7 @@ def latency(gw: Pushgateway, spool: str, samples: int) -> list[tuple[str, str, s
 def pushes(gw: Pushgateway, spool: str, n: int, seconds: float) -> list[tuple[str, str, str]]:
     from runai.reporter import Reporter
 
-    proxy = CountingProxy(gw.address).start()
+    proxy = FaultProxy(gw.address).start()
     try:
         reporter = Reporter(pod_uuid=f"bench-{uuid.uuid4()}", gateway_url=proxy.address, spool_dir=spool)
         batches = 100

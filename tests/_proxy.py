@@ -1,64 +1,152 @@
-"""An HTTP proxy in front of a real Pushgateway that counts what passes (and, later, injects faults)."""
+"""An HTTP proxy in front of a real Pushgateway: counts what passes and injects faults.
+
+Faults (set :attr:`FaultProxy.fault`):
+
+* ``None``: forward everything;
+* ``"refuse"``: stop listening, so connections are refused (``start()`` again to heal);
+* ``"reset"``: read the request, then reset the connection (RST) without an answer;
+* ``"500"``: answer 500 without forwarding;
+* ``"slow"``: forward, then wait :attr:`slow_seconds` before answering, longer
+  than a push may take (the gateway applies pushes in order; only its answer is late).
+"""
 from __future__ import annotations
 
 import http.client
+import socket
+import struct
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
-class CountingProxy:
-    """Forwards every request to *upstream* (host:port) and counts pushes and bytes."""
-
-    def __init__(self, upstream: str) -> None:
+class FaultProxy:
+    def __init__(self, upstream: str, port: int = 0) -> None:
         self.upstream = upstream
-        self.pushes = 0
+        self.fault: str | None = None
+        self.slow_seconds = 3.0
+        self.pushes = 0  # pushes forwarded to the gateway
         self.push_bytes = 0
+        self.attempts = 0  # pushes that arrived, faulted or not
         self._lock = threading.Lock()
+        self._release = threading.Event()  # ends "slow" waits early on stop
+        self._connections: set[socket.socket] = set()  # open client connections
+        self._port = port
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self._port}"
+
+    def start(self) -> FaultProxy:
+        """Listen (again, on the same port after a "refuse")."""
+        if self._server is not None:
+            return self
+        self._release.clear()
+        self._server = ThreadingHTTPServer(("127.0.0.1", self._port), self._handler_class())
+        self._server.daemon_threads = True
+        self._port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, name="fault-proxy", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop listening (safe to call twice)."""
+        server, self._server = self._server, None
+        self._release.set()
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        # Keep-alive connections outlive the listener; cut them too, as a
+        # gateway that went away would.
+        with self._lock:
+            connections, self._connections = self._connections, set()
+        for conn in connections:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def refuse(self) -> None:
+        self.fault = "refuse"
+        self.stop()
+
+    def heal(self) -> None:
+        self.fault = None
+        self.start()
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, as the uploader uses it
 
-            def log_message(self, *args: object) -> None:  # quiet
+            def log_message(self, *args: object) -> None:
                 pass
+
+            def setup(self) -> None:
+                super().setup()
+                with proxy._lock:
+                    proxy._connections.add(self.connection)
+
+            def finish(self) -> None:
+                with proxy._lock:
+                    proxy._connections.discard(self.connection)
+                try:
+                    super().finish()
+                except OSError:
+                    pass
 
             def _forward(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                if self.command in ("POST", "PUT"):
+                is_push = self.command in ("POST", "PUT")
+                fault = proxy.fault if is_push else None
+                if is_push:
+                    with proxy._lock:
+                        proxy.attempts += 1
+                if fault in ("reset", "refuse"):
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.connection.close()
+                    self.close_connection = True
+                    return
+                if fault == "500":
+                    self._answer(500, b"injected failure\n", [])
+                    return
+                status, headers, data = self._upstream(body)
+                if is_push and 200 <= status < 300:
                     with proxy._lock:
                         proxy.pushes += 1
                         proxy.push_bytes += len(body)
+                if fault == "slow":
+                    proxy._release.wait(proxy.slow_seconds)
+                self._answer(status, data, headers)
+
+            def _upstream(self, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
                 conn = http.client.HTTPConnection(proxy.upstream, timeout=10)
                 try:
                     headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
                     conn.request(self.command, self.path, body=body, headers=headers)
                     response = conn.getresponse()
-                    data = response.read()
+                    return response.status, response.getheaders(), response.read()
                 finally:
                     conn.close()
-                self.send_response(response.status)
-                for key, value in response.getheaders():
-                    if key.lower() not in ("content-length", "connection", "transfer-encoding", "date", "server"):
-                        self.send_header(key, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+
+            def _answer(self, status: int, data: bytes, headers: list[tuple[str, str]]) -> None:
+                try:
+                    self.send_response(status)
+                    for key, value in headers:
+                        if key.lower() not in ("content-length", "connection", "transfer-encoding", "date", "server"):
+                            self.send_header(key, value)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:
+                    pass  # the client gave up (a push timeout): nothing to tell it
 
             do_GET = do_POST = do_PUT = do_DELETE = _forward
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.address = f"127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="counting-proxy", daemon=True)
+        return Handler
 
-    def start(self) -> CountingProxy:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving (safe to call twice)."""
-        if self._thread.is_alive():
-            self._server.shutdown()
-            self._thread.join()
-        self._server.server_close()

@@ -91,12 +91,18 @@ def test_writer_survives_enospc_and_counts_the_loss(tmp_path, monkeypatch, caplo
 def test_a_torn_write_does_not_poison_the_next_record(tmp_path, monkeypatch) -> None:
     writer = SpoolWriter(str(tmp_path / "pod"), "pod")
     real_write = os.write
+
+    def full_disk(fd: int, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
     monkeypatch.setattr(spool, "_write", lambda fd, data: real_write(fd, data[: len(data) // 2]))
     writer.write_metric("torn", 1.0)
+    monkeypatch.setattr(spool, "_write", full_disk)  # then nothing fits at all for a while
+    writer.write_metric("lost", 1.5)
     monkeypatch.setattr(spool, "_write", real_write)
     writer.write_metric("after", 2.0)
     writer.close()
-    assert writer.lost == 1
+    assert writer.lost == 2
     tail = SpoolTail(writer.path)
     assert tail.read_header()
     assert [(r.name, r.value) for r in tail.read()] == [("after", 2.0)]

@@ -61,6 +61,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--spool-dir", help="spool root (default: $reporterSpoolDir or the per-user default)")
         p.add_argument("--pod-uuid", help="the pod to deliver (default: $podUUID)")
         p.add_argument("--gateway", help="Pushgateway address, host:port or URL (default: $reporterGatewayURL)")
+        p.add_argument("--push-timeout", type=float,
+                       help="seconds one push may take (default: $reporterPushTimeout or 10)")
 
     run = sub.add_parser("run", help="follow a pod's spool until its writers are gone (started by the Reporter)")
     common(run)
@@ -83,6 +85,7 @@ def _settings(args: argparse.Namespace, pod_uuid: str | None = None, **extra: fl
         pod_uuid=pod_uuid or args.pod_uuid,
         gateway_url=args.gateway,
         spool_dir=args.spool_dir,
+        push_timeout=args.push_timeout,
         **extra,  # type: ignore[arg-type]
     )
 
@@ -92,7 +95,7 @@ def _uploader(settings: Settings, **kwargs: Any) -> Uploader:
     from .push import Pusher
     from .service import Uploader
 
-    pusher = Pusher(settings.gateway_url, settings.pod_uuid)
+    pusher = Pusher(settings.gateway_url, settings.pod_uuid, timeout=settings.push_timeout)
     return Uploader(settings.pod_dir, pusher, push_interval=settings.push_interval, **kwargs)
 
 

@@ -21,10 +21,12 @@ ENV_SPOOL_DIR = "reporterSpoolDir"
 ENV_PUSH_INTERVAL = "reporterPushInterval"
 ENV_FINISH_TIMEOUT = "reporterFinishTimeout"
 ENV_RETRY_TIMEOUT = "reporterRetryTimeout"
+ENV_PUSH_TIMEOUT = "reporterPushTimeout"
 
 DEFAULT_PUSH_INTERVAL = 1.0
 DEFAULT_FINISH_TIMEOUT = 60.0
 DEFAULT_RETRY_TIMEOUT = 600.0
+DEFAULT_PUSH_TIMEOUT = 10.0
 
 
 class ConfigError(ValueError):
@@ -44,6 +46,7 @@ class Settings:
     push_interval: float = DEFAULT_PUSH_INTERVAL
     finish_timeout: float = DEFAULT_FINISH_TIMEOUT
     retry_timeout: float = DEFAULT_RETRY_TIMEOUT
+    push_timeout: float = DEFAULT_PUSH_TIMEOUT
 
     @property
     def pod_dir(self) -> str:
@@ -135,6 +138,7 @@ def load_settings(
     push_interval: float | None = None,
     finish_timeout: float | None = None,
     retry_timeout: float | None = None,
+    push_timeout: float | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
     """Read the settings; keyword arguments win over the environment.
@@ -160,6 +164,7 @@ def load_settings(
         ("push_interval", push_interval, ENV_PUSH_INTERVAL, DEFAULT_PUSH_INTERVAL),
         ("finish_timeout", finish_timeout, ENV_FINISH_TIMEOUT, DEFAULT_FINISH_TIMEOUT),
         ("retry_timeout", retry_timeout, ENV_RETRY_TIMEOUT, DEFAULT_RETRY_TIMEOUT),
+        ("push_timeout", push_timeout, ENV_PUSH_TIMEOUT, DEFAULT_PUSH_TIMEOUT),
     ):
         value, source = pick(kwarg, name, var)
         numbers[name] = default if value in (None, "") else _seconds(value, source, allow_zero=name == "finish_timeout")

@@ -33,6 +33,7 @@ def uploader_command(settings: Settings) -> list[str]:
         "--gateway", settings.gateway_url,
         "--push-interval", repr(settings.push_interval),
         "--retry-timeout", repr(settings.retry_timeout),
+        "--push-timeout", repr(settings.push_timeout),
     ]  # fmt: skip
 
 

@@ -98,6 +98,7 @@ class Reporter:
         push_interval: float | None = None,
         finish_timeout: float | None = None,
         retry_timeout: float | None = None,
+        push_timeout: float | None = None,
     ) -> None:
         self.settings = load_settings(
             pod_uuid=pod_uuid,
@@ -106,6 +107,7 @@ class Reporter:
             push_interval=push_interval,
             finish_timeout=finish_timeout,
             retry_timeout=retry_timeout,
+            push_timeout=push_timeout,
         )
         self._writer = SpoolWriter(self.settings.pod_dir, self.settings.pod_uuid)
         self._result: bool | None = None

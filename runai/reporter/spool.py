@@ -208,11 +208,12 @@ class SpoolWriter:
 
     def _append(self, data: bytes) -> None:
         if self._torn:
-            self._torn = False
             # Terminate the torn line first so it cannot swallow this record.
+            # The flag stays set until a write goes through whole.
             data = b"\n" + data
         try:
             if _write(self._fd, data) == len(data):
+                self._torn = False
                 return
             self._torn = True  # part of the line is in the file
             self._lose(OSError(errno.ENOSPC, "short write"))
