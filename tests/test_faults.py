@@ -14,7 +14,6 @@ from typing import Iterator
 
 import pytest
 
-import runai.reporter
 from runai.reporter import Reporter
 from runai.reporter.spool import SpoolWriter
 from tests._helpers import (
@@ -27,7 +26,7 @@ from tests._helpers import (
 )
 from tests._proxy import FaultProxy
 from uploader.push import Pusher
-from uploader.service import EXIT_DELIVERED, Uploader
+from uploader.service import Uploader
 
 
 @pytest.fixture
