@@ -1,11 +1,13 @@
 """Test helpers: a real Pushgateway process, condition waits, job subprocesses."""
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -47,12 +49,21 @@ def pushgateway_binary() -> str:
 
 
 class Pushgateway:
-    """A real Pushgateway on 127.0.0.1, without persistence."""
+    """A real Pushgateway on 127.0.0.1, without persistence.
 
-    def __init__(self, log_dir: str, port: int | None = None, extra_args: tuple[str, ...] = ()) -> None:
+    With *web_config* it runs with ``--web.config.file`` (TLS, basic auth); then
+    *ca_file* and *auth* are what this helper itself uses to talk to it.
+    """
+
+    def __init__(self, log_dir: str, port: int | None = None, extra_args: tuple[str, ...] = (),
+                 web_config: str | None = None, ca_file: str | None = None,
+                 auth: tuple[str, str] | None = None) -> None:
         self.port = port or free_port()
         self.log_path = os.path.join(log_dir, f"pushgateway-{self.port}.log")
-        self.extra_args = extra_args
+        self.extra_args = extra_args + ((f"--web.config.file={web_config}",) if web_config else ())
+        self.scheme = "https" if ca_file else "http"
+        self._context = ssl.create_default_context(cafile=ca_file) if ca_file else None
+        self._auth = "Basic " + base64.b64encode(":".join(auth).encode()).decode() if auth else None
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -61,7 +72,13 @@ class Pushgateway:
 
     @property
     def url(self) -> str:
-        return f"http://{self.address}"
+        return f"{self.scheme}://{self.address}"
+
+    def _open(self, path: str, method: str = "GET", data: bytes | None = None) -> Any:
+        request = urllib.request.Request(f"{self.url}{path}", data=data, method=method)
+        if self._auth:
+            request.add_header("Authorization", self._auth)
+        return urllib.request.urlopen(request, timeout=5, context=self._context)
 
     def start(self) -> Pushgateway:
         with open(self.log_path, "ab") as log:
@@ -89,13 +106,13 @@ class Pushgateway:
             with open(self.log_path, errors="replace") as f:
                 raise RuntimeError(f"the Pushgateway exited: {f.read()[-2000:]}")
         try:
-            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as r:
+            with self._open("/-/ready") as r:
                 return r.status == 200
         except OSError:
             return False
 
     def groups(self) -> list[dict[str, Any]]:
-        with urllib.request.urlopen(f"{self.url}/api/v1/metrics", timeout=5) as r:
+        with self._open("/api/v1/metrics") as r:
             return json.load(r)["data"]
 
     def series(self, pod_uuid: str) -> dict[str, tuple[dict[str, str], float]]:
@@ -115,14 +132,11 @@ class Pushgateway:
         return None if got is None else got[1]
 
     def delete_group(self, pod_uuid: str) -> None:
-        req = urllib.request.Request(f"{self.url}/metrics/job/reporter_pod_info/podUUID/{pod_uuid}",
-                                     method="DELETE")
-        urllib.request.urlopen(req, timeout=5).close()
+        self._open(f"/metrics/job/reporter_pod_info/podUUID/{pod_uuid}", method="DELETE").close()
 
     def push_text(self, path: str, text: str) -> int:
-        req = urllib.request.Request(f"{self.url}/metrics/{path}", data=text.encode(), method="POST")
         try:
-            with urllib.request.urlopen(req, timeout=5) as r:
+            with self._open(f"/metrics/{path}", method="POST", data=text.encode()) as r:
                 return r.status
         except urllib.error.HTTPError as exc:
             return exc.code

@@ -95,7 +95,8 @@ def _uploader(settings: Settings, **kwargs: Any) -> Uploader:
     from .push import Pusher
     from .service import Uploader
 
-    pusher = Pusher(settings.gateway_url, settings.pod_uuid, timeout=settings.push_timeout)
+    pusher = Pusher(settings.gateway_url, settings.pod_uuid, timeout=settings.push_timeout,
+                    username=settings.username, password=settings.password, ca_file=settings.ca_file)
     return Uploader(settings.pod_dir, pusher, push_interval=settings.push_interval, **kwargs)
 
 

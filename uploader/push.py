@@ -15,8 +15,10 @@ leaves the group's others alone, so pushing only what changed is correct.
 """
 from __future__ import annotations
 
+import base64
 import http.client
 import logging
+import ssl
 from typing import Callable, Iterator, Sequence
 from urllib.parse import urlsplit
 
@@ -83,9 +85,11 @@ class _KeepAliveHandler:
     handshake per push and keeps latency low.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, authorization: str | None = None, ssl_context: ssl.SSLContext | None = None) -> None:
         self._conn: http.client.HTTPConnection | None = None
         self._origin = ""
+        self._authorization = authorization  # a ready "Basic ..." header value, never logged
+        self._ssl_context = ssl_context
 
     def __call__(self, url: str, method: str, timeout: float | None,
                  headers: list[tuple[str, str]], data: bytes) -> Callable[[], None]:
@@ -105,8 +109,11 @@ class _KeepAliveHandler:
         for attempt in range(2 if reused else 1):
             if self._conn is None or origin != self._origin:
                 self.close()
-                cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-                self._conn, self._origin = cls(parts.netloc, timeout=timeout), origin
+                if parts.scheme == "https":
+                    self._conn = http.client.HTTPSConnection(parts.netloc, timeout=timeout, context=self._ssl_context)
+                else:
+                    self._conn = http.client.HTTPConnection(parts.netloc, timeout=timeout)
+                self._origin = origin
             try:
                 status, reason, body = self._request(method, path, headers, data)
                 break
@@ -122,7 +129,10 @@ class _KeepAliveHandler:
     def _request(self, method: str, path: str, headers: list[tuple[str, str]],
                  data: bytes) -> tuple[int, str, str]:
         assert self._conn is not None
-        self._conn.request(method, path, body=data, headers=dict(headers))
+        all_headers = dict(headers)
+        if self._authorization:
+            all_headers["Authorization"] = self._authorization
+        self._conn.request(method, path, body=data, headers=all_headers)
         response = self._conn.getresponse()
         body = response.read().decode("utf-8", errors="replace")
         if response.will_close:
@@ -134,12 +144,18 @@ class Pusher:
     """Pushes records of one pod to one Pushgateway."""
 
     def __init__(self, gateway_url: str, pod_uuid: str, *, timeout: float = 10.0,
-                 handler: Handler | None = None) -> None:
+                 handler: Handler | None = None, username: str | None = None, password: str | None = None,
+                 ca_file: str | None = None) -> None:
         self.gateway_url = gateway_url
         self.pod_uuid = pod_uuid
         self.timeout = timeout
         self.pushes = 0  # HTTP requests that succeeded
-        self._own_handler = _KeepAliveHandler() if handler is None else None
+        authorization = None
+        if username is not None and password is not None:
+            token = base64.b64encode(f"{username}:{password}".encode()).decode()
+            authorization = f"Basic {token}"
+        context = ssl.create_default_context(cafile=ca_file) if gateway_url.startswith("https://") else None
+        self._own_handler = _KeepAliveHandler(authorization, context) if handler is None else None
         self._handler: Handler = handler or self._own_handler  # type: ignore[assignment]
 
     def close(self) -> None:

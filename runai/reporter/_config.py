@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping
 from urllib.parse import urlsplit
 
@@ -22,6 +22,10 @@ ENV_PUSH_INTERVAL = "reporterPushInterval"
 ENV_FINISH_TIMEOUT = "reporterFinishTimeout"
 ENV_RETRY_TIMEOUT = "reporterRetryTimeout"
 ENV_PUSH_TIMEOUT = "reporterPushTimeout"
+ENV_USERNAME = "reporterGatewayUsername"
+ENV_PASSWORD = "reporterGatewayPassword"
+ENV_PASSWORD_FILE = "reporterGatewayPasswordFile"
+ENV_CA_FILE = "reporterGatewayCAFile"
 
 DEFAULT_PUSH_INTERVAL = 1.0
 DEFAULT_FINISH_TIMEOUT = 60.0
@@ -47,6 +51,11 @@ class Settings:
     finish_timeout: float = DEFAULT_FINISH_TIMEOUT
     retry_timeout: float = DEFAULT_RETRY_TIMEOUT
     push_timeout: float = DEFAULT_PUSH_TIMEOUT
+    # Basic auth and TLS. Read from the environment only, so that secrets
+    # never have to travel on a command line (world-readable in /proc).
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ca_file: str | None = None
 
     @property
     def pod_dir(self) -> str:
@@ -92,6 +101,10 @@ def normalize_gateway_url(url: object, source: str = ENV_GATEWAY_URL) -> str:
         raise ConfigError(
             f"{source}={url!r} is not a Pushgateway address: use host:port or http(s)://host:port[/path]"
         )
+    if parts.username is not None or parts.password is not None:
+        # A URL is logged and shown; credentials belong where they are not.
+        raise ConfigError(f"{source} must not contain credentials: set {ENV_USERNAME} and {ENV_PASSWORD} "
+                          f"(or {ENV_PASSWORD_FILE}) instead")
     return full.rstrip("/")
 
 
@@ -110,6 +123,29 @@ def resolve_spool_dir(spool_dir: str | None = None, environ: Mapping[str, str] |
     env = os.environ if environ is None else environ
     value = spool_dir or env.get(ENV_SPOOL_DIR)
     return os.path.abspath(os.path.expanduser(value)) if value else default_spool_dir(env)
+
+
+def _credentials(env: Mapping[str, str], url: str) -> tuple[str | None, str | None, str | None]:
+    username = env.get(ENV_USERNAME) or None
+    password = env.get(ENV_PASSWORD) or None
+    password_file = env.get(ENV_PASSWORD_FILE) or None
+    if password_file and password is None:
+        try:
+            with open(password_file, encoding="utf-8") as f:
+                password = f.read().rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigError(f"{ENV_PASSWORD_FILE}={password_file!r} cannot be read: {exc.strerror}") from None
+    if (username is None) != (password is None):
+        raise ConfigError(f"set both {ENV_USERNAME} and {ENV_PASSWORD} (or {ENV_PASSWORD_FILE}) for basic auth, "
+                          "or neither")
+    ca_file = env.get(ENV_CA_FILE) or None
+    if ca_file is not None:
+        if not url.startswith("https://"):
+            raise ConfigError(f"{ENV_CA_FILE} is set but {ENV_GATEWAY_URL} is not https://")
+        if not os.path.isfile(ca_file):
+            raise ConfigError(f"{ENV_CA_FILE}={ca_file!r} is not a file")
+        ca_file = os.path.abspath(ca_file)
+    return username, password, ca_file
 
 
 def _writable_dir(path: str) -> bool:
@@ -169,7 +205,9 @@ def load_settings(
         value, source = pick(kwarg, name, var)
         numbers[name] = default if value in (None, "") else _seconds(value, source, allow_zero=name == "finish_timeout")
 
-    settings = Settings(pod_uuid=pod, gateway_url=url, spool_dir=root, **numbers)
+    username, password, ca_file = _credentials(env, url)
+    settings = Settings(pod_uuid=pod, gateway_url=url, spool_dir=root, username=username, password=password,
+                        ca_file=ca_file, **numbers)
     # Belt and braces: whatever check_pod_uuid allowed must still land directly
     # under the spool root once symlinks and '..' are resolved.
     if os.path.dirname(os.path.realpath(settings.pod_dir)) != os.path.realpath(root):

@@ -1,0 +1,156 @@
+"""Security: basic auth and TLS against a real Pushgateway (--web.config.file), secrets
+kept out of files, logs and command lines, labels and grouping keys that round-trip."""
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import subprocess
+import sys
+from typing import Iterator
+
+import pytest
+
+from runai.reporter import ConfigError, Reporter
+from tests._helpers import Pushgateway, job_env, metric_name, parameter_name, uploader_pids, wait_for
+
+USER, PASSWORD = "trainer", "s3cret-Pa55word!"
+
+
+def _certificates(directory: str) -> tuple[str, str, str]:
+    """A private CA and a server certificate for 127.0.0.1, made here."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "runai test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+          .not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = [os.path.join(directory, n) for n in ("ca.crt", "server.crt", "server.key")]
+    pem = serialization.Encoding.PEM
+    with open(paths[0], "wb") as f:
+        f.write(ca.public_bytes(pem))
+    with open(paths[1], "wb") as f:
+        f.write(cert.public_bytes(pem))
+    with open(paths[2], "wb") as f:
+        f.write(key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return paths[0], paths[1], paths[2]
+
+
+@pytest.fixture
+def secure_gateway(tmp_path) -> Iterator[Pushgateway]:
+    import bcrypt
+
+    ca, cert, key = _certificates(str(tmp_path))
+    config = tmp_path / "web.yml"
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
+    config.write_text(f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n"
+                      f"basic_auth_users:\n  {USER}: '{hashed}'\n")
+    gw = Pushgateway(str(tmp_path), web_config=str(config), ca_file=ca, auth=(USER, PASSWORD)).start()
+    gw.ca_file = ca  # type: ignore[attr-defined]
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture
+def secure_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], secure_gateway: Pushgateway,
+               tmp_path) -> dict[str, str]:
+    password_file = tmp_path / "password"
+    password_file.write_text(PASSWORD + "\n")
+    values = {"reporterGatewayURL": secure_gateway.url, "reporterGatewayUsername": USER,
+              "reporterGatewayPasswordFile": str(password_file),
+              "reporterGatewayCAFile": secure_gateway.ca_file}  # type: ignore[attr-defined]
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    return {**env, **values}
+
+
+def test_basic_auth_over_tls_delivers(secure_env: dict[str, str], secure_gateway: Pushgateway, pod: str,
+                                      spool_dir: str) -> None:
+    with Reporter() as reporter:
+        reporter.reportMetric("secure", 42)
+        reporter.reportParameter("mode", "tls")
+        wait_for(lambda: uploader_pids(spool_dir), 10, "the uploader")
+        cmdlines = []
+        for pid in uploader_pids(spool_dir):
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdlines.append(f.read())
+    assert reporter.finish() is True
+    assert secure_gateway.value(pod, metric_name("secure")) == 42
+    # The secret is nowhere another user could read it: not on the command line
+    # (world-readable in /proc), not in the spool, checkpoints or the log.
+    assert cmdlines and all(PASSWORD.encode() not in c for c in cmdlines)
+    for name in os.listdir(reporter.settings.pod_dir):
+        with open(os.path.join(reporter.settings.pod_dir, name), "rb") as f:
+            assert PASSWORD.encode() not in f.read(), name
+    assert "s3cret" not in repr(reporter.settings)
+
+
+def test_recover_uses_the_same_credentials(secure_env: dict[str, str], secure_gateway: Pushgateway,
+                                           pod: str, spool_dir: str) -> None:
+    with Reporter() as reporter:
+        reporter.reportMetric("again", 1)
+    secure_gateway.delete_group(pod)
+    with open(reporter._writer.path[: -len(".jsonl")] + ".ckpt", "wb"):
+        pass  # a damaged checkpoint: replay
+    done = subprocess.run([sys.executable, "-m", "uploader", "recover"], env=job_env(**secure_env),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert secure_gateway.value(pod, metric_name("again")) == 1
+
+
+def test_a_wrong_password_is_retried_never_dropped_nor_logged(monkeypatch: pytest.MonkeyPatch,
+                                                              secure_env: dict[str, str],
+                                                              secure_gateway: Pushgateway, pod: str,
+                                                              spool_dir: str) -> None:
+    monkeypatch.delenv("reporterGatewayPasswordFile")
+    monkeypatch.setenv("reporterGatewayPassword", "not-the-password")
+    reporter = Reporter(retry_timeout=0.5)
+    reporter.reportMetric("denied", 1)
+    assert reporter.finish(timeout=2) is False  # 401: retried like an outage, the data stays
+    wait_for(lambda: not uploader_pids(spool_dir), 15, "the uploader to give up")
+    log = open(os.path.join(reporter.settings.pod_dir, "uploader.log")).read()
+    assert "401" in log and "not-the-password" not in log
+    assert secure_gateway.value(pod, metric_name("denied")) is None
+
+
+def test_credentials_in_the_url_are_refused(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
+    monkeypatch.setenv("reporterGatewayURL", "https://user:pw@gateway:9091")
+    with pytest.raises(ConfigError, match="must not contain credentials"):
+        Reporter()
+
+
+def test_half_configured_auth_is_refused(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
+    monkeypatch.setenv("reporterGatewayUsername", "someone")
+    with pytest.raises(ConfigError, match="reporterGatewayPassword"):
+        Reporter()
+
+
+def test_parameter_values_round_trip_exactly(env: dict[str, str], gateway: Pushgateway, pod: str) -> None:
+    tricky = 'quote " backslash \\ newline \n tab \t unicode ✓ 日本 emoji 🚀 end'
+    with Reporter() as reporter:
+        reporter.reportParameter("tricky", tricky)
+    assert gateway.series(pod)[parameter_name("tricky")][0]["param_value"] == tricky
+
+
+def test_a_pod_uuid_with_spaces_gets_its_own_group(monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
+                                                   gateway: Pushgateway, pod: str) -> None:
+    spaced = f"my pod {pod}"
+    with Reporter(pod_uuid=spaced) as reporter:
+        reporter.reportMetric("spaced", 3)
+    assert gateway.value(spaced, metric_name("spaced")) == 3  # base64 grouping key, decoded by the gateway
+    assert gateway.value(pod, metric_name("spaced")) is None
