@@ -69,6 +69,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--push-interval", type=float, help="seconds between pushes (default: 1)")
     run.add_argument("--retry-timeout", type=float,
                      help="seconds to keep retrying an unreachable gateway once the writers are gone (default: 600)")
+    run.add_argument("--fsync", choices=("never", "interval", "always"),
+                     help="durability policy (default: $reporterFsync or never); interval: fsync the spool here")
+    run.add_argument("--fsync-interval", type=float, help="seconds between fsyncs with --fsync interval (default: 1)")
+    run.add_argument("--history-bytes", type=int,
+                     help="delivered spool kept per pod; oldest finished files go first (default: 256 MiB)")
     run.set_defaults(func=_run)
 
     recover = sub.add_parser("recover", help="upload everything a pod (or every pod) left undelivered")
@@ -80,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _settings(args: argparse.Namespace, pod_uuid: str | None = None, **extra: float | None) -> Settings:
+def _settings(args: argparse.Namespace, pod_uuid: str | None = None, **extra: object) -> Settings:
     return load_settings(
         pod_uuid=pod_uuid or args.pod_uuid,
         gateway_url=args.gateway,
@@ -104,7 +109,8 @@ def _uploader(settings: Settings, **kwargs: Any) -> Uploader:
 
 
 def _run(args: argparse.Namespace) -> int:
-    settings = _settings(args, push_interval=args.push_interval, retry_timeout=args.retry_timeout)
+    settings = _settings(args, push_interval=args.push_interval, retry_timeout=args.retry_timeout,
+                         fsync=args.fsync, fsync_interval=args.fsync_interval, history_bytes=args.history_bytes)
     if not os.path.isdir(settings.pod_dir):
         print(f"runai-uploader: nothing to do: {settings.pod_dir} does not exist", file=sys.stderr)
         return EXIT_OK
@@ -122,7 +128,9 @@ def _run(args: argparse.Namespace) -> int:
         logger.info("another uploader (pid %s) serves %s; exiting", holder_pid(settings.pod_dir), settings.pod_dir)
         return EXIT_OK
     try:
-        uploader = _uploader(settings, retry_timeout=settings.retry_timeout, lock=lock)
+        uploader = _uploader(settings, retry_timeout=settings.retry_timeout, lock=lock,
+                             history_bytes=settings.history_bytes,
+                             fsync_interval=settings.fsync_interval if settings.fsync == "interval" else None)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: uploader.stop())
         logger.info("uploader started for pod %s, pushing to %s", settings.pod_uuid, settings.gateway_url)

@@ -24,7 +24,7 @@ from typing import Callable
 
 from runai.reporter.spool import Record, is_spool_file
 
-from .checkpoint import Checkpoint, load_checkpoint, store_checkpoint
+from .checkpoint import Checkpoint, checkpoint_path, load_checkpoint, store_checkpoint
 from .lock import PodLock
 from .push import GatewayError, Pusher, exposition_name
 from .tail import BadSpoolError, SpoolTail
@@ -59,6 +59,8 @@ class Uploader:
         lock: PodLock | None = None,
         use_watchdog: bool = True,
         on_progress: Callable[[int], None] | None = None,
+        history_bytes: int | None = None,
+        fsync_interval: float | None = None,
     ) -> None:
         self.pod_dir = pod_dir
         self.pusher = pusher
@@ -70,6 +72,8 @@ class Uploader:
         self.lock = lock
         self.use_watchdog = use_watchdog
         self.on_progress = on_progress  # called with delivered_records after each commit
+        self.history_bytes = history_bytes  # bound on delivered spool kept; None keeps everything
+        self.fsync_interval = fsync_interval  # fsync growing spool files this often; None never
         # what this run did, for summaries
         self.delivered_records = 0
         self.rejected: dict[str, str] = {}  # exposition name -> the gateway's answer
@@ -79,6 +83,8 @@ class Uploader:
         self._acked: dict[str, Checkpoint] = {}  # the last checkpoint of each followed file
         self._alive: dict[str, bool] = {}
         self._closed: set[str] = set()  # delivered files of gone writers, and unreadable ones
+        self._history: dict[str, tuple[float, int]] = {}  # delivered files of gone writers: (mtime, size)
+        self._synced: dict[str, int] = {}  # spool path -> size at its last fsync
         # coalesced values not yet pushed, with the file each came from
         self._latest: dict[tuple[str, str], tuple[Record, str]] = {}
         self._rejected_in: dict[str, int] = {}  # spool path -> its records the gateway refused
@@ -123,6 +129,7 @@ class Uploader:
         next_try = 0.0
         last_push = -math.inf
         next_liveness = 0.0
+        next_fsync = 0.0
         while not self._stopping.is_set():
             self._wake.clear()
             now = time.monotonic()
@@ -130,6 +137,9 @@ class Uploader:
             if check_liveness:
                 next_liveness = now + self.poll_interval
             drained = self._scan(check_liveness)
+            if self.fsync_interval is not None and now >= next_fsync:
+                self._sync_spools()
+                next_fsync = now + self.fsync_interval
 
             due = math.inf
             if self._undelivered():
@@ -174,6 +184,8 @@ class Uploader:
                     self.pending_records(), self.pod_dir,
                 )
                 return EXIT_PENDING
+            if self.fsync_interval is not None and self._writers_alive():
+                due = min(due, next_fsync)
             self._wake.wait(max(0.0, min(self.poll_interval, due - now)))
         return EXIT_DELIVERED if not self._undelivered() else EXIT_PENDING
 
@@ -256,7 +268,45 @@ class Uploader:
                            path, torn)
         tail.close()
         del self._tails[path], self._acked[path], self._alive[path]
+        self._synced.pop(path, None)
         self._closed.add(path)
+        try:
+            info = os.stat(path)
+        except OSError:
+            return
+        self._history[path] = (info.st_mtime, info.st_size)
+        self._trim_history()
+
+    def _trim_history(self) -> None:
+        """Delete the oldest delivered files of gone writers while the history is over its bound."""
+        if self.history_bytes is None:
+            return
+        total = sum(size for _, size in self._history.values())
+        for path in sorted(self._history, key=lambda p: self._history[p][0]):
+            if total <= self.history_bytes:
+                break
+            total -= self._history.pop(path)[1]
+            for victim in (path, checkpoint_path(path)):
+                try:
+                    os.unlink(victim)
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    logger.error("cannot delete %s to keep the history under %d bytes: %s",
+                                 victim, self.history_bytes, exc)
+            logger.info("deleted delivered spool %s: history over %d bytes", path, self.history_bytes)
+
+    def _sync_spools(self) -> None:
+        """fsync every spool file that grew since its last fsync (the `interval` durability policy)."""
+        for path, tail in self._tails.items():
+            size = tail.size()
+            if size > self._synced.get(path, 0):
+                try:
+                    tail.fsync()
+                except OSError as exc:
+                    logger.error("cannot fsync %s: %s", path, exc)
+                    continue
+                self._synced[path] = size
 
     def _coalesce(self, record: Record, path: str) -> None:
         key = (record.kind, record.name)

@@ -45,6 +45,10 @@ class SpoolTail:
     def size(self) -> int:
         return os.fstat(self._fd).st_size
 
+    def fsync(self) -> None:
+        """Flush the file's written pages to disk (any descriptor of a file will do)."""
+        os.fsync(self._fd)
+
     def writer_alive(self) -> bool:
         """True while the writing process holds its shared lock on the file."""
         try:

@@ -26,11 +26,19 @@ ENV_USERNAME = "reporterGatewayUsername"
 ENV_PASSWORD = "reporterGatewayPassword"
 ENV_PASSWORD_FILE = "reporterGatewayPasswordFile"
 ENV_CA_FILE = "reporterGatewayCAFile"
+ENV_FSYNC = "reporterFsync"
+ENV_FSYNC_INTERVAL = "reporterFsyncInterval"
+ENV_SPOOL_FILE_BYTES = "reporterSpoolFileBytes"
+ENV_HISTORY_BYTES = "reporterHistoryBytes"
 
 DEFAULT_PUSH_INTERVAL = 1.0
 DEFAULT_FINISH_TIMEOUT = 60.0
 DEFAULT_RETRY_TIMEOUT = 600.0
 DEFAULT_PUSH_TIMEOUT = 10.0
+DEFAULT_FSYNC_INTERVAL = 1.0
+DEFAULT_SPOOL_FILE_BYTES = 64 << 20
+DEFAULT_HISTORY_BYTES = 256 << 20
+FSYNC_POLICIES = ("never", "interval", "always")
 
 
 class ConfigError(ValueError):
@@ -51,6 +59,10 @@ class Settings:
     finish_timeout: float = DEFAULT_FINISH_TIMEOUT
     retry_timeout: float = DEFAULT_RETRY_TIMEOUT
     push_timeout: float = DEFAULT_PUSH_TIMEOUT
+    fsync: str = "never"  # one of FSYNC_POLICIES; see docs/operations.md for each one's loss window
+    fsync_interval: float = DEFAULT_FSYNC_INTERVAL
+    spool_file_bytes: int = DEFAULT_SPOOL_FILE_BYTES  # a writer starts a new spool file past this size
+    history_bytes: int = DEFAULT_HISTORY_BYTES  # delivered spool kept per pod; undelivered data is never deleted
     # Basic auth and TLS. Read from the environment only, so that secrets
     # never have to travel on a command line (world-readable in /proc).
     username: str | None = None
@@ -166,6 +178,16 @@ def _seconds(value: object, source: str, *, allow_zero: bool = False) -> float:
     return seconds
 
 
+def _bytes(value: object, source: str) -> int:
+    try:
+        size = int(str(value))
+    except ValueError:
+        raise ConfigError(f"{source}={value!r} is not a whole number of bytes") from None
+    if size < 4096:
+        raise ConfigError(f"{source}={value!r} is too small: use at least 4096 bytes")
+    return size
+
+
 def load_settings(
     *,
     pod_uuid: str | None = None,
@@ -175,6 +197,10 @@ def load_settings(
     finish_timeout: float | None = None,
     retry_timeout: float | None = None,
     push_timeout: float | None = None,
+    fsync: str | None = None,
+    fsync_interval: float | None = None,
+    spool_file_bytes: int | None = None,
+    history_bytes: int | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
     """Read the settings; keyword arguments win over the environment.
@@ -201,13 +227,30 @@ def load_settings(
         ("finish_timeout", finish_timeout, ENV_FINISH_TIMEOUT, DEFAULT_FINISH_TIMEOUT),
         ("retry_timeout", retry_timeout, ENV_RETRY_TIMEOUT, DEFAULT_RETRY_TIMEOUT),
         ("push_timeout", push_timeout, ENV_PUSH_TIMEOUT, DEFAULT_PUSH_TIMEOUT),
+        ("fsync_interval", fsync_interval, ENV_FSYNC_INTERVAL, DEFAULT_FSYNC_INTERVAL),
     ):
         value, source = pick(kwarg, name, var)
         numbers[name] = default if value in (None, "") else _seconds(value, source, allow_zero=name == "finish_timeout")
+    sizes: dict[str, int] = {}
+    for name, kwarg, var, default in (
+        ("spool_file_bytes", spool_file_bytes, ENV_SPOOL_FILE_BYTES, DEFAULT_SPOOL_FILE_BYTES),
+        ("history_bytes", history_bytes, ENV_HISTORY_BYTES, DEFAULT_HISTORY_BYTES),
+    ):
+        value, source = pick(kwarg, name, var)
+        sizes[name] = default if value in (None, "") else _bytes(value, source)
+    value, source = pick(fsync, "fsync", ENV_FSYNC)
+    policy = "never" if value in (None, "") else str(value)
+    if policy not in FSYNC_POLICIES:
+        raise ConfigError(f"{source}={value!r} is not a durability policy: use one of {', '.join(FSYNC_POLICIES)}")
 
     username, password, ca_file = _credentials(env, url)
-    settings = Settings(pod_uuid=pod, gateway_url=url, spool_dir=root, username=username, password=password,
-                        ca_file=ca_file, **numbers)
+    settings = Settings(
+        pod_uuid=pod, gateway_url=url, spool_dir=root, username=username, password=password, ca_file=ca_file,
+        fsync=policy, push_interval=numbers["push_interval"], finish_timeout=numbers["finish_timeout"],
+        retry_timeout=numbers["retry_timeout"], push_timeout=numbers["push_timeout"],
+        fsync_interval=numbers["fsync_interval"], spool_file_bytes=sizes["spool_file_bytes"],
+        history_bytes=sizes["history_bytes"],
+    )
     # Belt and braces: whatever check_pod_uuid allowed must still land directly
     # under the spool root once symlinks and '..' are resolved.
     if os.path.dirname(os.path.realpath(settings.pod_dir)) != os.path.realpath(root):

@@ -34,6 +34,9 @@ def uploader_command(settings: Settings) -> list[str]:
         "--push-interval", repr(settings.push_interval),
         "--retry-timeout", repr(settings.retry_timeout),
         "--push-timeout", repr(settings.push_timeout),
+        "--fsync", settings.fsync,
+        "--fsync-interval", repr(settings.fsync_interval),
+        "--history-bytes", str(settings.history_bytes),
     ]  # fmt: skip
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import logging
 import numbers
+import os
 import re
 import shlex
 import threading
@@ -99,6 +100,9 @@ class Reporter:
         finish_timeout: float | None = None,
         retry_timeout: float | None = None,
         push_timeout: float | None = None,
+        fsync: str | None = None,
+        spool_file_bytes: int | None = None,
+        history_bytes: int | None = None,
     ) -> None:
         self.settings = load_settings(
             pod_uuid=pod_uuid,
@@ -108,8 +112,12 @@ class Reporter:
             finish_timeout=finish_timeout,
             retry_timeout=retry_timeout,
             push_timeout=push_timeout,
+            fsync=fsync,
+            spool_file_bytes=spool_file_bytes,
+            history_bytes=history_bytes,
         )
-        self._writer = SpoolWriter(self.settings.pod_dir, self.settings.pod_uuid)
+        self._writer = SpoolWriter(self.settings.pod_dir, self.settings.pod_uuid,
+                                   max_bytes=self.settings.spool_file_bytes, fsync=self.settings.fsync == "always")
         self._result: bool | None = None
         self._finish_lock = threading.Lock()
         _track(self)
@@ -161,8 +169,6 @@ class Reporter:
             return self._result
 
     def _finish(self, timeout: float) -> bool:
-        from uploader.checkpoint import load_checkpoint  # cheap: stdlib only
-
         writer = self._writer
         writer.close()
         if not writer.path:
@@ -172,11 +178,9 @@ class Reporter:
         deadline = time.monotonic() + max(0.0, timeout)
         next_probe = 0.0
         pause = 0.001
-        delivered = 0
         while True:
-            ckpt = load_checkpoint(writer.path, writer.spool_id)
-            delivered = ckpt.records if ckpt else 0
-            if ckpt is not None and ckpt.offset >= writer.offset:
+            delivered, rejected, done = self._delivery()
+            if done:
                 break
             now = time.monotonic()
             if now >= deadline:
@@ -194,15 +198,34 @@ class Reporter:
             time.sleep(min(pause, deadline - now))
             pause = min(pause * 2, 0.02)
         reap()
-        if ckpt.rejected:
+        if rejected:
             logger.warning("the gateway refused %d of this process's values; uploader.log in %s names them",
-                           ckpt.rejected, self.settings.pod_dir)
+                           rejected, self.settings.pod_dir)
             return False
         if writer.lost:
             logger.warning("%d of %d reports were lost because the spool file %s could not be written",
                            writer.lost, writer.lost + writer.records, writer.path)
             return False
         return True
+
+    def _delivery(self) -> tuple[int, int, bool]:
+        """(reports delivered, values refused, everything covered) from the checkpoints of this writer's files."""
+        from uploader.checkpoint import load_checkpoint  # cheap: stdlib only
+
+        delivered = rejected = 0
+        done = True
+        for spool in self._writer.files:
+            ckpt = load_checkpoint(spool.path, spool.spool_id)
+            if ckpt is None:
+                # History retention deletes single spool files, and only once
+                # they are delivered and their writer is gone: nothing to wait
+                # for then. A vanished pod directory is another matter.
+                done = done and not os.path.exists(spool.path) and os.path.isdir(self.settings.pod_dir)
+                continue
+            delivered += ckpt.records
+            rejected += ckpt.rejected
+            done = done and ckpt.offset >= spool.size
+        return delivered, rejected, done
 
     def __enter__(self) -> Reporter:
         return self

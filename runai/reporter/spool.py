@@ -29,6 +29,7 @@ __all__ = [
     "FORMAT_VERSION",
     "SPOOL_SUFFIX",
     "Record",
+    "SpoolFile",
     "SpoolWriter",
     "decode",
     "encode_metric",
@@ -159,6 +160,19 @@ def decode(line: bytes) -> Record:
     raise ValueError(f"unknown record kind {kind!r}")
 
 
+class SpoolFile(NamedTuple):
+    """One file a writer wrote, as it was when the writer closed it."""
+
+    path: str
+    spool_id: str
+    size: int
+
+
+# A writer checks its file's size for rotation once every this many + 1
+# records (a mask on the sequence number): no per-report bookkeeping.
+_ROTATION_CHECK_MASK = 0xFFF
+
+
 class SpoolWriter:
     """Appends records to this process's own spool file in a pod directory.
 
@@ -172,19 +186,35 @@ class SpoolWriter:
     lands whole. (With several threads the file order may differ from the
     sequence order by a few records; the reader orders by time, not position.)
 
+    Past *max_bytes* a writer ends its file with an end marker and goes on in
+    a new one (checked every 4096 records); a second or more later it lets go
+    of the old file (see :meth:`_release_rotated`), so that the uploader can
+    deliver, retire and, under the history bound, delete it while the job
+    runs. With *fsync*, every report is fsync'ed before it returns (slow: a
+    disk flush per report).
+
     Failures of the environment (unwritable directory, full disk) never raise:
     the report is counted in :attr:`lost`, and one warning is logged.
     """
 
-    def __init__(self, pod_dir: str, pod_uuid: str) -> None:
+    def __init__(self, pod_dir: str, pod_uuid: str, *, max_bytes: int = 64 << 20, fsync: bool = False) -> None:
         self.pod_dir = pod_dir
         self.pod_uuid = pod_uuid
+        self.max_bytes = max_bytes
         self.path = ""
         self.spool_id = ""
         self.lost = 0  # reports that could not be written
         self.records = 0  # reports written; set by close()
-        self.offset = 0  # the file's size; set by close()
+        self.offset = 0  # the current file's size; set by close()
+        self.files: list[SpoolFile] = []  # every file written, oldest first; set by close()
         self.closed = False
+        self._sync = fsync
+        # Earlier files: (fd, path, spool_id, rotated at) while still open, then
+        # SpoolFile once released (see _release_rotated).
+        self._rotated: list[tuple[int, str, str, float]] = []
+        self._released: list[SpoolFile] = []
+        self._devnull_fds: list[int] = []
+        self._markers = 0  # sequence numbers spent on end markers of rotated files
         self._fd = -1
         self._seq = itertools.count(1)
         self._torn = False  # a short write left a partial line behind
@@ -199,12 +229,18 @@ class SpoolWriter:
     def write_metric(self, name: str, value: float) -> None:
         if self._forked:
             self._after_fork()
-        self._append(encode_metric(next(self._seq), _time_ns() // 1000, name, value))
+        seq = next(self._seq)
+        if not seq & _ROTATION_CHECK_MASK:
+            self._maybe_rotate()
+        self._append(encode_metric(seq, _time_ns() // 1000, name, value))
 
     def write_parameter(self, name: str, value: str) -> None:
         if self._forked:
             self._after_fork()
-        self._append(encode_parameter(next(self._seq), _time_ns() // 1000, name, value))
+        seq = next(self._seq)
+        if not seq & _ROTATION_CHECK_MASK:
+            self._maybe_rotate()
+        self._append(encode_parameter(seq, _time_ns() // 1000, name, value))
 
     def _append(self, data: bytes) -> None:
         if self._torn:
@@ -214,6 +250,8 @@ class SpoolWriter:
         try:
             if _write(self._fd, data) == len(data):
                 self._torn = False
+                if self._sync:
+                    os.fsync(self._fd)
                 return
             self._torn = True  # part of the line is in the file
             self._lose(OSError(errno.ENOSPC, "short write"))
@@ -230,19 +268,72 @@ class SpoolWriter:
             self.closed = True
             if self._forked:
                 # A forked child that never reported owns no stream: drop its
-                # copy of the parent's descriptor and leave the parent's file be.
+                # copies of the parent's descriptors and leave the parent's files be.
                 self._close_fd()
+                for fd in [entry[0] for entry in self._rotated] + self._devnull_fds:
+                    os.close(fd)
+                self._rotated, self._devnull_fds = [], []
                 return
             if self._fd < 0:
                 return
             end_seq = next(self._seq)
-            self.records = end_seq - 1 - self.lost
+            self.records = end_seq - 1 - self.lost - self._markers
             self._append(encode_end(end_seq, now_us()))
+            files = list(self._released)
+            for fd, path, spool_id, _ in [*self._rotated, (self._fd, self.path, self.spool_id, 0.0)]:
+                files.append(SpoolFile(path, spool_id, _size(fd)))
+                if fd != self._fd:
+                    os.close(fd)
+            for fd in self._devnull_fds:
+                os.close(fd)
+            self.files, self.offset = files, files[-1].size
+            self._rotated, self._released, self._devnull_fds = [], [], []
+            self._close_fd()
+
+    def _maybe_rotate(self) -> None:
+        with self._slow_lock:
+            if self._fd < 0 or self.closed:
+                return
+            self._release_rotated()
             try:
-                self.offset = os.fstat(self._fd).st_size
+                if os.fstat(self._fd).st_size < self.max_bytes:
+                    return
+                fd, path, spool_id, header_size = self._create()
+            except OSError as exc:
+                self._warn(f"cannot start a new spool file in {self.pod_dir!r} ({exc}); going on in {self.path!r}")
+                return
+            old_fd = self._fd
+            self._rotated.append((old_fd, self.path, self.spool_id, time.monotonic()))
+            self._fd, self.path, self.spool_id, self.offset = fd, path, spool_id, header_size
+            # The old file is complete: its end marker lets the uploader flush it.
+            self._markers += 1
+            try:
+                os.write(old_fd, encode_end(next(self._seq), now_us()))
             except OSError:
                 pass
-            self._close_fd()
+
+    def _release_rotated(self) -> None:
+        """Let go of rotated files, so the uploader can retire them and their space can be freed.
+
+        A thread that read the old descriptor just before the rotation may
+        still be about to write to it, so a rotated file is released only a
+        second later, and its descriptor is not closed but pointed at
+        /dev/null (dup2): a write that late is lost, never misdirected into
+        whatever file would have reused the number. Releasing it drops the
+        file's lock, which tells the uploader this writer is done with it.
+        """
+        keep = []
+        for fd, path, spool_id, rotated_at in self._rotated:
+            if time.monotonic() - rotated_at < 1.0:
+                keep.append((fd, path, spool_id, rotated_at))
+                continue
+            size = _size(fd)
+            devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+            os.dup2(devnull, fd)
+            os.close(devnull)
+            self._devnull_fds.append(fd)
+            self._released.append(SpoolFile(path, spool_id, size))
+        self._rotated = keep
 
     def _close_fd(self) -> None:
         fd, self._fd = self._fd, -1
@@ -250,6 +341,13 @@ class SpoolWriter:
             os.close(fd)
 
     def _open(self) -> None:
+        try:
+            self._fd, self.path, self.spool_id, self.offset = self._create()
+        except OSError as exc:
+            self._warn(f"cannot create a spool file in {self.pod_dir!r} ({exc}); reports will be lost")
+
+    def _create(self) -> tuple[int, str, str, int]:
+        """A new, locked spool file with its header: (fd, path, spool_id, size)."""
         spool_id = secrets.token_hex(16)
         name = f"w{os.getpid()}-{spool_id[:8]}{SPOOL_SUFFIX}"
         path = os.path.join(self.pod_dir, name)
@@ -265,13 +363,12 @@ class SpoolWriter:
             # Publish under the final name only once header and lock are in
             # place, so the uploader never sees a file it cannot identify.
             os.rename(tmp, path)
-        except OSError as exc:
+        except OSError:
             if fd >= 0:
                 os.close(fd)
                 _unlink_quietly(tmp)
-            self._warn(f"cannot create a spool file in {self.pod_dir!r} ({exc}); reports will be lost")
-            return
-        self._fd, self.path, self.spool_id, self.offset = fd, path, spool_id, len(header)
+            raise
+        return fd, path, spool_id, len(header)
 
     def _after_fork(self) -> None:
         # The child shares the parent's descriptor; writing through it would
@@ -281,6 +378,9 @@ class SpoolWriter:
             if not self._forked:
                 return
             self._close_fd()  # the parent's copy; the parent keeps its lock and file
+            for fd in [entry[0] for entry in self._rotated] + self._devnull_fds:
+                os.close(fd)
+            self._rotated, self._released, self._devnull_fds, self._markers = [], [], [], 0
             self._forked = self._torn = self._warned = False
             self._seq, self.lost, self.records = itertools.count(1), 0, 0
             self._open()
@@ -319,6 +419,13 @@ def _watch_forks(writer: SpoolWriter) -> None:
 def _mark_forked() -> None:
     for writer in list(_writers):
         writer._forked = True
+
+
+def _size(fd: int) -> int:
+    try:
+        return os.fstat(fd).st_size
+    except OSError:
+        return 0
 
 
 def make_private_dir(path: str) -> None:
