@@ -227,20 +227,18 @@ class SpoolWriter:
     # -- the hot path ---------------------------------------------------
 
     def write_metric(self, name: str, value: float) -> None:
-        if self._forked:
-            self._after_fork()
-        seq = next(self._seq)
-        if not seq & _ROTATION_CHECK_MASK:
-            self._maybe_rotate()
-        self._append(encode_metric(seq, _time_ns() // 1000, name, value))
+        self._append(encode_metric(self._next_seq(), _time_ns() // 1000, name, value))
 
     def write_parameter(self, name: str, value: str) -> None:
+        self._append(encode_parameter(self._next_seq(), _time_ns() // 1000, name, value))
+
+    def _next_seq(self) -> int:
         if self._forked:
             self._after_fork()
         seq = next(self._seq)
         if not seq & _ROTATION_CHECK_MASK:
             self._maybe_rotate()
-        self._append(encode_parameter(seq, _time_ns() // 1000, name, value))
+        return seq
 
     def _append(self, data: bytes) -> None:
         if self._torn:
