@@ -209,3 +209,22 @@ def spool_records(pod_dir: str) -> list:
                     except ValueError:
                         pass
     return records
+
+
+def wait_for_give_up(pod_dir: str, marker: str, timeout: float = 15) -> None:
+    """Wait until the pod's uploader has logged that it gives up, and has exited.
+
+    Waiting only for "no uploader running" could pass before the uploader has
+    even started.
+    """
+    log = os.path.join(pod_dir, "uploader.log")
+
+    def gave_up() -> bool:
+        try:
+            with open(log) as f:
+                return "giving up" in f.read()
+        except FileNotFoundError:
+            return False
+
+    wait_for(gave_up, timeout, f"the uploader of {pod_dir} to give up")
+    wait_for(lambda: not uploader_pids(marker), timeout, "the uploader to exit")

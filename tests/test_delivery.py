@@ -22,6 +22,7 @@ from tests._helpers import (
     start_job,
     uploader_pids,
     wait_for,
+    wait_for_give_up,
 )
 
 SEED_SCOPED = """
@@ -186,7 +187,7 @@ def test_finish_timeout_with_gateway_down(env: dict[str, str], own_gateway: Push
     assert "500 of 500 reports not yet delivered" in warnings[0]
     assert f"runai-uploader recover --spool-dir {spool_dir}" in warnings[0]
     # The uploader gives up by itself (retry_timeout=2) and leaves the spool whole.
-    wait_for(lambda: not uploader_pids(spool_dir), 15, "the uploader to give up")
+    wait_for_give_up(reporter.settings.pod_dir, spool_dir)
     with open(reporter._writer.path, "rb") as f:
         assert len(f.read().splitlines()) == 502  # header, 500 reports, end marker
     log = open(os.path.join(reporter.settings.pod_dir, "uploader.log")).read()
@@ -244,10 +245,13 @@ def test_garbage_lines_are_skipped_and_never_pushed(env: dict[str, str], gateway
     assert log.count("which is not a valid record") == 4
 
 
-@pytest.mark.parametrize("damage", [b"", b"\0" * 64, b"{not json", b'{"spool_id":"x","offset":5,"records":1,'
-                                    b'"last_seq":1}', b'{"spool_id":"SAME","offset":99999999,"records":1,'
-                                    b'"last_seq":1}'],
-                         ids=["empty", "nul", "garbage", "other-file", "past-end"])
+@pytest.mark.parametrize("damage", [b"", b"\0" * 64, b"{not json", b'{"spool_id":"SAME","offset":4',
+                                    b'{"spool_id":"x","offset":5,"records":1,"last_seq":1}',
+                                    b'{"spool_id":"SAME","offset":99999999,"records":1,"last_seq":1}',
+                                    b'{"spool_id":"SAME","offset":7,"records":1,"last_seq":1}',
+                                    b"only-temp"],
+                         ids=["empty", "nul", "garbage", "truncated", "other-file", "past-end", "mid-line",
+                              "only-temp"])
 def test_corrupt_checkpoint_means_replay(env: dict[str, str], gateway: Pushgateway, pod: str,
                                          damage: bytes) -> None:
     with Reporter() as reporter:
@@ -257,13 +261,53 @@ def test_corrupt_checkpoint_means_replay(env: dict[str, str], gateway: Pushgatew
     assert reporter.finish() is True
     gateway.delete_group(pod)
     ckpt = reporter._writer.path[: -len(".jsonl")] + ".ckpt"
-    with open(ckpt, "wb") as f:
-        f.write(damage.replace(b"SAME", reporter._writer.spool_id.encode()))
+    if damage == b"only-temp":  # a crash between writing the temp file and the rename
+        os.rename(ckpt, os.path.join(os.path.dirname(ckpt), "." + os.path.basename(ckpt) + ".tmp"))
+    else:
+        with open(ckpt, "wb") as f:
+            f.write(damage.replace(b"SAME", reporter._writer.spool_id.encode()))
     done = recover(env)
     assert done.returncode == 0, done.stderr
     assert "delivered 11 reports" in done.stdout
     assert gateway.value(pod, metric_name("loss")) == 9
     assert gateway.series(pod)[parameter_name("opt")][0]["param_value"] == "adam"
+
+
+def test_a_checkpoint_of_a_replaced_spool_file_is_not_applied(env: dict[str, str], gateway: Pushgateway,
+                                                              pod: str) -> None:
+    from runai.reporter.spool import encode_header
+
+    with Reporter() as reporter:
+        reporter.reportMetric("loss", 1)
+    path = reporter._writer.path
+    old_size = os.path.getsize(path)
+    # Another file now stands at that path, larger than the old checkpoint's offset.
+    lines = [encode_header("f" * 32, pod, 1)] + [
+        f'{{"seq":{i},"ts_us":{i},"kind":"metric","name":"replaced","value":{i}}}\n'.encode() for i in range(1, 40)]
+    with open(path, "wb") as f:
+        f.write(b"".join(lines))
+    assert os.path.getsize(path) > old_size
+    done = recover(env)
+    assert done.returncode == 0, done.stderr
+    assert "delivered 39 reports" in done.stdout  # replayed from the start, nothing skipped
+    assert gateway.value(pod, metric_name("replaced")) == 39
+
+
+def test_a_nul_filled_tail_is_never_pushed(env: dict[str, str], own_gateway: Pushgateway, pod: str,
+                                           spool_dir: str) -> None:
+    reporter = Reporter(gateway_url=own_gateway.address, retry_timeout=0.5)
+    for i in range(5):
+        reporter.reportMetric("kept", i)
+    reporter._writer._close_fd()  # the process "dies": no end marker
+    write_raw(reporter._writer.path, b"\0" * 300)  # what a power cut leaves after the last page
+    reporter._writer.closed, reporter._result = True, False
+    wait_for_give_up(reporter.settings.pod_dir, spool_dir)
+    own_gateway.start()
+    done = recover({**env, "reporterGatewayURL": own_gateway.address})
+    assert done.returncode == 0, done.stderr
+    assert "delivered 5 reports" in done.stdout
+    assert set(own_gateway.series(pod)) == {metric_name("kept")}
+    assert own_gateway.value(pod, metric_name("kept")) == 4
 
 
 def test_two_processes_report_for_one_pod(env: dict[str, str], gateway: Pushgateway, pod: str,
@@ -353,7 +397,8 @@ def test_recover_all_pods(env: dict[str, str], own_gateway: Pushgateway, spool_d
         reporter = Reporter(pod_uuid=name, gateway_url=own_gateway.address, retry_timeout=0.5)
         reporter.reportMetric("x", 1 if name == "pod-a" else 2)
         assert reporter.finish(timeout=0.2) is False
-    wait_for(lambda: not uploader_pids(spool_dir), 15, "the uploaders to give up")
+    for name in ("pod-a", "pod-b"):
+        wait_for_give_up(os.path.join(spool_dir, name), spool_dir)
     own_gateway.start()
     done = recover({**env, "reporterGatewayURL": own_gateway.address}, "--all")
     assert done.returncode == 0, done.stderr
@@ -374,7 +419,7 @@ def test_recover_gives_up_with_a_reason(env: dict[str, str], own_gateway: Pushga
     reporter = Reporter(gateway_url=own_gateway.address, retry_timeout=0.5)
     reporter.reportMetric("x", 1)
     assert reporter.finish(timeout=0.2) is False
-    wait_for(lambda: not uploader_pids(spool_dir), 15, "the uploader to give up")
+    wait_for_give_up(reporter.settings.pod_dir, spool_dir)
     done = recover({**env, "reporterGatewayURL": own_gateway.address}, "--timeout", "1")
     assert done.returncode == 1
     assert "unreachable" in done.stderr and "1 reports still pending" in done.stderr

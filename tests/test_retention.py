@@ -7,7 +7,7 @@ import pytest
 
 from runai.reporter import ConfigError, Reporter
 from runai.reporter.spool import decode
-from tests._helpers import Pushgateway, metric_name, spool_records, uploader_pids, wait_for
+from tests._helpers import Pushgateway, metric_name, spool_records, uploader_pids, wait_for, wait_for_give_up
 from uploader.checkpoint import load_checkpoint
 
 KIB = 1024
@@ -64,7 +64,7 @@ def test_undelivered_data_is_never_deleted(env: dict[str, str], own_gateway: Pus
     for i in range(20_000):
         reporter.reportMetric("loss", i)
     assert reporter.finish(timeout=0.5) is False
-    wait_for(lambda: not uploader_pids(spool_dir), 15, "the uploader to give up")
+    wait_for_give_up(reporter.settings.pod_dir, spool_dir)
     assert sorted(spool_files(reporter.settings.pod_dir)) == sorted(f.path for f in reporter._writer.files)
     values = [r.value for r in spool_records(reporter.settings.pod_dir) if r.kind == "metric"]
     assert len(values) == 20_000

@@ -12,7 +12,7 @@ from typing import Iterator
 import pytest
 
 from runai.reporter import ConfigError, Reporter
-from tests._helpers import Pushgateway, job_env, metric_name, parameter_name, uploader_pids, wait_for
+from tests._helpers import Pushgateway, job_env, metric_name, parameter_name, uploader_pids, wait_for, wait_for_give_up
 
 USER, PASSWORD = "trainer", "s3cret-Pa55word!"
 
@@ -122,7 +122,7 @@ def test_a_wrong_password_is_retried_never_dropped_nor_logged(monkeypatch: pytes
     reporter = Reporter(retry_timeout=0.5)
     reporter.reportMetric("denied", 1)
     assert reporter.finish(timeout=2) is False  # 401: retried like an outage, the data stays
-    wait_for(lambda: not uploader_pids(spool_dir), 15, "the uploader to give up")
+    wait_for_give_up(reporter.settings.pod_dir, spool_dir)
     log = open(os.path.join(reporter.settings.pod_dir, "uploader.log")).read()
     assert "401" in log and "not-the-password" not in log
     assert secure_gateway.value(pod, metric_name("denied")) is None
