@@ -47,8 +47,12 @@ if mode == "floor":
 elif mode in ("metric", "parameter", "forked"):
     import runai.reporter
     reporter = runai.reporter.Reporter()
+    # As in a training job, the Reporter exists before the reports flow: wait
+    # until its uploader runs and has delivered a first report.
+    reporter.reportMetric("warmup", 0)
+    while not any(n.endswith(".ckpt") for n in os.listdir(reporter.settings.pod_dir)):
+        time.sleep(0.01)
     if mode == "forked":
-        reporter.reportMetric("warmup", 0)
         pid = os.fork()
         if pid:
             _, status = os.waitpid(pid, 0)
