@@ -64,6 +64,16 @@ def assert_seed_values(gateway: Pushgateway, pod: str) -> None:
                       "param_value": "categorical_crossentropy", "push_gateway_type": "parameter"}
 
 
+def test_help_and_type_are_those_of_041(env: dict[str, str], gateway: Pushgateway, pod: str) -> None:
+    with Reporter() as reporter:
+        reporter.reportMetric("typed", 1)
+        reporter.reportParameter("typed_param", "x")
+    (group,) = [g for g in gateway.groups() if g["labels"].get("podUUID") == pod]
+    for name in (metric_name("typed"), parameter_name("typed_param")):
+        assert group[name]["type"] == "GAUGE"
+        assert group[name].get("help", "") == ""  # 0.4.1 pushed documentation=""
+
+
 @pytest.mark.parametrize("code", [SEED_SCOPED, SEED_NON_SCOPED], ids=["scoped", "non-scoped"])
 def test_seed_examples_deliver_in_the_041_wire_format(env: dict[str, str], gateway: Pushgateway, pod: str,
                                                       code: str) -> None:

@@ -35,8 +35,10 @@ logger = logging.getLogger(__name__)
 JOB = "reporter_pod_info"
 METRIC_PREFIX = "reporter_push_gateway_metric_"
 PARAMETER_PREFIX = "reporter_push_gateway_parameter_"
-_METRIC_HELP = "runai reporter metric"
-_PARAMETER_HELP = "runai reporter parameter"
+# runai 0.4.1 pushed an empty HELP; the same keeps mixed fleets consistent on
+# one gateway (a gateway may refuse one name with two HELP texts).
+_METRIC_HELP = ""
+_PARAMETER_HELP = ""
 
 
 class GatewayError(OSError):
