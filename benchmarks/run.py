@@ -14,6 +14,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import uuid
@@ -63,6 +64,17 @@ elif mode in ("metric", "parameter", "forked"):
         report("loss", 0.123456789 + i)
     ok = reporter.finish()
     c1 = cpu()
+elif mode == "runai-041":
+    # The real runai 0.4.1 (first on sys.path through PYTHONPATH): a forked
+    # worker process that POSTs every report; its finish() waits for them all.
+    import runai.reporter
+    assert runai.reporter.__file__.startswith(os.environ["RUNAI_041_DIR"]), runai.reporter.__file__
+    c0 = cpu()
+    for i in range(n):
+        runai.reporter.reportMetric("loss", 0.123456789 + i)
+    runai.reporter.finish()
+    c1 = cpu()
+    ok = True
 elif mode == "pushadd":
     # What runai 0.4.1 does per report: build a registry and POST it at once.
     from prometheus_client import CollectorRegistry, Gauge, pushadd_to_gateway
@@ -79,10 +91,26 @@ print(json.dumps({"us": (c1 - c0) / n * 1e6, "ok": ok}))
 """
 
 
-def child(mode: str, n: int, gateway: str, spool: str) -> float:
+def fetch_041(work: str) -> str | None:
+    """Download and unpack runai 0.4.1's sdist into *work* (never into the repository)."""
+    try:
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
+                        "runai==0.4.1", "-d", work], check=True, capture_output=True, timeout=180)
+        with tarfile.open(os.path.join(work, "runai-0.4.1.tar.gz")) as sdist:
+            sdist.extractall(work, filter="data")
+    except (OSError, subprocess.SubprocessError, tarfile.TarError) as exc:
+        print(f"runai 0.4.1 is unavailable ({exc}); its row is left out", file=sys.stderr)
+        return None
+    return os.path.join(work, "runai-0.4.1")
+
+
+def child(mode: str, n: int, gateway: str, spool: str, runai_041: str | None = None) -> float:
     env = job_env(podUUID=f"bench-{uuid.uuid4()}", reporterGatewayURL=gateway, reporterSpoolDir=spool)
+    if mode == "runai-041":
+        assert runai_041 is not None
+        env["PYTHONPATH"], env["RUNAI_041_DIR"] = runai_041, runai_041
     out = subprocess.run([sys.executable, "-c", _CHILD, mode, str(n)], env=env, capture_output=True, text=True,
-                         check=True, timeout=600)
+                         check=True, timeout=600, cwd=spool)
     line = [x for x in out.stdout.splitlines() if x.startswith("{")][-1]
     result = json.loads(line)
     if not result["ok"]:
@@ -90,12 +118,14 @@ def child(mode: str, n: int, gateway: str, spool: str) -> float:
     return float(result["us"])
 
 
-def hot_path(gw: Pushgateway, spool: str, runs: int, n: int) -> list[tuple[str, str, str]]:
+def hot_path(gw: Pushgateway, spool: str, runs: int, n: int, runai_041: str | None) -> list[tuple[str, str, str]]:
     modes = {"floor": n, "metric": n, "parameter": n, "forked": n, "pushadd": max(200, n // 50)}
+    if runai_041 is not None:
+        modes["runai-041"] = max(1000, n // 50)  # its finish() waits for one POST per report
     samples: dict[str, list[float]] = {m: [] for m in modes}
     for _ in range(runs):  # interleaved, so drift in machine load hits every mode alike
         for mode, count in modes.items():
-            samples[mode].append(child(mode, count, gw.address, spool))
+            samples[mode].append(child(mode, count, gw.address, spool, runai_041))
     floor = statistics.median(samples["floor"])
     labels = {
         "floor": "raw os.write of a same-size line (floor)",
@@ -103,6 +133,7 @@ def hot_path(gw: Pushgateway, spool: str, runs: int, n: int) -> list[tuple[str, 
         "parameter": "reportParameter, first report to finish()",
         "forked": "reportMetric in a forked child",
         "pushadd": "pushadd_to_gateway per report (0.4.1's way)",
+        "runai-041": "runai 0.4.1 itself, reportMetric to finish()",
     }
     rows = []
     for mode, values in samples.items():
@@ -201,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         quiet_gw = Pushgateway(work).start()  # latency polls /api/v1/metrics: keep it small
         try:
             rows = []
-            rows += hot_path(gw, spool, runs, 20_000 if args.quick else 100_000)
+            rows += hot_path(gw, spool, runs, 20_000 if args.quick else 100_000, fetch_041(work))
             rows += finish_time(gw, spool, runs, 100_000)
             rows += latency(quiet_gw, spool, 8 if args.quick else 20)
             rows += pushes(gw, spool, 100_000, 5.0 if args.quick else 10.0)
