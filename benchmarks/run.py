@@ -220,6 +220,109 @@ def pushes(gw: Pushgateway, spool: str, n: int, seconds: float) -> list[tuple[st
              f"<= {bound:.0f}")]
 
 
+def gateway_load(gw: Pushgateway, spool: str, seconds: float) -> list[tuple[str, str, str]]:
+    from runai.reporter import Reporter
+
+    rows = []
+    for rate in (10, 1_000, 100_000):
+        proxy = FaultProxy(gw.address).start()
+        try:
+            reporter = Reporter(pod_uuid=f"bench-{uuid.uuid4()}", gateway_url=proxy.address, spool_dir=spool)
+            batch = max(1, rate // 100)
+            t0, sent = time.perf_counter(), 0
+            while time.perf_counter() - t0 < seconds:
+                for _ in range(batch):
+                    reporter.reportMetric("loss", float(sent))
+                    sent += 1
+                time.sleep(max(0.0, t0 + sent / rate - time.perf_counter()))  # pacing the load
+            assert reporter.finish()
+            duration = time.perf_counter() - t0
+        finally:
+            proxy.stop()
+        per_second = proxy.pushes / duration
+        rows.append((f"gateway load at {rate:,} reports/s ({sent:,} in {duration:.1f} s)",
+                     f"{per_second:.2f} pushes/s, {proxy.push_bytes / max(1, proxy.pushes):.0f} B/push",
+                     f"<= {1 / reporter.settings.push_interval:.0f}/s (+1 at the end)"))
+    return rows
+
+
+def drain(gw: Pushgateway, spool: str, sizes: tuple[int, ...]) -> list[tuple[str, str, str]]:
+    """finish() after N reports, and recover's throughput over a spool written beforehand."""
+    from runai.reporter import Reporter
+    from runai.reporter.spool import SpoolWriter
+
+    rows = []
+    for n in sizes:
+        reporter = Reporter(pod_uuid=f"bench-{uuid.uuid4()}", gateway_url=gw.address, spool_dir=spool)
+        for i in range(n):
+            reporter.reportMetric("loss", float(i))
+        t0 = time.perf_counter()
+        assert reporter.finish()
+        rows.append((f"finish() after {n:,} reports", f"{time.perf_counter() - t0:.3f} s",
+                     "<= 5 s at 1e6" if n == 1_000_000 else ""))
+    n = sizes[-1]
+    pod = f"bench-{uuid.uuid4()}"
+    writer = SpoolWriter(os.path.join(spool, pod), pod)
+    for i in range(n):
+        writer.write_metric(f"m{i % 100}", float(i))
+    writer.close()
+    env = job_env(podUUID=pod, reporterGatewayURL=gw.address, reporterSpoolDir=spool)
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "uploader", "recover"], env=env, check=True, capture_output=True,
+                   timeout=600)
+    elapsed = time.perf_counter() - t0
+    rows.append((f"drain: recover of {n:,} records (100 names), gateway up",
+                 f"{n / elapsed:,.0f} records/s ({elapsed:.2f} s incl. interpreter start)", ">= 200,000/s"))
+    return rows
+
+
+def _proc_cpu(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _proc_rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def footprint(gw: Pushgateway, spool: str, window: float) -> list[tuple[str, str, str]]:
+    """The uploader's memory, and its CPU while idle and while the gateway is down."""
+    from runai.reporter import Reporter
+
+    rows = []
+    proxy = FaultProxy(gw.address).start()
+    try:
+        reporter = Reporter(pod_uuid=f"bench-{uuid.uuid4()}", gateway_url=proxy.address, spool_dir=spool,
+                            retry_timeout=1)
+        reporter.reportMetric("warmup", 0)
+        pid = wait_for(lambda: uploader_pids(reporter.settings.pod_uuid), 10, "the uploader")[0]
+        wait_for(lambda: any(n.endswith(".ckpt") for n in os.listdir(reporter.settings.pod_dir)), 10, "a push")
+        c0 = _proc_cpu(pid)
+        time.sleep(window)  # a measurement window
+        idle = (_proc_cpu(pid) - c0) / window
+        rows.append(("uploader RSS, following a live writer", f"{_proc_rss_mib(pid):.1f} MiB", ""))
+        rows.append((f"uploader CPU while idle ({window:.0f} s)", f"{idle * 100:.2f}% of a core", "about 0"))
+        proxy.refuse()
+        for i in range(1000):
+            reporter.reportMetric("loss", float(i))
+        time.sleep(1.0)  # let the first failures pass
+        c0 = _proc_cpu(pid)
+        time.sleep(window)
+        down = (_proc_cpu(pid) - c0) / window
+        rows.append((f"uploader CPU while the gateway is down ({window:.0f} s)", f"{down * 100:.2f}% of a core",
+                     "no busy loop"))
+        proxy.heal()
+        assert reporter.finish(timeout=30)
+    finally:
+        proxy.stop()
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer runs and samples")
@@ -236,6 +339,9 @@ def main(argv: list[str] | None = None) -> int:
             rows += finish_time(gw, spool, runs, 100_000)
             rows += latency(quiet_gw, spool, 8 if args.quick else 20)
             rows += pushes(gw, spool, 100_000, 5.0 if args.quick else 10.0)
+            rows += gateway_load(gw, spool, 3.0 if args.quick else 5.0)
+            rows += drain(gw, spool, (1_000, 10_000, 100_000) if args.quick else (1_000, 10_000, 100_000, 1_000_000))
+            rows += footprint(gw, spool, 2.0 if args.quick else 5.0)
         finally:
             try:  # every uploader exits by itself once delivered
                 wait_for(lambda: not uploader_pids(work), 15, "the benchmark's uploaders to exit")

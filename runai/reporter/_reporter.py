@@ -192,6 +192,10 @@ class Reporter:
                 )
                 return False
             if now >= next_probe:
+                if not os.path.isdir(self.settings.pod_dir):
+                    logger.warning("finish(): the spool directory %s was removed; %d reports cannot be delivered",
+                                   self.settings.pod_dir, writer.records - delivered)
+                    return False
                 # The uploader may have died or given up: start another.
                 ensure_uploader(self.settings)
                 next_probe = now + 0.5
