@@ -198,6 +198,47 @@ def latency(gw: Pushgateway, spool: str, samples: int) -> list[tuple[str, str, s
             ("  baseline: synchronous pushadd per report", fmt(base), "")]
 
 
+def staleness(gw: Pushgateway, spool: str, seconds: float, rate: int = 1000) -> list[tuple[str, str, str]]:
+    """Under a continuous stream: how old is the value the gateway shows?"""
+    import threading
+
+    from runai.reporter import Reporter
+
+    pod = f"bench-{uuid.uuid4()}"
+    reporter = Reporter(pod_uuid=pod, gateway_url=gw.address, spool_dir=spool)
+    stop = threading.Event()
+
+    def stream() -> None:  # each report's value is the wall-clock time it was made
+        sent = 0
+        t0 = time.perf_counter()
+        while not stop.is_set():
+            reporter.reportMetric("now", time.time())
+            sent += 1
+            time.sleep(max(0.0, t0 + sent / rate - time.perf_counter()))  # pacing the load
+
+    writer = threading.Thread(target=stream, name="stream")
+    writer.start()
+    ages: list[float] = []
+    try:
+        wait_for(lambda: gw.value(pod, metric_name("now")) is not None, 10, "the first push")
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            shown = gw.value(pod, metric_name("now"))
+            if shown is not None:
+                ages.append(time.time() - shown)
+            time.sleep(0.02)  # sampling, not synchronisation
+    finally:
+        stop.set()
+        writer.join()
+        assert reporter.finish()
+    ages.sort()
+    p99 = ages[min(len(ages) - 1, int(len(ages) * 0.99))]
+    bound = reporter.settings.push_interval + 0.020
+    return [(f"staleness under a {rate:,}/s stream ({len(ages)} samples)",
+             f"median {statistics.median(ages) * 1e3:.0f} ms, p99 {p99 * 1e3:.0f} ms, max {ages[-1] * 1e3:.0f} ms",
+             f"<= {bound * 1e3:.0f} ms")]
+
+
 def pushes(gw: Pushgateway, spool: str, n: int, seconds: float) -> list[tuple[str, str, str]]:
     from runai.reporter import Reporter
 
@@ -338,6 +379,7 @@ def main(argv: list[str] | None = None) -> int:
             rows += hot_path(gw, spool, runs, 20_000 if args.quick else 100_000, fetch_041(work))
             rows += finish_time(gw, spool, runs, 100_000)
             rows += latency(quiet_gw, spool, 8 if args.quick else 20)
+            rows += staleness(quiet_gw, spool, 5.0 if args.quick else 15.0)
             rows += pushes(gw, spool, 100_000, 5.0 if args.quick else 10.0)
             rows += gateway_load(gw, spool, 3.0 if args.quick else 5.0)
             rows += drain(gw, spool, (1_000, 10_000, 100_000) if args.quick else (1_000, 10_000, 100_000, 1_000_000))
