@@ -36,6 +36,7 @@ setup(
     extras_require={
         "keras": ["keras>=3"],
         "test": ["pytest>=7", "numpy", "hypothesis", "cryptography", "bcrypt"],
+        "bench": ["matplotlib"],
     },
     entry_points={"console_scripts": ["runai-uploader=uploader.cli:main"]},
     classifiers=[
