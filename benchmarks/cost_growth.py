@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             gw.stop()
     print(f"\n{'reports':>10s}  {'finish()':>10s}  {'recover':>10s}  {'recover per report':>18s}")
-    for n, f, r in zip(sizes, finish, recover):
+    for n, f, r in zip(sizes, finish, recover, strict=True):
         print(f"{n:>10,d}  {f:>9.3f}s  {r:>9.3f}s  {r / n * 1e6:>15.2f} us")
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
