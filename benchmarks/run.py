@@ -364,6 +364,21 @@ def footprint(gw: Pushgateway, spool: str, window: float) -> list[tuple[str, str
     return rows
 
 
+def keras_row(quick: bool) -> list[tuple[str, str, str]]:
+    """Keras fit with and without autolog, from benchmarks/keras_overhead.py (its own process: Keras is heavy)."""
+    script = os.path.join(HERE, "keras_overhead.py")
+    env = dict(os.environ, KERAS_BACKEND=os.environ.get("KERAS_BACKEND", "torch"))
+    try:
+        out = subprocess.run([sys.executable, script, *(["--quick"] if quick else [])], env=env, capture_output=True,
+                             text=True, timeout=900, check=True).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        return [("Keras fit with and without autolog", f"not measured ({exc})", "<= 1.02x")]
+    ratio = next(line for line in out.splitlines() if line.startswith("overhead of autolog"))
+    cpu = next(line for line in out.splitlines() if line.startswith("the callback's own CPU"))
+    return [("Keras fit with/without autolog (every batch)", ratio.split(": ", 1)[1].split(",")[0], "<= 1.02x"),
+            ("  the callback's own CPU per batch", cpu.split(": ", 1)[1].split(", on")[0], "")]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer runs and samples")
@@ -384,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
             rows += gateway_load(gw, spool, 3.0 if args.quick else 5.0)
             rows += drain(gw, spool, (1_000, 10_000, 100_000) if args.quick else (1_000, 10_000, 100_000, 1_000_000))
             rows += footprint(gw, spool, 2.0 if args.quick else 5.0)
+            rows += keras_row(args.quick)
         finally:
             try:  # every uploader exits by itself once delivered
                 wait_for(lambda: not uploader_pids(work), 15, "the benchmark's uploaders to exit")
