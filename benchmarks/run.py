@@ -23,7 +23,15 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 
-from tests._helpers import Pushgateway, job_env, kill_uploaders, metric_name, uploader_pids, wait_for  # noqa: E402
+from tests._helpers import (  # noqa: E402
+    Pushgateway,
+    job_env,
+    kill_uploaders,
+    metric_name,
+    process_cpu_seconds,
+    uploader_pids,
+    wait_for,
+)
 from tests._proxy import FaultProxy  # noqa: E402
 
 # Each hot-path child measures its own CPU (all threads, user + system) from
@@ -317,12 +325,6 @@ def drain(gw: Pushgateway, spool: str, sizes: tuple[int, ...]) -> list[tuple[str
     return rows
 
 
-def _proc_cpu(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _proc_rss_mib(pid: int) -> float:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -343,18 +345,18 @@ def footprint(gw: Pushgateway, spool: str, window: float) -> list[tuple[str, str
         reporter.reportMetric("warmup", 0)
         pid = wait_for(lambda: uploader_pids(reporter.settings.pod_uuid), 10, "the uploader")[0]
         wait_for(lambda: any(n.endswith(".ckpt") for n in os.listdir(reporter.settings.pod_dir)), 10, "a push")
-        c0 = _proc_cpu(pid)
+        c0 = process_cpu_seconds(pid)
         time.sleep(window)  # a measurement window
-        idle = (_proc_cpu(pid) - c0) / window
+        idle = (process_cpu_seconds(pid) - c0) / window
         rows.append(("uploader RSS, following a live writer", f"{_proc_rss_mib(pid):.1f} MiB", ""))
         rows.append((f"uploader CPU while idle ({window:.0f} s)", f"{idle * 100:.2f}% of a core", "about 0"))
         proxy.refuse()
         for i in range(1000):
             reporter.reportMetric("loss", float(i))
         time.sleep(1.0)  # let the first failures pass
-        c0 = _proc_cpu(pid)
+        c0 = process_cpu_seconds(pid)
         time.sleep(window)
-        down = (_proc_cpu(pid) - c0) / window
+        down = (process_cpu_seconds(pid) - c0) / window
         rows.append((f"uploader CPU while the gateway is down ({window:.0f} s)", f"{down * 100:.2f}% of a core",
                      "no busy loop"))
         proxy.heal()

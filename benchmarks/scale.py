@@ -22,7 +22,15 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from tests._helpers import Pushgateway, job_env, kill_uploaders, metric_name, uploader_pids, wait_for  # noqa: E402
+from tests._helpers import (  # noqa: E402
+    Pushgateway,
+    job_env,
+    kill_uploaders,
+    metric_name,
+    process_cpu_seconds,
+    uploader_pids,
+    wait_for,
+)
 
 _WRITERS = r"""
 import json, sys, time
@@ -45,12 +53,6 @@ ok = all(r.finish() for r in reporters)
 print(json.dumps({"ok": ok, "ticks": ticks, "pods": len(reporters), "elapsed": time.perf_counter() - t0,
                   "last": last}), flush=True)
 """
-
-
-def cpu_of(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def machine_busy() -> tuple[float, float]:
@@ -84,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             for job in jobs:
                 assert job.stdout is not None and job.stdout.readline().strip() == "ready"
             wait_for(lambda: len(uploader_pids(work)) >= args.pods, 120, "every pod's uploader to start")
-            gw_cpu0, (busy0, total0) = cpu_of(gateway.proc.pid), machine_busy()  # type: ignore[union-attr]
+            gw_cpu0, (busy0, total0) = process_cpu_seconds(gateway.proc.pid), machine_busy()  # type: ignore[union-attr]
             started = time.monotonic()
             for job in jobs:
                 assert job.stdin is not None
@@ -99,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                         ages.append(t_poll - float(family["metrics"][0]["value"]))
                 time.sleep(0.5)  # sampling, not synchronisation
             window = time.monotonic() - started
-            gw_cpu = (cpu_of(gateway.proc.pid) - gw_cpu0) / window  # type: ignore[union-attr]
+            gw_cpu = (process_cpu_seconds(gateway.proc.pid) - gw_cpu0) / window  # type: ignore[union-attr]
             busy1, total1 = machine_busy()
             results = [json.loads(job.communicate(timeout=600)[0].splitlines()[-1]) for job in jobs]
             delivered = all(r["ok"] for r in results)

@@ -228,3 +228,10 @@ def wait_for_give_up(pod_dir: str, marker: str, timeout: float = 15) -> None:
 
     wait_for(gave_up, timeout, f"the uploader of {pod_dir} to give up")
     wait_for(lambda: not uploader_pids(marker), timeout, "the uploader to exit")
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a live process has used so far, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -20,6 +20,7 @@ from tests._helpers import (
     Pushgateway,
     metric_name,
     parameter_name,
+    process_cpu_seconds,
     spool_records,
     uploader_pids,
     wait_for,
@@ -34,12 +35,6 @@ def proxy(gateway: Pushgateway) -> Iterator[FaultProxy]:
     p = FaultProxy(gateway.address).start()
     yield p
     p.stop()
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def uploader_log(reporter: Reporter) -> str:
@@ -64,9 +59,9 @@ def test_everything_arrives_once_the_gateway_fault_ends(env: dict[str, str], gat
 
     # While the gateway is broken the uploader backs off instead of spinning.
     (pid,) = uploader_pids(spool_dir)
-    before, started = cpu_seconds(pid), time.monotonic()
+    before, started = process_cpu_seconds(pid), time.monotonic()
     time.sleep(3)  # a measurement window, not synchronisation
-    share = (cpu_seconds(pid) - before) / (time.monotonic() - started)
+    share = (process_cpu_seconds(pid) - before) / (time.monotonic() - started)
     assert share < 0.05, f"the uploader used {share:.1%} of a core while the gateway was down"
     if fault != "slow":  # a slow gateway applied the push; only its answer came too late
         assert gateway.value(pod, metric_name("loss")) is None
