@@ -10,40 +10,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
-import time
-import uuid
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from runai.reporter import Reporter  # noqa: E402
-from runai.reporter.spool import SpoolWriter  # noqa: E402
-from tests._helpers import Pushgateway, job_env  # noqa: E402
-
-
-def finish_seconds(gw: Pushgateway, spool: str, n: int) -> float:
-    reporter = Reporter(pod_uuid=f"growth-{uuid.uuid4()}", gateway_url=gw.address, spool_dir=spool)
-    for i in range(n):
-        reporter.reportMetric(f"m{i % 100}", float(i))
-    t0 = time.perf_counter()
-    assert reporter.finish(timeout=600)
-    return time.perf_counter() - t0
-
-
-def recover_seconds(gw: Pushgateway, spool: str, n: int) -> float:
-    pod = f"growth-{uuid.uuid4()}"
-    writer = SpoolWriter(os.path.join(spool, pod), pod)
-    for i in range(n):
-        writer.write_metric(f"m{i % 100}", float(i))
-    writer.close()
-    env = job_env(podUUID=pod, reporterGatewayURL=gw.address, reporterSpoolDir=spool)
-    t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "uploader", "recover"], env=env, check=True, capture_output=True,
-                   timeout=600)
-    return time.perf_counter() - t0
+from benchmarks._common import finish_seconds, recover_seconds  # noqa: E402
+from tests._helpers import Pushgateway  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

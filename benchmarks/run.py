@@ -297,29 +297,12 @@ def gateway_load(gw: Pushgateway, spool: str, seconds: float) -> list[tuple[str,
 
 def drain(gw: Pushgateway, spool: str, sizes: tuple[int, ...]) -> list[tuple[str, str, str]]:
     """finish() after N reports, and recover's throughput over a spool written beforehand."""
-    from runai.reporter import Reporter
-    from runai.reporter.spool import SpoolWriter
+    from benchmarks._common import finish_seconds, recover_seconds
 
-    rows = []
-    for n in sizes:
-        reporter = Reporter(pod_uuid=f"bench-{uuid.uuid4()}", gateway_url=gw.address, spool_dir=spool)
-        for i in range(n):
-            reporter.reportMetric("loss", float(i))
-        t0 = time.perf_counter()
-        assert reporter.finish()
-        rows.append((f"finish() after {n:,} reports", f"{time.perf_counter() - t0:.3f} s",
-                     "<= 5 s at 1e6" if n == 1_000_000 else ""))
+    rows = [(f"finish() after {n:,} reports", f"{finish_seconds(gw, spool, n):.3f} s",
+             "<= 5 s at 1e6" if n == 1_000_000 else "") for n in sizes]
     n = sizes[-1]
-    pod = f"bench-{uuid.uuid4()}"
-    writer = SpoolWriter(os.path.join(spool, pod), pod)
-    for i in range(n):
-        writer.write_metric(f"m{i % 100}", float(i))
-    writer.close()
-    env = job_env(podUUID=pod, reporterGatewayURL=gw.address, reporterSpoolDir=spool)
-    t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "uploader", "recover"], env=env, check=True, capture_output=True,
-                   timeout=600)
-    elapsed = time.perf_counter() - t0
+    elapsed = recover_seconds(gw, spool, n)
     rows.append((f"drain: recover of {n:,} records (100 names), gateway up",
                  f"{n / elapsed:,.0f} records/s ({elapsed:.2f} s incl. interpreter start)", ">= 200,000/s"))
     return rows

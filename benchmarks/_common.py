@@ -1,0 +1,36 @@
+"""Measurements shared by more than one benchmark script."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+from runai.reporter import Reporter
+from runai.reporter.spool import SpoolWriter
+from tests._helpers import Pushgateway, job_env
+
+
+def finish_seconds(gw: Pushgateway, spool: str, n: int) -> float:
+    """Report *n* values (100 names) through a new Reporter, then time its finish()."""
+    reporter = Reporter(pod_uuid=f"bench-{uuid.uuid4()}", gateway_url=gw.address, spool_dir=spool)
+    for i in range(n):
+        reporter.reportMetric(f"m{i % 100}", float(i))
+    t0 = time.perf_counter()
+    assert reporter.finish(timeout=600)
+    return time.perf_counter() - t0
+
+
+def recover_seconds(gw: Pushgateway, spool: str, n: int) -> float:
+    """Write a finished spool of *n* records (100 names), then time `runai-uploader recover` on it."""
+    pod = f"bench-{uuid.uuid4()}"
+    writer = SpoolWriter(os.path.join(spool, pod), pod)
+    for i in range(n):
+        writer.write_metric(f"m{i % 100}", float(i))
+    writer.close()
+    env = job_env(podUUID=pod, reporterGatewayURL=gw.address, reporterSpoolDir=spool)
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "uploader", "recover"], env=env, check=True, capture_output=True,
+                   timeout=600)
+    return time.perf_counter() - t0
