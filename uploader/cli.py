@@ -13,7 +13,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from runai.reporter._config import ConfigError, Settings, load_settings, resolve_spool_dir
+from runai.reporter._config import ConfigError, Settings, check_pod_uuid, load_settings, resolve_spool_dir
 from runai.reporter._version import __version__
 from runai.reporter.spool import is_spool_file
 
@@ -82,6 +82,13 @@ def _parser() -> argparse.ArgumentParser:
     recover.add_argument("--timeout", type=float, default=60.0,
                          help="seconds to keep trying the gateway, and to wait for a running uploader (default: 60)")
     recover.set_defaults(func=_recover)
+
+    status = sub.add_parser("status", help="what each pod's spool holds: delivered, pending, writers, uploader")
+    status.add_argument("--spool-dir", help="spool root (default: $reporterSpoolDir or the per-user default)")
+    status.add_argument("--pod-uuid", help="one pod (default: every pod in the spool directory)")
+    status.add_argument("--all", action="store_true", help="every pod (the default when no pod is named)")
+    status.add_argument("--json", action="store_true", help="machine-readable output (see docs/operations.md)")
+    status.set_defaults(func=_status)
     return parser
 
 
@@ -160,6 +167,39 @@ def _acquire(lock: PodLock, patience: float) -> bool:
             return False
         time.sleep(0.02)
     return True
+
+
+# -- status -------------------------------------------------------------------
+
+
+def _status(args: argparse.Namespace) -> int:
+    import json
+
+    from .status import pod_status, spool_pods
+
+    logging.basicConfig(level=logging.ERROR, format="runai-uploader: %(levelname)s: %(message)s")
+    root = resolve_spool_dir(args.spool_dir)
+    pods = [check_pod_uuid(args.pod_uuid, "--pod-uuid")] if args.pod_uuid and not args.all else spool_pods(root)
+    gateway = os.environ.get("reporterGatewayURL") or None
+    report: dict[str, Any] = {"spool_dir": root, "pods": [pod_status(root, pod, gateway) for pod in pods]}
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return EXIT_OK
+    if not pods:
+        print(f"no pods with spool files in {root}")
+    for pod in report["pods"]:
+        uploader = f"uploader pid {pod['uploader_pid']}" if pod["uploader_pid"] else "no uploader running"
+        print(f"pod {pod['pod_uuid']}: {pod['reports_delivered']} reports delivered, {pod['reports_pending']} pending; "
+              f"{pod['writers_alive']} writers alive; {uploader}; last delivery {pod['last_delivered'] or 'never'}")
+        for f in pod["spool_files"]:
+            state = "alive" if f["writer_alive"] else ("finished" if f["finished"] else "gone")
+            print(f"    {os.path.basename(f['path']):28s} writer {f['writer_pid'] or '?':>7} {state:8s} "
+                  f"{f['reports_delivered']:>9} delivered {f['reports_pending']:>9} pending {f['size']:>11} bytes")
+        if pod["last_error"]:
+            print(f"    last error: {pod['last_error']}")
+        if pod["recover_command"]:
+            print(f"    to upload what is pending: {pod['recover_command']}")
+    return EXIT_OK
 
 
 # -- recover ------------------------------------------------------------------

@@ -1,0 +1,55 @@
+"""`runai-uploader status`: what the local spool says about each pod."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests._helpers import Pushgateway, job_env, metric_name, wait_for_give_up
+
+CRASH = """
+import os, signal, runai.reporter
+for i in range(300):
+    runai.reporter.reportMetric('loss', i)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def uploader_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "uploader", *args], env=job_env(**env), capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_status_shows_a_crashed_pod_until_it_is_recovered(env: dict[str, str], own_gateway: Pushgateway,
+                                                          pod: str, spool_dir: str) -> None:
+    env = {**env, "reporterGatewayURL": own_gateway.address, "reporterRetryTimeout": "0.5"}
+    crash = subprocess.run([sys.executable, "-c", CRASH], env=job_env(**env), capture_output=True, timeout=60)
+    assert crash.returncode == -9
+    wait_for_give_up(f"{spool_dir}/{pod}", spool_dir)
+
+    before = json.loads(uploader_cli(env, "status", "--json").stdout)
+    assert before["spool_dir"] == spool_dir
+    (status,) = before["pods"]
+    assert status["pod_uuid"] == pod
+    assert status["reports_pending"] == 300 and status["reports_delivered"] == 0
+    assert status["writers_alive"] == 0 and status["uploader_pid"] is None
+    assert status["last_delivered"] is None and "without reaching the gateway" in status["last_error"]
+    assert f"--pod-uuid {pod}" in status["recover_command"]
+    (spool,) = status["spool_files"]
+    assert spool["reports_pending"] == 300 and not spool["finished"] and not spool["writer_alive"]
+
+    table = uploader_cli(env, "status").stdout
+    assert f"pod {pod}: 0 reports delivered, 300 pending" in table and "runai-uploader recover" in table
+
+    own_gateway.start()
+    assert uploader_cli(env, "recover").returncode == 0
+    assert own_gateway.value(pod, metric_name("loss")) == 299
+    (after,) = json.loads(uploader_cli(env, "status", "--json").stdout)["pods"]
+    assert after["reports_pending"] == 0 and after["reports_delivered"] == 300
+    assert after["last_delivered"] is not None and after["recover_command"] is None
+
+
+def test_status_of_an_empty_spool(env: dict[str, str]) -> None:
+    done = uploader_cli(env, "status")
+    assert done.returncode == 0 and "no pods with spool files" in done.stdout
+    assert json.loads(uploader_cli(env, "status", "--json").stdout)["pods"] == []
