@@ -89,6 +89,17 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--all", action="store_true", help="every pod (the default when no pod is named)")
     status.add_argument("--json", action="store_true", help="machine-readable output (see docs/operations.md)")
     status.set_defaults(func=_status)
+
+    history = sub.add_parser("history", help="every report a pod's spool holds, in order (table, CSV, JSON or a plot)")
+    history.add_argument("--spool-dir", help="spool root (default: $reporterSpoolDir or the per-user default)")
+    history.add_argument("--pod-uuid", help="the pod (default: $podUUID)")
+    history.add_argument("--metric", action="append", default=[], metavar="NAME",
+                         help="only this name (a metric or a parameter); repeat for more")
+    output = history.add_mutually_exclusive_group()
+    output.add_argument("--csv", action="store_true", help="CSV with a header row; the value is in `value`")
+    output.add_argument("--json", action="store_true", help="a JSON list of reports")
+    output.add_argument("--plot", metavar="FILE.png", help="draw the metrics against time (needs runai[plot])")
+    history.set_defaults(func=_history)
     return parser
 
 
@@ -199,6 +210,74 @@ def _status(args: argparse.Namespace) -> int:
             print(f"    last error: {pod['last_error']}")
         if pod["recover_command"]:
             print(f"    to upload what is pending: {pod['recover_command']}")
+    return EXIT_OK
+
+
+# -- history ------------------------------------------------------------------
+
+
+def _history(args: argparse.Namespace) -> int:
+    import csv
+    import datetime
+    import json
+
+    from .history import read_history
+
+    root = resolve_spool_dir(args.spool_dir)
+    pod = check_pod_uuid(args.pod_uuid or os.environ.get("podUUID"), "--pod-uuid")
+    entries = read_history(os.path.join(root, pod), args.metric)
+    if args.plot:
+        return _plot(entries, pod, args.plot)
+    rows = [{"time": datetime.datetime.fromtimestamp(e.ts, datetime.timezone.utc).isoformat(), "ts": e.ts,
+             "seq": e.seq, "kind": e.kind, "name": e.name, "value": e.value, "spool_file": e.spool_file}
+            for e in entries]
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    elif args.csv:
+        writer = csv.DictWriter(sys.stdout, fieldnames=["time", "ts", "seq", "kind", "name", "value", "spool_file"])
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        if not rows:
+            print(f"no reports for pod {pod} in {root}")
+        for row in rows:
+            print(f"{row['time']}  {row['seq']:>8}  {row['kind']:9s}  {row['name']:24s}  {row['value']}")
+    return EXIT_OK
+
+
+def _plot(entries: list[Any], pod: str, path: str) -> int:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("runai-uploader: --plot draws with matplotlib, which is not installed: pip install 'runai[plot]'",
+              file=sys.stderr)
+        return EXIT_USAGE
+    import datetime
+
+    series: dict[str, tuple[list[datetime.datetime], list[float]]] = {}
+    for e in entries:
+        if e.kind == "metric":
+            times, values = series.setdefault(e.name, ([], []))
+            times.append(datetime.datetime.fromtimestamp(e.ts))
+            values.append(e.value)
+    if not series:
+        print(f"runai-uploader: no metrics to plot for pod {pod}", file=sys.stderr)
+        return EXIT_FAILED
+    fig, axes = plt.subplots(len(series), 1, figsize=(8, 2.2 * len(series) + 0.6), dpi=100, sharex=True,
+                             squeeze=False)
+    for ax, (name, (times, values)) in zip(axes[:, 0], sorted(series.items()), strict=True):
+        ax.plot(times, values, linewidth=1)
+        ax.set_ylabel(name)
+        ax.grid(True, alpha=0.3)
+    axes[0, 0].set_title(f"pod {pod}: every report from the local spool")
+    axes[-1, 0].set_xlabel("time")
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    fig.savefig(path)
+    print(f"wrote {path}: {', '.join(sorted(series))}")
     return EXIT_OK
 
 

@@ -1,0 +1,50 @@
+"""`runai-uploader history`: every report from the local spool, whether or not the gateway was reachable."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+
+from runai.reporter import Reporter
+from tests._helpers import job_env
+
+
+def history(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "uploader", "history", *args], env=job_env(**env),
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_history_csv_returns_every_report_in_order(env: dict[str, str]) -> None:
+    with Reporter() as reporter:
+        for i in range(1000):
+            reporter.reportMetric("loss", 1 / (i + 1))
+            if i % 250 == 0:
+                reporter.reportParameter("phase", f"p{i // 500}")  # changes twice, repeats twice
+        reporter.reportMetric("other", 5)
+    done = history(env, "--csv", "--metric", "loss", "--metric", "phase")
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(io.StringIO(done.stdout)))
+    losses = [r for r in rows if r["name"] == "loss"]
+    assert [float(r["value"]) for r in losses] == [1 / (i + 1) for i in range(1000)]
+    assert [int(r["seq"]) for r in rows] == sorted(int(r["seq"]) for r in rows)
+    assert [r["value"] for r in rows if r["name"] == "phase"] == ["p0", "p1"]  # its changes only
+    assert "other" not in {r["name"] for r in rows}
+    as_json = json.loads(history(env, "--json", "--metric", "other").stdout)
+    assert [(r["kind"], r["value"]) for r in as_json] == [("metric", 5.0)]
+
+
+def test_history_plot_writes_a_png(env: dict[str, str], tmp_path) -> None:
+    pytest.importorskip("matplotlib")
+    with Reporter() as reporter:
+        for i in range(300):
+            reporter.reportMetric("loss", 2.0 / (1 + i / 30))
+            reporter.reportMetric("accuracy", 1 - 1.0 / (1 + i / 30))
+    out = tmp_path / "curves.png"
+    done = history(env, "--plot", str(out))
+    assert done.returncode == 0, done.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
+    assert "accuracy, loss" in done.stdout

@@ -1,0 +1,73 @@
+"""Every report a pod's spool still holds, in report order.
+
+The gateway keeps only the last value of each name; the spool keeps them all
+(for as long as the history bound allows), whether or not the gateway was
+ever reachable.
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterable, NamedTuple
+
+from runai.reporter.spool import METRIC, PARAMETER, is_spool_file
+
+from .tail import BadSpoolError, SpoolTail
+
+__all__ = ["Entry", "read_history"]
+
+
+class Entry(NamedTuple):
+    ts: float  # seconds since the Unix epoch
+    seq: int
+    kind: str  # "metric" or "parameter"
+    name: str
+    value: float | str
+    spool_file: str  # which writer's file it came from
+
+
+def read_history(pod_dir: str, names: Iterable[str] = ()) -> list[Entry]:
+    """The reports of *pod_dir* (only *names*, if given), in report order.
+
+    A parameter appears only when its value changed, so it reads as its
+    history of changes.
+    """
+    wanted = set(names)
+    entries: list[tuple[float, int, int, Entry]] = []
+    files = sorted(n for n in _listdir(pod_dir) if is_spool_file(n))
+    for order, name in enumerate(files):
+        try:
+            tail = SpoolTail(os.path.join(pod_dir, name))
+        except OSError:
+            continue
+        try:
+            if not tail.read_header():
+                continue
+            while True:
+                before = tail.offset
+                for record in tail.read():
+                    if record.kind in (METRIC, PARAMETER) and (not wanted or record.name in wanted):
+                        entry = Entry(record.ts, record.seq, record.kind, record.name, record.value, name)  # type: ignore[arg-type]
+                        entries.append((record.ts, order, record.seq, entry))
+                if tail.offset == before:
+                    break
+        except BadSpoolError:
+            continue
+        finally:
+            tail.close()
+    entries.sort(key=lambda e: e[:3])
+    out: list[Entry] = []
+    last_parameter: dict[str, object] = {}
+    for *_, entry in entries:
+        if entry.kind == PARAMETER:
+            if last_parameter.get(entry.name, object()) == entry.value:
+                continue
+            last_parameter[entry.name] = entry.value
+        out.append(entry)
+    return out
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
