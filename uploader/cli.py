@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from runai.reporter._config import ConfigError, Settings, check_pod_uuid, load_settings, resolve_spool_dir
 from runai.reporter._version import __version__
-from runai.reporter.spool import is_spool_file
+from runai.reporter.spool import spool_file_names
 
 from .lock import PodLock, holder_pid
 
@@ -288,7 +288,9 @@ def _recover(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="runai-uploader: %(levelname)s: %(message)s")
     if args.all:
         root = resolve_spool_dir(args.spool_dir)
-        pods = sorted(p for p in _listdir(root) if _has_spool(os.path.join(root, p)))
+        from .status import spool_pods
+
+        pods = spool_pods(root)
         if not pods:
             print(f"no pods with spool files in {root}: nothing to send")
             return EXIT_OK
@@ -304,7 +306,7 @@ def _recover(args: argparse.Namespace) -> int:
 
 def _recover_pod(settings: Settings, timeout: float) -> int:
     pod = settings.pod_uuid
-    if not _has_spool(settings.pod_dir):
+    if not spool_file_names(settings.pod_dir):
         print(f"pod {pod}: no spool files in {settings.pod_dir}: nothing to send")
         return EXIT_OK
     lock = PodLock(settings.pod_dir)
@@ -352,14 +354,3 @@ def _progress_printer(pod: str, started: float) -> Callable[[int], None]:
             print(f"pod {pod}: {delivered} reports delivered so far...", file=sys.stderr, flush=True)
 
     return progress
-
-
-def _listdir(path: str) -> list[str]:
-    try:
-        return os.listdir(path)
-    except OSError:
-        return []
-
-
-def _has_spool(pod_dir: str) -> bool:
-    return any(is_spool_file(n) for n in _listdir(pod_dir))

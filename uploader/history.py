@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Iterable, NamedTuple
 
-from runai.reporter.spool import METRIC, PARAMETER, is_spool_file
+from runai.reporter.spool import METRIC, PARAMETER, spool_file_names
 
 from .tail import BadSpoolError, SpoolTail
 
@@ -33,7 +33,7 @@ def read_history(pod_dir: str, names: Iterable[str] = ()) -> list[Entry]:
     """
     wanted = set(names)
     entries: list[tuple[float, int, int, Entry]] = []
-    files = sorted(n for n in _listdir(pod_dir) if is_spool_file(n))
+    files = spool_file_names(pod_dir)
     for order, name in enumerate(files):
         try:
             tail = SpoolTail(os.path.join(pod_dir, name))
@@ -64,10 +64,3 @@ def read_history(pod_dir: str, names: Iterable[str] = ()) -> list[Entry]:
             last_parameter[entry.name] = entry.value
         out.append(entry)
     return out
-
-
-def _listdir(path: str) -> list[str]:
-    try:
-        return os.listdir(path)
-    except OSError:
-        return []

@@ -10,7 +10,7 @@ import os
 import shlex
 from typing import Any
 
-from runai.reporter.spool import END, HEADER, is_spool_file
+from runai.reporter.spool import END, HEADER, spool_file_names
 
 from .checkpoint import checkpoint_path, load_checkpoint
 from .lock import holder_pid
@@ -27,13 +27,13 @@ def spool_pods(spool_dir: str) -> list[str]:
         names = os.listdir(spool_dir)
     except OSError:
         return []
-    return sorted(n for n in names if any(is_spool_file(f) for f in _listdir(os.path.join(spool_dir, n))))
+    return sorted(n for n in names if spool_file_names(os.path.join(spool_dir, n)))
 
 
 def pod_status(spool_dir: str, pod_uuid: str, gateway_url: str | None = None) -> dict[str, Any]:
     """The status of one pod, as documented in docs/operations.md (``status --json``)."""
     pod_dir = os.path.join(spool_dir, pod_uuid)
-    files = [_file_status(os.path.join(pod_dir, n)) for n in sorted(_listdir(pod_dir)) if is_spool_file(n)]
+    files = [_file_status(os.path.join(pod_dir, n)) for n in spool_file_names(pod_dir)]
     pending = sum(f["reports_pending"] for f in files)
     delivered_at = [f["last_delivered"] for f in files if f["last_delivered"]]
     return {
@@ -112,10 +112,3 @@ def _last_error(log_path: str) -> str | None:
         if " ERROR " in line or " WARNING " in line:
             return line
     return None
-
-
-def _listdir(path: str) -> list[str]:
-    try:
-        return os.listdir(path)
-    except OSError:
-        return []

@@ -35,6 +35,7 @@ __all__ = [
     "encode_metric",
     "encode_parameter",
     "is_spool_file",
+    "spool_file_names",
 ]
 
 logger = logging.getLogger(__name__)
@@ -80,6 +81,15 @@ def is_spool_file(filename: str) -> bool:
 
 def now_us() -> int:
     return time.time_ns() // 1000
+
+
+def spool_file_names(pod_dir: str) -> list[str]:
+    """The finished spool files in *pod_dir*, sorted; [] if it cannot be listed."""
+    try:
+        names = os.listdir(pod_dir)
+    except OSError:
+        return []
+    return sorted(n for n in names if is_spool_file(n))
 
 
 def encode_metric(seq: int, ts_us: int, name: str, value: float) -> bytes:
