@@ -25,7 +25,6 @@ class FaultProxy:
         self.slow_seconds = 3.0
         self.pushes = 0  # pushes forwarded to the gateway
         self.push_bytes = 0
-        self.attempts = 0  # pushes that arrived, faulted or not
         self._lock = threading.Lock()
         self._release = threading.Event()  # ends "slow" waits early on stop
         self._connections: set[socket.socket] = set()  # open client connections
@@ -104,9 +103,6 @@ class FaultProxy:
                 body = self.rfile.read(length) if length else b""
                 is_push = self.command in ("POST", "PUT")
                 fault = proxy.fault if is_push else None
-                if is_push:
-                    with proxy._lock:
-                        proxy.attempts += 1
                 if fault in ("reset", "refuse"):
                     self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                     self.connection.close()

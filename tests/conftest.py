@@ -2,7 +2,6 @@
 a private spool directory per test, and a check that no uploader outlives its test."""
 from __future__ import annotations
 
-import logging
 import os
 import uuid
 from typing import Iterator
@@ -73,9 +72,3 @@ def _reset_global_reporter() -> Iterator[None]:
     if reporter._global is not None:
         reporter._global.finish(timeout=5)
         reporter._global = None
-
-
-@pytest.fixture
-def caplog_warnings(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    caplog.set_level(logging.WARNING, logger="runai")
-    return caplog

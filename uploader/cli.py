@@ -13,7 +13,15 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from runai.reporter._config import ConfigError, Settings, check_pod_uuid, load_settings, resolve_spool_dir
+from runai.reporter._config import (
+    ENV_GATEWAY_URL,
+    ENV_POD_UUID,
+    ConfigError,
+    Settings,
+    check_pod_uuid,
+    load_settings,
+    resolve_spool_dir,
+)
 from runai.reporter._version import __version__
 from runai.reporter.spool import spool_file_names
 
@@ -191,7 +199,7 @@ def _status(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.ERROR, format="runai-uploader: %(levelname)s: %(message)s")
     root = resolve_spool_dir(args.spool_dir)
     pods = [check_pod_uuid(args.pod_uuid, "--pod-uuid")] if args.pod_uuid and not args.all else spool_pods(root)
-    gateway = os.environ.get("reporterGatewayURL") or None
+    gateway = os.environ.get(ENV_GATEWAY_URL) or None
     report: dict[str, Any] = {"spool_dir": root, "pods": [pod_status(root, pod, gateway) for pod in pods]}
     if args.json:
         print(json.dumps(report, indent=2))
@@ -224,7 +232,7 @@ def _history(args: argparse.Namespace) -> int:
     from .history import read_history
 
     root = resolve_spool_dir(args.spool_dir)
-    pod = check_pod_uuid(args.pod_uuid or os.environ.get("podUUID"), "--pod-uuid")
+    pod = check_pod_uuid(args.pod_uuid or os.environ.get(ENV_POD_UUID), "--pod-uuid")
     entries = read_history(os.path.join(root, pod), args.metric)
     if args.plot:
         return _plot(entries, pod, args.plot)

@@ -120,6 +120,7 @@ class Reporter:
                                    max_bytes=self.settings.spool_file_bytes, fsync=self.settings.fsync == "always")
         self._result: bool | None = None
         self._finish_lock = threading.Lock()
+        self._covered: dict[str, tuple[int, int]] = {}  # spool path -> (records, refused) once fully delivered
         _track(self)
         if self._writer.path:
             ensure_uploader(self.settings)
@@ -219,6 +220,10 @@ class Reporter:
         delivered = rejected = 0
         done = True
         for spool in self._writer.files:
+            if spool.path in self._covered:  # a covered file stays covered: read its checkpoint once
+                records, refused = self._covered[spool.path]
+                delivered, rejected = delivered + records, rejected + refused
+                continue
             ckpt = load_checkpoint(spool.path, spool.spool_id)
             if ckpt is None:
                 # History retention deletes single spool files, and only once
@@ -228,7 +233,10 @@ class Reporter:
                 continue
             delivered += ckpt.records
             rejected += ckpt.rejected
-            done = done and ckpt.offset >= spool.size
+            if ckpt.offset >= spool.size:
+                self._covered[spool.path] = (ckpt.records, ckpt.rejected)
+            else:
+                done = False
         return delivered, rejected, done
 
     def __enter__(self) -> Reporter:

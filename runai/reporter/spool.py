@@ -215,7 +215,6 @@ class SpoolWriter:
         self.spool_id = ""
         self.lost = 0  # reports that could not be written
         self.records = 0  # reports written; set by close()
-        self.offset = 0  # the current file's size; set by close()
         self.files: list[SpoolFile] = []  # every file written, oldest first; set by close()
         self.closed = False
         self._sync = fsync
@@ -294,7 +293,7 @@ class SpoolWriter:
                     os.close(fd)
             for fd in self._devnull_fds:
                 os.close(fd)
-            self.files, self.offset = files, files[-1].size
+            self.files = files
             self._rotated, self._released, self._devnull_fds = [], [], []
             self._close_fd()
 
@@ -306,13 +305,13 @@ class SpoolWriter:
             try:
                 if os.fstat(self._fd).st_size < self.max_bytes:
                     return
-                fd, path, spool_id, header_size = self._create()
+                fd, path, spool_id = self._create()
             except OSError as exc:
                 self._warn(f"cannot start a new spool file in {self.pod_dir!r} ({exc}); going on in {self.path!r}")
                 return
             old_fd = self._fd
             self._rotated.append((old_fd, self.path, self.spool_id, time.monotonic()))
-            self._fd, self.path, self.spool_id, self.offset = fd, path, spool_id, header_size
+            self._fd, self.path, self.spool_id = fd, path, spool_id
             # The old file is complete: its end marker lets the uploader flush it.
             self._markers += 1
             try:
@@ -350,12 +349,17 @@ class SpoolWriter:
 
     def _open(self) -> None:
         try:
-            self._fd, self.path, self.spool_id, self.offset = self._create()
+            self._fd, self.path, self.spool_id = self._create()
         except OSError as exc:
             self._warn(f"cannot create a spool file in {self.pod_dir!r} ({exc}); reports will be lost")
 
-    def _create(self) -> tuple[int, str, str, int]:
-        """A new, locked spool file with its header: (fd, path, spool_id, size)."""
+    @property
+    def offset(self) -> int:
+        """The size of the last file written, once :meth:`close` has run (0 before)."""
+        return self.files[-1].size if self.files else 0
+
+    def _create(self) -> tuple[int, str, str]:
+        """A new, locked spool file with its header: (fd, path, spool_id)."""
         spool_id = secrets.token_hex(16)
         name = f"w{os.getpid()}-{spool_id[:8]}{SPOOL_SUFFIX}"
         path = os.path.join(self.pod_dir, name)
@@ -376,7 +380,7 @@ class SpoolWriter:
                 os.close(fd)
                 _unlink_quietly(tmp)
             raise
-        return fd, path, spool_id, len(header)
+        return fd, path, spool_id
 
     def _after_fork(self) -> None:
         # The child shares the parent's descriptor; writing through it would
