@@ -48,3 +48,20 @@ def test_history_plot_writes_a_png(env: dict[str, str], tmp_path) -> None:
     assert done.returncode == 0, done.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
     assert "accuracy, loss" in done.stdout
+
+
+def test_history_into_a_closed_pipe_stops_quietly(env: dict[str, str]) -> None:
+    """`runai-uploader history | head` must not end in a traceback."""
+    from runai.reporter.spool import SpoolWriter
+
+    writer = SpoolWriter(f"{env['reporterSpoolDir']}/{env['podUUID']}", env["podUUID"])
+    for i in range(20_000):  # far more than a pipe buffer holds
+        writer.write_metric("loss", i)
+    writer.close()
+    proc = subprocess.Popen([sys.executable, "-m", "uploader", "history", "--csv"], env=job_env(**env),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline().startswith(b"time,ts,seq,")
+    proc.stdout.close()  # as `head -1` does
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141 and stderr == ""

@@ -11,7 +11,9 @@ import os
 import signal
 import sys
 import time
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Sequence
 
 from runai.reporter._config import (
     ENV_GATEWAY_URL,
@@ -37,9 +39,11 @@ logger = logging.getLogger(__name__)
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # what a shell reports for a tool killed by SIGPIPE
 
 _LOG_FORMAT = "%(asctime)s %(levelname)s pid=%(process)d %(name)s: %(message)s"
 _LOG_NAME = "uploader.log"
+_RECOVER_SCAN_BYTES = 4 << 20  # about 50,000 reports, a push and a checkpoint each
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -53,6 +57,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("runai-uploader: interrupted; what was not delivered stays in the spool", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`... | head`): stop quietly, as other Unix tools do, and keep
+        # Python's exit-time flush of stdout from raising again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -292,6 +301,19 @@ def _plot(entries: list[Any], pod: str, path: str) -> int:
 # -- recover ------------------------------------------------------------------
 
 
+@dataclass
+class _Recovered:
+    """What recovering one pod did, for the final summary."""
+
+    pod: str
+    ok: bool = True
+    delivered: int = 0
+    pending: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)  # reports skipped as corrupt, by reason
+    rejected: dict[str, str] = field(default_factory=dict)  # names the gateway refused -> its answer
+    ignored_files: dict[str, str] = field(default_factory=dict)  # unreadable spool files -> why
+
+
 def _recover(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="runai-uploader: %(levelname)s: %(message)s")
     if args.all:
@@ -304,7 +326,9 @@ def _recover(args: argparse.Namespace) -> int:
             return EXIT_OK
     else:
         pods = [_settings(args).pod_uuid]
-    failed = [pod for pod in pods if _recover_pod(_settings(args, pod), args.timeout) != EXIT_OK]
+    results = [_recover_pod(_settings(args, pod), args.timeout) for pod in pods]
+    _print_summary(results)
+    failed = [r.pod for r in results if not r.ok]
     if failed:
         print(f"runai-uploader: {len(failed)} of {len(pods)} pods not fully delivered: {', '.join(failed)}",
               file=sys.stderr)
@@ -312,11 +336,15 @@ def _recover(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _recover_pod(settings: Settings, timeout: float) -> int:
+def _recover_pod(settings: Settings, timeout: float) -> _Recovered:
+    from .progress import Progress
+    from .status import undelivered_bytes
+
     pod = settings.pod_uuid
+    result = _Recovered(pod)
     if not spool_file_names(settings.pod_dir):
         print(f"pod {pod}: no spool files in {settings.pod_dir}: nothing to send")
-        return EXIT_OK
+        return result
     lock = PodLock(settings.pod_dir)
     if not lock.acquire():
         pid = holder_pid(settings.pod_dir)
@@ -325,40 +353,55 @@ def _recover_pod(settings: Settings, timeout: float) -> int:
         if not _acquire(lock, patience=timeout):
             print(f"runai-uploader: pod {pod}: the uploader (pid {pid}) is still running; try again later",
                   file=sys.stderr)
-            return EXIT_FAILED
+            result.ok = False
+            return result
     started = time.monotonic()
     try:
+        progress = Progress(f"pod {pod}", undelivered_bytes(settings.pod_dir), sys.stderr)
+        # Smaller steps than a follower's: each commits, so the bar moves while a big spool is read.
         uploader = _uploader(settings, retry_timeout=timeout, follow=False, use_watchdog=False,
-                             on_progress=_progress_printer(pod, started))
-        status = uploader.run()
+                             on_progress=progress.update, scan_bytes=_RECOVER_SCAN_BYTES)
+        try:
+            status = uploader.run()
+        finally:
+            progress.close()
     finally:
         lock.release()
     elapsed = time.monotonic() - started
+    result.ok = status == EXIT_OK
+    result.delivered, result.pending = uploader.delivered_records, uploader.pending_records()
+    result.skipped, result.rejected = uploader.skip_reasons(), uploader.rejected
+    result.ignored_files = uploader.ignored_files
+    skipped = sum(result.skipped.values())
     notes = []
-    if uploader.skipped_lines:
-        notes.append(f"{uploader.skipped_lines} invalid lines skipped")
-    if uploader.rejected:
-        notes.append(f"{len(uploader.rejected)} names rejected by the gateway: {', '.join(sorted(uploader.rejected))}")
+    if skipped:
+        notes.append(f"{skipped} skipped as corrupt")
+    if result.rejected:
+        notes.append(f"{len(result.rejected)} names rejected by the gateway: {', '.join(sorted(result.rejected))}")
     extra = f" ({'; '.join(notes)})" if notes else ""
-    if status != EXIT_OK:
+    if not result.ok:
         print(f"runai-uploader: pod {pod}: gateway {settings.gateway_url} unreachable ({uploader.last_error}); "
-              f"{uploader.pending_records()} reports still pending, delivered {uploader.delivered_records}{extra}",
-              file=sys.stderr)
-        return EXIT_FAILED
-    if uploader.delivered_records == 0 and not uploader.skipped_lines:
+              f"{result.pending} reports still pending, delivered {result.delivered}{extra}", file=sys.stderr)
+    elif result.delivered == 0 and not skipped:
         print(f"pod {pod}: nothing to send; everything was already delivered")
     else:
-        print(f"pod {pod}: delivered {uploader.delivered_records} reports in {elapsed:.1f} s{extra}")
-    return EXIT_OK
+        print(f"pod {pod}: delivered {result.delivered} reports in {elapsed:.1f} s{extra}")
+    return result
 
 
-def _progress_printer(pod: str, started: float) -> Callable[[int], None]:
-    last = [started]
-
-    def progress(delivered: int) -> None:
-        now = time.monotonic()
-        if now - last[0] >= 1.0:
-            last[0] = now
-            print(f"pod {pod}: {delivered} reports delivered so far...", file=sys.stderr, flush=True)
-
-    return progress
+def _print_summary(results: list[_Recovered]) -> None:
+    skipped: Counter[str] = Counter()
+    for r in results:
+        skipped.update(r.skipped)
+    rejected = sum(len(r.rejected) for r in results)
+    print(f"summary: {len(results)} pod{'s' if len(results) != 1 else ''}, "
+          f"{sum(r.delivered for r in results):,} reports delivered, "
+          f"{sum(skipped.values()):,} skipped as corrupt, {rejected:,} names rejected by the gateway, "
+          f"{sum(r.pending for r in results):,} still pending")
+    for reason, count in skipped.most_common():
+        print(f"  skipped {count:,}: {reason}")
+    for r in results:
+        for name, answer in sorted(r.rejected.items()):
+            print(f"  rejected {name} (pod {r.pod}): {answer}")
+        for path, why in sorted(r.ignored_files.items()):
+            print(f"  ignored file {path}: {why}")

@@ -20,6 +20,7 @@ import os
 import random
 import threading
 import time
+from collections import Counter
 from typing import Callable
 
 from runai.reporter.spool import Record, is_spool_file
@@ -30,14 +31,15 @@ from .push import GatewayError, Pusher, exposition_name
 from .tail import BadSpoolError, SpoolTail
 from .watch import SpoolWatch
 
-__all__ = ["Uploader", "EXIT_DELIVERED", "EXIT_PENDING"]
+__all__ = ["Uploader", "EXIT_DELIVERED", "EXIT_PENDING", "TORN_LINE"]
 
 logger = logging.getLogger(__name__)
 
 EXIT_DELIVERED = 0
 EXIT_PENDING = 1  # gave up with reports still pending; they stay on disk
 
-_MAX_READ_PER_SCAN = 64 << 20  # bytes; bounds how long pushes wait behind reading
+TORN_LINE = "an incomplete last line (the writer died mid-record)"
+SCAN_BYTES = 64 << 20  # read per scan by default; bounds how long pushes wait behind reading
 
 
 class Uploader:
@@ -58,9 +60,10 @@ class Uploader:
         backoff: tuple[float, float] = (0.1, 5.0),
         lock: PodLock | None = None,
         use_watchdog: bool = True,
-        on_progress: Callable[[int], None] | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
         history_bytes: int | None = None,
         fsync_interval: float | None = None,
+        scan_bytes: int = SCAN_BYTES,
     ) -> None:
         self.pod_dir = pod_dir
         self.pusher = pusher
@@ -71,11 +74,14 @@ class Uploader:
         self.backoff = backoff
         self.lock = lock
         self.use_watchdog = use_watchdog
-        self.on_progress = on_progress  # called with delivered_records after each commit
+        self.on_progress = on_progress  # called with (delivered_records, delivered_bytes) after each commit
         self.history_bytes = history_bytes  # bound on delivered spool kept; None keeps everything
         self.fsync_interval = fsync_interval  # fsync growing spool files this often; None never
+        self.scan_bytes = scan_bytes  # read at most about this much before pushing and committing
         # what this run did, for summaries
         self.delivered_records = 0
+        self.delivered_bytes = 0  # of spool files, header lines included
+        self.ignored_files: dict[str, str] = {}  # spool files that cannot be read at all -> why
         self.rejected: dict[str, str] = {}  # exposition name -> the gateway's answer
         self.last_error = ""
 
@@ -83,6 +89,7 @@ class Uploader:
         self._acked: dict[str, Checkpoint] = {}  # the last checkpoint of each followed file
         self._alive: dict[str, bool] = {}
         self._closed: set[str] = set()  # delivered files of gone writers, and unreadable ones
+        self._skipped_retired: Counter[str] = Counter()  # skip reasons of files no longer followed
         self._history: dict[str, tuple[float, int]] = {}  # delivered files of gone writers: (mtime, size)
         self._synced: dict[str, int] = {}  # spool path -> size at its last fsync
         # coalesced values not yet pushed, with the file each came from
@@ -101,9 +108,12 @@ class Uploader:
         self._stopping.set()
         self._wake.set()
 
-    @property
-    def skipped_lines(self) -> int:
-        return sum(t.skipped for t in self._tails.values())
+    def skip_reasons(self) -> Counter[str]:
+        """Lines skipped as corrupt (never pushed) by this run, counted by reason."""
+        reasons = Counter(self._skipped_retired)
+        for tail in self._tails.values():
+            reasons.update(tail.skip_reasons)
+        return reasons
 
     def pending_records(self) -> int:
         """Reports read or on disk that no checkpoint covers yet (a lower bound while reading)."""
@@ -208,7 +218,7 @@ class Uploader:
         except OSError as exc:
             logger.error("cannot list %s: %s", self.pod_dir, exc)
             return False
-        budget = _MAX_READ_PER_SCAN
+        budget = self.scan_bytes
         for name in names:
             path = os.path.join(self.pod_dir, name)
             if not is_spool_file(name) or path in self._closed:
@@ -247,6 +257,7 @@ class Uploader:
             logger.error("ignoring %s: %s", path, exc)
             tail.close()
             self._closed.add(path)
+            self.ignored_files[path] = str(exc)
             return None
         ckpt = load_checkpoint(path, tail.spool_id, tail.size())
         if ckpt is not None and not tail.at_line_start(ckpt.offset):
@@ -266,6 +277,8 @@ class Uploader:
         if torn:
             logger.warning("%s: ignoring %d bytes after the last complete line; the writer died mid-record",
                            path, torn)
+            self._skipped_retired[TORN_LINE] += 1
+        self._skipped_retired.update(tail.skip_reasons)
         tail.close()
         del self._tails[path], self._acked[path], self._alive[path]
         self._synced.pop(path, None)
@@ -362,9 +375,10 @@ class Uploader:
                 ok = False
                 continue
             self.delivered_records += ckpt.records - acked.records
+            self.delivered_bytes += ckpt.offset - acked.offset
             self._acked[path] = ckpt
         if self.on_progress is not None:
-            self.on_progress(self.delivered_records)
+            self.on_progress(self.delivered_records, self.delivered_bytes)
         return ok
 
     def _note_failure(self, exc: OSError) -> None:

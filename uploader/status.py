@@ -16,7 +16,7 @@ from .checkpoint import checkpoint_path, load_checkpoint
 from .lock import holder_pid
 from .tail import BadSpoolError, SpoolTail
 
-__all__ = ["pod_status", "spool_pods"]
+__all__ = ["pod_status", "spool_pods", "undelivered_bytes"]
 
 _LOG_NAME = "uploader.log"
 
@@ -55,6 +55,34 @@ def pod_status(spool_dir: str, pod_uuid: str, gateway_url: str | None = None) ->
     }
 
 
+def undelivered_bytes(pod_dir: str) -> int:
+    """Bytes of the pod's spool files after their checkpoints: cheap (no record is read)."""
+    total = 0
+    for name in spool_file_names(pod_dir):
+        try:
+            tail = SpoolTail(os.path.join(pod_dir, name))
+        except OSError:
+            continue
+        try:
+            size = tail.size()
+            delivered = _resume_at_checkpoint(tail, size) if tail.read_header() else None
+            total += size - (delivered or 0)
+        except BadSpoolError:
+            pass  # never delivered, never counted
+        finally:
+            tail.close()
+    return total
+
+
+def _resume_at_checkpoint(tail: SpoolTail, size: int) -> int | None:
+    """Move *tail* (its header read) to its file's valid checkpoint; the offset, or None if it has none."""
+    ckpt = load_checkpoint(tail.path, tail.spool_id, size)
+    if ckpt is None or not tail.at_line_start(ckpt.offset):
+        return None
+    tail.resume(ckpt.offset, ckpt.records, ckpt.last_seq, ckpt.ended)
+    return ckpt.offset
+
+
 def _file_status(path: str) -> dict[str, Any]:
     status: dict[str, Any] = {
         "path": path, "writer_pid": _writer_pid(path), "writer_alive": False, "finished": False, "size": 0,
@@ -72,11 +100,9 @@ def _file_status(path: str) -> dict[str, Any]:
             status["error"] = "no complete header yet"
             return status
         status["writer_alive"] = tail.writer_alive()
-        ckpt = load_checkpoint(path, tail.spool_id, size)
-        if ckpt is not None and tail.at_line_start(ckpt.offset):
-            tail.resume(ckpt.offset, ckpt.records, ckpt.last_seq, ckpt.ended)
-            status["reports_delivered"] = ckpt.records
-            status["bytes_delivered"] = ckpt.offset
+        if _resume_at_checkpoint(tail, size) is not None:
+            status["reports_delivered"] = tail.records
+            status["bytes_delivered"] = tail.offset
             mtime = os.stat(checkpoint_path(path)).st_mtime
             status["last_delivered"] = datetime.datetime.fromtimestamp(mtime, datetime.timezone.utc).isoformat()
         delivered_offset = tail.offset  # after the checkpoint, or after the header

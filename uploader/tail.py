@@ -9,10 +9,11 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+from collections import Counter
 
 from runai.reporter.spool import END, HEADER, Record, decode
 
-__all__ = ["SpoolTail", "BadSpoolError"]
+__all__ = ["SpoolTail", "BadSpoolError", "skip_reason"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ class SpoolTail:
         self.last_seq = 0
         self.ended = False  # the end-of-stream marker was read
         self.skipped = 0  # lines skipped as invalid
+        self.skip_reasons: Counter[str] = Counter()  # why, in a few words each
         self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
 
     def close(self) -> None:
@@ -69,9 +71,9 @@ class SpoolTail:
         try:
             record = decode(line)
         except ValueError as exc:
-            raise BadSpoolError(f"{self.path}: {exc}") from None
+            raise BadSpoolError(f"the first line is not a spool header ({exc})") from None
         if record.kind != HEADER:
-            raise BadSpoolError(f"{self.path}: the first line is not a spool header")
+            raise BadSpoolError("the first line is not a spool header")
         self.spool_id = record.spool_id
         self.offset = len(line) + 1
         return True
@@ -119,11 +121,17 @@ class SpoolTail:
 
     def _skip(self, position: int, exc: Exception) -> None:
         self.skipped += 1
+        self.skip_reasons[skip_reason(exc)] += 1
         if self.skipped <= _WARN_LINES:
             logger.warning("%s: skipping the line at byte %d, which is not a valid record (%s)",
                            self.path, position, exc)
         elif self.skipped == _WARN_LINES + 1:
             logger.warning("%s: more invalid lines; counting them without a warning each", self.path)
+
+
+def skip_reason(exc: Exception) -> str:
+    """The kind of damage, without the details that make every line differ (positions, values)."""
+    return str(exc).split(":", 1)[0].split(" (", 1)[0]
 
 
 def _first_line(fd: int) -> bytes | None:

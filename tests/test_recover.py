@@ -1,0 +1,163 @@
+"""`runai-uploader recover`: a progress bar on a terminal only, and a final summary with what was skipped."""
+from __future__ import annotations
+
+import io
+import os
+import pty
+import subprocess
+import sys
+
+from tests._helpers import Pushgateway, job_env, metric_name
+from uploader.progress import Progress
+
+# A job that dies without ever starting an uploader: its spool is all that is left.
+DEAD_JOB = """
+import os, signal, sys
+from runai.reporter.spool import SpoolWriter
+writer = SpoolWriter(sys.argv[1], sys.argv[2])
+for i in range(int(sys.argv[3])):
+    writer.write_metric('loss', i)
+os.write(writer._fd, sys.argv[4].encode().decode('unicode_escape').encode('latin-1'))
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def dead_job(spool_dir: str, pod: str, reports: int, damage: str = "") -> str:
+    """Run DEAD_JOB; *damage* (with escapes) is appended raw before the kill. Returns the pod directory."""
+    pod_dir = os.path.join(spool_dir, pod)
+    done = subprocess.run([sys.executable, "-c", DEAD_JOB, pod_dir, pod, str(reports), damage],
+                          env=job_env(), capture_output=True, timeout=60)
+    assert done.returncode == -9, done.stderr
+    return pod_dir
+
+
+def recover_on_a_terminal(env: dict[str, str]) -> tuple[int, str]:
+    """Run recover with its stdout and stderr on a pseudo-terminal; its exit status and everything it wrote."""
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "uploader", "recover"], env=job_env(**env, TERM="xterm"),
+                                stdin=slave, stdout=slave, stderr=slave)
+    finally:
+        os.close(slave)
+    out = bytearray()
+    try:
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: every holder of the terminal's other side has closed it
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        os.close(master)
+        status = proc.wait(timeout=60)
+    return status, out.decode()
+
+
+def test_recover_draws_a_bar_on_a_terminal(env: dict[str, str], gateway: Pushgateway, pod: str,
+                                           spool_dir: str) -> None:
+    dead_job(spool_dir, pod, 20_000)
+    status, out = recover_on_a_terminal(env)
+    assert status == 0, out
+    assert "\r" in out and f"pod {pod} [{'#' * 30}] 100%  20,000 reports" in out
+    assert f"pod {pod}: delivered 20000 reports" in out
+    assert "summary: 1 pod, 20,000 reports delivered, 0 skipped as corrupt" in out
+    assert gateway.value(pod, metric_name("loss")) == 19_999
+
+
+def test_recover_writes_plain_lines_when_not_on_a_terminal(env: dict[str, str], gateway: Pushgateway, pod: str,
+                                                           spool_dir: str) -> None:
+    dead_job(spool_dir, pod, 20_000)
+    done = subprocess.run([sys.executable, "-m", "uploader", "recover"], env=job_env(**env),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "\r" not in done.stdout + done.stderr and "###" not in done.stdout + done.stderr
+    assert done.stdout.splitlines()[-1] == ("summary: 1 pod, 20,000 reports delivered, 0 skipped as corrupt, "
+                                            "0 names rejected by the gateway, 0 still pending")
+
+
+def test_recover_summary_counts_what_it_skipped_and_why(env: dict[str, str], gateway: Pushgateway, pod: str,
+                                                        spool_dir: str) -> None:
+    garbage = (r"this is not json\n"
+               r'{"seq":7,"ts_us":1,"kind":"metric","name":"nofields"}\n'
+               r'{"seq":8,"ts_us":1,"kind":"metric","name":"bad","value":"12"}\n'
+               r'{"seq":9,"ts_us":1,"kind":"metric","name":"torn","va')
+    pod_dir = dead_job(spool_dir, pod, 50, garbage)
+    with open(os.path.join(pod_dir, "w1-notaspool.jsonl"), "wb") as f:
+        f.write(b"no header here\n")
+    done = subprocess.run([sys.executable, "-m", "uploader", "recover"], env=job_env(**env),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    summary = done.stdout[done.stdout.index("summary:"):].splitlines()
+    assert summary[0] == ("summary: 1 pod, 50 reports delivered, 4 skipped as corrupt, "
+                          "0 names rejected by the gateway, 0 still pending")
+    assert sorted(summary[1:4]) == [
+        "  skipped 1: an incomplete last line (the writer died mid-record)",
+        "  skipped 1: not a spool record",
+        "  skipped 2: metric record without a name or a numeric value",
+    ]
+    assert summary[4] == (f"  ignored file {pod_dir}/w1-notaspool.jsonl: the first line is not a spool header "
+                          "(not a spool record: Expecting value: line 1 column 1 (char 0))")
+    assert gateway.value(pod, metric_name("loss")) == 49
+    assert gateway.value(pod, metric_name("torn")) is None and gateway.value(pod, metric_name("bad")) is None
+
+
+def test_recover_summary_adds_up_every_pod(env: dict[str, str], gateway: Pushgateway, spool_dir: str) -> None:
+    pods = [f"{env['podUUID']}-{i}" for i in range(3)]
+    for i, pod in enumerate(pods):
+        dead_job(spool_dir, pod, 100 * (i + 1))
+    done = subprocess.run([sys.executable, "-m", "uploader", "recover", "--all"], env=job_env(**env),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "summary: 3 pods, 600 reports delivered, 0 skipped as corrupt" in done.stdout
+    assert [gateway.value(pod, metric_name("loss")) for pod in pods] == [99, 199, 299]
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_progress_bar_redraws_in_place_at_most_ten_times_a_second() -> None:
+    out, clock = io.StringIO(), _Clock()
+    progress = Progress("pod p", 1000, out, bar=True, clock=clock)
+    progress.update(10, 100)
+    progress.update(20, 200)  # within 0.1 s of the last draw: not drawn
+    clock.now = 0.1
+    progress.update(50, 500)
+    progress.close()
+    draws = out.getvalue().split("\r")[1:]
+    assert len(draws) == 3 and out.getvalue().endswith("\n")
+    assert draws[0].startswith("pod p [###...........................]  10%  10 reports  100 B / 1.0 KB")
+    assert draws[1].startswith("pod p [###############...............]  50%  50 reports  500 B / 1.0 KB")
+    assert draws[2].rstrip("\n") == draws[1]
+
+
+def test_progress_without_a_terminal_writes_a_line_every_five_seconds() -> None:
+    out, clock = io.StringIO(), _Clock()
+    progress = Progress("pod p", 2_000_000, out, bar=False, clock=clock)
+    progress.update(10, 1000)
+    clock.now = 4.9
+    progress.update(20, 2000)
+    clock.now = 5.0
+    progress.update(30, 1_000_000)
+    clock.now = 9.0
+    progress.update(40, 1_500_000)
+    progress.close()
+    assert out.getvalue() == "pod p: 30 reports delivered so far (50% of 2.0 MB)\n"
+
+
+def test_progress_is_plain_on_a_dumb_terminal_or_a_file(monkeypatch, tmp_path) -> None:
+    with open(tmp_path / "log", "w") as f:
+        assert Progress("p", 1, f).bar is False
+    master, slave = pty.openpty()
+    with os.fdopen(slave, "w") as tty:
+        monkeypatch.setenv("TERM", "xterm")
+        assert Progress("p", 1, tty).bar is True
+        monkeypatch.setenv("TERM", "dumb")
+        assert Progress("p", 1, tty).bar is False
+    os.close(master)
