@@ -35,7 +35,7 @@ setup(
     install_requires=["prometheus_client>=0.12", "watchdog>=4"],
     extras_require={
         "keras": ["keras>=3"],
-        "test": ["pytest>=7", "numpy", "hypothesis", "cryptography", "bcrypt", "matplotlib"],
+        "test": ["pytest>=7", "numpy", "hypothesis", "cryptography", "bcrypt", "matplotlib", "markdown-it-py"],
         "plot": ["matplotlib"],
         "bench": ["matplotlib"],
     },

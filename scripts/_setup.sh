@@ -1,7 +1,7 @@
 # Sourced by demo.sh and test.sh: installs what they need on a fresh Debian machine.
-# Debian's Pushgateway from apt (root is needed only when it is missing), and a
-# virtual environment in .venv with $PIP_FIRST, then this package with the
-# pip extras in $PIP_EXTRAS.
+# Debian's Pushgateway and the packages in $EXTRA_APT from apt (root is needed
+# only when one is missing), and a virtual environment in .venv with
+# $PIP_FIRST, then this package with the pip extras in $PIP_EXTRAS.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

@@ -1,18 +1,29 @@
-"""The demo: a local Pushgateway, a small training run that reports to it, and what arrived.
+"""The demo: the whole path from a training job to a PromQL query and a plot.
+
+1. starts a Pushgateway and a Prometheus that scrapes it (``honor_labels: true``) on 127.0.0.1;
+2. trains a small Keras model (torch backend) with autologging;
+3. shows what arrived: the gateway's series, then PromQL queries against Prometheus;
+4. writes a loss-curve PNG from the local spool with ``runai-uploader history --plot``;
+5. stops what it started and removes its files (all but the PNG).
 
 Run through ``scripts/demo.sh``, which installs what it needs first.
 """
 from __future__ import annotations
 
-import json
+import argparse
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from tests._servers import Prometheus, Pushgateway, wait_for  # noqa: E402  (the tests' server helpers)
+
+POD = "demo-pod"
 
 # A real, if small, training run: Keras 3 (torch backend) fitting a classifier
 # on synthetic data, with autologging on, as a user's script would.
@@ -28,68 +39,73 @@ schedule = keras.optimizers.schedules.ExponentialDecay(0.01, decay_steps=100, de
 model.compile(optimizer=keras.optimizers.Adam(schedule), loss="binary_crossentropy", metrics=["accuracy"])
 
 with runai.reporter.keras.Reporter(autolog=True) as reporter:
+    reporter.reportParameter("dataset", "synthetic-4096")
     model.fit(x, y, batch_size=64, epochs=8, validation_split=0.2, verbose=2)
 print("finish() delivered everything:", reporter.finish())
 '''
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit("the Pushgateway exited at start")
-        try:
-            with urllib.request.urlopen(url + "/-/ready", timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit("the Pushgateway did not become ready")
+QUERIES = [  # (what, PromQL); from docs/dashboards.md
+    ("the last loss", f'reporter_push_gateway_metric_loss{{podUUID="{POD}"}}'),
+    ("the last accuracy", f'reporter_push_gateway_metric_accuracy{{podUUID="{POD}"}}'),
+    ("the fraction of epochs started",
+     f'(max by (podUUID) (reporter_push_gateway_metric_epoch{{podUUID="{POD}"}}) + 1) / '
+     f'max by (podUUID) (reporter_push_gateway_metric_overall_epochs{{podUUID="{POD}"}})'),
+    ("every parameter", f'max by (podUUID, param_name, param_value) '
+                        f'({{job="reporter_pod_info", push_gateway_type="parameter", podUUID="{POD}"}})'),
+]
 
 
-def main() -> int:
-    binary = shutil.which("prometheus-pushgateway")
-    if not binary:
-        print("prometheus-pushgateway is not installed; run scripts/demo.sh", file=sys.stderr)
-        return 1
+def step(text: str) -> None:
+    print(f"\n==> {text}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--plot", default=os.path.join(REPO, "demo-output", "loss.png"),
+                        help="where to write the loss-curve PNG (default: demo-output/loss.png)")
+    args = parser.parse_args(argv)
     work = tempfile.mkdtemp(prefix="runai-demo-")
-    address = f"127.0.0.1:{free_port()}"
-    url = f"http://{address}"
-    print(f"==> starting a Pushgateway on {address}")
-    gateway = subprocess.Popen([binary, f"--web.listen-address={address}", "--persistence.file="],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    spool = os.path.join(work, "spool")
+    started = time.monotonic()
     try:
-        wait_ready(url, gateway)
-        env = dict(os.environ, KERAS_BACKEND="torch", podUUID="demo-pod", reporterGatewayURL=address,
-                   reporterSpoolDir=os.path.join(work, "spool"))
-        print("==> training a small Keras model with runai.reporter.keras autologging")
-        subprocess.run([sys.executable, "-c", TRAINING], env=env, check=True)
+        with Pushgateway(work) as gateway, Prometheus(work, gateway, scrape_interval=1.0) as prometheus:
+            step(f"started a Pushgateway on {gateway.address} and a Prometheus on {prometheus.address} "
+                 "that scrapes it every second, with honor_labels: true")
+            env = dict(os.environ, KERAS_BACKEND="torch", podUUID=POD, reporterGatewayURL=gateway.address,
+                       reporterSpoolDir=spool, PYTHONPATH=REPO)
+            step("training a small Keras model with runai.reporter.keras autologging (torch backend)")
+            subprocess.run([sys.executable, "-c", TRAINING], env=env, check=True)
 
-        print(f"\n==> what arrived on the gateway ({url}/metrics, the reporter's series):")
-        with urllib.request.urlopen(url + "/metrics", timeout=5) as r:
-            for line in r.read().decode().splitlines():
-                if line.startswith("reporter_push_gateway_"):
+            step(f"what the gateway holds ({gateway.url}/metrics, the reporter's series of pod {POD}):")
+            for line in gateway.exposition().splitlines():
+                if line.startswith("reporter_push_gateway_") and f'podUUID="{POD}"' in line:
                     print("   ", line)
-        with urllib.request.urlopen(url + "/api/v1/metrics", timeout=5) as r:
-            groups = json.load(r)["data"]
-        pushed = [g for g in groups if g["labels"].get("podUUID") == "demo-pod"]
-        print(f"\n==> group job=reporter_pod_info podUUID=demo-pod present: {bool(pushed)}")
 
-        pod_dir = os.path.join(work, "spool", "demo-pod")
-        print(f"\n==> the local spool in {pod_dir} (every report, kept for recovery):")
-        for name in sorted(os.listdir(pod_dir)):
-            print(f"    {name:28s} {os.path.getsize(os.path.join(pod_dir, name)):>9d} bytes")
-        return 0 if pushed else 1
+            last_loss = gateway.value(POD, "reporter_push_gateway_metric_loss")
+            wait_for(lambda: [r for r in prometheus.query(QUERIES[0][1]) if float(r["value"][1]) == last_loss],
+                     30, "Prometheus to scrape the last loss")
+            step(f"PromQL against Prometheus ({prometheus.url}), as a dashboard would ask (docs/dashboards.md):")
+            for what, expr in QUERIES:
+                print(f"    {what}:  {expr}")
+                for r in prometheus.query(expr):
+                    labels = ", ".join(f'{k}="{v}"' for k, v in sorted(r["metric"].items()) if k != "__name__")
+                    print(f"        {{{labels}}}  {r['value'][1]}")
+            samples = sum(len(r["values"]) for r in prometheus.query_range(QUERIES[0][1], 600))
+            history = subprocess.run([sys.executable, "-m", "uploader", "history", "--csv", "--metric", "loss"],
+                                     env=env, check=True, capture_output=True, text=True).stdout
+            reports = len(history.splitlines()) - 1
+            print(f"\n    Prometheus sampled loss {samples} times (once a scrape); the local spool holds all "
+                  f"{reports} reports of it.")
+
+            step("the loss curve from the local spool: runai-uploader history --plot")
+            os.makedirs(os.path.dirname(os.path.abspath(args.plot)), exist_ok=True)
+            subprocess.run([sys.executable, "-m", "uploader", "history", "--metric", "loss", "--metric", "accuracy",
+                            "--metric", "val_loss", "--plot", args.plot], env=env, check=True)
     finally:
-        gateway.terminate()
-        gateway.wait(10)
         shutil.rmtree(work, ignore_errors=True)
-        print("\n==> stopped the Pushgateway and removed the demo's files")
+    step(f"stopped Prometheus and the Pushgateway, removed {work}; done in {time.monotonic() - started:.0f} s. "
+         f"The plot is {args.plot}")
+    return 0
 
 
 if __name__ == "__main__":

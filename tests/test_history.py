@@ -37,17 +37,25 @@ def test_history_csv_returns_every_report_in_order(env: dict[str, str]) -> None:
     assert [(r["kind"], r["value"]) for r in as_json] == [("metric", 5.0)]
 
 
-def test_history_plot_writes_a_png(env: dict[str, str], tmp_path) -> None:
+@pytest.mark.parametrize("x_axis", ["time", "step"])
+def test_history_plot_writes_a_png(env: dict[str, str], tmp_path, x_axis: str) -> None:
     pytest.importorskip("matplotlib")
+    import matplotlib.image
+
     with Reporter() as reporter:
         for i in range(300):
             reporter.reportMetric("loss", 2.0 / (1 + i / 30))
             reporter.reportMetric("accuracy", 1 - 1.0 / (1 + i / 30))
     out = tmp_path / "curves.png"
-    done = history(env, "--plot", str(out))
+    done = history(env, "--plot", str(out), "--x", x_axis)
     assert done.returncode == 0, done.stderr
-    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "accuracy, loss" in done.stdout
+    # The curves are drawn: many pixels in matplotlib's first line colour (#1f77b4), in both halves.
+    pixels = matplotlib.image.imread(str(out))[:, :, :3]
+    line = (abs(pixels - (0x1F / 255, 0x77 / 255, 0xB4 / 255)).sum(axis=2) < 0.1)
+    top, bottom = line[: len(line) // 2].sum(), line[len(line) // 2:].sum()
+    assert top > 300 and bottom > 300, (top, bottom)
 
 
 def test_history_into_a_closed_pipe_stops_quietly(env: dict[str, str]) -> None:

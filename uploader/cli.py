@@ -115,7 +115,10 @@ def _parser() -> argparse.ArgumentParser:
     output = history.add_mutually_exclusive_group()
     output.add_argument("--csv", action="store_true", help="CSV with a header row; the value is in `value`")
     output.add_argument("--json", action="store_true", help="a JSON list of reports")
-    output.add_argument("--plot", metavar="FILE.png", help="draw the metrics against time (needs runai[plot])")
+    output.add_argument("--plot", metavar="FILE.png", help="draw the metrics as a PNG (needs runai[plot])")
+    history.add_argument("--x", choices=("time", "step"), default="time",
+                         help="--plot's x axis: the report's time (default), or step: its position among the "
+                              "reports of its name (for a per-batch metric such as loss, the global step)")
     history.set_defaults(func=_history)
     return parser
 
@@ -244,7 +247,7 @@ def _history(args: argparse.Namespace) -> int:
     pod = check_pod_uuid(args.pod_uuid or os.environ.get(ENV_POD_UUID), "--pod-uuid")
     entries = read_history(os.path.join(root, pod), args.metric)
     if args.plot:
-        return _plot(entries, pod, args.plot)
+        return _plot(entries, pod, args.plot, args.x)
     rows = [{"time": datetime.datetime.fromtimestamp(e.ts, datetime.timezone.utc).isoformat(), "ts": e.ts,
              "seq": e.seq, "kind": e.kind, "name": e.name, "value": e.value, "spool_file": e.spool_file}
             for e in entries]
@@ -262,11 +265,12 @@ def _history(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _plot(entries: list[Any], pod: str, path: str) -> int:
+def _plot(entries: list[Any], pod: str, path: str, x_axis: str) -> int:
     try:
         import matplotlib
 
         matplotlib.use("Agg")
+        import matplotlib.dates as mdates
         import matplotlib.pyplot as plt
     except ImportError:
         print("runai-uploader: --plot draws with matplotlib, which is not installed: pip install 'runai[plot]'",
@@ -274,24 +278,29 @@ def _plot(entries: list[Any], pod: str, path: str) -> int:
         return EXIT_USAGE
     import datetime
 
-    series: dict[str, tuple[list[datetime.datetime], list[float]]] = {}
+    series: dict[str, tuple[list[Any], list[float]]] = {}
     for e in entries:
         if e.kind == "metric":
-            times, values = series.setdefault(e.name, ([], []))
-            times.append(datetime.datetime.fromtimestamp(e.ts))
+            xs, values = series.setdefault(e.name, ([], []))
+            xs.append(datetime.datetime.fromtimestamp(e.ts) if x_axis == "time" else len(xs))
             values.append(e.value)
     if not series:
         print(f"runai-uploader: no metrics to plot for pod {pod}", file=sys.stderr)
         return EXIT_FAILED
-    fig, axes = plt.subplots(len(series), 1, figsize=(8, 2.2 * len(series) + 0.6), dpi=100, sharex=True,
-                             squeeze=False)
-    for ax, (name, (times, values)) in zip(axes[:, 0], sorted(series.items()), strict=True):
-        ax.plot(times, values, linewidth=1)
+    fig, axes = plt.subplots(len(series), 1, figsize=(8, 2.2 * len(series) + 0.6), dpi=100,
+                             sharex=x_axis == "time", squeeze=False)  # names reported at other rates: own steps
+    for ax, (name, (xs, values)) in zip(axes[:, 0], sorted(series.items()), strict=True):
+        ax.plot(xs, values, linewidth=1, marker="." if len(xs) <= 50 else None)
         ax.set_ylabel(name)
         ax.grid(True, alpha=0.3)
     axes[0, 0].set_title(f"pod {pod}: every report from the local spool")
-    axes[-1, 0].set_xlabel("time")
-    fig.autofmt_xdate()
+    if x_axis == "time":
+        locator = mdates.AutoDateLocator()  # type: ignore[no-untyped-call]
+        axes[-1, 0].xaxis.set_major_locator(locator)
+        axes[-1, 0].xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
+        axes[-1, 0].set_xlabel("local time")
+    else:
+        axes[-1, 0].set_xlabel("step (the n-th report of each name)")
     fig.tight_layout()
     fig.savefig(path)
     print(f"wrote {path}: {', '.join(sorted(series))}")

@@ -1,0 +1,64 @@
+"""The docs: every page renders as Markdown, the README links to each, and no link is dead."""
+from __future__ import annotations
+
+import glob
+import os
+import re
+
+import pytest
+from markdown_it import MarkdownIt
+
+from tests._helpers import REPO
+
+PAGES = sorted(glob.glob(os.path.join(REPO, "docs", "*.md")))
+MARKDOWN = [os.path.join(REPO, "README.md"), *PAGES]
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def read(path: str) -> str:
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def anchors(path: str) -> set[str]:
+    tokens = MarkdownIt("commonmark").parse(read(path))
+    return {slug(tokens[i + 1].content) for i, t in enumerate(tokens) if t.type == "heading_open"}
+
+
+def test_the_readme_links_every_docs_page() -> None:
+    readme = read(os.path.join(REPO, "README.md"))
+    assert len(PAGES) >= 8
+    for page in PAGES:
+        assert f"](docs/{os.path.basename(page)})" in readme, f"README.md does not link {page}"
+    assert "](docs/grafana/runai-reporter-dashboard.json)" in readme
+
+
+@pytest.mark.parametrize("path", MARKDOWN, ids=os.path.basename)
+def test_every_page_renders(path: str) -> None:
+    text = read(path)
+    fences = [line for line in text.splitlines() if line.lstrip().startswith("```")]
+    assert len(fences) % 2 == 0, "a code block is never closed"
+    html = MarkdownIt("commonmark").enable("table").render(text)
+    # A table row that is not part of a rendered table (a broken header, a missing separator) shows as text.
+    stray = [line for line in html.splitlines() if line.startswith("<p>|")]
+    assert not stray, stray
+    assert html.count("<table>") == len(re.findall(r"^\|[ :-]*-[ :|-]*\|$", text, re.M))
+
+
+@pytest.mark.parametrize("path", MARKDOWN, ids=os.path.basename)
+def test_no_link_is_dead(path: str) -> None:
+    in_code = re.sub(r"```.*?```", "", read(path), flags=re.S)
+    for target in LINK.findall(in_code):
+        if re.match(r"[a-z]+://", target):
+            continue
+        file, _, anchor = target.partition("#")
+        resolved = os.path.normpath(os.path.join(os.path.dirname(path), file)) if file else path
+        assert os.path.exists(resolved), f"{target}: no such file"
+        if anchor:
+            assert anchor in anchors(resolved), f"{target}: no such heading"
