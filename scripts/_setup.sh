@@ -5,10 +5,16 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+# A package counts as present when its command is on PATH (however it was
+# installed) or dpkg has it installed; `dpkg -s` alone would also accept a
+# removed package whose configuration files remain.
+have() {
+  command -v "$1" >/dev/null 2>&1 ||
+    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
+}
 need_apt=()
-command -v prometheus-pushgateway >/dev/null || need_apt+=(prometheus-pushgateway)
-for pkg in "${EXTRA_APT[@]:-}"; do
-  [ -n "$pkg" ] && ! dpkg -s "$pkg" >/dev/null 2>&1 && need_apt+=("$pkg")
+for pkg in prometheus-pushgateway "${EXTRA_APT[@]:-}"; do
+  if [ -n "$pkg" ] && ! have "$pkg"; then need_apt+=("$pkg"); fi
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> installing ${need_apt[*]} with apt-get"
