@@ -1,11 +1,14 @@
 """`runai-uploader recover`: a progress bar on a terminal only, and a final summary with what was skipped."""
 from __future__ import annotations
 
+import fcntl
 import io
 import os
 import pty
+import struct
 import subprocess
 import sys
+import termios
 
 from tests._helpers import Pushgateway, job_env, metric_name
 from uploader.progress import Progress
@@ -34,6 +37,7 @@ def dead_job(spool_dir: str, pod: str, reports: int, damage: str = "") -> str:
 def recover_on_a_terminal(env: dict[str, str]) -> tuple[int, str]:
     """Run recover with its stdout and stderr on a pseudo-terminal; its exit status and everything it wrote."""
     master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))  # rows, columns
     try:
         proc = subprocess.Popen([sys.executable, "-m", "uploader", "recover"], env=job_env(**env, TERM="xterm"),
                                 stdin=slave, stdout=slave, stderr=slave)
@@ -124,7 +128,7 @@ class _Clock:
 
 def test_progress_bar_redraws_in_place_at_most_ten_times_a_second() -> None:
     out, clock = io.StringIO(), _Clock()
-    progress = Progress("pod p", 1000, out, bar=True, clock=clock)
+    progress = Progress("pod p", 1000, out, bar=True, columns=100, clock=clock)
     progress.update(10, 100)
     progress.update(20, 200)  # within 0.1 s of the last draw: not drawn
     clock.now = 0.1
@@ -135,6 +139,16 @@ def test_progress_bar_redraws_in_place_at_most_ten_times_a_second() -> None:
     assert draws[0].startswith("pod p [###...........................]  10%  10 reports  100 B / 1.0 KB")
     assert draws[1].startswith("pod p [###############...............]  50%  50 reports  500 B / 1.0 KB")
     assert draws[2].rstrip("\n") == draws[1]
+
+
+def test_progress_bar_fits_the_terminal() -> None:
+    out = io.StringIO()
+    progress = Progress("pod 0f8fad5b-d9cb-469f-a165-70867728950e", 10**9, out, bar=True, columns=80)
+    progress.update(123_456, 5 * 10**8)
+    progress.close()
+    (line,) = out.getvalue().strip("\r\n").split("\r")[:1]
+    assert line == "pod 0f8fad5b-d9cb-469f... [#####.....]  50%  123,456 reports  500.0 MB / 1.0 GB"
+    assert len(line) == 79
 
 
 def test_progress_without_a_terminal_writes_a_line_every_five_seconds() -> None:

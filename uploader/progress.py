@@ -13,6 +13,7 @@ from typing import Callable, TextIO
 __all__ = ["Progress"]
 
 _BAR_WIDTH = 30
+_MIN_BAR_WIDTH = 10
 _BAR_INTERVAL = 0.1  # seconds between redraws of the bar
 _LINE_INTERVAL = 5.0  # seconds between plain lines
 
@@ -25,11 +26,13 @@ class Progress:
     """
 
     def __init__(self, label: str, total_bytes: int, stream: TextIO, *, bar: bool | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 columns: int | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.label = label
         self.total_bytes = total_bytes
         self.stream = stream
         self.bar = _is_terminal(stream) if bar is None else bar
+        # A bar wider than the terminal wraps, and "\r" then redraws only its last row.
+        self.columns = columns or (_columns(stream) if self.bar else 80)
         self._clock = clock
         self._started = clock()
         self._last_draw: float | None = None
@@ -62,9 +65,16 @@ class Progress:
 
     def _draw_bar(self) -> None:
         fraction = self._fraction()
-        done = round(fraction * _BAR_WIDTH)
-        line = (f"{self.label} [{'#' * done}{'.' * (_BAR_WIDTH - done)}] {fraction:4.0%}  "
-                f"{self._records:,} reports  {_size(self._bytes)} / {_size(self.total_bytes)}")
+        numbers = f" {fraction:4.0%}  {self._records:,} reports  {_size(self._bytes)} / {_size(self.total_bytes)}"
+        room = self.columns - 1  # the last column would make some terminals wrap
+        # Narrow terminals: the bar shrinks first, then the label is cut.
+        width = max(_MIN_BAR_WIDTH, min(_BAR_WIDTH, room - len(self.label) - len(numbers) - 3))
+        done = round(fraction * width)
+        rest = f" [{'#' * done}{'.' * (width - done)}]{numbers}"
+        label = self.label
+        if len(label) + len(rest) > room:
+            label = label[: max(0, room - len(rest) - 3)] + "..."
+        line = (label + rest)[:room]
         self.stream.write("\r" + line.ljust(self._width))
         self.stream.flush()
         self._width = len(line)
@@ -75,6 +85,13 @@ def _is_terminal(stream: TextIO) -> bool:
         return stream.isatty() and os.environ.get("TERM") != "dumb"
     except (AttributeError, ValueError):  # no isatty, or a closed stream
         return False
+
+
+def _columns(stream: TextIO) -> int:
+    try:
+        return os.get_terminal_size(stream.fileno()).columns or 80
+    except (AttributeError, ValueError, OSError):
+        return 80
 
 
 def _size(n: int) -> str:
