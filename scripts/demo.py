@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         with Pushgateway(work) as gateway, Prometheus(work, gateway, scrape_interval=1.0) as prometheus:
             step(f"started a Pushgateway on {gateway.address} and a Prometheus on {prometheus.address} "
                  "that scrapes it every second, with honor_labels: true")
+            prometheus.wait_until_scraping()  # so that it samples the training, not only its end
             env = dict(os.environ, KERAS_BACKEND="torch", podUUID=POD, reporterGatewayURL=gateway.address,
                        reporterSpoolDir=spool, PYTHONPATH=REPO)
             step("training a small Keras model with runai.reporter.keras autologging (torch backend)")
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             history = subprocess.run([sys.executable, "-m", "uploader", "history", "--csv", "--metric", "loss"],
                                      env=env, check=True, capture_output=True, text=True).stdout
             reports = len(history.splitlines()) - 1
-            print(f"\n    Prometheus sampled loss {samples} times (once a scrape); the local spool holds all "
+            print(f"\n    Prometheus holds {samples} samples of loss (one a scrape); the local spool holds all "
                   f"{reports} reports of it.")
 
             step("the loss curve from the local spool: runai-uploader history --plot")

@@ -243,6 +243,10 @@ scrape_configs:
         return self._api("query_range", query=expr, start=end - seconds, end=end,  # type: ignore[no-any-return]
                          step=self.scrape_interval)["result"]
 
+    def wait_until_scraping(self, timeout: float = 30) -> None:
+        """Wait for the first scrape of the gateway (Prometheus starts its targets a few seconds late)."""
+        wait_for(lambda: self.query('up{job="pushgateway"} == 1'), timeout, f"{self.what} to scrape the gateway")
+
     def label_values(self, label: str, match: str) -> list[str]:
         """What Grafana's ``label_values(match, label)`` lists."""
         return self._api(f"label/{label}/values", **{"match[]": match})  # type: ignore[no-any-return]
