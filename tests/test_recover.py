@@ -118,6 +118,24 @@ def test_recover_summary_adds_up_every_pod(env: dict[str, str], gateway: Pushgat
     assert [gateway.value(pod, metric_name("loss")) for pod in pods] == [99, 199, 299]
 
 
+def test_recover_summary_counts_what_is_still_pending(env: dict[str, str], own_gateway: Pushgateway, pod: str,
+                                                    spool_dir: str) -> None:
+    from uploader.lock import PodLock
+
+    pod_dir = dead_job(spool_dir, pod, 30)
+    down = {**env, "reporterGatewayURL": own_gateway.address}  # not started: connections are refused
+    args = [sys.executable, "-m", "uploader", "recover", "--timeout", "0.5"]
+    done = subprocess.run(args, env=job_env(**down), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "summary: 1 pod, 0 reports delivered, 0 skipped as corrupt, 0 names rejected by the gateway, " \
+           "30 still pending" in done.stdout
+    with PodLock(pod_dir) as lock:  # a live uploader holds the pod
+        assert lock.acquire()
+        held = subprocess.run(args, env=job_env(**env), capture_output=True, text=True, timeout=60)
+    assert held.returncode == 1 and "is still running; try again later" in held.stderr
+    assert "30 still pending" in held.stdout
+
+
 class _Clock:
     def __init__(self) -> None:
         self.now = 0.0

@@ -362,7 +362,7 @@ def _recover_pod(settings: Settings, timeout: float) -> _Recovered:
         if not _acquire(lock, patience=timeout):
             print(f"runai-uploader: pod {pod}: the uploader (pid {pid}) is still running; try again later",
                   file=sys.stderr)
-            result.ok = False
+            result.ok, result.pending = False, _pending_on_disk(settings)
             return result
     started = time.monotonic()
     try:
@@ -378,7 +378,9 @@ def _recover_pod(settings: Settings, timeout: float) -> _Recovered:
         lock.release()
     elapsed = time.monotonic() - started
     result.ok = status == EXIT_OK
-    result.delivered, result.pending = uploader.delivered_records, uploader.pending_records()
+    result.delivered = uploader.delivered_records
+    # Counted from disk: the uploader's own count misses what it had not read yet when it gave up.
+    result.pending = 0 if result.ok else _pending_on_disk(settings)
     result.skipped, result.rejected = uploader.skip_reasons(), uploader.rejected
     result.ignored_files = uploader.ignored_files
     skipped = sum(result.skipped.values())
@@ -396,6 +398,12 @@ def _recover_pod(settings: Settings, timeout: float) -> _Recovered:
     else:
         print(f"pod {pod}: delivered {result.delivered} reports in {elapsed:.1f} s{extra}")
     return result
+
+
+def _pending_on_disk(settings: Settings) -> int:
+    from .status import pod_status
+
+    return int(pod_status(settings.spool_dir, settings.pod_uuid)["reports_pending"])
 
 
 def _print_summary(results: list[_Recovered]) -> None:
