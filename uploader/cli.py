@@ -295,9 +295,9 @@ def _plot(entries: list[Any], pod: str, path: str, x_axis: str) -> int:
         ax.grid(True, alpha=0.3)
     axes[0, 0].set_title(f"pod {pod}: every report from the local spool")
     if x_axis == "time":
-        locator = mdates.AutoDateLocator()  # type: ignore[no-untyped-call]
+        locator = mdates.AutoDateLocator()  # type: ignore[no-untyped-call, unused-ignore]
         axes[-1, 0].xaxis.set_major_locator(locator)
-        axes[-1, 0].xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
+        axes[-1, 0].xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))  # type: ignore[no-untyped-call, unused-ignore]
         axes[-1, 0].set_xlabel("local time")
     else:
         axes[-1, 0].set_xlabel("step (the n-th report of each name)")
