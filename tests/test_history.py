@@ -73,3 +73,18 @@ def test_history_into_a_closed_pipe_stops_quietly(env: dict[str, str]) -> None:
     proc.stdout.close()  # as `head -1` does
     stderr = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 141 and stderr == ""
+
+
+def test_history_without_a_reachable_gateway(env: dict[str, str], own_gateway, spool_dir: str) -> None:
+    """The gateway was never up: the spool alone answers."""
+    from tests._helpers import wait_for_give_up
+
+    reporter = Reporter(gateway_url=own_gateway.address, retry_timeout=0.5)  # not started: refused
+    for i in range(100):
+        reporter.reportMetric("loss", i)
+    reporter.reportParameter("opt", "sgd")
+    assert reporter.finish(timeout=0.2) is False
+    wait_for_give_up(reporter.settings.pod_dir, spool_dir)
+    rows = list(csv.DictReader(io.StringIO(history(env, "--csv").stdout)))
+    assert [float(r["value"]) for r in rows if r["name"] == "loss"] == list(range(100))
+    assert [r["value"] for r in rows if r["kind"] == "parameter"] == ["sgd"]
