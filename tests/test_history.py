@@ -88,3 +88,18 @@ def test_history_without_a_reachable_gateway(env: dict[str, str], own_gateway, s
     rows = list(csv.DictReader(io.StringIO(history(env, "--csv").stdout)))
     assert [float(r["value"]) for r in rows if r["name"] == "loss"] == list(range(100))
     assert [r["value"] for r in rows if r["kind"] == "parameter"] == ["sgd"]
+
+
+def test_history_plot_without_matplotlib_says_how_to_install_it(env: dict[str, str], tmp_path) -> None:
+    with Reporter() as reporter:
+        reporter.reportMetric("loss", 1)
+    shadow = tmp_path / "no-matplotlib" / "matplotlib"  # first on the path: importing it fails as if absent
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('No module named matplotlib')\n")
+    out = tmp_path / "curves.png"
+    done = subprocess.run([sys.executable, "-m", "uploader", "history", "--plot", str(out)], capture_output=True,
+                          text=True, timeout=60,
+                          env=job_env(**env, PYTHONPATH=f"{shadow.parent}:{job_env()['PYTHONPATH']}"))
+    assert done.returncode == 2 and not out.exists()
+    assert done.stderr == ("runai-uploader: --plot draws with matplotlib, which is not installed: "
+                           "pip install 'runai[plot]'\n")

@@ -28,6 +28,7 @@ from runai.reporter._version import __version__
 from runai.reporter.spool import spool_file_names
 
 from .lock import PodLock, holder_pid
+from .plot import X_AXES
 
 if TYPE_CHECKING:
     from .service import Uploader
@@ -116,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     output.add_argument("--csv", action="store_true", help="CSV with a header row; the value is in `value`")
     output.add_argument("--json", action="store_true", help="a JSON list of reports")
     output.add_argument("--plot", metavar="FILE.png", help="draw the metrics as a PNG (needs runai[plot])")
-    history.add_argument("--x", choices=("time", "step"), default="time",
+    history.add_argument("--x", choices=X_AXES, default="time",
                          help="--plot's x axis: the report's time (default), or step: its position among the "
                               "reports of its name (for a per-batch metric such as loss, the global step)")
     history.set_defaults(func=_history)
@@ -266,44 +267,18 @@ def _history(args: argparse.Namespace) -> int:
 
 
 def _plot(entries: list[Any], pod: str, path: str, x_axis: str) -> int:
-    try:
-        import matplotlib
+    from .plot import plot_history
 
-        matplotlib.use("Agg")
-        import matplotlib.dates as mdates
-        import matplotlib.pyplot as plt
+    try:
+        names = plot_history(entries, f"pod {pod}: every report from the local spool", path, x_axis)
     except ImportError:
         print("runai-uploader: --plot draws with matplotlib, which is not installed: pip install 'runai[plot]'",
               file=sys.stderr)
         return EXIT_USAGE
-    import datetime
-
-    series: dict[str, tuple[list[Any], list[float]]] = {}
-    for e in entries:
-        if e.kind == "metric":
-            xs, values = series.setdefault(e.name, ([], []))
-            xs.append(datetime.datetime.fromtimestamp(e.ts) if x_axis == "time" else len(xs))
-            values.append(e.value)
-    if not series:
+    if not names:
         print(f"runai-uploader: no metrics to plot for pod {pod}", file=sys.stderr)
         return EXIT_FAILED
-    fig, axes = plt.subplots(len(series), 1, figsize=(8, 2.2 * len(series) + 0.6), dpi=100,
-                             sharex=x_axis == "time", squeeze=False)  # names reported at other rates: own steps
-    for ax, (name, (xs, values)) in zip(axes[:, 0], sorted(series.items()), strict=True):
-        ax.plot(xs, values, linewidth=1, marker="." if len(xs) <= 50 else None)
-        ax.set_ylabel(name)
-        ax.grid(True, alpha=0.3)
-    axes[0, 0].set_title(f"pod {pod}: every report from the local spool")
-    if x_axis == "time":
-        locator = mdates.AutoDateLocator()  # type: ignore[no-untyped-call, unused-ignore]
-        axes[-1, 0].xaxis.set_major_locator(locator)
-        axes[-1, 0].xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))  # type: ignore[no-untyped-call, unused-ignore]
-        axes[-1, 0].set_xlabel("local time")
-    else:
-        axes[-1, 0].set_xlabel("step (the n-th report of each name)")
-    fig.tight_layout()
-    fig.savefig(path)
-    print(f"wrote {path}: {', '.join(sorted(series))}")
+    print(f"wrote {path}: {', '.join(names)}")
     return EXIT_OK
 
 
