@@ -101,7 +101,7 @@ def test_batch_size_of_a_dataset_is_inferred(env: dict[str, str], gateway: Pushg
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)),
                                          batch_size=8)
     with rk.Reporter(autolog=True):
-        model().fit(loader, epochs=1, verbose=0)
+        model().fit(loader, epochs=1, verbose=0, shuffle=False)  # a DataLoader shuffles itself
     assert gateway.value(pod, metric_name("batch_size")) == 8
 
 
