@@ -1,6 +1,7 @@
 """Keras autologging: real training of a small model (Keras 3, torch backend) against a real Pushgateway."""
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import subprocess
@@ -301,3 +302,25 @@ def test_tf_keras_fit_and_fit_generator_are_wrapped_and_restored(env: dict[str, 
         m.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)
     assert records(reporter, "step") == [float(s) for s in range(STEPS)]
     assert {name: tf_keras.Model.__dict__.get(name) for name in originals} == originals
+
+
+@pytest.mark.parametrize("case", ["no-keras", "no-backend"])
+def test_a_missing_keras_or_backend_says_what_to_do(tmp_path: Any, case: str) -> None:
+    env = job_env()
+    env.pop("KERAS_BACKEND", None)  # Keras' default backend, tensorflow, is not installed here
+    if case == "no-keras":
+        shadow = tmp_path / "keras"  # first on the path: importing Keras fails as if it were absent
+        shadow.mkdir()
+        (shadow / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'keras'\", name='keras')\n")
+        env["PYTHONPATH"] = f"{tmp_path}:{env['PYTHONPATH']}"
+    elif importlib.util.find_spec("tensorflow") is not None:
+        pytest.skip("tensorflow is installed: Keras' default backend loads")
+    done = subprocess.run([sys.executable, "-c", "import runai.reporter.keras"], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    if case == "no-keras":
+        assert last == "ModuleNotFoundError: runai.reporter.keras needs Keras 3: pip install 'runai[keras]'"
+    else:
+        assert last.startswith("ModuleNotFoundError: Keras cannot load its backend (No module named 'tensorflow')")
+        assert "KERAS_BACKEND=torch" in last

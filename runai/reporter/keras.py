@@ -17,7 +17,17 @@ import re
 import threading
 from typing import Any, Callable, Mapping
 
-import keras
+try:
+    import keras
+except ModuleNotFoundError as _exc:
+    if _exc.name == "keras":
+        raise ModuleNotFoundError("runai.reporter.keras needs Keras 3: pip install 'runai[keras]'",
+                                  name="keras") from _exc
+    if _exc.name in ("tensorflow", "jax", "torch"):  # Keras is there; its backend is not
+        raise ModuleNotFoundError(
+            f"Keras cannot load its backend ({_exc}): install it, or pick an installed one with "
+            "KERAS_BACKEND=torch, jax or tensorflow", name=_exc.name) from _exc
+    raise
 
 import runai.reporter as _api
 
