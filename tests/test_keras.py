@@ -199,6 +199,31 @@ def test_batch_callbacks_stay_asynchronous(env: dict[str, str]) -> None:
     assert threading.get_ident() not in threads  # never on the training thread
 
 
+def test_batch_ends_out_of_order_are_reported_in_order_and_none_is_lost(env: dict[str, str]) -> None:
+    """Keras 3's thread pool may finish batch 2's callback before batch 1's: both are reported, in order."""
+    with runai.reporter.Reporter() as reporter:
+        callback = rk.ReporterCallback(reporter, batch_size=None, overall_epochs=False, number_of_layers=False,
+                                       optimizer_name=False, epoch=False, learning_rate=False)
+        callback.set_params({"epochs": 2, "steps": 6})
+        for epoch, arrival in ((0, [2, 0, 1, 5, 3, 4]), (1, [0, 1, 2, 3, 4, 5])):
+            callback.on_epoch_begin(epoch)
+            for batch in range(6):  # begins: on the training thread, in order
+                callback.on_train_batch_begin(batch)
+            for batch in arrival:  # ends: as the pool finishes them
+                callback.on_train_batch_end(batch, {"loss": float(10 * epoch + batch)})
+            callback.on_epoch_end(epoch, {})
+        # steps_per_execution=3: begins at 0 and 3, ends at 2 and 5; the end of 5 comes first.
+        callback.set_params({"epochs": 1, "steps": 6})
+        callback.on_epoch_begin(2)
+        callback.on_train_batch_begin(0)
+        callback.on_train_batch_begin(3)
+        callback.on_train_batch_end(5, {"loss": 25.0})
+        callback.on_train_batch_end(2, {"loss": 22.0})
+        callback.on_epoch_end(2, {})
+    assert records(reporter, "loss") == [float(b) for b in range(6)] + [10.0 + b for b in range(6)] + [22.0, 25.0]
+    assert records(reporter, "global_step") == [float(s) for s in range(1, 13)] + [15.0, 18.0]
+
+
 def test_a_broken_report_path_does_not_stop_fit(env: dict[str, str], tmp_path: Any,
                                                caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING)

@@ -10,6 +10,7 @@ follow runai 0.4.1; ``docs/keras.md`` lists every reported name.
 """
 from __future__ import annotations
 
+import bisect
 import functools
 import importlib.util
 import logging
@@ -108,7 +109,12 @@ class _AutologCallbackMixin:
         self._lock = threading.Lock()
         self._epoch = 0
         self._first_epoch: int | None = None  # fit(initial_epoch=...) need not start at 0
-        self._last_batch = (-1, -1)  # (epoch, batch) of the newest batch reported
+        # Keras 3 runs batch-end callbacks on a thread pool, so they can arrive
+        # out of order. Batch begins come in order, on the training thread:
+        # they number the batches, and batch ends are reported in that order.
+        self._begins: list[int] = []  # this epoch's batch-begin indexes, in order
+        self._waiting: dict[int, tuple[int, Mapping[str, Any]]] = {}  # ordinal -> a batch end that came early
+        self._next = 0  # ordinal of the next batch end to report
         self._first_iteration = 0
         self._warned = False
 
@@ -145,10 +151,17 @@ class _AutologCallbackMixin:
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._guard(lambda: self._epoch_begin(epoch), "on_epoch_begin")
 
+    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        with self._lock:  # the training thread: no I/O here, only a note of the order
+            self._begins.append(batch)
+
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         self._guard(lambda: self._batch_end(batch, logs or {}), "on_train_batch_end")
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        # Keras has waited for this epoch's batch ends by now; any still waiting (a batch that
+        # never ended) go out in order before the epoch's logs.
+        self._guard(self._flush_batches, "on_epoch_end")
         self._guard(lambda: self._epoch_end(logs or {}), "on_epoch_end")
 
     # -- what is reported ------------------------------------------------------
@@ -180,6 +193,7 @@ class _AutologCallbackMixin:
     def _epoch_begin(self, epoch: int) -> None:
         with self._lock:
             self._epoch = epoch
+            self._begins, self._waiting, self._next = [], {}, 0
             if self._first_epoch is None:
                 self._first_epoch = epoch
         if self.options["epoch"]:
@@ -195,18 +209,29 @@ class _AutologCallbackMixin:
                 self._metric("learning_rate", rate)  # and one a graph can plot
 
     def _batch_end(self, batch: int, logs: Mapping[str, Any]) -> None:
+        with self._lock:  # held while reporting, so that reports keep the batches' order
+            if not self._begins or batch < self._begins[0]:
+                self._report_batch(batch, logs)  # no batch begin seen: nothing to order by
+                return
+            # With steps_per_execution, a begin and its end carry different indexes.
+            self._waiting[bisect.bisect_right(self._begins, batch) - 1] = (batch, logs)
+            while self._next in self._waiting:
+                waiting = self._waiting.pop(self._next)
+                self._next += 1  # first: a report that raises must not hold back the ones after it
+                self._report_batch(*waiting)
+
+    def _flush_batches(self) -> None:
+        with self._lock:
+            for ordinal in sorted(self._waiting):
+                self._report_batch(*self._waiting.pop(ordinal))
+            self._next = max(self._next, len(self._begins))
+
+    def _report_batch(self, batch: int, logs: Mapping[str, Any]) -> None:
         if (batch + 1) % self.every_n_steps:
             return
-        with self._lock:
-            # The thread pool may run two batch-ends at once, or out of order:
-            # never let an older batch overwrite a newer one's values.
-            key = (self._epoch, batch)
-            if key <= self._last_batch:
-                return
-            self._last_batch = key
-            steps = self.params.get("steps") or 0
-            epochs_done = self._epoch - (self._first_epoch or 0)
-            global_step = self._first_iteration + epochs_done * steps + batch + 1 if steps else None
+        steps = self.params.get("steps") or 0
+        epochs_done = self._epoch - (self._first_epoch or 0)
+        global_step = self._first_iteration + epochs_done * steps + batch + 1 if steps else None
         options = self.options
         if options["step"]:
             self._metric("step", batch)
