@@ -11,6 +11,7 @@ Run through ``scripts/demo.sh``, which installs what it needs first.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -44,15 +45,20 @@ with runai.reporter.keras.Reporter(autolog=True) as reporter:
 print("finish() delivered everything:", reporter.finish())
 '''
 
-QUERIES = [  # (what, PromQL); from docs/dashboards.md
-    ("the last loss", f'reporter_push_gateway_metric_loss{{podUUID="{POD}"}}'),
-    ("the last accuracy", f'reporter_push_gateway_metric_accuracy{{podUUID="{POD}"}}'),
-    ("the fraction of epochs started",
-     f'(max by (podUUID) (reporter_push_gateway_metric_epoch{{podUUID="{POD}"}}) + 1) / '
-     f'max by (podUUID) (reporter_push_gateway_metric_overall_epochs{{podUUID="{POD}"}})'),
-    ("every parameter", f'max by (podUUID, param_name, param_value) '
-                        f'({{job="reporter_pod_info", push_gateway_type="parameter", podUUID="{POD}"}})'),
+DASHBOARD = os.path.join(REPO, "docs", "grafana", "runai-reporter-dashboard.json")
+SHOWN = [  # what the demo asks Prometheus: (what, the sample dashboard's panel)
+    ("the last loss", "Loss"),
+    ("the last accuracy", "Accuracy"),
+    ("the fraction of epochs started", "Training progress (epochs started / overall_epochs)"),
+    ("every parameter", "Parameters"),
 ]
+
+
+def dashboard_queries(pod: str) -> list[tuple[str, str]]:
+    """The sample dashboard's queries for SHOWN, with its pod picker set to *pod*."""
+    with open(DASHBOARD) as f:
+        panels = {panel["title"]: panel["targets"][0]["expr"] for panel in json.load(f)["panels"]}
+    return [(what, panels[title].replace('podUUID=~"$pod"', f'podUUID="{pod}"')) for what, title in SHOWN]
 
 
 def step(text: str) -> None:
@@ -83,15 +89,16 @@ def main(argv: list[str] | None = None) -> int:
                     print("   ", line)
 
             last_loss = gateway.value(POD, "reporter_push_gateway_metric_loss")
-            wait_for(lambda: [r for r in prometheus.query(QUERIES[0][1]) if float(r["value"][1]) == last_loss],
+            queries = dashboard_queries(POD)
+            wait_for(lambda: [r for r in prometheus.query(queries[0][1]) if float(r["value"][1]) == last_loss],
                      30, "Prometheus to scrape the last loss")
             step(f"PromQL against Prometheus ({prometheus.url}), as a dashboard would ask (docs/dashboards.md):")
-            for what, expr in QUERIES:
+            for what, expr in queries:
                 print(f"    {what}:  {expr}")
                 for r in prometheus.query(expr):
                     labels = ", ".join(f'{k}="{v}"' for k, v in sorted(r["metric"].items()) if k != "__name__")
                     print(f"        {{{labels}}}  {r['value'][1]}")
-            samples = sum(len(r["values"]) for r in prometheus.query_range(QUERIES[0][1], 600))
+            samples = sum(len(r["values"]) for r in prometheus.query_range(queries[0][1], 600))
             history = subprocess.run([sys.executable, "-m", "uploader", "history", "--csv", "--metric", "loss"],
                                      env=env, check=True, capture_output=True, text=True).stdout
             reports = len(history.splitlines()) - 1

@@ -14,8 +14,8 @@ from tests._servers import Prometheus, Pushgateway, free_port, wait_for
 
 __all__ = [
     "REPO", "Prometheus", "Pushgateway", "free_port", "job_env", "kill_uploaders", "metric_name",
-    "parameter_name", "process_cpu_seconds", "spool_records", "start_job", "uploader_pids", "wait_for",
-    "wait_for_give_up",
+    "parameter_name", "process_cpu_seconds", "spool_records", "start_job", "uploader_cli", "uploader_pids",
+    "wait_for", "wait_for_give_up",
 ]
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,6 +34,12 @@ def job_env(**overrides: str) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH", "")) if p)
     env.update(overrides)
     return env
+
+
+def uploader_cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``runai-uploader ARGS`` (as ``python -m uploader``) with *env* over this process's environment."""
+    return subprocess.run([sys.executable, "-m", "uploader", *args], env=job_env(**env), text=True,
+                          capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 def start_job(code: str, env: dict[str, str], *, wrapper: tuple[str, ...] = ()) -> subprocess.Popen[str]:

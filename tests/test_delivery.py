@@ -20,6 +20,7 @@ from tests._helpers import (
     metric_name,
     parameter_name,
     start_job,
+    uploader_cli,
     uploader_pids,
     wait_for,
     wait_for_give_up,
@@ -48,8 +49,7 @@ def run_job(code: str, env: dict[str, str], timeout: float = 60) -> subprocess.C
 
 
 def recover(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "uploader", "recover", *args], env=job_env(**env), text=True,
-                          capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return uploader_cli(env, "recover", *args, timeout=timeout)
 
 
 def assert_seed_values(gateway: Pushgateway, pod: str) -> None:

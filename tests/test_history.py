@@ -10,12 +10,11 @@ import sys
 import pytest
 
 from runai.reporter import Reporter
-from tests._helpers import job_env
+from tests._helpers import job_env, uploader_cli
 
 
 def history(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "uploader", "history", *args], env=job_env(**env),
-                          capture_output=True, text=True, timeout=120)
+    return uploader_cli(env, "history", *args, timeout=120)
 
 
 def test_history_csv_returns_every_report_in_order(env: dict[str, str]) -> None:
@@ -97,9 +96,7 @@ def test_history_plot_without_matplotlib_says_how_to_install_it(env: dict[str, s
     shadow.mkdir(parents=True)
     (shadow / "__init__.py").write_text("raise ImportError('No module named matplotlib')\n")
     out = tmp_path / "curves.png"
-    done = subprocess.run([sys.executable, "-m", "uploader", "history", "--plot", str(out)], capture_output=True,
-                          text=True, timeout=60,
-                          env=job_env(**env, PYTHONPATH=f"{shadow.parent}:{job_env()['PYTHONPATH']}"))
+    done = history({**env, "PYTHONPATH": f"{shadow.parent}:{job_env()['PYTHONPATH']}"}, "--plot", str(out))
     assert done.returncode == 2 and not out.exists()
     assert done.stderr == ("runai-uploader: --plot draws with matplotlib, which is not installed: "
                            "pip install 'runai[plot]'\n")

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import termios
 
-from tests._helpers import Pushgateway, job_env, metric_name
+from tests._helpers import Pushgateway, job_env, metric_name, uploader_cli
 from uploader.progress import Progress
 
 # A job that dies without ever starting an uploader: its spool is all that is left.
@@ -73,8 +73,7 @@ def test_recover_draws_a_bar_on_a_terminal(env: dict[str, str], gateway: Pushgat
 def test_recover_writes_plain_lines_when_not_on_a_terminal(env: dict[str, str], gateway: Pushgateway, pod: str,
                                                            spool_dir: str) -> None:
     dead_job(spool_dir, pod, 20_000)
-    done = subprocess.run([sys.executable, "-m", "uploader", "recover"], env=job_env(**env),
-                          capture_output=True, text=True, timeout=60)
+    done = uploader_cli(env, "recover")
     assert done.returncode == 0, done.stderr
     assert "\r" not in done.stdout + done.stderr and "###" not in done.stdout + done.stderr
     assert done.stdout.splitlines()[-1] == ("summary: 1 pod, 20,000 reports delivered, 0 skipped as corrupt, "
@@ -90,8 +89,7 @@ def test_recover_summary_counts_what_it_skipped_and_why(env: dict[str, str], gat
     pod_dir = dead_job(spool_dir, pod, 50, garbage)
     with open(os.path.join(pod_dir, "w1-notaspool.jsonl"), "wb") as f:
         f.write(b"no header here\n")
-    done = subprocess.run([sys.executable, "-m", "uploader", "recover"], env=job_env(**env),
-                          capture_output=True, text=True, timeout=60)
+    done = uploader_cli(env, "recover")
     assert done.returncode == 0, done.stderr
     summary = done.stdout[done.stdout.index("summary:"):].splitlines()
     assert summary[0] == ("summary: 1 pod, 50 reports delivered, 4 skipped as corrupt, "
@@ -111,8 +109,7 @@ def test_recover_summary_adds_up_every_pod(env: dict[str, str], gateway: Pushgat
     pods = [f"{env['podUUID']}-{i}" for i in range(3)]
     for i, pod in enumerate(pods):
         dead_job(spool_dir, pod, 100 * (i + 1))
-    done = subprocess.run([sys.executable, "-m", "uploader", "recover", "--all"], env=job_env(**env),
-                          capture_output=True, text=True, timeout=60)
+    done = uploader_cli(env, "recover", "--all")
     assert done.returncode == 0, done.stderr
     assert "summary: 3 pods, 600 reports delivered, 0 skipped as corrupt" in done.stdout
     assert [gateway.value(pod, metric_name("loss")) for pod in pods] == [99, 199, 299]
@@ -124,14 +121,13 @@ def test_recover_summary_counts_what_is_still_pending(env: dict[str, str], own_g
 
     pod_dir = dead_job(spool_dir, pod, 30)
     down = {**env, "reporterGatewayURL": own_gateway.address}  # not started: connections are refused
-    args = [sys.executable, "-m", "uploader", "recover", "--timeout", "0.5"]
-    done = subprocess.run(args, env=job_env(**down), capture_output=True, text=True, timeout=60)
+    done = uploader_cli(down, "recover", "--timeout", "0.5")
     assert done.returncode == 1
     assert "summary: 1 pod, 0 reports delivered, 0 skipped as corrupt, 0 names rejected by the gateway, " \
            "30 still pending" in done.stdout
     with PodLock(pod_dir) as lock:  # a live uploader holds the pod
         assert lock.acquire()
-        held = subprocess.run(args, env=job_env(**env), capture_output=True, text=True, timeout=60)
+        held = uploader_cli(env, "recover", "--timeout", "0.5")
     assert held.returncode == 1 and "is still running; try again later" in held.stderr
     assert "30 still pending" in held.stdout
 

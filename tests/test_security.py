@@ -5,14 +5,20 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
-import subprocess
-import sys
 from typing import Iterator
 
 import pytest
 
 from runai.reporter import ConfigError, Reporter
-from tests._helpers import Pushgateway, job_env, metric_name, parameter_name, uploader_pids, wait_for, wait_for_give_up
+from tests._helpers import (
+    Pushgateway,
+    metric_name,
+    parameter_name,
+    uploader_cli,
+    uploader_pids,
+    wait_for,
+    wait_for_give_up,
+)
 
 USER, PASSWORD = "trainer", "s3cret-Pa55word!"
 
@@ -107,8 +113,7 @@ def test_recover_uses_the_same_credentials(secure_env: dict[str, str], secure_ga
     secure_gateway.delete_group(pod)
     with open(reporter._writer.path[: -len(".jsonl")] + ".ckpt", "wb"):
         pass  # a damaged checkpoint: replay
-    done = subprocess.run([sys.executable, "-m", "uploader", "recover"], env=job_env(**secure_env),
-                          capture_output=True, text=True, timeout=60)
+    done = uploader_cli(secure_env, "recover")
     assert done.returncode == 0, done.stderr
     assert secure_gateway.value(pod, metric_name("again")) == 1
 

@@ -5,7 +5,7 @@ import json
 import subprocess
 import sys
 
-from tests._helpers import Pushgateway, job_env, metric_name, wait_for_give_up
+from tests._helpers import Pushgateway, job_env, metric_name, uploader_cli, wait_for_give_up
 
 CRASH = """
 import os, signal, runai.reporter
@@ -13,11 +13,6 @@ for i in range(300):
     runai.reporter.reportMetric('loss', i)
 os.kill(os.getpid(), signal.SIGKILL)
 """
-
-
-def uploader_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "uploader", *args], env=job_env(**env), capture_output=True,
-                          text=True, timeout=60)
 
 
 def test_status_shows_a_crashed_pod_until_it_is_recovered(env: dict[str, str], own_gateway: Pushgateway,

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from runai.reporter._config import (
     ENV_GATEWAY_URL,
     ENV_POD_UUID,
+    FSYNC_POLICIES,
     ConfigError,
     Settings,
     check_pod_uuid,
@@ -29,6 +30,7 @@ from runai.reporter.spool import spool_file_names
 
 from .lock import PodLock, holder_pid
 from .plot import X_AXES
+from .status import LOG_NAME
 
 if TYPE_CHECKING:
     from .service import Uploader
@@ -43,7 +45,6 @@ EXIT_USAGE = 2
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # what a shell reports for a tool killed by SIGPIPE
 
 _LOG_FORMAT = "%(asctime)s %(levelname)s pid=%(process)d %(name)s: %(message)s"
-_LOG_NAME = "uploader.log"
 _RECOVER_SCAN_BYTES = 4 << 20  # about 50,000 reports, a push and a checkpoint each
 
 
@@ -75,8 +76,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
 
-    def common(p: argparse.ArgumentParser) -> None:
+    def spool_dir(p: argparse.ArgumentParser) -> None:
         p.add_argument("--spool-dir", help="spool root (default: $reporterSpoolDir or the per-user default)")
+
+    def common(p: argparse.ArgumentParser) -> None:
+        spool_dir(p)
         p.add_argument("--pod-uuid", help="the pod to deliver (default: $podUUID)")
         p.add_argument("--gateway", help="Pushgateway address, host:port or URL (default: $reporterGatewayURL)")
         p.add_argument("--push-timeout", type=float,
@@ -87,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--push-interval", type=float, help="seconds between pushes (default: 1)")
     run.add_argument("--retry-timeout", type=float,
                      help="seconds to keep retrying an unreachable gateway once the writers are gone (default: 600)")
-    run.add_argument("--fsync", choices=("never", "interval", "always"),
+    run.add_argument("--fsync", choices=FSYNC_POLICIES,
                      help="durability policy (default: $reporterFsync or never); interval: fsync the spool here")
     run.add_argument("--fsync-interval", type=float, help="seconds between fsyncs with --fsync interval (default: 1)")
     run.add_argument("--history-bytes", type=int,
@@ -102,14 +106,14 @@ def _parser() -> argparse.ArgumentParser:
     recover.set_defaults(func=_recover)
 
     status = sub.add_parser("status", help="what each pod's spool holds: delivered, pending, writers, uploader")
-    status.add_argument("--spool-dir", help="spool root (default: $reporterSpoolDir or the per-user default)")
+    spool_dir(status)
     status.add_argument("--pod-uuid", help="one pod (default: every pod in the spool directory)")
     status.add_argument("--all", action="store_true", help="every pod (the default when no pod is named)")
     status.add_argument("--json", action="store_true", help="machine-readable output (see docs/operations.md)")
     status.set_defaults(func=_status)
 
     history = sub.add_parser("history", help="every report a pod's spool holds, in order (table, CSV, JSON or a plot)")
-    history.add_argument("--spool-dir", help="spool root (default: $reporterSpoolDir or the per-user default)")
+    spool_dir(history)
     history.add_argument("--pod-uuid", help="the pod (default: $podUUID)")
     history.add_argument("--metric", action="append", default=[], metavar="NAME",
                          help="only this name (a metric or a parameter); repeat for more")
@@ -153,7 +157,7 @@ def _run(args: argparse.Namespace) -> int:
     if not os.path.isdir(settings.pod_dir):
         print(f"runai-uploader: nothing to do: {settings.pod_dir} does not exist", file=sys.stderr)
         return EXIT_OK
-    log_path = os.path.join(settings.pod_dir, _LOG_NAME)
+    log_path = os.path.join(settings.pod_dir, LOG_NAME)
     os.close(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600))
     handler = logging.FileHandler(log_path)
     handler.setFormatter(logging.Formatter(_LOG_FORMAT))
@@ -322,7 +326,6 @@ def _recover(args: argparse.Namespace) -> int:
 
 def _recover_pod(settings: Settings, timeout: float) -> _Recovered:
     from .progress import Progress
-    from .status import undelivered_bytes
 
     pod = settings.pod_uuid
     result = _Recovered(pod)
@@ -341,10 +344,14 @@ def _recover_pod(settings: Settings, timeout: float) -> _Recovered:
             return result
     started = time.monotonic()
     try:
-        progress = Progress(f"pod {pod}", undelivered_bytes(settings.pod_dir), sys.stderr)
+        progress = Progress(f"pod {pod}", 0, sys.stderr)
+
+        def on_progress(records: int, sent: int) -> None:
+            progress.update(records, sent, total_bytes=sent + uploader.undelivered_bytes())
+
         # Smaller steps than a follower's: each commits, so the bar moves while a big spool is read.
         uploader = _uploader(settings, retry_timeout=timeout, follow=False, use_watchdog=False,
-                             on_progress=progress.update, scan_bytes=_RECOVER_SCAN_BYTES)
+                             on_progress=on_progress, scan_bytes=_RECOVER_SCAN_BYTES)
         try:
             status = uploader.run()
         finally:

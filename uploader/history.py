@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Iterable, NamedTuple
 
-from runai.reporter.spool import METRIC, PARAMETER, spool_file_names
+from runai.reporter.spool import PARAMETER, spool_file_names
 
 from .tail import BadSpoolError, SpoolTail
 
@@ -39,21 +39,16 @@ def read_history(pod_dir: str, names: Iterable[str] = ()) -> list[Entry]:
             tail = SpoolTail(os.path.join(pod_dir, name))
         except OSError:
             continue
-        try:
-            if not tail.read_header():
+        with tail:
+            try:
+                if not tail.read_header():
+                    continue
+            except BadSpoolError:
                 continue
-            while True:
-                before = tail.offset
-                for record in tail.read():
-                    if record.kind in (METRIC, PARAMETER) and (not wanted or record.name in wanted):
-                        entry = Entry(record.ts, record.seq, record.kind, record.name, record.value, name)  # type: ignore[arg-type]
-                        entries.append((record.ts, order, record.seq, entry))
-                if tail.offset == before:
-                    break
-        except BadSpoolError:
-            continue
-        finally:
-            tail.close()
+            for record in tail.read_all():  # reports only: metrics and parameters
+                if not wanted or record.name in wanted:
+                    entry = Entry(record.ts, record.seq, record.kind, record.name, record.value, name)  # type: ignore[arg-type]
+                    entries.append((record.ts, order, record.seq, entry))
     entries.sort(key=lambda e: e[:3])
     out: list[Entry] = []
     last_parameter: dict[str, object] = {}

@@ -40,8 +40,11 @@ class Progress:
         self._bytes = 0
         self._width = 0  # of the bar line last drawn, to blank what a shorter one leaves
 
-    def update(self, records: int, delivered_bytes: int) -> None:
+    def update(self, records: int, delivered_bytes: int, total_bytes: int | None = None) -> None:
+        """Delivered so far, and the total when it is better known now than at the start."""
         self._records, self._bytes = records, delivered_bytes
+        if total_bytes is not None:
+            self.total_bytes = total_bytes
         now = self._clock()
         if self.bar:
             if self._last_draw is None or now - self._last_draw >= _BAR_INTERVAL:

@@ -37,8 +37,7 @@ METRIC_PREFIX = "reporter_push_gateway_metric_"
 PARAMETER_PREFIX = "reporter_push_gateway_parameter_"
 # runai 0.4.1 pushed an empty HELP; the same keeps mixed fleets consistent on
 # one gateway (a gateway may refuse one name with two HELP texts).
-_METRIC_HELP = ""
-_PARAMETER_HELP = ""
+_HELP = ""
 
 
 class GatewayError(OSError):
@@ -66,11 +65,11 @@ class _Samples(Collector):
     def collect(self) -> Iterator[Metric]:
         for record in self._records:
             if record.kind == METRIC:
-                family = GaugeMetricFamily(exposition_name(record), _METRIC_HELP,
+                family = GaugeMetricFamily(exposition_name(record), _HELP,
                                            labels=("metric_name", "push_gateway_type"))
                 family.add_metric((record.name, "metric"), record.value)  # type: ignore[arg-type]
             else:
-                family = GaugeMetricFamily(exposition_name(record), _PARAMETER_HELP,
+                family = GaugeMetricFamily(exposition_name(record), _HELP,
                                            labels=("param_name", "param_value", "push_gateway_type"))
                 family.add_metric((record.name, str(record.value), "parameter"), 1.0)
             yield family

@@ -25,7 +25,7 @@ from typing import Callable
 
 from runai.reporter.spool import Record, is_spool_file
 
-from .checkpoint import Checkpoint, checkpoint_path, load_checkpoint, store_checkpoint
+from .checkpoint import Checkpoint, checkpoint_path, store_checkpoint
 from .lock import PodLock
 from .push import GatewayError, Pusher, exposition_name
 from .tail import BadSpoolError, SpoolTail
@@ -114,6 +114,10 @@ class Uploader:
         for tail in self._tails.values():
             reasons.update(tail.skip_reasons)
         return reasons
+
+    def undelivered_bytes(self) -> int:
+        """Bytes of the followed files that no checkpoint covers yet (the first scan opens every file)."""
+        return sum(t.size() - self._acked[p].offset for p, t in self._tails.items())
 
     def pending_records(self) -> int:
         """Reports read or on disk that no checkpoint covers yet (a lower bound while reading)."""
@@ -259,16 +263,8 @@ class Uploader:
             self._closed.add(path)
             self.ignored_files[path] = str(exc)
             return None
-        ckpt = load_checkpoint(path, tail.spool_id, tail.size())
-        if ckpt is not None and not tail.at_line_start(ckpt.offset):
-            logger.warning("checkpoint of %s does not point at a line start; replaying it from the start", path)
-            ckpt = None
-        if ckpt is None:
-            ckpt = Checkpoint(tail.spool_id, 0, 0, 0)
-        else:
-            tail.resume(ckpt.offset, ckpt.records, ckpt.last_seq, ckpt.ended)
         self._tails[path] = tail
-        self._acked[path] = ckpt
+        self._acked[path] = tail.resume_at_checkpoint() or Checkpoint(tail.spool_id, 0, 0, 0)
         return tail
 
     def _retire(self, path: str, tail: SpoolTail) -> None:

@@ -7,18 +7,18 @@ from __future__ import annotations
 
 import datetime
 import os
-import shlex
 from typing import Any
 
-from runai.reporter.spool import END, HEADER, spool_file_names
+from runai.reporter._config import recover_command
+from runai.reporter.spool import spool_file_names, writer_pid
 
-from .checkpoint import checkpoint_path, load_checkpoint
+from .checkpoint import checkpoint_path
 from .lock import holder_pid
 from .tail import BadSpoolError, SpoolTail
 
-__all__ = ["pod_status", "spool_pods", "undelivered_bytes"]
+__all__ = ["LOG_NAME", "pod_status", "spool_pods"]
 
-_LOG_NAME = "uploader.log"
+LOG_NAME = "uploader.log"  # in each pod directory: the uploader's log, where the last error is read
 
 
 def spool_pods(spool_dir: str) -> list[str]:
@@ -46,47 +46,16 @@ def pod_status(spool_dir: str, pod_uuid: str, gateway_url: str | None = None) ->
         "bytes_delivered": sum(f["bytes_delivered"] for f in files),
         "bytes_pending": sum(f["bytes_pending"] for f in files),
         "last_delivered": max(delivered_at) if delivered_at else None,
-        "last_error": _last_error(os.path.join(pod_dir, _LOG_NAME)),
-        "recover_command": shlex.join([
-            "runai-uploader", "recover", "--spool-dir", spool_dir, "--pod-uuid", pod_uuid,
-            "--gateway", gateway_url or "HOST:PORT",
-        ]) if pending else None,  # fmt: skip
+        "last_error": _last_error(os.path.join(pod_dir, LOG_NAME)),
+        "recover_command": recover_command(spool_dir, pod_uuid, gateway_url or "HOST:PORT") if pending else None,
         "spool_files": files,
     }
 
 
-def undelivered_bytes(pod_dir: str) -> int:
-    """Bytes of the pod's spool files after their checkpoints: cheap (no record is read)."""
-    total = 0
-    for name in spool_file_names(pod_dir):
-        try:
-            tail = SpoolTail(os.path.join(pod_dir, name))
-        except OSError:
-            continue
-        try:
-            size = tail.size()
-            delivered = _resume_at_checkpoint(tail, size) if tail.read_header() else None
-            total += size - (delivered or 0)
-        except BadSpoolError:
-            pass  # never delivered, never counted
-        finally:
-            tail.close()
-    return total
-
-
-def _resume_at_checkpoint(tail: SpoolTail, size: int) -> int | None:
-    """Move *tail* (its header read) to its file's valid checkpoint; the offset, or None if it has none."""
-    ckpt = load_checkpoint(tail.path, tail.spool_id, size)
-    if ckpt is None or not tail.at_line_start(ckpt.offset):
-        return None
-    tail.resume(ckpt.offset, ckpt.records, ckpt.last_seq, ckpt.ended)
-    return ckpt.offset
-
-
 def _file_status(path: str) -> dict[str, Any]:
     status: dict[str, Any] = {
-        "path": path, "writer_pid": _writer_pid(path), "writer_alive": False, "finished": False, "size": 0,
-        "reports_delivered": 0, "reports_pending": 0, "bytes_delivered": 0, "bytes_pending": 0,
+        "path": path, "writer_pid": writer_pid(os.path.basename(path)), "writer_alive": False, "finished": False,
+        "size": 0, "reports_delivered": 0, "reports_pending": 0, "bytes_delivered": 0, "bytes_pending": 0,
         "last_delivered": None, "error": None,
     }  # fmt: skip
     try:
@@ -94,37 +63,27 @@ def _file_status(path: str) -> dict[str, Any]:
     except OSError as exc:
         status["error"] = str(exc)
         return status
-    try:
-        size = status["size"] = tail.size()
-        if not tail.read_header():
-            status["error"] = "no complete header yet"
+    with tail:
+        try:
+            status["size"] = tail.size()
+            if not tail.read_header():
+                status["error"] = "no complete header yet"
+                return status
+        except BadSpoolError as exc:
+            status["error"] = str(exc)
             return status
         status["writer_alive"] = tail.writer_alive()
-        if _resume_at_checkpoint(tail, size) is not None:
+        if tail.resume_at_checkpoint() is not None:
             status["reports_delivered"] = tail.records
             status["bytes_delivered"] = tail.offset
             mtime = os.stat(checkpoint_path(path)).st_mtime
             status["last_delivered"] = datetime.datetime.fromtimestamp(mtime, datetime.timezone.utc).isoformat()
         delivered_offset = tail.offset  # after the checkpoint, or after the header
-        pending = 0
-        while True:  # count what no checkpoint covers yet (complete, valid reports only)
-            before = tail.offset
-            pending += sum(1 for r in tail.read() if r.kind not in (END, HEADER))
-            if tail.offset == before:
-                break
-        status["reports_pending"] = pending
+        # What no checkpoint covers yet: complete, valid reports only.
+        status["reports_pending"] = sum(1 for _ in tail.read_all())
         status["bytes_pending"] = tail.offset - delivered_offset
         status["finished"] = tail.ended
-    except BadSpoolError as exc:
-        status["error"] = str(exc)
-    finally:
-        tail.close()
     return status
-
-
-def _writer_pid(path: str) -> int | None:
-    match = os.path.basename(path)[1:].split("-", 1)[0]  # w<pid>-<id>.jsonl
-    return int(match) if match.isdigit() else None
 
 
 def _last_error(log_path: str) -> str | None:

@@ -10,8 +10,11 @@ import fcntl
 import logging
 import os
 from collections import Counter
+from typing import Iterator
 
 from runai.reporter.spool import END, HEADER, Record, decode
+
+from .checkpoint import Checkpoint, load_checkpoint
 
 __all__ = ["SpoolTail", "BadSpoolError", "skip_reason"]
 
@@ -43,6 +46,12 @@ class SpoolTail:
         fd, self._fd = self._fd, -1
         if fd >= 0:
             os.close(fd)
+
+    def __enter__(self) -> SpoolTail:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def size(self) -> int:
         return os.fstat(self._fd).st_size
@@ -78,9 +87,20 @@ class SpoolTail:
         self.offset = len(line) + 1
         return True
 
-    def resume(self, offset: int, records: int, last_seq: int, ended: bool) -> None:
-        """Continue after a checkpoint instead of from the start."""
-        self.offset, self.records, self.last_seq, self.ended = offset, records, last_seq, ended
+    def resume_at_checkpoint(self) -> Checkpoint | None:
+        """Continue after the file's checkpoint (its header read first); the checkpoint, or None to start over.
+
+        A checkpoint that does not point just after a newline cannot be one
+        this uploader wrote: the file is replayed from the start instead.
+        """
+        ckpt = load_checkpoint(self.path, self.spool_id, self.size())
+        if ckpt is None:
+            return None
+        if not self.at_line_start(ckpt.offset):
+            logger.warning("checkpoint of %s does not point at a line start; replaying it from the start", self.path)
+            return None
+        self.offset, self.records, self.last_seq, self.ended = ckpt.offset, ckpt.records, ckpt.last_seq, ckpt.ended
+        return ckpt
 
     def read(self, limit: int = _BLOCK) -> list[Record]:
         """Decode the complete lines after :attr:`offset`, about *limit* bytes' worth."""
@@ -110,6 +130,14 @@ class SpoolTail:
                 out.append(record)
         self.offset += end + 1
         return out
+
+    def read_all(self) -> Iterator[Record]:
+        """Every report after :attr:`offset`, to the last complete line, a block at a time."""
+        while True:
+            before = self.offset
+            yield from self.read()
+            if self.offset == before:
+                return
 
     def at_line_start(self, offset: int) -> bool:
         """True if *offset* is just after a newline (where a checkpoint must point)."""

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import math
 import os
+import shlex
 import tempfile
 from dataclasses import dataclass, field
 from typing import Mapping
 from urllib.parse import urlsplit
 
-__all__ = ["ConfigError", "Settings", "load_settings", "normalize_gateway_url", "check_pod_uuid", "resolve_spool_dir"]
+__all__ = [
+    "ConfigError", "Settings", "check_pod_uuid", "load_settings", "normalize_gateway_url", "recover_command",
+    "resolve_spool_dir",
+]
 
 ENV_POD_UUID = "podUUID"
 ENV_GATEWAY_URL = "reporterGatewayURL"
@@ -73,6 +77,12 @@ class Settings:
     def pod_dir(self) -> str:
         """The directory holding this pod's spool files and checkpoints."""
         return os.path.join(self.spool_dir, self.pod_uuid)
+
+
+def recover_command(spool_dir: str, pod_uuid: str, gateway_url: str) -> str:
+    """The exact shell command that uploads what a pod left behind."""
+    return shlex.join(["runai-uploader", "recover", "--spool-dir", spool_dir, "--pod-uuid", pod_uuid,
+                       "--gateway", gateway_url])
 
 
 def check_pod_uuid(pod_uuid: object, source: str = ENV_POD_UUID) -> str:

@@ -11,16 +11,15 @@ import logging
 import numbers
 import os
 import re
-import shlex
 import threading
 import time
 from types import TracebackType
 
-from ._config import Settings, load_settings
+from ._config import load_settings, recover_command
 from ._launch import ensure_uploader, reap
 from .spool import SpoolWriter
 
-__all__ = ["Reporter", "recover_command"]
+__all__ = ["Reporter"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,16 +68,6 @@ def _parameter_value(value: object) -> str:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"a parameter value must be a str, int or float, not {type(value).__name__}")
     return str(value)
-
-
-def recover_command(settings: Settings) -> str:
-    """The exact shell command that uploads what this pod left behind."""
-    return shlex.join([
-        "runai-uploader", "recover",
-        "--spool-dir", settings.spool_dir,
-        "--pod-uuid", settings.pod_uuid,
-        "--gateway", settings.gateway_url,
-    ])  # fmt: skip
 
 
 class Reporter:
@@ -189,7 +178,8 @@ class Reporter:
                     "finish() timed out after %.1f s with %d of %d reports not yet delivered to %s; "
                     "they are safe in %s and the uploader keeps trying. To upload them yourself, run: %s",
                     timeout, writer.records - delivered, writer.records, self.settings.gateway_url,
-                    writer.path, recover_command(self.settings),
+                    writer.path, recover_command(self.settings.spool_dir, self.settings.pod_uuid,
+                                                 self.settings.gateway_url),
                 )
                 return False
             if now >= next_probe:

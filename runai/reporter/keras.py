@@ -95,8 +95,9 @@ class _AutologCallbackMixin:
     model: Any
     params: dict[str, Any]
 
-    def _setup(self, reporter: _BaseReporter | None, every_n_steps: int, batch_size: int | None,
-               options: Mapping[str, bool]) -> None:
+    def __init__(self, reporter: _BaseReporter | None = None, *, every_n_steps: int = 1,
+                 batch_size: int | None = None, **options: bool) -> None:
+        super().__init__()  # the Keras Callback this is mixed into
         unknown = set(options) - set(AUTOLOG_DEFAULTS)
         if unknown:
             raise TypeError(f"unknown autolog options {sorted(unknown)}; known: {sorted(AUTOLOG_DEFAULTS)}")
@@ -265,11 +266,6 @@ class ReporterCallback(_AutologCallbackMixin, keras.callbacks.Callback):  # type
         **options: 0.4.1's switches, see :data:`AUTOLOG_DEFAULTS`.
     """
 
-    def __init__(self, reporter: _BaseReporter | None = None, *, every_n_steps: int = 1,
-                 batch_size: int | None = None, **options: bool) -> None:
-        super().__init__()
-        self._setup(reporter, every_n_steps, batch_size, options)
-
 
 # -- patching -----------------------------------------------------------------
 
@@ -385,10 +381,7 @@ def _tf_keras() -> Any:
 def _tf_keras_callback_class(tf_keras: Any) -> type:
     # Keras 2's CallbackList calls private hooks that only its own Callback has.
     class TFKerasReporterCallback(_AutologCallbackMixin, tf_keras.callbacks.Callback):  # type: ignore[misc]
-        def __init__(self, reporter: _BaseReporter | None = None, *, every_n_steps: int = 1,
-                     batch_size: int | None = None, **options: bool) -> None:
-            super().__init__()
-            self._setup(reporter, every_n_steps, batch_size, options)
+        pass
 
     return TFKerasReporterCallback
 

@@ -36,6 +36,7 @@ __all__ = [
     "encode_parameter",
     "is_spool_file",
     "spool_file_names",
+    "writer_pid",
 ]
 
 logger = logging.getLogger(__name__)
@@ -77,6 +78,12 @@ class Record(NamedTuple):
 def is_spool_file(filename: str) -> bool:
     """True for a finished spool file name (temp files start with a dot)."""
     return filename.endswith(SPOOL_SUFFIX) and not filename.startswith(".")
+
+
+def writer_pid(filename: str) -> int | None:
+    """The pid of the process that wrote the spool file *filename* (``w<pid>-<id>.jsonl``), if it says."""
+    pid = filename[1:].split("-", 1)[0] if filename.startswith("w") else ""
+    return int(pid) if pid.isdigit() else None
 
 
 def now_us() -> int:
@@ -276,10 +283,7 @@ class SpoolWriter:
             if self._forked:
                 # A forked child that never reported owns no stream: drop its
                 # copies of the parent's descriptors and leave the parent's files be.
-                self._close_fd()
-                for fd in [entry[0] for entry in self._rotated] + self._devnull_fds:
-                    os.close(fd)
-                self._rotated, self._devnull_fds = [], []
+                self._drop_inherited()
                 return
             if self._fd < 0:
                 return
@@ -389,13 +393,18 @@ class SpoolWriter:
         with self._slow_lock:
             if not self._forked:
                 return
-            self._close_fd()  # the parent's copy; the parent keeps its lock and file
-            for fd in [entry[0] for entry in self._rotated] + self._devnull_fds:
-                os.close(fd)
-            self._rotated, self._released, self._devnull_fds, self._markers = [], [], [], 0
+            self._drop_inherited()  # the parent keeps its locks and files
+            self._released, self._markers = [], 0
             self._forked = self._torn = self._warned = False
             self._seq, self.lost, self.records = itertools.count(1), 0, 0
             self._open()
+
+    def _drop_inherited(self) -> None:
+        """Close a forked child's copies of the parent's descriptors."""
+        self._close_fd()
+        for fd in [entry[0] for entry in self._rotated] + self._devnull_fds:
+            os.close(fd)
+        self._rotated, self._devnull_fds = [], []
 
     def _lose(self, exc: OSError) -> None:
         with self._slow_lock:
