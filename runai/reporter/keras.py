@@ -225,7 +225,6 @@ class _AutologCallbackMixin:
         with self._lock:
             for ordinal in sorted(self._waiting):
                 self._report_batch(*self._waiting.pop(ordinal))
-            self._next = max(self._next, len(self._begins))
 
     def _report_batch(self, batch: int, logs: Mapping[str, Any]) -> None:
         if (batch + 1) % self.every_n_steps:
