@@ -1,6 +1,10 @@
 """The benchmark suite: every row beside a baseline measured in the same run.
 
-    python benchmarks/run.py [--quick]
+    python benchmarks/run.py [--quick] [--baseline REV]
+
+With ``--baseline REV`` the hot-path rows also run the library as it was at the
+git revision REV (unpacked into a temp dir, interleaved with today's runs), so
+that a change to the report path is judged against its baseline in one run.
 
 Starts its own Pushgateway on 127.0.0.1 (Debian's prometheus-pushgateway) and
 prints one table. Figures are medians over repeated runs: the machines are
@@ -112,11 +116,27 @@ def fetch_041(work: str) -> str | None:
     return os.path.join(work, "runai-0.4.1")
 
 
-def child(mode: str, n: int, gateway: str, spool: str, runai_041: str | None = None) -> float:
+def unpack_revision(rev: str, work: str) -> str:
+    """The repository as it was at git revision *rev*, unpacked into *work* (never into the repository)."""
+    target = os.path.join(work, "baseline")
+    os.makedirs(target)
+    archive = subprocess.run(["git", "-C", REPO, "archive", "--format=tar", rev], check=True,
+                             capture_output=True, timeout=60).stdout
+    subprocess.run(["tar", "-x", "-C", target], input=archive, check=True, timeout=60)
+    return target
+
+
+def child(mode: str, n: int, gateway: str, spool: str, runai_041: str | None = None,
+          baseline: str | None = None) -> float:
     env = job_env(podUUID=f"bench-{uuid.uuid4()}", reporterGatewayURL=gateway, reporterSpoolDir=spool)
     if mode == "runai-041":
         assert runai_041 is not None
         env["PYTHONPATH"], env["RUNAI_041_DIR"] = runai_041, runai_041
+    if mode.endswith("@baseline"):
+        # The same child code, importing (and spawning the uploader of) the baseline revision.
+        assert baseline is not None
+        mode = mode.split("@", 1)[0]
+        env["PYTHONPATH"] = baseline
     out = subprocess.run([sys.executable, "-c", _CHILD, mode, str(n)], env=env, capture_output=True, text=True,
                          check=True, timeout=600, cwd=spool)
     line = [x for x in out.stdout.splitlines() if x.startswith("{")][-1]
@@ -126,14 +146,18 @@ def child(mode: str, n: int, gateway: str, spool: str, runai_041: str | None = N
     return float(result["us"])
 
 
-def hot_path(gw: Pushgateway, spool: str, runs: int, n: int, runai_041: str | None) -> list[tuple[str, str, str]]:
+def hot_path(gw: Pushgateway, spool: str, runs: int, n: int, runai_041: str | None,
+             baseline: tuple[str, str] | None = None) -> list[tuple[str, str, str]]:
     modes = {"floor": n, "metric": n, "parameter": n, "forked": n, "pushadd": max(200, n // 50)}
+    if baseline is not None:
+        modes["metric@baseline"] = n
     if runai_041 is not None:
         modes["runai-041"] = max(1000, n // 50)  # its finish() waits for one POST per report
     samples: dict[str, list[float]] = {m: [] for m in modes}
     for _ in range(runs):  # interleaved, so drift in machine load hits every mode alike
         for mode, count in modes.items():
-            samples[mode].append(child(mode, count, gw.address, spool, runai_041))
+            samples[mode].append(child(mode, count, gw.address, spool, runai_041,
+                                       baseline[1] if baseline else None))
     floor = statistics.median(samples["floor"])
     labels = {
         "floor": "raw os.write of a same-size line (floor)",
@@ -142,12 +166,16 @@ def hot_path(gw: Pushgateway, spool: str, runs: int, n: int, runai_041: str | No
         "forked": "reportMetric in a forked child",
         "pushadd": "pushadd_to_gateway per report (0.4.1's way)",
         "runai-041": "runai 0.4.1 itself, reportMetric to finish()",
+        "metric@baseline": f"reportMetric at {baseline[0] if baseline else ''}, first report to finish()",
     }
     rows = []
     for mode, values in samples.items():
         med = statistics.median(values)
         target = "<= 3x floor" if mode in ("metric", "parameter", "forked") else ""
         rows.append((f"CPU/report: {labels[mode]}", f"{med:.2f} us ({med / floor:.1f}x floor)", target))
+    if baseline is not None:
+        ratio = statistics.median(samples["metric"]) / statistics.median(samples["metric@baseline"])
+        rows.append((f"  reportMetric now / at {baseline[0]} (ratio of medians)", f"{ratio:.3f}", "<= 1.10"))
     return rows
 
 
@@ -367,6 +395,8 @@ def keras_row(quick: bool) -> list[tuple[str, str, str]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer runs and samples")
+    parser.add_argument("--baseline", metavar="REV", help="also run the hot path at this git revision, interleaved")
+    parser.add_argument("--hot-path-only", action="store_true", help="only the hot-path rows")
     args = parser.parse_args(argv)
     runs = 3 if args.quick else 7
     with tempfile.TemporaryDirectory(prefix="runai-bench-") as work:
@@ -375,8 +405,11 @@ def main(argv: list[str] | None = None) -> int:
         gw = Pushgateway(work).start()
         quiet_gw = Pushgateway(work).start()  # latency polls /api/v1/metrics: keep it small
         try:
-            rows = []
-            rows += hot_path(gw, spool, runs, 20_000 if args.quick else 100_000, fetch_041(work))
+            baseline = (args.baseline, unpack_revision(args.baseline, work)) if args.baseline else None
+            rows = hot_path(gw, spool, runs, 20_000 if args.quick else 100_000,
+                            None if args.hot_path_only else fetch_041(work), baseline)
+            if args.hot_path_only:
+                return _print_table(rows, runs)
             rows += finish_time(gw, spool, runs, 100_000)
             rows += latency(quiet_gw, spool, 8 if args.quick else 20)
             rows += staleness(quiet_gw, spool, 5.0 if args.quick else 15.0)
@@ -392,6 +425,10 @@ def main(argv: list[str] | None = None) -> int:
                 kill_uploaders(work)
                 gw.stop()
                 quiet_gw.stop()
+    return _print_table(rows, runs)
+
+
+def _print_table(rows: list[tuple[str, str, str]], runs: int) -> int:
     width = max(len(r[0]) for r in rows)
     vwidth = max(len(r[1]) for r in rows)
     print(f"\n{'benchmark':{width}}  {'result':{vwidth}}  target")
