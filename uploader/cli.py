@@ -28,7 +28,7 @@ from runai.reporter._config import (
 from runai.reporter._version import __version__
 from runai.reporter.spool import spool_file_names
 
-from .lock import PodLock, holder_pid
+from runai.reporter.lock import PodLock, holder_pid
 from .plot import X_AXES
 from .status import LOG_NAME
 

@@ -12,8 +12,8 @@ from typing import Any
 from runai.reporter._config import recover_command
 from runai.reporter.spool import spool_file_names, writer_pid
 
-from .checkpoint import checkpoint_path
-from .lock import holder_pid
+from runai.reporter.checkpoint import checkpoint_path
+from runai.reporter.lock import holder_pid
 from .tail import BadSpoolError, SpoolTail
 
 __all__ = ["LOG_NAME", "pod_status", "spool_pods"]

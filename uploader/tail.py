@@ -14,7 +14,7 @@ from typing import Iterator
 
 from runai.reporter.spool import END, HEADER, Record, decode
 
-from .checkpoint import Checkpoint, load_checkpoint
+from runai.reporter.checkpoint import Checkpoint, load_checkpoint
 
 __all__ = ["SpoolTail", "BadSpoolError", "skip_reason"]
 

@@ -17,7 +17,7 @@ import logging
 import os
 from dataclasses import asdict, dataclass
 
-from runai.reporter.spool import SPOOL_SUFFIX
+from .spool import SPOOL_SUFFIX
 
 __all__ = ["CHECKPOINT_SUFFIX", "Checkpoint", "checkpoint_path", "load_checkpoint", "store_checkpoint"]
 
