@@ -36,18 +36,46 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0 or SETPRIV is None,
                                 reason="a second uid needs root and setpriv (util-linux)")
 
 
-def _as(uid: int, code: str, *args: str, env: dict[str, str] | None = None,
+_NO_NETWORK = re.compile(r"NewConnectionError|Temporary failure in name resolution|Network is unreachable|"
+                         r"ProxyError|ConnectTimeout|Could not fetch URL|No matching distribution found")
+
+
+def _venv(path: str, base_python: str, *requirements: str) -> str:
+    """A clean virtual environment at *path* holding *requirements*: its python (skips if pip has no network)."""
+    subprocess.run([base_python, "-m", "venv", path], check=True, timeout=60)
+    python = os.path.join(path, "bin", "python")
+    pip = subprocess.run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", *requirements],
+                         text=True, capture_output=True, timeout=120)
+    if pip.returncode != 0 and _NO_NETWORK.search(pip.stdout + pip.stderr):
+        pytest.skip(f"pip cannot reach a package index to install {' '.join(requirements)}: "
+                    f"{(pip.stdout + pip.stderr).strip().splitlines()[-1]}")
+    assert pip.returncode == 0, pip.stdout + pip.stderr
+    return python
+
+
+@pytest.fixture(scope="session")
+def world_python() -> Iterator[str]:
+    """A Python with the uploader's dependencies that any uid can run (the test venv's may sit under /root)."""
+    base = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin") or sys.executable
+    path = tempfile.mkdtemp(prefix="runai-world-python-", dir="/tmp")
+    os.chmod(path, 0o755)
+    try:
+        yield _venv(os.path.join(path, "venv"), base, "prometheus_client>=0.25", "watchdog>=4")
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _as(uid: int, python: str, code: str, *args: str, env: dict[str, str] | None = None,
         stdin: int | None = subprocess.DEVNULL) -> subprocess.Popen[str]:
     """Run Python *code* as *uid* (group too, no supplementary groups), in a fresh interpreter."""
     assert SETPRIV is not None
-    return subprocess.Popen([SETPRIV, f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
-                             sys.executable, "-c", code, *args],
+    return subprocess.Popen([SETPRIV, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", python, "-c", code, *args],
                             env=env if env is not None else job_env(), text=True, stdin=stdin,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def _run_as(uid: int, code: str, *args: str) -> None:
-    proc = _as(uid, code, *args)
+def _run_as(uid: int, python: str, code: str, *args: str) -> None:
+    proc = _as(uid, python, code, *args)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
 
@@ -100,8 +128,8 @@ for name in (".w1-ffffffff.ckpt.tmp", "uploader.log", "uploader.lock"):
 
 
 @needs_root
-def test_another_user_cannot_take_over_the_shared_temp_spool(shared_tmp: str, gateway: Pushgateway,
-                                                              pod: str) -> None:
+def test_another_user_cannot_take_over_the_shared_temp_spool(shared_tmp: str, world_python: str,
+                                                              gateway: Pushgateway, pod: str) -> None:
     # The victim keeps a file of their own; the attacker cannot read it, only point symlinks at it.
     home = os.path.join(shared_tmp, "victim-home")
     os.mkdir(home, 0o700)
@@ -112,18 +140,18 @@ def test_another_user_cannot_take_over_the_shared_temp_spool(shared_tmp: str, ga
     os.chown(secret, VICTIM, VICTIM)
     # Before the victim's first job, the attacker creates the victim's fallback spool root, open to all.
     root = os.path.join(shared_tmp, f"runai-reporter-{VICTIM}")
-    _run_as(ATTACKER, "import os, sys; os.mkdir(sys.argv[1]); os.chmod(sys.argv[1], 0o777)", root)
+    _run_as(ATTACKER, world_python, "import os, sys; os.mkdir(sys.argv[1]); os.chmod(sys.argv[1], 0o777)", root)
 
     # No writable home: the reporter falls back to <TMPDIR>/runai-reporter-<uid>.
     env = {k: v for k, v in job_env().items() if not k.startswith("reporter") and k != "XDG_STATE_HOME"}
     env.update(HOME="/nonexistent", TMPDIR=shared_tmp, podUUID=pod, reporterGatewayURL=gateway.address)
-    job = _as(VICTIM, VICTIM_JOB, env=env, stdin=subprocess.PIPE)
+    job = _as(VICTIM, world_python, VICTIM_JOB, env=env, stdin=subprocess.PIPE)
     assert job.stdout is not None and job.stdin is not None
     first = job.stdout.readline()
     if first.startswith("READY"):  # not refused: the attack goes on, as it did before the fix
         pod_dir = first.split(" ", 1)[1].strip()
         wait_for(lambda: gateway.value(pod, metric_name("real")) == 1.0, 15, "the victim's first report")
-        _run_as(ATTACKER, SWAP_POD_DIR, pod_dir, _forged_spool(pod, "forged", 666.0).hex(), secret)
+        _run_as(ATTACKER, world_python, SWAP_POD_DIR, pod_dir, _forged_spool(pod, "forged", 666.0).hex(), secret)
         job.stdin.write("\n")
         job.stdin.flush()
     out, err = job.communicate(timeout=60)
@@ -310,25 +338,12 @@ def test_the_printed_recover_command_works_for_a_pod_uuid_starting_with_a_dash(e
 
 # -- 17: the oldest prometheus_client setup.py allows, pinned ----------------------------------------------------
 
-_NO_NETWORK = re.compile(r"NewConnectionError|Temporary failure in name resolution|Network is unreachable|"
-                         r"ProxyError|ConnectTimeout|Could not fetch URL|No matching distribution found")
-
-
 def test_the_minimum_prometheus_client_keeps_a_space_in_the_grouping_key(tmp_path, env: dict[str, str],
                                                                          gateway: Pushgateway,
                                                                          spool_dir: str) -> None:
     with open(os.path.join(REPO, "setup.py")) as f:
         (minimum,) = re.findall(r'"prometheus_client>=([0-9.]+)"', f.read())
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=60)
-    python = str(venv / "bin" / "python")
-    pip = subprocess.run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                          f"prometheus_client=={minimum}", "watchdog>=4"],
-                         text=True, capture_output=True, timeout=120)
-    if pip.returncode != 0 and _NO_NETWORK.search(pip.stdout + pip.stderr):
-        pytest.skip(f"pip cannot reach a package index to install prometheus_client=={minimum}: "
-                    f"{(pip.stdout + pip.stderr).strip().splitlines()[-1]}")
-    assert pip.returncode == 0, pip.stdout + pip.stderr
+    python = _venv(str(tmp_path / "venv"), sys.executable, f"prometheus_client=={minimum}", "watchdog>=4")
     version = subprocess.run([python, "-c", "import importlib.metadata as m; print(m.version('prometheus_client'))"],
                              text=True, capture_output=True, check=True).stdout.strip()
     assert version in (minimum, minimum + ".0")  # the pin installed that very release
