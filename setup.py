@@ -32,7 +32,10 @@ setup(
     python_requires=">=3.10",
     packages=["runai", "runai.reporter", "uploader"],
     package_data={"runai.reporter": ["py.typed"], "uploader": ["py.typed"]},
-    install_requires=["prometheus_client>=0.12", "watchdog>=4"],
+    # 0.25.0 is the first prometheus_client that sends a grouping-key value with a
+    # space base64-encoded; older ones send it as '+', which the gateway keeps
+    # (a podUUID "a b" would land in group "a+b"). tests/test_local_attacks.py pins it.
+    install_requires=["prometheus_client>=0.25", "watchdog>=4"],
     extras_require={
         "keras": ["keras>=3"],
         "test": ["pytest>=7", "numpy", "hypothesis", "cryptography", "bcrypt", "matplotlib", "markdown-it-py"],

@@ -195,7 +195,7 @@ def test_finish_timeout_with_gateway_down(env: dict[str, str], own_gateway: Push
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert "500 of 500 reports not yet delivered" in warnings[0]
-    assert f"runai-uploader recover --spool-dir {spool_dir}" in warnings[0]
+    assert f"runai-uploader recover --spool-dir={spool_dir}" in warnings[0]
     # The uploader gives up by itself (retry_timeout=2) and leaves the spool whole.
     wait_for_give_up(reporter.settings.pod_dir, spool_dir)
     with open(reporter._writer.path, "rb") as f:
@@ -390,7 +390,7 @@ def test_non_scoped_report_after_finish_starts_a_new_reporter(env: dict[str, str
 
 def test_recover_waits_for_a_running_uploader(env: dict[str, str], gateway: Pushgateway, spool_dir: str,
                                               pod: str) -> None:
-    from uploader.lock import PodLock
+    from runai.reporter.lock import PodLock
 
     with Reporter() as reporter:
         reporter.reportMetric("a", 1)

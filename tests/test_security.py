@@ -159,3 +159,27 @@ def test_a_pod_uuid_with_spaces_gets_its_own_group(monkeypatch: pytest.MonkeyPat
         reporter.reportMetric("spaced", 3)
     assert gateway.value(spaced, metric_name("spaced")) == 3  # base64 grouping key, decoded by the gateway
     assert gateway.value(pod, metric_name("spaced")) is None
+
+
+def test_basic_auth_over_plain_http_warns_once_in_the_job_and_in_uploader_log(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, env: dict[str, str], gateway: Pushgateway,
+        pod: str, spool_dir: str) -> None:
+    # The plain gateway ignores the Authorization header, so delivery works: the risk is the clear text.
+    monkeypatch.setenv("reporterGatewayUsername", USER)
+    monkeypatch.setenv("reporterGatewayPassword", PASSWORD)
+    with caplog.at_level("WARNING", logger="runai.reporter"):
+        reporter = Reporter()
+    warnings = [r.getMessage() for r in caplog.records if "clear text" in r.getMessage()]
+    assert len(warnings) == 1 and "http://" in warnings[0] and "https://" in warnings[0]
+    assert PASSWORD not in warnings[0]
+    reporter.reportMetric("over_http", 1)
+    assert reporter.finish() is True
+    with open(os.path.join(spool_dir, pod, "uploader.log")) as f:
+        log = f.read()
+    assert log.count("clear text") == 1 and PASSWORD not in log
+    # No warning without basic auth.
+    caplog.clear()
+    monkeypatch.delenv("reporterGatewayUsername")
+    monkeypatch.delenv("reporterGatewayPassword")
+    Reporter(pod_uuid=f"{pod}-2").finish()
+    assert not [r for r in caplog.records if "clear text" in r.getMessage()]

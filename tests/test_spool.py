@@ -20,7 +20,7 @@ from runai.reporter.spool import (
     encode_metric,
     encode_parameter,
 )
-from uploader.checkpoint import Checkpoint, checkpoint_path, load_checkpoint, store_checkpoint
+from runai.reporter.checkpoint import Checkpoint, checkpoint_path, load_checkpoint, store_checkpoint
 from uploader.tail import BadSpoolError, SpoolTail
 
 

@@ -29,7 +29,7 @@ def test_status_shows_a_crashed_pod_until_it_is_recovered(env: dict[str, str], o
     assert status["reports_pending"] == 300 and status["reports_delivered"] == 0
     assert status["writers_alive"] == 0 and status["uploader_pid"] is None
     assert status["last_delivered"] is None and "without reaching the gateway" in status["last_error"]
-    assert f"--pod-uuid {pod}" in status["recover_command"]
+    assert f"--pod-uuid={pod}" in status["recover_command"]
     (spool,) = status["spool_files"]
     assert spool["reports_pending"] == 300 and not spool["finished"] and not spool["writer_alive"]
 

@@ -1,10 +1,10 @@
 """The runai reporter's uploader: tails a pod's spool and pushes it to a Pushgateway.
 
 Run it as ``runai-uploader`` or ``python -m uploader``. Importing this package
-is cheap on purpose: the training process imports :mod:`uploader.lock` and
-:mod:`uploader.checkpoint`, and must never pull in ``prometheus_client`` or
+is cheap on purpose: ``--help`` needs neither ``prometheus_client`` nor
 ``watchdog`` (those are imported by :mod:`uploader.push` and
-:mod:`uploader.service` only).
+:mod:`uploader.service` only). The training process never imports this
+package: what both sides share lives in :mod:`runai.reporter`.
 """
 from __future__ import annotations
 

@@ -24,11 +24,13 @@ from runai.reporter._config import (
     check_pod_uuid,
     load_settings,
     resolve_spool_dir,
+    warn_insecure_auth,
 )
 from runai.reporter._version import __version__
+from runai.reporter.safefs import UnsafePathError, open_in_pod_dir
 from runai.reporter.spool import spool_file_names
 
-from .lock import PodLock, holder_pid
+from runai.reporter.lock import PodLock, holder_pid
 from .plot import X_AXES
 from .status import LOG_NAME
 
@@ -56,6 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"runai-uploader: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except UnsafePathError as exc:  # a file or directory another user could control: never used
+        print(f"runai-uploader: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print("runai-uploader: interrupted; what was not delivered stays in the spool", file=sys.stderr)
         return 130
@@ -157,14 +162,15 @@ def _run(args: argparse.Namespace) -> int:
     if not os.path.isdir(settings.pod_dir):
         print(f"runai-uploader: nothing to do: {settings.pod_dir} does not exist", file=sys.stderr)
         return EXIT_OK
-    log_path = os.path.join(settings.pod_dir, LOG_NAME)
-    os.close(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600))
-    handler = logging.FileHandler(log_path)
+    # Opened without following a symlink, in a checked private directory (see safefs).
+    log = open_in_pod_dir(os.path.join(settings.pod_dir, LOG_NAME), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    handler = logging.StreamHandler(open(log, "a", encoding="utf-8"))
     handler.setFormatter(logging.Formatter(_LOG_FORMAT))
     handler.addFilter(_drop_watchdog_shutdown_noise)
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+    warn_insecure_auth(settings)  # again, now that uploader.log receives it
 
     lock = PodLock(settings.pod_dir)
     if not _acquire(lock, patience=0.5):

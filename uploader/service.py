@@ -25,8 +25,8 @@ from typing import Callable
 
 from runai.reporter.spool import Record, is_spool_file
 
-from .checkpoint import Checkpoint, checkpoint_path, store_checkpoint
-from .lock import PodLock
+from runai.reporter.checkpoint import Checkpoint, checkpoint_path, store_checkpoint
+from runai.reporter.lock import PodLock
 from .push import GatewayError, Pusher, exposition_name
 from .tail import BadSpoolError, SpoolTail
 from .watch import SpoolWatch

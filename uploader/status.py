@@ -12,8 +12,9 @@ from typing import Any
 from runai.reporter._config import recover_command
 from runai.reporter.spool import spool_file_names, writer_pid
 
-from .checkpoint import checkpoint_path
-from .lock import holder_pid
+from runai.reporter.checkpoint import checkpoint_path
+from runai.reporter.lock import holder_pid
+from runai.reporter.safefs import open_in_pod_dir
 from .tail import BadSpoolError, SpoolTail
 
 __all__ = ["LOG_NAME", "pod_status", "spool_pods"]
@@ -76,7 +77,7 @@ def _file_status(path: str) -> dict[str, Any]:
         if tail.resume_at_checkpoint() is not None:
             status["reports_delivered"] = tail.records
             status["bytes_delivered"] = tail.offset
-            mtime = os.stat(checkpoint_path(path)).st_mtime
+            mtime = os.stat(checkpoint_path(path), follow_symlinks=False).st_mtime
             status["last_delivered"] = datetime.datetime.fromtimestamp(mtime, datetime.timezone.utc).isoformat()
         delivered_offset = tail.offset  # after the checkpoint, or after the header
         # What no checkpoint covers yet: complete, valid reports only.
@@ -88,7 +89,7 @@ def _file_status(path: str) -> dict[str, Any]:
 
 def _last_error(log_path: str) -> str | None:
     try:
-        with open(log_path, "rb") as f:
+        with open(open_in_pod_dir(log_path, os.O_RDONLY), "rb") as f:
             f.seek(max(0, os.fstat(f.fileno()).st_size - 64 * 1024))
             lines = f.read().decode("utf-8", errors="replace").splitlines()
     except OSError:

@@ -14,7 +14,8 @@ from typing import Iterator
 
 from runai.reporter.spool import END, HEADER, Record, decode
 
-from .checkpoint import Checkpoint, load_checkpoint
+from runai.reporter.checkpoint import Checkpoint, load_checkpoint
+from runai.reporter.safefs import open_in_pod_dir
 
 __all__ = ["SpoolTail", "BadSpoolError", "skip_reason"]
 
@@ -40,7 +41,7 @@ class SpoolTail:
         self.ended = False  # the end-of-stream marker was read
         self.skipped = 0  # lines skipped as invalid
         self.skip_reasons: Counter[str] = Counter()  # why, in a few words each
-        self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        self._fd = open_in_pod_dir(path, os.O_RDONLY)  # never through a symlink; see safefs
 
     def close(self) -> None:
         fd, self._fd = self._fd, -1

@@ -6,6 +6,7 @@ spool lives and where it is pushed.
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import shlex
@@ -14,10 +15,14 @@ from dataclasses import dataclass, field
 from typing import Mapping
 from urllib.parse import urlsplit
 
+from .safefs import UnsafePathError, open_pod_dir, open_root
+
 __all__ = [
     "ConfigError", "Settings", "check_pod_uuid", "load_settings", "normalize_gateway_url", "recover_command",
-    "resolve_spool_dir",
+    "resolve_spool_dir", "warn_insecure_auth",
 ]
+
+logger = logging.getLogger(__name__)
 
 ENV_POD_UUID = "podUUID"
 ENV_GATEWAY_URL = "reporterGatewayURL"
@@ -43,6 +48,14 @@ DEFAULT_FSYNC_INTERVAL = 1.0
 DEFAULT_SPOOL_FILE_BYTES = 64 << 20
 DEFAULT_HISTORY_BYTES = 256 << 20
 FSYNC_POLICIES = ("never", "interval", "always")
+
+# How to fix a spool directory that other users could write to.
+_PRIVATE_SPOOL_HELP = (
+    f"set {ENV_SPOOL_DIR} to a directory that only you can write. On a volume shared with other users or "
+    "groups (a Kubernetes volume with fsGroup is root-owned and group-writable), have the job create a private "
+    f"subdirectory first, for example `mkdir -m 0700 -p /VOLUME/runai-spool-$(id -u)`, and set {ENV_SPOOL_DIR} "
+    "to it (see docs/operations.md, \"Security: who may use the spool directory\")"
+)
 
 
 class ConfigError(ValueError):
@@ -81,8 +94,9 @@ class Settings:
 
 def recover_command(spool_dir: str, pod_uuid: str, gateway_url: str) -> str:
     """The exact shell command that uploads what a pod left behind."""
-    return shlex.join(["runai-uploader", "recover", "--spool-dir", spool_dir, "--pod-uuid", pod_uuid,
-                       "--gateway", gateway_url])
+    # OPTION=VALUE: a value starting with '-' must not read as an option.
+    return shlex.join(["runai-uploader", "recover", f"--spool-dir={spool_dir}", f"--pod-uuid={pod_uuid}",
+                       f"--gateway={gateway_url}"])
 
 
 def check_pod_uuid(pod_uuid: object, source: str = ENV_POD_UUID) -> str:
@@ -99,6 +113,11 @@ def check_pod_uuid(pod_uuid: object, source: str = ENV_POD_UUID) -> str:
             f"{source}={pod_uuid!r} cannot be used as a directory name: "
             "it must not contain path separators, control characters or '..'"
         )
+    try:
+        pod_uuid.encode("utf-8")  # the grouping key on the wire is UTF-8: a lone surrogate would fail every push
+    except UnicodeEncodeError:
+        raise ConfigError(f"{source}={pod_uuid!r} is not valid text (it holds undecodable bytes): "
+                          "set it to the pod's UUID") from None
     return pod_uuid
 
 
@@ -144,7 +163,55 @@ def resolve_spool_dir(spool_dir: str | None = None, environ: Mapping[str, str] |
     """The spool root: *spool_dir*, else ``reporterSpoolDir``, else the default."""
     env = os.environ if environ is None else environ
     value = spool_dir or env.get(ENV_SPOOL_DIR)
-    return os.path.abspath(os.path.expanduser(value)) if value else default_spool_dir(env)
+    root = os.path.abspath(os.path.expanduser(value)) if value else default_spool_dir(env)
+    _check_spool_root(root)
+    return root
+
+
+def _check_spool_root(root: str) -> None:
+    """Refuse a spool root another user could write to (see safefs); a missing one is created private later."""
+    if not os.path.lexists(root):
+        return
+    try:
+        os.close(open_root(root))
+    except UnsafePathError as exc:
+        raise ConfigError(f"{ENV_SPOOL_DIR}: {exc}, so another user could read or steer the reports: "
+                          f"{_PRIVATE_SPOOL_HELP}") from None
+    except OSError:
+        pass  # not usable at all: the writer warns and counts the lost reports, as for a full disk
+
+
+def _check_pod_dir(settings: Settings) -> None:
+    """Refuse a pod name too long for the file system, and an existing pod directory that is not private."""
+    path = settings.spool_dir
+    while not os.path.isdir(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)  # the spool root may not exist yet: ask the file system it will be on
+    try:
+        name_max = os.pathconf(path, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    size = len(settings.pod_uuid.encode("utf-8"))
+    if size > name_max:
+        raise ConfigError(f"{ENV_POD_UUID} is {size} bytes long, but a directory name on the file system of "
+                          f"{settings.spool_dir!r} can be at most {name_max} bytes: use a shorter pod UUID")
+    if not os.path.lexists(settings.pod_dir):
+        return
+    try:
+        os.close(open_pod_dir(settings.pod_dir))
+    except UnsafePathError as exc:
+        raise ConfigError(f"{ENV_SPOOL_DIR}: {exc}") from None
+    except OSError:
+        pass  # as above
+
+
+def warn_insecure_auth(settings: Settings) -> None:
+    """Log one warning when basic auth would send the password in clear text (plain http://)."""
+    if settings.username is not None and settings.gateway_url.startswith("http://"):
+        logger.warning(
+            "%s is plain http://, so the basic-auth password of %r is sent in clear text: anyone who can see the "
+            "traffic can read it and push as this user. Use an https:// gateway address (and %s if its "
+            "certificate is private)", ENV_GATEWAY_URL, settings.username, ENV_CA_FILE,
+        )
 
 
 def _credentials(env: Mapping[str, str], url: str) -> tuple[str | None, str | None, str | None]:
@@ -265,4 +332,6 @@ def load_settings(
     # under the spool root once symlinks and '..' are resolved.
     if os.path.dirname(os.path.realpath(settings.pod_dir)) != os.path.realpath(root):
         raise ConfigError(f"{ENV_POD_UUID}={pod!r} would place the spool outside {root!r}")
+    _check_pod_dir(settings)
+    warn_insecure_auth(settings)
     return settings

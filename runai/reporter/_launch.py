@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 
-from uploader.lock import holder_pid
+from .lock import holder_pid
 
 from ._config import Settings
 

@@ -16,6 +16,7 @@ import time
 from types import TracebackType
 
 from ._config import load_settings, recover_command
+from .checkpoint import load_checkpoint
 from ._launch import ensure_uploader, reap
 from .spool import SpoolWriter
 
@@ -205,8 +206,6 @@ class Reporter:
 
     def _delivery(self) -> tuple[int, int, bool]:
         """(reports delivered, values refused, everything covered) from the checkpoints of this writer's files."""
-        from uploader.checkpoint import load_checkpoint  # cheap: stdlib only
-
         delivered = rejected = 0
         done = True
         for spool in self._writer.files:

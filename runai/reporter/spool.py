@@ -25,6 +25,8 @@ import time
 import weakref
 from typing import NamedTuple, Union
 
+from .safefs import list_pod_dir, open_at, open_pod_dir
+
 __all__ = [
     "FORMAT_VERSION",
     "SPOOL_SUFFIX",
@@ -91,9 +93,9 @@ def now_us() -> int:
 
 
 def spool_file_names(pod_dir: str) -> list[str]:
-    """The finished spool files in *pod_dir*, sorted; [] if it cannot be listed."""
+    """The finished spool files in *pod_dir*, sorted; [] if it cannot be listed (or is not private)."""
     try:
-        names = os.listdir(pod_dir)
+        names = list_pod_dir(pod_dir)
     except OSError:
         return []
     return sorted(n for n in names if is_spool_file(n))
@@ -366,25 +368,28 @@ class SpoolWriter:
         """A new, locked spool file with its header: (fd, path, spool_id)."""
         spool_id = secrets.token_hex(16)
         name = f"w{os.getpid()}-{spool_id[:8]}{SPOOL_SUFFIX}"
-        path = os.path.join(self.pod_dir, name)
-        tmp = os.path.join(self.pod_dir, "." + name + ".tmp")
+        tmp = "." + name + ".tmp"
         header = encode_header(spool_id, self.pod_uuid, now_us())
+        # Created and checked private (see safefs); everything below is
+        # relative to this descriptor, so a swapped directory is never used.
+        dir_fd = open_pod_dir(self.pod_dir, create=True)
         fd = -1
         try:
-            make_private_dir(self.pod_dir)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
+            fd = open_at(dir_fd, tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, where=self.pod_dir)
             fcntl.flock(fd, fcntl.LOCK_SH)
             if os.write(fd, header) != len(header):
                 raise OSError(errno.ENOSPC, "short write of the spool header")
             # Publish under the final name only once header and lock are in
             # place, so the uploader never sees a file it cannot identify.
-            os.rename(tmp, path)
+            os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         except OSError:
             if fd >= 0:
                 os.close(fd)
-                _unlink_quietly(tmp)
+                _unlink_quietly(tmp, dir_fd)
             raise
-        return fd, path, spool_id
+        finally:
+            os.close(dir_fd)
+        return fd, os.path.join(self.pod_dir, name), spool_id
 
     def _after_fork(self) -> None:
         # The child shares the parent's descriptor; writing through it would
@@ -449,16 +454,8 @@ def _size(fd: int) -> int:
         return 0
 
 
-def make_private_dir(path: str) -> None:
-    """Create *path* readable by this user only, and its parent (the spool root) too if missing."""
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    if os.stat(path).st_mode & 0o077:
-        os.chmod(path, 0o700)
-
-
-def _unlink_quietly(path: str) -> None:
+def _unlink_quietly(name: str, dir_fd: int) -> None:
     try:
-        os.unlink(path)
+        os.unlink(name, dir_fd=dir_fd)
     except OSError:
         pass

@@ -4,6 +4,7 @@ A checkpoint sits beside its spool file (``w123-ab12cd34.jsonl`` ->
 ``w123-ab12cd34.ckpt``) and is the single commit point of delivery: it is
 written only after the gateway answered 2xx, atomically (temp file, fsync,
 rename), so a reader sees the old checkpoint or the new one, never a mix.
+Both go through :mod:`runai.reporter.safefs`: no symlink is ever followed.
 
 Loading is tolerant: a checkpoint that is missing, unreadable, for another
 spool file, or pointing past the end of the file means "replay from the
@@ -17,13 +18,16 @@ import logging
 import os
 from dataclasses import asdict, dataclass
 
-from runai.reporter.spool import SPOOL_SUFFIX
+from .safefs import open_at, open_in_pod_dir, open_pod_dir
+from .spool import SPOOL_SUFFIX
 
 __all__ = ["CHECKPOINT_SUFFIX", "Checkpoint", "checkpoint_path", "load_checkpoint", "store_checkpoint"]
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_SUFFIX = ".ckpt"
+_MAX_BYTES = 4096  # a checkpoint is about 150 bytes; read no more than this of whatever is there
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL  # a temp file is always new: never one planted before
 
 
 @dataclass(frozen=True)
@@ -45,8 +49,8 @@ def load_checkpoint(spool_path: str, spool_id: str, spool_size: int | None = Non
     """The checkpoint of *spool_path*, or None to replay it from the start."""
     path = checkpoint_path(spool_path)
     try:
-        with open(path, "rb") as f:
-            obj = json.loads(f.read())
+        with open(open_in_pod_dir(path, os.O_RDONLY), "rb") as f:
+            obj = json.loads(f.read(_MAX_BYTES))
         ckpt = Checkpoint(
             spool_id=str(obj["spool_id"]),
             offset=int(obj["offset"]),
@@ -71,13 +75,23 @@ def load_checkpoint(spool_path: str, spool_id: str, spool_size: int | None = Non
 
 def store_checkpoint(spool_path: str, ckpt: Checkpoint) -> None:
     """Atomically replace the checkpoint of *spool_path* (raises OSError)."""
-    path = checkpoint_path(spool_path)
-    tmp = f"{os.path.dirname(path)}/.{os.path.basename(path)}.tmp"
+    pod_dir, name = os.path.split(checkpoint_path(spool_path))
+    tmp = f".{name}.tmp"
     data = json.dumps(asdict(ckpt), separators=(",", ":")).encode()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    dir_fd = open_pod_dir(pod_dir)
     try:
-        os.write(fd, data)
-        os.fsync(fd)
+        try:
+            fd = open_at(dir_fd, tmp, _CREATE, where=pod_dir)
+        except FileExistsError:  # left by a crash mid-store (or planted): unlink the name, never follow it
+            os.unlink(tmp, dir_fd=dir_fd)
+            fd = open_at(dir_fd, tmp, _CREATE, where=pod_dir)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        # rename(2) replaces the name itself: a symlink planted there is replaced, not followed.
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        os.close(dir_fd)
+

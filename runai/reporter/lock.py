@@ -2,12 +2,16 @@
 
 The uploader holds an exclusive ``flock`` on ``<pod dir>/uploader.lock`` for
 its lifetime and writes its pid there. The kernel releases the lock when the
-process dies, so a crashed uploader never leaves a stale lock behind.
+process dies, so a crashed uploader never leaves a stale lock behind. The
+file is opened without following a symlink (see :mod:`runai.reporter.safefs`):
+``acquire`` truncates it, which must never reach another file.
 """
 from __future__ import annotations
 
 import fcntl
 import os
+
+from .safefs import open_in_pod_dir
 
 __all__ = ["LOCK_NAME", "PodLock", "holder_pid"]
 
@@ -29,7 +33,7 @@ class PodLock:
         """Take the lock if it is free; True on success. Safe to call when held."""
         if self._fd >= 0:
             return True
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = open_in_pod_dir(self.path, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -60,7 +64,7 @@ def holder_pid(pod_dir: str) -> int | None:
     """The pid of the live uploader holding *pod_dir*'s lock, or None if it is free."""
     path = os.path.join(pod_dir, LOCK_NAME)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = open_in_pod_dir(path, os.O_RDONLY)
     except FileNotFoundError:
         return None
     try:
