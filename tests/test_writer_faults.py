@@ -210,24 +210,26 @@ def test_a_killed_uploader_is_replaced_while_the_job_reports(env: dict[str, str]
                                                             spool_dir: str) -> None:
     """Issue 10, point 11: a dead uploader was replaced only by finish()."""
     reporter = Reporter()
-    reporter.reportMetric("step", 0)
-    wait_for(lambda: gateway.value(pod, metric_name("step")) == 0, 10, "the first push")
-    (pid,) = uploader_pids(spool_dir)
-    os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: pid not in uploader_pids(spool_dir), 5, "the uploader to die")
-    killed = time.monotonic()
-    step = 0
+    try:
+        reporter.reportMetric("step", 0)
+        wait_for(lambda: gateway.value(pod, metric_name("step")) == 0, 10, "the first push")
+        (pid,) = uploader_pids(spool_dir)
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: pid not in uploader_pids(spool_dir), 5, "the uploader to die")
+        killed = time.monotonic()
+        step = 0
 
-    def report_and_check() -> bool:  # the job goes on reporting, a few times a second
-        nonlocal step
-        step += 1
-        reporter.reportMetric("step", step)
-        return (gateway.value(pod, metric_name("step")) or 0) > 0
+        def report_and_check() -> bool:  # the job goes on reporting, a few times a second
+            nonlocal step
+            step += 1
+            reporter.reportMetric("step", step)
+            return (gateway.value(pod, metric_name("step")) or 0) > 0
 
-    wait_for(report_and_check, 5, "a report made after the kill to reach the gateway")
-    assert time.monotonic() - killed < 5
-    assert [p for p in uploader_pids(spool_dir) if p != pid]
-    assert reporter.finish(timeout=20) is True
+        wait_for(report_and_check, 5, "a report made after the kill to reach the gateway")
+        assert time.monotonic() - killed < 5
+        assert [p for p in uploader_pids(spool_dir) if p != pid]
+    finally:
+        assert reporter.finish(timeout=20) is True
     assert gateway.value(pod, metric_name("step")) == step
 
 

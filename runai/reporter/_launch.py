@@ -63,6 +63,15 @@ _gone_warned: set[str] = set()
 _lock = threading.Lock()
 
 
+_fork_hook_registered = False
+
+
+def _after_fork() -> None:
+    global _lock
+    _lock = threading.Lock()  # a thread of the parent may have held it
+    _children.clear()  # the parent's, not this process's to wait for
+
+
 def uploader_command(settings: Settings) -> list[str]:
     # --option=VALUE, so that a value starting with '-' is not taken for an option.
     return [
@@ -86,6 +95,10 @@ def ensure_uploader(settings: Settings) -> None:
     yet, so it counts as running too. After an uploader exited with an error,
     the next one is started only after a growing pause (see :func:`startup_failure`).
     """
+    global _fork_hook_registered
+    if not _fork_hook_registered:
+        _fork_hook_registered = True
+        os.register_at_fork(after_in_child=_after_fork)
     if not _lock.acquire(blocking=False):
         return
     pod_dir = settings.pod_dir

@@ -318,7 +318,13 @@ class SpoolWriter:
                 return
             end_seq = next(self._seq)
             self.records = end_seq - 1 - self.lost - self._markers
-            self._append(encode_end(end_seq, now_us()))
+            end = encode_end(end_seq, now_us())
+            try:
+                _write(self._fd, b"\n" + end if self._torn else end)
+                if self._sync:
+                    os.fsync(self._fd)
+            except OSError:
+                pass  # not a lost report: once the lock goes, the uploader ends the file without it
             files = list(self._released)
             open_fds = [fd for fd, *_ in self._rotated] + [self._fd]
             for fd, path, spool_id, _ in [*self._rotated, (self._fd, self.path, self.spool_id, 0.0)]:
