@@ -193,7 +193,6 @@ def test_close_never_lets_a_late_report_into_a_reused_descriptor(tmp_path) -> No
         # Files the program opens right after close(): the lowest free numbers, the spool's among them.
         victims = [os.open(str(tmp_path / f"victim{trial}-{i}"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
                    for i in range(4)]
-        time.sleep(0.002)  # (a window for late writes to land, if any could)
         stop.set()
         for t in threads:
             t.join()

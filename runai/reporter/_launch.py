@@ -183,11 +183,11 @@ def _last_log_line(pod_dir: str) -> str:
 
 def _spawn(argv: list[str], pod_dir: str) -> int:
     env = dict(os.environ)
-    # Make the uploader importable exactly as this process imported it, also
-    # when running from a source checkout rather than an installed package.
-    import uploader
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(uploader.__file__)))
+    # Make the uploader importable from where this process found runai, also
+    # when running from a source checkout rather than an installed package:
+    # both packages ship side by side. Found from this file, not by importing
+    # `uploader` here, which could import an uploader.py in the job's directory.
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     devnull = os.devnull
     log = _open_log(pod_dir, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
