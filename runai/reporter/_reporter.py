@@ -233,7 +233,8 @@ class Reporter:
         writer, settings = self._writer, self.settings
         failure = startup_failure(settings.pod_dir)
         uploader = ("the uploader keeps trying" if failure is None else
-                    f"the uploader could not start ({failure}; {LOG_NAME} in {settings.pod_dir} has the details)")
+                    f"the uploader could not start or keep running ({failure}; {LOG_NAME} in {settings.pod_dir} "
+                    "has the details)")
         lost = "" if not writer.lost else (f"; {writer.lost} more were lost because the spool file could not be "
                                            "written")
         logger.warning(

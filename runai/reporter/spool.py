@@ -248,8 +248,8 @@ class SpoolWriter:
         self._on_tick = on_tick
         self._tick_at_us = 0  # the first report ticks
         # For the rare paths only. Reentrant, because a signal handler that calls
-        # finish() may interrupt this very thread inside one of them (and a failed
-        # write in close() counts itself lost under it): a plain Lock would hang.
+        # finish() may interrupt this very thread inside one of them: with a
+        # plain Lock, its close() would wait for itself for ever.
         self._slow_lock = threading.RLock()
         _watch_forks(self)
         self._open()
@@ -445,7 +445,7 @@ class SpoolWriter:
         self._rotated, self._devnull_fds = [], []
 
     def _lose(self, exc: OSError) -> None:
-        with self._slow_lock:  # reentrant: close() holds it while it writes the end record
+        with self._slow_lock:
             self.lost += 1
         self._warn(f"cannot write to the spool file {self.path!r} ({exc}); reports are being lost")
 
