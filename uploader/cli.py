@@ -27,12 +27,11 @@ from runai.reporter._config import (
     warn_insecure_auth,
 )
 from runai.reporter._version import __version__
-from runai.reporter.safefs import UnsafePathError, open_in_pod_dir
-from runai.reporter.spool import spool_file_names
-
 from runai.reporter.lock import PodLock, holder_pid
+from runai.reporter.safefs import UnsafePathError, open_in_pod_dir
+from runai.reporter.spool import LOG_NAME, spool_file_names
+
 from .plot import X_AXES
-from .status import LOG_NAME
 
 if TYPE_CHECKING:
     from .service import Uploader

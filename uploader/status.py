@@ -10,17 +10,14 @@ import os
 from typing import Any
 
 from runai.reporter._config import recover_command
-from runai.reporter.spool import spool_file_names, writer_pid
-
 from runai.reporter.checkpoint import checkpoint_path
 from runai.reporter.lock import holder_pid
 from runai.reporter.safefs import open_in_pod_dir
+from runai.reporter.spool import LOG_NAME, spool_file_names, writer_pid
+
 from .tail import BadSpoolError, SpoolTail
 
-__all__ = ["LOG_NAME", "pod_status", "spool_pods"]
-
-LOG_NAME = "uploader.log"  # in each pod directory: the uploader's log, where the last error is read
-
+__all__ = ["pod_status", "spool_pods"]
 
 def spool_pods(spool_dir: str) -> list[str]:
     """The pods with spool files under *spool_dir*, sorted."""

@@ -32,7 +32,11 @@ __all__ = [
 ]
 
 _global: Reporter | None = None
-_global_lock = threading.Lock()
+# The global reporter finish() is ending, so that a finish() made meanwhile (in
+# a SIGTERM handler, say) waits for that delivery rather than answering True.
+_finishing: Reporter | None = None
+# Reentrant: finish() may run in a signal handler that interrupted its holder.
+_global_lock = threading.RLock()
 
 
 def _global_reporter() -> Reporter:
@@ -66,10 +70,20 @@ def finish(timeout: float | None = None) -> bool:
     Returns True when everything reached the gateway (also when nothing was
     reported). A report made afterwards starts a new global reporter.
     """
-    global _global
+    global _global, _finishing
     with _global_lock:
         reporter, _global = _global, None
-    return True if reporter is None else reporter.finish(timeout)
+        if reporter is None:
+            reporter = _finishing
+        else:
+            _finishing = reporter
+    if reporter is None:
+        return True
+    try:
+        return reporter.finish(timeout)
+    finally:
+        if _finishing is reporter and reporter.finished:
+            _finishing = None
 
 
 report_metric = reportMetric

@@ -1,94 +1,212 @@
 """Starting the pod's uploader from the training process.
 
-The uploader is a fresh interpreter (``python -m uploader run``) started with
-``posix_spawn``: the training process is never forked, so CUDA contexts and
-threads in it are never duplicated. It gets a session of its own, so it
-outlives the job, and /dev/null for stdin, stdout and stderr, so it never
-holds the job's terminal or pipes open.
+The uploader is a fresh interpreter started with ``posix_spawn``: the
+training process is never forked, so CUDA contexts and threads in it are
+never duplicated. It gets a session of its own, so it outlives the job;
+/dev/null for stdin and stdout, so it never holds the job's terminal or
+pipes open; and the pod's ``uploader.log`` for stderr, so that an uploader
+that cannot even start (a missing package, say) says why there.
+
+It is not started as ``python -m uploader``: that puts the job's working
+directory first on the import path, and an ``uploader.py`` there would run
+instead. A short bootstrap drops every relative entry from ``sys.path``
+first (``-P`` would do, but only from Python 3.11).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
-
-from .lock import holder_pid
+import threading
+import time
+from dataclasses import dataclass
 
 from ._config import Settings
+from .lock import holder_pid
+from .safefs import open_in_pod_dir
+from .spool import LOG_NAME
 
-__all__ = ["ensure_uploader", "uploader_command"]
+__all__ = ["ensure_uploader", "reap", "startup_failure", "uploader_command"]
 
 logger = logging.getLogger(__name__)
+
+# Run as ``python -c _BOOT uploader run ...``: "uploader" and "run" stay argv
+# elements of their own, so ps (and the tests) still see what runs.
+_BOOT = (
+    "import os, sys; sys.path[:] = [p for p in sys.path if os.path.isabs(p)]; "
+    "from uploader.cli import main; sys.exit(main(sys.argv[2:]))"
+)
+
+# An uploader that exits with an error (it could not start, or crashed) is
+# started again only after a pause that doubles with each failure, up to this.
+_BACKOFF_FIRST = 1.0
+_BACKOFF_MAX = 30.0
+
+
+@dataclass
+class _Failures:
+    count: int
+    retry_at: float  # time.monotonic() before which none is started
+    reason: str  # for finish()'s warning: the exit status and the last line of uploader.log
+
 
 # Uploaders this process started and that have not exited yet, by pod
 # directory. Reaping them keeps them from lingering as zombies.
 _children: dict[str, int] = {}
+_failures: dict[str, _Failures] = {}
+_gone_warned: set[str] = set()
+# Never waited on: a report's tick, finish() in another thread, or a signal
+# handler that interrupted this very thread may all get here at once. Whoever
+# finds it taken skips: the next probe comes within a second.
+_lock = threading.Lock()
+
+
+_fork_hook_registered = False
+
+
+def _after_fork() -> None:
+    global _lock
+    _lock = threading.Lock()  # a thread of the parent may have held it
+    _children.clear()  # the parent's, not this process's to wait for
 
 
 def uploader_command(settings: Settings) -> list[str]:
+    # --option=VALUE, so that a value starting with '-' is not taken for an option.
     return [
-        sys.executable, "-m", "uploader", "run",
-        "--spool-dir", settings.spool_dir,
-        "--pod-uuid", settings.pod_uuid,
-        "--gateway", settings.gateway_url,
-        "--push-interval", repr(settings.push_interval),
-        "--retry-timeout", repr(settings.retry_timeout),
-        "--push-timeout", repr(settings.push_timeout),
-        "--fsync", settings.fsync,
-        "--fsync-interval", repr(settings.fsync_interval),
-        "--history-bytes", str(settings.history_bytes),
+        sys.executable, "-c", _BOOT, "uploader", "run",
+        f"--spool-dir={settings.spool_dir}",
+        f"--pod-uuid={settings.pod_uuid}",
+        f"--gateway={settings.gateway_url}",
+        f"--push-interval={settings.push_interval!r}",
+        f"--retry-timeout={settings.retry_timeout!r}",
+        f"--push-timeout={settings.push_timeout!r}",
+        f"--fsync={settings.fsync}",
+        f"--fsync-interval={settings.fsync_interval!r}",
+        f"--history-bytes={settings.history_bytes}",
     ]  # fmt: skip
 
 
 def ensure_uploader(settings: Settings) -> None:
-    """Start an uploader for the pod unless one runs. Never raises.
+    """Start an uploader for the pod unless one runs. Never raises, never waits.
 
     One this process started that is still starting up does not hold the lock
-    yet, so it counts as running too.
+    yet, so it counts as running too. After an uploader exited with an error,
+    the next one is started only after a growing pause (see :func:`startup_failure`).
     """
-    reap()
+    global _fork_hook_registered
+    if not _fork_hook_registered:
+        _fork_hook_registered = True
+        os.register_at_fork(after_in_child=_after_fork)
+    if not _lock.acquire(blocking=False):
+        return
+    pod_dir = settings.pod_dir
     try:
-        if settings.pod_dir in _children or holder_pid(settings.pod_dir) is not None:
+        _reap()
+        if pod_dir in _children or holder_pid(pod_dir) is not None:
             return
-        if not os.path.isdir(settings.pod_dir):
-            logger.warning("the spool directory %s is gone; not starting an uploader", settings.pod_dir)
+        failed = _failures.get(pod_dir)
+        if failed is not None and time.monotonic() < failed.retry_at:
             return
-        _children[settings.pod_dir] = _spawn(uploader_command(settings))
+        if not os.path.isdir(pod_dir):
+            if pod_dir not in _gone_warned:
+                _gone_warned.add(pod_dir)
+                logger.warning("the spool directory %s is gone; not starting an uploader", pod_dir)
+            return
+        _children[pod_dir] = _spawn(uploader_command(settings), pod_dir)
     except OSError as exc:
-        logger.warning("cannot start the uploader for pod %s (%s); reports stay in %s for recovery",
-                       settings.pod_uuid, exc, settings.pod_dir)
+        _note_failure(pod_dir, f"{sys.executable} could not be started: {exc}")
+        if _failures[pod_dir].count == 1:
+            logger.warning("cannot start the uploader for pod %s (%s); reports stay in %s for recovery",
+                           settings.pod_uuid, exc, pod_dir)
+    finally:
+        _lock.release()
 
 
-def _spawn(argv: list[str]) -> int:
-    env = dict(os.environ)
-    # Make the uploader importable exactly as this process imported it, also
-    # when running from a source checkout rather than an installed package.
-    import uploader
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(uploader.__file__)))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
-    devnull = os.devnull
-    pid = os.posix_spawn(
-        argv[0],
-        argv,
-        env,
-        file_actions=[
-            (os.POSIX_SPAWN_OPEN, 0, devnull, os.O_RDONLY, 0),
-            (os.POSIX_SPAWN_OPEN, 1, devnull, os.O_WRONLY, 0),
-            (os.POSIX_SPAWN_OPEN, 2, devnull, os.O_WRONLY, 0),
-        ],
-        setsid=True,
-    )
-    logger.debug("started uploader pid %d: %s", pid, " ".join(argv))
-    return pid
+def startup_failure(pod_dir: str) -> str | None:
+    """Why the last uploader started for *pod_dir* failed, if it did (and none started since ran well)."""
+    failed = _failures.get(pod_dir)
+    return None if failed is None else failed.reason
 
 
 def reap() -> None:
     """Collect the exit status of uploaders this process started that have ended."""
+    if _lock.acquire(blocking=False):
+        try:
+            _reap()
+        finally:
+            _lock.release()
+
+
+def _reap() -> None:
     for pod_dir, pid in list(_children.items()):
         try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
+            done, status = os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:  # reaped by someone else (a SIGCHLD handler, say)
-            done = pid
-        if done:
-            del _children[pod_dir]
+            done, status = pid, 0
+        if not done:
+            continue
+        del _children[pod_dir]
+        code = os.waitstatus_to_exitcode(status)
+        if code > 0:
+            _note_failure(pod_dir, f"it exited with status {code}: {_last_log_line(pod_dir)}")
+        elif code == 0:
+            _failures.pop(pod_dir, None)
+        # (Killed by a signal: someone stopped it; start the next one at once.)
+
+
+def _note_failure(pod_dir: str, reason: str) -> None:
+    count = _failures[pod_dir].count + 1 if pod_dir in _failures else 1
+    pause = min(_BACKOFF_MAX, _BACKOFF_FIRST * 2.0 ** (count - 1))
+    _failures[pod_dir] = _Failures(count, time.monotonic() + pause, reason)
+    logger.debug("uploader for %s failed (%s); next try in %.0f s", pod_dir, reason, pause)
+
+
+def _open_log(pod_dir: str, flags: int) -> int:
+    return open_in_pod_dir(os.path.join(pod_dir, LOG_NAME), flags)
+
+
+def _last_log_line(pod_dir: str) -> str:
+    try:
+        fd = _open_log(pod_dir, os.O_RDONLY)
+        try:
+            tail = os.pread(fd, 4096, max(0, os.fstat(fd).st_size - 4096))
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        return f"{LOG_NAME} cannot be read ({exc.strerror})"
+    lines = [line.strip() for line in tail.decode(errors="replace").splitlines() if line.strip()]
+    return lines[-1][:300] if lines else f"{LOG_NAME} says nothing"
+
+
+def _spawn(argv: list[str], pod_dir: str) -> int:
+    env = dict(os.environ)
+    # Make the uploader importable from where this process found runai, also
+    # when running from a source checkout rather than an installed package:
+    # both packages ship side by side. Found from this file, not by importing
+    # `uploader` here, which could import an uploader.py in the job's directory.
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    devnull = os.devnull
+    log = _open_log(pod_dir, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        pid = os.posix_spawn(
+            argv[0],
+            argv,
+            env,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_OPEN, 1, devnull, os.O_WRONLY, 0),
+                (os.POSIX_SPAWN_DUP2, log, 2),
+            ],
+            setsid=True,
+        )
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.write(log, f"{time.strftime('%Y-%m-%d %H:%M:%S')} ERROR the uploader could not be started: "
+                          f"{sys.executable}: {exc}\n".encode())
+        raise
+    finally:
+        os.close(log)
+    logger.debug("started uploader pid %d: %s", pid, " ".join(argv))
+    return pid

@@ -13,12 +13,13 @@ import os
 import re
 import threading
 import time
+from functools import partial
 from types import TracebackType
 
 from ._config import load_settings, recover_command
+from ._launch import ensure_uploader, reap, startup_failure
 from .checkpoint import load_checkpoint
-from ._launch import ensure_uploader, reap
-from .spool import SpoolWriter
+from .spool import LOG_NAME, MAX_VALUE_BYTES, SpoolWriter
 
 __all__ = ["Reporter"]
 
@@ -33,7 +34,7 @@ _CHECKED_NAMES_MAX = 10_000
 # Reporters not yet finished; the atexit hook finishes them, so that a program
 # that never calls finish() still delivers everything (0.4.1 lost it all).
 _unfinished: set[Reporter] = set()
-_unfinished_lock = threading.Lock()
+_unfinished_lock = threading.RLock()  # reentrant: finish() may run in a signal handler that interrupted its holder
 _atexit_registered = False
 
 
@@ -63,12 +64,26 @@ def _metric_value(value: object) -> float:
         raise ValueError(f"metric value {value!r} is too large for a float") from None
 
 
-def _parameter_value(value: object) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+def _parameter_value(name: str, value: object) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, numbers.Real)):
         raise TypeError(f"a parameter value must be a str, int or float, not {type(value).__name__}")
-    return str(value)
+    text = value if isinstance(value, str) else str(value)
+    # At least one UTF-8 byte per character: a longer str is refused unencoded.
+    size = f"{len(text)} characters"
+    if len(text) <= MAX_VALUE_BYTES:
+        try:
+            encoded = len(text.encode("utf-8"))
+        except UnicodeEncodeError as exc:
+            raise ValueError(
+                f"the value of parameter {name!r} cannot be encoded as UTF-8 ({text[exc.start]!r} at position "
+                f"{exc.start}): a lone surrogate usually comes from os.fsdecode() of bytes that are not UTF-8; "
+                "decode such bytes with errors='replace' before reporting them"
+            ) from None
+        if encoded <= MAX_VALUE_BYTES:
+            return text
+        size = f"{encoded} bytes as UTF-8"
+    raise ValueError(f"the value of parameter {name!r} is {size}, more than the {MAX_VALUE_BYTES} bytes a "
+                     "parameter value may have: report a shorter value (a summary, a hash or a path)")
 
 
 class Reporter:
@@ -106,10 +121,13 @@ class Reporter:
             spool_file_bytes=spool_file_bytes,
             history_bytes=history_bytes,
         )
+        # The writer's tick (about once a second, from a report) starts a new
+        # uploader if the pod's died during the job, not only at finish().
         self._writer = SpoolWriter(self.settings.pod_dir, self.settings.pod_uuid,
-                                   max_bytes=self.settings.spool_file_bytes, fsync=self.settings.fsync == "always")
+                                   max_bytes=self.settings.spool_file_bytes, fsync=self.settings.fsync == "always",
+                                   on_tick=partial(ensure_uploader, self.settings))
         self._result: bool | None = None
-        self._finish_lock = threading.Lock()
+        self._finish_lock = threading.Lock()  # never waited on: see finish()
         self._covered: dict[str, tuple[int, int]] = {}  # spool path -> (records, refused) once fully delivered
         _track(self)
         if self._writer.path:
@@ -133,7 +151,8 @@ class Reporter:
         writer = self._writer
         if writer.closed:
             raise ValueError("this Reporter is finished: create a new Reporter to report again")
-        writer.write_parameter(_check_name(name), _parameter_value(value))
+        name = _check_name(name)
+        writer.write_parameter(name, _parameter_value(name, value))
 
     report_metric = reportMetric
     report_parameter = reportParameter
@@ -151,17 +170,29 @@ class Reporter:
         seconds (default: ``reporterFinishTimeout``) it returns False and logs
         one warning with the number of pending reports and the command that
         recovers them. It never raises because the gateway is down, and
-        calling it again returns the first answer.
+        calling it again returns the first answer. A call made while another
+        is running (in another thread, or in a signal handler that interrupted
+        it) waits for the delivery itself, never for the other call.
         """
-        with self._finish_lock:
+        seconds = self.settings.finish_timeout if timeout is None else timeout
+        # Never wait for the lock: a SIGTERM handler that calls finish() may
+        # have interrupted finish() in this very thread, which cannot go on
+        # until the handler returns.
+        if not self._finish_lock.acquire(blocking=False):
+            result = self._result
+            return result if result is not None else self._wait(seconds)
+        try:
             if self._result is None:
-                self._result = self._finish(self.settings.finish_timeout if timeout is None else timeout)
+                self._writer.close()
+                self._result = self._wait(seconds)
                 _untrack(self)
             return self._result
+        finally:
+            self._finish_lock.release()
 
-    def _finish(self, timeout: float) -> bool:
+    def _wait(self, timeout: float) -> bool:
+        """Wait until the closed writer's files are delivered; the verdict, with one warning if False."""
         writer = self._writer
-        writer.close()
         if not writer.path:
             logger.warning("%d reports were lost: the spool could not be created in %s",
                            writer.lost, self.settings.pod_dir)
@@ -170,18 +201,13 @@ class Reporter:
         next_probe = 0.0
         pause = 0.001
         while True:
-            delivered, rejected, done = self._delivery()
+            # No files yet: another finish() has not finished closing the writer.
+            delivered, rejected, done = self._delivery() if writer.files else (0, 0, False)
             if done:
                 break
             now = time.monotonic()
             if now >= deadline:
-                logger.warning(
-                    "finish() timed out after %.1f s with %d of %d reports not yet delivered to %s; "
-                    "they are safe in %s and the uploader keeps trying. To upload them yourself, run: %s",
-                    timeout, writer.records - delivered, writer.records, self.settings.gateway_url,
-                    writer.path, recover_command(self.settings.spool_dir, self.settings.pod_uuid,
-                                                 self.settings.gateway_url),
-                )
+                self._warn_timeout(timeout, delivered)
                 return False
             if now >= next_probe:
                 if not os.path.isdir(self.settings.pod_dir):
@@ -203,6 +229,21 @@ class Reporter:
                            writer.lost, writer.lost + writer.records, writer.path)
             return False
         return True
+
+    def _warn_timeout(self, timeout: float, delivered: int) -> None:
+        writer, settings = self._writer, self.settings
+        failure = startup_failure(settings.pod_dir)
+        uploader = ("the uploader keeps trying" if failure is None else
+                    f"the uploader could not start or keep running ({failure}; {LOG_NAME} in {settings.pod_dir} "
+                    "has the details)")
+        lost = "" if not writer.lost else (f"; {writer.lost} more were lost because the spool file could not be "
+                                           "written")
+        logger.warning(
+            "finish() timed out after %.1f s with %d of %d reports not yet delivered to %s%s; they are safe in %s "
+            "and %s. To upload them yourself, run: %s",
+            timeout, writer.records - delivered, writer.records, settings.gateway_url, lost, writer.path, uploader,
+            recover_command(settings.spool_dir, settings.pod_uuid, settings.gateway_url),
+        )
 
     def _delivery(self) -> tuple[int, int, bool]:
         """(reports delivered, values refused, everything covered) from the checkpoints of this writer's files."""

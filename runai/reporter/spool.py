@@ -23,12 +23,14 @@ import socket
 import threading
 import time
 import weakref
-from typing import NamedTuple, Union
+from typing import Callable, NamedTuple, Union
 
 from .safefs import list_pod_dir, open_at, open_pod_dir
 
 __all__ = [
     "FORMAT_VERSION",
+    "LOG_NAME",
+    "MAX_VALUE_BYTES",
     "SPOOL_SUFFIX",
     "Record",
     "SpoolFile",
@@ -45,6 +47,10 @@ logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 SPOOL_SUFFIX = ".jsonl"
+LOG_NAME = "uploader.log"  # the uploader's log, one per pod directory (its stderr too)
+# The largest parameter value, in UTF-8 bytes, a report accepts (docs/api.md):
+# one value must never make a line, or a push, too big to handle.
+MAX_VALUE_BYTES = 64 << 10
 
 HEADER = "header"
 METRIC = "metric"
@@ -214,9 +220,14 @@ class SpoolWriter:
 
     Failures of the environment (unwritable directory, full disk) never raise:
     the report is counted in :attr:`lost`, and one warning is logged.
+
+    *on_tick*, if given, is called from a report at most about once a second
+    (judged by the timestamp the report computes anyway, so it costs no
+    system call); it must neither block nor raise.
     """
 
-    def __init__(self, pod_dir: str, pod_uuid: str, *, max_bytes: int = 64 << 20, fsync: bool = False) -> None:
+    def __init__(self, pod_dir: str, pod_uuid: str, *, max_bytes: int = 64 << 20, fsync: bool = False,
+                 on_tick: Callable[[], None] | None = None) -> None:
         self.pod_dir = pod_dir
         self.pod_uuid = pod_uuid
         self.max_bytes = max_bytes
@@ -238,17 +249,28 @@ class SpoolWriter:
         self._torn = False  # a short write left a partial line behind
         self._forked = False  # set in a child process by the fork hook
         self._warned = False
-        self._slow_lock = threading.Lock()  # for the rare paths only
+        self._on_tick = on_tick
+        self._tick_at_us = 0  # the first report ticks
+        # For the rare paths only. Reentrant, because a signal handler that calls
+        # finish() may interrupt this very thread inside one of them: with a
+        # plain Lock, its close() would wait for itself for ever.
+        self._slow_lock = threading.RLock()
         _watch_forks(self)
         self._open()
 
     # -- the hot path ---------------------------------------------------
 
     def write_metric(self, name: str, value: float) -> None:
-        self._append(encode_metric(self._next_seq(), _time_ns() // 1000, name, value))
+        ts_us = _time_ns() // 1000
+        self._append(encode_metric(self._next_seq(), ts_us, name, value))
+        if ts_us >= self._tick_at_us:
+            self._tick(ts_us)
 
     def write_parameter(self, name: str, value: str) -> None:
-        self._append(encode_parameter(self._next_seq(), _time_ns() // 1000, name, value))
+        ts_us = _time_ns() // 1000
+        self._append(encode_parameter(self._next_seq(), ts_us, name, value))
+        if ts_us >= self._tick_at_us:
+            self._tick(ts_us)
 
     def _next_seq(self) -> int:
         if self._forked:
@@ -274,6 +296,15 @@ class SpoolWriter:
         except OSError as exc:
             self._lose(exc)
 
+    def _tick(self, ts_us: int) -> None:
+        # Several threads may get here at once; on_tick guards itself.
+        self._tick_at_us = ts_us + 1_000_000
+        if self._on_tick is not None:
+            try:
+                self._on_tick()
+            except Exception:  # a report must never fail for it
+                logger.debug("the spool writer's tick failed", exc_info=True)
+
     # -- lifecycle ------------------------------------------------------
 
     def close(self) -> None:
@@ -291,19 +322,30 @@ class SpoolWriter:
                 return
             end_seq = next(self._seq)
             self.records = end_seq - 1 - self.lost - self._markers
-            self._append(encode_end(end_seq, now_us()))
+            end = encode_end(end_seq, now_us())
+            try:
+                _write(self._fd, b"\n" + end if self._torn else end)
+                if self._sync:
+                    os.fsync(self._fd)
+            except OSError:
+                pass  # not a lost report: once the lock goes, the uploader ends the file without it
             files = list(self._released)
+            open_fds = [fd for fd, *_ in self._rotated] + [self._fd]
             for fd, path, spool_id, _ in [*self._rotated, (self._fd, self.path, self.spool_id, 0.0)]:
                 files.append(SpoolFile(path, spool_id, _size(fd)))
-                if fd != self._fd:
-                    os.close(fd)
-            for fd in self._devnull_fds:
-                os.close(fd)
             self.files = files
+            # Other threads may have read these descriptors and be about to
+            # write: a closed number could be reused by any file the program
+            # opens next, and a late report would land in it. So they point at
+            # /dev/null (which also drops the files' locks) and are released
+            # only a second later.
+            self._fd = -1
+            _retire(open_fds, self._devnull_fds)
             self._rotated, self._released, self._devnull_fds = [], [], []
-            self._close_fd()
 
     def _maybe_rotate(self) -> None:
+        if self._tick_at_us > now_us() + 1_000_000:
+            self._tick_at_us = 0  # the wall clock stepped back: tick now, not when it catches up
         with self._slow_lock:
             if self._fd < 0 or self.closed:
                 return
@@ -341,9 +383,7 @@ class SpoolWriter:
                 keep.append((fd, path, spool_id, rotated_at))
                 continue
             size = _size(fd)
-            devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
-            os.dup2(devnull, fd)
-            os.close(devnull)
+            _point_at_devnull(fd)
             self._devnull_fds.append(fd)
             self._released.append(SpoolFile(path, spool_id, size))
         self._rotated = keep
@@ -394,7 +434,7 @@ class SpoolWriter:
     def _after_fork(self) -> None:
         # The child shares the parent's descriptor; writing through it would
         # interleave two sequence counters in one file. Start its own file.
-        self._slow_lock = threading.Lock()  # a thread of the parent may have held it
+        self._slow_lock = threading.RLock()  # a thread of the parent may have held it
         with self._slow_lock:
             if not self._forked:
                 return
@@ -443,8 +483,46 @@ def _watch_forks(writer: SpoolWriter) -> None:
 
 
 def _mark_forked() -> None:
+    global _retired_lock
+    _retired_lock = threading.Lock()  # a thread of the parent may have held it
     for writer in list(_writers):
         writer._forked = True
+
+
+# Descriptors of closed writers, pointed at /dev/null, with the time they were
+# retired: released a second later, by a later close (see SpoolWriter.close).
+_retired: list[tuple[int, float]] = []
+_retired_lock = threading.Lock()
+_RETIRE_SECONDS = 1.0
+
+
+def _point_at_devnull(fd: int) -> None:
+    """Make *fd* refer to /dev/null (its file, and any lock on it, are let go)."""
+    devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.dup2(devnull, fd, inheritable=False)
+    finally:
+        os.close(devnull)
+
+
+def _retire(fds: list[int], devnull_fds: list[int]) -> None:
+    """Point *fds* at /dev/null, keep them and *devnull_fds* a second, and release older ones."""
+    now = time.monotonic()
+    for fd in fds:
+        try:
+            _point_at_devnull(fd)
+        except OSError:  # out of descriptors, say: closing is the lesser harm
+            os.close(fd)
+            continue
+        _retired.append((fd, now))
+    _retired.extend((fd, now) for fd in devnull_fds)
+    # Never wait: a signal handler may have interrupted the holder in this thread.
+    if _retired_lock.acquire(blocking=False):
+        try:
+            while _retired and now - _retired[0][1] >= _RETIRE_SECONDS:
+                os.close(_retired.pop(0)[0])
+        finally:
+            _retired_lock.release()
 
 
 def _size(fd: int) -> int:
