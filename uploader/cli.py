@@ -147,6 +147,7 @@ def _uploader(settings: Settings, **kwargs: Any) -> Uploader:
     from .push import Pusher
     from .service import Uploader
 
+    warn_insecure_auth(settings)  # here, once logging goes where this command's output goes
     pusher = Pusher(settings.gateway_url, settings.pod_uuid, timeout=settings.push_timeout,
                     username=settings.username, password=settings.password, ca_file=settings.ca_file)
     return Uploader(settings.pod_dir, pusher, push_interval=settings.push_interval, **kwargs)
@@ -169,7 +170,6 @@ def _run(args: argparse.Namespace) -> int:
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.INFO)
-    warn_insecure_auth(settings)  # again, now that uploader.log receives it
 
     lock = PodLock(settings.pod_dir)
     if not _acquire(lock, patience=0.5):

@@ -333,5 +333,4 @@ def load_settings(
     if os.path.dirname(os.path.realpath(settings.pod_dir)) != os.path.realpath(root):
         raise ConfigError(f"{ENV_POD_UUID}={pod!r} would place the spool outside {root!r}")
     _check_pod_dir(settings)
-    warn_insecure_auth(settings)
     return settings

@@ -16,7 +16,7 @@ import time
 from functools import partial
 from types import TracebackType
 
-from ._config import load_settings, recover_command
+from ._config import load_settings, recover_command, warn_insecure_auth
 from ._launch import ensure_uploader, reap, startup_failure
 from .checkpoint import load_checkpoint
 from .spool import LOG_NAME, MAX_VALUE_BYTES, SpoolWriter
@@ -121,6 +121,7 @@ class Reporter:
             spool_file_bytes=spool_file_bytes,
             history_bytes=history_bytes,
         )
+        warn_insecure_auth(self.settings)
         # The writer's tick (about once a second, from a report) starts a new
         # uploader if the pod's died during the job, not only at finish().
         self._writer = SpoolWriter(self.settings.pod_dir, self.settings.pod_uuid,
