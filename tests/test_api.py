@@ -32,6 +32,20 @@ def test_bad_names_raise_value_error(env: dict[str, str], name: str) -> None:
             reporter.reportParameter(name, "x")
 
 
+def test_a_name_over_the_limit_is_refused_at_once(env: dict[str, str]) -> None:
+    from runai.reporter.spool import MAX_NAME_CHARS
+
+    with Reporter() as reporter:
+        reporter.reportMetric("n" * MAX_NAME_CHARS, 1)
+        for name in ("n" * (MAX_NAME_CHARS + 1), "n" * 30_000_000):
+            with pytest.raises(ValueError, match=f"more than the {MAX_NAME_CHARS}"):
+                reporter.reportMetric(name, 1)
+            with pytest.raises(ValueError, match=f"more than the {MAX_NAME_CHARS}"):
+                reporter.reportParameter(name, "x")
+        lines = spool_lines(reporter)
+    assert max(len(line) for line in lines) < 1000  # nothing of the long names reached the spool
+
+
 @pytest.mark.parametrize("name", [None, 3, b"loss", ["loss"]])
 def test_non_string_names_raise_type_error(env: dict[str, str], name: object) -> None:
     with Reporter() as reporter:

@@ -19,7 +19,7 @@ from types import TracebackType
 from ._config import load_settings, recover_command, warn_insecure_auth
 from ._launch import ensure_uploader, reap, startup_failure
 from .checkpoint import load_checkpoint
-from .spool import LOG_NAME, MAX_VALUE_BYTES, SpoolWriter
+from .spool import LOG_NAME, MAX_NAME_CHARS, MAX_VALUE_BYTES, SpoolWriter
 
 __all__ = ["Reporter"]
 
@@ -43,6 +43,9 @@ def _check_name(name: object) -> str:
         return name
     if not isinstance(name, str):
         raise TypeError(f"a report name must be a str, not {type(name).__name__}")
+    if len(name) > MAX_NAME_CHARS:
+        raise ValueError(f"the report name {name[:40]!r}... is {len(name)} characters long, more than the "
+                         f"{MAX_NAME_CHARS} a name may have: use a shorter name")
     if not _NAME.match(name):
         raise ValueError(
             f"invalid report name {name!r}: use letters, digits and underscores, not starting with a digit"

@@ -30,6 +30,7 @@ from .safefs import list_pod_dir, open_at, open_pod_dir
 __all__ = [
     "FORMAT_VERSION",
     "LOG_NAME",
+    "MAX_NAME_CHARS",
     "MAX_VALUE_BYTES",
     "SPOOL_SUFFIX",
     "Record",
@@ -51,6 +52,9 @@ LOG_NAME = "uploader.log"  # the uploader's log, one per pod directory (its stde
 # The largest parameter value, in UTF-8 bytes, a report accepts (docs/api.md):
 # one value must never make a line, or a push, too big to handle.
 MAX_VALUE_BYTES = 64 << 10
+# The longest report name, in characters (ASCII by the name rule): as for a
+# value, one name must never make a line or a push too big to handle.
+MAX_NAME_CHARS = 250
 
 HEADER = "header"
 METRIC = "metric"
