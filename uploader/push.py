@@ -27,6 +27,7 @@ import re
 import socket
 import ssl
 import threading
+import time
 from typing import Callable, Iterator, Sequence, TypeAlias
 from urllib.parse import urlsplit
 
@@ -169,20 +170,22 @@ class _KeepAliveHandler:
             status, reason, body = self._attempts(url, method, timeout, headers, data)
         except (http.client.HTTPException, OSError) as exc:
             self.close()
-            if self._aborted:
-                raise ConnectionAbortedError("the uploader is stopping; the push was cut short") from None
-            if self._expired:
-                raise TimeoutError(f"the gateway did not answer in full within {timeout} s") from None
-            if isinstance(exc, OSError):
-                raise
-            # A malformed answer (say, a header line longer than http.client allows).
-            raise ConnectionError(f"the gateway's answer is not valid HTTP: {exc!r}") from None
+            if not (self._aborted or self._expired):
+                if isinstance(exc, OSError):
+                    raise
+                # A malformed answer (say, a header line longer than http.client allows).
+                raise ConnectionError(f"the gateway's answer is not valid HTTP: {exc!r}") from None
         finally:
             if timer is not None:
                 timer.cancel()
                 timer.join()  # no late _expire() on the next request's socket
-        if self._expired or self._aborted:
-            self.close()  # cut just after the answer arrived: the socket is unusable
+        if self._aborted or self._expired:
+            # Cut short, even where http.client took the truncated answer for a whole
+            # one: sending again is harmless (a push replaces what it names), trusting it is not.
+            self.close()
+            if self._aborted:
+                raise ConnectionAbortedError("the uploader is stopping; the push was cut short")
+            raise TimeoutError(f"the gateway did not answer in full within {timeout} s")
         if not 200 <= status < 300:
             raise GatewayError(status, reason, body)
 
@@ -192,9 +195,12 @@ class _KeepAliveHandler:
         origin = f"{parts.scheme}://{parts.netloc}"
         path = parts.path + (f"?{parts.query}" if parts.query else "")
         reused = self._conn is not None and origin == self._origin
+        deadline = None if timeout is None else time.monotonic() + timeout
         for attempt in range(2 if reused else 1):
             if self._conn is None or origin != self._origin:
                 self.close()
+                if deadline is not None:  # connecting is not cut by the timer: give it what is left
+                    timeout = max(0.001, deadline - time.monotonic())
                 if parts.scheme == "https":
                     self._conn = http.client.HTTPSConnection(parts.netloc, timeout=timeout, context=self._ssl_context)
                 else:
@@ -221,7 +227,12 @@ class _KeepAliveHandler:
             raise ConnectionAbortedError("cut short")
         response = self._conn.getresponse()
         # An error page can be any size: read the start, which says why, and drop the rest with the connection.
-        body = response.read(MAX_ANSWER_BYTES)
+        body = b""
+        while len(body) < MAX_ANSWER_BYTES:
+            chunk = response.read(MAX_ANSWER_BYTES - len(body))
+            if not chunk:
+                break
+            body += chunk
         if response.will_close or not response.isclosed():
             self.close()
         return response.status, response.reason, body.decode("utf-8", errors="replace")

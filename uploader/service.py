@@ -43,6 +43,8 @@ SCAN_BYTES = 64 << 20  # read per scan by default; bounds how long pushes wait b
 # Distinct values read and not yet pushed. Past it reading pauses until they
 # are delivered; the rest waits on disk. About 300 bytes each in memory.
 MAX_PENDING_VALUES = 100_000
+_READ_BYTES = 4 << 20  # one read of a spool file
+_MIN_LINE_BYTES = 32  # no valid record line is shorter: a read of N such bytes adds at most N/32 values
 
 
 class _Wakeup:
@@ -287,13 +289,14 @@ class Uploader:
                 self._alive[path] = tail.writer_alive()
             drained = False
             while budget > 0:
-                if len(self._latest) >= self.max_pending:
+                room = self.max_pending - len(self._latest)
+                if room <= 0:
                     # Held values only grow with distinct names; the rest waits on
                     # disk until these are delivered (the loop rescans after a push).
                     full = True
                     break
                 before = tail.offset
-                for record in tail.read():
+                for record in tail.read(min(_READ_BYTES, room * _MIN_LINE_BYTES)):
                     self._coalesce(record, path)
                 if tail.offset == before:
                     drained = True
