@@ -210,6 +210,62 @@ def test_sigterm_ends_run_mid_push_within_2s(spool_dir: str, pod: str) -> None:
     assert f"stopped by signal {int(signal.SIGTERM)}" in log
 
 
+# Runs `runai-uploader run` with a trace function that sends SIGTERM while the
+# main thread is inside a threading.Event's lock (Event.set or Event.clear), and
+# lets the handler run there. A handler that takes such a lock deadlocks.
+_SIGNAL_UNDER_A_LOCK = """
+import inspect, os, signal, sys, threading
+from uploader.cli import main
+
+targets = set()
+for method in (threading.Event.set, threading.Event.clear):
+    lines, first = inspect.getsourcelines(method)
+    targets.update((method.__code__, first + i) for i, line in enumerate(lines) if "self._flag =" in line)
+codes = {code for code, _ in targets}
+fired = []
+
+def run_pending_handlers():
+    pass  # entering a Python function runs pending signal handlers, here under the lock
+
+def tracer(frame, event, arg):
+    if event == "call":
+        return tracer if frame.f_code in codes else None
+    if (event == "line" and not fired and (frame.f_code, frame.f_lineno) in targets
+            and signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
+        fired.append(frame.f_code.co_name)
+        os.kill(os.getpid(), signal.SIGTERM)
+        run_pending_handlers()
+    return tracer
+
+sys.settrace(tracer)
+code = main(["run"])
+sys.settrace(None)
+print("signalled in Event." + (fired[0] if fired else "(never)"))
+sys.exit(code)
+"""
+
+
+def test_a_signal_while_the_main_thread_holds_a_lock_does_not_deadlock(gateway: Pushgateway, spool_dir: str,
+                                                                        pod: str) -> None:
+    writer = SpoolWriter(os.path.join(spool_dir, pod), pod)  # stays open: `run` keeps following
+    try:
+        writer.write_metric("x", 1.0)
+        proc = subprocess.Popen([sys.executable, "-c", _SIGNAL_UNDER_A_LOCK],
+                                env=job_env(**cli_env(spool_dir, pod, gateway.address)), text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        try:
+            out, err = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            pytest.fail("the uploader deadlocked: SIGTERM arrived while its main thread held a threading.Event's "
+                        "lock, and the handler waited for that lock")
+    finally:
+        writer.close()
+    assert "signalled in Event." in out and "(never)" not in out, out + err
+    assert proc.returncode in (0, 1), err  # it ended by itself, not killed by the signal
+
+
 def test_sigterm_ends_recover_mid_push_within_2s(spool_dir: str, pod: str) -> None:
     path = finished_spool(spool_dir, pod, {"x": 1.0})
     with RawGateway("hold") as held:
