@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from typing import Iterator
 
 import pytest
@@ -309,12 +310,19 @@ def test_an_unencodable_pod_uuid_is_a_clear_error(gateway: Pushgateway, spool_di
     pod = os.fsdecode(b"pod-caf\xe9")
     finished_spool(spool_dir, pod, {"x": 1.0})
     env = cli_env(spool_dir, pod, gateway.address)
-    for command in ("recover", "run"):
+    for command, status in (("recover", 1), ("run", 2)):  # recover goes on with other pods (with --all)
         done = uploader_cli(env, command)
-        assert done.returncode == 2, (command, done.stderr)
+        assert done.returncode == status, (command, done.stderr)
         assert "cannot be encoded as UTF-8" in done.stderr and "Traceback" not in done.stderr, done.stderr
     log = open(os.path.join(spool_dir, pod, "uploader.log"), errors="replace").read()
     assert "cannot start" in log
+    # It costs only that pod: `recover --all` delivers the others.
+    good = f"pod-{uuid.uuid4()}"
+    finished_spool(spool_dir, good, {"y": 2.0})
+    done = uploader_cli(env, "recover", "--all")
+    assert done.returncode == 1 and "1 of 2 pods not fully delivered" in done.stderr, done.stderr
+    assert gateway.value(good, metric_name("y")) == 2
+    gateway.delete_group(good)
 
 
 # -- point 5: push size caps, 413 and timeouts split --------------------------------

@@ -179,7 +179,7 @@ def _run(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             logger.error("cannot start: %s", exc)  # stderr may go nowhere: say it in uploader.log too
             raise
-        logger.info("uploader started for pod %s, pushing to %s", ascii(settings.pod_uuid), settings.gateway_url)
+        logger.info("uploader started for pod %s, pushing to %s", settings.pod_uuid, settings.gateway_url)
         with _StopOnSignals() as stopper:
             stopper.watch(uploader)
             status = uploader.run()
@@ -400,14 +400,19 @@ def _recover_pod(settings: Settings, timeout: float, stopper: _StopOnSignals) ->
             return result
     started = time.monotonic()
     try:
-        progress = Progress(f"pod {pod}", 0, sys.stderr)
-
         def on_progress(records: int, sent: int) -> None:
             progress.update(records, sent, total_bytes=sent + uploader.undelivered_bytes())
 
-        # Smaller steps than a follower's: each commits, so the bar moves while a big spool is read.
-        uploader = _uploader(settings, retry_timeout=timeout, follow=False, use_watchdog=False,
-                             on_progress=on_progress, scan_bytes=_RECOVER_SCAN_BYTES)
+        try:
+            # Smaller steps than a follower's: each commits, so the bar moves while a big spool is read.
+            uploader = _uploader(settings, retry_timeout=timeout, follow=False, use_watchdog=False,
+                                 on_progress=on_progress, scan_bytes=_RECOVER_SCAN_BYTES)
+        except ConfigError as exc:
+            # This pod cannot be delivered (say, its podUUID is not UTF-8); the others can.
+            print(f"runai-uploader: pod {ascii(pod)}: {exc}", file=sys.stderr)
+            result.ok, result.pending = False, _pending_on_disk(settings)
+            return result
+        progress = Progress(f"pod {pod}", 0, sys.stderr)
         stopper.watch(uploader)
         try:
             status = uploader.run()

@@ -58,13 +58,17 @@ class _Wakeup:
 
     def __init__(self) -> None:
         self._read = self._write = -1
+        self._poll = select.poll()  # not select(): it fails on descriptors past 1023
 
     def open(self) -> None:
         self._read, self._write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._poll.register(self._read, select.POLLIN)
 
     def close(self) -> None:
         write, self._write = self._write, -1
         read, self._read = self._read, -1
+        if read >= 0:
+            self._poll.unregister(read)
         for fd in (write, read):
             if fd >= 0:
                 os.close(fd)
@@ -86,7 +90,7 @@ class _Wakeup:
             pass
 
     def wait(self, timeout: float) -> None:
-        select.select([self._read], [], [], timeout)
+        self._poll.poll(math.ceil(timeout * 1000))
 
 
 class Uploader:
