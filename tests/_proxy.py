@@ -7,7 +7,16 @@ Faults (set :attr:`FaultProxy.fault`):
 * ``"reset"``: read the request, then reset the connection (RST) without an answer;
 * ``"500"``: answer 500 without forwarding;
 * ``"slow"``: forward, then wait :attr:`slow_seconds` before answering, longer
-  than a push may take (the gateway applies pushes in order; only its answer is late).
+  than a push may take (the gateway applies pushes in order; only its answer is late);
+* ``"413"``: answer 413 to a push whose body is over :attr:`max_body` bytes
+  (as a gateway behind a proxy with a body limit does), forward the others;
+* ``"hold_big"``: hold a push whose body is over :attr:`max_body` bytes for
+  :attr:`slow_seconds` without forwarding it, then drop the connection (a
+  gateway that cannot take a big push in time); forward the others;
+* ``"fail_after"``: forward :attr:`fail_after` pushes, then answer 500.
+
+:attr:`largest_push` is the biggest body forwarded, :attr:`most_values` the
+most sample lines in one.
 """
 from __future__ import annotations
 
@@ -25,6 +34,10 @@ class FaultProxy:
         self.slow_seconds = 3.0
         self.pushes = 0  # pushes forwarded to the gateway
         self.push_bytes = 0
+        self.max_body = 1 << 20
+        self.fail_after = 0
+        self.largest_push = 0
+        self.most_values = 0
         self._lock = threading.Lock()
         self._release = threading.Event()  # ends "slow" waits early on stop
         self._connections: set[socket.socket] = set()  # open client connections
@@ -108,14 +121,24 @@ class FaultProxy:
                     self.connection.close()
                     self.close_connection = True
                     return
-                if fault == "500":
+                if fault == "500" or (fault == "fail_after" and proxy.pushes >= proxy.fail_after):
                     self._answer(500, b"injected failure\n", [])
+                    return
+                if fault == "413" and len(body) > proxy.max_body:
+                    self._answer(413, b"request entity too large\n", [])
+                    return
+                if fault == "hold_big" and len(body) > proxy.max_body:
+                    proxy._release.wait(proxy.slow_seconds)
+                    self.close_connection = True
                     return
                 status, headers, data = self._upstream(body)
                 if is_push and 200 <= status < 300:
+                    values = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
                     with proxy._lock:
                         proxy.pushes += 1
                         proxy.push_bytes += len(body)
+                        proxy.largest_push = max(proxy.largest_push, len(body))
+                        proxy.most_values = max(proxy.most_values, values)
                 if fault == "slow":
                     proxy._release.wait(proxy.slow_seconds)
                 self._answer(status, data, headers)

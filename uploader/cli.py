@@ -13,7 +13,8 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from runai.reporter._config import (
     ENV_GATEWAY_URL,
@@ -176,13 +177,19 @@ def _run(args: argparse.Namespace) -> int:
         logger.info("another uploader (pid %s) serves %s; exiting", holder_pid(settings.pod_dir), settings.pod_dir)
         return EXIT_OK
     try:
-        uploader = _uploader(settings, retry_timeout=settings.retry_timeout, lock=lock,
-                             history_bytes=settings.history_bytes,
-                             fsync_interval=settings.fsync_interval if settings.fsync == "interval" else None)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: uploader.stop())
+        try:
+            uploader = _uploader(settings, retry_timeout=settings.retry_timeout, lock=lock,
+                                 history_bytes=settings.history_bytes,
+                                 fsync_interval=settings.fsync_interval if settings.fsync == "interval" else None)
+        except ConfigError as exc:
+            logger.error("cannot start: %s", exc)  # stderr may go nowhere: say it in uploader.log too
+            raise
         logger.info("uploader started for pod %s, pushing to %s", settings.pod_uuid, settings.gateway_url)
-        status = uploader.run()
+        with _StopOnSignals() as stopper:
+            stopper.watch(uploader)
+            status = uploader.run()
+        if stopper.signum is not None:
+            logger.info("stopped by signal %d", stopper.signum)
         logger.info("uploader exiting with status %d: %d reports delivered, %d pending",
                     status, uploader.delivered_records, uploader.pending_records())
         return status
@@ -196,18 +203,59 @@ def _drop_watchdog_shutdown_noise(record: logging.LogRecord) -> bool:
     return not (record.name.startswith("watchdog") and "called when the thread is inactive" in record.msg)
 
 
-def _acquire(lock: PodLock, patience: float) -> bool:
-    """Take *lock*, retrying for *patience* seconds.
+def _acquire(lock: PodLock, patience: float, stopped: Callable[[], bool] = lambda: False) -> bool:
+    """Take *lock*, retrying for *patience* seconds (or until *stopped*).
 
     Reporters probe the lock with a brief shared lock; a short retry keeps such
     a probe from being mistaken for a running uploader.
     """
     deadline = time.monotonic() + patience
     while not lock.acquire():
-        if time.monotonic() >= deadline:
+        if time.monotonic() >= deadline or stopped():
             return False
         time.sleep(0.02)
     return True
+
+
+class _StopOnSignals:
+    """While in its ``with`` block, SIGTERM and SIGINT stop the watched uploader.
+
+    The handler runs between two bytecodes of the main thread, wherever that
+    thread is, so it only sets a flag and calls :meth:`Uploader.stop`, which
+    takes no lock (``threading.Event.set()`` would, and deadlocks when the
+    main thread was interrupted inside ``Event.wait()``). ``stop()`` also cuts
+    a push in flight, so a signal ends the uploader within about a second
+    whatever the gateway does.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._uploader: Uploader | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopOnSignals:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def watch(self, uploader: Uploader) -> None:
+        """Stop *uploader* on a signal (at once, if one already came)."""
+        self._uploader = uploader
+        if self.signum is not None:
+            uploader.stop()
+
+    def stopped(self) -> bool:
+        return self.signum is not None
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.signum = signum
+        uploader = self._uploader
+        if uploader is not None:
+            uploader.stop()
 
 
 # -- status -------------------------------------------------------------------
@@ -319,8 +367,16 @@ def _recover(args: argparse.Namespace) -> int:
             return EXIT_OK
     else:
         pods = [_settings(args).pod_uuid]
-    results = [_recover_pod(_settings(args, pod), args.timeout) for pod in pods]
+    results = []
+    with _StopOnSignals() as stopper:
+        for pod in pods:
+            if stopper.stopped():
+                break
+            results.append(_recover_pod(_settings(args, pod), args.timeout, stopper))
     _print_summary(results)
+    if stopper.signum is not None:
+        print("runai-uploader: interrupted; what was not delivered stays in the spool", file=sys.stderr)
+        return 128 + stopper.signum
     failed = [r.pod for r in results if not r.ok]
     if failed:
         print(f"runai-uploader: {len(failed)} of {len(pods)} pods not fully delivered: {', '.join(failed)}",
@@ -329,7 +385,7 @@ def _recover(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _recover_pod(settings: Settings, timeout: float) -> _Recovered:
+def _recover_pod(settings: Settings, timeout: float, stopper: _StopOnSignals) -> _Recovered:
     from .progress import Progress
 
     pod = settings.pod_uuid
@@ -342,21 +398,27 @@ def _recover_pod(settings: Settings, timeout: float) -> _Recovered:
         pid = holder_pid(settings.pod_dir)
         print(f"pod {pod}: an uploader (pid {pid}) is delivering it; waiting up to {timeout:.0f} s for it to finish",
               file=sys.stderr)
-        if not _acquire(lock, patience=timeout):
+        if not _acquire(lock, patience=timeout, stopped=stopper.stopped):
             print(f"runai-uploader: pod {pod}: the uploader (pid {pid}) is still running; try again later",
                   file=sys.stderr)
             result.ok, result.pending = False, _pending_on_disk(settings)
             return result
     started = time.monotonic()
     try:
-        progress = Progress(f"pod {pod}", 0, sys.stderr)
-
         def on_progress(records: int, sent: int) -> None:
             progress.update(records, sent, total_bytes=sent + uploader.undelivered_bytes())
 
-        # Smaller steps than a follower's: each commits, so the bar moves while a big spool is read.
-        uploader = _uploader(settings, retry_timeout=timeout, follow=False, use_watchdog=False,
-                             on_progress=on_progress, scan_bytes=_RECOVER_SCAN_BYTES)
+        try:
+            # Smaller steps than a follower's: each commits, so the bar moves while a big spool is read.
+            uploader = _uploader(settings, retry_timeout=timeout, follow=False, use_watchdog=False,
+                                 on_progress=on_progress, scan_bytes=_RECOVER_SCAN_BYTES)
+        except ConfigError as exc:
+            # This pod cannot be delivered (say, its podUUID is not UTF-8); the others can.
+            print(f"runai-uploader: pod {ascii(pod)}: {exc}", file=sys.stderr)
+            result.ok, result.pending = False, _pending_on_disk(settings)
+            return result
+        progress = Progress(f"pod {pod}", 0, sys.stderr)
+        stopper.watch(uploader)
         try:
             status = uploader.run()
         finally:
@@ -377,7 +439,10 @@ def _recover_pod(settings: Settings, timeout: float) -> _Recovered:
     if result.rejected:
         notes.append(f"{len(result.rejected)} names rejected by the gateway: {', '.join(sorted(result.rejected))}")
     extra = f" ({'; '.join(notes)})" if notes else ""
-    if not result.ok:
+    if not result.ok and stopper.stopped():
+        print(f"runai-uploader: pod {pod}: stopped; {result.pending} reports still pending, "
+              f"delivered {result.delivered}{extra}", file=sys.stderr)
+    elif not result.ok:
         print(f"runai-uploader: pod {pod}: gateway {settings.gateway_url} unreachable ({uploader.last_error}); "
               f"{result.pending} reports still pending, delivered {result.delivered}{extra}", file=sys.stderr)
     elif result.delivered == 0 and not skipped:

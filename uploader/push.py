@@ -12,23 +12,36 @@ change:
 
 Every push is a POST (``pushadd``): it replaces the metrics it names and
 leaves the group's others alone, so pushing only what changed is correct.
+
+Limits (docs/operations.md, "Limits"): a push carries at most
+:data:`MAX_PUSH_VALUES` values and :data:`MAX_PUSH_BYTES` of request body;
+``timeout`` bounds a whole request, connection to last byte; at most
+:data:`MAX_ANSWER_BYTES` of an answer are read.
 """
 from __future__ import annotations
 
 import base64
 import http.client
 import logging
+import re
+import socket
 import ssl
-from typing import Callable, Iterator, Sequence
+import threading
+import time
+from typing import Callable, Iterator, Sequence, TypeAlias
 from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry, pushadd_to_gateway
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from runai.reporter._config import ConfigError
 from runai.reporter.spool import METRIC, Record
 
-__all__ = ["GatewayError", "Pusher", "JOB", "METRIC_PREFIX", "PARAMETER_PREFIX", "exposition_name"]
+__all__ = [
+    "GatewayError", "Pusher", "JOB", "MAX_ANSWER_BYTES", "MAX_PUSH_BYTES", "MAX_PUSH_VALUES", "METRIC_PREFIX",
+    "PARAMETER_PREFIX", "exposition_name",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +51,15 @@ PARAMETER_PREFIX = "reporter_push_gateway_parameter_"
 # runai 0.4.1 pushed an empty HELP; the same keeps mixed fleets consistent on
 # one gateway (a gateway may refuse one name with two HELP texts).
 _HELP = ""
+
+MAX_PUSH_BYTES = 1 << 20  # request body of one push; a bigger batch is sent in several
+MAX_PUSH_VALUES = 10_000  # values in one push
+MAX_ANSWER_BYTES = 64 << 10  # of an answer's body read; past it the connection is dropped
+
+# Statuses that refuse what was pushed, not how it was sent: 400 (say, a name
+# already used with another type in another group) and 413 (too big).
+_REFUSALS = (400, 413)
+_EXPOSITION_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 
 
 class GatewayError(OSError):
@@ -50,8 +72,12 @@ class GatewayError(OSError):
 
     @property
     def rejects_content(self) -> bool:
-        """True for 400: the gateway refused what was pushed, not how it was sent."""
-        return self.status == 400
+        """True for 400 and 413: the gateway refused what was pushed, not how it was sent."""
+        return self.status in _REFUSALS
+
+
+# Why a record was refused: the gateway's answer, or why it was not sent.
+Refusal: TypeAlias = "GatewayError | ValueError"
 
 
 def exposition_name(record: Record) -> str:
@@ -84,6 +110,10 @@ class _KeepAliveHandler:
     The stock handler opens a connection per push; at one push per interval
     that hardly matters, but on a busy gateway keep-alive saves a TCP
     handshake per push and keeps latency low.
+
+    *timeout* bounds the whole request: a socket timeout bounds each read
+    only, and a gateway that trickles its answer a byte at a time would hold
+    a push for ever. A timer shuts the socket down at the deadline instead.
     """
 
     def __init__(self, authorization: str | None = None, ssl_context: ssl.SSLContext | None = None) -> None:
@@ -91,6 +121,8 @@ class _KeepAliveHandler:
         self._origin = ""
         self._authorization = authorization  # a ready "Basic ..." header value, never logged
         self._ssl_context = ssl_context
+        self._aborted = False
+        self._expired = False
 
     def __call__(self, url: str, method: str, timeout: float | None,
                  headers: list[tuple[str, str]], data: bytes) -> Callable[[], None]:
@@ -101,31 +133,88 @@ class _KeepAliveHandler:
         if conn is not None:
             conn.close()
 
+    def abort(self) -> None:
+        """Cut the request in flight, and refuse later ones.
+
+        Called from signal handlers, so it takes no lock: it sets a flag and
+        shuts the socket down, which wakes a blocked read at once.
+        """
+        self._aborted = True
+        self._cut()
+
+    def _cut(self) -> None:
+        conn = self._conn
+        sock = conn.sock if conn is not None else None
+        if sock is not None:
+            try:
+                # socket.socket's own shutdown: an SSLSocket's would also drop its TLS state under the reader.
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def _expire(self) -> None:
+        self._expired = True
+        self._cut()
+
     def _send(self, url: str, method: str, timeout: float | None,
               headers: list[tuple[str, str]], data: bytes) -> None:
+        if self._aborted:
+            raise ConnectionAbortedError("the uploader is stopping; the push was not sent")
+        self._expired = False
+        timer = None
+        if timeout is not None:
+            timer = threading.Timer(timeout, self._expire)
+            timer.daemon = True
+            timer.start()
+        try:
+            status, reason, body = self._attempts(url, method, timeout, headers, data)
+        except (http.client.HTTPException, OSError) as exc:
+            self.close()
+            if not (self._aborted or self._expired):
+                if isinstance(exc, OSError):
+                    raise
+                # A malformed answer (say, a header line longer than http.client allows).
+                raise ConnectionError(f"the gateway's answer is not valid HTTP: {exc!r}") from None
+        finally:
+            if timer is not None:
+                timer.cancel()
+                timer.join()  # no late _expire() on the next request's socket
+        if self._aborted or self._expired:
+            # Cut short, even where http.client took the truncated answer for a whole
+            # one: sending again is harmless (a push replaces what it names), trusting it is not.
+            self.close()
+            if self._aborted:
+                raise ConnectionAbortedError("the uploader is stopping; the push was cut short")
+            raise TimeoutError(f"the gateway did not answer in full within {timeout} s")
+        if not 200 <= status < 300:
+            raise GatewayError(status, reason, body)
+
+    def _attempts(self, url: str, method: str, timeout: float | None,
+                  headers: list[tuple[str, str]], data: bytes) -> tuple[int, str, str]:
         parts = urlsplit(url)
         origin = f"{parts.scheme}://{parts.netloc}"
         path = parts.path + (f"?{parts.query}" if parts.query else "")
         reused = self._conn is not None and origin == self._origin
+        deadline = None if timeout is None else time.monotonic() + timeout
         for attempt in range(2 if reused else 1):
             if self._conn is None or origin != self._origin:
                 self.close()
+                if deadline is not None:  # connecting is not cut by the timer: give it what is left
+                    timeout = max(0.001, deadline - time.monotonic())
                 if parts.scheme == "https":
                     self._conn = http.client.HTTPSConnection(parts.netloc, timeout=timeout, context=self._ssl_context)
                 else:
                     self._conn = http.client.HTTPConnection(parts.netloc, timeout=timeout)
                 self._origin = origin
             try:
-                status, reason, body = self._request(method, path, headers, data)
-                break
+                return self._request(method, path, headers, data)
             except (http.client.HTTPException, OSError):
                 # A gateway may close an idle keep-alive connection; a reused
                 # one earns a second try on a fresh connection.
                 self.close()
-                if attempt == 1 or not reused:
+                if attempt == 1 or not reused or self._expired or self._aborted:
                     raise
-        if not 200 <= status < 300:
-            raise GatewayError(status, reason, body)
+        raise AssertionError("unreachable")
 
     def _request(self, method: str, path: str, headers: list[tuple[str, str]],
                  data: bytes) -> tuple[int, str, str]:
@@ -134,11 +223,19 @@ class _KeepAliveHandler:
         if self._authorization:
             all_headers["Authorization"] = self._authorization
         self._conn.request(method, path, body=data, headers=all_headers)
+        if self._aborted or self._expired:  # cut while connecting, before the socket could be shut down
+            raise ConnectionAbortedError("cut short")
         response = self._conn.getresponse()
-        body = response.read().decode("utf-8", errors="replace")
-        if response.will_close:
+        # An error page can be any size: read the start, which says why, and drop the rest with the connection.
+        body = b""
+        while len(body) < MAX_ANSWER_BYTES:
+            chunk = response.read(MAX_ANSWER_BYTES - len(body))
+            if not chunk:
+                break
+            body += chunk
+        if response.will_close or not response.isclosed():
             self.close()
-        return response.status, response.reason, body
+        return response.status, response.reason, body.decode("utf-8", errors="replace")
 
 
 class Pusher:
@@ -151,6 +248,12 @@ class Pusher:
         self.pod_uuid = pod_uuid
         self.timeout = timeout
         self.pushes = 0  # HTTP requests that succeeded
+        try:
+            pod_uuid.encode("utf-8")
+        except UnicodeEncodeError:
+            # The grouping key goes into the URL as UTF-8: no push of this pod could ever be sent.
+            raise ConfigError(f"podUUID {pod_uuid!r} cannot be encoded as UTF-8 (it holds undecodable bytes), "
+                              "so no report of this pod can be pushed: set podUUID to the pod's UUID") from None
         authorization = None
         if username is not None and password is not None:
             token = base64.b64encode(f"{username}:{password}".encode()).decode()
@@ -163,17 +266,44 @@ class Pusher:
         if self._own_handler is not None:
             self._own_handler.close()
 
-    def push(self, records: Sequence[Record]) -> list[tuple[Record, GatewayError]]:
-        """Push *records*; return the ones the gateway rejected (400), with why.
+    def abort(self) -> None:
+        """Cut a push in flight and make later ones fail at once; safe in a signal handler."""
+        if self._own_handler is not None:
+            self._own_handler.abort()
 
-        A 400 names what the gateway refused (say, a name already used with
-        another type in another group). Halving the batch until the refused
-        records stand alone lets every other record through.
+    def push(self, records: Sequence[Record]) -> list[tuple[Record, Refusal]]:
+        """Push *records*; return the ones refused by name, with why.
+
+        Records go in batches of at most :data:`MAX_PUSH_VALUES` values and
+        :data:`MAX_PUSH_BYTES`. A batch the gateway refuses (400, 413) is
+        halved until the refused records stand alone, which lets every other
+        record through. A batch that times out is split too, after one value
+        alone got through (a gateway that cannot take even one value in time
+        is slow or down, not overwhelmed). A record that cannot be encoded
+        (say, a lone surrogate in a parameter value) or is bigger than a push
+        may be is refused without being sent (with a ValueError saying why).
 
         Raises :class:`GatewayError` for other error statuses, and OSError
-        when the gateway cannot be reached; nothing is lost then, the caller
-        retries.
+        (TimeoutError included) when the gateway cannot be reached or does
+        not answer in time; nothing is lost then, the caller retries.
         """
+        refused: list[tuple[Record, Refusal]] = []
+        batch: list[Record] = []
+        batch_bytes = 0
+        for record in records:
+            try:
+                size = _encoded_size(record)
+            except ValueError as exc:
+                refused.append((record, exc))
+                continue
+            if len(batch) >= MAX_PUSH_VALUES or batch_bytes + size > MAX_PUSH_BYTES:
+                refused += self._push_batch(batch)
+                batch, batch_bytes = [], 0
+            batch.append(record)
+            batch_bytes += size
+        return refused + self._push_batch(batch)
+
+    def _push_batch(self, records: Sequence[Record]) -> list[tuple[Record, Refusal]]:
         if not records:
             return []
         try:
@@ -184,8 +314,14 @@ class Pusher:
                 raise
             if len(records) == 1:
                 return [(records[0], exc)]
+            refused = []
+        except TimeoutError:
+            if len(records) == 1:
+                raise  # even one value is too slow: an outage, retried with backoff
+            refused = self._push_batch(records[:1])  # raises if the gateway is slow or down
+            records = records[1:]
         middle = len(records) // 2
-        return self.push(records[:middle]) + self.push(records[middle:])
+        return refused + self._push_batch(records[:middle]) + self._push_batch(records[middle:])
 
     def _send(self, records: Sequence[Record]) -> None:
         registry = CollectorRegistry(auto_describe=False)
@@ -200,3 +336,21 @@ class Pusher:
         )
         self.pushes += 1
 
+
+def _encoded_size(record: Record) -> int:
+    """An upper bound of *record*'s bytes in a push; ValueError if it cannot be pushed at all."""
+    name = exposition_name(record)
+    if not _EXPOSITION_NAME.fullmatch(name):
+        raise ValueError(f"not sent: {ascii(name)} is not a valid Prometheus metric name")
+    try:
+        value = str(record.value).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"not sent: its value cannot be encoded as UTF-8 ({exc.reason} at character {exc.start}; "
+                         "undecodable bytes, as os.fsdecode() gives them, do that)") from None
+    # The name three times (HELP, TYPE, sample), the label values escaped
+    # (at most doubled), and the fixed text of the lines.
+    size = 3 * len(name) + 2 * (len(record.name) + len(value)) + 128
+    if size > MAX_PUSH_BYTES:
+        raise ValueError(f"not sent: it takes up to {size} bytes in a push, more than one push may carry "
+                         f"({MAX_PUSH_BYTES} bytes)")
+    return size

@@ -18,7 +18,7 @@ import logging
 import math
 import os
 import random
-import threading
+import select
 import time
 from collections import Counter
 from typing import Callable
@@ -31,7 +31,7 @@ from .push import GatewayError, Pusher, exposition_name
 from .tail import BadSpoolError, SpoolTail
 from .watch import SpoolWatch
 
-__all__ = ["Uploader", "EXIT_DELIVERED", "EXIT_PENDING", "TORN_LINE"]
+__all__ = ["Uploader", "EXIT_DELIVERED", "EXIT_PENDING", "MAX_PENDING_VALUES", "TORN_LINE"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,57 @@ EXIT_PENDING = 1  # gave up with reports still pending; they stay on disk
 
 TORN_LINE = "an incomplete last line (the writer died mid-record)"
 SCAN_BYTES = 64 << 20  # read per scan by default; bounds how long pushes wait behind reading
+# Distinct values read and not yet pushed. Past it reading pauses until they
+# are delivered; the rest waits on disk. About 300 bytes each in memory.
+MAX_PENDING_VALUES = 100_000
+_READ_BYTES = 4 << 20  # one read of a spool file
+_MIN_LINE_BYTES = 32  # no valid record line is shorter: a read of N such bytes adds at most N/32 values
+
+
+class _Wakeup:
+    """A self-pipe the loop sleeps on.
+
+    ``set()`` is a single write(2) and takes no lock, so a signal handler may
+    call it even while the main thread is inside :meth:`wait` or
+    :meth:`clear` (``threading.Event`` takes a lock there, and a handler that
+    sets it can deadlock the thread it interrupted).
+    """
+
+    def __init__(self) -> None:
+        self._read = self._write = -1
+        self._poll = select.poll()  # not select(): it fails on descriptors past 1023
+
+    def open(self) -> None:
+        self._read, self._write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._poll.register(self._read, select.POLLIN)
+
+    def close(self) -> None:
+        write, self._write = self._write, -1
+        read, self._read = self._read, -1
+        if read >= 0:
+            self._poll.unregister(read)
+        for fd in (write, read):
+            if fd >= 0:
+                os.close(fd)
+
+    def set(self) -> None:
+        fd = self._write
+        if fd < 0:
+            return  # not running: the loop checks its stop flag first thing
+        try:
+            os.write(fd, b"\0")
+        except BlockingIOError:
+            pass  # the pipe is full: a wakeup is pending anyway
+
+    def clear(self) -> None:
+        try:
+            while os.read(self._read, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def wait(self, timeout: float) -> None:
+        self._poll.poll(math.ceil(timeout * 1000))
 
 
 class Uploader:
@@ -64,6 +115,7 @@ class Uploader:
         history_bytes: int | None = None,
         fsync_interval: float | None = None,
         scan_bytes: int = SCAN_BYTES,
+        max_pending: int = MAX_PENDING_VALUES,
     ) -> None:
         self.pod_dir = pod_dir
         self.pusher = pusher
@@ -78,11 +130,12 @@ class Uploader:
         self.history_bytes = history_bytes  # bound on delivered spool kept; None keeps everything
         self.fsync_interval = fsync_interval  # fsync growing spool files this often; None never
         self.scan_bytes = scan_bytes  # read at most about this much before pushing and committing
+        self.max_pending = max_pending  # distinct values held before reading pauses
         # what this run did, for summaries
         self.delivered_records = 0
         self.delivered_bytes = 0  # of spool files, header lines included
         self.ignored_files: dict[str, str] = {}  # spool files that cannot be read at all -> why
-        self.rejected: dict[str, str] = {}  # exposition name -> the gateway's answer
+        self.rejected: dict[str, str] = {}  # exposition name (printable) -> the gateway's answer, or why not sent
         self.last_error = ""
 
         self._tails: dict[str, SpoolTail] = {}
@@ -95,8 +148,8 @@ class Uploader:
         # coalesced values not yet pushed, with the file each came from
         self._latest: dict[tuple[str, str], tuple[Record, str]] = {}
         self._rejected_in: dict[str, int] = {}  # spool path -> its records the gateway refused
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
+        self._wake = _Wakeup()
+        self._stopping = False  # a plain flag: stop() runs in signal handlers
         self._watch = SpoolWatch(pod_dir, self._wake.set)
 
     # -- control ----------------------------------------------------------
@@ -105,7 +158,10 @@ class Uploader:
         self._wake.set()
 
     def stop(self) -> None:
-        self._stopping.set()
+        # Takes no lock (see _Wakeup): safe in a signal handler. Cuts a push in
+        # flight, so that stopping never waits for a slow gateway.
+        self._stopping = True
+        self.pusher.abort()
         self._wake.set()
 
     def skip_reasons(self) -> Counter[str]:
@@ -125,12 +181,14 @@ class Uploader:
 
     def run(self) -> int:
         """Deliver until done; return :data:`EXIT_DELIVERED` or :data:`EXIT_PENDING`."""
-        if self.use_watchdog:
-            self._watch.start()
+        self._wake.open()
         try:
+            if self.use_watchdog:
+                self._watch.start()
             return self._loop()
         finally:
             self._watch.stop()
+            self._wake.close()
             for tail in self._tails.values():
                 tail.close()
             self.pusher.close()
@@ -144,7 +202,7 @@ class Uploader:
         last_push = -math.inf
         next_liveness = 0.0
         next_fsync = 0.0
-        while not self._stopping.is_set():
+        while not self._stopping:
             self._wake.clear()
             now = time.monotonic()
             check_liveness = now >= next_liveness
@@ -223,6 +281,7 @@ class Uploader:
             logger.error("cannot list %s: %s", self.pod_dir, exc)
             return False
         budget = self.scan_bytes
+        full = False
         for name in names:
             path = os.path.join(self.pod_dir, name)
             if not is_spool_file(name) or path in self._closed:
@@ -234,13 +293,21 @@ class Uploader:
                 self._alive[path] = tail.writer_alive()
             drained = False
             while budget > 0:
+                room = self.max_pending - len(self._latest)
+                if room <= 0:
+                    # Held values only grow with distinct names; the rest waits on
+                    # disk until these are delivered (the loop rescans after a push).
+                    full = True
+                    break
                 before = tail.offset
-                for record in tail.read():
+                for record in tail.read(min(_READ_BYTES, room * _MIN_LINE_BYTES)):
                     self._coalesce(record, path)
                 if tail.offset == before:
                     drained = True
                     break
                 budget -= tail.offset - before
+            if full:
+                return False
             if not drained:
                 self._wake.set()  # come straight back for the rest
             elif not self._alive[path] and tail.offset == self._acked[path].offset:
@@ -320,9 +387,10 @@ class Uploader:
     def _coalesce(self, record: Record, path: str) -> None:
         key = (record.kind, record.name)
         held = self._latest.get(key)
-        # With several writers, the newest report wins, as it would have on
-        # the gateway had each been pushed at once.
-        if held is None or record.ts >= held[0].ts:
+        # One writer's reports are ordered by sequence number: its clock may
+        # step back. Across writers, the newest report wins, as it would have
+        # on the gateway had each been pushed at once.
+        if held is None or (record.seq > held[0].seq if path == held[1] else record.ts >= held[0].ts):
             self._latest[key] = (record, path)
 
     # -- delivering -------------------------------------------------------
@@ -340,15 +408,18 @@ class Uploader:
         try:
             rejected = self.pusher.push([record for record, _ in self._latest.values()])
         except OSError as exc:
-            self._note_failure(exc)
+            if not self._stopping:
+                self._note_failure(exc)
             return False
         for record, refusal in rejected:
             path = self._latest[(record.kind, record.name)][1]
             self._rejected_in[path] = self._rejected_in.get(path, 0) + 1
-            name = exposition_name(record)
+            # A name may hold lone surrogates: keep it printable for logs and summaries.
+            name = ascii(exposition_name(record))[1:-1]
             if name not in self.rejected:
-                logger.error("the gateway rejected %s %r (pushed as %s); the other reports are not affected: %s",
-                             record.kind, record.name, name, refusal)
+                who = "the gateway rejected" if isinstance(refusal, GatewayError) else "cannot push"
+                logger.error("%s %s %s (pushed as %s); the other reports are not affected: %s",
+                             who, record.kind, ascii(record.name), name, refusal)
             self.rejected[name] = str(refusal)
         self._latest.clear()
         return self._commit()
@@ -380,7 +451,12 @@ class Uploader:
     def _note_failure(self, exc: OSError) -> None:
         first = not self.last_error
         self.last_error = str(exc)
-        kind = "answered with an error" if isinstance(exc, GatewayError) else "is unreachable"
+        if isinstance(exc, GatewayError):
+            kind = "answered with an error"
+        elif isinstance(exc, TimeoutError):
+            kind = "did not answer in time"
+        else:
+            kind = "is unreachable"
         log = logger.warning if first else logger.debug
         log("the gateway %s %s (%s); retrying with backoff, nothing is lost",
             self.pusher.gateway_url, kind, exc)
@@ -400,7 +476,7 @@ class Uploader:
         this uploader, and its file already exists: one more scan after the
         release finds it.
         """
-        if self.lock is None or not self.follow or self._stopping.is_set():
+        if self.lock is None or not self.follow or self._stopping:
             return True
         self.lock.release()
         drained = self._scan(check_liveness=True)
