@@ -20,10 +20,10 @@ from typing import Iterator
 
 import pytest
 
+from runai.reporter.checkpoint import checkpoint_path
 from runai.reporter.spool import METRIC, Record, SpoolWriter
 from tests._helpers import Pushgateway, job_env, metric_name, parameter_name, uploader_cli, wait_for
 from tests._proxy import FaultProxy
-from uploader.checkpoint import checkpoint_path
 from uploader.push import MAX_ANSWER_BYTES, MAX_PUSH_BYTES, MAX_PUSH_VALUES, Pusher
 from uploader.service import EXIT_PENDING, Uploader
 
