@@ -213,7 +213,8 @@ class SpoolWriter:
     ``itertools.count`` is atomic, and so is one ``write(2)`` on an
     ``O_APPEND`` descriptor, so every record gets a unique sequence number and
     lands whole. (With several threads the file order may differ from the
-    sequence order by a few records; the reader orders by time, not position.)
+    sequence order by a few records; the reader orders one file's records by
+    sequence number, not position or time.)
 
     Past *max_bytes* a writer ends its file with an end marker and goes on in
     a new one (checked every 4096 records); a second or more later it lets go
