@@ -6,6 +6,7 @@ it uploads what a dead job left in its spool.
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 import os
 import signal
@@ -53,6 +54,9 @@ _RECOVER_SCAN_BYTES = 4 << 20  # about 50,000 reports, a push and a checkpoint e
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    # A pod directory's name may hold undecodable bytes: print them escaped, never fail on them.
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="backslashreplace")
     try:
         return int(args.func(args))
     except ConfigError as exc:
@@ -177,13 +181,9 @@ def _run(args: argparse.Namespace) -> int:
         logger.info("another uploader (pid %s) serves %s; exiting", holder_pid(settings.pod_dir), settings.pod_dir)
         return EXIT_OK
     try:
-        try:
-            uploader = _uploader(settings, retry_timeout=settings.retry_timeout, lock=lock,
-                                 history_bytes=settings.history_bytes,
-                                 fsync_interval=settings.fsync_interval if settings.fsync == "interval" else None)
-        except ConfigError as exc:
-            logger.error("cannot start: %s", exc)  # stderr may go nowhere: say it in uploader.log too
-            raise
+        uploader = _uploader(settings, retry_timeout=settings.retry_timeout, lock=lock,
+                             history_bytes=settings.history_bytes,
+                             fsync_interval=settings.fsync_interval if settings.fsync == "interval" else None)
         logger.info("uploader started for pod %s, pushing to %s", settings.pod_uuid, settings.gateway_url)
         with _StopOnSignals() as stopper:
             stopper.watch(uploader)
@@ -372,7 +372,15 @@ def _recover(args: argparse.Namespace) -> int:
         for pod in pods:
             if stopper.stopped():
                 break
-            results.append(_recover_pod(_settings(args, pod), args.timeout, stopper))
+            try:
+                settings = _settings(args, pod)
+            except ConfigError as exc:
+                # This pod cannot be delivered (say, its name is not UTF-8); the others can.
+                print(f"runai-uploader: pod {pod}: {exc}", file=sys.stderr)
+                pending = _pending_on_disk(resolve_spool_dir(args.spool_dir), pod)
+                results.append(_Recovered(pod, ok=False, pending=pending))
+                continue
+            results.append(_recover_pod(settings, args.timeout, stopper))
     _print_summary(results)
     if stopper.signum is not None:
         print("runai-uploader: interrupted; what was not delivered stays in the spool", file=sys.stderr)
@@ -401,22 +409,16 @@ def _recover_pod(settings: Settings, timeout: float, stopper: _StopOnSignals) ->
         if not _acquire(lock, patience=timeout, stopped=stopper.stopped):
             print(f"runai-uploader: pod {pod}: the uploader (pid {pid}) is still running; try again later",
                   file=sys.stderr)
-            result.ok, result.pending = False, _pending_on_disk(settings)
+            result.ok, result.pending = False, _pending_on_disk(settings.spool_dir, settings.pod_uuid)
             return result
     started = time.monotonic()
     try:
         def on_progress(records: int, sent: int) -> None:
             progress.update(records, sent, total_bytes=sent + uploader.undelivered_bytes())
 
-        try:
-            # Smaller steps than a follower's: each commits, so the bar moves while a big spool is read.
-            uploader = _uploader(settings, retry_timeout=timeout, follow=False, use_watchdog=False,
-                                 on_progress=on_progress, scan_bytes=_RECOVER_SCAN_BYTES)
-        except ConfigError as exc:
-            # This pod cannot be delivered (say, its podUUID is not UTF-8); the others can.
-            print(f"runai-uploader: pod {ascii(pod)}: {exc}", file=sys.stderr)
-            result.ok, result.pending = False, _pending_on_disk(settings)
-            return result
+        # Smaller steps than a follower's: each commits, so the bar moves while a big spool is read.
+        uploader = _uploader(settings, retry_timeout=timeout, follow=False, use_watchdog=False,
+                             on_progress=on_progress, scan_bytes=_RECOVER_SCAN_BYTES)
         progress = Progress(f"pod {pod}", 0, sys.stderr)
         stopper.watch(uploader)
         try:
@@ -429,7 +431,7 @@ def _recover_pod(settings: Settings, timeout: float, stopper: _StopOnSignals) ->
     result.ok = status == EXIT_OK
     result.delivered = uploader.delivered_records
     # Counted from disk: the uploader's own count misses what it had not read yet when it gave up.
-    result.pending = 0 if result.ok else _pending_on_disk(settings)
+    result.pending = 0 if result.ok else _pending_on_disk(settings.spool_dir, settings.pod_uuid)
     result.skipped, result.rejected = uploader.skip_reasons(), uploader.rejected
     result.ignored_files = uploader.ignored_files
     skipped = sum(result.skipped.values())
@@ -452,10 +454,10 @@ def _recover_pod(settings: Settings, timeout: float, stopper: _StopOnSignals) ->
     return result
 
 
-def _pending_on_disk(settings: Settings) -> int:
+def _pending_on_disk(spool_dir: str, pod: str) -> int:
     from .status import pod_status
 
-    return int(pod_status(settings.spool_dir, settings.pod_uuid)["reports_pending"])
+    return int(pod_status(spool_dir, pod)["reports_pending"])
 
 
 def _print_summary(results: list[_Recovered]) -> None:

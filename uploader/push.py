@@ -35,7 +35,7 @@ from prometheus_client import CollectorRegistry, pushadd_to_gateway
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from runai.reporter._config import ConfigError
+from runai.reporter._config import check_pod_uuid
 from runai.reporter.spool import METRIC, Record
 
 __all__ = [
@@ -248,12 +248,9 @@ class Pusher:
         self.pod_uuid = pod_uuid
         self.timeout = timeout
         self.pushes = 0  # HTTP requests that succeeded
-        try:
-            pod_uuid.encode("utf-8")
-        except UnicodeEncodeError:
-            # The grouping key goes into the URL as UTF-8: no push of this pod could ever be sent.
-            raise ConfigError(f"podUUID {pod_uuid!r} cannot be encoded as UTF-8 (it holds undecodable bytes), "
-                              "so no report of this pod can be pushed: set podUUID to the pod's UUID") from None
+        # The grouping key goes into the URL as UTF-8: a podUUID that cannot be
+        # encoded would fail every push (settings made by load_settings are checked).
+        check_pod_uuid(pod_uuid)
         authorization = None
         if username is not None and password is not None:
             token = base64.b64encode(f"{username}:{password}".encode()).decode()
