@@ -55,12 +55,22 @@ def _venv(path: str, base_python: str, *requirements: str) -> str:
 
 @pytest.fixture(scope="session")
 def world_python() -> Iterator[str]:
-    """A Python with the uploader's dependencies that any uid can run (the test venv's may sit under /root)."""
+    """A Python with this checkout's packages and their dependencies that any uid can run.
+
+    The test venv, and the checkout itself, may sit under /root, where another uid cannot read.
+    """
     base = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin") or sys.executable
     path = tempfile.mkdtemp(prefix="runai-world-python-", dir="/tmp")
     os.chmod(path, 0o755)
     try:
-        yield _venv(os.path.join(path, "venv"), base, "prometheus_client>=0.25", "watchdog>=4")
+        python = _venv(os.path.join(path, "venv"), base, "prometheus_client>=0.25", "watchdog>=4")
+        site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                              check=True, text=True, capture_output=True, timeout=30).stdout.strip()
+        for package in ("runai", "uploader"):
+            shutil.copytree(os.path.join(REPO, package), os.path.join(site, package),
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        subprocess.run(["chmod", "-R", "a+rX", path], check=True, timeout=30)
+        yield python
     finally:
         shutil.rmtree(path, ignore_errors=True)
 
@@ -143,7 +153,8 @@ def test_another_user_cannot_take_over_the_shared_temp_spool(shared_tmp: str, wo
     _run_as(ATTACKER, world_python, "import os, sys; os.mkdir(sys.argv[1]); os.chmod(sys.argv[1], 0o777)", root)
 
     # No writable home: the reporter falls back to <TMPDIR>/runai-reporter-<uid>.
-    env = {k: v for k, v in job_env().items() if not k.startswith("reporter") and k != "XDG_STATE_HOME"}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("reporter") and k not in ("XDG_STATE_HOME", "PYTHONPATH")}
     env.update(HOME="/nonexistent", TMPDIR=shared_tmp, podUUID=pod, reporterGatewayURL=gateway.address)
     job = _as(VICTIM, world_python, VICTIM_JOB, env=env, stdin=subprocess.PIPE)
     assert job.stdout is not None and job.stdin is not None
