@@ -275,6 +275,46 @@ def test_an_uploader_that_cannot_start_says_why(env: dict[str, str], pod: str, s
     assert 2 <= starts <= 5, log
 
 
+CRASHING_UPLOADER = """
+import os, signal, sys
+if "uploader" in sys.argv and "run" in sys.argv:  # only the uploader: a crashing C extension, or the OOM killer
+    with open(os.environ["UPLOADER_STARTS"], "a") as f:
+        f.write(f"{os.getpid()}\\n")
+    os.kill(os.getpid(), signal.SIGSEGV)
+"""
+
+REPORTING_JOB = """
+import logging, time, runai.reporter
+logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+reporter = runai.reporter.Reporter()
+end = time.monotonic() + 8
+while time.monotonic() < end:  # a report every 10 ms: the report path probes the uploader once a second
+    reporter.reportMetric("x", 1)
+    time.sleep(0.01)
+print(reporter.finish(timeout=1), flush=True)
+"""
+
+
+def test_an_uploader_killed_by_a_signal_at_start_is_restarted_with_backoff(env: dict[str, str], tmp_path) -> None:
+    """An uploader that died by a signal was restarted about once a second for ever, and finish() said
+    "the uploader keeps trying"."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(CRASHING_UPLOADER)
+    starts = tmp_path / "starts"
+    job_environ = job_env(**env, UPLOADER_STARTS=str(starts))
+    job_environ["PYTHONPATH"] = os.pathsep.join((str(site), job_environ["PYTHONPATH"]))
+    proc = subprocess.Popen([sys.executable, "-c", REPORTING_JOB], env=job_environ, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    out, err = _finish_job(proc, 40, "a job whose uploader always crashes")
+    assert out.strip() == "False", err
+    count = len(starts.read_text().split())
+    # Backing off 1, 2, 4 s starts at most 5 in these 9 s; one a second would be 9 or more.
+    assert 2 <= count <= 5, count
+    (warning,) = [w for w in _warnings(err) if "timed out" in w]
+    assert "killed by SIGSEGV" in warning and "keeps trying" not in warning, warning
+
+
 # -- 13 and 15: what the job's podUUID and directory must not do ------------------
 
 
@@ -313,3 +353,23 @@ def test_a_stray_uploader_py_in_the_working_directory_does_not_run(env: dict[str
     assert done.stdout.strip() == "True", done.stderr
     assert gateway.value(pod, metric_name("x")) == 15
     assert not (workdir / "uploader.py.ran").exists()
+
+
+def test_the_working_directory_cannot_shadow_the_uploaders_modules(env: dict[str, str], gateway: Pushgateway,
+                                                                   pod: str, tmp_path) -> None:
+    """An empty PYTHONPATH entry (a trailing ':') puts the working directory on sys.path as an absolute path:
+    a stray module there (here one named like a dependency of the uploader) must not run in the uploader."""
+    workdir, scripts = tmp_path / "workdir", tmp_path / "scripts"
+    workdir.mkdir()
+    scripts.mkdir()
+    for module in ("uploader.py", "prometheus_client.py", "watchdog.py"):
+        (workdir / module).write_text(STRAY_UPLOADER)
+    (scripts / "train.py").write_text(SCRIPT_JOB)
+    job_environ = job_env(**env)
+    job_environ["PYTHONPATH"] += os.pathsep  # "REPO:" as sloppy job scripts write it
+    done = subprocess.run([sys.executable, str(scripts / "train.py")], cwd=str(workdir), env=job_environ,
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "True", done.stderr
+    assert gateway.value(pod, metric_name("x")) == 15
+    assert not list(workdir.glob("*.ran")), "a stray module ran in the uploader"

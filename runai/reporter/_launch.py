@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -31,17 +32,28 @@ __all__ = ["ensure_uploader", "reap", "startup_failure", "uploader_command"]
 
 logger = logging.getLogger(__name__)
 
-# Run as ``python -c _BOOT uploader run ...``: "uploader" and "run" stay argv
-# elements of their own, so ps (and the tests) still see what runs.
+# Run as ``python -c _BOOT ROOT uploader run ...`` ("uploader" and "run" stay
+# argv elements of their own, so ps and the tests see what runs). ROOT, the
+# directory holding runai/ and uploader/, goes first on sys.path; every
+# relative entry goes, and so does the working directory however it got there
+# (an empty PYTHONPATH entry, say, which Python makes absolute).
 _BOOT = (
-    "import os, sys; sys.path[:] = [p for p in sys.path if os.path.isabs(p)]; "
-    "from uploader.cli import main; sys.exit(main(sys.argv[2:]))"
+    "import os, sys; root, cwd = sys.argv[1], os.getcwd(); "
+    "sys.path[:] = [root] + [p for p in sys.path if os.path.isabs(p) and p not in (root, cwd)]; "
+    "from uploader.cli import main; sys.exit(main(sys.argv[3:]))"
 )
+# The directory holding both packages (setup.py ships them side by side):
+# found from this file, never by importing `uploader` in the job, which could
+# import an uploader.py from the job's directory.
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # An uploader that exits with an error (it could not start, or crashed) is
 # started again only after a pause that doubles with each failure, up to this.
 _BACKOFF_FIRST = 1.0
 _BACKOFF_MAX = 30.0
+# An uploader that ran this long before it died is restarted after the shortest pause again.
+_HEALTHY_SECONDS = 60.0
+_SIGNALS = {int(s) for s in signal.Signals}
 
 
 @dataclass
@@ -53,9 +65,10 @@ class _Failures:
 
 # Uploaders this process started and that have not exited yet, by pod
 # directory. Reaping them keeps them from lingering as zombies.
-_children: dict[str, int] = {}
+_children: dict[str, tuple[int, float]] = {}  # pod dir -> (pid, time.monotonic() at start)
 _failures: dict[str, _Failures] = {}
 _gone_warned: set[str] = set()
+_log_warned: set[str] = set()
 # Never waited on: a report's tick, finish() in another thread, or a signal
 # handler that interrupted this very thread may all get here at once. Whoever
 # finds it taken skips: the next probe comes within a second.
@@ -74,7 +87,7 @@ def _after_fork() -> None:
 def uploader_command(settings: Settings) -> list[str]:
     # --option=VALUE, so that a value starting with '-' is not taken for an option.
     return [
-        sys.executable, "-c", _BOOT, "uploader", "run",
+        sys.executable, "-c", _BOOT, _ROOT, "uploader", "run",
         f"--spool-dir={settings.spool_dir}",
         f"--pod-uuid={settings.pod_uuid}",
         f"--gateway={settings.gateway_url}",
@@ -113,7 +126,7 @@ def ensure_uploader(settings: Settings) -> None:
                 _gone_warned.add(pod_dir)
                 logger.warning("the spool directory %s is gone; not starting an uploader", pod_dir)
             return
-        _children[pod_dir] = _spawn(uploader_command(settings), pod_dir)
+        _children[pod_dir] = (_spawn(uploader_command(settings), pod_dir), time.monotonic())
     except OSError as exc:
         _note_failure(pod_dir, f"{sys.executable} could not be started: {exc}")
         if _failures[pod_dir].count == 1:
@@ -139,7 +152,7 @@ def reap() -> None:
 
 
 def _reap() -> None:
-    for pod_dir, pid in list(_children.items()):
+    for pod_dir, (pid, started) in list(_children.items()):
         try:
             done, status = os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:  # reaped by someone else (a SIGCHLD handler, say)
@@ -148,11 +161,17 @@ def _reap() -> None:
             continue
         del _children[pod_dir]
         code = os.waitstatus_to_exitcode(status)
-        if code > 0:
-            _note_failure(pod_dir, f"it exited with status {code}: {_last_log_line(pod_dir)}")
-        elif code == 0:
+        if code == 0:
             _failures.pop(pod_dir, None)
-        # (Killed by a signal: someone stopped it; start the next one at once.)
+            continue
+        if time.monotonic() - started > _HEALTHY_SECONDS:
+            _failures.pop(pod_dir, None)  # it ran well for a while: start over at the shortest pause
+        # Killed by a signal counts too: one that crashes at start (SIGSEGV), or
+        # the OOM killer, must not be restarted every second for ever.
+        why = (f"it exited with status {code}" if code > 0 else
+               f"it was killed by {signal.Signals(-code).name}" if -code in _SIGNALS else
+               f"it was killed by signal {-code}")
+        _note_failure(pod_dir, f"{why}: {_last_log_line(pod_dir)}")
 
 
 def _note_failure(pod_dir: str, reason: str) -> None:
@@ -180,20 +199,22 @@ def _last_log_line(pod_dir: str) -> str:
 
 
 def _spawn(argv: list[str], pod_dir: str) -> int:
-    env = dict(os.environ)
-    # Make the uploader importable from where this process found runai, also
-    # when running from a source checkout rather than an installed package:
-    # both packages ship side by side. Found from this file, not by importing
-    # `uploader` here, which could import an uploader.py in the job's directory.
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    try:
+        log = _open_log(pod_dir, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    except OSError as exc:
+        # A directory, a symlink or a FIFO in the log's place must not stop delivery: the uploader says so in
+        # its own log handling, and its stderr goes nowhere.
+        if pod_dir not in _log_warned:
+            _log_warned.add(pod_dir)
+            logger.warning("cannot open %s in %s (%s); the uploader's start-up errors will not be recorded",
+                           LOG_NAME, pod_dir, exc)
+        log = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
     devnull = os.devnull
-    log = _open_log(pod_dir, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     try:
         pid = os.posix_spawn(
             argv[0],
             argv,
-            env,
+            dict(os.environ),
             file_actions=[
                 (os.POSIX_SPAWN_OPEN, 0, devnull, os.O_RDONLY, 0),
                 (os.POSIX_SPAWN_OPEN, 1, devnull, os.O_WRONLY, 0),
