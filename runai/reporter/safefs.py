@@ -71,10 +71,10 @@ def _walk(path: str) -> os.stat_result:
         entry_info = os.lstat(entry)
         is_link = stat.S_ISLNK(entry_info.st_mode)
         if (is_link or _shared(info, uid)) and entry_info.st_uid not in (uid, 0):
+            where = "" if entry == path else f", on the path of the spool directory {path!r},"
             raise UnsafePathError(
-                f"{entry!r}, on the path of the spool directory {path!r}, is a "
-                f"{'symlink' if is_link else 'directory'} of uid {entry_info.st_uid} (not this user, uid {uid}, "
-                "nor root) in a directory that other users can write to or own"
+                f"{entry!r}{where} is a {'symlink' if is_link else 'directory'} of uid {entry_info.st_uid} "
+                f"(not this user, uid {uid}, nor root) in a directory that other users can write to or own"
             )
         if not is_link:
             current, info = entry, entry_info
