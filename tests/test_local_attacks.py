@@ -470,6 +470,11 @@ def test_the_kubernetes_recipe_never_follows_a_swap_in_the_middle_of_a_job(fsgro
     assert gateway.value(pod, metric_name("before_swap")) == 1.0
     stolen = os.path.join(fsgroup_volume, "stolen", pod)
     assert all(os.lstat(os.path.join(stolen, n)).st_uid == 0 for n in os.listdir(stolen))
+    # The reports are in the renamed directory, still private: recovered from there (docs/operations.md).
+    done = uploader_cli({"reporterGatewayURL": gateway.address}, "recover", "--all", "--spool-dir",
+                        os.path.dirname(stolen), "--timeout", "20")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert gateway.value(pod, metric_name("after_swap")) == 1.0
 
 
 # -- 14, follow-up: a pod directory that cannot be used is shown, not hidden; root may read a user's pod ------

@@ -51,9 +51,11 @@ def _refused_here(spool_dir: str, name: str) -> bool:
         info = os.lstat(os.path.join(spool_dir, name))
     except OSError:
         return False
-    if stat.S_ISDIR(info.st_mode) and info.st_uid != os.geteuid() and not info.st_mode & 0o077:
+    if not (stat.S_ISDIR(info.st_mode) or stat.S_ISLNK(info.st_mode)):
         return False
-    return (stat.S_ISDIR(info.st_mode) or stat.S_ISLNK(info.st_mode)) and refusal(os.path.join(spool_dir, name)) is not None
+    if stat.S_ISDIR(info.st_mode) and info.st_uid != os.geteuid() and not info.st_mode & 0o077:
+        return False  # another user's own private pod: theirs to look after
+    return refusal(os.path.join(spool_dir, name)) is not None
 
 
 def pod_status(spool_dir: str, pod_uuid: str, gateway_url: str | None = None) -> dict[str, Any]:
