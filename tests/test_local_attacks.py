@@ -438,6 +438,10 @@ def test_the_kubernetes_recipe_refuses_a_group_members_swap_at_creation(fsgroup_
     with pytest.raises(ConfigError) as refused:
         Reporter(spool_dir=private, pod_uuid=pod, gateway_url=gateway.address, finish_timeout=5)
     assert "reporterSpoolDir" in str(refused.value) and f"symlink of uid {ATTACKER}" in str(refused.value)
+    # A spool root still to be created below the attacker's symlink: refused before anything is created.
+    with pytest.raises(ConfigError, match=f"symlink of uid {ATTACKER}"):
+        Reporter(spool_dir=os.path.join(private, "sub"), pod_uuid=pod, gateway_url=gateway.address,
+                 finish_timeout=5)
     assert _everything_under(elsewhere) == []
 
 

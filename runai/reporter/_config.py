@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 from urllib.parse import urlsplit
 
-from .safefs import UnsafePathError, open_pod_dir, open_root
+from .safefs import UnsafePathError, check_path, open_pod_dir, open_root
 
 __all__ = [
     "ConfigError", "Settings", "check_pod_uuid", "load_settings", "normalize_gateway_url", "recover_command",
@@ -169,11 +169,12 @@ def resolve_spool_dir(spool_dir: str | None = None, environ: Mapping[str, str] |
 
 
 def _check_spool_root(root: str) -> None:
-    """Refuse a spool root another user could write to (see safefs); a missing one is created private later."""
-    if not os.path.lexists(root):
-        return
+    """Refuse a spool root another user could write to or steer (see safefs); a missing one is created later."""
     try:
-        os.close(open_root(root))
+        if os.path.lexists(root):
+            os.close(open_root(root))
+        else:
+            check_path(root)  # what exists of its path: no other user's symlink on the way
     except UnsafePathError as exc:
         raise ConfigError(f"{ENV_SPOOL_DIR}: {exc}, so another user could read or steer the reports: "
                           f"{_PRIVATE_SPOOL_HELP}") from None

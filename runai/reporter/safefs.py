@@ -27,7 +27,7 @@ import os
 import stat
 
 __all__ = [
-    "FILE_MODE", "PRIVATE_DIR_MODE", "UnsafePathError", "list_pod_dir", "open_at", "open_in_pod_dir",
+    "FILE_MODE", "PRIVATE_DIR_MODE", "UnsafePathError", "check_path", "list_pod_dir", "open_at", "open_in_pod_dir",
     "open_pod_dir", "open_root",
 ]
 
@@ -91,6 +91,17 @@ def _walk(path: str) -> os.stat_result:
     return info
 
 
+def check_path(path: str) -> None:
+    """Check the part of the absolute *path* that exists, as :func:`open_root` checks a whole spool root's path.
+
+    Raises :class:`UnsafePathError` when another user controls an entry on it;
+    nothing when the rest could be created safely.
+    """
+    while not os.path.lexists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    _walk(path)
+
+
 def open_root(root: str, *, create: bool = False) -> int:
     """A descriptor of the spool root *root*, checked; created (mode 0700) first if *create* and missing.
 
@@ -98,9 +109,11 @@ def open_root(root: str, *, create: bool = False) -> int:
     other user could have planted or can change (see :func:`_walk`); the
     directory opened must be the one walked, so a swap in between is refused too.
     """
-    if create:
-        os.makedirs(root, mode=PRIVATE_DIR_MODE, exist_ok=True)
-    walked = _walk(os.path.join(os.getcwd(), root))  # not abspath: '..' after a symlink is the kernel's, not text
+    path = os.path.join(os.getcwd(), root)  # not abspath: '..' after a symlink is the kernel's, not text
+    if create and not os.path.isdir(path):
+        check_path(path)  # before creating anything: never a directory where another user's symlink points
+        os.makedirs(path, mode=PRIVATE_DIR_MODE, exist_ok=True)
+    walked = _walk(path)
     fd = os.open(root, _DIR_FLAGS)
     try:
         info = os.fstat(fd)
