@@ -18,7 +18,7 @@ The rules, checked on every open:
   others, unless it has the sticky bit (as ``/tmp`` has);
 * a pod directory belongs to this user, with mode 0700 (:data:`PRIVATE_DIR_MODE`);
   only to read (``create=False``), root may also use one private to another user;
-* a file is a regular file, reached without following a symlink.
+* a file is a regular file with one name (no hard link), reached without following a symlink.
 """
 from __future__ import annotations
 
