@@ -370,3 +370,178 @@ def test_the_minimum_prometheus_client_keeps_a_space_in_the_grouping_key(tmp_pat
     groups = [g["labels"].get("podUUID") for g in gateway.groups()]
     assert pod.replace(" ", "+") not in groups, f"prometheus_client {minimum} sent the space as '+'"
     assert gateway.value(pod, metric_name("spaced")) == 4.0
+
+
+# -- 14, follow-up: another user's entry on the spool root's path (a symlink, a swapped directory) ---------------
+
+def _as_attacker(*argv: str) -> None:
+    """Run the command *argv* as ATTACKER (gid ATTACKER too, no other groups)."""
+    assert SETPRIV is not None
+    subprocess.run([SETPRIV, f"--reuid={ATTACKER}", f"--regid={ATTACKER}", "--clear-groups", *argv],
+                   check=True, timeout=30, capture_output=True)
+
+
+def _everything_under(path: str) -> list[str]:
+    return sorted(os.path.relpath(os.path.join(d, n), path) for d, dirs, files in os.walk(path) for n in dirs + files)
+
+
+@pytest.fixture
+def elsewhere(shared_tmp: str) -> str:
+    """A root-owned sticky directory the attacker would like the spool in (as /dev/shm is)."""
+    path = os.path.join(shared_tmp, "elsewhere")
+    os.mkdir(path)
+    os.chmod(path, 0o1777)
+    return path
+
+
+@needs_root
+def test_another_users_symlink_at_the_temp_fallback_is_refused(shared_tmp: str, elsewhere: str, pod: str,
+                                                               gateway: Pushgateway,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # Before this user's first job, the attacker points this user's fallback spool root at a directory that
+    # passes every check on its own: root-owned and sticky.
+    link = os.path.join(shared_tmp, f"runai-reporter-{os.getuid()}")
+    _as_attacker("ln", "-s", elsewhere, link)
+    monkeypatch.delenv("reporterSpoolDir", raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", "/proc/no-state-here")  # not writable, even by root: the temp fallback
+    monkeypatch.setenv("TMPDIR", shared_tmp)
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    with pytest.raises(ConfigError) as refused:
+        Reporter(pod_uuid=pod, gateway_url=gateway.address, finish_timeout=5)
+    assert "reporterSpoolDir" in str(refused.value) and link in str(refused.value), refused.value
+    assert f"symlink of uid {ATTACKER}" in str(refused.value)
+    assert _everything_under(elsewhere) == [], "the reporter wrote where the attacker's symlink pointed"
+
+
+@pytest.fixture
+def fsgroup_volume(shared_tmp: str) -> str:
+    """A Kubernetes volume mounted with fsGroup: root-owned, group-writable and setgid, the attacker in the group."""
+    path = os.path.join(shared_tmp, "data")
+    os.mkdir(path)
+    os.chown(path, 0, ATTACKER)
+    os.chmod(path, 0o2775)
+    return path
+
+
+def _steal(volume: str, private: str, target: str) -> None:
+    """The group member's move: our private subdirectory renamed away, their symlink in its place."""
+    _as_attacker("mv", private, os.path.join(volume, "stolen"))
+    _as_attacker("ln", "-s", target, private)
+
+
+@needs_root
+def test_the_kubernetes_recipe_refuses_a_group_members_swap_at_creation(fsgroup_volume: str, elsewhere: str,
+                                                                        pod: str, gateway: Pushgateway) -> None:
+    private = os.path.join(fsgroup_volume, f"runai-spool-{os.getuid()}")
+    os.mkdir(private, 0o700)  # the documented recipe: mkdir -m 0700 -p /data/runai-spool-$(id -u)
+    _steal(fsgroup_volume, private, elsewhere)
+    with pytest.raises(ConfigError) as refused:
+        Reporter(spool_dir=private, pod_uuid=pod, gateway_url=gateway.address, finish_timeout=5)
+    assert "reporterSpoolDir" in str(refused.value) and f"symlink of uid {ATTACKER}" in str(refused.value)
+    # A spool root still to be created below the attacker's symlink: refused before anything is created.
+    with pytest.raises(ConfigError, match=f"symlink of uid {ATTACKER}"):
+        Reporter(spool_dir=os.path.join(private, "sub"), pod_uuid=pod, gateway_url=gateway.address,
+                 finish_timeout=5)
+    assert _everything_under(elsewhere) == []
+
+
+@needs_root
+def test_the_kubernetes_recipe_never_follows_a_swap_in_the_middle_of_a_job(fsgroup_volume: str, elsewhere: str,
+                                                                           pod: str, gateway: Pushgateway,
+                                                                           caplog: pytest.LogCaptureFixture) -> None:
+    private = os.path.join(fsgroup_volume, f"runai-spool-{os.getuid()}")
+    os.mkdir(private, 0o700)
+    # Small spool files: the writer starts new ones (in the pod directory, resolved again) as the job goes on.
+    reporter = Reporter(spool_dir=private, pod_uuid=pod, gateway_url=gateway.address, finish_timeout=5,
+                        spool_file_bytes=4096)
+    try:
+        reporter.reportMetric("before_swap", 1.0)
+        wait_for(lambda: gateway.value(pod, metric_name("before_swap")) == 1.0, 15, "the first report")
+        _steal(fsgroup_volume, private, elsewhere)
+
+        def next_spool_file_tried() -> bool:
+            for _ in range(50):
+                reporter.reportMetric("after_swap", 1.0)
+            # Where the writer's next spool file went: the attacker's directory, or nowhere (refused).
+            return bool(_everything_under(elsewhere)) or "cannot start a new spool file" in caplog.text
+
+        wait_for(next_spool_file_tried, 15, "the writer to start a new spool file")
+    finally:
+        delivered = reporter.finish(timeout=5)
+    assert _everything_under(elsewhere) == [], "the reporter or its uploader wrote where the attacker pointed"
+    # Nothing was steered; the job's delivery is what the swap cost (a denial of service, documented).
+    assert not delivered
+    assert gateway.value(pod, metric_name("before_swap")) == 1.0
+    stolen = os.path.join(fsgroup_volume, "stolen", pod)
+    assert all(os.lstat(os.path.join(stolen, n)).st_uid == 0 for n in os.listdir(stolen))
+    # The reports are in the renamed directory, still private: recovered from there (docs/operations.md).
+    done = uploader_cli({"reporterGatewayURL": gateway.address}, "recover", "--all", "--spool-dir",
+                        os.path.dirname(stolen), "--timeout", "20")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert gateway.value(pod, metric_name("after_swap")) == 1.0
+
+
+# -- 14, follow-up: a pod directory that cannot be used is shown, not hidden; root may read a user's pod ------
+
+def _spool_with(pod_dir: str, pod: str, count: int) -> None:
+    writer = SpoolWriter(pod_dir, pod)
+    for i in range(count):
+        writer.write_metric("pending", float(i))
+    writer.close()
+
+
+def test_a_pod_directory_made_group_writable_is_shown_refused_not_hidden(env: dict[str, str], spool_dir: str,
+                                                                          pod: str) -> None:
+    pod_dir = os.path.join(spool_dir, pod)
+    _spool_with(pod_dir, pod, 10)
+    os.chmod(pod_dir, 0o2770)  # what the kubelet does to an fsGroup volume's subdirectory when it mounts it again
+
+    text = uploader_cli(env, "status")
+    assert text.returncode == 0, text.stderr
+    assert f"pod {pod}: refused" in text.stdout and "2770" in text.stdout, text.stdout
+    (entry,) = json.loads(uploader_cli(env, "status", "--json").stdout)["pods"]
+    assert entry["pod_uuid"] == pod and "2770" in entry["refused"]
+
+    recovered = uploader_cli(env, "recover", "--all", "--timeout", "5")
+    assert recovered.returncode == 1, recovered.stdout + recovered.stderr
+    assert pod in recovered.stderr and "2770" in recovered.stderr and "not fully delivered" in recovered.stderr
+    history = uploader_cli(env, "history", f"--pod-uuid={pod}")
+    assert history.returncode == 1 and "2770" in history.stderr, history.stdout + history.stderr
+    with pytest.raises(ConfigError, match="2770"):
+        Reporter()
+
+
+@needs_root
+def test_root_reads_and_recovers_a_users_private_pod_directory_but_never_writes_as_its_owner(
+        env: dict[str, str], spool_dir: str, pod: str, gateway: Pushgateway) -> None:
+    pod_dir = os.path.join(spool_dir, pod)
+    _spool_with(pod_dir, pod, 10)
+    for path in [pod_dir, *(os.path.join(pod_dir, n) for n in os.listdir(pod_dir))]:
+        os.chown(path, VICTIM, VICTIM)  # a user's job left it; root (this process) looks after it
+
+    (entry,) = json.loads(uploader_cli(env, "status", "--json").stdout)["pods"]
+    assert entry["refused"] is None and entry["reports_pending"] == 10 and entry["recover_command"], entry
+    history = uploader_cli(env, "history", f"--pod-uuid={pod}", "--json")
+    assert history.returncode == 0 and len(json.loads(history.stdout)) == 10, history.stderr
+    recovered = uploader_cli(env, "recover", f"--pod-uuid={pod}", "--timeout", "20")
+    assert recovered.returncode == 0, recovered.stderr
+    assert gateway.value(pod, metric_name("pending")) == 9.0
+    # The writer's side stays strict: root does not write into another user's pod directory.
+    with pytest.raises(ConfigError, match=f"belongs to uid {VICTIM}"):
+        Reporter()
+
+
+@needs_root
+def test_root_recovering_a_users_pod_never_writes_through_a_planted_hard_link(tmp_path, env: dict[str, str],
+                                                                              spool_dir: str, pod: str) -> None:
+    pod_dir = os.path.join(spool_dir, pod)
+    _spool_with(pod_dir, pod, 3)
+    # The user's "uploader.lock" is a second name of a file that is not theirs (a kernel without
+    # fs.protected_hardlinks lets anyone link any file they can see); root truncates and writes the lock.
+    target = _precious(tmp_path, "root-file")
+    os.link(target, os.path.join(pod_dir, "uploader.lock"))
+    for path in [pod_dir, *(os.path.join(pod_dir, n) for n in os.listdir(pod_dir) if n != "uploader.lock")]:
+        os.chown(path, VICTIM, VICTIM)
+    done = uploader_cli(env, "recover", f"--pod-uuid={pod}", "--timeout", "5")
+    assert _unchanged(target), "root wrote through a hard link in a user's pod directory"
+    assert done.returncode == 1 and "uploader.lock" in done.stderr and "links" in done.stderr, done.stderr

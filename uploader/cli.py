@@ -30,7 +30,7 @@ from runai.reporter._config import (
 )
 from runai.reporter._version import __version__
 from runai.reporter.lock import PodLock, holder_pid
-from runai.reporter.safefs import UnsafePathError, open_in_pod_dir
+from runai.reporter.safefs import UnsafePathError, open_in_pod_dir, open_pod_dir
 from runai.reporter.spool import LOG_NAME, spool_file_names
 
 from .plot import X_AXES
@@ -277,6 +277,9 @@ def _status(args: argparse.Namespace) -> int:
     if not pods:
         print(f"no pods with spool files in {root}")
     for pod in report["pods"]:
+        if pod["refused"]:
+            print(f"pod {pod['pod_uuid']}: refused, its reports cannot be read or sent: {pod['refused']}")
+            continue
         uploader = f"uploader pid {pod['uploader_pid']}" if pod["uploader_pid"] else "no uploader running"
         print(f"pod {pod['pod_uuid']}: {pod['reports_delivered']} reports delivered, {pod['reports_pending']} pending; "
               f"{pod['writers_alive']} writers alive; {uploader}; last delivery {pod['last_delivered'] or 'never'}")
@@ -303,6 +306,8 @@ def _history(args: argparse.Namespace) -> int:
 
     root = resolve_spool_dir(args.spool_dir)
     pod = check_pod_uuid(args.pod_uuid or os.environ.get(ENV_POD_UUID), "--pod-uuid")
+    if os.path.lexists(os.path.join(root, pod)):
+        os.close(open_pod_dir(os.path.join(root, pod)))  # an unsafe one: main() says why, not "no reports"
     entries = read_history(os.path.join(root, pod), args.metric)
     if args.plot:
         return _plot(entries, pod, args.plot, args.x)
@@ -366,14 +371,14 @@ def _recover(args: argparse.Namespace) -> int:
             print(f"no pods with spool files in {root}: nothing to send")
             return EXIT_OK
     else:
-        pods = [_settings(args).pod_uuid]
+        pods = [_settings(args, for_writing=False).pod_uuid]
     results = []
     with _StopOnSignals() as stopper:
         for pod in pods:
             if stopper.stopped():
                 break
             try:
-                settings = _settings(args, pod)
+                settings = _settings(args, pod, for_writing=False)  # root may recover another user's pod
             except ConfigError as exc:
                 # This pod cannot be delivered (say, its name is not UTF-8); the others can.
                 print(f"runai-uploader: pod {pod}: {exc}", file=sys.stderr)

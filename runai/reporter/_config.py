@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 from urllib.parse import urlsplit
 
-from .safefs import UnsafePathError, open_pod_dir, open_root
+from .safefs import UnsafePathError, check_path, open_pod_dir, open_root
 
 __all__ = [
     "ConfigError", "Settings", "check_pod_uuid", "load_settings", "normalize_gateway_url", "recover_command",
@@ -169,11 +169,12 @@ def resolve_spool_dir(spool_dir: str | None = None, environ: Mapping[str, str] |
 
 
 def _check_spool_root(root: str) -> None:
-    """Refuse a spool root another user could write to (see safefs); a missing one is created private later."""
-    if not os.path.lexists(root):
-        return
+    """Refuse a spool root another user could write to or steer (see safefs); a missing one is created later."""
     try:
-        os.close(open_root(root))
+        if os.path.lexists(root):
+            os.close(open_root(root))
+        else:
+            check_path(root)  # what exists of its path: no other user's symlink on the way
     except UnsafePathError as exc:
         raise ConfigError(f"{ENV_SPOOL_DIR}: {exc}, so another user could read or steer the reports: "
                           f"{_PRIVATE_SPOOL_HELP}") from None
@@ -181,7 +182,7 @@ def _check_spool_root(root: str) -> None:
         pass  # not usable at all: the writer warns and counts the lost reports, as for a full disk
 
 
-def _check_pod_dir(settings: Settings) -> None:
+def _check_pod_dir(settings: Settings, for_writing: bool = True) -> None:
     """Refuse a pod name too long for the file system, and an existing pod directory that is not private."""
     path = settings.spool_dir
     while not os.path.isdir(path) and os.path.dirname(path) != path:
@@ -197,11 +198,18 @@ def _check_pod_dir(settings: Settings) -> None:
     if not os.path.lexists(settings.pod_dir):
         return
     try:
-        os.close(open_pod_dir(settings.pod_dir))
+        fd = open_pod_dir(settings.pod_dir)
     except UnsafePathError as exc:
         raise ConfigError(f"{ENV_SPOOL_DIR}: {exc}") from None
     except OSError:
-        pass  # as above
+        return  # as above
+    try:
+        owner = os.fstat(fd).st_uid
+    finally:
+        os.close(fd)
+    if for_writing and owner != os.geteuid():  # root may read another user's private pod directory, never write
+        raise ConfigError(f"{ENV_SPOOL_DIR}: {settings.pod_dir!r} belongs to uid {owner}, not to this user "
+                          f"(uid {os.geteuid()}): use another {ENV_POD_UUID} or {ENV_SPOOL_DIR}, or remove it")
 
 
 def warn_insecure_auth(settings: Settings) -> None:
@@ -279,8 +287,11 @@ def load_settings(
     spool_file_bytes: int | None = None,
     history_bytes: int | None = None,
     environ: Mapping[str, str] | None = None,
+    for_writing: bool = True,
 ) -> Settings:
     """Read the settings; keyword arguments win over the environment.
+
+    *for_writing* False (``status``, ``recover``): root may use another user's private pod directory.
 
     Raises :class:`ConfigError` naming the variable that is missing or wrong.
     """
@@ -332,5 +343,5 @@ def load_settings(
     # under the spool root once symlinks and '..' are resolved.
     if os.path.dirname(os.path.realpath(settings.pod_dir)) != os.path.realpath(root):
         raise ConfigError(f"{ENV_POD_UUID}={pod!r} would place the spool outside {root!r}")
-    _check_pod_dir(settings)
+    _check_pod_dir(settings, for_writing)
     return settings
