@@ -526,6 +526,10 @@ def test_root_reads_and_recovers_a_users_private_pod_directory_but_never_writes_
     recovered = uploader_cli(env, "recover", f"--pod-uuid={pod}", "--timeout", "20")
     assert recovered.returncode == 0, recovered.stderr
     assert gateway.value(pod, metric_name("pending")) == 9.0
+    # What root created there (the lock, the checkpoint) is the user's, so their own uploader can open it later.
+    owners = {name: os.stat(os.path.join(pod_dir, name)).st_uid for name in os.listdir(pod_dir)}
+    assert "uploader.lock" in owners and any(n.endswith(".ckpt") for n in owners), owners
+    assert set(owners.values()) == {VICTIM}, owners
     # The writer's side stays strict: root does not write into another user's pod directory.
     with pytest.raises(ConfigError, match=f"belongs to uid {VICTIM}"):
         Reporter()

@@ -186,6 +186,12 @@ def open_at(dir_fd: int, name: str, flags: int, mode: int = FILE_MODE, *, where:
         # A hard link could make a file elsewhere (not the owner's to give) look like one of ours.
         what = "a regular file" if not stat.S_ISREG(info.st_mode) else f"a file with one name ({info.st_nlink} links)"
         raise UnsafePathError(f"{os.path.join(where, name)!r} is not {what}: remove it")
+    if flags & os.O_CREAT and os.geteuid() == 0:
+        # Root recovering a user's pod: what it creates there (a lock, a checkpoint) belongs to
+        # the pod's owner, whose own uploader must be able to open it later.
+        owner = os.fstat(dir_fd)
+        if owner.st_uid != info.st_uid:
+            os.fchown(fd, owner.st_uid, owner.st_gid)
     return fd
 
 
