@@ -123,6 +123,10 @@ class _KeepAliveHandler:
         self._ssl_context = ssl_context
         self._aborted = False
         self._expired = False
+        # The socket being connected: http.client sets conn.sock only once
+        # connect() returns, and a gateway that never completes the handshake
+        # would hold a stop or a timeout until then.
+        self._connecting: socket.socket | None = None
 
     def __call__(self, url: str, method: str, timeout: float | None,
                  headers: list[tuple[str, str]], data: bytes) -> Callable[[], None]:
@@ -130,6 +134,7 @@ class _KeepAliveHandler:
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
+        self._connecting = None
         if conn is not None:
             conn.close()
 
@@ -144,13 +149,37 @@ class _KeepAliveHandler:
 
     def _cut(self) -> None:
         conn = self._conn
-        sock = conn.sock if conn is not None else None
-        if sock is not None:
+        for sock in (conn.sock if conn is not None else None, self._connecting):
+            if sock is not None:
+                try:
+                    # socket.socket's own shutdown: an SSLSocket's would also drop its TLS state
+                    # under the reader. On Linux it also aborts a connect() in progress.
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def _connect(self, address: tuple[str, int], timeout: float | None,
+                 source_address: tuple[str, int] | None = None) -> socket.socket:
+        """socket.create_connection, publishing each socket to :meth:`_cut` before connecting it."""
+        host, port = address
+        error: OSError = ConnectionError(f"cannot resolve {host!r}")
+        for family, kind, proto, _, sockaddr in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
+            sock = socket.socket(family, kind, proto)
+            self._connecting = sock
             try:
-                # socket.socket's own shutdown: an SSLSocket's would also drop its TLS state under the reader.
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)
-            except OSError:
-                pass
+                if self._aborted or self._expired:  # cut before this socket existed
+                    raise ConnectionAbortedError("cut short while connecting")
+                sock.settimeout(timeout)
+                if source_address is not None:
+                    sock.bind(source_address)
+                sock.connect(sockaddr)
+                return sock
+            except OSError as exc:
+                sock.close()
+                error = exc
+                if self._aborted or self._expired:
+                    break
+        raise error
 
     def _expire(self) -> None:
         self._expired = True
@@ -205,6 +234,7 @@ class _KeepAliveHandler:
                     self._conn = http.client.HTTPSConnection(parts.netloc, timeout=timeout, context=self._ssl_context)
                 else:
                     self._conn = http.client.HTTPConnection(parts.netloc, timeout=timeout)
+                self._conn._create_connection = self._connect  # type: ignore[attr-defined]
                 self._origin = origin
             try:
                 return self._request(method, path, headers, data)

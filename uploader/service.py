@@ -302,6 +302,8 @@ class Uploader:
                 before = tail.offset
                 for record in tail.read(min(_READ_BYTES, room * _MIN_LINE_BYTES)):
                     self._coalesce(record, path)
+                if self._stopping:  # a scan of a big backlog takes seconds: a signal must not wait for it
+                    return False
                 if tail.offset == before:
                     drained = True
                     break

@@ -12,7 +12,7 @@ import os
 from collections import Counter
 from typing import Iterator
 
-from runai.reporter.spool import END, HEADER, Record, decode
+from runai.reporter.spool import END, HEADER, MAX_LINE_BYTES, Record, decode
 
 from runai.reporter.checkpoint import Checkpoint, load_checkpoint
 from runai.reporter.safefs import open_in_pod_dir
@@ -41,6 +41,7 @@ class SpoolTail:
         self.ended = False  # the end-of-stream marker was read
         self.skipped = 0  # lines skipped as invalid
         self.skip_reasons: Counter[str] = Counter()  # why, in a few words each
+        self._searched = 0  # how far a line too long to read was searched for its newline
         self._fd = open_in_pod_dir(path, os.O_RDONLY)  # never through a symlink; see safefs
 
     def close(self) -> None:
@@ -108,8 +109,11 @@ class SpoolTail:
         data = os.pread(self._fd, limit, self.offset)
         end = data.rfind(b"\n")
         if end < 0:
-            if len(data) == limit:  # one line longer than a block: read it whole
-                return self.read(limit * 2)
+            if len(data) < limit:
+                return []  # a line still being written (or torn)
+            if limit <= MAX_LINE_BYTES:  # one line longer than a block: read it whole, up to the cap
+                return self.read(min(limit * 2, MAX_LINE_BYTES + 1))
+            self._skip_long_line()
             return []
         out: list[Record] = []
         start = 0
@@ -147,6 +151,26 @@ class SpoolTail:
     def unread_bytes(self) -> int:
         """Bytes after the last complete line: a line being written, or a torn one."""
         return max(0, self.size() - self.offset)
+
+    def _skip_long_line(self) -> None:
+        """Skip the line at :attr:`offset`, longer than MAX_LINE_BYTES, if its newline is there.
+
+        Looked for a block at a time, never holding the line; where the search
+        reached the end of the file without one, the next call goes on from there.
+        """
+        position = max(self._searched, self.offset + MAX_LINE_BYTES)
+        while True:
+            data = os.pread(self._fd, _BLOCK, position)
+            newline = data.find(b"\n")
+            if newline >= 0:
+                self._skip(self.offset, ValueError(f"a line longer than {MAX_LINE_BYTES} bytes"))
+                self.offset = position + newline + 1
+                self._searched = 0
+                return
+            if len(data) < _BLOCK:  # no newline up to the end: unfinished, or torn when its writer is gone
+                self._searched = position + len(data)
+                return
+            position += len(data)
 
     def _skip(self, position: int, exc: Exception) -> None:
         self.skipped += 1
