@@ -59,6 +59,7 @@ MAX_ANSWER_BYTES = 64 << 10  # of an answer's body read; past it the connection 
 # Statuses that refuse what was pushed, not how it was sent: 400 (say, a name
 # already used with another type in another group) and 413 (too big).
 _REFUSALS = (400, 413)
+_GATEWAY_TIMEOUT = 504  # a proxy in front of the gateway gave up waiting: a timeout, as the uploader's own
 _EXPOSITION_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 
 
@@ -304,9 +305,9 @@ class Pusher:
         Records go in batches of at most :data:`MAX_PUSH_VALUES` values and
         :data:`MAX_PUSH_BYTES`. A batch the gateway refuses (400, 413) is
         halved until the refused records stand alone, which lets every other
-        record through. A batch that times out is split too, after one value
-        alone got through (a gateway that cannot take even one value in time
-        is slow or down, not overwhelmed). A record that cannot be encoded
+        record through. A batch that times out, or that a proxy answers with
+        504, is split too, after one value alone got through (a gateway that
+        cannot take even one value in time is slow or down, not overwhelmed). A record that cannot be encoded
         (say, a lone surrogate in a parameter value) or is bigger than a push
         may be is refused without being sent (with a ValueError saying why).
 
@@ -336,17 +337,18 @@ class Pusher:
         try:
             self._send(records)
             return []
-        except GatewayError as exc:
-            if not exc.rejects_content:
-                raise
-            if len(records) == 1:
-                return [(records[0], exc)]
-            refused = []
-        except TimeoutError:
-            if len(records) == 1:
-                raise  # even one value is too slow: an outage, retried with backoff
-            refused = self._push_batch(records[:1])  # raises if the gateway is slow or down
-            records = records[1:]
+        except (GatewayError, TimeoutError) as exc:
+            if isinstance(exc, GatewayError) and exc.status != _GATEWAY_TIMEOUT:
+                if not exc.rejects_content:
+                    raise
+                if len(records) == 1:
+                    return [(records[0], exc)]
+                refused = []
+            else:  # timed out
+                if len(records) == 1:
+                    raise  # even one value is too slow: an outage, retried with backoff
+                refused = self._push_batch(records[:1])  # raises if the gateway is slow or down
+                records = records[1:]
         middle = len(records) // 2
         return refused + self._push_batch(records[:middle]) + self._push_batch(records[middle:])
 

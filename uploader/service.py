@@ -27,6 +27,7 @@ from runai.reporter.spool import Record, is_spool_file
 
 from runai.reporter.checkpoint import Checkpoint, checkpoint_path, store_checkpoint
 from runai.reporter.lock import PodLock
+from runai.reporter.safefs import UnsafePathError
 from .push import GatewayError, Pusher, exposition_name
 from .tail import BadSpoolError, SpoolTail
 from .watch import SpoolWatch
@@ -319,6 +320,12 @@ class Uploader:
     def _open(self, path: str) -> SpoolTail | None:
         try:
             tail = SpoolTail(path)
+        except (IsADirectoryError, UnsafePathError) as exc:
+            # Not a spool file, and will not become one: say so once, not on every scan.
+            logger.error("ignoring %s: %s", path, exc)
+            self._closed.add(path)
+            self.ignored_files[path] = str(exc)
+            return None
         except OSError as exc:
             logger.warning("cannot open %s: %s", path, exc)
             return None

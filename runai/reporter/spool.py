@@ -100,7 +100,8 @@ def is_spool_file(filename: str) -> bool:
 def writer_pid(filename: str) -> int | None:
     """The pid of the process that wrote the spool file *filename* (``w<pid>-<id>.jsonl``), if it says."""
     pid = filename[1:].split("-", 1)[0] if filename.startswith("w") else ""
-    return int(pid) if pid.isdigit() else None
+    # isdigit() alone lets through digits int() refuses, such as "²".
+    return int(pid) if pid.isascii() and pid.isdecimal() else None
 
 
 def now_us() -> int:
@@ -373,6 +374,12 @@ class SpoolWriter:
             except OSError as exc:
                 self._warn(f"cannot start a new spool file in {self.pod_dir!r} ({exc}); going on in {self.path!r}")
                 return
+            if self.closed:
+                # A signal handler in this thread ran close() meanwhile (the lock is
+                # reentrant): the stream is over, and the new file was never part of it.
+                os.close(fd)
+                _unlink_in(self.pod_dir, os.path.basename(path))
+                return
             old_fd = self._fd
             self._rotated.append((old_fd, self.path, self.spool_id, time.monotonic()))
             self._fd, self.path, self.spool_id = fd, path, spool_id
@@ -399,7 +406,11 @@ class SpoolWriter:
                 keep.append((fd, path, spool_id, rotated_at))
                 continue
             size = _size(fd)
-            _point_at_devnull(fd)
+            try:
+                _point_at_devnull(fd)
+            except OSError:  # out of descriptors, say: a later rotation check tries again
+                keep.append((fd, path, spool_id, rotated_at))
+                continue
             self._devnull_fds.append(fd)
             self._released.append(SpoolFile(path, spool_id, size))
         self._rotated = keep
@@ -546,6 +557,18 @@ def _size(fd: int) -> int:
         return os.fstat(fd).st_size
     except OSError:
         return 0
+
+
+def _unlink_in(pod_dir: str, name: str) -> None:
+    """Remove *name* from *pod_dir* if it can; never raises."""
+    try:
+        dir_fd = open_pod_dir(pod_dir)
+    except OSError:
+        return
+    try:
+        _unlink_quietly(name, dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def _unlink_quietly(name: str, dir_fd: int) -> None:
