@@ -29,6 +29,11 @@ class BadSpoolError(ValueError):
     """A spool file cannot be identified (its first line is not a valid header)."""
 
 
+class _TooLong(ValueError):
+    def __init__(self) -> None:
+        super().__init__(f"a line longer than {MAX_LINE_BYTES} bytes")
+
+
 class SpoolTail:
     """A read position in one spool file and what has been read up to it."""
 
@@ -120,6 +125,9 @@ class SpoolTail:
         for line in data[:end].split(b"\n"):
             position = self.offset + start
             start += len(line) + 1
+            if len(line) > MAX_LINE_BYTES:  # as a line past a block is (see _skip_long_line)
+                self._skip(position, _TooLong())
+                continue
             try:
                 record = decode(line)
             except ValueError as exc:
@@ -163,7 +171,7 @@ class SpoolTail:
             data = os.pread(self._fd, _BLOCK, position)
             newline = data.find(b"\n")
             if newline >= 0:
-                self._skip(self.offset, ValueError(f"a line longer than {MAX_LINE_BYTES} bytes"))
+                self._skip(self.offset, _TooLong())
                 self.offset = position + newline + 1
                 self._searched = 0
                 return
