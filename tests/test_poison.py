@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import math
 import os
 import resource
 import signal
@@ -22,7 +23,7 @@ from typing import Iterator
 import pytest
 
 from runai.reporter.checkpoint import checkpoint_path, load_checkpoint
-from runai.reporter.spool import MAX_LINE_BYTES, METRIC, Record, SpoolWriter, encode_metric, writer_pid
+from runai.reporter.spool import MAX_LINE_BYTES, METRIC, Record, SpoolWriter, decode, encode_metric, writer_pid
 from tests._helpers import Pushgateway, job_env, metric_name, wait_for
 from tests.test_hostile_gateway import cli_env, finished_spool, peak_rss_mib, start_uploader
 from uploader.push import Pusher
@@ -60,6 +61,10 @@ def full_listener() -> Iterator[int]:
     for s in fillers:
         s.close()
     server.close()
+
+
+def _wait_delivered(gateway: Pushgateway, pod: str, name: str, value: float) -> None:
+    wait_for(lambda: gateway.value(pod, metric_name(name)) == value, 30, f"{name}={value} to be delivered")
 
 
 def _stop_and_time(proc: subprocess.Popen[str], limit: float = 10) -> float:
@@ -158,6 +163,13 @@ def test_a_spool_line_with_a_number_out_of_range_is_skipped(gateway: Pushgateway
     assert gateway.value(pod, metric_name("good")) == 1.0
     assert gateway.value(pod, metric_name("good2")) == 2.0
     assert gateway.value(pod, metric_name("bad")) is None
+
+
+def test_a_metric_value_past_the_float_range_decodes_as_infinity_on_both_paths() -> None:
+    digits = b"1" + b"0" * 400
+    fast = decode(b'{"seq":1,"ts_us":1,"kind":"metric","name":"x","value":-%s}' % digits)
+    slow = decode(b'{"seq":1,"ts_us":1,"kind":"metric","name":"x","value": -%s}' % digits)  # not the writer's shape
+    assert fast.value == slow.value == -math.inf
 
 
 # -- 3: a line is never read whole past MAX_LINE_BYTES ------------------------------------
@@ -282,7 +294,7 @@ def test_the_uploader_raises_its_open_files_limit_to_the_hard_limit(gateway: Pus
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
                                 preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)))
         try:
-            wait_for(lambda: gateway.value(pod, metric_name("x")) == 3.0, 30, "the uploader to deliver")
+            _wait_delivered(gateway, pod, "x", 3.0)
             assert _soft_open_files_limit(proc.pid) == (hard, hard)
         finally:
             _stop_and_time(proc)
@@ -325,7 +337,7 @@ def test_a_stray_entry_named_like_a_spool_file_is_warned_about_once(gateway: Pus
         try:
             for value in (1.0, 2.0, 3.0):  # three deliveries: three scans at least
                 writer.write_metric("x", value)
-                wait_for(lambda: gateway.value(pod, metric_name("x")) == value, 30, f"x={value} to be delivered")
+                _wait_delivered(gateway, pod, "x", value)
         finally:
             _stop_and_time(proc)
     finally:

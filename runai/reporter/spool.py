@@ -180,7 +180,10 @@ def decode(line: bytes) -> Record:
         if type(value) is str:
             value = _NONFINITE_FROM_JSON.get(value)
         elif type(value) is int:
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError:  # as float() reads the same digits as text, and json.loads reads 1e999
+                value = math.inf if value > 0 else -math.inf
         if not isinstance(name, str) or type(value) is not float:
             raise ValueError("metric record without a name or a numeric value")
         return Record(seq, ts, kind, name, value)
