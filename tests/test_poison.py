@@ -136,6 +136,9 @@ def test_a_checkpoint_with_a_number_out_of_range_is_replayed_not_a_crash(gateway
     with open(checkpoint_path(path), "w") as f:
         f.write('{"spool_id":"%s","offset":%s,"records":1,"last_seq":1}' % (spool_id, damage))
     assert load_checkpoint(path, spool_id) is None
+    status = start_uploader(cli_env(spool_dir, pod, gateway.address), "status", "--json")
+    out, err = status.communicate(timeout=60)
+    assert status.returncode == 0 and json.loads(out)["pods"][0]["reports_pending"] == 1, err
     proc = start_uploader(cli_env(spool_dir, pod, gateway.address), "recover", "--timeout=20")
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
