@@ -307,9 +307,10 @@ class Pusher:
         halved until the refused records stand alone, which lets every other
         record through. A batch that times out, or that a proxy answers with
         504, is split too, after one value alone got through (a gateway that
-        cannot take even one value in time is slow or down, not overwhelmed). A record that cannot be encoded
-        (say, a lone surrogate in a parameter value) or is bigger than a push
-        may be is refused without being sent (with a ValueError saying why).
+        cannot take even one value in time is slow or down, not overwhelmed).
+        A record that cannot be encoded (say, a lone surrogate in a parameter
+        value) or is bigger than a push may be is refused without being sent
+        (with a ValueError saying why).
 
         Raises :class:`GatewayError` for other error statuses, and OSError
         (TimeoutError included) when the gateway cannot be reached or does
