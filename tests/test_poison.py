@@ -124,6 +124,17 @@ def test_sigterm_during_a_scan_of_a_big_backlog_ends_run_within_2s(spool_dir: st
     assert f"stopped by signal {int(signal.SIGTERM)}" in log
 
 
+def test_sigterm_while_looking_for_the_end_of_a_huge_unterminated_line_ends_run_within_2s(spool_dir: str,
+                                                                                          pod: str) -> None:
+    path = finished_spool(spool_dir, pod, {"x": 1.0})
+    with open(path, "r+b") as f:  # a sparse NUL tail without a newline: searched, never held
+        f.truncate(os.path.getsize(path) + (8 << 30))
+    proc = start_uploader(cli_env(spool_dir, pod, "127.0.0.1:9"), "run")
+    wait_for(lambda: _read_bytes(proc.pid) > 256 << 20, 60, "the uploader to be searching the tail")
+    took = _stop_and_time(proc)
+    assert took < 2, f"runai-uploader run took {took:.1f} s to end after SIGTERM while searching an 8 GiB line"
+
+
 # -- 2: one bad number costs that checkpoint, or that line ------------------------------
 
 
@@ -188,16 +199,20 @@ def test_an_overlong_line_is_skipped_and_an_unterminated_tail_is_never_read_whol
     writer.write_metric("after", 2.0)
     path = writer.path
     writer.close()
-    with open(path, "r+b") as f:  # what a crash can leave on ext4/xfs: a NUL tail without a newline (sparse)
-        f.truncate(os.path.getsize(path) + (200 << 20))
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) + (100 << 20))  # longer than one call searches, sparse
+        f.seek(0, os.SEEK_END)
+        f.write(b"\n" + encode_metric(1 << 20, 1_700_000_000_000_000, "far", 4.0))
+        f.truncate(f.tell() + (200 << 20))  # what a crash can leave on ext4/xfs: a NUL tail without a newline
     env = cli_env(spool_dir, pod, gateway.address)
     done, peak = peak_rss_mib(env, "recover", "--timeout=20")
     assert done.returncode == 0, done.stderr
     assert peak < 120, f"recover peaked at {peak:.0f} MiB on a 200 MiB unterminated tail"
-    assert f"skipped 2: a line longer than {MAX_LINE_BYTES} bytes" in done.stdout, done.stdout + done.stderr
+    assert f"skipped 3: a line longer than {MAX_LINE_BYTES} bytes" in done.stdout, done.stdout + done.stderr
     assert gateway.value(pod, metric_name("before")) == 1.0
     assert gateway.value(pod, metric_name("between")) == 3.0
     assert gateway.value(pod, metric_name("after")) == 2.0
+    assert gateway.value(pod, metric_name("far")) == 4.0
     done, peak = peak_rss_mib(env, "status")
     assert done.returncode == 0, done.stderr
     assert peak < 120, f"status peaked at {peak:.0f} MiB on a 200 MiB unterminated tail"

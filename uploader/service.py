@@ -305,7 +305,7 @@ class Uploader:
                     self._coalesce(record, path)
                 if self._stopping:  # a scan of a big backlog takes seconds: a signal must not wait for it
                     return False
-                if tail.offset == before:
+                if tail.offset == before and not tail.searching:
                     drained = True
                     break
                 budget -= tail.offset - before

@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 
 _BLOCK = 4 << 20  # bytes per read: few syscalls, bounded memory
 _WARN_LINES = 5  # skipped lines of one file warned about one by one
+_SEARCH_BYTES = 16 * _BLOCK  # searched for the end of an overlong line per read() call
 
 
 class BadSpoolError(ValueError):
@@ -47,6 +48,7 @@ class SpoolTail:
         self.skipped = 0  # lines skipped as invalid
         self.skip_reasons: Counter[str] = Counter()  # why, in a few words each
         self._searched = 0  # how far a line too long to read was searched for its newline
+        self.searching = False  # read() stopped in the middle of that search: call it again
         self._fd = open_in_pod_dir(path, os.O_RDONLY)  # never through a symlink; see safefs
 
     def close(self) -> None:
@@ -110,7 +112,11 @@ class SpoolTail:
         return ckpt
 
     def read(self, limit: int = _BLOCK) -> list[Record]:
-        """Decode the complete lines after :attr:`offset`, about *limit* bytes' worth."""
+        """Decode the complete lines after :attr:`offset`, about *limit* bytes' worth.
+
+        An empty list with :attr:`offset` unchanged means nothing more to read
+        for now, unless :attr:`searching` is set.
+        """
         data = os.pread(self._fd, limit, self.offset)
         end = data.rfind(b"\n")
         if end < 0:
@@ -149,7 +155,7 @@ class SpoolTail:
         while True:
             before = self.offset
             yield from self.read()
-            if self.offset == before:
+            if self.offset == before and not self.searching:
                 return
 
     def at_line_start(self, offset: int) -> bool:
@@ -163,22 +169,25 @@ class SpoolTail:
     def _skip_long_line(self) -> None:
         """Skip the line at :attr:`offset`, longer than MAX_LINE_BYTES, if its newline is there.
 
-        Looked for a block at a time, never holding the line; where the search
-        reached the end of the file without one, the next call goes on from there.
+        Looked for a block at a time, never holding the line, and at most
+        :data:`_SEARCH_BYTES` a call (so that a caller can stop between two):
+        the next call goes on from where this one ended, and :attr:`searching`
+        says whether there is more to search.
         """
         position = max(self._searched, self.offset + MAX_LINE_BYTES)
-        while True:
+        for _ in range(_SEARCH_BYTES // _BLOCK):
             data = os.pread(self._fd, _BLOCK, position)
             newline = data.find(b"\n")
             if newline >= 0:
                 self._skip(self.offset, _TooLong())
                 self.offset = position + newline + 1
-                self._searched = 0
-                return
-            if len(data) < _BLOCK:  # no newline up to the end: unfinished, or torn when its writer is gone
-                self._searched = position + len(data)
+                self._searched, self.searching = 0, False
                 return
             position += len(data)
+            if len(data) < _BLOCK:  # no newline up to the end: unfinished, or torn when its writer is gone
+                self._searched, self.searching = position, False
+                return
+        self._searched, self.searching = position, True
 
     def _skip(self, position: int, exc: Exception) -> None:
         self.skipped += 1
