@@ -29,7 +29,7 @@ from runai.reporter.checkpoint import Checkpoint, checkpoint_path, store_checkpo
 from runai.reporter.lock import PodLock
 from runai.reporter.safefs import UnsafePathError
 from .push import GatewayError, Pusher, exposition_name
-from .tail import BadSpoolError, SpoolTail
+from .tail import SEARCH_BYTES, BadSpoolError, SpoolTail
 from .watch import SpoolWatch
 
 __all__ = ["Uploader", "EXIT_DELIVERED", "EXIT_PENDING", "MAX_PENDING_VALUES", "TORN_LINE"]
@@ -308,7 +308,8 @@ class Uploader:
                 if tail.offset == before and not tail.searching:
                     drained = True
                     break
-                budget -= tail.offset - before
+                # A search for the end of an overlong line reads without moving the offset.
+                budget -= tail.offset - before if not tail.searching else SEARCH_BYTES
             if full:
                 return False
             if not drained:

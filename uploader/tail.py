@@ -17,13 +17,13 @@ from runai.reporter.spool import END, HEADER, MAX_LINE_BYTES, Record, decode
 from runai.reporter.checkpoint import Checkpoint, load_checkpoint
 from runai.reporter.safefs import open_in_pod_dir
 
-__all__ = ["SpoolTail", "BadSpoolError", "skip_reason"]
+__all__ = ["SpoolTail", "BadSpoolError", "SEARCH_BYTES", "skip_reason"]
 
 logger = logging.getLogger(__name__)
 
 _BLOCK = 4 << 20  # bytes per read: few syscalls, bounded memory
 _WARN_LINES = 5  # skipped lines of one file warned about one by one
-_SEARCH_BYTES = 16 * _BLOCK  # searched for the end of an overlong line per read() call
+SEARCH_BYTES = 16 * _BLOCK  # searched for the end of an overlong line per read() call
 
 
 class BadSpoolError(ValueError):
@@ -170,12 +170,12 @@ class SpoolTail:
         """Skip the line at :attr:`offset`, longer than MAX_LINE_BYTES, if its newline is there.
 
         Looked for a block at a time, never holding the line, and at most
-        :data:`_SEARCH_BYTES` a call (so that a caller can stop between two):
+        :data:`SEARCH_BYTES` a call (so that a caller can stop between two):
         the next call goes on from where this one ended, and :attr:`searching`
         says whether there is more to search.
         """
         position = max(self._searched, self.offset + MAX_LINE_BYTES)
-        for _ in range(_SEARCH_BYTES // _BLOCK):
+        for _ in range(SEARCH_BYTES // _BLOCK):
             data = os.pread(self._fd, _BLOCK, position)
             newline = data.find(b"\n")
             if newline >= 0:
