@@ -9,6 +9,7 @@ import argparse
 import io
 import logging
 import os
+import resource
 import signal
 import sys
 import time
@@ -167,14 +168,24 @@ def _run(args: argparse.Namespace) -> int:
     if not os.path.isdir(settings.pod_dir):
         print(f"runai-uploader: nothing to do: {settings.pod_dir} does not exist", file=sys.stderr)
         return EXIT_OK
-    # Opened without following a symlink, in a checked private directory (see safefs).
-    log = open_in_pod_dir(os.path.join(settings.pod_dir, LOG_NAME), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-    handler = logging.StreamHandler(open(log, "a", encoding="utf-8"))
+    log_path = os.path.join(settings.pod_dir, LOG_NAME)
+    try:
+        # Opened without following a symlink, in a checked private directory (see safefs).
+        log: io.TextIOBase | None = open(open_in_pod_dir(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND), "a",
+                                         encoding="utf-8")
+    except OSError as exc:
+        # A bad log (a directory, symlink or FIFO in its place) must not stop delivery.
+        log, log_error = None, exc
+    handler = logging.StreamHandler(log or sys.stderr)
     handler.setFormatter(logging.Formatter(_LOG_FORMAT))
     handler.addFilter(_drop_watchdog_shutdown_noise)
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+    if log is None:
+        logger.warning("cannot write the log %s (%s); logging to stderr instead: remove or replace it",
+                       log_path, log_error)
+    _raise_open_files_limit()
 
     lock = PodLock(settings.pod_dir)
     if not _acquire(lock, patience=0.5):
@@ -195,6 +206,16 @@ def _run(args: argparse.Namespace) -> int:
         return status
     finally:
         lock.release()
+
+
+def _raise_open_files_limit() -> None:
+    """Raise the soft limit on open descriptors to the hard limit: the uploader holds one per spool file."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (OSError, ValueError) as exc:
+            logger.debug("cannot raise the open files limit from %d to %d: %s", soft, hard, exc)
 
 
 def _drop_watchdog_shutdown_noise(record: logging.LogRecord) -> bool:
@@ -362,6 +383,7 @@ class _Recovered:
 
 def _recover(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="runai-uploader: %(levelname)s: %(message)s")
+    _raise_open_files_limit()
     if args.all:
         root = resolve_spool_dir(args.spool_dir)
         from .status import spool_pods

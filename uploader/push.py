@@ -59,6 +59,7 @@ MAX_ANSWER_BYTES = 64 << 10  # of an answer's body read; past it the connection 
 # Statuses that refuse what was pushed, not how it was sent: 400 (say, a name
 # already used with another type in another group) and 413 (too big).
 _REFUSALS = (400, 413)
+_GATEWAY_TIMEOUT = 504  # a proxy in front of the gateway gave up waiting: a timeout, as the uploader's own
 _EXPOSITION_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 
 
@@ -123,6 +124,10 @@ class _KeepAliveHandler:
         self._ssl_context = ssl_context
         self._aborted = False
         self._expired = False
+        # The socket being connected: http.client sets conn.sock only once
+        # connect() returns, and a gateway that never completes the handshake
+        # would hold a stop or a timeout until then.
+        self._connecting: socket.socket | None = None
 
     def __call__(self, url: str, method: str, timeout: float | None,
                  headers: list[tuple[str, str]], data: bytes) -> Callable[[], None]:
@@ -130,6 +135,7 @@ class _KeepAliveHandler:
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
+        self._connecting = None
         if conn is not None:
             conn.close()
 
@@ -144,13 +150,37 @@ class _KeepAliveHandler:
 
     def _cut(self) -> None:
         conn = self._conn
-        sock = conn.sock if conn is not None else None
-        if sock is not None:
+        for sock in (conn.sock if conn is not None else None, self._connecting):
+            if sock is not None:
+                try:
+                    # socket.socket's own shutdown: an SSLSocket's would also drop its TLS state
+                    # under the reader. On Linux it also aborts a connect() in progress.
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def _connect(self, address: tuple[str, int], timeout: float | None,
+                 source_address: tuple[str, int] | None = None) -> socket.socket:
+        """socket.create_connection, publishing each socket to :meth:`_cut` before connecting it."""
+        host, port = address
+        error: OSError = ConnectionError(f"cannot resolve {host!r}")
+        for family, kind, proto, _, sockaddr in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
+            sock = socket.socket(family, kind, proto)
+            self._connecting = sock
             try:
-                # socket.socket's own shutdown: an SSLSocket's would also drop its TLS state under the reader.
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)
-            except OSError:
-                pass
+                if self._aborted or self._expired:  # cut before this socket existed
+                    raise ConnectionAbortedError("cut short while connecting")
+                sock.settimeout(timeout)
+                if source_address is not None:
+                    sock.bind(source_address)
+                sock.connect(sockaddr)
+                return sock
+            except OSError as exc:
+                sock.close()
+                error = exc
+                if self._aborted or self._expired:
+                    break
+        raise error
 
     def _expire(self) -> None:
         self._expired = True
@@ -205,6 +235,7 @@ class _KeepAliveHandler:
                     self._conn = http.client.HTTPSConnection(parts.netloc, timeout=timeout, context=self._ssl_context)
                 else:
                     self._conn = http.client.HTTPConnection(parts.netloc, timeout=timeout)
+                self._conn._create_connection = self._connect  # type: ignore[attr-defined]
                 self._origin = origin
             try:
                 return self._request(method, path, headers, data)
@@ -274,11 +305,12 @@ class Pusher:
         Records go in batches of at most :data:`MAX_PUSH_VALUES` values and
         :data:`MAX_PUSH_BYTES`. A batch the gateway refuses (400, 413) is
         halved until the refused records stand alone, which lets every other
-        record through. A batch that times out is split too, after one value
-        alone got through (a gateway that cannot take even one value in time
-        is slow or down, not overwhelmed). A record that cannot be encoded
-        (say, a lone surrogate in a parameter value) or is bigger than a push
-        may be is refused without being sent (with a ValueError saying why).
+        record through. A batch that times out, or that a proxy answers with
+        504, is split too, after one value alone got through (a gateway that
+        cannot take even one value in time is slow or down, not overwhelmed).
+        A record that cannot be encoded (say, a lone surrogate in a parameter
+        value) or is bigger than a push may be is refused without being sent
+        (with a ValueError saying why).
 
         Raises :class:`GatewayError` for other error statuses, and OSError
         (TimeoutError included) when the gateway cannot be reached or does
@@ -306,17 +338,18 @@ class Pusher:
         try:
             self._send(records)
             return []
-        except GatewayError as exc:
-            if not exc.rejects_content:
-                raise
-            if len(records) == 1:
-                return [(records[0], exc)]
-            refused = []
-        except TimeoutError:
-            if len(records) == 1:
-                raise  # even one value is too slow: an outage, retried with backoff
-            refused = self._push_batch(records[:1])  # raises if the gateway is slow or down
-            records = records[1:]
+        except (GatewayError, TimeoutError) as exc:
+            if isinstance(exc, GatewayError) and exc.status != _GATEWAY_TIMEOUT:
+                if not exc.rejects_content:
+                    raise
+                if len(records) == 1:
+                    return [(records[0], exc)]
+                refused = []
+            else:  # timed out
+                if len(records) == 1:
+                    raise  # even one value is too slow: an outage, retried with backoff
+                refused = self._push_batch(records[:1])  # raises if the gateway is slow or down
+                records = records[1:]
         middle = len(records) // 2
         return refused + self._push_batch(records[:middle]) + self._push_batch(records[middle:])
 

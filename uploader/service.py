@@ -27,8 +27,9 @@ from runai.reporter.spool import Record, is_spool_file
 
 from runai.reporter.checkpoint import Checkpoint, checkpoint_path, store_checkpoint
 from runai.reporter.lock import PodLock
+from runai.reporter.safefs import UnsafePathError
 from .push import GatewayError, Pusher, exposition_name
-from .tail import BadSpoolError, SpoolTail
+from .tail import SEARCH_BYTES, BadSpoolError, SpoolTail
 from .watch import SpoolWatch
 
 __all__ = ["Uploader", "EXIT_DELIVERED", "EXIT_PENDING", "MAX_PENDING_VALUES", "TORN_LINE"]
@@ -302,10 +303,13 @@ class Uploader:
                 before = tail.offset
                 for record in tail.read(min(_READ_BYTES, room * _MIN_LINE_BYTES)):
                     self._coalesce(record, path)
-                if tail.offset == before:
+                if self._stopping:  # a scan of a big backlog takes seconds: a signal must not wait for it
+                    return False
+                if tail.offset == before and not tail.searching:
                     drained = True
                     break
-                budget -= tail.offset - before
+                # A search for the end of an overlong line reads without moving the offset.
+                budget -= tail.offset - before if not tail.searching else SEARCH_BYTES
             if full:
                 return False
             if not drained:
@@ -317,6 +321,12 @@ class Uploader:
     def _open(self, path: str) -> SpoolTail | None:
         try:
             tail = SpoolTail(path)
+        except (IsADirectoryError, UnsafePathError) as exc:
+            # Not a spool file, and will not become one: say so once, not on every scan.
+            logger.error("ignoring %s: %s", path, exc)
+            self._closed.add(path)
+            self.ignored_files[path] = str(exc)
+            return None
         except OSError as exc:
             logger.warning("cannot open %s: %s", path, exc)
             return None

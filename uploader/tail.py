@@ -12,21 +12,27 @@ import os
 from collections import Counter
 from typing import Iterator
 
-from runai.reporter.spool import END, HEADER, Record, decode
+from runai.reporter.spool import END, HEADER, MAX_LINE_BYTES, Record, decode
 
 from runai.reporter.checkpoint import Checkpoint, load_checkpoint
 from runai.reporter.safefs import open_in_pod_dir
 
-__all__ = ["SpoolTail", "BadSpoolError", "skip_reason"]
+__all__ = ["SpoolTail", "BadSpoolError", "SEARCH_BYTES", "skip_reason"]
 
 logger = logging.getLogger(__name__)
 
 _BLOCK = 4 << 20  # bytes per read: few syscalls, bounded memory
 _WARN_LINES = 5  # skipped lines of one file warned about one by one
+SEARCH_BYTES = 16 * _BLOCK  # searched for the end of an overlong line per read() call
 
 
 class BadSpoolError(ValueError):
     """A spool file cannot be identified (its first line is not a valid header)."""
+
+
+class _TooLong(ValueError):
+    def __init__(self) -> None:
+        super().__init__(f"a line longer than {MAX_LINE_BYTES} bytes")
 
 
 class SpoolTail:
@@ -41,6 +47,8 @@ class SpoolTail:
         self.ended = False  # the end-of-stream marker was read
         self.skipped = 0  # lines skipped as invalid
         self.skip_reasons: Counter[str] = Counter()  # why, in a few words each
+        self._searched = 0  # how far a line too long to read was searched for its newline
+        self.searching = False  # read() stopped in the middle of that search: call it again
         self._fd = open_in_pod_dir(path, os.O_RDONLY)  # never through a symlink; see safefs
 
     def close(self) -> None:
@@ -104,18 +112,28 @@ class SpoolTail:
         return ckpt
 
     def read(self, limit: int = _BLOCK) -> list[Record]:
-        """Decode the complete lines after :attr:`offset`, about *limit* bytes' worth."""
+        """Decode the complete lines after :attr:`offset`, about *limit* bytes' worth.
+
+        An empty list with :attr:`offset` unchanged means nothing more to read
+        for now, unless :attr:`searching` is set.
+        """
         data = os.pread(self._fd, limit, self.offset)
         end = data.rfind(b"\n")
         if end < 0:
-            if len(data) == limit:  # one line longer than a block: read it whole
-                return self.read(limit * 2)
+            if len(data) < limit:
+                return []  # a line still being written (or torn)
+            if limit <= MAX_LINE_BYTES:  # one line longer than a block: read it whole, up to the cap
+                return self.read(min(limit * 2, MAX_LINE_BYTES + 1))
+            self._skip_long_line()
             return []
         out: list[Record] = []
         start = 0
         for line in data[:end].split(b"\n"):
             position = self.offset + start
             start += len(line) + 1
+            if len(line) > MAX_LINE_BYTES:  # as a line past a block is (see _skip_long_line)
+                self._skip(position, _TooLong())
+                continue
             try:
                 record = decode(line)
             except ValueError as exc:
@@ -137,7 +155,7 @@ class SpoolTail:
         while True:
             before = self.offset
             yield from self.read()
-            if self.offset == before:
+            if self.offset == before and not self.searching:
                 return
 
     def at_line_start(self, offset: int) -> bool:
@@ -147,6 +165,29 @@ class SpoolTail:
     def unread_bytes(self) -> int:
         """Bytes after the last complete line: a line being written, or a torn one."""
         return max(0, self.size() - self.offset)
+
+    def _skip_long_line(self) -> None:
+        """Skip the line at :attr:`offset`, longer than MAX_LINE_BYTES, if its newline is there.
+
+        Looked for a block at a time, never holding the line, and at most
+        :data:`SEARCH_BYTES` a call (so that a caller can stop between two):
+        the next call goes on from where this one ended, and :attr:`searching`
+        says whether there is more to search.
+        """
+        position = max(self._searched, self.offset + MAX_LINE_BYTES)
+        for _ in range(SEARCH_BYTES // _BLOCK):
+            data = os.pread(self._fd, _BLOCK, position)
+            newline = data.find(b"\n")
+            if newline >= 0:
+                self._skip(self.offset, _TooLong())
+                self.offset = position + newline + 1
+                self._searched, self.searching = 0, False
+                return
+            position += len(data)
+            if len(data) < _BLOCK:  # no newline up to the end: unfinished, or torn when its writer is gone
+                self._searched, self.searching = position, False
+                return
+        self._searched, self.searching = position, True
 
     def _skip(self, position: int, exc: Exception) -> None:
         self.skipped += 1

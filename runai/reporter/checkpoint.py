@@ -53,11 +53,11 @@ def load_checkpoint(spool_path: str, spool_id: str, spool_size: int | None = Non
             obj = json.loads(f.read(_MAX_BYTES))
         ckpt = Checkpoint(
             spool_id=str(obj["spool_id"]),
-            offset=int(obj["offset"]),
-            records=int(obj["records"]),
-            last_seq=int(obj["last_seq"]),
+            offset=_count(obj["offset"]),
+            records=_count(obj["records"]),
+            last_seq=_count(obj["last_seq"]),
             ended=bool(obj.get("ended", False)),
-            rejected=int(obj.get("rejected", 0)),
+            rejected=_count(obj.get("rejected", 0)),
         )
     except FileNotFoundError:
         return None
@@ -71,6 +71,13 @@ def load_checkpoint(spool_path: str, spool_id: str, spool_size: int | None = Non
         logger.warning("checkpoint %s points past the end of %s; replaying it from the start", path, spool_path)
         return None
     return ckpt
+
+
+def _count(value: object) -> int:
+    """*value* if it is a JSON integer; ValueError for anything else (a float such as 1e999 too)."""
+    if type(value) is not int:
+        raise ValueError(f"{value!r} is not an integer")
+    return value
 
 
 def store_checkpoint(spool_path: str, ckpt: Checkpoint) -> None:

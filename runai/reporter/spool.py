@@ -30,6 +30,7 @@ from .safefs import list_pod_dir, open_at, open_pod_dir
 __all__ = [
     "FORMAT_VERSION",
     "LOG_NAME",
+    "MAX_LINE_BYTES",
     "MAX_NAME_CHARS",
     "MAX_VALUE_BYTES",
     "SPOOL_SUFFIX",
@@ -52,6 +53,10 @@ LOG_NAME = "uploader.log"  # the uploader's log, one per pod directory (its stde
 # The largest parameter value, in UTF-8 bytes, a report accepts (docs/api.md):
 # one value must never make a line, or a push, too big to handle.
 MAX_VALUE_BYTES = 64 << 10
+# The longest spool line, newline excluded. A value JSON-escapes to at most
+# 6x its UTF-8 bytes (a control character becomes \u00XX), so a valid line
+# is well below this; a reader skips a longer one as damage, without holding it.
+MAX_LINE_BYTES = 8 * MAX_VALUE_BYTES
 # The longest report name, in characters (ASCII by the name rule): as for a
 # value, one name must never make a line or a push too big to handle.
 MAX_NAME_CHARS = 250
@@ -95,7 +100,8 @@ def is_spool_file(filename: str) -> bool:
 def writer_pid(filename: str) -> int | None:
     """The pid of the process that wrote the spool file *filename* (``w<pid>-<id>.jsonl``), if it says."""
     pid = filename[1:].split("-", 1)[0] if filename.startswith("w") else ""
-    return int(pid) if pid.isdigit() else None
+    # isdigit() alone lets through digits int() refuses, such as "²".
+    return int(pid) if pid.isascii() and pid.isdecimal() else None
 
 
 def now_us() -> int:
@@ -143,8 +149,11 @@ def encode_header(spool_id: str, pod_uuid: str, ts_us: int) -> bytes:
 
 # The exact shape SpoolWriter gives a finite metric, which is nearly every
 # line: matching it is strict validation too, at a third of json.loads' cost.
+# Sequence numbers and timestamps are below 2**63 (19 digits at most): a
+# longer one is damage, and would overflow a float.
+_INT_BOUND = 1 << 63
 _WRITER_METRIC = re.compile(
-    rb'\{"seq":(0|[1-9][0-9]*),"ts_us":(0|[1-9][0-9]*),"kind":"metric",'
+    rb'\{"seq":(0|[1-9][0-9]{0,18}),"ts_us":(0|[1-9][0-9]{0,18}),"kind":"metric",'
     rb'"name":"([A-Za-z_][A-Za-z0-9_]*)","value":(-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?)\}'
 )
 
@@ -154,21 +163,27 @@ def decode(line: bytes) -> Record:
     match = _WRITER_METRIC.fullmatch(line)
     if match is not None:
         seq, ts_us, name, value = match.groups()
-        return Record(int(seq), int(ts_us) / 1e6, METRIC, name.decode(), float(value))
+        seq, ts_us = int(seq), int(ts_us)
+        if seq < _INT_BOUND and ts_us < _INT_BOUND:
+            return Record(seq, ts_us / 1e6, METRIC, name.decode(), float(value))
+        raise ValueError("not a spool record: seq and ts_us must be below 2**63")
     try:
         obj = json.loads(line)
         seq, ts_us, kind = obj["seq"], obj["ts_us"], obj["kind"]
     except (ValueError, TypeError, KeyError) as exc:
         raise ValueError(f"not a spool record: {exc}") from None
-    if type(seq) is not int or type(ts_us) is not int:
-        raise ValueError("not a spool record: seq and ts_us must be integers")
+    if type(seq) is not int or type(ts_us) is not int or not (0 <= seq < _INT_BOUND and 0 <= ts_us < _INT_BOUND):
+        raise ValueError("not a spool record: seq and ts_us must be integers from 0 to 2**63 - 1")
     ts = ts_us / 1e6
     if kind == METRIC:
         name, value = obj.get("name"), obj.get("value")
         if type(value) is str:
             value = _NONFINITE_FROM_JSON.get(value)
         elif type(value) is int:
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError:  # as float() reads the same digits as text, and json.loads reads 1e999
+                value = math.inf if value > 0 else -math.inf
         if not isinstance(name, str) or type(value) is not float:
             raise ValueError("metric record without a name or a numeric value")
         return Record(seq, ts, kind, name, value)
@@ -362,6 +377,12 @@ class SpoolWriter:
             except OSError as exc:
                 self._warn(f"cannot start a new spool file in {self.pod_dir!r} ({exc}); going on in {self.path!r}")
                 return
+            if self.closed:
+                # A signal handler in this thread ran close() meanwhile (the lock is
+                # reentrant): the stream is over, and the new file was never part of it.
+                os.close(fd)
+                _unlink_in(self.pod_dir, os.path.basename(path))
+                return
             old_fd = self._fd
             self._rotated.append((old_fd, self.path, self.spool_id, time.monotonic()))
             self._fd, self.path, self.spool_id = fd, path, spool_id
@@ -388,7 +409,11 @@ class SpoolWriter:
                 keep.append((fd, path, spool_id, rotated_at))
                 continue
             size = _size(fd)
-            _point_at_devnull(fd)
+            try:
+                _point_at_devnull(fd)
+            except OSError:  # out of descriptors, say: a later rotation check tries again
+                keep.append((fd, path, spool_id, rotated_at))
+                continue
             self._devnull_fds.append(fd)
             self._released.append(SpoolFile(path, spool_id, size))
         self._rotated = keep
@@ -535,6 +560,18 @@ def _size(fd: int) -> int:
         return os.fstat(fd).st_size
     except OSError:
         return 0
+
+
+def _unlink_in(pod_dir: str, name: str) -> None:
+    """Remove *name* from *pod_dir* if it can; never raises."""
+    try:
+        dir_fd = open_pod_dir(pod_dir)
+    except OSError:
+        return
+    try:
+        _unlink_quietly(name, dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def _unlink_quietly(name: str, dir_fd: int) -> None:
