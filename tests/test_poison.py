@@ -341,6 +341,27 @@ def test_a_bad_uploader_log_does_not_stop_delivery(gateway: Pushgateway, spool_d
     assert gateway.value(pod, metric_name("x")) == 5.0
 
 
+@pytest.mark.parametrize("kind", ["directory", "symlink"])
+def test_a_bad_uploader_log_does_not_stop_a_reporters_delivery(gateway: Pushgateway, spool_dir: str, pod: str,
+                                                               kind: str) -> None:
+    """The Reporter starts the uploader with uploader.log as its stderr: a log it cannot open must cost only the
+    log, not the start of the uploader."""
+    from runai.reporter import Reporter
+
+    pod_dir = os.path.join(spool_dir, pod)
+    os.makedirs(pod_dir, mode=0o700)
+    log = os.path.join(pod_dir, "uploader.log")
+    if kind == "directory":
+        os.mkdir(log)
+    else:
+        os.symlink(os.path.join(spool_dir, "elsewhere.log"), log)
+    reporter = Reporter(pod_uuid=pod, gateway_url=gateway.address, spool_dir=spool_dir)
+    reporter.reportMetric("x", 6.0)
+    assert reporter.finish(timeout=20) is True
+    assert gateway.value(pod, metric_name("x")) == 6.0
+    assert not os.path.exists(os.path.join(spool_dir, "elsewhere.log"))
+
+
 # -- 7: a stray entry named like a spool file ------------------------------------------------
 
 
