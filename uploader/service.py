@@ -23,11 +23,11 @@ import time
 from collections import Counter
 from typing import Callable
 
-from runai.reporter.spool import Record, is_spool_file
-
 from runai.reporter.checkpoint import Checkpoint, checkpoint_path, store_checkpoint
 from runai.reporter.lock import PodLock
 from runai.reporter.safefs import UnsafePathError
+from runai.reporter.spool import Record, is_spool_file
+
 from .push import GatewayError, Pusher, exposition_name
 from .tail import SEARCH_BYTES, BadSpoolError, SpoolTail
 from .watch import SpoolWatch

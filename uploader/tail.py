@@ -12,10 +12,9 @@ import os
 from collections import Counter
 from typing import Iterator
 
-from runai.reporter.spool import END, HEADER, MAX_LINE_BYTES, Record, decode
-
 from runai.reporter.checkpoint import Checkpoint, load_checkpoint
 from runai.reporter.safefs import open_in_pod_dir
+from runai.reporter.spool import END, HEADER, MAX_LINE_BYTES, Record, decode
 
 __all__ = ["SpoolTail", "BadSpoolError", "SEARCH_BYTES", "skip_reason"]
 
