@@ -189,21 +189,27 @@ def peak_rss_mib(env: dict[str, str], *args: str,
 # -- point 3: SIGTERM ends the uploader within 2 s, even mid-push -------------------
 
 
+def _sigterm_mid_push(spool_dir: str, pod: str, command: str) -> tuple[float, int, str]:
+    """SIGTERM `runai-uploader COMMAND` while a gateway holds its push: (seconds it took to end, status, stderr)."""
+    with RawGateway("hold") as held:
+        proc = start_uploader(cli_env(spool_dir, pod, held.url), command, "--push-timeout", "60")
+        try:
+            wait_for(lambda: held.requests, 20, f"the {command}'s push to reach the gateway")
+            proc.send_signal(signal.SIGTERM)
+            started = time.monotonic()
+            _, err = proc.communicate(timeout=10)
+            took = time.monotonic() - started
+        finally:
+            proc.kill()
+            proc.communicate()
+    return took, proc.returncode, err
+
+
 def test_sigterm_ends_run_mid_push_within_2s(spool_dir: str, pod: str) -> None:
     writer = SpoolWriter(os.path.join(spool_dir, pod), pod)  # stays open: a live writer keeps `run` following
     try:
         writer.write_metric("x", 1.0)
-        with RawGateway("hold") as held:
-            proc = start_uploader(cli_env(spool_dir, pod, held.url), "run", "--push-timeout", "60")
-            try:
-                wait_for(lambda: held.requests, 20, "the uploader's push to reach the gateway")
-                proc.send_signal(signal.SIGTERM)
-                started = time.monotonic()
-                proc.wait(10)
-                took = time.monotonic() - started
-            finally:
-                proc.kill()
-                proc.communicate()
+        took, _, _ = _sigterm_mid_push(spool_dir, pod, "run")
     finally:
         writer.close()
     assert took < 2, f"runai-uploader run took {took:.1f} s to end after SIGTERM"
@@ -269,20 +275,10 @@ def test_a_signal_while_the_main_thread_holds_a_lock_does_not_deadlock(gateway: 
 
 def test_sigterm_ends_recover_mid_push_within_2s(spool_dir: str, pod: str) -> None:
     path = finished_spool(spool_dir, pod, {"x": 1.0})
-    with RawGateway("hold") as held:
-        proc = start_uploader(cli_env(spool_dir, pod, held.url), "recover", "--push-timeout", "60")
-        try:
-            wait_for(lambda: held.requests, 20, "the recovery's push to reach the gateway")
-            proc.send_signal(signal.SIGTERM)
-            started = time.monotonic()
-            out, err = proc.communicate(timeout=10)
-            took = time.monotonic() - started
-        finally:
-            proc.kill()
-            proc.communicate()
+    took, status, err = _sigterm_mid_push(spool_dir, pod, "recover")
     assert took < 2, f"runai-uploader recover took {took:.1f} s to end after SIGTERM"
     # It ended by itself (not killed by the signal): it says so, and nothing was checkpointed.
-    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert status == 128 + signal.SIGTERM, err
     assert "interrupted; what was not delivered stays in the spool" in err
     assert not os.path.exists(checkpoint_path(path))
 
