@@ -507,10 +507,14 @@ def test_a_pod_directory_made_group_writable_is_shown_refused_not_hidden(env: di
     recovered = uploader_cli(env, "recover", "--all", "--timeout", "5")
     assert recovered.returncode == 1, recovered.stdout + recovered.stderr
     assert pod in recovered.stderr and "2770" in recovered.stderr and "not fully delivered" in recovered.stderr
+    # Its reports cannot be counted: the summary says so rather than "0 still pending".
+    assert "the reports of 1 refused pod, not counted" in recovered.stdout, recovered.stdout
     history = uploader_cli(env, "history", f"--pod-uuid={pod}")
     assert history.returncode == 1 and "2770" in history.stderr, history.stdout + history.stderr
-    with pytest.raises(ConfigError, match="2770"):
+    with pytest.raises(ConfigError, match="2770") as refused:
         Reporter()
+    # It is this user's own directory, holding their pending reports: the advice is to fix its mode, not remove it.
+    assert f"chmod -R go= {pod_dir}" in str(refused.value) and "remove it" not in str(refused.value)
 
 
 @needs_root

@@ -457,3 +457,83 @@ def test_a_504_from_a_proxy_splits_the_push_and_everything_arrives(gateway: Push
     assert proxy.answered_504 > 0
     series = gateway.series(pod)
     assert all(series[metric_name(f"m{i}")][1] == float(i) for i in range(100))
+
+
+# -- from the second review -------------------------------------------------------------------
+
+REMOVED_CWD_JOB = """
+import os, sys, tempfile
+gone = tempfile.mkdtemp()
+os.chdir(gone)
+os.rmdir(gone)  # a launcher's scratch directory, cleaned up under the job
+import runai.reporter
+reporter = runai.reporter.Reporter()
+reporter.reportMetric("x", 7)
+print(reporter.finish(timeout=20), flush=True)
+"""
+
+
+def test_a_job_whose_working_directory_was_removed_still_delivers(gateway: Pushgateway, spool_dir: str,
+                                                                  pod: str) -> None:
+    env = job_env(podUUID=pod, reporterGatewayURL=gateway.address, reporterSpoolDir=spool_dir)
+    done = subprocess.run([sys.executable, "-c", REMOVED_CWD_JOB], env=env, capture_output=True, text=True,
+                          timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0 and done.stdout.strip() == "True", done.stdout + done.stderr
+    assert gateway.value(pod, metric_name("x")) == 7
+
+
+def test_a_checkpoint_replaced_while_it_is_opened_is_never_called_unsafe(spool_dir: str, pod: str,
+                                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """A rename replacing the checkpoint between open() and fstat() leaves the opened file with no name."""
+    from runai.reporter.checkpoint import Checkpoint, store_checkpoint
+
+    writer = SpoolWriter(os.path.join(spool_dir, pod), pod)
+    writer.close()
+    stop = threading.Event()
+
+    def store_again_and_again() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            store_checkpoint(writer.path, Checkpoint(writer.spool_id, 0, n, n))
+
+    thread = threading.Thread(target=store_again_and_again)
+    thread.start()
+    loads = 0
+    try:
+        with caplog.at_level("WARNING"):
+            deadline = time.monotonic() + 2
+            while time.monotonic() < deadline:
+                load_checkpoint(writer.path, writer.spool_id)
+                loads += 1
+    finally:
+        stop.set()
+        thread.join(10)
+    unsafe = [r.getMessage() for r in caplog.records if "links" in r.getMessage() or "remove it" in r.getMessage()]
+    assert loads > 1000 and not unsafe, (loads, unsafe[:3])
+
+
+def test_close_from_a_signal_handler_during_the_rotations_swap_leaves_no_live_file(
+        spool_dir: str, pod: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """close() run at the last call inside a rotation (where a signal handler's finish() could run it)."""
+    from runai.reporter import spool
+
+    writer = SpoolWriter(os.path.join(spool_dir, pod), pod, max_bytes=4096)
+    real_monotonic = time.monotonic
+    fire = []
+
+    def monotonic() -> float:
+        if fire:
+            fire.clear()
+            writer.close()  # what a SIGTERM handler's finish() does
+        return real_monotonic()
+
+    monkeypatch.setattr(spool.time, "monotonic", monotonic)
+    for _ in range(0x1000 - 1):
+        writer.write_metric("m", 1.0)
+    fire.append(True)
+    writer.write_metric("m", 2.0)  # sequence number 4096, a rotation check: past 4096 bytes, the file rotates
+    monkeypatch.undo()
+    assert writer.closed and writer._fd < 0
+    names = sorted(n for n in os.listdir(os.path.join(spool_dir, pod)) if n.endswith(".jsonl"))
+    assert [os.path.basename(f.path) for f in writer.files] == names, (writer.files, names)

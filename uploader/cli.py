@@ -375,7 +375,7 @@ class _Recovered:
     pod: str
     ok: bool = True
     delivered: int = 0
-    pending: int = 0
+    pending: int | None = 0  # None: unknown, the pod directory cannot be read (refused)
     skipped: Counter[str] = field(default_factory=Counter)  # reports skipped as corrupt, by reason
     rejected: dict[str, str] = field(default_factory=dict)  # names the gateway refused -> its answer
     ignored_files: dict[str, str] = field(default_factory=dict)  # unreadable spool files -> why
@@ -481,10 +481,17 @@ def _recover_pod(settings: Settings, timeout: float, stopper: _StopOnSignals) ->
     return result
 
 
-def _pending_on_disk(spool_dir: str, pod: str) -> int:
+def _pending_on_disk(spool_dir: str, pod: str) -> int | None:
+    """Reports of *pod* no checkpoint covers, counted from disk; None if its directory cannot be read."""
     from .status import pod_status
 
-    return int(pod_status(spool_dir, pod)["reports_pending"])
+    status = pod_status(spool_dir, pod)
+    return None if status["refused"] else int(status["reports_pending"])
+
+
+def _unknown_pending(results: list[_Recovered]) -> str:
+    unknown = sum(r.pending is None for r in results)
+    return f", and the reports of {unknown} refused pod{'s' if unknown != 1 else ''}, not counted" if unknown else ""
 
 
 def _print_summary(results: list[_Recovered]) -> None:
@@ -495,7 +502,7 @@ def _print_summary(results: list[_Recovered]) -> None:
     print(f"summary: {len(results)} pod{'s' if len(results) != 1 else ''}, "
           f"{sum(r.delivered for r in results):,} reports delivered, "
           f"{sum(skipped.values()):,} skipped as corrupt, {rejected:,} names rejected by the gateway, "
-          f"{sum(r.pending for r in results):,} still pending")
+          f"{sum(r.pending or 0 for r in results):,} still pending{_unknown_pending(results)}")
     for reason, count in skipped.most_common():
         print(f"  skipped {count:,}: {reason}")
     for r in results:

@@ -116,6 +116,7 @@ class SpoolTail:
         An empty list with :attr:`offset` unchanged means nothing more to read
         for now, unless :attr:`searching` is set.
         """
+        self.searching = False  # set again below only while a search is unfinished
         data = os.pread(self._fd, limit, self.offset)
         end = data.rfind(b"\n")
         if end < 0:
@@ -125,6 +126,7 @@ class SpoolTail:
                 return self.read(min(limit * 2, MAX_LINE_BYTES + 1))
             self._skip_long_line()
             return []
+        self._searched = 0  # a search, if one was under way, is moot: a newline was found
         out: list[Record] = []
         start = 0
         for line in data[:end].split(b"\n"):

@@ -38,7 +38,9 @@ logger = logging.getLogger(__name__)
 # relative entry goes, and so does the working directory however it got there
 # (an empty PYTHONPATH entry, say, which Python makes absolute).
 _BOOT = (
-    "import os, sys; root, cwd = sys.argv[1], os.getcwd(); "
+    "import os, sys; root = sys.argv[1]\n"
+    "try: cwd = os.getcwd()\n"
+    "except OSError: cwd = ''\n"  # removed under the job: nothing of it to drop
     "sys.path[:] = [root] + [p for p in sys.path if os.path.isabs(p) and p not in (root, cwd)]; "
     "from uploader.cli import main; sys.exit(main(sys.argv[3:]))"
 )

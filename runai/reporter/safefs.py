@@ -109,7 +109,9 @@ def open_root(root: str, *, create: bool = False) -> int:
     other user could have planted or can change (see :func:`_walk`); the
     directory opened must be the one walked, so a swap in between is refused too.
     """
-    path = os.path.join(os.getcwd(), root)  # not abspath: '..' after a symlink is the kernel's, not text
+    # Not abspath: '..' after a symlink is the kernel's, not text. No getcwd() for an absolute
+    # root: the job's working directory may have been removed.
+    path = root if os.path.isabs(root) else os.path.join(os.getcwd(), root)
     if create and not os.path.isdir(path):
         check_path(path)  # before creating anything: never a directory where another user's symlink points
         os.makedirs(path, mode=PRIVATE_DIR_MODE, exist_ok=True)
@@ -157,10 +159,13 @@ def open_pod_dir(pod_dir: str, *, create: bool = False) -> int:
         # a symlink or a hard link (see open_at), so that user cannot point root's writes elsewhere.
         owner_ok = info.st_uid == os.geteuid() or (not create and os.geteuid() == 0)
         if not owner_ok or info.st_mode & 0o077:
+            # Ours with a wider mode (the kubelet's fsGroup chmod after a restart, say) holds our pending
+            # reports: removing it would lose them.
+            fix = (f"if nobody else put anything in it, `chmod -R go= {pod_dir}`" if info.st_uid == os.geteuid()
+                   else "another user may have made it: check what it holds, then remove it")
             raise UnsafePathError(
                 f"{pod_dir!r} (uid {info.st_uid}, mode {stat.S_IMODE(info.st_mode):04o}) is not a private "
-                f"directory of this user (uid {os.geteuid()}, mode {PRIVATE_DIR_MODE:04o}); another user may "
-                "have made it: check what it holds, then remove it"
+                f"directory of this user (uid {os.geteuid()}, mode {PRIVATE_DIR_MODE:04o}); {fix}"
             )
     except BaseException:
         os.close(fd)
@@ -181,6 +186,9 @@ def open_at(dir_fd: int, name: str, flags: int, mode: int = FILE_MODE, *, where:
             raise UnsafePathError(f"{os.path.join(where, name)!r} is a symlink; not following it: remove it") from None
         raise
     info = os.fstat(fd)
+    if info.st_nlink == 0:  # replaced (a checkpoint's rename) or removed since the open: as if not there
+        os.close(fd)
+        raise FileNotFoundError(errno.ENOENT, "removed while being opened", os.path.join(where, name))
     if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
         os.close(fd)
         # A hard link could make a file elsewhere (not the owner's to give) look like one of ours.

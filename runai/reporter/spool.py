@@ -377,15 +377,18 @@ class SpoolWriter:
             except OSError as exc:
                 self._warn(f"cannot start a new spool file in {self.pod_dir!r} ({exc}); going on in {self.path!r}")
                 return
+            old_fd = self._fd
+            entry = (old_fd, self.path, self.spool_id, time.monotonic())
             if self.closed:
                 # A signal handler in this thread ran close() meanwhile (the lock is
                 # reentrant): the stream is over, and the new file was never part of it.
                 os.close(fd)
                 _unlink_in(self.pod_dir, os.path.basename(path))
                 return
-            old_fd = self._fd
-            self._rotated.append((old_fd, self.path, self.spool_id, time.monotonic()))
+            # No call between the check above and this swap, so no signal handler
+            # can run close() in between: it sees either the old file or both.
             self._fd, self.path, self.spool_id = fd, path, spool_id
+            self._rotated.append(entry)
             # The old file is complete: its end marker lets the uploader flush it.
             self._markers += 1
             try:
