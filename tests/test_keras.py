@@ -349,3 +349,50 @@ def test_a_missing_keras_or_backend_says_what_to_do(tmp_path: Any, case: str) ->
     else:
         assert last.startswith("ModuleNotFoundError: Keras cannot load its backend (No module named 'tensorflow')")
         assert "KERAS_BACKEND=torch" in last
+
+
+class _Keras2Model:
+    """fit and fit_generator with tf_keras' own signatures (tf_keras 2.21.0, tf_keras/src/engine/training.py),
+    recording what they are called with; CI does not install tf_keras and TensorFlow."""
+
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
+            validation_split=0.0, validation_data=None, shuffle=True, class_weight=None, sample_weight=None,
+            initial_epoch=0, steps_per_epoch=None, validation_steps=None, validation_batch_size=None,
+            validation_freq=1, max_queue_size=10, workers=1, use_multiprocessing=False):
+        self.called = {"x": x, "batch_size": batch_size, "epochs": epochs, "callbacks": callbacks,
+                       "validation_data": validation_data}
+
+    def fit_generator(self, generator, steps_per_epoch=None, epochs=1, verbose=1,
+                      callbacks=None, validation_data=None, validation_steps=None, validation_freq=1,
+                      class_weight=None, max_queue_size=10, workers=1, use_multiprocessing=False, shuffle=True,
+                      initial_epoch=0):
+        self.called = {"generator": generator, "epochs": epochs, "callbacks": callbacks,
+                       "validation_data": validation_data}
+
+
+def test_positional_arguments_are_bound_by_each_methods_own_signature(env: dict[str, str],
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """tf_keras' fit_generator takes callbacks as its 5th argument, not 6th, and has no batch_size: by position,
+    the callback replaced validation_data and epochs was taken for the batch size."""
+    state = rk._Autolog(None, 1, {})
+    for name in ("fit", "fit_generator"):
+        rk._patch(state, _Keras2Model, name, rk.ReporterCallback)
+    monkeypatch.setattr(rk, "_active", state)
+    try:
+        mine = keras.callbacks.History()
+        model = _Keras2Model()
+        model.fit_generator(iter([]), 10, 3, 0, [mine], "validation")
+        called = model.called
+        assert called["epochs"] == 3 and called["validation_data"] == "validation", called
+        assert called["callbacks"][0] is mine and len(called["callbacks"]) == 2
+        (ours,) = [c for c in called["callbacks"] if isinstance(c, rk.ReporterCallback)]
+        assert ours.batch_size is None  # a generator's batch size is unknown, never its epochs
+
+        model.fit(np.zeros((8, 2)), np.zeros(8), 4, 2, 0, [mine], 0.0, "validation")
+        called = model.called
+        assert called["batch_size"] == 4 and called["epochs"] == 2 and called["validation_data"] == "validation"
+        (ours,) = [c for c in called["callbacks"] if isinstance(c, rk.ReporterCallback)]
+        assert ours.batch_size == 4 and called["callbacks"][0] is mine
+    finally:
+        for (cls, attr), original in state.originals.items():
+            setattr(cls, attr, original)

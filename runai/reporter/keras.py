@@ -13,6 +13,7 @@ from __future__ import annotations
 import bisect
 import functools
 import importlib.util
+import inspect
 import logging
 import re
 import threading
@@ -61,8 +62,6 @@ AUTOLOG_DEFAULTS: Mapping[str, bool] = {
     "epsilon": False,
 }
 _DEFAULT_BATCH_SIZE = 32  # what Keras' fit uses on arrays when given none
-_FIT_CALLBACKS_INDEX = 5  # fit(x, y, batch_size, epochs, verbose, callbacks, ...)
-_FIT_BATCH_SIZE_INDEX = 2
 _UNSAFE_NAME_CHARS = re.compile(r"[^a-zA-Z0-9_]")
 
 
@@ -388,13 +387,16 @@ def _tf_keras_callback_class(tf_keras: Any) -> type:
 def _patch(state: _Autolog, cls: type, attr: str, callback_class: type) -> None:
     original = getattr(cls, attr)
     state.originals[(cls, attr)] = cls.__dict__.get(attr, _INHERITED)
+    # Arguments are found by name in the method's own signature: positions differ
+    # (tf_keras' fit_generator takes callbacks 5th, after self, and no batch_size).
+    signature = inspect.signature(original)
 
     @functools.wraps(original)
     def fit_with_autolog(model: Any, *args: Any, **kwargs: Any) -> Any:
         active = _active
         if active is not None:
             try:
-                args, kwargs = _with_callback(active, callback_class, args, kwargs)
+                args, kwargs = _with_callback(active, callback_class, signature, model, args, kwargs)
             except Exception as exc:  # noqa: BLE001 - never break training
                 logger.warning("runai autologging could not attach to fit (%s: %s); training without it",
                                type(exc).__name__, exc)
@@ -404,27 +406,26 @@ def _patch(state: _Autolog, cls: type, attr: str, callback_class: type) -> None:
     setattr(cls, attr, fit_with_autolog)
 
 
-def _with_callback(active: _Autolog, callback_class: type, args: tuple[Any, ...],
-                   kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+def _with_callback(active: _Autolog, callback_class: type, signature: inspect.Signature, model: Any,
+                   args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """fit's arguments with the reporter's callback added to a copy of the callbacks."""
-    positional = len(args) > _FIT_CALLBACKS_INDEX
-    given = args[_FIT_CALLBACKS_INDEX] if positional else kwargs.get("callbacks")
+    bound = signature.bind_partial(model, *args, **kwargs)
+    given = bound.arguments.get("callbacks")
     callbacks = list(given) if given is not None else []  # a copy: the user's list stays as it was
     if any(isinstance(c, _AutologCallbackMixin) for c in callbacks):
         return args, kwargs  # the user passed one already: not logged twice
     callbacks.append(callback_class(active.reporter, every_n_steps=active.every_n_steps,
-                                    batch_size=_batch_size(args, kwargs), **active.options))
-    if positional:
-        return args[:_FIT_CALLBACKS_INDEX] + (callbacks,) + args[_FIT_CALLBACKS_INDEX + 1:], kwargs
-    return args, {**kwargs, "callbacks": callbacks}
+                                    batch_size=_batch_size(bound.arguments), **active.options))
+    bound.arguments["callbacks"] = callbacks
+    return bound.args[1:], bound.kwargs  # without the model, which the caller passes itself
 
 
-def _batch_size(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int | None:
-    """The batch size ``fit`` will use, where it can be told from its arguments."""
-    given = args[_FIT_BATCH_SIZE_INDEX] if len(args) > _FIT_BATCH_SIZE_INDEX else kwargs.get("batch_size")
+def _batch_size(arguments: Mapping[str, Any]) -> int | None:
+    """The batch size ``fit`` will use, where it can be told from its arguments (bound by name)."""
+    given = arguments.get("batch_size")
     if given is not None:
         return int(given)
-    x = args[0] if args else kwargs.get("x")
+    x = arguments.get("x", arguments.get("generator"))
     if x is None:
         return None
     size = getattr(x, "batch_size", None)  # torch DataLoader, many PyDatasets
