@@ -38,7 +38,9 @@ setup(
     install_requires=["prometheus_client>=0.25", "watchdog>=4"],
     extras_require={
         "keras": ["keras>=3"],
-        "test": ["pytest>=7", "numpy", "hypothesis", "cryptography", "bcrypt", "matplotlib", "markdown-it-py"],
+        # ruff and mypy pinned: CI fails on their findings, and a newer release may add some.
+        "test": ["pytest>=7", "numpy", "hypothesis", "cryptography", "bcrypt", "matplotlib", "markdown-it-py",
+                 "ruff==0.17.6", "mypy==2.4.1"],
         "plot": ["matplotlib"],
         "bench": ["matplotlib"],
     },
