@@ -373,7 +373,7 @@ def test_a_trickling_gateway_cannot_hold_a_push(pod: str) -> None:
         def push() -> None:
             try:
                 pusher.push([Record(1, time.time(), METRIC, "x", 1.0)])
-            except BaseException as exc:  # noqa: BLE001 - recorded for the assertion below
+            except BaseException as exc:  # recorded for the assertion below
                 outcome.append(exc)
 
         thread = threading.Thread(target=push, daemon=True)

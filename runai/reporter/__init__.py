@@ -54,12 +54,12 @@ def _new_global() -> Reporter:
         return _global
 
 
-def reportMetric(name: str, value: float) -> None:  # noqa: N802 (0.4.1's name)
+def reportMetric(name: str, value: float) -> None:  # 0.4.1's name
     """Report a metric through the global reporter (created on first use)."""
     _global_reporter().reportMetric(name, value)
 
 
-def reportParameter(name: str, value: str | int | float) -> None:  # noqa: N802
+def reportParameter(name: str, value: str | int | float) -> None:  # 0.4.1's name
     """Report a parameter through the global reporter (created on first use)."""
     _global_reporter().reportParameter(name, value)
 

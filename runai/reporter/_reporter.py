@@ -139,7 +139,7 @@ class Reporter:
 
     # -- reporting --------------------------------------------------------
 
-    def reportMetric(self, name: str, value: float) -> None:  # noqa: N802 (0.4.1's name)
+    def reportMetric(self, name: str, value: float) -> None:  # 0.4.1's name
         """Report a numeric metric; raises TypeError/ValueError for bad input."""
         writer = self._writer
         if writer.closed:
@@ -150,7 +150,7 @@ class Reporter:
             _check_name(name)
         writer.write_metric(name, value if type(value) is float else _metric_value(value))
 
-    def reportParameter(self, name: str, value: str | int | float) -> None:  # noqa: N802
+    def reportParameter(self, name: str, value: str | int | float) -> None:  # 0.4.1's name
         """Report a parameter (a str, or a number sent as its str())."""
         writer = self._writer
         if writer.closed:

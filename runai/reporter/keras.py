@@ -79,7 +79,7 @@ def _number(value: object) -> float | None:
         # float() rather than keras.ops.convert_to_numpy: every backend's
         # tensors and Keras variables support it, without numpy 2's copy warning.
         return float(value)  # type: ignore[arg-type]
-    except Exception:  # noqa: BLE001 - not a single number: not reported
+    except Exception:  # not a single number: not reported
         return None
 
 
@@ -137,7 +137,7 @@ class _AutologCallbackMixin:
     def _guard(self, hook: Callable[[], None], where: str) -> None:
         try:
             hook()
-        except Exception as exc:  # noqa: BLE001 - reported once, training goes on
+        except Exception as exc:  # reported once, training goes on
             if not self._warned:
                 self._warned = True
                 logger.warning("runai autologging failed in %s (%s: %s); training continues, "
@@ -294,7 +294,7 @@ def autolog(*, every_n_steps: int = 1, **options: bool) -> None:
     _enable(None, every_n_steps, options)
 
 
-def disableAutolog() -> None:  # noqa: N802 (0.4.1's name)
+def disableAutolog() -> None:  # 0.4.1's name
     """Stop autologging and restore Keras' original ``fit`` methods exactly."""
     global _active
     with _patch_lock:
@@ -308,7 +308,7 @@ def disableAutolog() -> None:  # noqa: N802 (0.4.1's name)
                 setattr(cls, attr, original)
 
 
-disableAutoLog = disableAutolog  # noqa: N816 - the spelling 0.4.1 actually shipped
+disableAutoLog = disableAutolog  # the spelling 0.4.1 actually shipped
 
 
 def autologged() -> bool:
@@ -369,7 +369,7 @@ def _tf_keras() -> Any:
         return None
     try:
         import tf_keras
-    except Exception as exc:  # noqa: BLE001 - a broken TensorFlow must not stop Keras 3 autologging
+    except Exception as exc:  # a broken TensorFlow must not stop Keras 3 autologging
         logger.warning("tf_keras is installed but cannot be imported (%s); not autologging it", exc)
         return None
     return tf_keras
@@ -397,7 +397,7 @@ def _patch(state: _Autolog, cls: type, attr: str, callback_class: type) -> None:
         if active is not None:
             try:
                 args, kwargs = _with_callback(active, callback_class, signature, model, args, kwargs)
-            except Exception as exc:  # noqa: BLE001 - never break training
+            except Exception as exc:  # never break training
                 logger.warning("runai autologging could not attach to fit (%s: %s); training without it",
                                type(exc).__name__, exc)
         return original(model, *args, **kwargs)
@@ -435,7 +435,7 @@ def _batch_size(arguments: Mapping[str, Any]) -> int | None:
         try:
             first = next(iter(keras.tree.flatten(x.element_spec)))
             return int(first.shape[0]) if first.shape[0] is not None else None
-        except Exception:  # noqa: BLE001
+        except Exception:  # the batch size is unknown then
             return None
     if hasattr(x, "__array__") or isinstance(x, (list, tuple, dict)):
         return _DEFAULT_BATCH_SIZE  # arrays: fit's default
