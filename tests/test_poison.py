@@ -537,3 +537,37 @@ def test_close_from_a_signal_handler_during_the_rotations_swap_leaves_no_live_fi
     assert writer.closed and writer._fd < 0
     names = sorted(n for n in os.listdir(os.path.join(spool_dir, pod)) if n.endswith(".jsonl"))
     assert [os.path.basename(f.path) for f in writer.files] == names, (writer.files, names)
+
+
+def _set_until(wakeup: object, done: threading.Event, errors: list[BaseException]) -> None:
+    try:
+        while not done.is_set():
+            wakeup.set()  # type: ignore[attr-defined]
+    except BaseException as exc:  # recorded for the assertion in the test
+        errors.append(exc)
+
+
+def test_stop_from_another_thread_while_the_loop_ends_never_writes_elsewhere(tmp_path) -> None:
+    """stop() (any thread) racing the end of run(), which closes the wakeup pipe: the descriptor number
+    must never be written to once closed (EBADF, or worse, a file that reused the number)."""
+    from uploader.service import _Wakeup
+
+    errors: list[BaseException] = []
+    deadline = time.monotonic() + 1.5
+    trials = 0
+    while time.monotonic() < deadline:
+        trials += 1
+        wakeup = _Wakeup()
+        wakeup.open()
+        done = threading.Event()
+        thread = threading.Thread(target=_set_until, args=(wakeup, done, errors))
+        thread.start()
+        wakeup.close()
+        victim = tmp_path / f"victim-{trials}"
+        fd = os.open(victim, os.O_WRONLY | os.O_CREAT, 0o600)  # likely to reuse a closed number
+        done.set()
+        thread.join(10)
+        os.close(fd)
+        assert victim.stat().st_size == 0, f"a wakeup byte landed in another file (trial {trials})"
+    assert not errors, errors[:3]
+    assert trials > 50

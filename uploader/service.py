@@ -19,6 +19,7 @@ import math
 import os
 import random
 import select
+import threading
 import time
 from collections import Counter
 from typing import Callable
@@ -51,23 +52,29 @@ _MIN_LINE_BYTES = 32  # no valid record line is shorter: a read of N such bytes 
 class _Wakeup:
     """A self-pipe the loop sleeps on.
 
-    ``set()`` is a single write(2) and takes no lock, so a signal handler may
-    call it even while the main thread is inside :meth:`wait` or
-    :meth:`clear` (``threading.Event`` takes a lock there, and a handler that
-    sets it can deadlock the thread it interrupted).
+    ``set()`` may be called from any thread and from a signal handler, even
+    while the main thread is inside :meth:`wait` or :meth:`clear`
+    (``threading.Event`` takes a lock there, and a handler that sets it can
+    deadlock the thread it interrupted). It never waits for its lock: whoever
+    finds it taken skips, since the holder is either another ``set()`` (a
+    wakeup is on its way) or :meth:`close` (the loop is over). The lock keeps
+    ``close()`` from releasing the pipe's descriptor under a ``set()`` about to
+    write to it: the number could be reused by any file opened next.
     """
 
     def __init__(self) -> None:
         self._read = self._write = -1
         self._poll = select.poll()  # not select(): it fails on descriptors past 1023
+        self._lock = threading.Lock()
 
     def open(self) -> None:
         self._read, self._write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._poll.register(self._read, select.POLLIN)
 
     def close(self) -> None:
-        write, self._write = self._write, -1
-        read, self._read = self._read, -1
+        with self._lock:
+            write, self._write = self._write, -1
+            read, self._read = self._read, -1
         if read >= 0:
             self._poll.unregister(read)
         for fd in (write, read):
@@ -75,13 +82,15 @@ class _Wakeup:
                 os.close(fd)
 
     def set(self) -> None:
-        fd = self._write
-        if fd < 0:
-            return  # not running: the loop checks its stop flag first thing
+        if not self._lock.acquire(blocking=False):
+            return
         try:
-            os.write(fd, b"\0")
+            if self._write >= 0:  # else not running: the loop checks its stop flag first thing
+                os.write(self._write, b"\0")
         except BlockingIOError:
             pass  # the pipe is full: a wakeup is pending anyway
+        finally:
+            self._lock.release()
 
     def clear(self) -> None:
         try:
