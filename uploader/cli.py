@@ -153,7 +153,6 @@ def _uploader(settings: Settings, **kwargs: Any) -> Uploader:
     from .push import Pusher
     from .service import Uploader
 
-    warn_insecure_auth(settings)  # here, once logging goes where this command's output goes
     pusher = Pusher(settings.gateway_url, settings.pod_uuid, timeout=settings.push_timeout,
                     username=settings.username, password=settings.password, ca_file=settings.ca_file)
     return Uploader(settings.pod_dir, pusher, push_interval=settings.push_interval, **kwargs)
@@ -191,6 +190,7 @@ def _run(args: argparse.Namespace) -> int:
     if not _acquire(lock, patience=0.5):
         logger.info("another uploader (pid %s) serves %s; exiting", holder_pid(settings.pod_dir), settings.pod_dir)
         return EXIT_OK
+    warn_insecure_auth(settings)  # now that logging goes to uploader.log
     try:
         uploader = _uploader(settings, retry_timeout=settings.retry_timeout, lock=lock,
                              history_bytes=settings.history_bytes,
@@ -395,6 +395,7 @@ def _recover(args: argparse.Namespace) -> int:
     else:
         pods = [_settings(args, for_writing=False).pod_uuid]
     results = []
+    warned = False
     with _StopOnSignals() as stopper:
         for pod in pods:
             if stopper.stopped():
@@ -407,6 +408,9 @@ def _recover(args: argparse.Namespace) -> int:
                 pending = _pending_on_disk(resolve_spool_dir(args.spool_dir), pod)
                 results.append(_Recovered(pod, ok=False, pending=pending))
                 continue
+            if not warned:  # once: every pod is pushed with the same gateway and credentials
+                warn_insecure_auth(settings)
+                warned = True
             results.append(_recover_pod(settings, args.timeout, stopper))
     _print_summary(results)
     if stopper.signum is not None:

@@ -168,7 +168,7 @@ class Uploader:
         self._wake.set()
 
     def stop(self) -> None:
-        # Takes no lock (see _Wakeup): safe in a signal handler. Cuts a push in
+        # Never waits for a lock (see _Wakeup): safe in a signal handler. Cuts a push in
         # flight, so that stopping never waits for a slow gateway.
         self._stopping = True
         self.pusher.abort()
