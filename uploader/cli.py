@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from runai.reporter._config import (
     ENV_GATEWAY_URL,
@@ -31,8 +31,8 @@ from runai.reporter._config import (
 )
 from runai.reporter._version import __version__
 from runai.reporter.lock import PodLock, holder_pid
-from runai.reporter.safefs import UnsafePathError, open_in_pod_dir, open_pod_dir
-from runai.reporter.spool import LOG_NAME, spool_file_names
+from runai.reporter.safefs import UnsafePathError, open_pod_dir
+from runai.reporter.spool import LOG_FORMAT, LOG_NAME, open_log, spool_file_names
 
 from .plot import X_AXES
 
@@ -48,7 +48,6 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # what a shell reports for a tool killed by SIGPIPE
 
-_LOG_FORMAT = "%(asctime)s %(levelname)s pid=%(process)d %(name)s: %(message)s"
 _RECOVER_SCAN_BYTES = 4 << 20  # about 50,000 reports, a push and a checkpoint each
 
 
@@ -170,13 +169,13 @@ def _run(args: argparse.Namespace) -> int:
     log_path = os.path.join(settings.pod_dir, LOG_NAME)
     try:
         # Opened without following a symlink, in a checked private directory (see safefs).
-        log: io.TextIOBase | None = open(open_in_pod_dir(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND), "a",
+        log: io.TextIOBase | None = open(open_log(settings.pod_dir, os.O_WRONLY | os.O_CREAT | os.O_APPEND), "a",
                                          encoding="utf-8")
     except OSError as exc:
         # A bad log (a directory, symlink or FIFO in its place) must not stop delivery.
         log, log_error = None, exc
     handler = logging.StreamHandler(log or sys.stderr)
-    handler.setFormatter(logging.Formatter(_LOG_FORMAT))
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
     handler.addFilter(_drop_watchdog_shutdown_noise)
     root = logging.getLogger()
     root.addHandler(handler)
@@ -187,7 +186,7 @@ def _run(args: argparse.Namespace) -> int:
     _raise_open_files_limit()
 
     lock = PodLock(settings.pod_dir)
-    if not _acquire(lock, patience=0.5):
+    if not lock.acquire(timeout=0.5):
         logger.info("another uploader (pid %s) serves %s; exiting", holder_pid(settings.pod_dir), settings.pod_dir)
         return EXIT_OK
     warn_insecure_auth(settings)  # now that logging goes to uploader.log
@@ -222,20 +221,6 @@ def _drop_watchdog_shutdown_noise(record: logging.LogRecord) -> bool:
     # watchdog's inotify emitter logs this at ERROR when its observer is
     # stopped while a read is in flight: a benign shutdown race, not a failure.
     return not (record.name.startswith("watchdog") and "called when the thread is inactive" in record.msg)
-
-
-def _acquire(lock: PodLock, patience: float, stopped: Callable[[], bool] = lambda: False) -> bool:
-    """Take *lock*, retrying for *patience* seconds (or until *stopped*).
-
-    Reporters probe the lock with a brief shared lock; a short retry keeps such
-    a probe from being mistaken for a running uploader.
-    """
-    deadline = time.monotonic() + patience
-    while not lock.acquire():
-        if time.monotonic() >= deadline or stopped():
-            return False
-        time.sleep(0.02)
-    return True
 
 
 class _StopOnSignals:
@@ -437,7 +422,7 @@ def _recover_pod(settings: Settings, timeout: float, stopper: _StopOnSignals) ->
         pid = holder_pid(settings.pod_dir)
         print(f"pod {pod}: an uploader (pid {pid}) is delivering it; waiting up to {timeout:.0f} s for it to finish",
               file=sys.stderr)
-        if not _acquire(lock, patience=timeout, stopped=stopper.stopped):
+        if not lock.acquire(timeout=timeout, stopped=stopper.stopped):
             print(f"runai-uploader: pod {pod}: the uploader (pid {pid}) is still running; try again later",
                   file=sys.stderr)
             result.ok, result.pending = False, _pending_on_disk(settings.spool_dir, settings.pod_uuid)

@@ -25,8 +25,7 @@ from dataclasses import dataclass
 
 from ._config import Settings
 from .lock import holder_pid
-from .safefs import open_in_pod_dir
-from .spool import LOG_NAME
+from .spool import LOG_NAME, open_log
 
 __all__ = ["ensure_uploader", "reap", "startup_failure", "uploader_command"]
 
@@ -183,13 +182,9 @@ def _note_failure(pod_dir: str, reason: str) -> None:
     logger.debug("uploader for %s failed (%s); next try in %.0f s", pod_dir, reason, pause)
 
 
-def _open_log(pod_dir: str, flags: int) -> int:
-    return open_in_pod_dir(os.path.join(pod_dir, LOG_NAME), flags)
-
-
 def _last_log_line(pod_dir: str) -> str:
     try:
-        fd = _open_log(pod_dir, os.O_RDONLY)
+        fd = open_log(pod_dir, os.O_RDONLY)
         try:
             tail = os.pread(fd, 4096, max(0, os.fstat(fd).st_size - 4096))
         finally:
@@ -202,7 +197,7 @@ def _last_log_line(pod_dir: str) -> str:
 
 def _spawn(argv: list[str], pod_dir: str) -> int:
     try:
-        log = _open_log(pod_dir, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        log = open_log(pod_dir, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     except OSError as exc:
         # A directory, a symlink or a FIFO in the log's place must not stop delivery: the uploader says so in
         # its own log handling, and its stderr goes nowhere.

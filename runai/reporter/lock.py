@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
+from typing import Callable
 
 from .safefs import open_in_pod_dir
 
 __all__ = ["LOCK_NAME", "PodLock", "holder_pid"]
 
 LOCK_NAME = "uploader.lock"
+_RETRY_SECONDS = 0.02  # between two tries of a lock held by someone else
 
 
 class PodLock:
@@ -29,8 +32,21 @@ class PodLock:
     def held(self) -> bool:
         return self._fd >= 0
 
-    def acquire(self) -> bool:
-        """Take the lock if it is free; True on success. Safe to call when held."""
+    def acquire(self, timeout: float = 0.0, stopped: Callable[[], bool] | None = None) -> bool:
+        """Take the lock, retrying for *timeout* seconds or until *stopped()*; True on success.
+
+        Safe to call when held. Reporters probe the lock with a brief shared
+        lock; a short *timeout* keeps such a probe from being mistaken for a
+        running uploader.
+        """
+        deadline = time.monotonic() + timeout
+        while not self._try_acquire():
+            if time.monotonic() >= deadline or (stopped is not None and stopped()):
+                return False
+            time.sleep(_RETRY_SECONDS)
+        return True
+
+    def _try_acquire(self) -> bool:
         if self._fd >= 0:
             return True
         fd = open_in_pod_dir(self.path, os.O_RDWR | os.O_CREAT)

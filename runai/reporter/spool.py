@@ -25,10 +25,11 @@ import time
 import weakref
 from typing import Callable, NamedTuple, Union
 
-from .safefs import list_pod_dir, open_at, open_pod_dir
+from .safefs import list_pod_dir, open_at, open_in_pod_dir, open_pod_dir
 
 __all__ = [
     "FORMAT_VERSION",
+    "LOG_FORMAT",
     "LOG_NAME",
     "MAX_LINE_BYTES",
     "MAX_NAME_CHARS",
@@ -41,6 +42,7 @@ __all__ = [
     "encode_metric",
     "encode_parameter",
     "is_spool_file",
+    "open_log",
     "spool_file_names",
     "writer_pid",
 ]
@@ -50,6 +52,8 @@ logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 SPOOL_SUFFIX = ".jsonl"
 LOG_NAME = "uploader.log"  # the uploader's log, one per pod directory (its stderr too)
+# Its lines: `runai-uploader status` finds the last error by the level after the time.
+LOG_FORMAT = "%(asctime)s %(levelname)s pid=%(process)d %(name)s: %(message)s"
 # The largest parameter value, in UTF-8 bytes, a report accepts (docs/api.md):
 # one value must never make a line, or a push, too big to handle.
 MAX_VALUE_BYTES = 64 << 10
@@ -102,6 +106,11 @@ def writer_pid(filename: str) -> int | None:
     pid = filename[1:].split("-", 1)[0] if filename.startswith("w") else ""
     # isdigit() alone lets through digits int() refuses, such as "²".
     return int(pid) if pid.isascii() and pid.isdecimal() else None
+
+
+def open_log(pod_dir: str, flags: int) -> int:
+    """A descriptor of *pod_dir*'s uploader log, opened without following a symlink (see safefs)."""
+    return open_in_pod_dir(os.path.join(pod_dir, LOG_NAME), flags)
 
 
 def now_us() -> int:
