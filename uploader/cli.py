@@ -9,14 +9,9 @@ import argparse
 import io
 import logging
 import os
-import resource
 import signal
 import sys
-import time
-from collections import Counter
-from dataclasses import dataclass, field
-from types import FrameType
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 from runai.reporter._config import (
     ENV_GATEWAY_URL,
@@ -27,17 +22,17 @@ from runai.reporter._config import (
     check_pod_uuid,
     load_settings,
     resolve_spool_dir,
-    warn_insecure_auth,
 )
 from runai.reporter._version import __version__
-from runai.reporter.lock import PodLock, holder_pid
 from runai.reporter.safefs import UnsafePathError, open_pod_dir
-from runai.reporter.spool import LOG_FORMAT, LOG_NAME, open_log, spool_file_names
 
+from .factory import raise_open_files_limit
+from .follow import follow
+from .logsetup import log_to_stderr
 from .plot import X_AXES
-
-if TYPE_CHECKING:
-    from .service import Uploader
+from .recover_output import RecoveryPrinter, print_summary
+from .recovery import recover_pods
+from .signals import StopOnSignals
 
 __all__ = ["main"]
 
@@ -46,9 +41,8 @@ logger = logging.getLogger(__name__)
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # what a shell reports for a tool killed by SIGINT
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # what a shell reports for a tool killed by SIGPIPE
-
-_RECOVER_SCAN_BYTES = 4 << 20  # about 50,000 reports, a push and a checkpoint each
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -67,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     except KeyboardInterrupt:
         print("runai-uploader: interrupted; what was not delivered stays in the spool", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader went away (`... | head`): stop quietly, as other Unix tools do, and keep
         # Python's exit-time flush of stdout from raising again.
@@ -147,16 +141,6 @@ def _settings(args: argparse.Namespace, pod_uuid: str | None = None, **extra: ob
     )
 
 
-def _uploader(settings: Settings, **kwargs: Any) -> Uploader:
-    # Imported here: `--help` and argument errors need neither prometheus_client nor watchdog.
-    from .push import Pusher
-    from .service import Uploader
-
-    pusher = Pusher(settings.gateway_url, settings.pod_uuid, timeout=settings.push_timeout,
-                    username=settings.username, password=settings.password, ca_file=settings.ca_file)
-    return Uploader(settings.pod_dir, pusher, push_interval=settings.push_interval, **kwargs)
-
-
 # -- run ----------------------------------------------------------------------
 
 
@@ -166,102 +150,13 @@ def _run(args: argparse.Namespace) -> int:
     if not os.path.isdir(settings.pod_dir):
         print(f"runai-uploader: nothing to do: {settings.pod_dir} does not exist", file=sys.stderr)
         return EXIT_OK
-    log_path = os.path.join(settings.pod_dir, LOG_NAME)
-    try:
-        # Opened without following a symlink, in a checked private directory (see safefs).
-        log: io.TextIOBase | None = open(open_log(settings.pod_dir, os.O_WRONLY | os.O_CREAT | os.O_APPEND), "a",
-                                         encoding="utf-8")
-    except OSError as exc:
-        # A bad log (a directory, symlink or FIFO in its place) must not stop delivery.
-        log, log_error = None, exc
-    handler = logging.StreamHandler(log or sys.stderr)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    handler.addFilter(_drop_watchdog_shutdown_noise)
-    root = logging.getLogger()
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    if log is None:
-        logger.warning("cannot write the log %s (%s); logging to stderr instead: remove or replace it",
-                       log_path, log_error)
-    _raise_open_files_limit()
-
-    lock = PodLock(settings.pod_dir)
-    if not lock.acquire(timeout=0.5):
-        logger.info("another uploader (pid %s) serves %s; exiting", holder_pid(settings.pod_dir), settings.pod_dir)
+    status = follow(settings)
+    if status is None:  # another uploader serves the pod: nothing left for this one
         return EXIT_OK
-    warn_insecure_auth(settings)  # now that logging goes to uploader.log
-    try:
-        uploader = _uploader(settings, retry_timeout=settings.retry_timeout, lock=lock,
-                             history_bytes=settings.history_bytes,
-                             fsync_interval=settings.fsync_interval if settings.fsync == "interval" else None)
-        logger.info("uploader started for pod %s, pushing to %s", settings.pod_uuid, settings.gateway_url)
-        with _StopOnSignals() as stopper:
-            stopper.watch(uploader)
-            status = uploader.run()
-        if stopper.signum is not None:
-            logger.info("stopped by signal %d", stopper.signum)
-        logger.info("uploader exiting with status %d: %d reports delivered, %d pending",
-                    status, uploader.delivered_records, uploader.pending_records())
-        return status
-    finally:
-        lock.release()
+    # Imported here: the service imports prometheus_client and watchdog, which `--help` does not need.
+    from .service import EXIT_DELIVERED, EXIT_PENDING
 
-
-def _raise_open_files_limit() -> None:
-    """Raise the soft limit on open descriptors to the hard limit: the uploader holds one per spool file."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (OSError, ValueError) as exc:
-            logger.debug("cannot raise the open files limit from %d to %d: %s", soft, hard, exc)
-
-
-def _drop_watchdog_shutdown_noise(record: logging.LogRecord) -> bool:
-    # watchdog's inotify emitter logs this at ERROR when its observer is
-    # stopped while a read is in flight: a benign shutdown race, not a failure.
-    return not (record.name.startswith("watchdog") and "called when the thread is inactive" in record.msg)
-
-
-class _StopOnSignals:
-    """While in its ``with`` block, SIGTERM and SIGINT stop the watched uploader.
-
-    The handler runs between two bytecodes of the main thread, wherever that
-    thread is, so it only sets a flag and calls :meth:`Uploader.stop`, which
-    takes no lock (``threading.Event.set()`` would, and deadlocks when the
-    main thread was interrupted inside ``Event.wait()``). ``stop()`` also cuts
-    a push in flight, so a signal ends the uploader within about a second
-    whatever the gateway does.
-    """
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._uploader: Uploader | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> _StopOnSignals:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def watch(self, uploader: Uploader) -> None:
-        """Stop *uploader* on a signal (at once, if one already came)."""
-        self._uploader = uploader
-        if self.signum is not None:
-            uploader.stop()
-
-    def stopped(self) -> bool:
-        return self.signum is not None
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.signum = signum
-        uploader = self._uploader
-        if uploader is not None:
-            uploader.stop()
+    return {EXIT_DELIVERED: EXIT_OK, EXIT_PENDING: EXIT_FAILED}[status]
 
 
 # -- status -------------------------------------------------------------------
@@ -272,7 +167,7 @@ def _status(args: argparse.Namespace) -> int:
 
     from .status import pod_status, spool_pods
 
-    logging.basicConfig(level=logging.ERROR, format="runai-uploader: %(levelname)s: %(message)s")
+    log_to_stderr(logging.ERROR)
     root = resolve_spool_dir(args.spool_dir)
     pods = [check_pod_uuid(args.pod_uuid, "--pod-uuid")] if args.pod_uuid and not args.all else spool_pods(root)
     gateway = os.environ.get(ENV_GATEWAY_URL) or None
@@ -353,51 +248,27 @@ def _plot(entries: list[Any], pod: str, path: str, x_axis: str) -> int:
 # -- recover ------------------------------------------------------------------
 
 
-@dataclass
-class _Recovered:
-    """What recovering one pod did, for the final summary."""
-
-    pod: str
-    ok: bool = True
-    delivered: int = 0
-    pending: int | None = 0  # None: unknown, the pod directory cannot be read (refused)
-    skipped: Counter[str] = field(default_factory=Counter)  # reports skipped as corrupt, by reason
-    rejected: dict[str, str] = field(default_factory=dict)  # names the gateway refused -> its answer
-    ignored_files: dict[str, str] = field(default_factory=dict)  # unreadable spool files -> why
-
-
 def _recover(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.WARNING, format="runai-uploader: %(levelname)s: %(message)s")
-    _raise_open_files_limit()
+    log_to_stderr(logging.WARNING)
+    raise_open_files_limit()
     if args.all:
-        root = resolve_spool_dir(args.spool_dir)
+        spool_dir = resolve_spool_dir(args.spool_dir)
         from .status import spool_pods
 
-        pods = spool_pods(root)
+        pods = spool_pods(spool_dir)
         if not pods:
-            print(f"no pods with spool files in {root}: nothing to send")
+            print(f"no pods with spool files in {spool_dir}: nothing to send")
             return EXIT_OK
     else:
-        pods = [_settings(args, for_writing=False).pod_uuid]
-    results = []
-    warned = False
-    with _StopOnSignals() as stopper:
-        for pod in pods:
-            if stopper.stopped():
-                break
-            try:
-                settings = _settings(args, pod, for_writing=False)  # root may recover another user's pod
-            except ConfigError as exc:
-                # This pod cannot be delivered (say, its name is not UTF-8); the others can.
-                print(f"runai-uploader: pod {pod}: {exc}", file=sys.stderr)
-                pending = _pending_on_disk(resolve_spool_dir(args.spool_dir), pod)
-                results.append(_Recovered(pod, ok=False, pending=pending))
-                continue
-            if not warned:  # once: every pod is pushed with the same gateway and credentials
-                warn_insecure_auth(settings)
-                warned = True
-            results.append(_recover_pod(settings, args.timeout, stopper))
-    _print_summary(results)
+        first = _settings(args, for_writing=False)
+        spool_dir, pods = first.spool_dir, [first.pod_uuid]
+
+    def settings_for(pod: str) -> Settings:
+        return _settings(args, pod, for_writing=False)
+
+    with StopOnSignals() as stopper:
+        results = recover_pods(pods, settings_for, spool_dir, args.timeout, stopper, RecoveryPrinter())
+    print_summary(results)
     if stopper.signum is not None:
         print("runai-uploader: interrupted; what was not delivered stays in the spool", file=sys.stderr)
         return 128 + stopper.signum
@@ -407,95 +278,3 @@ def _recover(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
-
-
-def _recover_pod(settings: Settings, timeout: float, stopper: _StopOnSignals) -> _Recovered:
-    from .progress import Progress
-
-    pod = settings.pod_uuid
-    result = _Recovered(pod)
-    if not spool_file_names(settings.pod_dir):
-        print(f"pod {pod}: no spool files in {settings.pod_dir}: nothing to send")
-        return result
-    lock = PodLock(settings.pod_dir)
-    if not lock.acquire():
-        pid = holder_pid(settings.pod_dir)
-        print(f"pod {pod}: an uploader (pid {pid}) is delivering it; waiting up to {timeout:.0f} s for it to finish",
-              file=sys.stderr)
-        if not lock.acquire(timeout=timeout, stopped=stopper.stopped):
-            print(f"runai-uploader: pod {pod}: the uploader (pid {pid}) is still running; try again later",
-                  file=sys.stderr)
-            result.ok, result.pending = False, _pending_on_disk(settings.spool_dir, settings.pod_uuid)
-            return result
-    started = time.monotonic()
-    try:
-        def on_progress(records: int, sent: int) -> None:
-            progress.update(records, sent, total_bytes=sent + uploader.undelivered_bytes())
-
-        # Smaller steps than a follower's: each commits, so the bar moves while a big spool is read.
-        uploader = _uploader(settings, retry_timeout=timeout, follow=False, use_watchdog=False,
-                             on_progress=on_progress, scan_bytes=_RECOVER_SCAN_BYTES)
-        progress = Progress(f"pod {pod}", 0, sys.stderr)
-        stopper.watch(uploader)
-        try:
-            status = uploader.run()
-        finally:
-            progress.close()
-    finally:
-        lock.release()
-    elapsed = time.monotonic() - started
-    result.ok = status == EXIT_OK
-    result.delivered = uploader.delivered_records
-    # Counted from disk: the uploader's own count misses what it had not read yet when it gave up.
-    result.pending = 0 if result.ok else _pending_on_disk(settings.spool_dir, settings.pod_uuid)
-    result.skipped, result.rejected = uploader.skip_reasons(), uploader.rejected
-    result.ignored_files = uploader.ignored_files
-    skipped = sum(result.skipped.values())
-    notes = []
-    if skipped:
-        notes.append(f"{skipped} skipped as corrupt")
-    if result.rejected:
-        notes.append(f"{len(result.rejected)} names rejected by the gateway: {', '.join(sorted(result.rejected))}")
-    extra = f" ({'; '.join(notes)})" if notes else ""
-    if not result.ok and stopper.stopped():
-        print(f"runai-uploader: pod {pod}: stopped; {result.pending} reports still pending, "
-              f"delivered {result.delivered}{extra}", file=sys.stderr)
-    elif not result.ok:
-        print(f"runai-uploader: pod {pod}: gateway {settings.gateway_url} unreachable ({uploader.last_error}); "
-              f"{result.pending} reports still pending, delivered {result.delivered}{extra}", file=sys.stderr)
-    elif result.delivered == 0 and not skipped:
-        print(f"pod {pod}: nothing to send; everything was already delivered")
-    else:
-        print(f"pod {pod}: delivered {result.delivered} reports in {elapsed:.1f} s{extra}")
-    return result
-
-
-def _pending_on_disk(spool_dir: str, pod: str) -> int | None:
-    """Reports of *pod* no checkpoint covers, counted from disk; None if its directory cannot be read."""
-    from .status import pod_status
-
-    status = pod_status(spool_dir, pod)
-    return None if status["refused"] else int(status["reports_pending"])
-
-
-def _unknown_pending(results: list[_Recovered]) -> str:
-    unknown = sum(r.pending is None for r in results)
-    return f", and the reports of {unknown} refused pod{'s' if unknown != 1 else ''}, not counted" if unknown else ""
-
-
-def _print_summary(results: list[_Recovered]) -> None:
-    skipped: Counter[str] = Counter()
-    for r in results:
-        skipped.update(r.skipped)
-    rejected = sum(len(r.rejected) for r in results)
-    print(f"summary: {len(results)} pod{'s' if len(results) != 1 else ''}, "
-          f"{sum(r.delivered for r in results):,} reports delivered, "
-          f"{sum(skipped.values()):,} skipped as corrupt, {rejected:,} names rejected by the gateway, "
-          f"{sum(r.pending or 0 for r in results):,} still pending{_unknown_pending(results)}")
-    for reason, count in skipped.most_common():
-        print(f"  skipped {count:,}: {reason}")
-    for r in results:
-        for name, answer in sorted(r.rejected.items()):
-            print(f"  rejected {name} (pod {r.pod}): {answer}")
-        for path, why in sorted(r.ignored_files.items()):
-            print(f"  ignored file {path}: {why}")

@@ -1,0 +1,177 @@
+"""Recovering pods: upload what a dead job left in its spool, then stop.
+
+This module does the work and never prints: it returns a :class:`Recovered`
+per pod and tells a :class:`RecoveryListener` what happens as it happens
+(waiting for a running uploader, progress, each pod's result). The command
+line prints them.
+"""
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Iterable, Protocol
+
+from runai.reporter._config import ConfigError, Settings, warn_insecure_auth
+from runai.reporter.lock import PodLock, holder_pid
+from runai.reporter.spool import spool_file_names
+
+from .factory import build_uploader
+from .signals import StopOnSignals
+from .status import pod_status
+
+if TYPE_CHECKING:
+    from .service import Uploader
+
+__all__ = ["Outcome", "ProgressSink", "Recovered", "RecoveryListener", "pending_on_disk", "recover_pod",
+           "recover_pods"]
+
+logger = logging.getLogger(__name__)
+
+_RECOVER_SCAN_BYTES = 4 << 20  # about 50,000 reports, a push and a checkpoint each
+
+
+class Outcome(enum.Enum):
+    """How recovering one pod ended."""
+
+    EMPTY = "empty"  # no spool files: nothing to send
+    DELIVERED = "delivered"  # everything on disk is delivered now (perhaps it already was)
+    BUSY = "busy"  # another uploader kept the pod's lock past the timeout
+    STOPPED = "stopped"  # a signal stopped the delivery
+    UNREACHABLE = "unreachable"  # the gateway could not be reached in time
+    REFUSED = "refused"  # the pod's settings are refused (say, its name is not UTF-8)
+
+
+@dataclass
+class Recovered:
+    """What recovering one pod did, for the final summary."""
+
+    pod: str
+    outcome: Outcome = Outcome.DELIVERED
+    delivered: int = 0
+    pending: int | None = 0  # None: unknown, the pod directory cannot be read (refused)
+    skipped: Counter[str] = field(default_factory=Counter)  # reports skipped as corrupt, by reason
+    rejected: dict[str, str] = field(default_factory=dict)  # names the gateway refused -> its answer
+    ignored_files: dict[str, str] = field(default_factory=dict)  # unreadable spool files -> why
+    pod_dir: str = ""
+    gateway_url: str = ""
+    elapsed: float = 0.0  # seconds the delivery took
+    error: str = ""  # REFUSED: why; UNREACHABLE: the gateway's last error
+    holder: int | None = None  # BUSY: the pid of the uploader holding the pod
+
+    @property
+    def ok(self) -> bool:
+        """Nothing is left pending."""
+        return self.outcome in (Outcome.EMPTY, Outcome.DELIVERED)
+
+
+class ProgressSink(Protocol):
+    """Shows one pod's progress (:class:`uploader.progress.Progress` is one)."""
+
+    def update(self, records: int, delivered_bytes: int, total_bytes: int | None = None) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class RecoveryListener(Protocol):
+    """Told what recovery does, as it does it."""
+
+    def waiting(self, pod: str, holder: int | None, timeout: float) -> None:
+        """An uploader (pid *holder*) holds *pod*; recovery waits up to *timeout* seconds for it."""
+
+    def progress(self, pod: str) -> ProgressSink:
+        """Where *pod*'s delivery reports its progress; closed when the delivery ends."""
+
+    def recovered(self, result: Recovered) -> None:
+        """One pod is done, delivered or not."""
+
+
+def recover_pods(pods: Iterable[str], settings_for: Callable[[str], Settings], spool_dir: str, timeout: float,
+                 stopper: StopOnSignals, listener: RecoveryListener) -> list[Recovered]:
+    """Recover each of *pods* in turn, until done or *stopper* has stopped; one result per pod tried."""
+    results = []
+    warned = False
+    for pod in pods:
+        if stopper.stopped():
+            break
+        try:
+            settings = settings_for(pod)  # root may recover another user's pod
+        except ConfigError as exc:
+            # This pod cannot be delivered (say, its name is not UTF-8); the others can.
+            result = Recovered(pod, Outcome.REFUSED, pending=pending_on_disk(spool_dir, pod), error=str(exc))
+        else:
+            if not warned:  # once: every pod is pushed with the same gateway and credentials
+                warn_insecure_auth(settings)
+                warned = True
+            result = recover_pod(settings, timeout, stopper, listener)
+        listener.recovered(result)
+        results.append(result)
+    return results
+
+
+def recover_pod(settings: Settings, timeout: float, stopper: StopOnSignals,
+                listener: RecoveryListener) -> Recovered:
+    """Deliver everything *settings*' pod has pending, waiting up to *timeout* s for its uploader or gateway."""
+    pod = settings.pod_uuid
+    result = Recovered(pod, pod_dir=settings.pod_dir, gateway_url=settings.gateway_url)
+    if not spool_file_names(settings.pod_dir):
+        result.outcome = Outcome.EMPTY
+        return result
+    lock = PodLock(settings.pod_dir)
+    if not lock.acquire():
+        result.holder = holder_pid(settings.pod_dir)
+        listener.waiting(pod, result.holder, timeout)
+        if not lock.acquire(timeout=timeout, stopped=stopper.stopped):
+            result.outcome, result.pending = Outcome.BUSY, pending_on_disk(settings.spool_dir, pod)
+            return result
+    started = time.monotonic()
+    try:
+        uploader, status = _deliver(settings, timeout, stopper, listener.progress(pod))
+    finally:
+        lock.release()
+    result.elapsed = time.monotonic() - started
+    result.delivered = uploader.delivered_records
+    result.skipped, result.rejected = uploader.skip_reasons(), uploader.rejected
+    result.ignored_files = uploader.ignored_files
+    if status == _service_exit_delivered():
+        return result
+    result.outcome = Outcome.STOPPED if stopper.stopped() else Outcome.UNREACHABLE
+    result.error = uploader.last_error
+    # Counted from disk: the uploader's own count misses what it had not read yet when it gave up.
+    result.pending = pending_on_disk(settings.spool_dir, pod)
+    return result
+
+
+def _deliver(settings: Settings, timeout: float, stopper: StopOnSignals,
+             progress: ProgressSink) -> tuple[Uploader, int]:
+    """Run a one-shot Uploader over the pod (its lock held); return it and its exit status."""
+    uploader: Uploader | None = None
+
+    def on_progress(records: int, sent: int) -> None:
+        # The Uploader calls this only while it runs, so it is assigned by then.
+        total = sent + uploader.undelivered_bytes() if uploader is not None else None
+        progress.update(records, sent, total_bytes=total)
+
+    # Smaller steps than a follower's: each commits, so the bar moves while a big spool is read.
+    uploader = build_uploader(settings, retry_timeout=timeout, follow=False, use_watchdog=False,
+                              on_progress=on_progress, scan_bytes=_RECOVER_SCAN_BYTES)
+    stopper.watch(uploader)
+    try:
+        return uploader, uploader.run()
+    finally:
+        progress.close()
+
+
+def _service_exit_delivered() -> int:
+    # Imported here: the service imports prometheus_client and watchdog, which `--help` does not need.
+    from .service import EXIT_DELIVERED
+
+    return EXIT_DELIVERED
+
+
+def pending_on_disk(spool_dir: str, pod: str) -> int | None:
+    """Reports of *pod* no checkpoint covers, counted from disk; None if its directory cannot be read."""
+    status = pod_status(spool_dir, pod)
+    return None if status["refused"] else int(status["reports_pending"])
