@@ -128,14 +128,14 @@ def recover_pod(settings: Settings, timeout: float, stopper: StopOnSignals,
             return result
     started = time.monotonic()
     try:
-        uploader, status = _deliver(settings, timeout, stopper, listener.progress(pod))
+        uploader, delivered = _deliver(settings, timeout, stopper, listener.progress(pod))
     finally:
         lock.release()
     result.elapsed = time.monotonic() - started
     result.delivered = uploader.delivered_records
     result.skipped, result.rejected = uploader.skip_reasons(), uploader.rejected
     result.ignored_files = uploader.ignored_files
-    if status == _service_exit_delivered():
+    if delivered:
         return result
     result.outcome = Outcome.STOPPED if stopper.stopped() else Outcome.UNREACHABLE
     result.error = uploader.last_error
@@ -145,8 +145,11 @@ def recover_pod(settings: Settings, timeout: float, stopper: StopOnSignals,
 
 
 def _deliver(settings: Settings, timeout: float, stopper: StopOnSignals,
-             progress: ProgressSink) -> tuple[Uploader, int]:
-    """Run a one-shot Uploader over the pod (its lock held); return it and its exit status."""
+             progress: ProgressSink) -> tuple[Uploader, bool]:
+    """Run a one-shot Uploader over the pod (its lock held); return it, and whether it delivered everything."""
+    # Imported here: the service imports prometheus_client and watchdog, which `--help` does not need.
+    from .service import EXIT_DELIVERED
+
     uploader: Uploader | None = None
 
     def on_progress(records: int, sent: int) -> None:
@@ -159,16 +162,9 @@ def _deliver(settings: Settings, timeout: float, stopper: StopOnSignals,
                               on_progress=on_progress, scan_bytes=_RECOVER_SCAN_BYTES)
     stopper.watch(uploader)
     try:
-        return uploader, uploader.run()
+        return uploader, uploader.run() == EXIT_DELIVERED
     finally:
         progress.close()
-
-
-def _service_exit_delivered() -> int:
-    # Imported here: the service imports prometheus_client and watchdog, which `--help` does not need.
-    from .service import EXIT_DELIVERED
-
-    return EXIT_DELIVERED
 
 
 def pending_on_disk(spool_dir: str, pod: str) -> int | None:
