@@ -9,7 +9,7 @@ import uuid
 
 from runai.reporter import Reporter
 from runai.reporter.spool import SpoolWriter
-from tests._helpers import Pushgateway, job_env
+from harness import Pushgateway, job_env
 
 
 def finish_seconds(gw: Pushgateway, spool: str, n: int) -> float:

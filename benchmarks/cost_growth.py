@@ -17,7 +17,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from benchmarks._common import finish_seconds, recover_seconds  # noqa: E402
-from tests._helpers import Pushgateway  # noqa: E402
+from harness import Pushgateway  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,7 +26,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import runai.reporter.keras as rk  # noqa: E402
-from tests._helpers import Pushgateway  # noqa: E402
+from harness import Pushgateway  # noqa: E402
 
 
 class _TimedCallback(rk.ReporterCallback):

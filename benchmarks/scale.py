@@ -22,12 +22,12 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from tests._helpers import (  # noqa: E402
+from harness import (  # noqa: E402
     Pushgateway,
     job_env,
-    kill_uploaders,
     metric_name,
     process_cpu_seconds,
+    reap_uploaders,
     uploader_pids,
     wait_for,
 )
@@ -113,9 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             for job in jobs:
                 job.kill()
             try:
-                wait_for(lambda: not uploader_pids(work), 60, "the uploaders to exit")
+                reap_uploaders(work, 60, "the uploaders to exit")
             finally:
-                kill_uploaders(work)
                 gateway.stop()
     achieved = sum(r["ticks"] * r["pods"] / r["elapsed"] for r in results)
     ages.sort()

@@ -22,7 +22,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from tests._servers import Prometheus, Pushgateway, wait_for  # noqa: E402  (the tests' server helpers)
+from harness import Prometheus, Pushgateway, wait_for  # noqa: E402  (the real servers the tests use too)
 
 POD = "demo-pod"
 

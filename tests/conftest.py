@@ -12,7 +12,7 @@ import pytest
 # the jobs they start.
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
-from tests._helpers import Pushgateway, kill_uploaders, uploader_pids, wait_for
+from harness import Pushgateway, kill_uploaders, uploader_pids, wait_for
 
 
 @pytest.fixture(scope="session")

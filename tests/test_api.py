@@ -15,7 +15,7 @@ import pytest
 import runai.reporter
 from runai.reporter import ConfigError, Reporter
 from runai.reporter.spool import decode
-from tests._helpers import REPO, job_env
+from harness import REPO, job_env
 
 
 def spool_lines(reporter: Reporter) -> list[bytes]:

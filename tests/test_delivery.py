@@ -13,18 +13,8 @@ import pytest
 
 import runai.reporter
 from runai.reporter import Reporter
-from tests._helpers import (
-    Pushgateway,
-    job_env,
-    kill_uploaders,
-    metric_name,
-    parameter_name,
-    start_job,
-    uploader_cli,
-    uploader_pids,
-    wait_for,
-    wait_for_give_up,
-)
+from harness import Pushgateway, job_env, kill_uploaders, metric_name, parameter_name, uploader_pids, wait_for
+from tests._helpers import start_job, uploader_cli, wait_for_give_up
 
 SEED_SCOPED = """
 import runai.reporter

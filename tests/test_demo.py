@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from tests._helpers import REPO, job_env
+from harness import REPO, job_env
 
 
 def test_the_demo_shows_promql_answers_and_writes_a_plot(tmp_path) -> None:

@@ -8,7 +8,7 @@ import re
 import pytest
 from markdown_it import MarkdownIt
 
-from tests._helpers import REPO
+from harness import REPO
 
 PAGES = sorted(glob.glob(os.path.join(REPO, "docs", "*.md")))
 MARKDOWN = [os.path.join(REPO, "README.md"), *PAGES]

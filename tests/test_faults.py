@@ -16,16 +16,8 @@ import pytest
 
 from runai.reporter import Reporter
 from runai.reporter.spool import SpoolWriter
-from tests._helpers import (
-    Pushgateway,
-    metric_name,
-    parameter_name,
-    process_cpu_seconds,
-    spool_records,
-    uploader_pids,
-    wait_for,
-)
-from tests._proxy import FaultProxy
+from harness import FaultProxy, Pushgateway, metric_name, parameter_name, process_cpu_seconds, uploader_pids, wait_for
+from tests._helpers import spool_records
 from uploader.push import Pusher
 from uploader.service import Uploader
 
@@ -129,7 +121,7 @@ print(os.waitstatus_to_exitcode(status), runai.reporter.finish(timeout=20))
 
 def test_a_forked_child_gets_its_own_spool_file(env: dict[str, str], gateway: Pushgateway, pod: str,
                                                 spool_dir: str) -> None:
-    from tests._helpers import job_env
+    from harness import job_env
 
     done = subprocess.run([sys.executable, "-c", FORK_JOB], env=job_env(**env), capture_output=True, text=True,
                           timeout=60)
@@ -197,7 +189,7 @@ def test_a_full_disk_loses_reports_but_never_training(env: dict[str, str], gatew
 
 
 def test_many_writers_of_one_pod_are_all_delivered(env: dict[str, str], gateway: Pushgateway, pod: str) -> None:
-    from tests._helpers import job_env
+    from harness import job_env
 
     code = "import runai.reporter, sys\nfor i in range(3000): runai.reporter.reportMetric(f'rank_{sys.argv[1]}', i)\n"
     jobs = [subprocess.Popen([sys.executable, "-c", code, str(rank)], env=job_env(**env)) for rank in range(4)]

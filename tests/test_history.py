@@ -10,7 +10,8 @@ import sys
 import pytest
 
 from runai.reporter import Reporter
-from tests._helpers import job_env, uploader_cli
+from harness import job_env
+from tests._helpers import uploader_cli
 
 
 def history(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

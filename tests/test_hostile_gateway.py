@@ -22,8 +22,8 @@ import pytest
 
 from runai.reporter.checkpoint import checkpoint_path
 from runai.reporter.spool import METRIC, Record, SpoolWriter
-from tests._helpers import Pushgateway, job_env, metric_name, parameter_name, uploader_cli, wait_for
-from tests._proxy import FaultProxy
+from harness import FaultProxy, Pushgateway, job_env, metric_name, parameter_name, wait_for
+from tests._helpers import uploader_cli
 from uploader.push import MAX_ANSWER_BYTES, MAX_PUSH_BYTES, MAX_PUSH_VALUES, Pusher
 from uploader.service import EXIT_PENDING, Uploader
 

@@ -17,7 +17,8 @@ keras = pytest.importorskip("keras")
 
 import runai.reporter  # noqa: E402
 import runai.reporter.keras as rk  # noqa: E402
-from tests._helpers import Pushgateway, job_env, metric_name, parameter_name, spool_records  # noqa: E402
+from harness import Pushgateway, job_env, metric_name, parameter_name  # noqa: E402
+from tests._helpers import spool_records  # noqa: E402
 
 SAMPLES, BATCH, EPOCHS = 64, 16, 3
 STEPS = SAMPLES // BATCH

@@ -19,16 +19,8 @@ import pytest
 from runai.reporter import ConfigError, Reporter
 from runai.reporter.checkpoint import checkpoint_path
 from runai.reporter.spool import SpoolWriter, encode_end, encode_header, encode_metric
-from tests._helpers import (
-    REPO,
-    Pushgateway,
-    job_env,
-    kill_uploaders,
-    metric_name,
-    uploader_cli,
-    uploader_pids,
-    wait_for,
-)
+from harness import REPO, Pushgateway, job_env, kill_uploaders, metric_name, uploader_pids, wait_for
+from tests._helpers import uploader_cli
 
 VICTIM, ATTACKER = 54321, 54322  # uids with no account: setpriv needs none
 SETPRIV = shutil.which("setpriv")

@@ -15,8 +15,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
 from runai.reporter.spool import SpoolWriter, encode_metric
-from tests._helpers import Pushgateway, metric_name, parameter_name
-from tests._proxy import FaultProxy
+from harness import FaultProxy, Pushgateway, metric_name, parameter_name
 from uploader.push import Pusher
 from uploader.service import EXIT_DELIVERED, Uploader
 

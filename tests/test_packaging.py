@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from tests._helpers import REPO
+from harness import REPO
 
 
 def test_pip_install_into_a_fresh_venv(tmp_path) -> None:

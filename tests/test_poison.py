@@ -24,7 +24,7 @@ import pytest
 
 from runai.reporter.checkpoint import checkpoint_path, load_checkpoint
 from runai.reporter.spool import MAX_LINE_BYTES, METRIC, Record, SpoolWriter, decode, encode_metric, writer_pid
-from tests._helpers import Pushgateway, job_env, metric_name, wait_for
+from harness import Pushgateway, job_env, metric_name, wait_for
 from tests.test_hostile_gateway import cli_env, finished_spool, peak_rss_mib, start_uploader
 from uploader.push import Pusher
 

@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests._helpers import REPO, Prometheus, Pushgateway, job_env, wait_for
+from harness import REPO, Prometheus, Pushgateway, job_env, wait_for
 
 DASHBOARD = os.path.join(REPO, "docs", "grafana", "runai-reporter-dashboard.json")
 QUERIES_DOC = os.path.join(REPO, "docs", "dashboards.md")

@@ -10,7 +10,8 @@ import subprocess
 import sys
 import termios
 
-from tests._helpers import Pushgateway, job_env, metric_name, uploader_cli
+from harness import Pushgateway, job_env, metric_name
+from tests._helpers import uploader_cli
 from uploader.progress import Progress
 
 # A job that dies without ever starting an uploader: its spool is all that is left.

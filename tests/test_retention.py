@@ -7,7 +7,8 @@ import pytest
 
 from runai.reporter import ConfigError, Reporter
 from runai.reporter.spool import decode
-from tests._helpers import Pushgateway, metric_name, spool_records, uploader_pids, wait_for, wait_for_give_up
+from harness import Pushgateway, metric_name, uploader_pids, wait_for
+from tests._helpers import spool_records, wait_for_give_up
 from runai.reporter.checkpoint import load_checkpoint
 
 KIB = 1024

@@ -10,15 +10,8 @@ from typing import Iterator
 import pytest
 
 from runai.reporter import ConfigError, Reporter
-from tests._helpers import (
-    Pushgateway,
-    metric_name,
-    parameter_name,
-    uploader_cli,
-    uploader_pids,
-    wait_for,
-    wait_for_give_up,
-)
+from harness import Pushgateway, metric_name, parameter_name, uploader_pids, wait_for
+from tests._helpers import uploader_cli, wait_for_give_up
 
 USER, PASSWORD = "trainer", "s3cret-Pa55word!"
 

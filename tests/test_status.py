@@ -5,7 +5,8 @@ import json
 import subprocess
 import sys
 
-from tests._helpers import Pushgateway, job_env, metric_name, uploader_cli, wait_for_give_up
+from harness import Pushgateway, job_env, metric_name
+from tests._helpers import uploader_cli, wait_for_give_up
 
 CRASH = """
 import os, signal, runai.reporter

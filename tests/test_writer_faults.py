@@ -18,18 +18,17 @@ import pytest
 
 from runai.reporter import Reporter
 from runai.reporter.spool import SpoolWriter
-from tests._helpers import (
+from harness import (
     Pushgateway,
     free_port,
     job_env,
     kill_uploaders,
     metric_name,
     parameter_name,
-    spool_records,
-    start_job,
     uploader_pids,
     wait_for,
 )
+from tests._helpers import spool_records, start_job
 from tests.test_faults import small_disk  # noqa: F401 (a fixture: a 256 KiB tmpfs)
 
 # The documented limit on one parameter value (docs/api.md), in UTF-8 bytes.

@@ -26,8 +26,12 @@ import struct
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+__all__ = ["FaultProxy"]
+
 
 class FaultProxy:
+    """The proxy on 127.0.0.1 (a free port unless *port* is given) in front of the gateway at *upstream*."""
+
     def __init__(self, upstream: str, port: int = 0) -> None:
         self.upstream = upstream
         self.fault: str | None = None

@@ -1,0 +1,278 @@
+"""Keras autologging without Keras: what is reported and how ``fit``'s arguments get the callback.
+
+The reporting logic of the autolog callback (mixed into Keras' ``Callback``
+class by :mod:`runai.reporter.keras`, the only module that imports Keras), its
+options, the state :func:`~runai.reporter.keras.autolog` installs, and the
+binding of ``fit``'s arguments by name.
+"""
+from __future__ import annotations
+
+import bisect
+import inspect
+import logging
+import re
+import threading
+from typing import Any, Callable, Mapping
+
+import runai.reporter as _api
+
+from ._reporter import Reporter
+
+__all__ = ["AUTOLOG_DEFAULTS", "AutologCallbackMixin", "AutologState", "with_callback"]
+
+# Autologging's warnings keep the logger users know and filter on (docs/keras.md):
+# the Keras module's, not this one's.
+logger = logging.getLogger("runai.reporter.keras")
+
+# runai 0.4.1's options and defaults.
+AUTOLOG_DEFAULTS: Mapping[str, bool] = {
+    "accuracy": True,
+    "loss": True,
+    "learning_rate": True,
+    "epoch": True,
+    "step": True,
+    "batch_size": True,
+    "overall_epochs": True,
+    "optimizer_name": True,
+    "number_of_layers": True,
+    "loss_method": False,
+    "epsilon": False,
+}
+_DEFAULT_BATCH_SIZE = 32  # what Keras' fit uses on arrays when given none
+_UNSAFE_NAME_CHARS = re.compile(r"[^a-zA-Z0-9_]")
+
+
+def _metric_name(key: str) -> str:
+    """A log key as a valid report name (``val/top-5`` -> ``val_top_5``)."""
+    name = _UNSAFE_NAME_CHARS.sub("_", key)
+    return "_" + name if not name or name[0].isdigit() else name
+
+
+def _number(value: object) -> float | None:
+    """*value* as a float if it is one real number (Python, numpy, a 0-d tensor, a Keras variable)."""
+    if isinstance(value, (bool, str, bytes)):
+        return None
+    try:
+        # float() rather than keras.ops.convert_to_numpy: every backend's
+        # tensors and Keras variables support it, without numpy 2's copy warning.
+        return float(value)  # type: ignore[arg-type]
+    except Exception:  # not a single number: not reported
+        return None
+
+
+class AutologCallbackMixin:
+    """The reporting logic, independent of which Keras' ``Callback`` it is mixed into."""
+
+    # Keras 3 runs batch-end callbacks on a thread pool, off the training
+    # loop, only if every callback overriding them says it is safe. This one
+    # is: reports are thread-safe, and its own state is behind a lock.
+    async_safe = True
+
+    model: Any
+    params: dict[str, Any]
+
+    def __init__(self, reporter: Reporter | None = None, *, every_n_steps: int = 1,
+                 batch_size: int | None = None, **options: bool) -> None:
+        super().__init__()  # the Keras Callback this is mixed into
+        unknown = set(options) - set(AUTOLOG_DEFAULTS)
+        if unknown:
+            raise TypeError(f"unknown autolog options {sorted(unknown)}; known: {sorted(AUTOLOG_DEFAULTS)}")
+        if not isinstance(every_n_steps, int) or isinstance(every_n_steps, bool) or every_n_steps < 1:
+            raise ValueError(f"every_n_steps must be a positive int, not {every_n_steps!r}")
+        self.reporter = reporter
+        self.every_n_steps = every_n_steps
+        self.batch_size = batch_size
+        self.options = {**AUTOLOG_DEFAULTS, **options}
+        self._lock = threading.Lock()
+        self._epoch = 0
+        self._first_epoch: int | None = None  # fit(initial_epoch=...) need not start at 0
+        # Keras 3 runs batch-end callbacks on a thread pool, so they can arrive
+        # out of order. Batch begins come in order, on the training thread:
+        # they number the batches, and batch ends are reported in that order.
+        self._begins: list[int] = []  # this epoch's batch-begin indexes, in order
+        self._waiting: dict[int, tuple[int, Mapping[str, Any]]] = {}  # ordinal -> a batch end that came early
+        self._next = 0  # ordinal of the next batch end to report
+        self._first_iteration = 0
+        self._warned = False
+
+    # -- reporting, guarded: autologging must never break training ---------
+
+    def _metric(self, name: str, value: object) -> None:
+        number = _number(value)
+        if number is not None:
+            if self.reporter is None:
+                _api.reportMetric(name, number)
+            else:
+                self.reporter.reportMetric(name, number)
+
+    def _parameter(self, name: str, value: object) -> None:
+        if self.reporter is None:
+            _api.reportParameter(name, str(value))
+        else:
+            self.reporter.reportParameter(name, str(value))
+
+    def _guard(self, hook: Callable[[], None], where: str) -> None:
+        try:
+            hook()
+        except Exception as exc:  # reported once, training goes on
+            if not self._warned:
+                self._warned = True
+                logger.warning("runai autologging failed in %s (%s: %s); training continues, "
+                               "later failures are not logged", where, type(exc).__name__, exc)
+
+    # -- Keras hooks ---------------------------------------------------------
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._guard(self._train_begin, "on_train_begin")
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._guard(lambda: self._epoch_begin(epoch), "on_epoch_begin")
+
+    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        with self._lock:  # the training thread: no I/O here, only a note of the order
+            self._begins.append(batch)
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self._guard(lambda: self._batch_end(batch, logs or {}), "on_train_batch_end")
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        # Keras has waited for this epoch's batch ends by now; any still waiting (a batch that
+        # never ended) go out in order before the epoch's logs.
+        self._guard(self._flush_batches, "on_epoch_end")
+        self._guard(lambda: self._epoch_end(logs or {}), "on_epoch_end")
+
+    # -- what is reported ------------------------------------------------------
+
+    def _train_begin(self) -> None:
+        options, model = self.options, self.model
+        optimizer = getattr(model, "optimizer", None)
+        if options["overall_epochs"] and self.params.get("epochs") is not None:
+            self._metric("overall_epochs", self.params["epochs"])
+        if options["batch_size"] and self.batch_size is not None:
+            self._metric("batch_size", self.batch_size)
+        if options["number_of_layers"]:
+            self._metric("number_of_layers", len(model.layers))
+        if options["optimizer_name"] and optimizer is not None:
+            self._parameter("optimizer_name", type(optimizer).__name__)
+        if options["loss_method"] and getattr(model, "loss", None) is not None:
+            loss = model.loss
+            self._parameter("loss_method", loss if isinstance(loss, str)
+                            else getattr(loss, "name", None) or getattr(loss, "__name__", type(loss).__name__))
+        epsilon = getattr(optimizer, "epsilon", None)
+        if options["epsilon"] and epsilon is not None:
+            self._parameter("epsilon", epsilon)
+        # One read of the optimizer's step counter here, where a device sync
+        # is harmless; per batch, global_step is counted from it.
+        iterations = getattr(optimizer, "iterations", None)
+        self._first_iteration = int(_number(iterations) or 0) if iterations is not None else 0
+        self._first_epoch = None
+
+    def _epoch_begin(self, epoch: int) -> None:
+        with self._lock:
+            self._epoch = epoch
+            self._begins, self._waiting, self._next = [], {}, 0
+            if self._first_epoch is None:
+                self._first_epoch = epoch
+        if self.options["epoch"]:
+            self._metric("epoch", epoch)
+        if self.options["learning_rate"]:
+            # Evaluated every epoch, after the callbacks before this one (a
+            # LearningRateScheduler, say) have set it; schedules are evaluated
+            # at the current step.
+            optimizer = getattr(self.model, "optimizer", None)
+            rate = _number(getattr(optimizer, "learning_rate", None))
+            if rate is not None:
+                self._parameter("learning_rate", rate)  # 0.4.1's name and kind
+                self._metric("learning_rate", rate)  # and one a graph can plot
+
+    def _batch_end(self, batch: int, logs: Mapping[str, Any]) -> None:
+        with self._lock:  # held while reporting, so that reports keep the batches' order
+            if not self._begins or batch < self._begins[0]:
+                self._report_batch(batch, logs)  # no batch begin seen: nothing to order by
+                return
+            # With steps_per_execution, a begin and its end carry different indexes.
+            self._waiting[bisect.bisect_right(self._begins, batch) - 1] = (batch, logs)
+            while self._next in self._waiting:
+                waiting = self._waiting.pop(self._next)
+                self._next += 1  # first: a report that raises must not hold back the ones after it
+                self._report_batch(*waiting)
+
+    def _flush_batches(self) -> None:
+        with self._lock:
+            for ordinal in sorted(self._waiting):
+                self._report_batch(*self._waiting.pop(ordinal))
+
+    def _report_batch(self, batch: int, logs: Mapping[str, Any]) -> None:
+        if (batch + 1) % self.every_n_steps:
+            return
+        steps = self.params.get("steps") or 0
+        epochs_done = self._epoch - (self._first_epoch or 0)
+        global_step = self._first_iteration + epochs_done * steps + batch + 1 if steps else None
+        options = self.options
+        if options["step"]:
+            self._metric("step", batch)
+        if global_step is not None:
+            self._metric("global_step", global_step)
+        if options["loss"] and "loss" in logs:
+            self._metric("loss", logs["loss"])
+        if options["accuracy"]:
+            accuracy = logs.get("accuracy", logs.get("acc"))
+            if accuracy is not None:
+                self._metric("accuracy", accuracy)
+
+    def _epoch_end(self, logs: Mapping[str, Any]) -> None:
+        # Every entry, validation metrics and the user's own included.
+        for key, value in logs.items():
+            self._metric(_metric_name(str(key)), value)
+
+
+class AutologState:
+    """What autolog() installed: the reporter, the options and the originals."""
+
+    def __init__(self, reporter: Reporter | None, every_n_steps: int, options: dict[str, bool]) -> None:
+        self.reporter = reporter
+        self.every_n_steps = every_n_steps
+        self.options = options
+        # (class, attribute) -> the class's own attribute before patching, or
+        # keras.py's _INHERITED when it only inherited it (then deleting ours restores it).
+        self.originals: dict[tuple[type, str], object] = {}
+
+
+def with_callback(active: AutologState, callback_class: type, signature: inspect.Signature, model: Any,
+                  args: tuple[Any, ...], kwargs: dict[str, Any],
+                  flatten: Callable[[Any], list[Any]]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """fit's arguments with the reporter's callback added to a copy of the callbacks.
+
+    *flatten* is Keras' ``keras.tree.flatten``, passed in: this module does not import Keras.
+    """
+    bound = signature.bind_partial(model, *args, **kwargs)
+    given = bound.arguments.get("callbacks")
+    callbacks = list(given) if given is not None else []  # a copy: the user's list stays as it was
+    if any(isinstance(c, AutologCallbackMixin) for c in callbacks):
+        return args, kwargs  # the user passed one already: not logged twice
+    callbacks.append(callback_class(active.reporter, every_n_steps=active.every_n_steps,
+                                    batch_size=_batch_size(bound.arguments, flatten), **active.options))
+    bound.arguments["callbacks"] = callbacks
+    return bound.args[1:], bound.kwargs  # without the model, which the caller passes itself
+
+
+def _batch_size(arguments: Mapping[str, Any], flatten: Callable[[Any], list[Any]]) -> int | None:
+    """The batch size ``fit`` will use, where it can be told from its arguments (bound by name)."""
+    given = arguments.get("batch_size")
+    if given is not None:
+        return int(given)
+    x = arguments.get("x", arguments.get("generator"))
+    if x is None:
+        return None
+    size = getattr(x, "batch_size", None)  # torch DataLoader, many PyDatasets
+    if isinstance(size, int) and not isinstance(size, bool):
+        return size
+    if hasattr(x, "element_spec"):  # tf.data: the static leading dimension, if any
+        try:
+            first = next(iter(flatten(x.element_spec)))
+            return int(first.shape[0]) if first.shape[0] is not None else None
+        except Exception:  # the batch size is unknown then
+            return None
+    if hasattr(x, "__array__") or isinstance(x, (list, tuple, dict)):
+        return _DEFAULT_BATCH_SIZE  # arrays: fit's default
+    return None  # a generator: unknown until it yields
