@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import shlex
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +24,7 @@ from runai.reporter.settings import (
     setting,
     settings_from_args,
 )
-from tests._helpers import uploader_pids
+from tests._helpers import REPO, uploader_pids
 from uploader import cli
 
 
@@ -163,3 +164,12 @@ def test_reporter_accepts_fsync_interval_and_passes_it_to_the_uploader(env: dict
             argv = f.read().decode().split("\0")
         assert "--fsync=interval" in argv and "--fsync-interval=0.25" in argv
     assert reporter.finish() is True
+
+
+def test_the_readme_lists_every_setting_with_its_variable_and_keyword() -> None:
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+        rows = [line for line in f if line.startswith("| `")]
+    for field in dataclasses.fields(Settings):
+        spec = field.metadata["runai.reporter.setting"]
+        (row,) = [r for r in rows if r.startswith(f"| `{spec.env}`")]
+        assert (f"| `{field.name}=` |" in row) == spec.keyword, row
