@@ -23,8 +23,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-from .settings import Settings, command_line
 from .lock import holder_pid
+from .settings import Settings, command_line
 from .spool import LOG_NAME, open_log
 
 __all__ = ["ensure_uploader", "reap", "startup_failure", "uploader_command"]

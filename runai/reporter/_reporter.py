@@ -17,9 +17,9 @@ from functools import partial
 from types import TracebackType
 from typing import Any, ClassVar
 
-from .settings import Settings, check_keywords, load_settings, recover_command, warn_insecure_auth
 from ._launch import ensure_uploader, reap, startup_failure
 from .checkpoint import load_checkpoint
+from .settings import Settings, check_keywords, load_settings, recover_command, warn_insecure_auth
 from .spool import LOG_NAME, MAX_NAME_CHARS, MAX_VALUE_BYTES, SpoolWriter
 
 __all__ = ["Reporter"]
