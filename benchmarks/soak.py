@@ -22,7 +22,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from runai.reporter import Reporter  # noqa: E402
-from runai.reporter._config import DEFAULT_HISTORY_BYTES, DEFAULT_SPOOL_FILE_BYTES  # noqa: E402
+from runai.reporter.settings import DEFAULT_HISTORY_BYTES, DEFAULT_SPOOL_FILE_BYTES  # noqa: E402
 from harness import Pushgateway, metric_name, uploader_pids, wait_for  # noqa: E402
 
 MIB = 1 << 20

@@ -130,7 +130,7 @@ def test_invalid_gateway_url_is_refused(monkeypatch: pytest.MonkeyPatch, env: di
     ("https://gw.example:443/prefix", "https://gw.example:443/prefix"),
 ])
 def test_gateway_url_forms(url: str, expected: str) -> None:
-    from runai.reporter._config import normalize_gateway_url
+    from runai.reporter.settings import normalize_gateway_url
 
     assert normalize_gateway_url(url) == expected
 

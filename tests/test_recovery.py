@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from runai.reporter._config import ConfigError, Settings, load_settings
+from runai.reporter.settings import ConfigError, Settings, load_settings
 from runai.reporter.lock import PodLock
 from runai.reporter.spool import SpoolWriter
 from tests._helpers import Pushgateway

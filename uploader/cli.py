@@ -13,17 +13,18 @@ import signal
 import sys
 from typing import Any, Sequence
 
-from runai.reporter._config import (
+from runai.reporter import __version__
+from runai.reporter.settings import (
     ENV_GATEWAY_URL,
     ENV_POD_UUID,
-    FSYNC_POLICIES,
     ConfigError,
     Settings,
+    add_options,
     check_pod_uuid,
-    load_settings,
+    command_line_settings,
     resolve_spool_dir,
+    settings_from_args,
 )
-from runai.reporter._version import __version__
 from runai.reporter.safefs import UnsafePathError, open_pod_dir
 
 from .factory import raise_open_files_limit
@@ -79,44 +80,31 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
 
-    def spool_dir(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--spool-dir", help="spool root (default: $reporterSpoolDir or the per-user default)")
-
-    def common(p: argparse.ArgumentParser) -> None:
-        spool_dir(p)
-        p.add_argument("--pod-uuid", help="the pod to deliver (default: $podUUID)")
-        p.add_argument("--gateway", help="Pushgateway address, host:port or URL (default: $reporterGatewayURL)")
-        p.add_argument("--push-timeout", type=float,
-                       help="seconds one push may take (default: $reporterPushTimeout or 10)")
+    # The settings' options come from their one definition (runai.reporter.settings); run takes all of them,
+    # the shared ones first.
+    common = ("spool_dir", "pod_uuid", "gateway_url", "push_timeout")
 
     run = sub.add_parser("run", help="follow a pod's spool until its writers are gone (started by the Reporter)")
-    common(run)
-    run.add_argument("--push-interval", type=float, help="seconds between pushes (default: 1)")
-    run.add_argument("--retry-timeout", type=float,
-                     help="seconds to keep retrying an unreachable gateway once the writers are gone (default: 600)")
-    run.add_argument("--fsync", choices=FSYNC_POLICIES,
-                     help="durability policy (default: $reporterFsync or never); interval: fsync the spool here")
-    run.add_argument("--fsync-interval", type=float, help="seconds between fsyncs with --fsync interval (default: 1)")
-    run.add_argument("--history-bytes", type=int,
-                     help="delivered spool kept per pod; oldest finished files go first (default: 256 MiB)")
+    add_options(run, common)
+    add_options(run, [name for name in command_line_settings() if name not in common])
     run.set_defaults(func=_run)
 
     recover = sub.add_parser("recover", help="upload everything a pod (or every pod) left undelivered")
-    common(recover)
+    add_options(recover, common)
     recover.add_argument("--all", action="store_true", help="recover every pod in the spool directory")
     recover.add_argument("--timeout", type=float, default=60.0,
                          help="seconds to keep trying the gateway, and to wait for a running uploader (default: 60)")
     recover.set_defaults(func=_recover)
 
     status = sub.add_parser("status", help="what each pod's spool holds: delivered, pending, writers, uploader")
-    spool_dir(status)
+    add_options(status, ["spool_dir"])
     status.add_argument("--pod-uuid", help="one pod (default: every pod in the spool directory)")
     status.add_argument("--all", action="store_true", help="every pod (the default when no pod is named)")
     status.add_argument("--json", action="store_true", help="machine-readable output (see docs/operations.md)")
     status.set_defaults(func=_status)
 
     history = sub.add_parser("history", help="every report a pod's spool holds, in order (table, CSV, JSON or a plot)")
-    spool_dir(history)
+    add_options(history, ["spool_dir"])
     history.add_argument("--pod-uuid", help="the pod (default: $podUUID)")
     history.add_argument("--metric", action="append", default=[], metavar="NAME",
                          help="only this name (a metric or a parameter); repeat for more")
@@ -131,22 +119,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _settings(args: argparse.Namespace, pod_uuid: str | None = None, **extra: object) -> Settings:
-    return load_settings(
-        pod_uuid=pod_uuid or args.pod_uuid,
-        gateway_url=args.gateway,
-        spool_dir=args.spool_dir,
-        push_timeout=args.push_timeout,
-        **extra,  # type: ignore[arg-type]
-    )
+def _settings(args: argparse.Namespace, pod_uuid: str | None = None, *, for_writing: bool = True,
+              **overrides: Any) -> Settings:
+    """The settings from the command's options (*pod_uuid*, when given, instead of --pod-uuid), else the environment."""
+    if pod_uuid:
+        overrides["pod_uuid"] = pod_uuid
+    return settings_from_args(args, for_writing=for_writing, **overrides)
 
 
 # -- run ----------------------------------------------------------------------
 
 
 def _run(args: argparse.Namespace) -> int:
-    settings = _settings(args, push_interval=args.push_interval, retry_timeout=args.retry_timeout,
-                         fsync=args.fsync, fsync_interval=args.fsync_interval, history_bytes=args.history_bytes)
+    settings = _settings(args)
     if not os.path.isdir(settings.pod_dir):
         print(f"runai-uploader: nothing to do: {settings.pod_dir} does not exist", file=sys.stderr)
         return EXIT_OK

@@ -9,7 +9,7 @@ import logging
 import resource
 from typing import TYPE_CHECKING, Any
 
-from runai.reporter._config import Settings
+from runai.reporter.settings import Settings
 
 if TYPE_CHECKING:
     from .service import Uploader

@@ -35,7 +35,7 @@ from prometheus_client import CollectorRegistry, pushadd_to_gateway
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from runai.reporter._config import check_pod_uuid
+from runai.reporter.settings import check_pod_uuid
 from runai.reporter.spool import METRIC, Record
 
 __all__ = [

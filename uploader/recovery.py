@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterable, Protocol
 
-from runai.reporter._config import ConfigError, Settings, warn_insecure_auth
+from runai.reporter.settings import ConfigError, Settings, warn_insecure_auth
 from runai.reporter.lock import PodLock, holder_pid
 from runai.reporter.spool import spool_file_names
 

@@ -10,7 +10,7 @@ import os
 import stat
 from typing import Any
 
-from runai.reporter._config import recover_command
+from runai.reporter.settings import recover_command
 from runai.reporter.checkpoint import checkpoint_path
 from runai.reporter.lock import holder_pid
 from runai.reporter.safefs import UnsafePathError, open_in_pod_dir, open_pod_dir

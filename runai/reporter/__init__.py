@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import threading
 
-from ._config import ConfigError
 from ._reporter import Reporter
 from ._version import __version__
+from .settings import ConfigError
 
 __all__ = [
     "ConfigError",

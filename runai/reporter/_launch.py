@@ -23,8 +23,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-from ._config import Settings
 from .lock import holder_pid
+from .settings import Settings, command_line
 from .spool import LOG_NAME, open_log
 
 __all__ = ["ensure_uploader", "reap", "startup_failure", "uploader_command"]
@@ -86,19 +86,8 @@ def _after_fork() -> None:
 
 
 def uploader_command(settings: Settings) -> list[str]:
-    # --option=VALUE, so that a value starting with '-' is not taken for an option.
-    return [
-        sys.executable, "-c", _BOOT, _ROOT, "uploader", "run",
-        f"--spool-dir={settings.spool_dir}",
-        f"--pod-uuid={settings.pod_uuid}",
-        f"--gateway={settings.gateway_url}",
-        f"--push-interval={settings.push_interval!r}",
-        f"--retry-timeout={settings.retry_timeout!r}",
-        f"--push-timeout={settings.push_timeout!r}",
-        f"--fsync={settings.fsync}",
-        f"--fsync-interval={settings.fsync_interval!r}",
-        f"--history-bytes={settings.history_bytes}",
-    ]  # fmt: skip
+    """The uploader's argv for *settings*: each setting that travels on a command line, as ``--option=VALUE``."""
+    return [sys.executable, "-c", _BOOT, _ROOT, "uploader", "run", *command_line(settings)]
 
 
 def ensure_uploader(settings: Settings) -> None:

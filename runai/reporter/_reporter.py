@@ -15,10 +15,11 @@ import threading
 import time
 from functools import partial
 from types import TracebackType
+from typing import Any, ClassVar
 
-from ._config import load_settings, recover_command, warn_insecure_auth
 from ._launch import ensure_uploader, reap, startup_failure
 from .checkpoint import load_checkpoint
+from .settings import Settings, check_keywords, load_settings, recover_command, warn_insecure_auth
 from .spool import LOG_NAME, MAX_NAME_CHARS, MAX_VALUE_BYTES, SpoolWriter
 
 __all__ = ["Reporter"]
@@ -93,37 +94,20 @@ class Reporter:
     """Reports metrics and parameters of one pod to its Pushgateway.
 
     Use it as a context manager; leaving the ``with`` block calls
-    :meth:`finish`. Keyword arguments override the environment variables
-    (``podUUID``, ``reporterGatewayURL``, ...); a missing or invalid setting
-    raises :class:`~runai.reporter.ConfigError` here, at creation.
+    :meth:`finish`. Keyword arguments (``pod_uuid=``, ``gateway_url=``, ...:
+    the fields of :class:`~runai.reporter.settings.Settings` but the
+    credentials) override the environment variables (``podUUID``,
+    ``reporterGatewayURL``, ...); a missing or invalid setting raises
+    :class:`~runai.reporter.ConfigError` here, at creation.
     """
 
-    def __init__(
-        self,
-        *,
-        pod_uuid: str | None = None,
-        gateway_url: str | None = None,
-        spool_dir: str | None = None,
-        push_interval: float | None = None,
-        finish_timeout: float | None = None,
-        retry_timeout: float | None = None,
-        push_timeout: float | None = None,
-        fsync: str | None = None,
-        spool_file_bytes: int | None = None,
-        history_bytes: int | None = None,
-    ) -> None:
-        self.settings = load_settings(
-            pod_uuid=pod_uuid,
-            gateway_url=gateway_url,
-            spool_dir=spool_dir,
-            push_interval=push_interval,
-            finish_timeout=finish_timeout,
-            retry_timeout=retry_timeout,
-            push_timeout=push_timeout,
-            fsync=fsync,
-            spool_file_bytes=spool_file_bytes,
-            history_bytes=history_bytes,
-        )
+    # The settings it reads: a subclass may name a subclass of Settings with more of them.
+    settings_class: ClassVar[type[Settings]] = Settings
+
+    def __init__(self, **overrides: Any) -> None:
+        # Every keyword is a setting, named as its field of Settings (docs/api.md lists them).
+        check_keywords(overrides, "Reporter.__init__()", self.settings_class)
+        self.settings = load_settings(settings_class=self.settings_class, **overrides)
         warn_insecure_auth(self.settings)
         # The writer's tick (about once a second, from a report) starts a new
         # uploader if the pod's died during the job, not only at finish().

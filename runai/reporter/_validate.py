@@ -1,28 +1,24 @@
-"""Settings from the environment and keyword arguments.
+"""Checks of raw setting values, and the environment variable names their messages give.
 
-One home for every knob, shared by the training-side :class:`Reporter` and
-the ``runai-uploader`` command line, so that both agree on where a pod's
-spool lives and where it is pushed.
+Private to :mod:`runai.reporter.settings`, which defines the settings and
+re-exports what is public here (the variable names, :class:`ConfigError`, the
+pod UUID and gateway checks, the spool directory's resolution).
 """
 from __future__ import annotations
 
-import logging
 import math
 import os
-import shlex
 import tempfile
-from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 from .safefs import UnsafePathError, check_path, open_pod_dir, open_root
 
 __all__ = [
-    "ConfigError", "Settings", "check_pod_uuid", "load_settings", "normalize_gateway_url", "recover_command",
-    "resolve_spool_dir", "warn_insecure_auth",
+    "ConfigError", "check_credentials", "check_pod_dir", "check_pod_uuid", "default_spool_dir",
+    "normalize_gateway_url", "parse_bytes", "parse_policy", "parse_seconds", "parse_spool_dir", "parse_text",
+    "parse_timeout", "resolve_spool_dir",
 ]
-
-logger = logging.getLogger(__name__)
 
 ENV_POD_UUID = "podUUID"
 ENV_GATEWAY_URL = "reporterGatewayURL"
@@ -40,13 +36,6 @@ ENV_FSYNC_INTERVAL = "reporterFsyncInterval"
 ENV_SPOOL_FILE_BYTES = "reporterSpoolFileBytes"
 ENV_HISTORY_BYTES = "reporterHistoryBytes"
 
-DEFAULT_PUSH_INTERVAL = 1.0
-DEFAULT_FINISH_TIMEOUT = 60.0
-DEFAULT_RETRY_TIMEOUT = 600.0
-DEFAULT_PUSH_TIMEOUT = 10.0
-DEFAULT_FSYNC_INTERVAL = 1.0
-DEFAULT_SPOOL_FILE_BYTES = 64 << 20
-DEFAULT_HISTORY_BYTES = 256 << 20
 FSYNC_POLICIES = ("never", "interval", "always")
 
 # How to fix a spool directory that other users could write to.
@@ -63,40 +52,6 @@ class ConfigError(ValueError):
 
     The message names the environment variable (or keyword argument) to fix.
     """
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Everything a reporter or an uploader needs to know about one pod."""
-
-    pod_uuid: str
-    gateway_url: str
-    spool_dir: str
-    push_interval: float = DEFAULT_PUSH_INTERVAL
-    finish_timeout: float = DEFAULT_FINISH_TIMEOUT
-    retry_timeout: float = DEFAULT_RETRY_TIMEOUT
-    push_timeout: float = DEFAULT_PUSH_TIMEOUT
-    fsync: str = "never"  # one of FSYNC_POLICIES; see docs/operations.md for each one's loss window
-    fsync_interval: float = DEFAULT_FSYNC_INTERVAL
-    spool_file_bytes: int = DEFAULT_SPOOL_FILE_BYTES  # a writer starts a new spool file past this size
-    history_bytes: int = DEFAULT_HISTORY_BYTES  # delivered spool kept per pod; undelivered data is never deleted
-    # Basic auth and TLS. Read from the environment only, so that secrets
-    # never have to travel on a command line (world-readable in /proc).
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    ca_file: str | None = None
-
-    @property
-    def pod_dir(self) -> str:
-        """The directory holding this pod's spool files and checkpoints."""
-        return os.path.join(self.spool_dir, self.pod_uuid)
-
-
-def recover_command(spool_dir: str, pod_uuid: str, gateway_url: str) -> str:
-    """The exact shell command that uploads what a pod left behind."""
-    # OPTION=VALUE: a value starting with '-' must not read as an option.
-    return shlex.join(["runai-uploader", "recover", f"--spool-dir={spool_dir}", f"--pod-uuid={pod_uuid}",
-                       f"--gateway={gateway_url}"])
 
 
 def check_pod_uuid(pod_uuid: object, source: str = ENV_POD_UUID) -> str:
@@ -182,23 +137,24 @@ def _check_spool_root(root: str) -> None:
         pass  # not usable at all: the writer warns and counts the lost reports, as for a full disk
 
 
-def _check_pod_dir(settings: Settings, for_writing: bool = True) -> None:
+def check_pod_dir(spool_dir: str, pod_uuid: str, for_writing: bool = True) -> None:
     """Refuse a pod name too long for the file system, and an existing pod directory that is not private."""
-    path = settings.spool_dir
+    pod_dir = os.path.join(spool_dir, pod_uuid)
+    path = spool_dir
     while not os.path.isdir(path) and os.path.dirname(path) != path:
         path = os.path.dirname(path)  # the spool root may not exist yet: ask the file system it will be on
     try:
         name_max = os.pathconf(path, "PC_NAME_MAX")
     except (OSError, ValueError):
         name_max = 255
-    size = len(settings.pod_uuid.encode("utf-8"))
+    size = len(pod_uuid.encode("utf-8"))
     if size > name_max:
         raise ConfigError(f"{ENV_POD_UUID} is {size} bytes long, but a directory name on the file system of "
-                          f"{settings.spool_dir!r} can be at most {name_max} bytes: use a shorter pod UUID")
-    if not os.path.lexists(settings.pod_dir):
+                          f"{spool_dir!r} can be at most {name_max} bytes: use a shorter pod UUID")
+    if not os.path.lexists(pod_dir):
         return
     try:
-        fd = open_pod_dir(settings.pod_dir)
+        fd = open_pod_dir(pod_dir)
     except UnsafePathError as exc:
         raise ConfigError(f"{ENV_SPOOL_DIR}: {exc}") from None
     except OSError:
@@ -208,23 +164,13 @@ def _check_pod_dir(settings: Settings, for_writing: bool = True) -> None:
     finally:
         os.close(fd)
     if for_writing and owner != os.geteuid():  # root may read another user's private pod directory, never write
-        raise ConfigError(f"{ENV_SPOOL_DIR}: {settings.pod_dir!r} belongs to uid {owner}, not to this user "
+        raise ConfigError(f"{ENV_SPOOL_DIR}: {pod_dir!r} belongs to uid {owner}, not to this user "
                           f"(uid {os.geteuid()}): use another {ENV_POD_UUID} or {ENV_SPOOL_DIR}, or remove it")
 
 
-def warn_insecure_auth(settings: Settings) -> None:
-    """Log one warning when basic auth would send the password in clear text (plain http://)."""
-    if settings.username is not None and settings.gateway_url.startswith("http://"):
-        logger.warning(
-            "%s is plain http://, so the basic-auth password of %r is sent in clear text: anyone who can see the "
-            "traffic can read it and push as this user. Use an https:// gateway address (and %s if its "
-            "certificate is private)", ENV_GATEWAY_URL, settings.username, ENV_CA_FILE,
-        )
-
-
-def _credentials(env: Mapping[str, str], url: str) -> tuple[str | None, str | None, str | None]:
-    username = env.get(ENV_USERNAME) or None
-    password = env.get(ENV_PASSWORD) or None
+def check_credentials(env: Mapping[str, str], url: str, username: str | None, password: str | None,
+                      ca_file: str | None) -> tuple[str | None, str | None, str | None]:
+    """Basic auth and the CA file, checked together: the password may come from a file, and both need the URL."""
     password_file = env.get(ENV_PASSWORD_FILE) or None
     if password_file and password is None:
         try:
@@ -235,7 +181,6 @@ def _credentials(env: Mapping[str, str], url: str) -> tuple[str | None, str | No
     if (username is None) != (password is None):
         raise ConfigError(f"set both {ENV_USERNAME} and {ENV_PASSWORD} (or {ENV_PASSWORD_FILE}) for basic auth, "
                           "or neither")
-    ca_file = env.get(ENV_CA_FILE) or None
     if ca_file is not None:
         if not url.startswith("https://"):
             raise ConfigError(f"{ENV_CA_FILE} is set but {ENV_GATEWAY_URL} is not https://")
@@ -255,7 +200,7 @@ def _writable_dir(path: str) -> bool:
 
 def _seconds(value: object, source: str, *, allow_zero: bool = False) -> float:
     try:
-        seconds = float(value)  # type: ignore[arg-type]
+        seconds = float(value)  # type: ignore[arg-type]  # any object: float() itself says whether it is a number
     except (TypeError, ValueError):
         raise ConfigError(f"{source}={value!r} is not a number of seconds") from None
     if math.isnan(seconds) or seconds < 0 or (seconds == 0 and not allow_zero) or math.isinf(seconds):
@@ -263,7 +208,24 @@ def _seconds(value: object, source: str, *, allow_zero: bool = False) -> float:
     return seconds
 
 
-def _bytes(value: object, source: str) -> int:
+# Parsers of a setting's raw value: the keyword argument as given, or the
+# environment variable's text; *source* names whichever it was, for the message.
+
+
+def parse_text(value: Any, source: str) -> str:
+    return str(value)
+
+
+def parse_seconds(value: Any, source: str) -> float:
+    return _seconds(value, source)
+
+
+def parse_timeout(value: Any, source: str) -> float:
+    """Seconds, where 0 means "do not wait"."""
+    return _seconds(value, source, allow_zero=True)
+
+
+def parse_bytes(value: Any, source: str) -> int:
     try:
         size = int(str(value))
     except ValueError:
@@ -273,75 +235,12 @@ def _bytes(value: object, source: str) -> int:
     return size
 
 
-def load_settings(
-    *,
-    pod_uuid: str | None = None,
-    gateway_url: str | None = None,
-    spool_dir: str | None = None,
-    push_interval: float | None = None,
-    finish_timeout: float | None = None,
-    retry_timeout: float | None = None,
-    push_timeout: float | None = None,
-    fsync: str | None = None,
-    fsync_interval: float | None = None,
-    spool_file_bytes: int | None = None,
-    history_bytes: int | None = None,
-    environ: Mapping[str, str] | None = None,
-    for_writing: bool = True,
-) -> Settings:
-    """Read the settings; keyword arguments win over the environment.
-
-    *for_writing* False (``status``, ``recover``): root may use another user's private pod directory.
-
-    Raises :class:`ConfigError` naming the variable that is missing or wrong.
-    """
-    env = os.environ if environ is None else environ
-
-    def pick(kwarg: object, name: str, var: str) -> tuple[object, str]:
-        if kwarg is not None:
-            return kwarg, f"{name}="
-        return env.get(var), var
-
-    value, source = pick(pod_uuid, "pod_uuid", ENV_POD_UUID)
-    pod = check_pod_uuid(value, source)
-    value, source = pick(gateway_url, "gateway_url", ENV_GATEWAY_URL)
-    url = normalize_gateway_url(value, source)
-
-    root = resolve_spool_dir(spool_dir, env)
-
-    numbers: dict[str, float] = {}
-    for name, kwarg, var, default in (
-        ("push_interval", push_interval, ENV_PUSH_INTERVAL, DEFAULT_PUSH_INTERVAL),
-        ("finish_timeout", finish_timeout, ENV_FINISH_TIMEOUT, DEFAULT_FINISH_TIMEOUT),
-        ("retry_timeout", retry_timeout, ENV_RETRY_TIMEOUT, DEFAULT_RETRY_TIMEOUT),
-        ("push_timeout", push_timeout, ENV_PUSH_TIMEOUT, DEFAULT_PUSH_TIMEOUT),
-        ("fsync_interval", fsync_interval, ENV_FSYNC_INTERVAL, DEFAULT_FSYNC_INTERVAL),
-    ):
-        value, source = pick(kwarg, name, var)
-        numbers[name] = default if value in (None, "") else _seconds(value, source, allow_zero=name == "finish_timeout")
-    sizes: dict[str, int] = {}
-    for name, kwarg, var, default in (
-        ("spool_file_bytes", spool_file_bytes, ENV_SPOOL_FILE_BYTES, DEFAULT_SPOOL_FILE_BYTES),
-        ("history_bytes", history_bytes, ENV_HISTORY_BYTES, DEFAULT_HISTORY_BYTES),
-    ):
-        value, source = pick(kwarg, name, var)
-        sizes[name] = default if value in (None, "") else _bytes(value, source)
-    value, source = pick(fsync, "fsync", ENV_FSYNC)
-    policy = "never" if value in (None, "") else str(value)
+def parse_policy(value: Any, source: str) -> str:
+    policy = str(value)
     if policy not in FSYNC_POLICIES:
         raise ConfigError(f"{source}={value!r} is not a durability policy: use one of {', '.join(FSYNC_POLICIES)}")
+    return policy
 
-    username, password, ca_file = _credentials(env, url)
-    settings = Settings(
-        pod_uuid=pod, gateway_url=url, spool_dir=root, username=username, password=password, ca_file=ca_file,
-        fsync=policy, push_interval=numbers["push_interval"], finish_timeout=numbers["finish_timeout"],
-        retry_timeout=numbers["retry_timeout"], push_timeout=numbers["push_timeout"],
-        fsync_interval=numbers["fsync_interval"], spool_file_bytes=sizes["spool_file_bytes"],
-        history_bytes=sizes["history_bytes"],
-    )
-    # Belt and braces: whatever check_pod_uuid allowed must still land directly
-    # under the spool root once symlinks and '..' are resolved.
-    if os.path.dirname(os.path.realpath(settings.pod_dir)) != os.path.realpath(root):
-        raise ConfigError(f"{ENV_POD_UUID}={pod!r} would place the spool outside {root!r}")
-    _check_pod_dir(settings, for_writing)
-    return settings
+
+def parse_spool_dir(value: Any, source: str) -> str:
+    return resolve_spool_dir(value)
