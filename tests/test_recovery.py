@@ -9,7 +9,7 @@ import pytest
 from runai.reporter.settings import ConfigError, Settings, load_settings
 from runai.reporter.lock import PodLock
 from runai.reporter.spool import SpoolWriter
-from tests._helpers import Pushgateway
+from harness import Pushgateway
 from uploader.recovery import Outcome, Recovered, pending_on_disk, recover_pod, recover_pods
 from uploader.signals import StopOnSignals
 

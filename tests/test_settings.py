@@ -24,7 +24,7 @@ from runai.reporter.settings import (
     setting,
     settings_from_args,
 )
-from tests._helpers import REPO, uploader_pids
+from harness import REPO, uploader_pids
 from uploader import cli
 
 
