@@ -25,8 +25,8 @@ from runai.reporter.checkpoint import Checkpoint, store_checkpoint
 from runai.reporter.lock import PodLock
 from runai.reporter.spool import Record
 
-from .followed import TORN_LINE, FollowedFile, FollowedFiles
 from .exposition import exposition_name
+from .followed import TORN_LINE, FollowedFile, FollowedFiles
 from .keepalive import GatewayError
 from .push import Pusher
 from .schedule import Schedule
