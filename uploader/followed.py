@@ -1,4 +1,4 @@
-"""The spool files one uploader follows: one record per file, and what is pending in them.
+"""The spool files one uploader follows: one record per file, what is pending in them, their checkpoints.
 
 A file is followed from the first scan that can identify it (its header is
 complete) until it is delivered and its writer is gone; then it is retired
@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Iterator
 
-from runai.reporter.checkpoint import Checkpoint
+from runai.reporter.checkpoint import Checkpoint, store_checkpoint
 from runai.reporter.safefs import UnsafePathError
 from runai.reporter.spool import is_spool_file
 
@@ -109,6 +109,32 @@ class FollowedFiles:
                     logger.error("cannot fsync %s: %s", entry.path, exc)
                     continue
                 entry.synced = size
+
+    def commit(self) -> tuple[int, int, OSError | None]:
+        """Write the checkpoint of every file read further than its last one.
+
+        Returns the records and bytes newly covered, and the last error (None if every write succeeded).
+        """
+        records = size = 0
+        error = None
+        for entry in self._files.values():
+            if not entry.uncommitted():
+                continue
+            tail, acked = entry.tail, entry.acked
+            refused, entry.refused = entry.refused, 0
+            ckpt = Checkpoint(tail.spool_id, tail.offset, tail.records, tail.last_seq, tail.ended,
+                              acked.rejected + refused)
+            try:
+                store_checkpoint(entry.path, ckpt)
+            except OSError as exc:
+                # Delivered but not recorded: a later replay re-sends it, harmlessly.
+                logger.error("cannot write the checkpoint of %s: %s", entry.path, exc)
+                error = exc
+                continue
+            records += ckpt.records - acked.records
+            size += ckpt.offset - acked.offset
+            entry.acked = ckpt
+        return records, size, error
 
     def close(self) -> None:
         for entry in self._files.values():

@@ -21,16 +21,14 @@ import time
 from collections import Counter
 from typing import Callable
 
-from runai.reporter.checkpoint import Checkpoint, store_checkpoint
 from runai.reporter.lock import PodLock
-from runai.reporter.spool import Record
 
 from .exposition import exposition_name
-from .followed import TORN_LINE, FollowedFile, FollowedFiles
+from .followed import TORN_LINE, FollowedFiles
 from .keepalive import GatewayError
 from .push import Pusher
+from .scan import MAX_PENDING_VALUES, SCAN_BYTES, Scanner
 from .schedule import Schedule
-from .tail import SEARCH_BYTES
 from .wakeup import Wakeup
 from .watch import SpoolWatch
 
@@ -40,13 +38,6 @@ logger = logging.getLogger(__name__)
 
 EXIT_DELIVERED = 0
 EXIT_PENDING = 1  # gave up with reports still pending; they stay on disk
-
-SCAN_BYTES = 64 << 20  # read per scan by default; bounds how long pushes wait behind reading
-# Distinct values read and not yet pushed. Past it reading pauses until they
-# are delivered; the rest waits on disk. About 300 bytes each in memory.
-MAX_PENDING_VALUES = 100_000
-_READ_BYTES = 4 << 20  # one read of a spool file
-_MIN_LINE_BYTES = 32  # no valid record line is shorter: a read of N such bytes adds at most N/32 values
 
 
 class Uploader:
@@ -79,22 +70,21 @@ class Uploader:
         self.lock = lock
         self.use_watchdog = use_watchdog
         self.on_progress = on_progress  # called with (delivered_records, delivered_bytes) after each commit
-        self.scan_bytes = scan_bytes  # read at most about this much before pushing and committing
-        self.max_pending = max_pending  # distinct values held before reading pauses
         # what this run did, for summaries
         self.delivered_records = 0
         self.delivered_bytes = 0  # of spool files, header lines included
-        self._files = FollowedFiles(pod_dir, history_bytes)  # bound on delivered spool kept; None: everything
+        # history_bytes: a bound on the delivered spool kept; None keeps everything
+        self._files = FollowedFiles(pod_dir, history_bytes)
         self.ignored_files = self._files.ignored  # spool files that cannot be read at all -> why
         self.rejected: dict[str, str] = {}  # exposition name (printable) -> the gateway's answer, or why not sent
         self.last_error = ""
 
         self._schedule = Schedule(push_interval=push_interval, retry_timeout=retry_timeout,
                                   poll_interval=poll_interval, backoff=backoff, fsync_interval=fsync_interval)
-        # coalesced values not yet pushed, with the file each came from
-        self._latest: dict[tuple[str, str], tuple[Record, str]] = {}
         self._wake = Wakeup()
         self._stopping = False  # a plain flag: stop() runs in signal handlers
+        self._scanner = Scanner(self._files, lambda: self._stopping, self._wake.set,
+                                scan_bytes=scan_bytes, max_pending=max_pending)
         self._watch = SpoolWatch(pod_dir, self._wake.set)
 
     # -- control ----------------------------------------------------------
@@ -169,10 +159,10 @@ class Uploader:
         """Push and commit if it is time; when to come back, or None to go round at once after a push."""
         # Values wait out the push interval; end-of-stream and recovery
         # flush at once so that finish() and recover return quickly.
-        due = self._schedule.push_at(flush=not self._latest or self._flush_wanted())
+        due = self._schedule.push_at(flush=not self._scanner.latest or self._flush_wanted())
         if now < due:
             return due
-        pushed = bool(self._latest)
+        pushed = bool(self._scanner.latest)
         if not self._deliver():
             return self._schedule.failed(now)
         outage = self._schedule.succeeded(now, pushed)
@@ -200,31 +190,7 @@ class Uploader:
     def _scan(self, check_liveness: bool) -> bool:
         """Read what is new; False if the read budget ran out before the end."""
         names = self._list_pod_dir()
-        if names is None:
-            return False
-        budget = self.scan_bytes
-        for name in names:
-            entry = self._files.follow(name, check_liveness)
-            if entry is None:
-                continue
-            drained = False
-            while budget > 0:
-                if len(self._latest) >= self.max_pending:
-                    # Held values only grow with distinct names; the rest waits on
-                    # disk until these are delivered (the loop rescans after a push).
-                    return False
-                read = self._read(entry)
-                if self._stopping:  # a scan of a big backlog takes seconds: a signal must not wait for it
-                    return False
-                if read is None:
-                    drained = True
-                    break
-                budget -= read
-            if not drained:
-                self._wake.set()  # come straight back for the rest
-            elif entry.retirable():
-                self._files.retire(entry)
-        return budget > 0
+        return names is not None and self._scanner.scan(names, check_liveness)
 
     def _list_pod_dir(self) -> list[str] | None:
         try:
@@ -237,44 +203,23 @@ class Uploader:
             logger.error("cannot list %s: %s", self.pod_dir, exc)
         return None
 
-    def _read(self, entry: FollowedFile) -> int | None:
-        """Read and coalesce one block of *entry*; the bytes it counts against the scan's budget, None at the end."""
-        tail = entry.tail
-        room = self.max_pending - len(self._latest)
-        before = tail.offset
-        for record in tail.read(min(_READ_BYTES, room * _MIN_LINE_BYTES)):
-            self._coalesce(record, entry.path)
-        if tail.offset == before and not tail.searching:
-            return None
-        # A search for the end of an overlong line reads without moving the offset.
-        return tail.offset - before if not tail.searching else SEARCH_BYTES
-
-    def _coalesce(self, record: Record, path: str) -> None:
-        key = (record.kind, record.name)
-        held = self._latest.get(key)
-        # One writer's reports are ordered by sequence number: its clock may
-        # step back. Across writers, the newest report wins, as it would have
-        # on the gateway had each been pushed at once.
-        if held is None or (record.seq > held[0].seq if path == held[1] else record.ts >= held[0].ts):
-            self._latest[key] = (record, path)
-
     # -- delivering -------------------------------------------------------
 
     def _undelivered(self) -> bool:
-        return bool(self._latest) or self._files.uncommitted()
+        return bool(self._scanner.latest) or self._files.uncommitted()
 
     def _flush_wanted(self) -> bool:
         return not self.follow or self._files.ending()
 
     def _deliver(self) -> bool:
         try:
-            rejected = self.pusher.push([record for record, _ in self._latest.values()])
+            rejected = self.pusher.push([record for record, _ in self._scanner.latest.values()])
         except OSError as exc:
             if not self._stopping:
                 self._note_failure(exc)
             return False
         for record, refusal in rejected:
-            entry = self._files.get(self._latest[(record.kind, record.name)][1])
+            entry = self._files.get(self._scanner.source(record))
             if entry is not None:  # always: a file with values held is read past its checkpoint, so followed
                 entry.refused += 1
             # A name may hold lone surrogates: keep it printable for logs and summaries.
@@ -284,33 +229,19 @@ class Uploader:
                 logger.error("%s %s %s (pushed as %s); the other reports are not affected: %s",
                              who, record.kind, ascii(record.name), name, refusal)
             self.rejected[name] = str(refusal)
-        self._latest.clear()
+        self._scanner.latest.clear()
         return self._commit()
 
     def _commit(self) -> bool:
         """Write the checkpoint of every file read further than its last one."""
-        ok = True
-        for entry in self._files:
-            if not entry.uncommitted():
-                continue
-            tail, acked = entry.tail, entry.acked
-            refused, entry.refused = entry.refused, 0
-            ckpt = Checkpoint(tail.spool_id, tail.offset, tail.records, tail.last_seq, tail.ended,
-                              acked.rejected + refused)
-            try:
-                store_checkpoint(entry.path, ckpt)
-            except OSError as exc:
-                # Delivered but not recorded: a later replay re-sends it, harmlessly.
-                logger.error("cannot write the checkpoint of %s: %s", entry.path, exc)
-                self.last_error = str(exc)
-                ok = False
-                continue
-            self.delivered_records += ckpt.records - acked.records
-            self.delivered_bytes += ckpt.offset - acked.offset
-            entry.acked = ckpt
+        records, size, error = self._files.commit()
+        self.delivered_records += records
+        self.delivered_bytes += size
+        if error is not None:
+            self.last_error = str(error)
         if self.on_progress is not None:
             self.on_progress(self.delivered_records, self.delivered_bytes)
-        return ok
+        return error is None
 
     def _note_failure(self, exc: OSError) -> None:
         first = not self.last_error
