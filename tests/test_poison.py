@@ -550,7 +550,7 @@ def _set_until(wakeup: object, done: threading.Event, errors: list[BaseException
 def test_stop_from_another_thread_while_the_loop_ends_never_writes_elsewhere(tmp_path) -> None:
     """stop() (any thread) racing the end of run(), which closes the wakeup pipe: the descriptor number
     must never be written to once closed (EBADF, or worse, a file that reused the number)."""
-    from uploader.service import _Wakeup
+    from uploader.wakeup import Wakeup as _Wakeup
 
     errors: list[BaseException] = []
     deadline = time.monotonic() + 1.5

@@ -1,0 +1,73 @@
+"""runai 0.4.1's wire format: the names, the samples, and a size estimate.
+
+Dashboards built on runai 0.4.1 read exactly these names, so they must not
+change:
+
+* group ``job="reporter_pod_info"``, grouping key ``podUUID=<pod>``;
+* metric ``<name>``: gauge ``reporter_push_gateway_metric_<name>`` with labels
+  ``metric_name=<name>``, ``push_gateway_type="metric"``;
+* parameter ``<name>``: gauge ``reporter_push_gateway_parameter_<name>`` with
+  labels ``param_name=<name>``, ``param_value=<value>``,
+  ``push_gateway_type="parameter"``, value 1.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from typing import Iterator, Sequence
+
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from runai.reporter.spool import METRIC, Record
+
+__all__ = ["JOB", "METRIC_PREFIX", "PARAMETER_PREFIX", "Samples", "encoded_size", "exposition_name"]
+
+logger = logging.getLogger(__name__)
+
+JOB = "reporter_pod_info"
+METRIC_PREFIX = "reporter_push_gateway_metric_"
+PARAMETER_PREFIX = "reporter_push_gateway_parameter_"
+# runai 0.4.1 pushed an empty HELP; the same keeps mixed fleets consistent on
+# one gateway (a gateway may refuse one name with two HELP texts).
+_HELP = ""
+
+_EXPOSITION_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+
+
+def exposition_name(record: Record) -> str:
+    return (METRIC_PREFIX if record.kind == METRIC else PARAMETER_PREFIX) + record.name
+
+
+class Samples(Collector):
+    """*records* as gauges in the 0.4.1 names and labels, for a push's registry."""
+
+    def __init__(self, records: Sequence[Record]) -> None:
+        self._records = records
+
+    def collect(self) -> Iterator[Metric]:
+        for record in self._records:
+            if record.kind == METRIC:
+                family = GaugeMetricFamily(exposition_name(record), _HELP,
+                                           labels=("metric_name", "push_gateway_type"))
+                family.add_metric((record.name, "metric"), record.value)  # type: ignore[arg-type]
+            else:
+                family = GaugeMetricFamily(exposition_name(record), _HELP,
+                                           labels=("param_name", "param_value", "push_gateway_type"))
+                family.add_metric((record.name, str(record.value), "parameter"), 1.0)
+            yield family
+
+
+def encoded_size(record: Record) -> int:
+    """An upper bound of *record*'s bytes in a push; ValueError if it cannot be encoded at all."""
+    name = exposition_name(record)
+    if not _EXPOSITION_NAME.fullmatch(name):
+        raise ValueError(f"not sent: {ascii(name)} is not a valid Prometheus metric name")
+    try:
+        value = str(record.value).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"not sent: its value cannot be encoded as UTF-8 ({exc.reason} at character {exc.start}; "
+                         "undecodable bytes, as os.fsdecode() gives them, do that)") from None
+    # The name three times (HELP, TYPE, sample), the label values escaped
+    # (at most doubled), and the fixed text of the lines.
+    return 3 * len(name) + 2 * (len(record.name) + len(value)) + 128

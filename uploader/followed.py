@@ -1,0 +1,195 @@
+"""The spool files one uploader follows: one record per file, what is pending in them, their checkpoints.
+
+A file is followed from the first scan that can identify it (its header is
+complete) until it is delivered and its writer is gone; then it is retired
+(kept in the history, or deleted past its bound) and never opened again. A
+file that cannot be a spool file is ignored, once, with the reason.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass
+from typing import Iterator
+
+from runai.reporter.checkpoint import Checkpoint, store_checkpoint
+from runai.reporter.safefs import UnsafePathError
+from runai.reporter.spool import is_spool_file
+
+from .retention import History
+from .tail import BadSpoolError, SpoolTail
+
+__all__ = ["FollowedFile", "FollowedFiles", "TORN_LINE"]
+
+logger = logging.getLogger(__name__)
+
+TORN_LINE = "an incomplete last line (the writer died mid-record)"
+
+
+@dataclass(eq=False)
+class FollowedFile:
+    """One followed spool file: how far it is read, and how far delivered."""
+
+    path: str
+    tail: SpoolTail  # the read position, and what was read up to it
+    acked: Checkpoint  # its last checkpoint: how far it is delivered
+    alive: bool  # its writer held its lock at the last liveness check
+    synced: int = 0  # its size at its last fsync
+    refused: int = 0  # its records the gateway refused since its last checkpoint
+
+    def uncommitted(self) -> bool:
+        """Read further than its checkpoint: values held or being pushed, or lines skipped."""
+        return self.tail.offset != self.acked.offset
+
+    def retirable(self) -> bool:
+        """Delivered as far as it is read, and its writer is gone (what is read is all there is)."""
+        return not self.alive and not self.uncommitted()
+
+    def pending_records(self) -> int:
+        """Reports read or on disk that its checkpoint does not cover (a lower bound while reading)."""
+        return self.tail.records - self.acked.records
+
+    def pending_bytes(self) -> int:
+        """Bytes of the file that its checkpoint does not cover."""
+        return self.tail.size() - self.acked.offset
+
+
+class FollowedFiles:
+    """The spool files of one pod directory: those followed, by path, and those done with."""
+
+    def __init__(self, pod_dir: str, history_bytes: int | None = None) -> None:
+        self.pod_dir = pod_dir
+        self.ignored: dict[str, str] = {}  # spool files that cannot be read at all -> why
+        self._files: dict[str, FollowedFile] = {}
+        self._closed: set[str] = set()  # delivered files of gone writers, and unreadable ones
+        self._skipped_retired: Counter[str] = Counter()  # skip reasons of files no longer followed
+        self._history = History(history_bytes)  # delivered files of gone writers, trimmed to a bound
+
+    def __iter__(self) -> Iterator[FollowedFile]:
+        return iter(self._files.values())
+
+    def get(self, path: str) -> FollowedFile | None:
+        return self._files.get(path)
+
+    def follow(self, name: str, check_liveness: bool) -> FollowedFile | None:
+        """The followed file *name* (opened on first sight), or None if it is not one to read."""
+        if not is_spool_file(name):
+            return None
+        path = os.path.join(self.pod_dir, name)
+        entry = self._files.get(path)
+        if entry is None:
+            return None if path in self._closed else self._open(path)
+        if check_liveness:
+            entry.alive = entry.tail.writer_alive()
+        return entry
+
+    def retire(self, entry: FollowedFile) -> None:
+        """Stop following a delivered file whose writer is gone."""
+        path, tail = entry.path, entry.tail
+        torn = tail.unread_bytes()
+        if torn:
+            logger.warning("%s: ignoring %d bytes after the last complete line; the writer died mid-record",
+                           path, torn)
+            self._skipped_retired[TORN_LINE] += 1
+        self._skipped_retired.update(tail.skip_reasons)
+        tail.close()
+        del self._files[path]
+        self._closed.add(path)
+        self._history.add(path)
+
+    def sync(self) -> None:
+        """fsync every spool file that grew since its last fsync (the `interval` durability policy)."""
+        for entry in self._files.values():
+            size = entry.tail.size()
+            if size > entry.synced:
+                try:
+                    entry.tail.fsync()
+                except OSError as exc:
+                    logger.error("cannot fsync %s: %s", entry.path, exc)
+                    continue
+                entry.synced = size
+
+    def commit(self) -> tuple[int, int, OSError | None]:
+        """Write the checkpoint of every file read further than its last one.
+
+        Returns the records and bytes newly covered, and the last error (None if every write succeeded).
+        """
+        records = size = 0
+        error = None
+        for entry in self._files.values():
+            if not entry.uncommitted():
+                continue
+            tail, acked = entry.tail, entry.acked
+            refused, entry.refused = entry.refused, 0
+            ckpt = Checkpoint(tail.spool_id, tail.offset, tail.records, tail.last_seq, tail.ended,
+                              acked.rejected + refused)
+            try:
+                store_checkpoint(entry.path, ckpt)
+            except OSError as exc:
+                # Delivered but not recorded: a later replay re-sends it, harmlessly.
+                logger.error("cannot write the checkpoint of %s: %s", entry.path, exc)
+                error = exc
+                continue
+            records += ckpt.records - acked.records
+            size += ckpt.offset - acked.offset
+            entry.acked = ckpt
+        return records, size, error
+
+    def close(self) -> None:
+        for entry in self._files.values():
+            entry.tail.close()
+
+    # -- what is pending ----------------------------------------------------
+
+    def uncommitted(self) -> bool:
+        """Some file is read further than its checkpoint."""
+        return any(entry.uncommitted() for entry in self._files.values())
+
+    def ending(self) -> bool:
+        """Some file read further than its checkpoint has ended (end-of-stream read) or lost its writer."""
+        return any(e.tail.ended or not e.alive for e in self._files.values() if e.uncommitted())
+
+    def writers_alive(self) -> bool:
+        return any(entry.alive for entry in self._files.values())
+
+    def pending_records(self) -> int:
+        return sum(entry.pending_records() for entry in self._files.values())
+
+    def pending_bytes(self) -> int:
+        return sum(entry.pending_bytes() for entry in self._files.values())
+
+    def skip_reasons(self) -> Counter[str]:
+        """Lines skipped as corrupt (never pushed), counted by reason, retired files included."""
+        reasons = Counter(self._skipped_retired)
+        for entry in self._files.values():
+            reasons.update(entry.tail.skip_reasons)
+        return reasons
+
+    # -- opening --------------------------------------------------------------
+
+    def _open(self, path: str) -> FollowedFile | None:
+        try:
+            tail = SpoolTail(path)
+        except (IsADirectoryError, UnsafePathError) as exc:
+            # Not a spool file, and will not become one: say so once, not on every scan.
+            logger.error("ignoring %s: %s", path, exc)
+            self._closed.add(path)
+            self.ignored[path] = str(exc)
+            return None
+        except OSError as exc:
+            logger.warning("cannot open %s: %s", path, exc)
+            return None
+        try:
+            if not tail.read_header():
+                tail.close()  # still being created; the next scan tries again
+                return None
+        except BadSpoolError as exc:
+            logger.error("ignoring %s: %s", path, exc)
+            tail.close()
+            self._closed.add(path)
+            self.ignored[path] = str(exc)
+            return None
+        acked = tail.resume_at_checkpoint() or Checkpoint(tail.spool_id, 0, 0, 0)
+        entry = self._files[path] = FollowedFile(path, tail, acked, alive=tail.writer_alive())
+        return entry

@@ -1,0 +1,52 @@
+"""Retention: the delivered spool files of gone writers, kept under a bound of bytes.
+
+Only files that are fully delivered and whose writer is gone are ever added:
+undelivered data is never deleted. Past the bound the oldest go first, each
+with its checkpoint.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+from runai.reporter.checkpoint import checkpoint_path
+
+__all__ = ["History"]
+
+logger = logging.getLogger(__name__)
+
+
+class History:
+    """Delivered spool files kept on disk, trimmed oldest first to *max_bytes* (None keeps everything)."""
+
+    def __init__(self, max_bytes: int | None) -> None:
+        self.max_bytes = max_bytes
+        self._files: dict[str, tuple[float, int]] = {}  # path -> (mtime, size)
+
+    def add(self, path: str) -> None:
+        """Count *path*, a delivered file of a gone writer, then trim the oldest while over the bound."""
+        if self.max_bytes is None:
+            return
+        try:
+            info = os.stat(path)
+        except OSError:
+            return
+        self._files[path] = (info.st_mtime, info.st_size)
+        self._trim(self.max_bytes)
+
+    def _trim(self, max_bytes: int) -> None:
+        """Delete the oldest delivered files of gone writers while the history is over its bound."""
+        total = sum(size for _, size in self._files.values())
+        for path in sorted(self._files, key=lambda p: self._files[p][0]):
+            if total <= max_bytes:
+                break
+            total -= self._files.pop(path)[1]
+            for victim in (path, checkpoint_path(path)):
+                try:
+                    os.unlink(victim)
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    logger.error("cannot delete %s to keep the history under %d bytes: %s",
+                                 victim, max_bytes, exc)
+            logger.info("deleted delivered spool %s: history over %d bytes", path, max_bytes)

@@ -1,0 +1,97 @@
+"""Reading what is new in a pod's spool files, coalesced to the latest value of each name.
+
+A scan reads each followed file on from its offset, within a byte budget (so
+that pushes and checkpoints never wait long behind a big backlog) and a cap
+on the distinct values held (so that memory stays bounded: the rest waits on
+disk until these are delivered).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from runai.reporter.spool import Record
+
+from .followed import FollowedFile, FollowedFiles
+from .tail import SEARCH_BYTES
+
+__all__ = ["MAX_PENDING_VALUES", "SCAN_BYTES", "Scanner"]
+
+logger = logging.getLogger(__name__)
+
+SCAN_BYTES = 64 << 20  # read per scan by default; bounds how long pushes wait behind reading
+# Distinct values read and not yet pushed. Past it reading pauses until they
+# are delivered; the rest waits on disk. About 300 bytes each in memory.
+MAX_PENDING_VALUES = 100_000
+_READ_BYTES = 4 << 20  # one read of a spool file
+_MIN_LINE_BYTES = 32  # no valid record line is shorter: a read of N such bytes adds at most N/32 values
+
+
+class Scanner:
+    """Reads the followed files into :attr:`latest`, the newest value of each name not yet pushed.
+
+    *stopping* is asked after each read (a scan of a big backlog takes
+    seconds: a signal must not wait for it); *again* is called when a file
+    has more to read than the budget allowed, to come straight back for it.
+    """
+
+    def __init__(self, files: FollowedFiles, stopping: Callable[[], bool], again: Callable[[], None], *,
+                 scan_bytes: int = SCAN_BYTES, max_pending: int = MAX_PENDING_VALUES) -> None:
+        self.files = files
+        self.scan_bytes = scan_bytes  # read at most about this much before pushing and committing
+        self.max_pending = max_pending  # distinct values held before reading pauses
+        # coalesced values not yet pushed, with the file each came from
+        self.latest: dict[tuple[str, str], tuple[Record, str]] = {}
+        self._stopping = stopping
+        self._again = again
+
+    def scan(self, names: list[str], check_liveness: bool) -> bool:
+        """Read what is new in the spool files among *names*; False if the budget ran out before the end."""
+        budget = self.scan_bytes
+        for name in names:
+            entry = self.files.follow(name, check_liveness)
+            if entry is None:
+                continue
+            drained = False
+            while budget > 0:
+                if len(self.latest) >= self.max_pending:
+                    # Held values only grow with distinct names; the rest waits on
+                    # disk until these are delivered (the loop rescans after a push).
+                    return False
+                read = self._read(entry)
+                if self._stopping():
+                    return False
+                if read is None:
+                    drained = True
+                    break
+                budget -= read
+            if not drained:
+                self._again()  # come straight back for the rest
+            elif entry.retirable():
+                self.files.retire(entry)
+        return budget > 0
+
+    def source(self, record: Record) -> str:
+        """The path of the file a held *record* came from."""
+        return self.latest[(record.kind, record.name)][1]
+
+    def _read(self, entry: FollowedFile) -> int | None:
+        """Read and coalesce one block of *entry*; the bytes it counts against the budget, None at the end."""
+        tail = entry.tail
+        room = self.max_pending - len(self.latest)
+        before = tail.offset
+        for record in tail.read(min(_READ_BYTES, room * _MIN_LINE_BYTES)):
+            self._coalesce(record, entry.path)
+        if tail.offset == before and not tail.searching:
+            return None
+        # A search for the end of an overlong line reads without moving the offset.
+        return tail.offset - before if not tail.searching else SEARCH_BYTES
+
+    def _coalesce(self, record: Record, path: str) -> None:
+        key = (record.kind, record.name)
+        held = self.latest.get(key)
+        # One writer's reports are ordered by sequence number: its clock may
+        # step back. Across writers, the newest report wins, as it would have
+        # on the gateway had each been pushed at once.
+        if held is None or (record.seq > held[0].seq if path == held[1] else record.ts >= held[0].ts):
+            self.latest[key] = (record, path)
