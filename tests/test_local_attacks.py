@@ -17,7 +17,7 @@ from typing import Iterator
 import pytest
 
 from runai.reporter import ConfigError, Reporter
-from runai.reporter.checkpoint import checkpoint_path
+from runai.reporter.spool import checkpoint_path
 from runai.reporter.spool import SpoolWriter, encode_end, encode_header, encode_metric
 from tests._helpers import (
     REPO,

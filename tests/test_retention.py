@@ -8,7 +8,7 @@ import pytest
 from runai.reporter import ConfigError, Reporter
 from runai.reporter.spool import decode
 from tests._helpers import Pushgateway, metric_name, spool_records, uploader_pids, wait_for, wait_for_give_up
-from runai.reporter.checkpoint import load_checkpoint
+from runai.reporter.spool import load_checkpoint
 
 KIB = 1024
 

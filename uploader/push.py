@@ -36,7 +36,9 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from runai.reporter._config import check_pod_uuid
-from runai.reporter.spool import METRIC, Record
+from runai.reporter.spool import METRIC
+from runai.reporter.spool import Metric as MetricRecord
+from runai.reporter.spool import Report as Record
 
 __all__ = [
     "GatewayError", "Pusher", "JOB", "MAX_ANSWER_BYTES", "MAX_PUSH_BYTES", "MAX_PUSH_VALUES", "METRIC_PREFIX",
@@ -91,10 +93,10 @@ class _Samples(Collector):
 
     def collect(self) -> Iterator[Metric]:
         for record in self._records:
-            if record.kind == METRIC:
+            if isinstance(record, MetricRecord):
                 family = GaugeMetricFamily(exposition_name(record), _HELP,
                                            labels=("metric_name", "push_gateway_type"))
-                family.add_metric((record.name, "metric"), record.value)  # type: ignore[arg-type]
+                family.add_metric((record.name, "metric"), record.value)
             else:
                 family = GaugeMetricFamily(exposition_name(record), _HELP,
                                            labels=("param_name", "param_value", "push_gateway_type"))

@@ -24,13 +24,21 @@ import time
 from collections import Counter
 from typing import Callable
 
-from runai.reporter.checkpoint import Checkpoint, checkpoint_path, store_checkpoint
-from runai.reporter.lock import PodLock
 from runai.reporter.safefs import UnsafePathError
-from runai.reporter.spool import Record, is_spool_file
+from runai.reporter.spool import (
+    SEARCH_BYTES,
+    BadSpoolError,
+    Checkpoint,
+    PodLock,
+    SpoolTail,
+    checkpoint_path,
+    is_spool_file,
+    open_spool,
+    store_checkpoint,
+)
+from runai.reporter.spool import Report as Record
 
 from .push import GatewayError, Pusher, exposition_name
-from .tail import SEARCH_BYTES, BadSpoolError, SpoolTail
 from .watch import SpoolWatch
 
 __all__ = ["Uploader", "EXIT_DELIVERED", "EXIT_PENDING", "MAX_PENDING_VALUES", "TORN_LINE"]
@@ -329,8 +337,8 @@ class Uploader:
 
     def _open(self, path: str) -> SpoolTail | None:
         try:
-            tail = SpoolTail(path)
-        except (IsADirectoryError, UnsafePathError) as exc:
+            opened = open_spool(path)
+        except (IsADirectoryError, UnsafePathError, BadSpoolError) as exc:
             # Not a spool file, and will not become one: say so once, not on every scan.
             logger.error("ignoring %s: %s", path, exc)
             self._closed.add(path)
@@ -339,18 +347,11 @@ class Uploader:
         except OSError as exc:
             logger.warning("cannot open %s: %s", path, exc)
             return None
-        try:
-            if not tail.read_header():
-                tail.close()  # still being created; the next scan tries again
-                return None
-        except BadSpoolError as exc:
-            logger.error("ignoring %s: %s", path, exc)
-            tail.close()
-            self._closed.add(path)
-            self.ignored_files[path] = str(exc)
-            return None
+        if opened is None:
+            return None  # still being created; the next scan tries again
+        tail = opened.tail
         self._tails[path] = tail
-        self._acked[path] = tail.resume_at_checkpoint() or Checkpoint(tail.spool_id, 0, 0, 0)
+        self._acked[path] = opened.checkpoint or Checkpoint(tail.spool_id, 0, 0, 0)
         return tail
 
     def _retire(self, path: str, tail: SpoolTail) -> None:

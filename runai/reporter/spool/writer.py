@@ -1,216 +1,26 @@
-"""The on-disk spool: its record format and its writer.
+"""The spool writer: this process's own spool file in a pod directory.
 
-This module is the one place that knows what a spool line looks like: the
-training process writes with :class:`SpoolWriter`, the uploader reads with
-:func:`decode`. The format is documented in ``docs/spool-format.md``.
-
-Every report becomes one JSON line, appended with a single ``os.write`` on an
-``O_APPEND`` descriptor with no user-space buffer: once ``os.write`` returns the
-line is in the kernel's page cache and survives a SIGKILL of the job.
+Every report becomes one JSON line (see :mod:`.records`), appended with a
+single ``os.write`` on an ``O_APPEND`` descriptor with no user-space buffer:
+once ``os.write`` returns the line is in the kernel's page cache and survives
+a SIGKILL of the job.
 """
 from __future__ import annotations
 
 import errno
-import fcntl
 import itertools
-import json
 import logging
-import math
 import os
-import re
-import secrets
-import socket
 import threading
 import time
-import weakref
-from typing import Callable, NamedTuple, Union
+from typing import Callable, NamedTuple
 
-from .safefs import list_pod_dir, open_at, open_in_pod_dir, open_pod_dir
+from ._fds import create_spool_file, point_at_devnull, retire, size_of, unlink_in, watch_forks
+from .records import encode_end, encode_metric, encode_parameter, now_us
 
-__all__ = [
-    "FORMAT_VERSION",
-    "LOG_FORMAT",
-    "LOG_NAME",
-    "MAX_LINE_BYTES",
-    "MAX_NAME_CHARS",
-    "MAX_VALUE_BYTES",
-    "SPOOL_SUFFIX",
-    "Record",
-    "SpoolFile",
-    "SpoolWriter",
-    "decode",
-    "encode_metric",
-    "encode_parameter",
-    "is_spool_file",
-    "open_log",
-    "spool_file_names",
-    "writer_pid",
-]
+__all__ = ["SpoolFile", "SpoolWriter"]
 
 logger = logging.getLogger(__name__)
-
-FORMAT_VERSION = 1
-SPOOL_SUFFIX = ".jsonl"
-LOG_NAME = "uploader.log"  # the uploader's log, one per pod directory (its stderr too)
-# Its lines: `runai-uploader status` finds the last error by the level after the time.
-LOG_FORMAT = "%(asctime)s %(levelname)s pid=%(process)d %(name)s: %(message)s"
-# The largest parameter value, in UTF-8 bytes, a report accepts (docs/api.md):
-# one value must never make a line, or a push, too big to handle.
-MAX_VALUE_BYTES = 64 << 10
-# The longest spool line, newline excluded. A value JSON-escapes to at most
-# 6x its UTF-8 bytes (a control character becomes \u00XX), so a valid line
-# is well below this; a reader skips a longer one as damage, without holding it.
-MAX_LINE_BYTES = 8 * MAX_VALUE_BYTES
-# The longest report name, in characters (ASCII by the name rule): as for a
-# value, one name must never make a line or a push too big to handle.
-MAX_NAME_CHARS = 250
-
-HEADER = "header"
-METRIC = "metric"
-PARAMETER = "parameter"
-END = "end"
-
-# JSON has no NaN or infinity, so non-finite metric values travel as these
-# strings (the spellings Prometheus' text format uses) and stay valid JSON.
-_NONFINITE_TO_JSON = {"nan": '"NaN"', "inf": '"+Inf"', "-inf": '"-Inf"'}
-_NONFINITE_FROM_JSON = {"NaN": math.nan, "+Inf": math.inf, "-Inf": -math.inf}
-
-# Names are checked against [a-zA-Z_][a-zA-Z0-9_]* before they get here, so
-# they need no JSON escaping and string formatting is safe (and ~3x faster
-# than json.dumps). Timestamps are integer microseconds: formatting a float
-# costs as much as the write(2) itself (0.9 us each on the CI machine).
-_PARAMETER_LINE = '{"seq":%d,"ts_us":%d,"kind":"parameter","name":"%s","value":%s}\n'
-_END_LINE = '{"seq":%d,"ts_us":%d,"kind":"end"}\n'
-
-Value = Union[float, str, None]
-
-
-class Record(NamedTuple):
-    """One decoded spool line."""
-
-    seq: int
-    ts: float  # seconds since the Unix epoch
-    kind: str
-    name: str = ""
-    value: Value = None
-    spool_id: str = ""
-
-
-def is_spool_file(filename: str) -> bool:
-    """True for a finished spool file name (temp files start with a dot)."""
-    return filename.endswith(SPOOL_SUFFIX) and not filename.startswith(".")
-
-
-def writer_pid(filename: str) -> int | None:
-    """The pid of the process that wrote the spool file *filename* (``w<pid>-<id>.jsonl``), if it says."""
-    pid = filename[1:].split("-", 1)[0] if filename.startswith("w") else ""
-    # isdigit() alone lets through digits int() refuses, such as "²".
-    return int(pid) if pid.isascii() and pid.isdecimal() else None
-
-
-def open_log(pod_dir: str, flags: int) -> int:
-    """A descriptor of *pod_dir*'s uploader log, opened without following a symlink (see safefs)."""
-    return open_in_pod_dir(os.path.join(pod_dir, LOG_NAME), flags)
-
-
-def now_us() -> int:
-    return time.time_ns() // 1000
-
-
-def spool_file_names(pod_dir: str) -> list[str]:
-    """The finished spool files in *pod_dir*, sorted; [] if it cannot be listed (or is not private)."""
-    try:
-        names = list_pod_dir(pod_dir)
-    except OSError:
-        return []
-    return sorted(n for n in names if is_spool_file(n))
-
-
-def encode_metric(seq: int, ts_us: int, name: str, value: float) -> bytes:
-    # The hot path's encoder: an f-string is compiled, about a third cheaper
-    # than % on a format string. A finite float's repr is its shortest
-    # round-trip decimal, a valid JSON number.
-    text = repr(value) if _isfinite(value) else _NONFINITE_TO_JSON[repr(value)]
-    return f'{{"seq":{seq},"ts_us":{ts_us},"kind":"metric","name":"{name}","value":{text}}}\n'.encode()
-
-
-def encode_parameter(seq: int, ts_us: int, name: str, value: str) -> bytes:
-    return (_PARAMETER_LINE % (seq, ts_us, name, _json_string(value))).encode()
-
-
-def encode_end(seq: int, ts_us: int) -> bytes:
-    return (_END_LINE % (seq, ts_us)).encode()
-
-
-def encode_header(spool_id: str, pod_uuid: str, ts_us: int) -> bytes:
-    header = {
-        "seq": 0,
-        "ts_us": ts_us,
-        "kind": HEADER,
-        "version": FORMAT_VERSION,
-        "spool_id": spool_id,
-        "pod_uuid": pod_uuid,
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-    }
-    return (json.dumps(header, separators=(",", ":")) + "\n").encode()
-
-
-# The exact shape SpoolWriter gives a finite metric, which is nearly every
-# line: matching it is strict validation too, at a third of json.loads' cost.
-# Sequence numbers and timestamps are below 2**63 (19 digits at most): a
-# longer one is damage, and would overflow a float.
-_INT_BOUND = 1 << 63
-_WRITER_METRIC = re.compile(
-    rb'\{"seq":(0|[1-9][0-9]{0,18}),"ts_us":(0|[1-9][0-9]{0,18}),"kind":"metric",'
-    rb'"name":"([A-Za-z_][A-Za-z0-9_]*)","value":(-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?)\}'
-)
-
-
-def decode(line: bytes) -> Record:
-    """Decode one line (without its newline); raise ValueError if it is not a valid record."""
-    match = _WRITER_METRIC.fullmatch(line)
-    if match is not None:
-        seq, ts_us, name, value = match.groups()
-        seq, ts_us = int(seq), int(ts_us)
-        if seq < _INT_BOUND and ts_us < _INT_BOUND:
-            return Record(seq, ts_us / 1e6, METRIC, name.decode(), float(value))
-        raise ValueError("not a spool record: seq and ts_us must be below 2**63")
-    try:
-        obj = json.loads(line)
-        seq, ts_us, kind = obj["seq"], obj["ts_us"], obj["kind"]
-    except (ValueError, TypeError, KeyError) as exc:
-        raise ValueError(f"not a spool record: {exc}") from None
-    if type(seq) is not int or type(ts_us) is not int or not (0 <= seq < _INT_BOUND and 0 <= ts_us < _INT_BOUND):
-        raise ValueError("not a spool record: seq and ts_us must be integers from 0 to 2**63 - 1")
-    ts = ts_us / 1e6
-    if kind == METRIC:
-        name, value = obj.get("name"), obj.get("value")
-        if type(value) is str:
-            value = _NONFINITE_FROM_JSON.get(value)
-        elif type(value) is int:
-            try:
-                value = float(value)
-            except OverflowError:  # as float() reads the same digits as text, and json.loads reads 1e999
-                value = math.inf if value > 0 else -math.inf
-        if not isinstance(name, str) or type(value) is not float:
-            raise ValueError("metric record without a name or a numeric value")
-        return Record(seq, ts, kind, name, value)
-    if kind == PARAMETER:
-        name, value = obj.get("name"), obj.get("value")
-        if not isinstance(name, str) or not isinstance(value, str):
-            raise ValueError("parameter record without a name or a string value")
-        return Record(seq, ts, kind, name, value)
-    if kind == END:
-        return Record(seq, ts, kind)
-    if kind == HEADER:
-        spool_id, version = obj.get("spool_id"), obj.get("version")
-        if version != FORMAT_VERSION:
-            raise ValueError(f"spool format version {version!r} is not supported (this reader knows {FORMAT_VERSION})")
-        if not isinstance(spool_id, str) or not spool_id:
-            raise ValueError("header record without a spool_id")
-        return Record(seq, ts, kind, spool_id=spool_id)
-    raise ValueError(f"unknown record kind {kind!r}")
 
 
 class SpoolFile(NamedTuple):
@@ -284,7 +94,7 @@ class SpoolWriter:
         # finish() may interrupt this very thread inside one of them: with a
         # plain Lock, its close() would wait for itself for ever.
         self._slow_lock = threading.RLock()
-        _watch_forks(self)
+        watch_forks(self)
         self._open()
 
     # -- the hot path ---------------------------------------------------
@@ -361,7 +171,7 @@ class SpoolWriter:
             files = list(self._released)
             open_fds = [fd for fd, *_ in self._rotated] + [self._fd]
             for fd, path, spool_id, _ in [*self._rotated, (self._fd, self.path, self.spool_id, 0.0)]:
-                files.append(SpoolFile(path, spool_id, _size(fd)))
+                files.append(SpoolFile(path, spool_id, size_of(fd)))
             self.files = files
             # Other threads may have read these descriptors and be about to
             # write: a closed number could be reused by any file the program
@@ -369,7 +179,7 @@ class SpoolWriter:
             # /dev/null (which also drops the files' locks) and are released
             # only a second later.
             self._fd = -1
-            _retire(open_fds, self._devnull_fds)
+            retire(open_fds, self._devnull_fds)
             self._rotated, self._released, self._devnull_fds = [], [], []
 
     def _maybe_rotate(self) -> None:
@@ -392,7 +202,7 @@ class SpoolWriter:
                 # A signal handler in this thread ran close() meanwhile (the lock is
                 # reentrant): the stream is over, and the new file was never part of it.
                 os.close(fd)
-                _unlink_in(self.pod_dir, os.path.basename(path))
+                unlink_in(self.pod_dir, os.path.basename(path))
                 return
             # No call between the check above and this swap, so no signal handler
             # can run close() in between: it sees either the old file or both.
@@ -420,9 +230,9 @@ class SpoolWriter:
             if time.monotonic() - rotated_at < 1.0:
                 keep.append((fd, path, spool_id, rotated_at))
                 continue
-            size = _size(fd)
+            size = size_of(fd)
             try:
-                _point_at_devnull(fd)
+                point_at_devnull(fd)
             except OSError:  # out of descriptors, say: a later rotation check tries again
                 keep.append((fd, path, spool_id, rotated_at))
                 continue
@@ -448,30 +258,7 @@ class SpoolWriter:
 
     def _create(self) -> tuple[int, str, str]:
         """A new, locked spool file with its header: (fd, path, spool_id)."""
-        spool_id = secrets.token_hex(16)
-        name = f"w{os.getpid()}-{spool_id[:8]}{SPOOL_SUFFIX}"
-        tmp = "." + name + ".tmp"
-        header = encode_header(spool_id, self.pod_uuid, now_us())
-        # Created and checked private (see safefs); everything below is
-        # relative to this descriptor, so a swapped directory is never used.
-        dir_fd = open_pod_dir(self.pod_dir, create=True)
-        fd = -1
-        try:
-            fd = open_at(dir_fd, tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, where=self.pod_dir)
-            fcntl.flock(fd, fcntl.LOCK_SH)
-            if os.write(fd, header) != len(header):
-                raise OSError(errno.ENOSPC, "short write of the spool header")
-            # Publish under the final name only once header and lock are in
-            # place, so the uploader never sees a file it cannot identify.
-            os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        except OSError:
-            if fd >= 0:
-                os.close(fd)
-                _unlink_quietly(tmp, dir_fd)
-            raise
-        finally:
-            os.close(dir_fd)
-        return fd, os.path.join(self.pod_dir, name), spool_id
+        return create_spool_file(self.pod_dir, self.pod_uuid)
 
     def _after_fork(self) -> None:
         # The child shares the parent's descriptor; writing through it would
@@ -505,89 +292,5 @@ class SpoolWriter:
 
 
 # Bound once: attribute lookups on the hot path cost as much as the work.
-_isfinite = math.isfinite
-_json_string = json.encoder.encode_basestring_ascii  # json.dumps' C core for one str, without its setup
 _time_ns = time.time_ns
 _write = os.write
-
-# Writers of this process, told by one fork hook that they live in a child.
-# A hook beats comparing os.getpid() per report, which is a system call.
-_writers: weakref.WeakSet[SpoolWriter] = weakref.WeakSet()
-_fork_hook_registered = False
-
-
-def _watch_forks(writer: SpoolWriter) -> None:
-    global _fork_hook_registered
-    if not _fork_hook_registered:
-        os.register_at_fork(after_in_child=_mark_forked)
-        _fork_hook_registered = True
-    _writers.add(writer)
-
-
-def _mark_forked() -> None:
-    global _retired_lock
-    _retired_lock = threading.Lock()  # a thread of the parent may have held it
-    for writer in list(_writers):
-        writer._forked = True
-
-
-# Descriptors of closed writers, pointed at /dev/null, with the time they were
-# retired: released a second later, by a later close (see SpoolWriter.close).
-_retired: list[tuple[int, float]] = []
-_retired_lock = threading.Lock()
-_RETIRE_SECONDS = 1.0
-
-
-def _point_at_devnull(fd: int) -> None:
-    """Make *fd* refer to /dev/null (its file, and any lock on it, are let go)."""
-    devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        os.dup2(devnull, fd, inheritable=False)
-    finally:
-        os.close(devnull)
-
-
-def _retire(fds: list[int], devnull_fds: list[int]) -> None:
-    """Point *fds* at /dev/null, keep them and *devnull_fds* a second, and release older ones."""
-    now = time.monotonic()
-    for fd in fds:
-        try:
-            _point_at_devnull(fd)
-        except OSError:  # out of descriptors, say: closing is the lesser harm
-            os.close(fd)
-            continue
-        _retired.append((fd, now))
-    _retired.extend((fd, now) for fd in devnull_fds)
-    # Never wait: a signal handler may have interrupted the holder in this thread.
-    if _retired_lock.acquire(blocking=False):
-        try:
-            while _retired and now - _retired[0][1] >= _RETIRE_SECONDS:
-                os.close(_retired.pop(0)[0])
-        finally:
-            _retired_lock.release()
-
-
-def _size(fd: int) -> int:
-    try:
-        return os.fstat(fd).st_size
-    except OSError:
-        return 0
-
-
-def _unlink_in(pod_dir: str, name: str) -> None:
-    """Remove *name* from *pod_dir* if it can; never raises."""
-    try:
-        dir_fd = open_pod_dir(pod_dir)
-    except OSError:
-        return
-    try:
-        _unlink_quietly(name, dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def _unlink_quietly(name: str, dir_fd: int) -> None:
-    try:
-        os.unlink(name, dir_fd=dir_fd)
-    except OSError:
-        pass
