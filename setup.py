@@ -30,7 +30,7 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=["runai", "runai.reporter", "uploader"],
+    packages=["runai", "runai.reporter", "runai.reporter.spool", "uploader"],
     package_data={"runai.reporter": ["py.typed"], "uploader": ["py.typed"]},
     # 0.25.0 is the first prometheus_client that sends a grouping-key value with a
     # space base64-encoded; older ones send it as '+', which the gateway keeps

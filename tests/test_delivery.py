@@ -380,7 +380,7 @@ def test_non_scoped_report_after_finish_starts_a_new_reporter(env: dict[str, str
 
 def test_recover_waits_for_a_running_uploader(env: dict[str, str], gateway: Pushgateway, spool_dir: str,
                                               pod: str) -> None:
-    from runai.reporter.lock import PodLock
+    from runai.reporter.spool import PodLock
 
     with Reporter() as reporter:
         reporter.reportMetric("a", 1)

@@ -20,8 +20,9 @@ from typing import Iterator
 
 import pytest
 
-from runai.reporter.checkpoint import checkpoint_path
-from runai.reporter.spool import METRIC, Record, SpoolWriter
+from runai.reporter.spool import checkpoint_path
+from runai.reporter.spool import METRIC, SpoolWriter
+from runai.reporter.spool import Metric as Record
 from harness import FaultProxy, Pushgateway, job_env, metric_name, parameter_name, wait_for
 from tests._helpers import uploader_cli
 from uploader.push import MAX_ANSWER_BYTES, MAX_PUSH_BYTES, MAX_PUSH_VALUES, Pusher
@@ -476,7 +477,7 @@ def test_a_checkpoint_covers_only_what_the_gateway_acknowledged(tmp_path: os.Pat
 def test_a_clock_stepping_back_does_not_make_an_older_value_win(gateway: Pushgateway, spool_dir: str,
                                                                 pod: str) -> None:
     job = f"""
-import runai.reporter.spool as spool
+import runai.reporter.spool.writer as spool
 now = [spool._time_ns()]
 spool._time_ns = lambda: now[0]  # the wall clock, frozen here and stepped below
 writer = spool.SpoolWriter({os.path.join(spool_dir, pod)!r}, {pod!r})

@@ -17,7 +17,7 @@ from typing import Iterator
 import pytest
 
 from runai.reporter import ConfigError, Reporter
-from runai.reporter.checkpoint import checkpoint_path
+from runai.reporter.spool import checkpoint_path
 from runai.reporter.spool import SpoolWriter, encode_end, encode_header, encode_metric
 from harness import REPO, Pushgateway, job_env, kill_uploaders, metric_name, uploader_pids, wait_for
 from tests._helpers import uploader_cli

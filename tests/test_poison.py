@@ -22,8 +22,9 @@ from typing import Iterator
 
 import pytest
 
-from runai.reporter.checkpoint import checkpoint_path, load_checkpoint
-from runai.reporter.spool import MAX_LINE_BYTES, METRIC, Record, SpoolWriter, decode, encode_metric, writer_pid
+from runai.reporter.spool import checkpoint_path, load_checkpoint
+from runai.reporter.spool import MAX_LINE_BYTES, METRIC, SpoolWriter, decode, encode_metric, writer_pid
+from runai.reporter.spool import Metric as Record
 from harness import Pushgateway, job_env, metric_name, wait_for
 from tests.test_hostile_gateway import cli_env, finished_spool, peak_rss_mib, start_uploader
 from uploader.push import Pusher
@@ -485,7 +486,7 @@ def test_a_job_whose_working_directory_was_removed_still_delivers(gateway: Pushg
 def test_a_checkpoint_replaced_while_it_is_opened_is_never_called_unsafe(spool_dir: str, pod: str,
                                                                          caplog: pytest.LogCaptureFixture) -> None:
     """A rename replacing the checkpoint between open() and fstat() leaves the opened file with no name."""
-    from runai.reporter.checkpoint import Checkpoint, store_checkpoint
+    from runai.reporter.spool import Checkpoint, store_checkpoint
 
     writer = SpoolWriter(os.path.join(spool_dir, pod), pod)
     writer.close()
@@ -516,7 +517,7 @@ def test_a_checkpoint_replaced_while_it_is_opened_is_never_called_unsafe(spool_d
 def test_close_from_a_signal_handler_during_the_rotations_swap_leaves_no_live_file(
         spool_dir: str, pod: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """close() run at the last call inside a rotation (where a signal handler's finish() could run it)."""
-    from runai.reporter import spool
+    from runai.reporter.spool import writer as spool
 
     writer = SpoolWriter(os.path.join(spool_dir, pod), pod, max_bytes=4096)
     real_monotonic = time.monotonic

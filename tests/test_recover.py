@@ -118,7 +118,7 @@ def test_recover_summary_adds_up_every_pod(env: dict[str, str], gateway: Pushgat
 
 def test_recover_summary_counts_what_is_still_pending(env: dict[str, str], own_gateway: Pushgateway, pod: str,
                                                     spool_dir: str) -> None:
-    from runai.reporter.lock import PodLock
+    from runai.reporter.spool import PodLock
 
     pod_dir = dead_job(spool_dir, pod, 30)
     down = {**env, "reporterGatewayURL": own_gateway.address}  # not started: connections are refused

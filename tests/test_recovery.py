@@ -7,7 +7,7 @@ import socket
 import pytest
 
 from runai.reporter.settings import ConfigError, Settings, load_settings
-from runai.reporter.lock import PodLock
+from runai.reporter.spool import PodLock
 from runai.reporter.spool import SpoolWriter
 from harness import Pushgateway
 from uploader.recovery import Outcome, Recovered, pending_on_disk, recover_pod, recover_pods

@@ -9,7 +9,7 @@ from runai.reporter import ConfigError, Reporter
 from runai.reporter.spool import decode
 from harness import Pushgateway, metric_name, uploader_pids, wait_for
 from tests._helpers import spool_records, wait_for_give_up
-from runai.reporter.checkpoint import load_checkpoint
+from runai.reporter.spool import load_checkpoint
 
 KIB = 1024
 

@@ -6,7 +6,7 @@ import os
 
 from runai.reporter.spool import SpoolWriter
 from harness import Pushgateway, metric_name
-from runai.reporter.checkpoint import checkpoint_path, load_checkpoint
+from runai.reporter.spool import checkpoint_path, load_checkpoint
 from uploader.push import Pusher
 from uploader.service import EXIT_DELIVERED, EXIT_PENDING, Uploader
 

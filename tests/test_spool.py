@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runai.reporter import spool
+from runai.reporter.spool import writer as spool
 from runai.reporter.spool import (
     SpoolWriter,
     decode,
@@ -20,8 +20,8 @@ from runai.reporter.spool import (
     encode_metric,
     encode_parameter,
 )
-from runai.reporter.checkpoint import Checkpoint, checkpoint_path, load_checkpoint, store_checkpoint
-from uploader.tail import BadSpoolError, SpoolTail
+from runai.reporter.spool import Checkpoint, checkpoint_path, load_checkpoint, store_checkpoint
+from runai.reporter.spool import BadSpoolError, SpoolTail
 
 
 def strict_json(line: bytes) -> object:
@@ -220,3 +220,56 @@ def test_decode_fast_path_agrees_with_json(seq: int, ts_us: int, name: str, valu
     record = decode(line)
     assert (record.seq, record.name, record.value) == (seq, name, want)
     assert record.ts == ts_us / 1e6
+
+
+def test_decode_gives_one_type_per_kind_of_line() -> None:
+    from runai.reporter.spool import End, Header, Metric, Parameter
+
+    header = decode(encode_header("id", "pod", 1_000_000)[:-1])
+    assert isinstance(header, Header) and header.spool_id == "id" and header.kind == "header"
+    assert isinstance(decode(encode_metric(1, 1, "m", 1.5)[:-1]), Metric)
+    assert isinstance(decode(b'{"seq":1,"ts_us":1,"kind":"metric","name":"m","value":"NaN"}'), Metric)  # the slow path
+    parameter = decode(encode_parameter(2, 1, "p", "v")[:-1])
+    assert isinstance(parameter, Parameter)
+    assert (parameter.kind, parameter.name, parameter.value) == ("parameter", "p", "v")
+    assert isinstance(decode(encode_end(3, 1)[:-1]), End)
+
+
+def test_last_error_reads_the_level_after_the_time(spool_dir: str, pod: str) -> None:
+    from runai.reporter.spool import LOG_NAME, last_error, last_line
+
+    pod_dir = os.path.join(spool_dir, pod)
+    os.mkdir(pod_dir, 0o700)
+    assert last_error(pod_dir) is None  # no log
+    with open(os.path.join(pod_dir, LOG_NAME), "w") as f:
+        f.write("2026-01-01 00:00:00,000 WARNING pid=1 uploader.service: the gateway is unreachable\n"
+                "2026-01-01 00:00:01,000 INFO pid=1 uploader.service: a message that says ERROR \n"
+                "  File \"x.py\", line 1, in f: raise ValueError(' ERROR ')\n\n")
+    assert last_error(pod_dir) == "2026-01-01 00:00:00,000 WARNING pid=1 uploader.service: the gateway is unreachable"
+    assert last_line(pod_dir) == "File \"x.py\", line 1, in f: raise ValueError(' ERROR ')"
+
+
+def test_delivery_state_of_a_closed_file(spool_dir: str, pod: str) -> None:
+    from runai.reporter.spool import delivery_state, open_spool
+
+    writer = SpoolWriter(os.path.join(spool_dir, pod), pod)
+    for i in range(3):
+        writer.write_metric("m", float(i))
+    writer.close()
+    (spool,) = writer.files
+    state = delivery_state(spool.path, spool.spool_id, spool.size)
+    assert not state.covered and state.checkpoint is None and state.records == 0
+    store_checkpoint(spool.path, Checkpoint(spool.spool_id, spool.size - 10, 2, 2, False, 1))
+    state = delivery_state(spool.path, spool.spool_id, spool.size)
+    assert not state.covered and (state.records, state.refused) == (2, 1)
+    opened = open_spool(spool.path, resume=False)
+    assert opened is not None and opened.checkpoint is None
+    with opened.tail as tail:  # a checkpoint that is not at a line start is not the uploader's: all is pending
+        header_bytes = tail.offset
+        counted = delivery_state(spool.path, spool.spool_id, tail.size(), reader=tail)
+    assert counted.checkpoint is None and (counted.pending, counted.pending_bytes) == (3, spool.size - header_bytes)
+    store_checkpoint(spool.path, Checkpoint(spool.spool_id, spool.size, 3, 4, True, 1))
+    assert delivery_state(spool.path, spool.spool_id, spool.size).covered
+    os.unlink(spool.path)  # as history retention deletes a delivered file: still covered
+    os.unlink(checkpoint_path(spool.path))
+    assert delivery_state(spool.path, spool.spool_id, spool.size).covered

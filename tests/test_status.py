@@ -49,3 +49,25 @@ def test_status_of_an_empty_spool(env: dict[str, str]) -> None:
     done = uploader_cli(env, "status")
     assert done.returncode == 0 and "no pods with spool files" in done.stdout
     assert json.loads(uploader_cli(env, "status", "--json").stdout)["pods"] == []
+
+
+def test_pod_status_is_typed_and_its_json_keeps_the_documented_keys(spool_dir: str, pod: str) -> None:
+    from runai.reporter.spool import SpoolWriter
+    from uploader.status import FileStatus, PodStatus, pod_status
+
+    writer = SpoolWriter(f"{spool_dir}/{pod}", pod)
+    writer.write_metric("loss", 1.0)
+    writer.close()
+    status = pod_status(spool_dir, pod)
+    assert isinstance(status, PodStatus) and all(isinstance(f, FileStatus) for f in status.spool_files)
+    assert (status.reports_pending, status.reports_delivered, status.spool_files[0].finished) == (1, 0, True)
+    as_json = status.to_json()
+    assert list(as_json) == [
+        "pod_uuid", "pod_dir", "refused", "uploader_pid", "writers_alive", "reports_delivered", "reports_pending",
+        "bytes_delivered", "bytes_pending", "last_delivered", "last_error", "recover_command", "spool_files",
+    ]
+    assert list(as_json["spool_files"][0]) == [
+        "path", "writer_pid", "writer_alive", "finished", "size", "reports_delivered", "reports_pending",
+        "bytes_delivered", "bytes_pending", "last_delivered", "error",
+    ]
+    assert json.loads(json.dumps(as_json)) == as_json

@@ -156,27 +156,27 @@ def _status(args: argparse.Namespace) -> int:
     root = resolve_spool_dir(args.spool_dir)
     pods = [check_pod_uuid(args.pod_uuid, "--pod-uuid")] if args.pod_uuid and not args.all else spool_pods(root)
     gateway = os.environ.get(ENV_GATEWAY_URL) or None
-    report: dict[str, Any] = {"spool_dir": root, "pods": [pod_status(root, pod, gateway) for pod in pods]}
+    statuses = [pod_status(root, pod, gateway) for pod in pods]
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps({"spool_dir": root, "pods": [pod.to_json() for pod in statuses]}, indent=2))
         return EXIT_OK
     if not pods:
         print(f"no pods with spool files in {root}")
-    for pod in report["pods"]:
-        if pod["refused"]:
-            print(f"pod {pod['pod_uuid']}: refused, its reports cannot be read or sent: {pod['refused']}")
+    for pod in statuses:
+        if pod.refused:
+            print(f"pod {pod.pod_uuid}: refused, its reports cannot be read or sent: {pod.refused}")
             continue
-        uploader = f"uploader pid {pod['uploader_pid']}" if pod["uploader_pid"] else "no uploader running"
-        print(f"pod {pod['pod_uuid']}: {pod['reports_delivered']} reports delivered, {pod['reports_pending']} pending; "
-              f"{pod['writers_alive']} writers alive; {uploader}; last delivery {pod['last_delivered'] or 'never'}")
-        for f in pod["spool_files"]:
-            state = "alive" if f["writer_alive"] else ("finished" if f["finished"] else "gone")
-            print(f"    {os.path.basename(f['path']):28s} writer {f['writer_pid'] or '?':>7} {state:8s} "
-                  f"{f['reports_delivered']:>9} delivered {f['reports_pending']:>9} pending {f['size']:>11} bytes")
-        if pod["last_error"]:
-            print(f"    last error: {pod['last_error']}")
-        if pod["recover_command"]:
-            print(f"    to upload what is pending: {pod['recover_command']}")
+        uploader = f"uploader pid {pod.uploader_pid}" if pod.uploader_pid else "no uploader running"
+        print(f"pod {pod.pod_uuid}: {pod.reports_delivered} reports delivered, {pod.reports_pending} pending; "
+              f"{pod.writers_alive} writers alive; {uploader}; last delivery {pod.last_delivered or 'never'}")
+        for f in pod.spool_files:
+            state = "alive" if f.writer_alive else ("finished" if f.finished else "gone")
+            print(f"    {os.path.basename(f.path):28s} writer {f.writer_pid or '?':>7} {state:8s} "
+                  f"{f.reports_delivered:>9} delivered {f.reports_pending:>9} pending {f.size:>11} bytes")
+        if pod.last_error:
+            print(f"    last error: {pod.last_error}")
+        if pod.recover_command:
+            print(f"    to upload what is pending: {pod.recover_command}")
     return EXIT_OK
 
 

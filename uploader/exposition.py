@@ -19,7 +19,8 @@ from typing import Iterator, Sequence
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from runai.reporter.spool import METRIC, Record
+from runai.reporter.spool import METRIC, Report
+from runai.reporter.spool import Metric as MetricReport  # prometheus_client has a Metric too
 
 __all__ = ["JOB", "METRIC_PREFIX", "PARAMETER_PREFIX", "Samples", "encoded_size", "exposition_name"]
 
@@ -35,22 +36,22 @@ _HELP = ""
 _EXPOSITION_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 
 
-def exposition_name(record: Record) -> str:
+def exposition_name(record: Report) -> str:
     return (METRIC_PREFIX if record.kind == METRIC else PARAMETER_PREFIX) + record.name
 
 
 class Samples(Collector):
     """*records* as gauges in the 0.4.1 names and labels, for a push's registry."""
 
-    def __init__(self, records: Sequence[Record]) -> None:
+    def __init__(self, records: Sequence[Report]) -> None:
         self._records = records
 
     def collect(self) -> Iterator[Metric]:
         for record in self._records:
-            if record.kind == METRIC:
+            if isinstance(record, MetricReport):
                 family = GaugeMetricFamily(exposition_name(record), _HELP,
                                            labels=("metric_name", "push_gateway_type"))
-                family.add_metric((record.name, "metric"), record.value)  # type: ignore[arg-type]
+                family.add_metric((record.name, "metric"), record.value)
             else:
                 family = GaugeMetricFamily(exposition_name(record), _HELP,
                                            labels=("param_name", "param_value", "push_gateway_type"))
@@ -58,7 +59,7 @@ class Samples(Collector):
             yield family
 
 
-def encoded_size(record: Record) -> int:
+def encoded_size(record: Report) -> int:
     """An upper bound of *record*'s bytes in a push; ValueError if it cannot be encoded at all."""
     name = exposition_name(record)
     if not _EXPOSITION_NAME.fullmatch(name):

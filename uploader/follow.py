@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from runai.reporter.settings import Settings, warn_insecure_auth
-from runai.reporter.lock import PodLock, holder_pid
+from runai.reporter.spool import PodLock, holder_pid
 
 from .factory import build_uploader, raise_open_files_limit
 from .logsetup import log_to_pod

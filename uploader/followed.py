@@ -13,12 +13,10 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Iterator
 
-from runai.reporter.checkpoint import Checkpoint, store_checkpoint
 from runai.reporter.safefs import UnsafePathError
-from runai.reporter.spool import is_spool_file
+from runai.reporter.spool import BadSpoolError, Checkpoint, SpoolTail, is_spool_file, open_spool, store_checkpoint
 
 from .retention import History
-from .tail import BadSpoolError, SpoolTail
 
 __all__ = ["FollowedFile", "FollowedFiles", "TORN_LINE"]
 
@@ -170,8 +168,8 @@ class FollowedFiles:
 
     def _open(self, path: str) -> FollowedFile | None:
         try:
-            tail = SpoolTail(path)
-        except (IsADirectoryError, UnsafePathError) as exc:
+            opened = open_spool(path)
+        except (IsADirectoryError, UnsafePathError, BadSpoolError) as exc:
             # Not a spool file, and will not become one: say so once, not on every scan.
             logger.error("ignoring %s: %s", path, exc)
             self._closed.add(path)
@@ -180,16 +178,9 @@ class FollowedFiles:
         except OSError as exc:
             logger.warning("cannot open %s: %s", path, exc)
             return None
-        try:
-            if not tail.read_header():
-                tail.close()  # still being created; the next scan tries again
-                return None
-        except BadSpoolError as exc:
-            logger.error("ignoring %s: %s", path, exc)
-            tail.close()
-            self._closed.add(path)
-            self.ignored[path] = str(exc)
-            return None
-        acked = tail.resume_at_checkpoint() or Checkpoint(tail.spool_id, 0, 0, 0)
+        if opened is None:
+            return None  # still being created; the next scan tries again
+        tail = opened.tail
+        acked = opened.checkpoint or Checkpoint(tail.spool_id, 0, 0, 0)
         entry = self._files[path] = FollowedFile(path, tail, acked, alive=tail.writer_alive())
         return entry

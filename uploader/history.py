@@ -9,9 +9,7 @@ from __future__ import annotations
 import os
 from typing import Iterable, NamedTuple
 
-from runai.reporter.spool import PARAMETER, spool_file_names
-
-from .tail import BadSpoolError, SpoolTail
+from runai.reporter.spool import PARAMETER, BadSpoolError, open_spool, spool_file_names
 
 __all__ = ["Entry", "read_history"]
 
@@ -36,18 +34,15 @@ def read_history(pod_dir: str, names: Iterable[str] = ()) -> list[Entry]:
     files = spool_file_names(pod_dir)
     for order, name in enumerate(files):
         try:
-            tail = SpoolTail(os.path.join(pod_dir, name))
-        except OSError:
+            opened = open_spool(os.path.join(pod_dir, name), resume=False)  # every report, delivered or not
+        except (OSError, BadSpoolError):
             continue
-        with tail:
-            try:
-                if not tail.read_header():
-                    continue
-            except BadSpoolError:
-                continue
+        if opened is None:
+            continue
+        with opened.tail as tail:
             for record in tail.read_all():  # reports only: metrics and parameters
                 if not wanted or record.name in wanted:
-                    entry = Entry(record.ts, record.seq, record.kind, record.name, record.value, name)  # type: ignore[arg-type]
+                    entry = Entry(record.ts, record.seq, record.kind, record.name, record.value, name)
                     entries.append((record.ts, order, record.seq, entry))
     entries.sort(key=lambda e: e[:3])
     out: list[Entry] = []

@@ -18,7 +18,7 @@ from typing import Sequence, TypeAlias
 from prometheus_client import CollectorRegistry, pushadd_to_gateway
 
 from runai.reporter.settings import check_pod_uuid
-from runai.reporter.spool import Record
+from runai.reporter.spool import Report
 
 from .exposition import JOB, METRIC_PREFIX, PARAMETER_PREFIX, Samples, encoded_size, exposition_name
 from .keepalive import MAX_ANSWER_BYTES, GatewayError, Handler, KeepAliveHandler
@@ -69,7 +69,7 @@ class Pusher:
         if self._own_handler is not None:
             self._own_handler.abort()
 
-    def push(self, records: Sequence[Record]) -> list[tuple[Record, Refusal]]:
+    def push(self, records: Sequence[Report]) -> list[tuple[Report, Refusal]]:
         """Push *records*; return the ones refused by name, with why.
 
         Records go in batches of at most :data:`MAX_PUSH_VALUES` values and
@@ -86,8 +86,8 @@ class Pusher:
         (TimeoutError included) when the gateway cannot be reached or does
         not answer in time; nothing is lost then, the caller retries.
         """
-        refused: list[tuple[Record, Refusal]] = []
-        batch: list[Record] = []
+        refused: list[tuple[Report, Refusal]] = []
+        batch: list[Report] = []
         batch_bytes = 0
         for record in records:
             try:
@@ -102,7 +102,7 @@ class Pusher:
             batch_bytes += size
         return refused + self._push_batch(batch)
 
-    def _push_batch(self, records: Sequence[Record]) -> list[tuple[Record, Refusal]]:
+    def _push_batch(self, records: Sequence[Report]) -> list[tuple[Report, Refusal]]:
         if not records:
             return []
         try:
@@ -123,7 +123,7 @@ class Pusher:
         middle = len(records) // 2
         return refused + self._push_batch(records[:middle]) + self._push_batch(records[middle:])
 
-    def _send(self, records: Sequence[Record]) -> None:
+    def _send(self, records: Sequence[Report]) -> None:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(Samples(records))
         pushadd_to_gateway(
@@ -137,7 +137,7 @@ class Pusher:
         self.pushes += 1
 
 
-def _push_size(record: Record) -> int:
+def _push_size(record: Report) -> int:
     """An upper bound of *record*'s bytes in a push; ValueError if it cannot be pushed at all."""
     size = encoded_size(record)
     if size > MAX_PUSH_BYTES:

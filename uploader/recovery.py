@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterable, Protocol
 
 from runai.reporter.settings import ConfigError, Settings, warn_insecure_auth
-from runai.reporter.lock import PodLock, holder_pid
+from runai.reporter.spool import PodLock, holder_pid
 from runai.reporter.spool import spool_file_names
 
 from .factory import build_uploader
@@ -170,4 +170,4 @@ def _deliver(settings: Settings, timeout: float, stopper: StopOnSignals,
 def pending_on_disk(spool_dir: str, pod: str) -> int | None:
     """Reports of *pod* no checkpoint covers, counted from disk; None if its directory cannot be read."""
     status = pod_status(spool_dir, pod)
-    return None if status["refused"] else int(status["reports_pending"])
+    return None if status.refused else status.reports_pending

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 
-from runai.reporter.checkpoint import checkpoint_path
+from runai.reporter.spool import checkpoint_path
 
 __all__ = ["History"]
 

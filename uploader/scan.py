@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
-from runai.reporter.spool import Record
+from runai.reporter.spool import SEARCH_BYTES, Report
 
 from .followed import FollowedFile, FollowedFiles
-from .tail import SEARCH_BYTES
+
 
 __all__ = ["MAX_PENDING_VALUES", "SCAN_BYTES", "Scanner"]
 
@@ -41,7 +41,7 @@ class Scanner:
         self.scan_bytes = scan_bytes  # read at most about this much before pushing and committing
         self.max_pending = max_pending  # distinct values held before reading pauses
         # coalesced values not yet pushed, with the file each came from
-        self.latest: dict[tuple[str, str], tuple[Record, str]] = {}
+        self.latest: dict[tuple[str, str], tuple[Report, str]] = {}
         self._stopping = stopping
         self._again = again
 
@@ -71,7 +71,7 @@ class Scanner:
                 self.files.retire(entry)
         return budget > 0
 
-    def source(self, record: Record) -> str:
+    def source(self, record: Report) -> str:
         """The path of the file a held *record* came from."""
         return self.latest[(record.kind, record.name)][1]
 
@@ -87,7 +87,7 @@ class Scanner:
         # A search for the end of an overlong line reads without moving the offset.
         return tail.offset - before if not tail.searching else SEARCH_BYTES
 
-    def _coalesce(self, record: Record, path: str) -> None:
+    def _coalesce(self, record: Report, path: str) -> None:
         key = (record.kind, record.name)
         held = self.latest.get(key)
         # One writer's reports are ordered by sequence number: its clock may

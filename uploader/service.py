@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from typing import Callable
 
-from runai.reporter.lock import PodLock
+from runai.reporter.spool import PodLock
 
 from .exposition import exposition_name
 from .followed import TORN_LINE, FollowedFiles

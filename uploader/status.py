@@ -8,17 +8,23 @@ from __future__ import annotations
 import datetime
 import os
 import stat
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from runai.reporter.settings import recover_command
-from runai.reporter.checkpoint import checkpoint_path
-from runai.reporter.lock import holder_pid
-from runai.reporter.safefs import UnsafePathError, open_in_pod_dir, open_pod_dir
-from runai.reporter.spool import LOG_NAME, spool_file_names, writer_pid
+from runai.reporter.safefs import UnsafePathError, open_pod_dir
+from runai.reporter.spool import (
+    BadSpoolError,
+    checkpoint_path,
+    delivery_state,
+    holder_pid,
+    last_error,
+    open_spool,
+    spool_file_names,
+    writer_pid,
+)
 
-from .tail import BadSpoolError, SpoolTail
-
-__all__ = ["pod_status", "refusal", "spool_pods"]
+__all__ = ["FileStatus", "PodStatus", "pod_status", "refusal", "spool_pods"]
 
 
 def refusal(pod_dir: str) -> str | None:
@@ -58,72 +64,100 @@ def _refused_here(spool_dir: str, name: str) -> bool:
     return refusal(os.path.join(spool_dir, name)) is not None
 
 
-def pod_status(spool_dir: str, pod_uuid: str, gateway_url: str | None = None) -> dict[str, Any]:
+@dataclass
+class FileStatus:
+    """One spool file, as ``status --json`` shows it (docs/operations.md): the fields in that order."""
+
+    path: str
+    writer_pid: int | None
+    writer_alive: bool = False
+    finished: bool = False  # its end marker was read
+    size: int = 0
+    reports_delivered: int = 0
+    reports_pending: int = 0  # complete, valid reports no checkpoint covers yet
+    bytes_delivered: int = 0
+    bytes_pending: int = 0
+    last_delivered: str | None = None  # when its checkpoint was written (ISO 8601, UTC)
+    error: str | None = None  # why it could not be read
+
+
+@dataclass
+class PodStatus:
+    """One pod, as ``status --json`` shows it (docs/operations.md): the fields in that order."""
+
+    pod_uuid: str
+    pod_dir: str
+    refused: str | None  # why the directory cannot be used: its reports can be neither counted nor sent
+    uploader_pid: int | None  # the live uploader holding the pod's lock (0 if it wrote no pid)
+    writers_alive: int
+    reports_delivered: int
+    reports_pending: int
+    bytes_delivered: int
+    bytes_pending: int
+    last_delivered: str | None
+    last_error: str | None  # the last ERROR or WARNING line of the pod's log
+    recover_command: str | None  # only while reports are pending
+    spool_files: list[FileStatus] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """The object ``status --json`` prints for this pod."""
+        return asdict(self)
+
+
+def pod_status(spool_dir: str, pod_uuid: str, gateway_url: str | None = None) -> PodStatus:
     """The status of one pod, as documented in docs/operations.md (``status --json``)."""
     pod_dir = os.path.join(spool_dir, pod_uuid)
     refused = refusal(pod_dir)
     files = [_file_status(os.path.join(pod_dir, n)) for n in spool_file_names(pod_dir)]
-    pending = sum(f["reports_pending"] for f in files)
-    delivered_at = [f["last_delivered"] for f in files if f["last_delivered"]]
-    return {
-        "pod_uuid": pod_uuid,
-        "pod_dir": pod_dir,
-        "refused": refused,  # why the directory cannot be used: its reports can be neither counted nor sent
-        "uploader_pid": holder_pid(pod_dir) if os.path.isdir(pod_dir) and not refused else None,
-        "writers_alive": sum(1 for f in files if f["writer_alive"]),
-        "reports_delivered": sum(f["reports_delivered"] for f in files),
-        "reports_pending": pending,
-        "bytes_delivered": sum(f["bytes_delivered"] for f in files),
-        "bytes_pending": sum(f["bytes_pending"] for f in files),
-        "last_delivered": max(delivered_at) if delivered_at else None,
-        "last_error": _last_error(os.path.join(pod_dir, LOG_NAME)),
-        "recover_command": recover_command(spool_dir, pod_uuid, gateway_url or "HOST:PORT") if pending else None,
-        "spool_files": files,
-    }
+    pending = sum(f.reports_pending for f in files)
+    delivered_at = [f.last_delivered for f in files if f.last_delivered]
+    return PodStatus(
+        pod_uuid=pod_uuid,
+        pod_dir=pod_dir,
+        refused=refused,
+        uploader_pid=holder_pid(pod_dir) if os.path.isdir(pod_dir) and not refused else None,
+        writers_alive=sum(1 for f in files if f.writer_alive),
+        reports_delivered=sum(f.reports_delivered for f in files),
+        reports_pending=pending,
+        bytes_delivered=sum(f.bytes_delivered for f in files),
+        bytes_pending=sum(f.bytes_pending for f in files),
+        last_delivered=max(delivered_at) if delivered_at else None,
+        last_error=last_error(pod_dir),
+        recover_command=recover_command(spool_dir, pod_uuid, gateway_url or "HOST:PORT") if pending else None,
+        spool_files=files,
+    )
 
 
-def _file_status(path: str) -> dict[str, Any]:
-    status: dict[str, Any] = {
-        "path": path, "writer_pid": writer_pid(os.path.basename(path)), "writer_alive": False, "finished": False,
-        "size": 0, "reports_delivered": 0, "reports_pending": 0, "bytes_delivered": 0, "bytes_pending": 0,
-        "last_delivered": None, "error": None,
-    }  # fmt: skip
+def _file_status(path: str) -> FileStatus:
+    status = FileStatus(path, writer_pid(os.path.basename(path)))
     try:
-        tail = SpoolTail(path)
-    except OSError as exc:
-        status["error"] = str(exc)
+        opened = open_spool(path, resume=False)
+    except BadSpoolError as exc:
+        status.size, status.error = _size(path), str(exc)
         return status
-    with tail:
-        try:
-            status["size"] = tail.size()
-            if not tail.read_header():
-                status["error"] = "no complete header yet"
-                return status
-        except BadSpoolError as exc:
-            status["error"] = str(exc)
-            return status
-        status["writer_alive"] = tail.writer_alive()
-        if tail.resume_at_checkpoint() is not None:
-            status["reports_delivered"] = tail.records
-            status["bytes_delivered"] = tail.offset
+    except OSError as exc:
+        status.error = str(exc)
+        return status
+    if opened is None:
+        status.size, status.error = _size(path), "no complete header yet"
+        return status
+    with opened.tail as tail:
+        status.size = tail.size()
+        status.writer_alive = tail.writer_alive()
+        state = delivery_state(path, tail.spool_id, status.size, reader=tail)
+        if state.checkpoint is not None:
+            status.reports_delivered = state.records
+            status.bytes_delivered = state.bytes_delivered
             mtime = os.stat(checkpoint_path(path), follow_symlinks=False).st_mtime
-            status["last_delivered"] = datetime.datetime.fromtimestamp(mtime, datetime.timezone.utc).isoformat()
-        delivered_offset = tail.offset  # after the checkpoint, or after the header
-        # What no checkpoint covers yet: complete, valid reports only.
-        status["reports_pending"] = sum(1 for _ in tail.read_all())
-        status["bytes_pending"] = tail.offset - delivered_offset
-        status["finished"] = tail.ended
+            status.last_delivered = datetime.datetime.fromtimestamp(mtime, datetime.timezone.utc).isoformat()
+        status.reports_pending, status.bytes_pending = state.pending, state.pending_bytes
+        status.finished = tail.ended
     return status
 
 
-def _last_error(log_path: str) -> str | None:
+def _size(path: str) -> int:
+    """The size of a spool file that could be opened but not read as one (as it is now)."""
     try:
-        with open(open_in_pod_dir(log_path, os.O_RDONLY), "rb") as f:
-            f.seek(max(0, os.fstat(f.fileno()).st_size - 64 * 1024))
-            lines = f.read().decode("utf-8", errors="replace").splitlines()
+        return os.stat(path, follow_symlinks=False).st_size
     except OSError:
-        return None
-    for line in reversed(lines):
-        if " ERROR " in line or " WARNING " in line:
-            return line
-    return None
+        return 0

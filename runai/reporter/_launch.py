@@ -23,9 +23,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-from .lock import holder_pid
 from .settings import Settings, command_line
-from .spool import LOG_NAME, open_log
+from .spool import LOG_NAME, holder_pid, last_line, open_log
 
 __all__ = ["ensure_uploader", "reap", "startup_failure", "uploader_command"]
 
@@ -173,15 +172,10 @@ def _note_failure(pod_dir: str, reason: str) -> None:
 
 def _last_log_line(pod_dir: str) -> str:
     try:
-        fd = open_log(pod_dir, os.O_RDONLY)
-        try:
-            tail = os.pread(fd, 4096, max(0, os.fstat(fd).st_size - 4096))
-        finally:
-            os.close(fd)
+        line = last_line(pod_dir)
     except OSError as exc:
         return f"{LOG_NAME} cannot be read ({exc.strerror})"
-    lines = [line.strip() for line in tail.decode(errors="replace").splitlines() if line.strip()]
-    return lines[-1][:300] if lines else f"{LOG_NAME} says nothing"
+    return line if line is not None else f"{LOG_NAME} says nothing"
 
 
 def _spawn(argv: list[str], pod_dir: str) -> int:

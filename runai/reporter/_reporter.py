@@ -18,9 +18,8 @@ from types import TracebackType
 from typing import Any, ClassVar
 
 from ._launch import ensure_uploader, reap, startup_failure
-from .checkpoint import load_checkpoint
 from .settings import Settings, check_keywords, load_settings, recover_command, warn_insecure_auth
-from .spool import LOG_NAME, MAX_NAME_CHARS, MAX_VALUE_BYTES, SpoolWriter
+from .spool import LOG_NAME, MAX_NAME_CHARS, MAX_VALUE_BYTES, SpoolWriter, delivery_state
 
 __all__ = ["Reporter"]
 
@@ -242,19 +241,13 @@ class Reporter:
                 records, refused = self._covered[spool.path]
                 delivered, rejected = delivered + records, rejected + refused
                 continue
-            ckpt = load_checkpoint(spool.path, spool.spool_id)
-            if ckpt is None:
-                # History retention deletes single spool files, and only once
-                # they are delivered and their writer is gone: nothing to wait
-                # for then. A vanished pod directory is another matter.
-                done = done and not os.path.exists(spool.path) and os.path.isdir(self.settings.pod_dir)
-                continue
-            delivered += ckpt.records
-            rejected += ckpt.rejected
-            if ckpt.offset >= spool.size:
-                self._covered[spool.path] = (ckpt.records, ckpt.rejected)
-            else:
+            state = delivery_state(spool.path, spool.spool_id, spool.size)
+            delivered += state.records
+            rejected += state.refused
+            if not state.covered:
                 done = False
+            elif state.checkpoint is not None:  # not a file retention deleted: the pod directory may go yet
+                self._covered[spool.path] = (state.records, state.refused)
         return delivered, rejected, done
 
     def __enter__(self) -> Reporter:

@@ -18,14 +18,13 @@ import logging
 import os
 from dataclasses import asdict, dataclass
 
-from .safefs import open_at, open_in_pod_dir, open_pod_dir
-from .spool import SPOOL_SUFFIX
+from ..safefs import open_at, open_in_pod_dir, open_pod_dir
+from .names import checkpoint_path
 
-__all__ = ["CHECKPOINT_SUFFIX", "Checkpoint", "checkpoint_path", "load_checkpoint", "store_checkpoint"]
+__all__ = ["Checkpoint", "load_checkpoint", "store_checkpoint"]
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_SUFFIX = ".ckpt"
 _MAX_BYTES = 4096  # a checkpoint is about 150 bytes; read no more than this of whatever is there
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL  # a temp file is always new: never one planted before
 
@@ -38,11 +37,6 @@ class Checkpoint:
     last_seq: int  # the sequence number of the last line covered
     ended: bool = False  # the writer's end-of-stream marker is covered
     rejected: int = 0  # values the gateway refused with 400 (logged by name in uploader.log)
-
-
-def checkpoint_path(spool_path: str) -> str:
-    base = spool_path[: -len(SPOOL_SUFFIX)] if spool_path.endswith(SPOOL_SUFFIX) else spool_path
-    return base + CHECKPOINT_SUFFIX
 
 
 def load_checkpoint(spool_path: str, spool_id: str, spool_size: int | None = None) -> Checkpoint | None:

@@ -12,9 +12,10 @@ import os
 from collections import Counter
 from typing import Iterator
 
-from runai.reporter.checkpoint import Checkpoint, load_checkpoint
-from runai.reporter.safefs import open_in_pod_dir
-from runai.reporter.spool import END, HEADER, MAX_LINE_BYTES, Record, decode
+from ..safefs import open_in_pod_dir
+from ._fds import OwnedFd
+from .checkpoint import Checkpoint, load_checkpoint
+from .records import MAX_LINE_BYTES, End, Header, Report, decode
 
 __all__ = ["SpoolTail", "BadSpoolError", "SEARCH_BYTES", "skip_reason"]
 
@@ -34,7 +35,7 @@ class _TooLong(ValueError):
         super().__init__(f"a line longer than {MAX_LINE_BYTES} bytes")
 
 
-class SpoolTail:
+class SpoolTail(OwnedFd):
     """A read position in one spool file and what has been read up to it."""
 
     def __init__(self, path: str) -> None:
@@ -49,17 +50,6 @@ class SpoolTail:
         self._searched = 0  # how far a line too long to read was searched for its newline
         self.searching = False  # read() stopped in the middle of that search: call it again
         self._fd = open_in_pod_dir(path, os.O_RDONLY)  # never through a symlink; see safefs
-
-    def close(self) -> None:
-        fd, self._fd = self._fd, -1
-        if fd >= 0:
-            os.close(fd)
-
-    def __enter__(self) -> SpoolTail:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def size(self) -> int:
         return os.fstat(self._fd).st_size
@@ -89,7 +79,7 @@ class SpoolTail:
             record = decode(line)
         except ValueError as exc:
             raise BadSpoolError(f"the first line is not a spool header ({exc})") from None
-        if record.kind != HEADER:
+        if not isinstance(record, Header):
             raise BadSpoolError("the first line is not a spool header")
         self.spool_id = record.spool_id
         self.offset = len(line) + 1
@@ -110,7 +100,7 @@ class SpoolTail:
         self.offset, self.records, self.last_seq, self.ended = ckpt.offset, ckpt.records, ckpt.last_seq, ckpt.ended
         return ckpt
 
-    def read(self, limit: int = _BLOCK) -> list[Record]:
+    def read(self, limit: int = _BLOCK) -> list[Report]:
         """Decode the complete lines after :attr:`offset`, about *limit* bytes' worth.
 
         An empty list with :attr:`offset` unchanged means nothing more to read
@@ -127,7 +117,7 @@ class SpoolTail:
             self._skip_long_line()
             return []
         self._searched = 0  # a search, if one was under way, is moot: a newline was found
-        out: list[Record] = []
+        out: list[Report] = []
         start = 0
         for line in data[:end].split(b"\n"):
             position = self.offset + start
@@ -141,9 +131,9 @@ class SpoolTail:
                 self._skip(position, exc)
                 continue
             self.last_seq = record.seq
-            if record.kind == END:
+            if isinstance(record, End):
                 self.ended = True
-            elif record.kind == HEADER:
+            elif isinstance(record, Header):
                 self._skip(position, ValueError("a second header"))
             else:
                 self.records += 1
@@ -151,7 +141,7 @@ class SpoolTail:
         self.offset += end + 1
         return out
 
-    def read_all(self) -> Iterator[Record]:
+    def read_all(self) -> Iterator[Report]:
         """Every report after :attr:`offset`, to the last complete line, a block at a time."""
         while True:
             before = self.offset

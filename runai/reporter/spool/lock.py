@@ -13,16 +13,17 @@ import os
 import time
 from typing import Callable
 
-from .safefs import open_in_pod_dir
+from ..safefs import open_in_pod_dir
+from ._fds import OwnedFd
+from .names import LOCK_NAME
 
-__all__ = ["LOCK_NAME", "PodLock", "holder_pid"]
+__all__ = ["PodLock", "holder_pid"]
 
-LOCK_NAME = "uploader.lock"
 _RETRY_SECONDS = 0.02  # between two tries of a lock held by someone else
 
 
-class PodLock:
-    """An exclusive, non-blocking lock on one pod directory."""
+class PodLock(OwnedFd):
+    """An exclusive, non-blocking lock on one pod directory (held while its descriptor is open)."""
 
     def __init__(self, pod_dir: str) -> None:
         self.path = os.path.join(pod_dir, LOCK_NAME)
@@ -65,15 +66,7 @@ class PodLock:
 
     def release(self) -> None:
         """Drop the lock (safe to call twice)."""
-        fd, self._fd = self._fd, -1
-        if fd >= 0:
-            os.close(fd)
-
-    def __enter__(self) -> PodLock:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
+        self.close()
 
 
 def holder_pid(pod_dir: str) -> int | None:

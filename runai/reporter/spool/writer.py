@@ -1,0 +1,296 @@
+"""The spool writer: this process's own spool file in a pod directory.
+
+Every report becomes one JSON line (see :mod:`.records`), appended with a
+single ``os.write`` on an ``O_APPEND`` descriptor with no user-space buffer:
+once ``os.write`` returns the line is in the kernel's page cache and survives
+a SIGKILL of the job.
+"""
+from __future__ import annotations
+
+import errno
+import itertools
+import logging
+import os
+import threading
+import time
+from typing import Callable, NamedTuple
+
+from ._fds import create_spool_file, point_at_devnull, retire, size_of, unlink_in, watch_forks
+from .records import encode_end, encode_metric, encode_parameter, now_us
+
+__all__ = ["SpoolFile", "SpoolWriter"]
+
+logger = logging.getLogger(__name__)
+
+
+class SpoolFile(NamedTuple):
+    """One file a writer wrote, as it was when the writer closed it."""
+
+    path: str
+    spool_id: str
+    size: int
+
+
+# A writer checks its file's size for rotation once every this many + 1
+# records (a mask on the sequence number): no per-report bookkeeping.
+_ROTATION_CHECK_MASK = 0xFFF
+
+
+class SpoolWriter:
+    """Appends records to this process's own spool file in a pod directory.
+
+    The writer holds a shared ``flock`` on its file for as long as it is open;
+    the uploader takes that as "this writer is alive", and the kernel drops
+    it when the process dies, however it dies.
+
+    Thread-safe without a lock on the hot path: ``next()`` on an
+    ``itertools.count`` is atomic, and so is one ``write(2)`` on an
+    ``O_APPEND`` descriptor, so every record gets a unique sequence number and
+    lands whole. (With several threads the file order may differ from the
+    sequence order by a few records; the reader orders one file's records by
+    sequence number, not position or time.)
+
+    Past *max_bytes* a writer ends its file with an end marker and goes on in
+    a new one (checked every 4096 records); a second or more later it lets go
+    of the old file (see :meth:`_release_rotated`), so that the uploader can
+    deliver, retire and, under the history bound, delete it while the job
+    runs. With *fsync*, every report is fsync'ed before it returns (slow: a
+    disk flush per report).
+
+    Failures of the environment (unwritable directory, full disk) never raise:
+    the report is counted in :attr:`lost`, and one warning is logged.
+
+    *on_tick*, if given, is called from a report at most about once a second
+    (judged by the timestamp the report computes anyway, so it costs no
+    system call); it must neither block nor raise.
+    """
+
+    def __init__(self, pod_dir: str, pod_uuid: str, *, max_bytes: int = 64 << 20, fsync: bool = False,
+                 on_tick: Callable[[], None] | None = None) -> None:
+        self.pod_dir = pod_dir
+        self.pod_uuid = pod_uuid
+        self.max_bytes = max_bytes
+        self.path = ""
+        self.spool_id = ""
+        self.lost = 0  # reports that could not be written
+        self.records = 0  # reports written; set by close()
+        self.files: list[SpoolFile] = []  # every file written, oldest first; set by close()
+        self.closed = False
+        self._sync = fsync
+        # Earlier files: (fd, path, spool_id, rotated at) while still open, then
+        # SpoolFile once released (see _release_rotated).
+        self._rotated: list[tuple[int, str, str, float]] = []
+        self._released: list[SpoolFile] = []
+        self._devnull_fds: list[int] = []
+        self._markers = 0  # sequence numbers spent on end markers of rotated files
+        self._fd = -1
+        self._seq = itertools.count(1)
+        self._torn = False  # a short write left a partial line behind
+        self._forked = False  # set in a child process by the fork hook
+        self._warned = False
+        self._on_tick = on_tick
+        self._tick_at_us = 0  # the first report ticks
+        # For the rare paths only. Reentrant, because a signal handler that calls
+        # finish() may interrupt this very thread inside one of them: with a
+        # plain Lock, its close() would wait for itself for ever.
+        self._slow_lock = threading.RLock()
+        watch_forks(self)
+        self._open()
+
+    # -- the hot path ---------------------------------------------------
+
+    def write_metric(self, name: str, value: float) -> None:
+        ts_us = _time_ns() // 1000
+        self._append(encode_metric(self._next_seq(), ts_us, name, value))
+        if ts_us >= self._tick_at_us:
+            self._tick(ts_us)
+
+    def write_parameter(self, name: str, value: str) -> None:
+        ts_us = _time_ns() // 1000
+        self._append(encode_parameter(self._next_seq(), ts_us, name, value))
+        if ts_us >= self._tick_at_us:
+            self._tick(ts_us)
+
+    def _next_seq(self) -> int:
+        if self._forked:
+            self._after_fork()
+        seq = next(self._seq)
+        if not seq & _ROTATION_CHECK_MASK:
+            self._maybe_rotate()
+        return seq
+
+    def _append(self, data: bytes) -> None:
+        if self._torn:
+            # Terminate the torn line first so it cannot swallow this record.
+            # The flag stays set until a write goes through whole.
+            data = b"\n" + data
+        try:
+            if _write(self._fd, data) == len(data):
+                self._torn = False
+                if self._sync:
+                    os.fsync(self._fd)
+                return
+            self._torn = True  # part of the line is in the file
+            self._lose(OSError(errno.ENOSPC, "short write"))
+        except OSError as exc:
+            self._lose(exc)
+
+    def _tick(self, ts_us: int) -> None:
+        # Several threads may get here at once; on_tick guards itself.
+        self._tick_at_us = ts_us + 1_000_000
+        if self._on_tick is not None:
+            try:
+                self._on_tick()
+            except Exception:  # a report must never fail for it
+                logger.debug("the spool writer's tick failed", exc_info=True)
+
+    # -- lifecycle ------------------------------------------------------
+
+    def close(self) -> None:
+        """Append the end-of-stream record and close the file (safe to call twice)."""
+        with self._slow_lock:
+            if self.closed:
+                return
+            self.closed = True
+            if self._forked:
+                # A forked child that never reported owns no stream: drop its
+                # copies of the parent's descriptors and leave the parent's files be.
+                self._drop_inherited()
+                return
+            if self._fd < 0:
+                return
+            end_seq = next(self._seq)
+            self.records = end_seq - 1 - self.lost - self._markers
+            end = encode_end(end_seq, now_us())
+            try:
+                _write(self._fd, b"\n" + end if self._torn else end)
+                if self._sync:
+                    os.fsync(self._fd)
+            except OSError:
+                pass  # not a lost report: once the lock goes, the uploader ends the file without it
+            files = list(self._released)
+            open_fds = [fd for fd, *_ in self._rotated] + [self._fd]
+            for fd, path, spool_id, _ in [*self._rotated, (self._fd, self.path, self.spool_id, 0.0)]:
+                files.append(SpoolFile(path, spool_id, size_of(fd)))
+            self.files = files
+            # Other threads may have read these descriptors and be about to
+            # write: a closed number could be reused by any file the program
+            # opens next, and a late report would land in it. So they point at
+            # /dev/null (which also drops the files' locks) and are released
+            # only a second later.
+            self._fd = -1
+            retire(open_fds, self._devnull_fds)
+            self._rotated, self._released, self._devnull_fds = [], [], []
+
+    def _maybe_rotate(self) -> None:
+        if self._tick_at_us > now_us() + 1_000_000:
+            self._tick_at_us = 0  # the wall clock stepped back: tick now, not when it catches up
+        with self._slow_lock:
+            if self._fd < 0 or self.closed:
+                return
+            self._release_rotated()
+            try:
+                if os.fstat(self._fd).st_size < self.max_bytes:
+                    return
+                fd, path, spool_id = self._create()
+            except OSError as exc:
+                self._warn(f"cannot start a new spool file in {self.pod_dir!r} ({exc}); going on in {self.path!r}")
+                return
+            old_fd = self._fd
+            entry = (old_fd, self.path, self.spool_id, time.monotonic())
+            if self.closed:
+                # A signal handler in this thread ran close() meanwhile (the lock is
+                # reentrant): the stream is over, and the new file was never part of it.
+                os.close(fd)
+                unlink_in(self.pod_dir, os.path.basename(path))
+                return
+            # No call between the check above and this swap, so no signal handler
+            # can run close() in between: it sees either the old file or both.
+            self._fd, self.path, self.spool_id = fd, path, spool_id
+            self._rotated.append(entry)
+            # The old file is complete: its end marker lets the uploader flush it.
+            self._markers += 1
+            try:
+                os.write(old_fd, encode_end(next(self._seq), now_us()))
+            except OSError:
+                pass
+
+    def _release_rotated(self) -> None:
+        """Let go of rotated files, so the uploader can retire them and their space can be freed.
+
+        A thread that read the old descriptor just before the rotation may
+        still be about to write to it, so a rotated file is released only a
+        second later, and its descriptor is not closed but pointed at
+        /dev/null (dup2): a write that late is lost, never misdirected into
+        whatever file would have reused the number. Releasing it drops the
+        file's lock, which tells the uploader this writer is done with it.
+        """
+        keep = []
+        for fd, path, spool_id, rotated_at in self._rotated:
+            if time.monotonic() - rotated_at < 1.0:
+                keep.append((fd, path, spool_id, rotated_at))
+                continue
+            size = size_of(fd)
+            try:
+                point_at_devnull(fd)
+            except OSError:  # out of descriptors, say: a later rotation check tries again
+                keep.append((fd, path, spool_id, rotated_at))
+                continue
+            self._devnull_fds.append(fd)
+            self._released.append(SpoolFile(path, spool_id, size))
+        self._rotated = keep
+
+    def _close_fd(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def _open(self) -> None:
+        try:
+            self._fd, self.path, self.spool_id = self._create()
+        except OSError as exc:
+            self._warn(f"cannot create a spool file in {self.pod_dir!r} ({exc}); reports will be lost")
+
+    @property
+    def offset(self) -> int:
+        """The size of the last file written, once :meth:`close` has run (0 before)."""
+        return self.files[-1].size if self.files else 0
+
+    def _create(self) -> tuple[int, str, str]:
+        """A new, locked spool file with its header: (fd, path, spool_id)."""
+        return create_spool_file(self.pod_dir, self.pod_uuid)
+
+    def _after_fork(self) -> None:
+        # The child shares the parent's descriptor; writing through it would
+        # interleave two sequence counters in one file. Start its own file.
+        self._slow_lock = threading.RLock()  # a thread of the parent may have held it
+        with self._slow_lock:
+            if not self._forked:
+                return
+            self._drop_inherited()  # the parent keeps its locks and files
+            self._released, self._markers = [], 0
+            self._forked = self._torn = self._warned = False
+            self._seq, self.lost, self.records = itertools.count(1), 0, 0
+            self._open()
+
+    def _drop_inherited(self) -> None:
+        """Close a forked child's copies of the parent's descriptors."""
+        self._close_fd()
+        for fd in [entry[0] for entry in self._rotated] + self._devnull_fds:
+            os.close(fd)
+        self._rotated, self._devnull_fds = [], []
+
+    def _lose(self, exc: OSError) -> None:
+        with self._slow_lock:
+            self.lost += 1
+        self._warn(f"cannot write to the spool file {self.path!r} ({exc}); reports are being lost")
+
+    def _warn(self, message: str) -> None:
+        if not self._warned:
+            self._warned = True
+            logger.warning("%s; finish() will report how many", message)
+
+
+# Bound once: attribute lookups on the hot path cost as much as the work.
+_time_ns = time.time_ns
+_write = os.write
