@@ -22,14 +22,20 @@ def finish_seconds(gw: Pushgateway, spool: str, n: int) -> float:
     return time.perf_counter() - t0
 
 
-def recover_seconds(gw: Pushgateway, spool: str, n: int) -> float:
-    """Write a finished spool of *n* records (100 names), then time `runai-uploader recover` on it."""
+def recover_seconds(gw: Pushgateway, spool: str, n: int, code: str | None = None) -> float:
+    """Write a finished spool of *n* records (100 names), then time `runai-uploader recover` on it.
+
+    *code*: a directory holding another revision's runai/ and uploader/ to recover with (the spool
+    format is the same), for a baseline measured in the same run.
+    """
     pod = f"bench-{uuid.uuid4()}"
     writer = SpoolWriter(os.path.join(spool, pod), pod)
     for i in range(n):
         writer.write_metric(f"m{i % 100}", float(i))
     writer.close()
     env = job_env(podUUID=pod, reporterGatewayURL=gw.address, reporterSpoolDir=spool)
+    if code is not None:
+        env["PYTHONPATH"] = code
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "uploader", "recover"], env=env, check=True, capture_output=True,
                    timeout=600)

@@ -170,6 +170,22 @@ def drain(gw: Pushgateway, spool: str, sizes: tuple[int, ...]) -> list[tuple[str
     return rows
 
 
+def drain_versus(gw: Pushgateway, spool: str, n: int, runs: int,
+                 baseline: tuple[str, str]) -> list[tuple[str, str, str]]:
+    """recover's throughput now and at a baseline revision, runs interleaved, as medians and their ratio."""
+    rev, code = baseline
+    now, then = [], []
+    for _ in range(runs):
+        now.append(recover_seconds(gw, spool, n))
+        then.append(recover_seconds(gw, spool, n, code))
+    ratio = statistics.median(now) / statistics.median(then)
+    return [
+        (f"drain: recover of {n:,} records, now", f"{n / statistics.median(now):,.0f} records/s (median)", ""),
+        (f"drain: recover of {n:,} records, at {rev}", f"{n / statistics.median(then):,.0f} records/s (median)", ""),
+        (f"  drain time now / at {rev} (ratio of medians)", f"{ratio:.3f}", "<= 1.10"),
+    ]
+
+
 def _proc_rss_mib(pid: int) -> float:
     with open(f"/proc/{pid}/status") as f:
         for line in f:

@@ -1,6 +1,6 @@
 """The benchmark suite: every row beside a baseline measured in the same run.
 
-    python benchmarks/run.py [--quick] [--baseline REV]
+    python benchmarks/run.py [--quick] [--baseline REV] [--hot-path-only]
 
 With ``--baseline REV`` the hot-path rows also run the library as it was at the
 git revision REV (unpacked into a temp dir, interleaved with today's runs), so
@@ -21,14 +21,17 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from benchmarks._hot_path import fetch_041, hot_path, unpack_revision  # noqa: E402
-from benchmarks._rows import drain, finish_time, footprint, gateway_load, keras_row, latency, pushes, staleness  # noqa: E402
+from benchmarks._rows import (  # noqa: E402
+    drain, drain_versus, finish_time, footprint, gateway_load, keras_row, latency, pushes, staleness,
+)
 from harness import Pushgateway, reap_uploaders  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer runs and samples")
-    parser.add_argument("--baseline", metavar="REV", help="also run the hot path at this git revision, interleaved")
+    parser.add_argument("--baseline", metavar="REV",
+                        help="also run the hot path and the drain at this git revision, interleaved")
     parser.add_argument("--hot-path-only", action="store_true", help="only the hot-path rows")
     args = parser.parse_args(argv)
     runs = 3 if args.quick else 7
@@ -41,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
             baseline = (args.baseline, unpack_revision(args.baseline, work)) if args.baseline else None
             rows = hot_path(gw, spool, runs, 20_000 if args.quick else 100_000,
                             None if args.hot_path_only else fetch_041(work), baseline)
+            if baseline is not None:
+                rows += drain_versus(gw, spool, 20_000 if args.quick else 100_000, runs, baseline)
             if args.hot_path_only:
                 return _print_table(rows, runs)
             rows += finish_time(gw, spool, runs, 100_000)
