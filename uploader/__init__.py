@@ -2,8 +2,8 @@
 
 Run it as ``runai-uploader`` or ``python -m uploader``. Importing this package
 is cheap on purpose: ``--help`` needs neither ``prometheus_client`` nor
-``watchdog`` (those are imported by :mod:`uploader.push` and
-:mod:`uploader.service` only). The training process never imports this
+``watchdog``, which only the modules that push and watch import, and the
+commands import those only when they run. The training process never imports this
 package: what both sides share lives in :mod:`runai.reporter`.
 """
 from __future__ import annotations

@@ -6,7 +6,10 @@ it uploads what a dead job left in its spool.
 from __future__ import annotations
 
 import argparse
+import csv
+import datetime
 import io
+import json
 import logging
 import os
 import signal
@@ -30,10 +33,12 @@ from runai.reporter.safefs import UnsafePathError, open_pod_dir
 from .factory import raise_open_files_limit
 from .follow import follow
 from .logsetup import log_to_stderr
-from .plot import X_AXES
+from .history import Entry, read_history
+from .plot import X_AXES, plot_history
 from .recover_output import RecoveryPrinter, print_summary
 from .recovery import recover_pods
 from .signals import StopOnSignals
+from .status import pod_status, spool_pods
 
 __all__ = ["main"]
 
@@ -148,10 +153,6 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    import json
-
-    from .status import pod_status, spool_pods
-
     log_to_stderr(logging.ERROR)
     root = resolve_spool_dir(args.spool_dir)
     pods = [check_pod_uuid(args.pod_uuid, "--pod-uuid")] if args.pod_uuid and not args.all else spool_pods(root)
@@ -184,12 +185,6 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _history(args: argparse.Namespace) -> int:
-    import csv
-    import datetime
-    import json
-
-    from .history import read_history
-
     root = resolve_spool_dir(args.spool_dir)
     pod = check_pod_uuid(args.pod_uuid or os.environ.get(ENV_POD_UUID), "--pod-uuid")
     if os.path.lexists(os.path.join(root, pod)):
@@ -214,9 +209,7 @@ def _history(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _plot(entries: list[Any], pod: str, path: str, x_axis: str) -> int:
-    from .plot import plot_history
-
+def _plot(entries: list[Entry], pod: str, path: str, x_axis: str) -> int:
     try:
         names = plot_history(entries, f"pod {pod}: every report from the local spool", path, x_axis)
     except ImportError:
@@ -238,8 +231,6 @@ def _recover(args: argparse.Namespace) -> int:
     raise_open_files_limit()
     if args.all:
         spool_dir = resolve_spool_dir(args.spool_dir)
-        from .status import spool_pods
-
         pods = spool_pods(spool_dir)
         if not pods:
             print(f"no pods with spool files in {spool_dir}: nothing to send")

@@ -119,16 +119,17 @@ class FollowedFiles:
             if not entry.uncommitted():
                 continue
             tail, acked = entry.tail, entry.acked
-            refused, entry.refused = entry.refused, 0
             ckpt = Checkpoint(tail.spool_id, tail.offset, tail.records, tail.last_seq, tail.ended,
-                              acked.rejected + refused)
+                              acked.rejected + entry.refused)
             try:
                 store_checkpoint(entry.path, ckpt)
             except OSError as exc:
-                # Delivered but not recorded: a later replay re-sends it, harmlessly.
+                # Delivered but not recorded: a later replay re-sends it, harmlessly. The refusals
+                # stay counted for the next checkpoint, so that finish() still learns of them.
                 logger.error("cannot write the checkpoint of %s: %s", entry.path, exc)
                 error = exc
                 continue
+            entry.refused = 0
             records += ckpt.records - acked.records
             size += ckpt.offset - acked.offset
             entry.acked = ckpt

@@ -14,7 +14,7 @@ import re
 import socket
 import time
 from dataclasses import dataclass
-from typing import ClassVar, Final, Literal, NamedTuple, Union
+from typing import Callable, ClassVar, Final, Literal, NamedTuple, Union
 
 __all__ = [
     "END",
@@ -186,6 +186,15 @@ def decode(line: bytes) -> Record:
         if seq < _INT_BOUND and ts_us < _INT_BOUND:
             return Metric(seq, ts_us / 1e6, METRIC, name.decode(), float(value))
         raise ValueError("not a spool record: seq and ts_us must be below 2**63")
+    seq, ts, kind, obj = _envelope(line)
+    build = _BUILDERS.get(kind) if type(kind) is str else None  # a list or dict is unhashable
+    if build is None:
+        raise ValueError(f"unknown record kind {kind!r}")
+    return build(seq, ts, obj)
+
+
+def _envelope(line: bytes) -> tuple[int, float, object, dict[str, object]]:
+    """What every record has, from a line json.loads reads: (seq, ts, kind, the whole object)."""
     try:
         obj = json.loads(line)
         seq, ts_us, kind = obj["seq"], obj["ts_us"], obj["kind"]
@@ -193,28 +202,11 @@ def decode(line: bytes) -> Record:
         raise ValueError(f"not a spool record: {exc}") from None
     if type(seq) is not int or type(ts_us) is not int or not (0 <= seq < _INT_BOUND and 0 <= ts_us < _INT_BOUND):
         raise ValueError("not a spool record: seq and ts_us must be integers from 0 to 2**63 - 1")
-    ts = ts_us / 1e6
-    if kind == METRIC:
-        return Metric(seq, ts, METRIC, *_metric_fields(obj))
-    if kind == PARAMETER:
-        name, value = obj.get("name"), obj.get("value")
-        if not isinstance(name, str) or not isinstance(value, str):
-            raise ValueError("parameter record without a name or a string value")
-        return Parameter(seq, ts, PARAMETER, name, value)
-    if kind == END:
-        return End(seq, ts, END)
-    if kind == HEADER:
-        spool_id, version = obj.get("spool_id"), obj.get("version")
-        if version != FORMAT_VERSION:
-            raise ValueError(f"spool format version {version!r} is not supported (this reader knows {FORMAT_VERSION})")
-        if not isinstance(spool_id, str) or not spool_id:
-            raise ValueError("header record without a spool_id")
-        return Header(seq, ts, HEADER, spool_id)
-    raise ValueError(f"unknown record kind {kind!r}")
+    return seq, ts_us / 1e6, kind, obj
 
 
-def _metric_fields(obj: dict[str, object]) -> tuple[str, float]:
-    """The name and value of a metric line json.loads read (any shape the fast path did not take)."""
+def _metric(seq: int, ts: float, obj: dict[str, object]) -> Metric:
+    """A metric line in any shape the fast path did not take (a non-finite value, other spacing)."""
     name, value = obj.get("name"), obj.get("value")
     if type(value) is str:
         value = _NONFINITE_FROM_JSON.get(value)
@@ -225,7 +217,32 @@ def _metric_fields(obj: dict[str, object]) -> tuple[str, float]:
             value = math.inf if value > 0 else -math.inf
     if not isinstance(name, str) or type(value) is not float:
         raise ValueError("metric record without a name or a numeric value")
-    return name, value
+    return Metric(seq, ts, METRIC, name, value)
+
+
+def _parameter(seq: int, ts: float, obj: dict[str, object]) -> Parameter:
+    name, value = obj.get("name"), obj.get("value")
+    if not isinstance(name, str) or not isinstance(value, str):
+        raise ValueError("parameter record without a name or a string value")
+    return Parameter(seq, ts, PARAMETER, name, value)
+
+
+def _end(seq: int, ts: float, obj: dict[str, object]) -> End:
+    return End(seq, ts, END)
+
+
+def _header(seq: int, ts: float, obj: dict[str, object]) -> Header:
+    spool_id, version = obj.get("spool_id"), obj.get("version")
+    if version != FORMAT_VERSION:
+        raise ValueError(f"spool format version {version!r} is not supported (this reader knows {FORMAT_VERSION})")
+    if not isinstance(spool_id, str) or not spool_id:
+        raise ValueError("header record without a spool_id")
+    return Header(seq, ts, HEADER, spool_id)
+
+
+_BUILDERS: dict[str, Callable[[int, float, dict[str, object]], Record]] = {
+    METRIC: _metric, PARAMETER: _parameter, END: _end, HEADER: _header,
+}
 
 
 # Bound once: attribute lookups on the hot path cost as much as the work.
