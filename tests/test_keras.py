@@ -354,7 +354,7 @@ def test_a_missing_keras_or_backend_says_what_to_do(tmp_path: Any, case: str) ->
 
 class _Keras2Model:
     """fit and fit_generator with tf_keras' own signatures (tf_keras 2.21.0, tf_keras/src/engine/training.py),
-    recording what they are called with; CI does not install tf_keras and TensorFlow."""
+    recording what they are called with; beside the real tf_keras test, which needs TensorFlow."""
 
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
             validation_split=0.0, validation_data=None, shuffle=True, class_weight=None, sample_weight=None,
