@@ -20,3 +20,17 @@ def test_the_uploaders_argv_keeps_its_order(tmp_path: object) -> None:
         "--retry-timeout=600.0", "--push-timeout=10.0", "--fsync=interval", "--fsync-interval=1e-05",
         "--history-bytes=5000",
     ]
+
+
+def test_every_decoded_line_still_has_the_fields_of_the_single_record_type() -> None:
+    # Before the typed records, every decoded line had .seq .ts .kind .name .value .spool_id; code reading
+    # them off any line (a header's spool_id, an end marker's empty one) must keep working.
+    from runai.reporter.spool import decode, encode_end, encode_header, encode_metric, encode_parameter
+
+    for line in (encode_header("id", "pod", 1), encode_metric(1, 1, "m", 1.5), encode_parameter(2, 1, "p", "v"),
+                 encode_end(3, 1)):
+        record = decode(line[:-1])
+        fields = (record.seq, record.ts, record.kind, record.name, record.value, record.spool_id)
+        assert fields == (fields[0], fields[1], record.kind, *{
+            "header": ("", None, "id"), "metric": ("m", 1.5, ""), "parameter": ("p", "v", ""), "end": ("", None, ""),
+        }[record.kind])
