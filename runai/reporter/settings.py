@@ -221,8 +221,11 @@ def command_line_settings(settings_class: type[Settings] = Settings) -> list[str
 
 def command_line(settings: Settings) -> list[str]:
     """The uploader's options that carry *settings*: every setting that has an option."""
-    # --option=VALUE, so that a value starting with '-' is not taken for an option.
-    return [f"{option}={getattr(settings, name)}" for name, (option, _) in _options(type(settings)).items()]
+    # --option=VALUE, so that a value starting with '-' is not taken for an option. The spool root goes
+    # first, where the uploader's argv has always had it (ps, /proc/PID/cmdline); the rest in definition order.
+    options = _options(type(settings))
+    names = sorted(options, key=lambda name: name != "spool_dir")  # a stable sort
+    return [f"{options[name][0]}={getattr(settings, name)}" for name in names]
 
 
 def add_options(parser: argparse.ArgumentParser, names: Iterable[str] | None = None, *,

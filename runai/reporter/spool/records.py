@@ -116,6 +116,7 @@ class End(_NotAReport):
     seq: int
     ts: float
     kind: Literal["end"]
+    spool_id: ClassVar[str] = ""  # a header's field; empty here, as in every non-header line of earlier versions
 
 
 @dataclass(frozen=True, slots=True)
