@@ -18,7 +18,7 @@ if [ $# -eq 0 ]; then
   .venv-tf/bin/python -m pip install -q --disable-pip-version-check tensorflow-cpu==2.21.0 tf-keras==2.21.0 \
     -e ".[test,keras]"
   .venv-tf/bin/python -c "import tf_keras"  # fail here, not as a quiet skip in the test
-  KERAS_BACKEND=tensorflow .venv-tf/bin/python -m pytest -q -p no:cacheprovider -k tf_keras tests/test_keras.py
+  TF_CPP_MIN_LOG_LEVEL=2 KERAS_BACKEND=tensorflow .venv-tf/bin/python -m pytest -q -p no:cacheprovider -k tf_keras tests/test_keras.py
 fi
 echo "==> running the tests"
 export KERAS_BACKEND=torch
