@@ -23,6 +23,7 @@ from runai.reporter.spool import (
     spool_file_names,
     writer_pid,
 )
+from runai.reporter.spool.checkpoint import GATEWAY
 
 __all__ = ["FileStatus", "PodStatus", "pod_status", "refusal", "spool_pods"]
 
@@ -104,11 +105,15 @@ class PodStatus:
         return asdict(self)
 
 
-def pod_status(spool_dir: str, pod_uuid: str, gateway_url: str | None = None) -> PodStatus:
-    """The status of one pod, as documented in docs/operations.md (``status --json``)."""
+def pod_status(spool_dir: str, pod_uuid: str, gateway_url: str | None = None, *,
+               sinks: tuple[str, ...] = (GATEWAY,)) -> PodStatus:
+    """The status of one pod, as documented in docs/operations.md (``status --json``).
+
+    Delivered means delivered to every one of *sinks*; pending, not yet to one of them.
+    """
     pod_dir = os.path.join(spool_dir, pod_uuid)
     refused = refusal(pod_dir)
-    files = [_file_status(os.path.join(pod_dir, n)) for n in spool_file_names(pod_dir)]
+    files = [_file_status(os.path.join(pod_dir, n), sinks) for n in spool_file_names(pod_dir)]
     pending = sum(f.reports_pending for f in files)
     delivered_at = [f.last_delivered for f in files if f.last_delivered]
     return PodStatus(
@@ -128,7 +133,7 @@ def pod_status(spool_dir: str, pod_uuid: str, gateway_url: str | None = None) ->
     )
 
 
-def _file_status(path: str) -> FileStatus:
+def _file_status(path: str, sinks: tuple[str, ...]) -> FileStatus:
     status = FileStatus(path, writer_pid(os.path.basename(path)))
     try:
         opened = open_spool(path, resume=False)
@@ -144,10 +149,11 @@ def _file_status(path: str) -> FileStatus:
     with opened.tail as tail:
         status.size = tail.size()
         status.writer_alive = tail.writer_alive()
-        state = delivery_state(path, tail.spool_id, status.size, reader=tail)
+        state = delivery_state(path, tail.spool_id, status.size, reader=tail, sinks=sinks)
         if state.checkpoint is not None:
             status.reports_delivered = state.records
             status.bytes_delivered = state.bytes_delivered
+            # The file's last store, by whichever sink: one file holds every sink's progress.
             mtime = os.stat(checkpoint_path(path), follow_symlinks=False).st_mtime
             status.last_delivered = datetime.datetime.fromtimestamp(mtime, datetime.timezone.utc).isoformat()
         status.reports_pending, status.bytes_pending = state.pending, state.pending_bytes

@@ -1,32 +1,61 @@
-"""Checkpoints: how far into one spool file the gateway has acknowledged.
+"""Checkpoints: how far into one spool file each sink has acknowledged.
 
 A checkpoint sits beside its spool file (``w123-ab12cd34.jsonl`` ->
-``w123-ab12cd34.ckpt``) and is the single commit point of delivery: it is
-written only after the gateway answered 2xx, atomically (temp file, fsync,
-rename), so a reader sees the old checkpoint or the new one, never a mix.
-Both go through :mod:`runai.reporter.safefs`: no symlink is ever followed.
+``w123-ab12cd34.ckpt``) and is the single commit point of delivery: a sink's
+entry is written only after its receiver answered 2xx, atomically (temp file,
+fsync, rename), so a reader sees the old checkpoint or the new one, never a
+mix. Both go through :mod:`runai.reporter.safefs`: no symlink is ever followed.
 
-Loading is tolerant: a checkpoint that is missing, unreadable, for another
-spool file, or pointing past the end of the file means "replay from the
-start". Replaying is harmless because a push replaces values on the gateway;
-skipping would lose data.
+One file holds the progress of every sink (:data:`SINKS`). Format 1, the flat
+object of the gateway-only uploader, is read as the gateway's progress and is
+still what a store writes while the gateway is the only sink with progress, so
+that an older uploader (or ``status``) reading the same spool loses nothing.
+Format 2 (``{"version": 2, "spool_id", "sinks": {name: entry}}``) is written
+once another sink has progress. Storing one sink's entry is a read-modify-write
+that keeps the others'; stores into one file are serialised in-process (one
+uploader thread per sink), and only the pod's single uploader ever stores.
+
+Loading is tolerant, sink by sink: an entry that is missing, unreadable, for
+another spool file, or pointing past the end of the file means "replay from
+the start" to that sink, and costs no other sink its progress. Replaying is
+harmless (a push replaces values; a remote-write receiver keeps one sample
+per timestamp), while skipping would lose data.
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import threading
 from dataclasses import asdict, dataclass
+from typing import Any, Iterable, NamedTuple
 
 from ..safefs import open_at, open_in_pod_dir, open_pod_dir
 from .names import checkpoint_path
 
-__all__ = ["Checkpoint", "load_checkpoint", "store_checkpoint"]
+__all__ = [
+    "CHECKPOINT_VERSION",
+    "GATEWAY",
+    "REMOTE_WRITE",
+    "SINKS",
+    "Checkpoint",
+    "load_checkpoint",
+    "load_progress",
+    "store_checkpoint",
+]
 
 logger = logging.getLogger(__name__)
 
-_MAX_BYTES = 4096  # a checkpoint is about 150 bytes; read no more than this of whatever is there
+GATEWAY = "gateway"  # the Pushgateway sink
+REMOTE_WRITE = "remote_write"  # the Prometheus remote-write sink
+SINKS = (GATEWAY, REMOTE_WRITE)  # every sink a checkpoint can hold progress for, in the order written
+CHECKPOINT_VERSION = 2  # the newest format this module reads and writes
+
+_MAX_BYTES = 4096  # a checkpoint is about 150 bytes a sink; read no more than this of whatever is there
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL  # a temp file is always new: never one planted before
+# Read-modify-write must not interleave for one file; striping bounds the locks without tracking files.
+_LOCKS = tuple(threading.Lock() for _ in range(64))
 
 
 @dataclass(frozen=True)
@@ -36,35 +65,109 @@ class Checkpoint:
     records: int  # reports delivered from it (header and end marker excluded)
     last_seq: int  # the sequence number of the last line covered
     ended: bool = False  # the writer's end-of-stream marker is covered
-    rejected: int = 0  # values the gateway refused with 400 (logged by name in uploader.log)
+    rejected: int = 0  # values the receiver refused by name (logged by name in uploader.log)
 
 
-def load_checkpoint(spool_path: str, spool_id: str, spool_size: int | None = None) -> Checkpoint | None:
-    """The checkpoint of *spool_path*, or None to replay it from the start."""
+class _Stored(NamedTuple):
+    """A checkpoint file as read: its spool id, and each sink's entry (or why it is unusable)."""
+
+    spool_id: str
+    entries: dict[str, Checkpoint | Exception]
+
+
+def load_checkpoint(spool_path: str, spool_id: str, spool_size: int | None = None, *,
+                    sink: str = GATEWAY) -> Checkpoint | None:
+    """The checkpoint of *spool_path* for *sink*, or None to replay it from the start to that sink."""
+    return load_progress(spool_path, spool_id, spool_size, sinks=(sink,)).get(sink)
+
+
+def load_progress(spool_path: str, spool_id: str, spool_size: int | None = None, *,
+                  sinks: Iterable[str] = SINKS) -> dict[str, Checkpoint]:
+    """The checkpoint of *spool_path* for each of *sinks* that has a usable one (absent: replay to it)."""
+    wanted = _checked(sinks)
     path = checkpoint_path(spool_path)
     try:
-        with open(open_in_pod_dir(path, os.O_RDONLY), "rb") as f:
-            obj = json.loads(f.read(_MAX_BYTES))
-        ckpt = Checkpoint(
-            spool_id=str(obj["spool_id"]),
-            offset=_count(obj["offset"]),
-            records=_count(obj["records"]),
-            last_seq=_count(obj["last_seq"]),
-            ended=bool(obj.get("ended", False)),
-            rejected=_count(obj.get("rejected", 0)),
-        )
+        stored = _read(path)
     except FileNotFoundError:
-        return None
+        return {}
     except (OSError, ValueError, TypeError, KeyError) as exc:
         logger.warning("checkpoint %s is unreadable (%s); replaying %s from the start", path, exc, spool_path)
-        return None
-    if ckpt.spool_id != spool_id:
+        return {}
+    if stored.spool_id != spool_id:
         logger.warning("checkpoint %s belongs to another spool file; replaying %s from the start", path, spool_path)
-        return None
-    if ckpt.offset < 0 or (spool_size is not None and ckpt.offset > spool_size):
-        logger.warning("checkpoint %s points past the end of %s; replaying it from the start", path, spool_path)
-        return None
-    return ckpt
+        return {}
+    progress = {}
+    for sink in wanted:
+        entry = stored.entries.get(sink)
+        where = path if sink == GATEWAY else f"{path} ({sink})"  # gateway-only messages stay as they were
+        if isinstance(entry, Exception):
+            logger.warning("checkpoint %s is unreadable (%s); replaying %s from the start", where, entry, spool_path)
+        elif entry is not None and (entry.offset < 0 or (spool_size is not None and entry.offset > spool_size)):
+            logger.warning("checkpoint %s points past the end of %s; replaying it from the start", where, spool_path)
+        elif entry is not None:
+            progress[sink] = entry
+    return progress
+
+
+def store_checkpoint(spool_path: str, ckpt: Checkpoint, sink: str = GATEWAY) -> None:
+    """Atomically replace *sink*'s entry in the checkpoint of *spool_path*, keeping the others' (raises OSError).
+
+    The other sinks' entries are kept if they are readable and for the same
+    spool file; anything else there would read as "replay from the start"
+    anyway.
+    """
+    _checked((sink,))
+    path = checkpoint_path(spool_path)
+    with _LOCKS[hash(path) % len(_LOCKS)]:
+        others = {name: entry for name, entry in _usable_entries(path, ckpt.spool_id).items() if name != sink}
+        _replace(path, sink, _encode(ckpt, sink, others))
+
+
+def _checked(sinks: Iterable[str]) -> tuple[str, ...]:
+    sinks = tuple(sinks)
+    for sink in sinks:
+        if sink not in SINKS:
+            raise ValueError(f"unknown sink {sink!r}: a checkpoint holds progress for {', '.join(SINKS)}")
+    return sinks
+
+
+def _read(path: str) -> _Stored:
+    """Parse the checkpoint at *path* (FileNotFoundError, OSError, or ValueError/TypeError/KeyError if damaged)."""
+    with open(open_in_pod_dir(path, os.O_RDONLY), "rb") as f:
+        obj = json.loads(f.read(_MAX_BYTES))
+    if not isinstance(obj, dict):
+        raise ValueError("not a JSON object")
+    version = obj.get("version", 1)  # format 1 had no version field
+    if version == 1 and type(version) is int:
+        # As in format 1's days, a damaged entry makes the whole file unreadable: same warning, same outcome.
+        spool_id = str(obj["spool_id"])
+        return _Stored(spool_id, {GATEWAY: _entry(spool_id, obj)})
+    if version != CHECKPOINT_VERSION or type(version) is not int:
+        raise ValueError(f"format {version!r} is not one this uploader reads (1 or {CHECKPOINT_VERSION})")
+    spool_id, sinks = obj["spool_id"], obj["sinks"]
+    if not isinstance(spool_id, str) or not isinstance(sinks, dict):
+        raise ValueError("spool_id is not a string or sinks is not an object")
+    return _Stored(spool_id, {name: _entry_or_error(spool_id, sinks[name]) for name in SINKS if name in sinks})
+
+
+def _entry_or_error(spool_id: str, obj: object) -> Checkpoint | Exception:
+    try:
+        return _entry(spool_id, obj)
+    except (ValueError, TypeError, KeyError) as exc:
+        return exc
+
+
+def _entry(spool_id: str, obj: Any) -> Checkpoint:
+    if not isinstance(obj, dict):
+        raise ValueError("an entry is not a JSON object")
+    return Checkpoint(
+        spool_id=spool_id,
+        offset=_count(obj["offset"]),
+        records=_count(obj["records"]),
+        last_seq=_count(obj["last_seq"]),
+        ended=bool(obj.get("ended", False)),
+        rejected=_count(obj.get("rejected", 0)),
+    )
 
 
 def _count(value: object) -> int:
@@ -74,11 +177,37 @@ def _count(value: object) -> int:
     return value
 
 
-def store_checkpoint(spool_path: str, ckpt: Checkpoint) -> None:
-    """Atomically replace the checkpoint of *spool_path* (raises OSError)."""
-    pod_dir, name = os.path.split(checkpoint_path(spool_path))
-    tmp = f".{name}.tmp"
-    data = json.dumps(asdict(ckpt), separators=(",", ":")).encode()
+def _usable_entries(path: str, spool_id: str) -> dict[str, Checkpoint]:
+    """The readable entries of the checkpoint at *path* for *spool_id*; {} when there is none that is."""
+    try:
+        stored = _read(path)
+    except (OSError, ValueError, TypeError, KeyError):
+        return {}  # missing, damaged or planted: it reads as "replay", so there is nothing to keep
+    if stored.spool_id != spool_id:
+        return {}
+    return {name: entry for name, entry in stored.entries.items() if isinstance(entry, Checkpoint)}
+
+
+def _encode(ckpt: Checkpoint, sink: str, others: dict[str, Checkpoint]) -> bytes:
+    if sink == GATEWAY and not others:
+        return json.dumps(asdict(ckpt), separators=(",", ":")).encode()  # format 1, byte for byte
+    entries = {**others, sink: ckpt}
+    sinks = {name: _fields(entries[name]) for name in SINKS if name in entries}
+    obj = {"version": CHECKPOINT_VERSION, "spool_id": ckpt.spool_id, "sinks": sinks}
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def _fields(ckpt: Checkpoint) -> dict[str, object]:
+    fields = asdict(ckpt)
+    del fields["spool_id"]  # once, at the top
+    return fields
+
+
+def _replace(path: str, sink: str, data: bytes) -> None:
+    """Atomically make *data* the content of *path*: temp file, fsync, rename (raises OSError)."""
+    pod_dir, name = os.path.split(path)
+    # A temp name per sink: two sinks' stores can never write into one temp file, whatever the locking.
+    tmp = f".{name}.tmp" if sink == GATEWAY else f".{name}.{sink}.tmp"
     dir_fd = open_pod_dir(pod_dir)
     try:
         try:
@@ -87,12 +216,24 @@ def store_checkpoint(spool_path: str, ckpt: Checkpoint) -> None:
             os.unlink(tmp, dir_fd=dir_fd)
             fd = open_at(dir_fd, tmp, _CREATE, where=pod_dir)
         try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        # rename(2) replaces the name itself: a symlink planted there is replaced, not followed.
-        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            try:
+                if os.write(fd, data) != len(data):  # a full disk: never rename a cut checkpoint into place
+                    raise OSError(errno.ENOSPC, f"short write of {tmp}")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            # rename(2) replaces the name itself: a symlink planted there is replaced, not followed.
+            os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            _discard(dir_fd, tmp)
+            raise
     finally:
         os.close(dir_fd)
 
+
+def _discard(dir_fd: int, tmp: str) -> None:
+    """Remove the temp file of a failed store (best effort: the next store removes it anyway)."""
+    try:
+        os.unlink(tmp, dir_fd=dir_fd)
+    except OSError:
+        pass

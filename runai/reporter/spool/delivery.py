@@ -9,10 +9,10 @@ with :func:`delivery_state`.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import NamedTuple
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, NamedTuple
 
-from .checkpoint import Checkpoint, load_checkpoint
+from .checkpoint import GATEWAY, Checkpoint, load_progress
 from .reader import SpoolTail
 
 __all__ = ["Delivery", "OpenSpool", "delivery_state", "open_spool"]
@@ -25,8 +25,8 @@ class OpenSpool(NamedTuple):
     checkpoint: Checkpoint | None  # None: deliver from the start (none, or none that fits this file)
 
 
-def open_spool(path: str, *, resume: bool = True) -> OpenSpool | None:
-    """Open the spool file *path*, read its header and, with *resume*, move past its checkpoint.
+def open_spool(path: str, *, resume: bool = True, sink: str = GATEWAY) -> OpenSpool | None:
+    """Open the spool file *path*, read its header and, with *resume*, move past *sink*'s checkpoint.
 
     None while the header is incomplete (a file still being created: try
     again later). Raises OSError if the file cannot be opened (UnsafePathError
@@ -38,7 +38,7 @@ def open_spool(path: str, *, resume: bool = True) -> OpenSpool | None:
         if not tail.read_header():
             tail.close()
             return None
-        return OpenSpool(tail, tail.resume_at_checkpoint() if resume else None)
+        return OpenSpool(tail, tail.resume_at_checkpoint(sink) if resume else None)
     except BaseException:
         tail.close()
         raise
@@ -46,51 +46,74 @@ def open_spool(path: str, *, resume: bool = True) -> OpenSpool | None:
 
 @dataclass(frozen=True)
 class Delivery:
-    """What the checkpoint of one spool file says."""
+    """What the checkpoint of one spool file says, for the sinks it was judged for."""
 
-    checkpoint: Checkpoint | None  # None: nothing delivered yet
+    checkpoint: Checkpoint | None  # the least advanced sink's; None: some sink has nothing delivered yet
     size: int  # the bytes of the file it was judged against
-    covered: bool  # nothing of the file is left to deliver
+    covered: bool  # nothing of the file is left to deliver to any of the sinks
     pending: int = 0  # complete reports after the checkpoint (counted only when asked)
     pending_bytes: int = 0  # the bytes of the lines after the checkpoint (likewise)
+    sinks: Mapping[str, Checkpoint | None] = field(default_factory=dict)  # each sink judged: its own checkpoint
 
     @property
     def records(self) -> int:
-        """Reports delivered (header and end marker excluded)."""
+        """Reports delivered to every sink (header and end marker excluded)."""
         return 0 if self.checkpoint is None else self.checkpoint.records
 
     @property
     def refused(self) -> int:
-        """Values the gateway refused with 400 (logged by name in the pod's log)."""
-        return 0 if self.checkpoint is None else self.checkpoint.rejected
+        """Values the receivers refused by name, summed over the sinks (logged by name in the pod's log)."""
+        return sum(ckpt.rejected for ckpt in self.sinks.values() if ckpt is not None)
 
     @property
     def bytes_delivered(self) -> int:
+        """Bytes delivered to every sink."""
         return 0 if self.checkpoint is None else self.checkpoint.offset
 
 
-def delivery_state(path: str, spool_id: str, size: int, *, reader: SpoolTail | None = None) -> Delivery:
-    """How far the spool file *path* (header id *spool_id*, *size* bytes) is delivered, by its checkpoint.
+def delivery_state(path: str, spool_id: str, size: int, *, reader: SpoolTail | None = None,
+                   sinks: Iterable[str] = (GATEWAY,)) -> Delivery:
+    """How far the spool file *path* (header id *spool_id*, *size* bytes) is delivered to *sinks*.
 
-    A file is covered once its checkpoint reaches *size*. A spool file that
-    is gone while its pod directory is still there counts as covered: history
-    retention deletes single files, and only once they are delivered and their
-    writer is gone. A vanished pod directory is another matter.
+    A file is covered once the checkpoint of every one of *sinks* reaches
+    *size*. A spool file that is gone while its pod directory is still there
+    counts as covered: history retention deletes single files, and only once
+    they are delivered and their writer is gone. A vanished pod directory is
+    another matter.
 
-    With *reader*, the file open just after its header, the checkpoint is
-    checked against the file as the uploader checks it, and the complete
-    reports after it are counted, reading the file to its last complete line.
+    With *reader*, the file open just after its header, the checkpoints are
+    checked against the file as the uploader checks them, and the complete
+    reports after the least advanced one are counted, reading the file to its
+    last complete line.
     """
+    sinks = tuple(sinks)
+    if not sinks:
+        raise ValueError("delivery_state needs the sinks to judge delivery to (at least one)")
     if reader is None:
-        checkpoint = load_checkpoint(path, spool_id)
+        progress = load_progress(path, spool_id, sinks=sinks)
     else:
-        checkpoint = reader.resume_at_checkpoint()
+        progress = reader.checkpoints(sinks)
+    by_sink = {sink: progress.get(sink) for sink in sinks}
+    checkpoint = _least_advanced(by_sink.values())
     if checkpoint is None:
         covered = reader is None and not os.path.exists(path) and os.path.isdir(os.path.dirname(path))
     else:
         covered = checkpoint.offset >= size
     if reader is None:
-        return Delivery(checkpoint, size, covered)
+        return Delivery(checkpoint, size, covered, sinks=by_sink)
+    if checkpoint is not None:
+        reader.resume_at(checkpoint)
     start = reader.offset  # after the checkpoint, or after the header
     pending = sum(1 for _ in reader.read_all())
-    return Delivery(checkpoint, size, covered, pending, reader.offset - start)
+    return Delivery(checkpoint, size, covered, pending, reader.offset - start, by_sink)
+
+
+def _least_advanced(checkpoints: Iterable[Checkpoint | None]) -> Checkpoint | None:
+    """The checkpoint that covers least; None if one of them is None (or there are none)."""
+    least: Checkpoint | None = None
+    for ckpt in checkpoints:
+        if ckpt is None:
+            return None
+        if least is None or ckpt.offset < least.offset:
+            least = ckpt
+    return least

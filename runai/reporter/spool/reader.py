@@ -10,11 +10,11 @@ import fcntl
 import logging
 import os
 from collections import Counter
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from ..safefs import open_in_pod_dir
 from ._fds import OwnedFd
-from .checkpoint import Checkpoint, load_checkpoint
+from .checkpoint import GATEWAY, Checkpoint, load_progress
 from .records import MAX_LINE_BYTES, End, Header, Report, decode
 
 __all__ = ["SpoolTail", "BadSpoolError", "SEARCH_BYTES", "skip_reason"]
@@ -85,20 +85,32 @@ class SpoolTail(OwnedFd):
         self.offset = len(line) + 1
         return True
 
-    def resume_at_checkpoint(self) -> Checkpoint | None:
-        """Continue after the file's checkpoint (its header read first); the checkpoint, or None to start over.
+    def resume_at_checkpoint(self, sink: str = GATEWAY) -> Checkpoint | None:
+        """Continue after the file's checkpoint for *sink* (its header read first); it, or None to start over."""
+        ckpt = self.checkpoints((sink,)).get(sink)
+        if ckpt is not None:
+            self.resume_at(ckpt)
+        return ckpt
+
+    def checkpoints(self, sinks: Iterable[str] = (GATEWAY,)) -> dict[str, Checkpoint]:
+        """The checkpoints of *sinks* that fit this file (its header read first); a sink absent: start over.
 
         A checkpoint that does not point just after a newline cannot be one
         this uploader wrote: the file is replayed from the start instead.
         """
-        ckpt = load_checkpoint(self.path, self.spool_id, self.size())
-        if ckpt is None:
-            return None
-        if not self.at_line_start(ckpt.offset):
-            logger.warning("checkpoint of %s does not point at a line start; replaying it from the start", self.path)
-            return None
+        fitting = {}
+        for sink, ckpt in load_progress(self.path, self.spool_id, self.size(), sinks=sinks).items():
+            if self.at_line_start(ckpt.offset):
+                fitting[sink] = ckpt
+                continue
+            to = "" if sink == GATEWAY else f" to {sink}"  # the gateway-only warning stays as it was
+            logger.warning("checkpoint of %s does not point at a line start; replaying it from the start%s",
+                           self.path, to)
+        return fitting
+
+    def resume_at(self, ckpt: Checkpoint) -> None:
+        """Continue after *ckpt*, one of :meth:`checkpoints`."""
         self.offset, self.records, self.last_seq, self.ended = ckpt.offset, ckpt.records, ckpt.last_seq, ckpt.ended
-        return ckpt
 
     def read(self, limit: int = _BLOCK) -> list[Report]:
         """Decode the complete lines after :attr:`offset`, about *limit* bytes' worth.
