@@ -54,8 +54,25 @@ CHECKPOINT_VERSION = 2  # the newest format this module reads and writes
 
 _MAX_BYTES = 4096  # a checkpoint is about 150 bytes a sink; read no more than this of whatever is there
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL  # a temp file is always new: never one planted before
-# Read-modify-write must not interleave for one file; striping bounds the locks without tracking files.
-_LOCKS = tuple(threading.Lock() for _ in range(64))
+_STRIPES = 64
+
+
+def _new_locks() -> tuple[threading.Lock, ...]:
+    return tuple(threading.Lock() for _ in range(_STRIPES))
+
+
+# A store's read-modify-write must not interleave with another's for the same file, nor a load with a
+# rename (safefs reads a file replaced mid-open as missing: a sink would replay it all). Striping bounds
+# the locks without tracking files. A forked child must not inherit one held by a thread it lacks.
+_LOCKS = _new_locks()
+
+
+def _reset_locks() -> None:
+    global _LOCKS
+    _LOCKS = _new_locks()
+
+
+os.register_at_fork(after_in_child=_reset_locks)
 
 
 @dataclass(frozen=True)
@@ -87,7 +104,8 @@ def load_progress(spool_path: str, spool_id: str, spool_size: int | None = None,
     wanted = _checked(sinks)
     path = checkpoint_path(spool_path)
     try:
-        stored = _read(path)
+        with _lock(path):
+            stored = _read(path)
     except FileNotFoundError:
         return {}
     except (OSError, ValueError, TypeError, KeyError) as exc:
@@ -118,9 +136,14 @@ def store_checkpoint(spool_path: str, ckpt: Checkpoint, sink: str = GATEWAY) -> 
     """
     _checked((sink,))
     path = checkpoint_path(spool_path)
-    with _LOCKS[hash(path) % len(_LOCKS)]:
+    with _lock(path):
         others = {name: entry for name, entry in _usable_entries(path, ckpt.spool_id).items() if name != sink}
         _replace(path, sink, _encode(ckpt, sink, others))
+
+
+def _lock(path: str) -> threading.Lock:
+    """The in-process lock of the checkpoint at *path*."""
+    return _LOCKS[hash(path) % _STRIPES]
 
 
 def _checked(sinks: Iterable[str]) -> tuple[str, ...]:
