@@ -18,8 +18,8 @@ uploader thread per sink), and only the pod's single uploader ever stores.
 Loading is tolerant, sink by sink: an entry that is missing, unreadable, for
 another spool file, or pointing past the end of the file means "replay from
 the start" to that sink, and costs no other sink its progress. Replaying is
-harmless (a push replaces values; a remote-write receiver keeps one sample
-per timestamp), while skipping would lose data.
+harmless (a push replaces values; a remote-write receiver keeps a resent sample
+once, VictoriaMetrics with deduplication on), while skipping would lose data.
 """
 from __future__ import annotations
 
