@@ -26,11 +26,11 @@ def test_refusals_survive_a_checkpoint_that_could_not_be_written(tmp_path: Path,
     real_store = followed.store_checkpoint
     failures = iter([OSError(28, "No space left on device")])
 
-    def store_once_failing(path: str, ckpt: followed.Checkpoint) -> None:
+    def store_once_failing(path: str, ckpt: followed.Checkpoint, sink: str = "gateway") -> None:
         error = next(failures, None)
         if error is not None:
             raise error
-        real_store(path, ckpt)
+        real_store(path, ckpt, sink=sink)
 
     monkeypatch.setattr(followed, "store_checkpoint", store_once_failing)
     assert files.commit()[2] is not None

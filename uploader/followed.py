@@ -14,8 +14,15 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from runai.reporter.safefs import UnsafePathError
-from runai.reporter.spool import BadSpoolError, Checkpoint, SpoolTail, is_spool_file, open_spool, store_checkpoint
-from runai.reporter.spool.checkpoint import GATEWAY
+from runai.reporter.spool import (
+    GATEWAY,
+    BadSpoolError,
+    Checkpoint,
+    SpoolTail,
+    is_spool_file,
+    open_spool,
+    store_checkpoint,
+)
 
 from .retention import History
 
@@ -60,9 +67,6 @@ class FollowedFiles:
     def __init__(self, pod_dir: str, history_bytes: int | None = None, *, sink: str = GATEWAY) -> None:
         self.pod_dir = pod_dir
         self.sink = sink  # whose progress the checkpoints read and written here are
-        # The gateway's stores keep their two-argument call (tests/test_followed.py replaces
-        # store_checkpoint with a two-argument fake); another sink names itself.
-        self._sink_args = () if sink == GATEWAY else (sink,)
         self.ignored: dict[str, str] = {}  # spool files that cannot be read at all -> why
         self._files: dict[str, FollowedFile] = {}
         self._closed: set[str] = set()  # delivered files of gone writers, and unreadable ones
@@ -127,7 +131,7 @@ class FollowedFiles:
             ckpt = Checkpoint(tail.spool_id, tail.offset, tail.records, tail.last_seq, tail.ended,
                               acked.rejected + entry.refused)
             try:
-                store_checkpoint(entry.path, ckpt, *self._sink_args)
+                store_checkpoint(entry.path, ckpt, sink=self.sink)
             except OSError as exc:
                 # Delivered but not recorded: a later replay re-sends it, harmlessly. The refusals
                 # stay counted for the next checkpoint, so that finish() still learns of them.

@@ -15,7 +15,7 @@ uploader imports it, never the other way round. Documented in
 """
 from __future__ import annotations
 
-from .checkpoint import Checkpoint, load_checkpoint, store_checkpoint
+from .checkpoint import GATEWAY, REMOTE_WRITE, SINKS, Checkpoint, load_checkpoint, load_progress, store_checkpoint
 from .delivery import Delivery, OpenSpool, delivery_state, open_spool
 from .lock import PodLock, holder_pid
 from .log import LOG_FORMAT, last_error, last_line, open_log
@@ -71,6 +71,9 @@ __all__ = [
     "SPOOL_SUFFIX",
     "BadSpoolError",
     "Checkpoint",
+    "GATEWAY",
+    "REMOTE_WRITE",
+    "SINKS",
     "Delivery",
     "End",
     "Header",
@@ -95,6 +98,7 @@ __all__ = [
     "last_error",
     "last_line",
     "load_checkpoint",
+    "load_progress",
     "now_us",
     "open_log",
     "open_spool",
