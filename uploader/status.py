@@ -14,6 +14,7 @@ from typing import Any
 from runai.reporter.settings import recover_command
 from runai.reporter.safefs import UnsafePathError, open_pod_dir
 from runai.reporter.spool import (
+    GATEWAY,
     BadSpoolError,
     checkpoint_path,
     delivery_state,
@@ -23,7 +24,6 @@ from runai.reporter.spool import (
     spool_file_names,
     writer_pid,
 )
-from runai.reporter.spool.checkpoint import GATEWAY
 
 __all__ = ["FileStatus", "PodStatus", "pod_status", "refusal", "spool_pods"]
 
