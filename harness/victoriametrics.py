@@ -45,6 +45,14 @@ class VictoriaMetrics(LocalServer):
         """Make what was written searchable now (VictoriaMetrics shows a new series about 10 s late)."""
         self._open("/internal/force_flush").close()
 
+    def own_metric(self, series: str) -> float:
+        """The value of *series* (say ``vm_deduplicated_samples_total{type="merge"}``) on its ``/metrics``."""
+        with self._open("/metrics") as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith(series + " "):
+                    return float(line.rsplit(" ", 1)[1])
+        raise KeyError(f"{self.what} does not show {series}")
+
     def export(self, selector: str) -> list[tuple[dict[str, str], list[tuple[int, float]]]]:
         """The raw samples of *selector*, from ``/api/v1/export``: ``[(labels, [(ms, value), ...]), ...]``,
         one per series, each in time order."""
@@ -53,5 +61,6 @@ class VictoriaMetrics(LocalServer):
         with self._open(f"/api/v1/export?{query}") as r:
             for line in r.read().decode().splitlines():
                 series: dict[str, Any] = json.loads(line)
-                out.append((series["metric"], sorted(zip(series["timestamps"], map(float, series["values"])))))
+                samples = zip(series["timestamps"], map(float, series["values"]), strict=True)
+                out.append((series["metric"], sorted(samples)))
         return out

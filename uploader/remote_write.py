@@ -43,7 +43,7 @@ from typing import NamedTuple, Sequence
 
 import cramjam
 
-from runai.reporter._version import __version__
+from runai.reporter import __version__
 from runai.reporter.settings import check_pod_uuid
 from runai.reporter.spool import METRIC, Report
 
