@@ -18,8 +18,9 @@ import cramjam
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-from harness import Prometheus, VictoriaMetrics, job_env, wait_for
+from harness import FaultProxy, Prometheus, VictoriaMetrics, job_env, wait_for
 from runai.reporter.spool import Metric, Parameter, Report
+from uploader import remote_write
 from uploader.keepalive import GatewayError
 from uploader.remote_write import MAX_WRITE_SAMPLES, ReceiverError, RemoteWriter
 from uploader.write_request import encode_labels, encode_write_request
@@ -300,6 +301,28 @@ def test_a_resend_to_prometheus_is_no_refusal(prometheus: Prometheus, strict_pro
         assert writer.pushes == 0
         [(_, samples)] = server.samples(f"{LOSS}[1h]", at=now + 1)
         assert samples == expected(records)
+
+
+def test_what_a_failed_push_delivered_is_not_sent_again(strict_prometheus: Prometheus,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(remote_write, "MAX_WRITE_SAMPLES", 100)  # three requests, small enough to bisect fast
+    now = time.time()
+    records = losses(250, now - 100, step=0.1)
+    proxy = FaultProxy(strict_prometheus.address).start()
+    try:
+        proxy.fault, proxy.fail_after = "fail_after", 1  # the first request gets through, then 500s
+        writer = RemoteWriter(f"http://{proxy.address}/api/v1/write", POD)
+        with pytest.raises(ReceiverError):
+            writer.push(records)
+        assert writer.pushes == 1
+        proxy.fault = None
+        # Sent again, the first request's samples would all be "out of order" (no window) and refused.
+        assert writer.push(records) == []
+        assert writer.pushes == 3
+    finally:
+        proxy.stop()
+    [(_, samples)] = strict_prometheus.samples(f"{LOSS}[1h]", at=now + 1)
+    assert samples == expected(records)
 
 
 def test_a_resend_to_victoriametrics_is_no_refusal(victoria: VictoriaMetrics, tmp_path: Any) -> None:

@@ -39,7 +39,7 @@ import base64
 import logging
 import operator
 import ssl
-from typing import NamedTuple, Sequence
+from typing import Iterator, NamedTuple, Sequence
 
 import cramjam
 
@@ -50,7 +50,7 @@ from runai.reporter.spool import METRIC, Report
 from .exposition import JOB, encoded_size, exposition_name
 from .keepalive import GatewayError, Handler, KeepAliveHandler
 from .push import Refusal
-from .write_request import encode_labels, encode_write_request, sample_size
+from .write_request import MAX_SAMPLE_BYTES, encode_labels, encode_write_request
 
 __all__ = ["MAX_WRITE_BYTES", "MAX_WRITE_SAMPLES", "ReceiverError", "RemoteWriter"]
 
@@ -130,9 +130,8 @@ class RemoteWriter:
         context = ssl.create_default_context(cafile=ca_file) if url.startswith("https://") else None
         self._own_handler = KeepAliveHandler(authorization, context) if handler is None else None
         self._handler: Handler = handler or self._own_handler  # type: ignore[assignment]  # one of them is set
-        # Samples a push delivered before it raised: the caller sends them again, and a
-        # Prometheus without an out-of-order window would refuse them as out of order.
-        self._sent: set[tuple[tuple[str, ...], int, float]] = set()
+        self._sent: set[tuple[tuple[str, ...], int, float]] = set()  # delivered by a push that then raised
+        self._delivered: list[list[_Point]] = []  # by the push under way
 
     def close(self) -> None:
         if self._own_handler is not None:
@@ -157,22 +156,37 @@ class RemoteWriter:
         caller sends the same records again.
         """
         refused: list[tuple[Report, Refusal]] = []
-        points = self._points(records, refused)
+        try:
+            for batch in self._batches(self._points(records, refused)):
+                refused += self._write(batch)
+        except BaseException:
+            # Delivered before the failure: the caller sends these again, and a Prometheus
+            # without an out-of-order window would refuse them as out of order.
+            self._sent.update((point.series, point.ms, point.value) for batch in self._delivered for point in batch)
+            raise
+        else:
+            self._sent.clear()  # all of it is delivered or refused: the caller moves on
+        finally:
+            self._delivered.clear()
+        return refused
+
+    @staticmethod
+    def _batches(points: list[_Point]) -> Iterator[list[_Point]]:
+        """*points* in runs of at most MAX_WRITE_SAMPLES and MAX_WRITE_BYTES (an upper bound of)."""
         batch: list[_Point] = []
         series: set[tuple[str, ...]] = set()
         size = 0
         for point in points:
-            grows = sample_size(point.ms) + (0 if point.series in series else len(point.labels) + 8)
+            grows = MAX_SAMPLE_BYTES + (0 if point.series in series else len(point.labels) + 8)
             if batch and (len(batch) >= MAX_WRITE_SAMPLES or size + grows > MAX_WRITE_BYTES):
-                refused += self._write(batch)
+                yield batch
                 batch, series, size = [], set(), 0
-                grows = sample_size(point.ms) + len(point.labels) + 8
+                grows = MAX_SAMPLE_BYTES + len(point.labels) + 8
             batch.append(point)
             series.add(point.series)
             size += grows
-        refused += self._write(batch)
-        self._sent.clear()  # all of it is delivered or refused: the caller moves on
-        return refused
+        if batch:
+            yield batch
 
     def _points(self, records: Sequence[Report], refused: list[tuple[Report, Refusal]]) -> list[_Point]:
         """*records* as samples in time order, one per series and millisecond (the last), less those sent."""
@@ -191,6 +205,8 @@ class RemoteWriter:
             points.append(_Point(round(record.ts * 1e6) // 1000, record.seq, series, value, encoded, record))
         points.sort(key=operator.itemgetter(0, 1))
         last = {(point.series, point.ms): point for point in points}  # keeps the first's place, the last's point
+        if not self._sent:
+            return list(last.values())
         return [point for point in last.values() if (point.series, point.ms, point.value) not in self._sent]
 
     def _labels(self, record: Report) -> bytes:
@@ -243,4 +259,4 @@ class RemoteWriter:
         except GatewayError as exc:
             raise ReceiverError(exc.status, exc.body) from None
         self.pushes += 1
-        self._sent.update((point.series, point.ms, point.value) for point in batch)
+        self._delivered.append(batch)

@@ -31,7 +31,7 @@ import logging
 import struct
 from typing import Iterable, Sequence
 
-__all__ = ["encode_labels", "encode_write_request", "sample_size"]
+__all__ = ["MAX_SAMPLE_BYTES", "encode_labels", "encode_write_request"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,17 +75,26 @@ def encode_labels(labels: Sequence[tuple[str, str]]) -> bytes:
     return b"".join(out)
 
 
+# The common sample, built by one pack: a value other than +0.0 and a timestamp of six varint bytes
+# (2^35 to 2^42 ms: from 1971 to 2109). Three times as fast as the general case, which a drain notices.
+_COMMON_SAMPLE = struct.Struct("<3sdB6B")
+_COMMON_PREFIX = _FIELD2_BYTES + bytes((18 - 2,)) + _SAMPLE_VALUE  # samples field, length 16, value tag
+_SIX_BYTES = range(1 << 35, 1 << 42)
+
+MAX_SAMPLE_BYTES = 2 + 9 + 1 + 10  # one sample's field, at most
+
+
 def _sample(timestamp_ms: int, value: float) -> bytes:
+    if value and timestamp_ms in _SIX_BYTES:
+        ms = timestamp_ms
+        return _COMMON_SAMPLE.pack(_COMMON_PREFIX, value, 0x10, ms & 0x7F | 0x80,
+                                   ms >> 7 & 0x7F | 0x80, ms >> 14 & 0x7F | 0x80, ms >> 21 & 0x7F | 0x80,
+                                   ms >> 28 & 0x7F | 0x80, ms >> 35)
     packed = _DOUBLE.pack(value)
     # proto3 leaves a field at its default out; for a double that is +0.0 (all bits zero) only.
     body = (b"" if packed == b"\0\0\0\0\0\0\0\0" else _SAMPLE_VALUE + packed) + \
         (_SAMPLE_TIMESTAMP + _varint(timestamp_ms) if timestamp_ms else b"")
     return _FIELD2_BYTES + bytes((len(body),)) + body  # at most 20 bytes: a one-byte length
-
-
-def sample_size(timestamp_ms: int) -> int:
-    """An upper bound of one sample's bytes in a request."""
-    return 2 + 9 + 1 + len(_varint(timestamp_ms))
 
 
 def encode_write_request(series: Iterable[tuple[bytes, Sequence[tuple[int, float]]]]) -> bytes:
