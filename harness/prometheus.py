@@ -2,9 +2,11 @@
 remote writes, or both; and its HTTP API."""
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
+import ssl
 import time
 import urllib.error
 import urllib.parse
@@ -33,12 +35,18 @@ class Prometheus(LocalServer):
 
     def __init__(self, log_dir: str, gateway: Pushgateway | None = None, port: int | None = None,
                  scrape_interval: float = 1.0, remote_write: bool = False,
-                 out_of_order_window: str | None = None) -> None:
+                 out_of_order_window: str | None = None, web_config: str | None = None,
+                 ca_file: str | None = None, auth: tuple[str, str] | None = None) -> None:
         super().__init__(log_dir, port)
         self.gateway = gateway
         self.scrape_interval = scrape_interval
         self.remote_write = remote_write
         self.out_of_order_window = out_of_order_window
+        # With *web_config*, ``--web.config.file`` (TLS, basic auth), as for the Pushgateway.
+        self.web_config = web_config
+        self.scheme = "https" if ca_file else "http"
+        self._context = ssl.create_default_context(cafile=ca_file) if ca_file else None
+        self._auth = "Basic " + base64.b64encode(":".join(auth).encode()).decode() if auth else None
         self.config_path = os.path.join(log_dir, f"prometheus-{self.port}.yml")
         self.data_dir = os.path.join(log_dir, f"prometheus-{self.port}-data")
 
@@ -52,7 +60,8 @@ class Prometheus(LocalServer):
             f.write(self._config())
         return [binary("prometheus"), f"--config.file={self.config_path}",
                 f"--storage.tsdb.path={self.data_dir}", f"--web.listen-address={self.address}",
-                "--log.level=warn", *(["--web.enable-remote-write-receiver"] if self.remote_write else [])]
+                "--log.level=warn", *(["--web.enable-remote-write-receiver"] if self.remote_write else []),
+                *([f"--web.config.file={self.web_config}"] if self.web_config else [])]
 
     def _config(self) -> str:
         interval = f"{int(self.scrape_interval * 1000)}ms"

@@ -7,6 +7,7 @@ receiver that changes its answers fails here, not silently in the sink's judgeme
 from __future__ import annotations
 
 import math
+import ssl
 import subprocess
 import sys
 import time
@@ -24,6 +25,8 @@ from uploader import remote_write
 from uploader.keepalive import GatewayError
 from uploader.remote_write import MAX_WRITE_SAMPLES, ReceiverError, RemoteWriter
 from uploader.write_request import encode_labels, encode_write_request
+
+from tests.test_security import PASSWORD, USER, _certificates
 
 POD = "rw-pod-1"
 LOSS = f'reporter_push_gateway_metric_loss{{podUUID="{POD}"}}'
@@ -351,3 +354,29 @@ def test_the_training_process_never_imports_the_sink_s_dependencies() -> None:
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('cramjam', 'google', 'uploader')))")
     done = subprocess.run([sys.executable, "-c", code], env=job_env(), capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stdout.strip()) == (0, "[]"), done.stderr
+
+
+def test_basic_auth_and_tls_to_a_real_prometheus(tmp_path: Any) -> None:
+    import bcrypt
+
+    ca, cert, key = _certificates(str(tmp_path))
+    config = tmp_path / "web.yml"
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
+    config.write_text(f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n"
+                      f"basic_auth_users:\n  {USER}: '{hashed}'\n")
+    now = time.time()
+    records = losses(50, now - 10)
+    with Prometheus(str(tmp_path), remote_write=True, web_config=str(config), ca_file=ca,
+                    auth=(USER, PASSWORD)) as server:
+        assert server.write_url.startswith("https://")
+        writer = RemoteWriter(server.write_url, POD, username=USER, password=PASSWORD, ca_file=ca)
+        assert writer.push(records) == []
+        writer.close()
+        [(_, samples)] = server.samples(f"{LOSS}[1h]", at=now + 1)
+        assert samples == expected(records)
+        # Measured: a wrong password is 401. A 4xx is not retried (the spec): the batch comes back refused.
+        refused = RemoteWriter(server.write_url, POD, username=USER, password="wrong", ca_file=ca).push(records[:3])
+        assert [(record, getattr(error, "status", None)) for record, error in refused] == [
+            (record, 401) for record in records[:3]]
+        with pytest.raises(ssl.SSLCertVerificationError):
+            RemoteWriter(server.write_url, POD, username=USER, password=PASSWORD).push(records[:1])
