@@ -22,7 +22,6 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from harness import FaultProxy, Prometheus, VictoriaMetrics, job_env, wait_for
 from runai.reporter.spool import Metric, Parameter, Report
 from uploader import remote_write
-from uploader.keepalive import GatewayError
 from uploader.remote_write import MAX_WRITE_SAMPLES, ReceiverError, RemoteWriter
 from uploader.write_request import encode_labels, encode_write_request
 
@@ -119,22 +118,26 @@ def test_the_official_runtime_decodes_every_field_and_serialises_the_same_bytes(
     assert official.SerializeToString(deterministic=True) == ours
 
 
-class _Capture:
-    """A handler that keeps each request and answers as *answer* says (a unit-test stand-in, not a receiver)."""
+class _Capture(RemoteWriter):
+    """A RemoteWriter whose requests are kept and answered as *answer* says: a unit-test stand-in for a
+    receiver, for what no real one does on demand."""
 
-    def __init__(self, answer: Callable[[bytes], tuple[int, str]] = lambda body: (204, "")) -> None:
-        self.requests: list[tuple[str, dict[str, str], bytes]] = []
+    def __init__(self, answer: Callable[[bytes], tuple[int, str]] = lambda body: (204, ""), **auth: str) -> None:
+        super().__init__("http://127.0.0.1:1/api/v1/write", POD, **auth)
+        self.requests: list[tuple[dict[str, str], bytes]] = []
         self.answer = answer
 
-    def __call__(self, url: str, method: str, timeout: float | None, headers: list[tuple[str, str]],
-                 data: bytes) -> Callable[[], None]:
-        def send() -> None:
-            body = bytes(cramjam.snappy.decompress_raw(data))
-            self.requests.append((method, dict(headers), body))
-            status, text = self.answer(body)
-            if status >= 300:
-                raise GatewayError(status, "", text)
-        return send
+    def _post(self, body: bytes) -> None:
+        protobuf = bytes(cramjam.snappy.decompress_raw(body))
+        self.requests.append((dict(self._headers), protobuf))
+        status, text = self.answer(protobuf)
+        if status >= 300:
+            raise ReceiverError(status, text)
+
+    def sizes(self) -> list[int]:
+        """The samples of each request (of its first series)."""
+        decode = _message_classes()["WriteRequest"].FromString
+        return [len(decode(body).timeseries[0].samples) for _, body in self.requests]
 
 
 def test_a_request_is_a_snappy_block_of_sorted_labels_and_time_ordered_samples() -> None:
@@ -145,11 +148,10 @@ def test_a_request_is_a_snappy_block_of_sorted_labels_and_time_ordered_samples()
         Metric(6, now + 1.0004, "metric", "acc", 0.75),  # the same millisecond as seq 4 (or the next): the last wins
         Metric(5, now + 1.0004, "metric", "acc", 0.6),
     ]
-    capture = _Capture()
-    writer = RemoteWriter("http://127.0.0.1:1/api/v1/write", POD, handler=capture, tenant="team-a")
+    writer = _Capture(tenant="team-a")
     assert writer.push(records) == []
-    [(method, headers, body)] = capture.requests
-    assert method == "POST" and headers["X-Scope-OrgID"] == "team-a"
+    [(headers, body)] = writer.requests
+    assert headers["X-Scope-OrgID"] == "team-a"
     assert {k: headers[k] for k in HEADERS} == HEADERS
     request = _message_classes()["WriteRequest"].FromString(body)
     got = {}
@@ -168,31 +170,28 @@ def test_a_request_is_a_snappy_block_of_sorted_labels_and_time_ordered_samples()
 
 
 def test_requests_are_capped_and_unencodable_records_refused_unsent() -> None:
-    capture = _Capture()
+    writer = _Capture()
     records = losses(2 * MAX_WRITE_SAMPLES + 5, time.time() - 3000)
     bad = Parameter(0, time.time(), "parameter", "p", "\udcff")
-    refused = RemoteWriter("http://127.0.0.1:1/w", POD, handler=capture).push([bad, *records])
+    refused = writer.push([bad, *records])
     assert [(r, type(e)) for r, e in refused] == [(bad, ValueError)] and "UTF-8" in str(refused[0][1])
-    assert [len(_message_classes()["WriteRequest"].FromString(b).timeseries[0].samples)
-            for _, _, b in capture.requests] == [MAX_WRITE_SAMPLES, MAX_WRITE_SAMPLES, 5]
+    assert writer.sizes() == [MAX_WRITE_SAMPLES, MAX_WRITE_SAMPLES, 5]
 
 
 def test_outages_raise_and_other_client_errors_refuse_without_retrying() -> None:
     records = losses(8, time.time())
     for status in (429, 502, 503, 504):
-        capture = _Capture(lambda body, status=status: (status, "busy"))
+        writer = _Capture(lambda body, status=status: (status, "busy"))
         with pytest.raises(ReceiverError) as caught:
-            RemoteWriter("http://127.0.0.1:1/w", POD, handler=capture).push(records)
-        assert caught.value.status == status and len(capture.requests) == 1
-    capture = _Capture(lambda body: (403, "forbidden"))
-    refused = RemoteWriter("http://127.0.0.1:1/w", POD, handler=capture).push(records)
-    assert [r for r, _ in refused] == records and len(capture.requests) == 1
+            writer.push(records)
+        assert caught.value.status == status and len(writer.requests) == 1
+    writer = _Capture(lambda body: (403, "forbidden"))
+    assert [r for r, _ in writer.push(records)] == records and len(writer.requests) == 1
     # A 500 that names no sample: sent twice, split, and one sample answered so twice is an outage.
-    capture = _Capture(lambda body: (500, "internal error"))
+    writer = _Capture(lambda body: (500, "internal error"))
     with pytest.raises(ReceiverError):
-        RemoteWriter("http://127.0.0.1:1/w", POD, handler=capture).push(records)
-    assert [len(_message_classes()["WriteRequest"].FromString(b).timeseries[0].samples)
-            for _, _, b in capture.requests] == [8, 8, 4, 2, 1]
+        writer.push(records)
+    assert writer.sizes() == [8, 8, 4, 2, 1]
 
 
 # -- real receivers ----------------------------------------------------------------------------------------

@@ -48,7 +48,7 @@ from runai.reporter.settings import check_pod_uuid
 from runai.reporter.spool import METRIC, Report
 
 from .exposition import JOB, encoded_size, exposition_name
-from .keepalive import GatewayError, Handler, KeepAliveHandler
+from .keepalive import GatewayError, KeepAliveHandler
 from .push import Refusal
 from .write_request import MAX_SAMPLE_BYTES, encode_labels, encode_write_request
 
@@ -111,9 +111,9 @@ class RemoteWriter:
     receiver. None of them is ever logged.
     """
 
-    def __init__(self, url: str, pod_uuid: str, *, timeout: float = 10.0, handler: Handler | None = None,
-                 username: str | None = None, password: str | None = None, bearer_token: str | None = None,
-                 tenant: str | None = None, ca_file: str | None = None) -> None:
+    def __init__(self, url: str, pod_uuid: str, *, timeout: float = 10.0, username: str | None = None,
+                 password: str | None = None, bearer_token: str | None = None, tenant: str | None = None,
+                 ca_file: str | None = None) -> None:
         self.url = url
         self.pod_uuid = pod_uuid
         self.timeout = timeout
@@ -128,19 +128,16 @@ class RemoteWriter:
             authorization = f"Bearer {bearer_token}"
         self._headers = _HEADERS + ([("X-Scope-OrgID", tenant)] if tenant else [])
         context = ssl.create_default_context(cafile=ca_file) if url.startswith("https://") else None
-        self._own_handler = KeepAliveHandler(authorization, context) if handler is None else None
-        self._handler: Handler = handler or self._own_handler  # type: ignore[assignment]  # one of them is set
+        self._http = KeepAliveHandler(authorization, context)
         self._sent: set[tuple[tuple[str, ...], int, float]] = set()  # delivered by a push that then raised
         self._delivered: list[list[_Point]] = []  # by the push under way
 
     def close(self) -> None:
-        if self._own_handler is not None:
-            self._own_handler.close()
+        self._http.close()
 
     def abort(self) -> None:
         """Cut a request in flight and make later ones fail at once; safe in a signal handler."""
-        if self._own_handler is not None:
-            self._own_handler.abort()
+        self._http.abort()
 
     def push(self, records: Sequence[Report]) -> list[tuple[Report, Refusal]]:
         """Write *records*, each a sample; return the ones refused by name, with why.
@@ -253,10 +250,13 @@ class RemoteWriter:
         series: dict[tuple[str, ...], tuple[bytes, list[tuple[int, float]]]] = {}
         for point in batch:  # in time order, so each series' samples are too
             series.setdefault(point.series, (point.labels, []))[1].append((point.ms, point.value))
-        body = bytes(cramjam.snappy.compress_raw(encode_write_request(series.values())))
-        try:
-            self._handler(self.url, "POST", self.timeout, self._headers, body)()
-        except GatewayError as exc:
-            raise ReceiverError(exc.status, exc.body) from None
+        self._post(bytes(cramjam.snappy.compress_raw(encode_write_request(series.values()))))
         self.pushes += 1
         self._delivered.append(batch)
+
+    def _post(self, body: bytes) -> None:
+        """One request; ReceiverError for an error status. (Unit tests stand in for a receiver here.)"""
+        try:
+            self._http(self.url, "POST", self.timeout, self._headers, body)()
+        except GatewayError as exc:
+            raise ReceiverError(exc.status, exc.body) from None
