@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import urllib.parse
 from typing import Any
@@ -11,6 +12,12 @@ from typing import Any
 from .server import LocalServer, binary
 
 __all__ = ["VictoriaMetrics"]
+
+_VALUES = re.compile(r'"values":\[[^]]*\]')
+
+
+def _json_infinities(values: re.Match[str]) -> str:
+    return values.group(0).replace("+Inf", "Infinity").replace("-Inf", "-Infinity")
 
 
 class VictoriaMetrics(LocalServer):
@@ -60,7 +67,8 @@ class VictoriaMetrics(LocalServer):
         out = []
         with self._open(f"/api/v1/export?{query}") as r:
             for line in r.read().decode().splitlines():
-                series: dict[str, Any] = json.loads(line)
+                # Values are JSON numbers but for the infinities, written +Inf and -Inf.
+                series: dict[str, Any] = json.loads(_VALUES.sub(_json_infinities, line))
                 samples = zip(series["timestamps"], map(float, series["values"]), strict=True)
                 out.append((series["metric"], sorted(samples)))
         return out

@@ -187,6 +187,10 @@ def test_outages_raise_and_other_client_errors_refuse_without_retrying() -> None
         assert caught.value.status == status and len(writer.requests) == 1
     writer = _Capture(lambda body: (403, "forbidden"))
     assert [r for r, _ in writer.push(records)] == records and len(writer.requests) == 1
+    # 413, too big: halved until it fits.
+    decode = _message_classes()["WriteRequest"].FromString
+    writer = _Capture(lambda body: (413, "too large") if len(decode(body).timeseries[0].samples) > 2 else (204, ""))
+    assert writer.push(records) == [] and writer.sizes() == [8, 4, 2, 2, 4, 2, 2]
     # A 500 that names no sample: sent twice, split, and one sample answered so twice is an outage.
     writer = _Capture(lambda body: (500, "internal error"))
     with pytest.raises(ReceiverError):
@@ -238,6 +242,24 @@ def test_victoriametrics_holds_all_1000_reports_at_their_own_times(victoria: Vic
     [(labels, samples)] = victoria.export(LOSS)
     assert labels == LOSS_LABELS
     assert_twelve_digits(samples, expected(records))
+
+
+def test_what_each_receiver_keeps_of_unusual_values(strict_prometheus: Prometheus,
+                                                     victoria: VictoriaMetrics) -> None:
+    now = time.time()
+    values = [1.0, math.nan, math.inf, -math.inf, -0.0, 5e-324, 0.1 + 0.2]
+    records = [Metric(i, now - 10 + i, "metric", "loss", value) for i, value in enumerate(values)]
+    for server in (strict_prometheus, victoria):
+        assert RemoteWriter(server.write_url, POD).push(records) == []
+    [(_, samples)] = strict_prometheus.samples(f"{LOSS}[1h]", at=now + 1)
+    assert [(t, str(v)) for t, v in samples] == [(t, str(v)) for t, v in expected(records)]  # every bit
+    # Measured: VictoriaMetrics drops NaN silently and keeps about 12 significant digits, fewer for a
+    # value much smaller than others near it (0.123456789 beside 1e12 came back as 0.123456).
+    victoria.force_flush()
+    wait_for(lambda: exported(victoria) == len(values) - 1, 10, "the samples in the export")
+    [(_, kept)] = victoria.export(LOSS)
+    assert [t for t, _ in kept] == [t for t, v in expected(records) if not math.isnan(v)]
+    assert [v for _, v in kept] == [1.0, math.inf, -math.inf, 0.0, 0.0, 0.3]
 
 
 def test_a_sample_too_old_for_prometheus_is_refused_by_name_and_the_rest_is_stored(prometheus: Prometheus) -> None:
