@@ -401,3 +401,18 @@ def test_basic_auth_and_tls_to_a_real_prometheus(tmp_path: Any) -> None:
             (record, 401) for record in records[:3]]
         with pytest.raises(ssl.SSLCertVerificationError):
             RemoteWriter(server.write_url, POD, username=USER, password=PASSWORD).push(records[:1])
+
+
+def test_a_sample_from_the_future_makes_prometheus_refuse_the_present(prometheus: Prometheus,
+                                                                      strict_prometheus: Prometheus) -> None:
+    """Why pods need synchronised clocks: one report 3 h ahead moves the head, and the present is then
+    too old (with a 1 h window: 500 "too old sample") or out of bounds (without one: 400)."""
+    now = time.time()
+    ahead = Metric(0, now + 3 * 3600, "metric", "skewed", 1.0)
+    present = losses(3, now - 1)
+    for server, answer in ((prometheus, "too old sample"), (strict_prometheus, "out of bounds")):
+        writer = RemoteWriter(server.write_url, POD)
+        assert writer.push([ahead]) == []
+        refused = writer.push(present)
+        assert [(record, answer in str(error)) for record, error in refused] == [(r, True) for r in present]
+        assert server.samples(f"{LOSS}[1h]", at=now + 1) == []
