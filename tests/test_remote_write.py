@@ -20,7 +20,7 @@ import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from harness import FaultProxy, Prometheus, VictoriaMetrics, job_env, wait_for
-from runai.reporter.spool import Metric, Parameter, Report
+from runai.reporter.spool import Metric, Parameter, Report, decode, encode_metric
 from uploader import remote_write
 from uploader.remote_write import MAX_WRITE_SAMPLES, ReceiverError, RemoteWriter
 from uploader.write_request import encode_labels, encode_write_request
@@ -167,6 +167,17 @@ def test_a_request_is_a_snappy_block_of_sorted_labels_and_time_ordered_samples()
     assert got["reporter_push_gateway_parameter_lr"] == (
         {"__name__": "reporter_push_gateway_parameter_lr", "job": "reporter_pod_info", "podUUID": POD,
          "param_name": "lr", "param_value": "0.1", "push_gateway_type": "parameter"}, [(ms(records[2]), 1.0)])
+
+
+def test_a_sample_s_millisecond_is_the_spool_line_s_microseconds_floored() -> None:
+    """Records decoded from real spool lines: ts is ts_us / 1e6, a float; the sample must be ts_us // 1000."""
+    stamps = [1_795_790_100_709_999, 1_795_790_100_710_000, 1_795_790_100_711_999, 1_000, 999, 4_102_444_800_000_999]
+    records = [decode(encode_metric(i, ts_us, "loss", float(i)).rstrip(b"\n")) for i, ts_us in enumerate(stamps)]
+    writer = _Capture()
+    assert writer.push(records) == []
+    [series] = _message_classes()["WriteRequest"].FromString(writer.requests[0][1]).timeseries
+    want = sorted((ts_us // 1000, float(i)) for i, ts_us in enumerate(stamps))
+    assert [(sample.timestamp, sample.value) for sample in series.samples] == want
 
 
 def test_requests_are_capped_and_unencodable_records_refused_unsent() -> None:
