@@ -35,12 +35,15 @@ setup(
     # 0.25.0 is the first prometheus_client that sends a grouping-key value with a
     # space base64-encoded; older ones send it as '+', which the gateway keeps
     # (a podUUID "a b" would land in group "a+b"). tests/test_local_attacks.py pins it.
-    install_requires=["prometheus_client>=0.25", "watchdog>=4"],
+    # cramjam: snappy's block format for remote write (uploader/remote_write.py); the uploader's alone,
+    # the training process never imports it.
+    install_requires=["prometheus_client>=0.25", "watchdog>=4", "cramjam>=2.8"],
     extras_require={
         "keras": ["keras>=3"],
         # ruff and mypy pinned: CI fails on their findings, and a newer release may add some.
         "test": ["pytest>=7", "numpy", "hypothesis", "cryptography", "bcrypt", "matplotlib", "markdown-it-py",
-                 "ruff==0.17.6", "mypy==2.4.1"],
+                 # protobuf: the official runtime decodes the hand-encoded remote-write requests in a test.
+                 "protobuf>=4.25", "ruff==0.17.6", "mypy==2.4.1"],
         "plot": ["matplotlib"],
         "bench": ["matplotlib"],
     },

@@ -1,8 +1,9 @@
 """The real servers and processes tests, benchmarks and the demo run against.
 
-A real Pushgateway and Prometheus (Debian's, each a child process on a free
-port of 127.0.0.1), a fault-injecting proxy in front of the gateway, and the
-helpers that start jobs and find, wait for and kill their uploader processes.
+A real Pushgateway, Prometheus and VictoriaMetrics (Debian's, each a child
+process on a free port of 127.0.0.1), a fault-injecting proxy in front of the
+gateway, and the helpers that start jobs and find, wait for and kill their
+uploader processes.
 
 Standard library only, and independent of the library under test, so that
 ``scripts/demo.py`` and ``benchmarks/`` can use it as well as ``tests/``. Not
@@ -15,9 +16,10 @@ from .prometheus import Prometheus
 from .proxy import FaultProxy
 from .pushgateway import Pushgateway, metric_name, parameter_name
 from .server import free_port
+from .victoriametrics import VictoriaMetrics
 from .waiting import wait_for
 
 __all__ = [
-    "REPO", "FaultProxy", "Prometheus", "Pushgateway", "free_port", "job_env", "kill_uploaders", "metric_name",
-    "parameter_name", "process_cpu_seconds", "reap_uploaders", "uploader_pids", "wait_for",
+    "REPO", "FaultProxy", "Prometheus", "Pushgateway", "VictoriaMetrics", "free_port", "job_env", "kill_uploaders",
+    "metric_name", "parameter_name", "process_cpu_seconds", "reap_uploaders", "uploader_pids", "wait_for",
 ]

@@ -1,10 +1,12 @@
-"""A real Prometheus (Debian's ``prometheus``) on 127.0.0.1 that scrapes a :class:`Pushgateway`, and its
-HTTP API."""
+"""A real Prometheus (Debian's ``prometheus``) on 127.0.0.1 that scrapes a :class:`Pushgateway`, or takes
+remote writes, or both; and its HTTP API."""
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
+import ssl
 import time
 import urllib.error
 import urllib.parse
@@ -18,37 +20,62 @@ __all__ = ["Prometheus"]
 
 
 class Prometheus(LocalServer):
-    """A real Prometheus on 127.0.0.1 that scrapes *gateway* every *scrape_interval* seconds.
+    """A real Prometheus on 127.0.0.1 that scrapes *gateway* (if any) every *scrape_interval* seconds.
 
     ``honor_labels: true`` is what makes the pushed ``job`` and ``podUUID``
     labels the series' own, as the Pushgateway's documentation asks.
+
+    With *remote_write* it also takes remote writes at :attr:`write_url`
+    (``--web.enable-remote-write-receiver``); *out_of_order_window* (say
+    ``"1h"``) is its ``storage.tsdb.out_of_order_time_window``, without which
+    it refuses samples older than its newest ones.
     """
 
     what = "Prometheus"
 
-    def __init__(self, log_dir: str, gateway: Pushgateway, port: int | None = None,
-                 scrape_interval: float = 1.0) -> None:
+    def __init__(self, log_dir: str, gateway: Pushgateway | None = None, port: int | None = None,
+                 scrape_interval: float = 1.0, remote_write: bool = False,
+                 out_of_order_window: str | None = None, web_config: str | None = None,
+                 ca_file: str | None = None, auth: tuple[str, str] | None = None) -> None:
         super().__init__(log_dir, port)
         self.gateway = gateway
         self.scrape_interval = scrape_interval
+        self.remote_write = remote_write
+        self.out_of_order_window = out_of_order_window
+        # With *web_config*, ``--web.config.file`` (TLS, basic auth), as for the Pushgateway.
+        self.web_config = web_config
+        self.scheme = "https" if ca_file else "http"
+        self._context = ssl.create_default_context(cafile=ca_file) if ca_file else None
+        self._auth = "Basic " + base64.b64encode(":".join(auth).encode()).decode() if auth else None
         self.config_path = os.path.join(log_dir, f"prometheus-{self.port}.yml")
         self.data_dir = os.path.join(log_dir, f"prometheus-{self.port}-data")
 
+    @property
+    def write_url(self) -> str:
+        """Where remote writes go (with *remote_write*)."""
+        return f"{self.url}/api/v1/write"
+
     def command(self) -> list[str]:
-        interval = f"{int(self.scrape_interval * 1000)}ms"
         with open(self.config_path, "w") as f:
-            f.write(f"""global:
-  scrape_interval: {interval}
-  evaluation_interval: {interval}
-scrape_configs:
+            f.write(self._config())
+        return [binary("prometheus"), f"--config.file={self.config_path}",
+                f"--storage.tsdb.path={self.data_dir}", f"--web.listen-address={self.address}",
+                "--log.level=warn", *(["--web.enable-remote-write-receiver"] if self.remote_write else []),
+                *([f"--web.config.file={self.web_config}"] if self.web_config else [])]
+
+    def _config(self) -> str:
+        interval = f"{int(self.scrape_interval * 1000)}ms"
+        config = f"global:\n  scrape_interval: {interval}\n  evaluation_interval: {interval}\n"
+        if self.gateway is not None:
+            config += f"""scrape_configs:
   - job_name: pushgateway
     honor_labels: true
     static_configs:
       - targets: ["{self.gateway.address}"]
-""")
-        return [binary("prometheus"), f"--config.file={self.config_path}",
-                f"--storage.tsdb.path={self.data_dir}", f"--web.listen-address={self.address}",
-                "--log.level=warn"]
+"""
+        if self.out_of_order_window:
+            config += f"storage:\n  tsdb:\n    out_of_order_time_window: {self.out_of_order_window}\n"
+        return config
 
     def stop(self) -> None:
         super().stop()
@@ -72,6 +99,15 @@ scrape_configs:
             raise ValueError(f"{expr!r} is a {data['resultType']}, not an instant vector")
         return data["result"]  # type: ignore[no-any-return]
 
+    def samples(self, selector: str, at: float) -> list[tuple[dict[str, str], list[tuple[int, float]]]]:
+        """The raw samples of a range selector such as ``x{podUUID="p"}[1h]``, evaluated at *at* (s):
+        ``[(labels, [(ms, value), ...]), ...]``, one per series, each in time order."""
+        data = self._api("query", query=selector, time=f"{at:.3f}")
+        if data["resultType"] != "matrix":
+            raise ValueError(f"{selector!r} is a {data['resultType']}, not a range vector")
+        return [(series["metric"], [(round(float(t) * 1000), float(v)) for t, v in series["values"]])
+                for series in data["result"]]
+
     def query_range(self, expr: str, seconds: float) -> list[dict[str, Any]]:
         """*expr* over the last *seconds*, at the scrape interval."""
         end = time.time()
@@ -80,6 +116,7 @@ scrape_configs:
 
     def wait_until_scraping(self, timeout: float = 30) -> None:
         """Wait for the first scrape of the gateway (Prometheus starts its targets a few seconds late)."""
+        assert self.gateway is not None, "this Prometheus scrapes no gateway"
         wait_for(lambda: self.query('up{job="pushgateway"} == 1'), timeout, f"{self.what} to scrape the gateway")
 
     def label_values(self, label: str, match: str) -> list[str]:

@@ -5,7 +5,8 @@
 set -euo pipefail
 PIP_FIRST="torch==2.13.0"
 PIP_EXTRAS=test,keras
-EXTRA_APT=(prometheus)  # the Pushgateway comes anyway; Prometheus scrapes it end to end
+# The Pushgateway comes anyway; Prometheus scrapes it end to end, and takes remote writes as VictoriaMetrics does.
+EXTRA_APT=(prometheus victoria-metrics)
 source "$(dirname "$0")/_setup.sh"
 echo "==> ruff check and mypy --strict (mypy.ini) over runai/ and uploader/"
 .venv/bin/ruff check .

@@ -1,0 +1,263 @@
+"""Sending reports to a Prometheus remote-write receiver (remote write 1.0), every one with its own timestamp.
+
+:class:`RemoteWriter` has :class:`uploader.push.Pusher`'s interface (``push``,
+``abort``, ``close``), so the Uploader can drive either sink.
+
+The series are exactly what a Prometheus scraping the gateway with
+``honor_labels: true`` shows (:mod:`uploader.exposition`)::
+
+    reporter_push_gateway_metric_<name>{job="reporter_pod_info", podUUID, metric_name, push_gateway_type="metric"}
+    reporter_push_gateway_parameter_<name>{job="reporter_pod_info", podUUID, param_name, param_value,
+                                           push_gateway_type="parameter"}   value 1
+
+Every report is a sample at its own time, in milliseconds; two reports of one
+series in the same millisecond keep the last (by ``seq``), since a receiver
+keeps one value per timestamp.
+
+What the answers mean, by the spec and by what real receivers were measured
+to do (tests/test_remote_write.py):
+
+* 2xx: delivered.
+* connection errors, timeouts, 429, 502, 503, 504: an outage; :meth:`push`
+  raises OSError and the caller retries with backoff.
+* 400 and 413: the request's content is refused; it is halved until the
+  refused samples stand alone, and those are returned as refusals.
+* 500 and the other 5xx: Prometheus 2.42 answers 500 "too old sample" for one
+  sample older than its out-of-order window and stores nothing of the
+  request, so retrying it for ever would stall every later sample. A request
+  answered so twice in a row is split like a 400; a sample alone whose answer
+  names it ("too old", "out of bounds", "out of order") is refused, and one
+  whose answer names nothing is an outage (raised).
+* "duplicate sample for timestamp": the series already has a sample at that
+  time, from an earlier send (at-least-once delivery resends after a crash):
+  delivered, not refused.
+* any other 4xx: refused, not retried (the spec forbids retrying a 4xx).
+"""
+from __future__ import annotations
+
+import base64
+import logging
+import operator
+import ssl
+from typing import Iterator, NamedTuple, Sequence
+
+import cramjam
+
+from runai.reporter import __version__
+from runai.reporter.settings import check_pod_uuid
+from runai.reporter.spool import METRIC, Report
+
+from .exposition import JOB, encoded_size, exposition_name
+from .keepalive import GatewayError, KeepAliveHandler
+from .push import Refusal
+from .write_request import MAX_SAMPLE_BYTES, encode_labels, encode_write_request
+
+__all__ = ["MAX_WRITE_BYTES", "MAX_WRITE_SAMPLES", "ReceiverError", "RemoteWriter"]
+
+logger = logging.getLogger(__name__)
+
+MAX_WRITE_SAMPLES = 10_000  # samples in one request; more are sent in several
+MAX_WRITE_BYTES = 1 << 20  # of one request's protobuf, before compression
+
+_OUTAGES = (429, 502, 503, 504)  # retried with backoff, without limit
+_CONTENT = (400, 413)  # the request's content is refused: split at once
+_NAMES_A_SAMPLE = ("too old", "out of bounds", "out of order")
+# Prometheus' words, measured (VictoriaMetrics takes a resend with 204); Mimir's error id, from its runbook.
+_ALREADY_THERE = ("duplicate sample for timestamp", "err-mimir-sample-duplicate-timestamp")
+_HEADERS = [
+    ("Content-Encoding", "snappy"),
+    ("Content-Type", "application/x-protobuf"),
+    ("X-Prometheus-Remote-Write-Version", "0.1.0"),
+    ("User-Agent", f"runai-uploader/{__version__}"),
+]
+
+
+class ReceiverError(GatewayError):
+    """The remote-write receiver answered with an HTTP error status."""
+
+    def __init__(self, status: int, body: str) -> None:
+        super().__init__(status, "", body)
+        self.args = (f"the remote-write receiver answered {status}: {body.strip()[:500]}",)
+
+    @property
+    def outage(self) -> bool:
+        """429, 502, 503, 504: the receiver is overloaded or away; the request is to be sent again later."""
+        return self.status in _OUTAGES
+
+    @property
+    def names_a_sample(self) -> bool:
+        return any(words in self.body.lower() for words in _NAMES_A_SAMPLE)
+
+    @property
+    def already_there(self) -> bool:
+        return any(words in self.body.lower() for words in _ALREADY_THERE)
+
+
+class _Point(NamedTuple):
+    """One report as a sample: sorted by (ms, seq), and bound for the series *series*."""
+
+    ms: int
+    seq: int
+    series: tuple[str, ...]
+    value: float
+    labels: bytes  # the series' encoded labels
+    record: Report
+
+
+class RemoteWriter:
+    """Writes reports of one pod to one remote-write receiver, such as ``http://host:9090/api/v1/write``.
+
+    Auth: *username* and *password* (basic), or *bearer_token*; *tenant* is
+    sent as ``X-Scope-OrgID`` (Mimir, Cortex); *ca_file* verifies an https
+    receiver. None of them is ever logged.
+    """
+
+    def __init__(self, url: str, pod_uuid: str, *, timeout: float = 10.0, username: str | None = None,
+                 password: str | None = None, bearer_token: str | None = None, tenant: str | None = None,
+                 ca_file: str | None = None) -> None:
+        self.url = url
+        self.pod_uuid = pod_uuid
+        self.timeout = timeout
+        self.pushes = 0  # HTTP requests that succeeded
+        check_pod_uuid(pod_uuid)  # a label value must be UTF-8
+        if bearer_token is not None and username is not None:
+            raise ValueError("give the remote-write receiver a username and password or a bearer token, not both")
+        authorization = None
+        if username is not None and password is not None:
+            authorization = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+        elif bearer_token is not None:
+            authorization = f"Bearer {bearer_token}"
+        self._headers = _HEADERS + ([("X-Scope-OrgID", tenant)] if tenant else [])
+        context = ssl.create_default_context(cafile=ca_file) if url.startswith("https://") else None
+        self._http = KeepAliveHandler(authorization, context)
+        self._sent: set[tuple[tuple[str, ...], int, float]] = set()  # delivered by a push that then raised
+        self._delivered: list[list[_Point]] = []  # by the push under way
+
+    def close(self) -> None:
+        self._http.close()
+
+    def abort(self) -> None:
+        """Cut a request in flight and make later ones fail at once; safe in a signal handler."""
+        self._http.abort()
+
+    def push(self, records: Sequence[Report]) -> list[tuple[Report, Refusal]]:
+        """Write *records*, each a sample; return the ones refused by name, with why.
+
+        The samples are sorted by time (a Prometheus without an out-of-order
+        window silently drops a series' samples out of order within one
+        request) and go in requests of at most :data:`MAX_WRITE_SAMPLES`
+        samples and :data:`MAX_WRITE_BYTES`. A record that cannot be encoded
+        is refused without being sent (a ValueError saying why).
+
+        Raises OSError (:class:`ReceiverError`, TimeoutError, ConnectionError)
+        when the receiver is away or overloaded; nothing is lost then, the
+        caller sends the same records again.
+        """
+        refused: list[tuple[Report, Refusal]] = []
+        try:
+            for batch in self._batches(self._points(records, refused)):
+                refused += self._write(batch)
+        except BaseException:
+            # Delivered before the failure: the caller sends these again, and a Prometheus
+            # without an out-of-order window would refuse them as out of order.
+            self._sent.update((point.series, point.ms, point.value) for batch in self._delivered for point in batch)
+            raise
+        else:
+            self._sent.clear()  # all of it is delivered or refused: the caller moves on
+        finally:
+            self._delivered.clear()
+        return refused
+
+    @staticmethod
+    def _batches(points: list[_Point]) -> Iterator[list[_Point]]:
+        """*points* in runs of at most MAX_WRITE_SAMPLES and MAX_WRITE_BYTES (an upper bound of)."""
+        batch: list[_Point] = []
+        series: set[tuple[str, ...]] = set()
+        size = 0
+        for point in points:
+            grows = MAX_SAMPLE_BYTES + (0 if point.series in series else len(point.labels) + 8)
+            if batch and (len(batch) >= MAX_WRITE_SAMPLES or size + grows > MAX_WRITE_BYTES):
+                yield batch
+                batch, series, size = [], set(), 0
+                grows = MAX_SAMPLE_BYTES + len(point.labels) + 8
+            batch.append(point)
+            series.add(point.series)
+            size += grows
+        if batch:
+            yield batch
+
+    def _points(self, records: Sequence[Report], refused: list[tuple[Report, Refusal]]) -> list[_Point]:
+        """*records* as samples in time order, one per series and millisecond (the last), less those sent."""
+        labels: dict[tuple[str, ...], bytes] = {}
+        points = []
+        for record in records:
+            series = (METRIC, record.name) if record.kind == METRIC else (record.kind, record.name, str(record.value))
+            encoded = labels.get(series)
+            if encoded is None:
+                try:
+                    encoded = labels[series] = self._labels(record)
+                except ValueError as exc:
+                    refused.append((record, exc))
+                    continue
+            value = float(record.value) if record.kind == METRIC else 1.0
+            points.append(_Point(round(record.ts * 1e6) // 1000, record.seq, series, value, encoded, record))
+        points.sort(key=operator.itemgetter(0, 1))
+        last = {(point.series, point.ms): point for point in points}  # keeps the first's place, the last's point
+        if not self._sent:
+            return list(last.values())
+        return [point for point in last.values() if (point.series, point.ms, point.value) not in self._sent]
+
+    def _labels(self, record: Report) -> bytes:
+        encoded_size(record)  # ValueError for a name Prometheus cannot take, or a value not UTF-8
+        if record.kind == METRIC:
+            labels = [("metric_name", record.name), ("push_gateway_type", "metric")]
+        else:
+            labels = [("param_name", record.name), ("param_value", str(record.value)),
+                      ("push_gateway_type", "parameter")]
+        labels += [("__name__", exposition_name(record)), ("job", JOB), ("podUUID", self.pod_uuid)]
+        # Sorted by name (the spec); an empty value means no label, as a scrape reads one.
+        return encode_labels(sorted((name, value) for name, value in labels if value))
+
+    def _write(self, batch: list[_Point], twice: bool = False) -> list[tuple[Report, Refusal]]:
+        """Send *batch*, splitting it around refused samples; *twice*: a 5xx on it means its content."""
+        if not batch:
+            return []
+        try:
+            self._send(batch)
+            return []
+        except ReceiverError as exc:
+            if exc.outage:
+                raise
+            if len(batch) == 1:
+                return self._judge_alone(batch[0], exc, twice)
+            if 400 <= exc.status < 500 and exc.status not in _CONTENT:
+                return [(point.record, exc) for point in batch]
+            if exc.status >= 500 and not twice and not exc.names_a_sample:
+                return self._write(batch, twice=True)  # once more: a passing fault gets through now
+            logger.debug("the receiver refused %d samples (%s); splitting them", len(batch), exc)
+        middle = len(batch) // 2
+        return self._write(batch[:middle], twice=True) + self._write(batch[middle:], twice=True)
+
+    def _judge_alone(self, point: _Point, exc: ReceiverError, twice: bool) -> list[tuple[Report, Refusal]]:
+        if exc.already_there:
+            return []  # sent before: the receiver has it
+        if exc.status < 500 or exc.names_a_sample:
+            return [(point.record, exc)]
+        if not twice:
+            return self._write([point], twice=True)
+        raise exc  # an error that names no sample, on one sample: the receiver is in trouble, not the sample
+
+    def _send(self, batch: list[_Point]) -> None:
+        series: dict[tuple[str, ...], tuple[bytes, list[tuple[int, float]]]] = {}
+        for point in batch:  # in time order, so each series' samples are too
+            series.setdefault(point.series, (point.labels, []))[1].append((point.ms, point.value))
+        self._post(bytes(cramjam.snappy.compress_raw(encode_write_request(series.values()))))
+        self.pushes += 1
+        self._delivered.append(batch)
+
+    def _post(self, body: bytes) -> None:
+        """One request; ReceiverError for an error status. (Unit tests stand in for a receiver here.)"""
+        try:
+            self._http(self.url, "POST", self.timeout, self._headers, body)()
+        except GatewayError as exc:
+            raise ReceiverError(exc.status, exc.body) from None
