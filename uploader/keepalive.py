@@ -5,6 +5,7 @@ whole request, connection to last byte (docs/operations.md, "Limits").
 """
 from __future__ import annotations
 
+import base64
 import http.client
 import logging
 import socket
@@ -53,6 +54,18 @@ class KeepAliveHandler:
     only, and a gateway that trickles its answer a byte at a time would hold
     a push for ever. A timer shuts the socket down at the deadline instead.
     """
+
+    @classmethod
+    def for_url(cls, url: str, *, username: str | None = None, password: str | None = None,
+                bearer_token: str | None = None, ca_file: str | None = None) -> KeepAliveHandler:
+        """A handler for *url* with basic auth (*username*, *password*) or a *bearer_token*, and *ca_file*."""
+        authorization = None
+        if username is not None and password is not None:
+            authorization = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+        elif bearer_token is not None:
+            authorization = f"Bearer {bearer_token}"
+        context = ssl.create_default_context(cafile=ca_file) if url.startswith("https://") else None
+        return cls(authorization, context)
 
     def __init__(self, authorization: str | None = None, ssl_context: ssl.SSLContext | None = None) -> None:
         self._conn: http.client.HTTPConnection | None = None

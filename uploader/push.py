@@ -10,18 +10,16 @@ Limits (docs/operations.md, "Limits"): a push carries at most
 """
 from __future__ import annotations
 
-import base64
 import logging
-import ssl
-from typing import Sequence, TypeAlias
+from typing import Sequence
 
 from prometheus_client import CollectorRegistry, pushadd_to_gateway
 
-from runai.reporter.settings import check_pod_uuid
 from runai.reporter.spool import Report
 
 from .exposition import JOB, METRIC_PREFIX, PARAMETER_PREFIX, Samples, encoded_size, exposition_name
 from .keepalive import MAX_ANSWER_BYTES, GatewayError, Handler, KeepAliveHandler
+from .sink import Refusal, Sink
 
 __all__ = [
     "GatewayError", "Pusher", "JOB", "MAX_ANSWER_BYTES", "MAX_PUSH_BYTES", "MAX_PUSH_VALUES", "METRIC_PREFIX",
@@ -36,28 +34,17 @@ MAX_PUSH_VALUES = 10_000  # values in one push
 _GATEWAY_TIMEOUT = 504  # a proxy in front of the gateway gave up waiting: a timeout, as the uploader's own
 
 # Why a record was refused: the gateway's answer, or why it was not sent.
-Refusal: TypeAlias = "GatewayError | ValueError"
 
 
-class Pusher:
+class Pusher(Sink):
     """Pushes records of one pod to one Pushgateway."""
 
     def __init__(self, gateway_url: str, pod_uuid: str, *, timeout: float = 10.0,
                  handler: Handler | None = None, username: str | None = None, password: str | None = None,
                  ca_file: str | None = None) -> None:
-        self.gateway_url = gateway_url
-        self.pod_uuid = pod_uuid
-        self.timeout = timeout
-        self.pushes = 0  # HTTP requests that succeeded
-        # The grouping key goes into the URL as UTF-8: a podUUID that cannot be
-        # encoded would fail every push (settings made by load_settings are checked).
-        check_pod_uuid(pod_uuid)
-        authorization = None
-        if username is not None and password is not None:
-            token = base64.b64encode(f"{username}:{password}".encode()).decode()
-            authorization = f"Basic {token}"
-        context = ssl.create_default_context(cafile=ca_file) if gateway_url.startswith("https://") else None
-        self._own_handler = KeepAliveHandler(authorization, context) if handler is None else None
+        super().__init__(gateway_url, pod_uuid, timeout)
+        own = KeepAliveHandler.for_url(gateway_url, username=username, password=password, ca_file=ca_file)
+        self._own_handler = own if handler is None else None
         self._handler: Handler = handler or self._own_handler  # type: ignore[assignment]
 
     def close(self) -> None:
@@ -127,7 +114,7 @@ class Pusher:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(Samples(records))
         pushadd_to_gateway(
-            self.gateway_url,
+            self.url,
             job=JOB,
             registry=registry,
             grouping_key={"podUUID": self.pod_uuid},

@@ -35,21 +35,18 @@ to do (tests/test_remote_write.py):
 """
 from __future__ import annotations
 
-import base64
 import logging
 import operator
-import ssl
 from typing import Iterator, NamedTuple, Sequence
 
 import cramjam
 
 from runai.reporter import __version__
-from runai.reporter.settings import check_pod_uuid
 from runai.reporter.spool import METRIC, Report
 
 from .exposition import JOB, encoded_size, exposition_name
 from .keepalive import GatewayError, KeepAliveHandler
-from .push import Refusal
+from .sink import Refusal, Sink
 from .write_request import MAX_SAMPLE_BYTES, encode_labels, encode_write_request
 
 __all__ = ["MAX_WRITE_BYTES", "MAX_WRITE_SAMPLES", "ReceiverError", "RemoteWriter"]
@@ -104,7 +101,7 @@ class _Point(NamedTuple):
     record: Report
 
 
-class RemoteWriter:
+class RemoteWriter(Sink):
     """Writes reports of one pod to one remote-write receiver, such as ``http://host:9090/api/v1/write``.
 
     Auth: *username* and *password* (basic), or *bearer_token*; *tenant* is
@@ -115,21 +112,12 @@ class RemoteWriter:
     def __init__(self, url: str, pod_uuid: str, *, timeout: float = 10.0, username: str | None = None,
                  password: str | None = None, bearer_token: str | None = None, tenant: str | None = None,
                  ca_file: str | None = None) -> None:
-        self.url = url
-        self.pod_uuid = pod_uuid
-        self.timeout = timeout
-        self.pushes = 0  # HTTP requests that succeeded
-        check_pod_uuid(pod_uuid)  # a label value must be UTF-8
+        super().__init__(url, pod_uuid, timeout)
         if bearer_token is not None and username is not None:
             raise ValueError("give the remote-write receiver a username and password or a bearer token, not both")
-        authorization = None
-        if username is not None and password is not None:
-            authorization = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
-        elif bearer_token is not None:
-            authorization = f"Bearer {bearer_token}"
         self._headers = _HEADERS + ([("X-Scope-OrgID", tenant)] if tenant else [])
-        context = ssl.create_default_context(cafile=ca_file) if url.startswith("https://") else None
-        self._http = KeepAliveHandler(authorization, context)
+        self._http = KeepAliveHandler.for_url(url, username=username, password=password, bearer_token=bearer_token,
+                                              ca_file=ca_file)
         self._sent: set[tuple[tuple[str, ...], int, float]] = set()  # delivered by a push that then raised
         self._delivered: list[list[_Point]] = []  # by the push under way
 

@@ -254,7 +254,7 @@ class Uploader:
             kind = "is unreachable"
         log = logger.warning if first else logger.debug
         log("the gateway %s %s (%s); retrying with backoff, nothing is lost",
-            self.pusher.gateway_url, kind, exc)
+            self.pusher.url, kind, exc)
 
     # -- finishing --------------------------------------------------------
 

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Iterable, NamedTuple
 
 from ..safefs import open_at, open_in_pod_dir, open_pod_dir
+from ._fds import unlink_quietly
 from .names import checkpoint_path
 
 __all__ = [
@@ -248,15 +249,9 @@ def _replace(path: str, sink: str, data: bytes) -> None:
             # rename(2) replaces the name itself: a symlink planted there is replaced, not followed.
             os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         except BaseException:
-            _discard(dir_fd, tmp)
+            unlink_quietly(tmp, dir_fd)  # best effort: the next store removes it anyway
             raise
     finally:
         os.close(dir_fd)
 
 
-def _discard(dir_fd: int, tmp: str) -> None:
-    """Remove the temp file of a failed store (best effort: the next store removes it anyway)."""
-    try:
-        os.unlink(tmp, dir_fd=dir_fd)
-    except OSError:
-        pass
