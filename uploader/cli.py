@@ -87,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
 
     # The settings' options come from their one definition (runai.reporter.settings); run takes all of them,
     # the shared ones first.
-    common = ("spool_dir", "pod_uuid", "gateway_url", "push_timeout")
+    common = ("spool_dir", "pod_uuid", "gateway_url", "remote_write_url", "push_timeout")
 
     run = sub.add_parser("run", help="follow a pod's spool until its writers are gone (started by the Reporter)")
     add_options(run, common)

@@ -43,7 +43,8 @@ def follow(settings: Settings) -> int | None:
         uploader = build_uploader(settings, retry_timeout=settings.retry_timeout, lock=lock,
                                   history_bytes=settings.history_bytes,
                                   fsync_interval=settings.fsync_interval if settings.fsync == "interval" else None)
-        logger.info("uploader started for pod %s, pushing to %s", settings.pod_uuid, settings.gateway_url)
+        logger.info("uploader started for pod %s, pushing to %s", settings.pod_uuid,
+                    " and ".join(url for url in (settings.gateway_url, settings.remote_write_url) if url))
         with StopOnSignals() as stopper:
             stopper.watch(uploader)
             status = uploader.run()

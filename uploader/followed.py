@@ -64,14 +64,16 @@ class FollowedFile:
 class FollowedFiles:
     """The spool files of one pod directory: those followed, by path, and those done with."""
 
-    def __init__(self, pod_dir: str, history_bytes: int | None = None, *, sink: str = GATEWAY) -> None:
+    def __init__(self, pod_dir: str, history_bytes: int | None = None, *, sink: str = GATEWAY,
+                 all_sinks: tuple[str, ...] | None = None) -> None:
         self.pod_dir = pod_dir
         self.sink = sink  # whose progress the checkpoints read and written here are
         self.ignored: dict[str, str] = {}  # spool files that cannot be read at all -> why
         self._files: dict[str, FollowedFile] = {}
         self._closed: set[str] = set()  # delivered files of gone writers, and unreadable ones
         self._skipped_retired: Counter[str] = Counter()  # skip reasons of files no longer followed
-        self._history = History(history_bytes)  # delivered files of gone writers, trimmed to a bound
+        # delivered files of gone writers, trimmed to a bound (each deleted once all sinks have it)
+        self._history = History(history_bytes, all_sinks or (sink,))
 
     def __iter__(self) -> Iterator[FollowedFile]:
         return iter(self._files.values())
@@ -103,7 +105,7 @@ class FollowedFiles:
         tail.close()
         del self._files[path]
         self._closed.add(path)
-        self._history.add(path)
+        self._history.add(path, tail.spool_id)
 
     def sync(self) -> None:
         """fsync every spool file that grew since its last fsync (the `interval` durability policy)."""

@@ -23,6 +23,7 @@ from .signals import StopOnSignals
 from .status import pod_status
 
 if TYPE_CHECKING:
+    from .loops import SinkLoops
     from .service import Uploader
 
 __all__ = ["Outcome", "ProgressSink", "Recovered", "RecoveryListener", "pending_on_disk", "recover_pod",
@@ -115,7 +116,8 @@ def recover_pod(settings: Settings, timeout: float, stopper: StopOnSignals,
                 listener: RecoveryListener) -> Recovered:
     """Deliver everything *settings*' pod has pending, waiting up to *timeout* s for its uploader or gateway."""
     pod = settings.pod_uuid
-    result = Recovered(pod, pod_dir=settings.pod_dir, gateway_url=settings.gateway_url)
+    urls = " and ".join(url for url in (settings.gateway_url, settings.remote_write_url) if url)
+    result = Recovered(pod, pod_dir=settings.pod_dir, gateway_url=urls)
     if not spool_file_names(settings.pod_dir):
         result.outcome = Outcome.EMPTY
         return result
@@ -145,12 +147,12 @@ def recover_pod(settings: Settings, timeout: float, stopper: StopOnSignals,
 
 
 def _deliver(settings: Settings, timeout: float, stopper: StopOnSignals,
-             progress: ProgressSink) -> tuple[Uploader, bool]:
+             progress: ProgressSink) -> tuple[Uploader | SinkLoops, bool]:
     """Run a one-shot Uploader over the pod (its lock held); return it, and whether it delivered everything."""
     # Imported here: the service imports prometheus_client and watchdog, which `--help` does not need.
     from .service import EXIT_DELIVERED
 
-    uploader: Uploader | None = None
+    uploader: Uploader | SinkLoops | None = None
 
     def on_progress(records: int, sent: int) -> None:
         # The Uploader calls this only while it runs, so it is assigned by then.
@@ -158,11 +160,11 @@ def _deliver(settings: Settings, timeout: float, stopper: StopOnSignals,
         progress.update(records, sent, total_bytes=total)
 
     # Smaller steps than a follower's: each commits, so the bar moves while a big spool is read.
-    uploader = build_uploader(settings, retry_timeout=timeout, follow=False, use_watchdog=False,
-                              on_progress=on_progress, scan_bytes=_RECOVER_SCAN_BYTES)
-    stopper.watch(uploader)
+    built = uploader = build_uploader(settings, retry_timeout=timeout, follow=False, use_watchdog=False,
+                                      on_progress=on_progress, scan_bytes=_RECOVER_SCAN_BYTES)
+    stopper.watch(built)
     try:
-        return uploader, uploader.run() == EXIT_DELIVERED
+        return built, built.run() == EXIT_DELIVERED
     finally:
         progress.close()
 

@@ -2,14 +2,16 @@
 
 Only files that are fully delivered and whose writer is gone are ever added:
 undelivered data is never deleted. Past the bound the oldest go first, each
-with its checkpoint.
+with its checkpoint. With several sinks, each sink's loop adds the files it
+has delivered; a file is deleted only once its checkpoint says every sink has
+it (the loop of the last sink to get there deletes it).
 """
 from __future__ import annotations
 
 import logging
 import os
 
-from runai.reporter.spool import checkpoint_path
+from runai.reporter.spool import GATEWAY, checkpoint_path, delivery_state
 
 __all__ = ["History"]
 
@@ -19,11 +21,12 @@ logger = logging.getLogger(__name__)
 class History:
     """Delivered spool files kept on disk, trimmed oldest first to *max_bytes* (None keeps everything)."""
 
-    def __init__(self, max_bytes: int | None) -> None:
+    def __init__(self, max_bytes: int | None, sinks: tuple[str, ...] = (GATEWAY,)) -> None:
         self.max_bytes = max_bytes
-        self._files: dict[str, tuple[float, int]] = {}  # path -> (mtime, size)
+        self.sinks = sinks  # every configured sink: a file goes only once each has it
+        self._files: dict[str, tuple[float, int, str]] = {}  # path -> (mtime, size, spool id)
 
-    def add(self, path: str) -> None:
+    def add(self, path: str, spool_id: str) -> None:
         """Count *path*, a delivered file of a gone writer, then trim the oldest while over the bound."""
         if self.max_bytes is None:
             return
@@ -31,15 +34,18 @@ class History:
             info = os.stat(path)
         except OSError:
             return
-        self._files[path] = (info.st_mtime, info.st_size)
+        self._files[path] = (info.st_mtime, info.st_size, spool_id)
         self._trim(self.max_bytes)
 
     def _trim(self, max_bytes: int) -> None:
         """Delete the oldest delivered files of gone writers while the history is over its bound."""
-        total = sum(size for _, size in self._files.values())
+        total = sum(size for _, size, _ in self._files.values())
         for path in sorted(self._files, key=lambda p: self._files[p][0]):
             if total <= max_bytes:
                 break
+            _, size, spool_id = self._files[path]
+            if len(self.sinks) > 1 and not delivery_state(path, spool_id, size, sinks=self.sinks).covered:
+                continue  # another sink has yet to get it: its loop adds it when it has
             total -= self._files.pop(path)[1]
             for victim in (path, checkpoint_path(path)):
                 try:

@@ -1,4 +1,4 @@
-"""Reading what is new in a pod's spool files, coalesced to the latest value of each name.
+"""Reading what is new in a pod's spool files, coalesced to the latest value of each name (or every record).
 
 A scan reads each followed file on from its offset, within a byte budget (so
 that pushes and checkpoints never wait long behind a big backlog) and a cap
@@ -8,7 +8,7 @@ disk until these are delivered).
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from typing import Any, Callable
 
 from runai.reporter.spool import SEARCH_BYTES, Report
 
@@ -30,18 +30,22 @@ _MIN_LINE_BYTES = 32  # no valid record line is shorter: a read of N such bytes 
 class Scanner:
     """Reads the followed files into :attr:`latest`, the newest value of each name not yet pushed.
 
+    With *coalesce* False (the remote-write sink) :attr:`latest` holds every
+    record read and not yet pushed instead, bounded the same way by *max_pending*.
+
     *stopping* is asked after each read (a scan of a big backlog takes
     seconds: a signal must not wait for it); *again* is called when a file
     has more to read than the budget allowed, to come straight back for it.
     """
 
     def __init__(self, files: FollowedFiles, stopping: Callable[[], bool], again: Callable[[], None], *,
-                 scan_bytes: int = SCAN_BYTES, max_pending: int = MAX_PENDING_VALUES) -> None:
+                 scan_bytes: int = SCAN_BYTES, max_pending: int = MAX_PENDING_VALUES, coalesce: bool = True) -> None:
         self.files = files
         self.scan_bytes = scan_bytes  # read at most about this much before pushing and committing
         self.max_pending = max_pending  # distinct values held before reading pauses
-        # coalesced values not yet pushed, with the file each came from
-        self.latest: dict[tuple[str, str], tuple[Report, str]] = {}
+        # values not yet pushed (coalesced, or every record), with the file each came from
+        self.latest: dict[tuple[Any, ...], tuple[Report, str]] = {}
+        self.coalesce = coalesce
         self._stopping = stopping
         self._again = again
 
@@ -71,10 +75,6 @@ class Scanner:
                 self.files.retire(entry)
         return budget > 0
 
-    def source(self, record: Report) -> str:
-        """The path of the file a held *record* came from."""
-        return self.latest[(record.kind, record.name)][1]
-
     def _read(self, entry: FollowedFile) -> int | None:
         """Read and coalesce one block of *entry*; the bytes it counts against the budget, None at the end."""
         tail = entry.tail
@@ -88,6 +88,9 @@ class Scanner:
         return tail.offset - before if not tail.searching else SEARCH_BYTES
 
     def _coalesce(self, record: Report, path: str) -> None:
+        if not self.coalesce:
+            self.latest[(path, record.seq, record.kind, record.name)] = (record, path)
+            return
         key = (record.kind, record.name)
         held = self.latest.get(key)
         # One writer's reports are ordered by sequence number: its clock may

@@ -21,14 +21,14 @@ import time
 from collections import Counter
 from typing import Callable
 
-from runai.reporter.spool import PodLock
+from runai.reporter.spool import GATEWAY, PodLock
 
 from .exposition import exposition_name
 from .followed import TORN_LINE, FollowedFiles
 from .keepalive import GatewayError
-from .push import Pusher
 from .scan import MAX_PENDING_VALUES, SCAN_BYTES, Scanner
 from .schedule import Schedule
+from .sink import Sink
 from .wakeup import Wakeup
 from .watch import SpoolWatch
 
@@ -49,7 +49,7 @@ class Uploader:
     def __init__(
         self,
         pod_dir: str,
-        pusher: Pusher,
+        pusher: Sink,
         *,
         push_interval: float = 1.0,
         retry_timeout: float = 600.0,
@@ -63,6 +63,8 @@ class Uploader:
         fsync_interval: float | None = None,
         scan_bytes: int = SCAN_BYTES,
         max_pending: int = MAX_PENDING_VALUES,
+        sink: str = GATEWAY,
+        all_sinks: tuple[str, ...] | None = None,
     ) -> None:
         self.pod_dir = pod_dir
         self.pusher = pusher
@@ -73,8 +75,10 @@ class Uploader:
         # what this run did, for summaries
         self.delivered_records = 0
         self.delivered_bytes = 0  # of spool files, header lines included
-        # history_bytes: a bound on the delivered spool kept; None keeps everything
-        self._files = FollowedFiles(pod_dir, history_bytes)
+        # history_bytes: a bound on the delivered spool kept; None keeps everything. *sink*: whose checkpoints
+        # this loop reads and writes; a file is deleted only once each of *all_sinks* has it.
+        self._files = FollowedFiles(pod_dir, history_bytes, sink=sink, all_sinks=all_sinks)
+        self._receiver = "the gateway" if sink == GATEWAY else "the remote-write receiver"
         self.ignored_files = self._files.ignored  # spool files that cannot be read at all -> why
         self.rejected: dict[str, str] = {}  # exposition name (printable) -> the gateway's answer, or why not sent
         self.last_error = ""
@@ -83,8 +87,8 @@ class Uploader:
                                   poll_interval=poll_interval, backoff=backoff, fsync_interval=fsync_interval)
         self._wake = Wakeup()
         self._stopping = False  # a plain flag: stop() runs in signal handlers
-        self._scanner = Scanner(self._files, lambda: self._stopping, self._wake.set,
-                                scan_bytes=scan_bytes, max_pending=max_pending)
+        self._scanner = Scanner(self._files, lambda: self._stopping, self._wake.set, scan_bytes=scan_bytes,
+                                max_pending=max_pending, coalesce=sink == GATEWAY)
         self._watch = SpoolWatch(pod_dir, self._wake.set)
 
     # -- control ----------------------------------------------------------
@@ -147,8 +151,9 @@ class Uploader:
             writers_alive = self._files.writers_alive()
             if schedule.gives_up(now, writers_alive):
                 logger.error(
-                    "giving up after %.0f s without reaching the gateway (%s); %d reports stay in %s: "
-                    "run `runai-uploader recover` to upload them", schedule.failing_for(now), self.last_error,
+                    "giving up after %.0f s without reaching %s (%s); %d reports stay in %s: "
+                    "run `runai-uploader recover` to upload them", schedule.failing_for(now), self._receiver,
+                    self.last_error,
                     self.pending_records(), self.pod_dir,
                 )
                 return EXIT_PENDING
@@ -167,7 +172,7 @@ class Uploader:
             return self._schedule.failed(now)
         outage = self._schedule.succeeded(now, pushed)
         if outage is not None:
-            logger.info("the gateway is reachable again after %.1f s", outage)
+            logger.info("%s is reachable again after %.1f s", self._receiver, outage)
         if pushed:
             # More reports will wait out the interval anyway:
             # read them on a timer, not on an event per write.
@@ -212,20 +217,22 @@ class Uploader:
         return not self.follow or self._files.ending()
 
     def _deliver(self) -> bool:
+        held = self._scanner.latest.values()
+        sources = {id(record): path for record, path in held}  # the file each refusal is counted against
         try:
-            rejected = self.pusher.push([record for record, _ in self._scanner.latest.values()])
+            rejected = self.pusher.push([record for record, _ in held])
         except OSError as exc:
             if not self._stopping:
                 self._note_failure(exc)
             return False
         for record, refusal in rejected:
-            entry = self._files.get(self._scanner.source(record))
+            entry = self._files.get(sources[id(record)])
             if entry is not None:  # always: a file with values held is read past its checkpoint, so followed
                 entry.refused += 1
             # A name may hold lone surrogates: keep it printable for logs and summaries.
             name = ascii(exposition_name(record))[1:-1]
             if name not in self.rejected:
-                who = "the gateway rejected" if isinstance(refusal, GatewayError) else "cannot push"
+                who = f"{self._receiver} rejected" if isinstance(refusal, GatewayError) else "cannot push"
                 logger.error("%s %s %s (pushed as %s); the other reports are not affected: %s",
                              who, record.kind, ascii(record.name), name, refusal)
             self.rejected[name] = str(refusal)
@@ -253,8 +260,8 @@ class Uploader:
         else:
             kind = "is unreachable"
         log = logger.warning if first else logger.debug
-        log("the gateway %s %s (%s); retrying with backoff, nothing is lost",
-            self.pusher.url, kind, exc)
+        log("%s %s %s (%s); retrying with backoff, nothing is lost",
+            self._receiver, self.pusher.url, kind, exc)
 
     # -- finishing --------------------------------------------------------
 

@@ -228,8 +228,10 @@ class Reporter:
         logger.warning(
             "finish() timed out after %.1f s with %d of %d reports not yet delivered to %s%s; they are safe in %s "
             "and %s. To upload them yourself, run: %s",
-            timeout, writer.records - delivered, writer.records, settings.gateway_url, lost, writer.path, uploader,
-            recover_command(settings.spool_dir, settings.pod_uuid, settings.gateway_url),
+            timeout, writer.records - delivered, writer.records,
+            " and ".join(url for url in (settings.gateway_url, settings.remote_write_url) if url), lost, writer.path,
+            uploader, recover_command(settings.spool_dir, settings.pod_uuid, settings.gateway_url,
+                                      settings.remote_write_url),
         )
 
     def _delivery(self) -> tuple[int, int, bool]:
@@ -241,7 +243,7 @@ class Reporter:
                 records, refused = self._covered[spool.path]
                 delivered, rejected = delivered + records, rejected + refused
                 continue
-            state = delivery_state(spool.path, spool.spool_id, spool.size)
+            state = delivery_state(spool.path, spool.spool_id, spool.size, sinks=self.settings.sinks)
             delivered += state.records
             rejected += state.refused
             if not state.covered:

@@ -15,9 +15,9 @@ from urllib.parse import urlsplit
 from .safefs import UnsafePathError, check_path, open_pod_dir, open_root
 
 __all__ = [
-    "ConfigError", "check_credentials", "check_pod_dir", "check_pod_uuid", "default_spool_dir",
-    "normalize_gateway_url", "parse_bytes", "parse_policy", "parse_seconds", "parse_spool_dir", "parse_text",
-    "parse_timeout", "resolve_spool_dir",
+    "ConfigError", "check_credentials", "check_pod_dir", "check_pod_uuid", "check_remote_write_credentials",
+    "check_sinks", "default_spool_dir", "normalize_gateway_url", "normalize_remote_write_url", "parse_bytes",
+    "parse_policy", "parse_seconds", "parse_spool_dir", "parse_text", "parse_timeout", "resolve_spool_dir",
 ]
 
 ENV_POD_UUID = "podUUID"
@@ -35,6 +35,13 @@ ENV_FSYNC = "reporterFsync"
 ENV_FSYNC_INTERVAL = "reporterFsyncInterval"
 ENV_SPOOL_FILE_BYTES = "reporterSpoolFileBytes"
 ENV_HISTORY_BYTES = "reporterHistoryBytes"
+ENV_REMOTE_WRITE_URL = "reporterRemoteWriteURL"
+ENV_RW_USERNAME = "reporterRemoteWriteUsername"
+ENV_RW_PASSWORD = "reporterRemoteWritePassword"
+ENV_RW_PASSWORD_FILE = "reporterRemoteWritePasswordFile"
+ENV_RW_BEARER_TOKEN_FILE = "reporterRemoteWriteBearerTokenFile"
+ENV_RW_TENANT = "reporterRemoteWriteTenant"
+ENV_RW_CA_FILE = "reporterRemoteWriteCAFile"
 
 FSYNC_POLICIES = ("never", "interval", "always")
 
@@ -104,6 +111,31 @@ def normalize_gateway_url(url: object, source: str = ENV_GATEWAY_URL) -> str:
     return full.rstrip("/")
 
 
+def normalize_remote_write_url(url: object, source: str = ENV_REMOTE_WRITE_URL) -> str:
+    """A remote-write receiver's full URL, such as ``http://host:9090/api/v1/write`` (scheme and path required)."""
+    text = str(url).strip()
+    parts = urlsplit(text)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == -1 or parts.fragment:
+        raise ConfigError(f"{source}={url!r} is not a remote-write URL: use http(s)://host:port/path, "
+                          "such as http://prometheus:9090/api/v1/write")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(f"{source} must not contain credentials: set {ENV_RW_USERNAME} and {ENV_RW_PASSWORD} "
+                          f"(or {ENV_RW_PASSWORD_FILE}), or {ENV_RW_BEARER_TOKEN_FILE}, instead")
+    return text
+
+
+def check_sinks(gateway_url: str | None, remote_write_url: str | None) -> None:
+    """At least one sink must be configured."""
+    if gateway_url is None and remote_write_url is None:
+        raise ConfigError(f"{ENV_GATEWAY_URL} is not set: set it to the Pushgateway address, as host:port or "
+                          f"http(s)://host:port, or set {ENV_REMOTE_WRITE_URL} to a remote-write receiver's URL "
+                          "(or both)")
+
+
 def default_spool_dir(environ: Mapping[str, str] | None = None) -> str:
     """A per-user state directory, or the temp dir when that is not writable."""
     env = os.environ if environ is None else environ
@@ -168,24 +200,44 @@ def check_pod_dir(spool_dir: str, pod_uuid: str, for_writing: bool = True) -> No
                           f"(uid {os.geteuid()}): use another {ENV_POD_UUID} or {ENV_SPOOL_DIR}, or remove it")
 
 
-def check_credentials(env: Mapping[str, str], url: str, username: str | None, password: str | None,
+def check_credentials(env: Mapping[str, str], url: str | None, username: str | None, password: str | None,
                       ca_file: str | None) -> tuple[str | None, str | None, str | None]:
     """Basic auth and the CA file, checked together: the password may come from a file, and both need the URL."""
-    password_file = env.get(ENV_PASSWORD_FILE) or None
+    return _credentials(env, url, username, password, ca_file,
+                        (ENV_GATEWAY_URL, ENV_USERNAME, ENV_PASSWORD, ENV_PASSWORD_FILE, ENV_CA_FILE))
+
+
+def check_remote_write_credentials(env: Mapping[str, str], url: str | None, username: str | None,
+                                   password: str | None, ca_file: str | None,
+                                   token_file: str | None) -> tuple[str | None, str | None, str | None]:
+    """The remote-write sink's basic auth, bearer token file and CA file, checked as the gateway's are."""
+    if token_file is not None:
+        if username is not None:
+            raise ConfigError(f"set {ENV_RW_USERNAME} or {ENV_RW_BEARER_TOKEN_FILE}, not both")
+        if not os.path.isfile(token_file):
+            raise ConfigError(f"{ENV_RW_BEARER_TOKEN_FILE}={token_file!r} is not a file")
+    return _credentials(env, url, username, password, ca_file,
+                        (ENV_REMOTE_WRITE_URL, ENV_RW_USERNAME, ENV_RW_PASSWORD, ENV_RW_PASSWORD_FILE, ENV_RW_CA_FILE))
+
+
+def _credentials(env: Mapping[str, str], url: str | None, username: str | None, password: str | None,
+                 ca_file: str | None, names: tuple[str, ...]) -> tuple[str | None, str | None, str | None]:
+    env_url, env_user, env_password, env_password_file, env_ca = names
+    password_file = env.get(env_password_file) or None
     if password_file and password is None:
         try:
             with open(password_file, encoding="utf-8") as f:
                 password = f.read().rstrip("\r\n")
         except OSError as exc:
-            raise ConfigError(f"{ENV_PASSWORD_FILE}={password_file!r} cannot be read: {exc.strerror}") from None
+            raise ConfigError(f"{env_password_file}={password_file!r} cannot be read: {exc.strerror}") from None
     if (username is None) != (password is None):
-        raise ConfigError(f"set both {ENV_USERNAME} and {ENV_PASSWORD} (or {ENV_PASSWORD_FILE}) for basic auth, "
+        raise ConfigError(f"set both {env_user} and {env_password} (or {env_password_file}) for basic auth, "
                           "or neither")
     if ca_file is not None:
-        if not url.startswith("https://"):
-            raise ConfigError(f"{ENV_CA_FILE} is set but {ENV_GATEWAY_URL} is not https://")
+        if url is None or not url.startswith("https://"):
+            raise ConfigError(f"{env_ca} is set but {env_url} is not https://")
         if not os.path.isfile(ca_file):
-            raise ConfigError(f"{ENV_CA_FILE}={ca_file!r} is not a file")
+            raise ConfigError(f"{env_ca}={ca_file!r} is not a file")
         ca_file = os.path.abspath(ca_file)
     return username, password, ca_file
 

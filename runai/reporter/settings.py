@@ -3,15 +3,12 @@
 A field says where its value comes from: its environment variable, its
 keyword argument (the field's name), the uploader's command-line option (if
 it travels on one), its default, the option's help, and how a raw value is
-checked. Everything else is derived from the fields: :func:`load_settings`
-(and so ``Reporter(**overrides)``), the uploader's argv
-(:func:`command_line`), its argparse options (:func:`add_options`,
-:func:`settings_from_args`) and :func:`recover_command`. A new setting is one
-new field.
+checked. Everything else is derived from the fields: :func:`load_settings` (and
+so ``Reporter(**overrides)``), the uploader's argv (:func:`command_line`), its
+argparse options (:func:`add_options`, :func:`settings_from_args`) and
+:func:`recover_command`. A new setting is one new field.
 
-Shared by the training-side Reporter and the ``runai-uploader`` command line,
-so that both agree on where a pod's spool lives and where it is pushed.
-"""
+Shared by the Reporter and ``runai-uploader``: both agree on where a spool lives and where it goes."""
 from __future__ import annotations
 
 import dataclasses
@@ -21,6 +18,7 @@ import shlex
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 
+from .spool.checkpoint import GATEWAY, REMOTE_WRITE, SINKS
 from ._validate import (
     ENV_CA_FILE,
     ENV_FINISH_TIMEOUT,
@@ -33,7 +31,13 @@ from ._validate import (
     ENV_POD_UUID,
     ENV_PUSH_INTERVAL,
     ENV_PUSH_TIMEOUT,
+    ENV_REMOTE_WRITE_URL,
     ENV_RETRY_TIMEOUT,
+    ENV_RW_BEARER_TOKEN_FILE,
+    ENV_RW_CA_FILE,
+    ENV_RW_PASSWORD,
+    ENV_RW_TENANT,
+    ENV_RW_USERNAME,
     ENV_SPOOL_DIR,
     ENV_SPOOL_FILE_BYTES,
     ENV_USERNAME,
@@ -42,8 +46,11 @@ from ._validate import (
     check_credentials,
     check_pod_dir,
     check_pod_uuid,
+    check_remote_write_credentials,
+    check_sinks,
     default_spool_dir,
     normalize_gateway_url,
+    normalize_remote_write_url,
     parse_bytes,
     parse_policy,
     parse_seconds,
@@ -60,11 +67,11 @@ __all__ = [
     "DEFAULT_FINISH_TIMEOUT", "DEFAULT_FSYNC_INTERVAL", "DEFAULT_HISTORY_BYTES", "DEFAULT_PUSH_INTERVAL",
     "DEFAULT_PUSH_TIMEOUT", "DEFAULT_RETRY_TIMEOUT", "DEFAULT_SPOOL_FILE_BYTES", "ENV_CA_FILE", "ENV_FINISH_TIMEOUT",
     "ENV_FSYNC", "ENV_FSYNC_INTERVAL", "ENV_GATEWAY_URL", "ENV_HISTORY_BYTES", "ENV_PASSWORD", "ENV_PASSWORD_FILE",
-    "ENV_POD_UUID", "ENV_PUSH_INTERVAL", "ENV_PUSH_TIMEOUT", "ENV_RETRY_TIMEOUT", "ENV_SPOOL_DIR",
-    "ENV_SPOOL_FILE_BYTES", "ENV_USERNAME", "FSYNC_POLICIES", "ConfigError", "Setting", "Settings", "add_options",
-    "check_keywords", "check_pod_uuid", "command_line", "command_line_settings", "default_spool_dir",
-    "load_settings", "normalize_gateway_url", "recover_command", "resolve_spool_dir", "setting",
-    "settings_from_args", "warn_insecure_auth",
+    "ENV_POD_UUID", "ENV_PUSH_INTERVAL", "ENV_PUSH_TIMEOUT", "ENV_REMOTE_WRITE_URL", "ENV_RETRY_TIMEOUT",
+    "ENV_SPOOL_DIR", "ENV_SPOOL_FILE_BYTES", "ENV_USERNAME", "FSYNC_POLICIES", "ConfigError", "Setting", "Settings",
+    "add_options", "check_keywords", "check_pod_uuid", "command_line", "command_line_settings", "default_spool_dir",
+    "load_settings", "normalize_gateway_url", "recover_command", "resolve_spool_dir", "setting", "settings_from_args",
+    "warn_insecure_auth",
 ]
 
 logger = logging.getLogger(__name__)
@@ -116,8 +123,13 @@ class Settings:
 
     pod_uuid: str = setting(env=ENV_POD_UUID, option="--pod-uuid", parse=check_pod_uuid,
                             help="the pod to deliver (default: $podUUID)")
-    gateway_url: str = setting(env=ENV_GATEWAY_URL, option="--gateway", parse=normalize_gateway_url,
-                               help="Pushgateway address, host:port or URL (default: $reporterGatewayURL)")
+    # Each sink's URL may be unset, as long as the other's is set (load_settings checks).
+    gateway_url: str | None = setting(env=ENV_GATEWAY_URL, option="--gateway", parse=normalize_gateway_url,
+                                      fallback=lambda env: None,
+                                      help="Pushgateway address, host:port or URL (default: $reporterGatewayURL)")
+    remote_write_url: str | None = setting(
+        env=ENV_REMOTE_WRITE_URL, option="--remote-write", parse=normalize_remote_write_url, fallback=lambda env: None,
+        help="remote-write receiver URL, such as http://host:9090/api/v1/write (default: $reporterRemoteWriteURL)")
     spool_dir: str = setting(env=ENV_SPOOL_DIR, option="--spool-dir", parse=parse_spool_dir,
                              fallback=_spool_root_from_environment,
                              help="spool root (default: $reporterSpoolDir or the per-user default)")
@@ -150,11 +162,23 @@ class Settings:
     username: str | None = setting(env=ENV_USERNAME, default=None, keyword=False)
     password: str | None = setting(env=ENV_PASSWORD, default=None, keyword=False, repr=False)
     ca_file: str | None = setting(env=ENV_CA_FILE, default=None, keyword=False)
+    # The remote-write sink's, by the same rules (a password may come from $reporterRemoteWritePasswordFile).
+    rw_username: str | None = setting(env=ENV_RW_USERNAME, default=None, keyword=False)
+    rw_password: str | None = setting(env=ENV_RW_PASSWORD, default=None, keyword=False, repr=False)
+    rw_bearer_token_file: str | None = setting(env=ENV_RW_BEARER_TOKEN_FILE, default=None, keyword=False)
+    rw_tenant: str | None = setting(env=ENV_RW_TENANT, default=None, keyword=False)
+    rw_ca_file: str | None = setting(env=ENV_RW_CA_FILE, default=None, keyword=False)
 
     @property
     def pod_dir(self) -> str:
         """The directory holding this pod's spool files and checkpoints."""
         return os.path.join(self.spool_dir, self.pod_uuid)
+
+    @property
+    def sinks(self) -> tuple[str, ...]:
+        """The configured sinks' names, in SINKS order."""
+        urls = {GATEWAY: self.gateway_url, REMOTE_WRITE: self.remote_write_url}
+        return tuple(name for name in SINKS if urls[name] is not None)
 
 
 def _settings_of(settings_class: type[Settings]) -> Iterator[tuple[dataclasses.Field[Any], Setting]]:
@@ -189,8 +213,12 @@ def load_settings(*, environ: Mapping[str, str] | None = None, for_writing: bool
     check_keywords(overrides, "load_settings()", settings_class)
     env = os.environ if environ is None else environ
     values = {f.name: _value(f, spec, overrides.get(f.name), env) for f, spec in _settings_of(settings_class)}
+    check_sinks(values["gateway_url"], values["remote_write_url"])
     values["username"], values["password"], values["ca_file"] = check_credentials(
         env, values["gateway_url"], values["username"], values["password"], values["ca_file"])
+    values["rw_username"], values["rw_password"], values["rw_ca_file"] = check_remote_write_credentials(
+        env, values["remote_write_url"], values["rw_username"], values["rw_password"], values["rw_ca_file"],
+        values["rw_bearer_token_file"])
     settings = settings_class(**values)
     # Belt and braces: whatever check_pod_uuid allowed must still land directly
     # under the spool root once symlinks and '..' are resolved.
@@ -225,7 +253,7 @@ def command_line(settings: Settings) -> list[str]:
     # first, where the uploader's argv has always had it (ps, /proc/PID/cmdline); the rest in definition order.
     options = _options(type(settings))
     names = sorted(options, key=lambda name: name != "spool_dir")  # a stable sort
-    return [f"{options[name][0]}={getattr(settings, name)}" for name in names]
+    return [f"{options[name][0]}={getattr(settings, name)}" for name in names if getattr(settings, name) is not None]
 
 
 def add_options(parser: argparse.ArgumentParser, names: Iterable[str] | None = None, *,
@@ -251,18 +279,19 @@ def settings_from_args(args: argparse.Namespace, *, environ: Mapping[str, str] |
     return load_settings(environ=environ, for_writing=for_writing, settings_class=settings_class, **keywords)
 
 
-def recover_command(spool_dir: str, pod_uuid: str, gateway_url: str) -> str:
-    """The exact shell command that uploads what a pod left behind."""
+def recover_command(spool_dir: str, pod_uuid: str, gateway_url: str | None,
+                    remote_write_url: str | None = None) -> str:
+    """The exact shell command that uploads what a pod left behind (to each sink whose URL is given)."""
     options = _options(Settings)
-    values = {"spool_dir": spool_dir, "pod_uuid": pod_uuid, "gateway_url": gateway_url}
+    values = dict(spool_dir=spool_dir, pod_uuid=pod_uuid, gateway_url=gateway_url, remote_write_url=remote_write_url)
     # OPTION=VALUE: a value starting with '-' must not read as an option.
     return shlex.join(["runai-uploader", "recover", *(f"{options[name][0]}={value}"
-                                                      for name, value in values.items())])
+                                                      for name, value in values.items() if value is not None)])
 
 
 def warn_insecure_auth(settings: Settings) -> None:
     """Log one warning when basic auth would send the password in clear text (plain http://)."""
-    if settings.username is not None and settings.gateway_url.startswith("http://"):
+    if settings.username is not None and str(settings.gateway_url).startswith("http://"):
         logger.warning(
             "%s is plain http://, so the basic-auth password of %r is sent in clear text: anyone who can see the "
             "traffic can read it and push as this user. Use an https:// gateway address (and %s if its "
