@@ -19,6 +19,7 @@ from typing import Any, Sequence
 from runai.reporter import __version__
 from runai.reporter.settings import (
     ENV_GATEWAY_URL,
+    ENV_REMOTE_WRITE_URL,
     ENV_POD_UUID,
     ConfigError,
     Settings,
@@ -29,6 +30,7 @@ from runai.reporter.settings import (
     settings_from_args,
 )
 from runai.reporter.safefs import UnsafePathError, open_pod_dir
+from runai.reporter.spool import GATEWAY, REMOTE_WRITE
 
 from .factory import raise_open_files_limit
 from .follow import follow
@@ -157,7 +159,11 @@ def _status(args: argparse.Namespace) -> int:
     root = resolve_spool_dir(args.spool_dir)
     pods = [check_pod_uuid(args.pod_uuid, "--pod-uuid")] if args.pod_uuid and not args.all else spool_pods(root)
     gateway = os.environ.get(ENV_GATEWAY_URL) or None
-    statuses = [pod_status(root, pod, gateway) for pod in pods]
+    remote_write = os.environ.get(ENV_REMOTE_WRITE_URL) or None
+    # Judged for the sinks configured here and those each checkpoint has progress for.
+    configured = tuple(sink for sink, url in ((GATEWAY, gateway), (REMOTE_WRITE, remote_write)) if url)
+    statuses = [pod_status(root, pod, gateway, sinks=configured, found=True, remote_write_url=remote_write)
+                for pod in pods]
     if args.json:
         print(json.dumps({"spool_dir": root, "pods": [pod.to_json() for pod in statuses]}, indent=2))
         return EXIT_OK

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterable, Protocol
 
 from runai.reporter.settings import ConfigError, Settings, warn_insecure_auth
-from runai.reporter.spool import PodLock, holder_pid
+from runai.reporter.spool import GATEWAY, PodLock, holder_pid
 from runai.reporter.spool import spool_file_names
 
 from .factory import build_uploader
@@ -126,7 +126,7 @@ def recover_pod(settings: Settings, timeout: float, stopper: StopOnSignals,
         result.holder = holder_pid(settings.pod_dir)
         listener.waiting(pod, result.holder, timeout)
         if not lock.acquire(timeout=timeout, stopped=stopper.stopped):
-            result.outcome, result.pending = Outcome.BUSY, pending_on_disk(settings.spool_dir, pod)
+            result.outcome, result.pending = Outcome.BUSY, pending_on_disk(settings.spool_dir, pod, settings.sinks)
             return result
     started = time.monotonic()
     try:
@@ -142,7 +142,7 @@ def recover_pod(settings: Settings, timeout: float, stopper: StopOnSignals,
     result.outcome = Outcome.STOPPED if stopper.stopped() else Outcome.UNREACHABLE
     result.error = uploader.last_error
     # Counted from disk: the uploader's own count misses what it had not read yet when it gave up.
-    result.pending = pending_on_disk(settings.spool_dir, pod)
+    result.pending = pending_on_disk(settings.spool_dir, pod, settings.sinks)
     return result
 
 
@@ -169,7 +169,7 @@ def _deliver(settings: Settings, timeout: float, stopper: StopOnSignals,
         progress.close()
 
 
-def pending_on_disk(spool_dir: str, pod: str) -> int | None:
-    """Reports of *pod* no checkpoint covers, counted from disk; None if its directory cannot be read."""
-    status = pod_status(spool_dir, pod)
+def pending_on_disk(spool_dir: str, pod: str, sinks: tuple[str, ...] = (GATEWAY,)) -> int | None:
+    """Reports of *pod* not yet delivered to one of *sinks*, counted from disk; None if it cannot be read."""
+    status = pod_status(spool_dir, pod, sinks=sinks)
     return None if status.refused else status.reports_pending

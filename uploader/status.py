@@ -15,10 +15,12 @@ from runai.reporter.settings import recover_command
 from runai.reporter.safefs import UnsafePathError, open_pod_dir
 from runai.reporter.spool import (
     GATEWAY,
+    SINKS,
     BadSpoolError,
     checkpoint_path,
     delivery_state,
     holder_pid,
+    load_progress,
     last_error,
     open_spool,
     spool_file_names,
@@ -106,14 +108,16 @@ class PodStatus:
 
 
 def pod_status(spool_dir: str, pod_uuid: str, gateway_url: str | None = None, *,
-               sinks: tuple[str, ...] = (GATEWAY,)) -> PodStatus:
+               sinks: tuple[str, ...] = (GATEWAY,), found: bool = False,
+               remote_write_url: str | None = None) -> PodStatus:
     """The status of one pod, as documented in docs/operations.md (``status --json``).
 
-    Delivered means delivered to every one of *sinks*; pending, not yet to one of them.
+    Delivered means delivered to every one of *sinks*; pending, not yet to one of them. With *found*, each
+    file is judged for *sinks* and every sink its checkpoint has progress for (the gateway when that is none).
     """
     pod_dir = os.path.join(spool_dir, pod_uuid)
     refused = refusal(pod_dir)
-    files = [_file_status(os.path.join(pod_dir, n), sinks) for n in spool_file_names(pod_dir)]
+    files = [_file_status(os.path.join(pod_dir, n), sinks, found) for n in spool_file_names(pod_dir)]
     pending = sum(f.reports_pending for f in files)
     delivered_at = [f.last_delivered for f in files if f.last_delivered]
     return PodStatus(
@@ -128,12 +132,13 @@ def pod_status(spool_dir: str, pod_uuid: str, gateway_url: str | None = None, *,
         bytes_pending=sum(f.bytes_pending for f in files),
         last_delivered=max(delivered_at) if delivered_at else None,
         last_error=last_error(pod_dir),
-        recover_command=recover_command(spool_dir, pod_uuid, gateway_url or "HOST:PORT") if pending else None,
+        recover_command=recover_command(spool_dir, pod_uuid, gateway_url or (None if remote_write_url else "HOST:PORT"),
+                                        remote_write_url) if pending else None,
         spool_files=files,
     )
 
 
-def _file_status(path: str, sinks: tuple[str, ...]) -> FileStatus:
+def _file_status(path: str, sinks: tuple[str, ...], found: bool) -> FileStatus:
     status = FileStatus(path, writer_pid(os.path.basename(path)))
     try:
         opened = open_spool(path, resume=False)
@@ -149,6 +154,9 @@ def _file_status(path: str, sinks: tuple[str, ...]) -> FileStatus:
     with opened.tail as tail:
         status.size = tail.size()
         status.writer_alive = tail.writer_alive()
+        if found:
+            progress = load_progress(path, tail.spool_id, status.size)
+            sinks = tuple(name for name in SINKS if name in sinks or name in progress) or (GATEWAY,)
         state = delivery_state(path, tail.spool_id, status.size, reader=tail, sinks=sinks)
         if state.checkpoint is not None:
             status.reports_delivered = state.records

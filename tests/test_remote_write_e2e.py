@@ -1,0 +1,149 @@
+"""The remote-write sink wired in: real jobs (subprocesses with a Reporter), the real uploader, and real
+receivers (Debian's Prometheus 2.42 with ``--web.enable-remote-write-receiver``, Debian's Pushgateway).
+
+Each job spaces its reports 2 ms apart: reports of one series in the same millisecond keep the last (as
+documented), and these tests want every report to stand as its own sample.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any, Iterator
+
+import pytest
+
+from harness import Prometheus, Pushgateway, job_env, metric_name, uploader_pids, wait_for
+from runai.reporter.spool import GATEWAY, REMOTE_WRITE, delivery_state, is_spool_file, open_spool
+from tests._helpers import spool_records, uploader_cli
+
+# argv: reports, then "finish" (print finish()'s answer) or "kill" (SIGKILL itself, unfinished).
+JOB = """
+import os, signal, sys, time
+from runai.reporter import Reporter
+r = Reporter()
+for i in range(int(sys.argv[1])):
+    r.reportMetric('loss', float(i))
+    time.sleep(0.002)
+if sys.argv[2] == 'kill':
+    os.kill(os.getpid(), signal.SIGKILL)
+print(r.finish(timeout=float(sys.argv[3])))
+"""
+
+
+def run_job(env: dict[str, str], reports: int, end: str,
+            finish_timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", JOB, str(reports), end, str(finish_timeout)], env=env, text=True,
+                          capture_output=True, timeout=120, stdin=subprocess.DEVNULL)
+
+
+def job_settings(spool_dir: str, pod: str, **urls: str) -> dict[str, str]:
+    """A job's environment: this pod and spool, and only the sinks in *urls* (no gateway unless given)."""
+    env = job_env(podUUID=pod, reporterSpoolDir=spool_dir, **urls)
+    for name in ("reporterGatewayURL", "reporterRemoteWriteURL"):
+        if name not in urls:
+            env.pop(name, None)
+    return env
+
+
+def loss(pod: str) -> str:
+    return f'reporter_push_gateway_metric_loss{{podUUID="{pod}"}}[1h]'
+
+
+def expected(pod_dir: str) -> list[tuple[int, float]]:
+    """The spool's loss reports as samples: (the report's millisecond, its value), in time order."""
+    return sorted((round(r.ts * 1e6) // 1000, float(r.value)) for r in spool_records(pod_dir)
+                  if getattr(r, "name", None) == "loss")
+
+
+def samples(prometheus: Prometheus, pod: str) -> list[tuple[int, float]]:
+    found = prometheus.samples(loss(pod), at=time.time() + 1)
+    return found[0][1] if found else []
+
+
+def covered(pod_dir: str, sink: str) -> bool:
+    """Every spool file of *pod_dir* is delivered to *sink*, by its checkpoints."""
+    names = [n for n in os.listdir(pod_dir) if is_spool_file(n)]
+    for name in names:
+        path = os.path.join(pod_dir, name)
+        opened = open_spool(path, resume=False)
+        assert opened is not None
+        with opened.tail as tail:
+            if not delivery_state(path, tail.spool_id, tail.size(), reader=tail, sinks=(sink,)).covered:
+                return False
+    return bool(names)
+
+
+@pytest.fixture
+def receiver(tmp_path: Any) -> Iterator[Prometheus]:
+    """Prometheus taking remote writes, with an out-of-order window for backfilled history."""
+    with Prometheus(str(tmp_path), remote_write=True, out_of_order_window="2h") as server:
+        yield server
+
+
+def test_a_job_s_1000_reports_reach_prometheus_each_at_its_own_time(receiver: Prometheus, spool_dir: str,
+                                                                     pod: str) -> None:
+    env = job_settings(spool_dir, pod)
+    code = JOB.replace("Reporter()", f"Reporter(remote_write_url={receiver.write_url!r})")
+    done = subprocess.run([sys.executable, "-c", code, "1000", "finish", "60"], env=env, text=True,
+                          capture_output=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr
+    want = expected(os.path.join(spool_dir, pod))
+    assert len(want) == 1000 and len({ms for ms, _ in want}) == 1000
+    got = samples(receiver, pod)
+    assert got == want  # all 1,000, values in order, at the reports' own milliseconds
+    assert [v for _, v in got] == [float(i) for i in range(1000)]
+
+
+def test_recover_backfills_an_outage_with_the_original_times_and_then_sends_nothing(
+        tmp_path: Any, spool_dir: str, pod: str) -> None:
+    receiver = Prometheus(str(tmp_path), remote_write=True, out_of_order_window="2h")  # down for now
+    env = job_settings(spool_dir, pod, reporterRemoteWriteURL=receiver.write_url, reporterRetryTimeout="1")
+    killed = run_job(env, 500, "kill")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    # Its uploader gives up a second after the job is gone; nothing reached the receiver.
+    wait_for(lambda: not uploader_pids(spool_dir), 30, "the job's uploader to give up")
+    pod_dir = os.path.join(spool_dir, pod)
+    want = expected(pod_dir)
+    assert len(want) == 500 and not covered(pod_dir, REMOTE_WRITE)
+    with receiver:
+        first = uploader_cli(env, "recover", "--timeout=30")
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert "500 reports delivered" in first.stdout, first.stdout
+        assert samples(receiver, pod) == want  # every sample, at its report's own time
+        assert covered(pod_dir, REMOTE_WRITE)
+        second = uploader_cli(env, "recover", "--timeout=30")
+        assert second.returncode == 0, second.stdout + second.stderr
+        assert "0 reports delivered" in second.stdout, second.stdout
+        assert samples(receiver, pod) == want
+
+
+def test_both_sinks_get_everything_the_gateway_its_last_value_the_tsdb_every_value(
+        receiver: Prometheus, gateway: Pushgateway, spool_dir: str, pod: str) -> None:
+    env = job_settings(spool_dir, pod, reporterGatewayURL=gateway.address, reporterRemoteWriteURL=receiver.write_url)
+    done = run_job(env, 1000, "finish")
+    assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr
+    assert gateway.value(pod, metric_name("loss")) == 999
+    pod_dir = os.path.join(spool_dir, pod)
+    assert samples(receiver, pod) == expected(pod_dir) and len(expected(pod_dir)) == 1000
+    assert covered(pod_dir, GATEWAY) and covered(pod_dir, REMOTE_WRITE)
+
+
+def test_a_receiver_that_is_down_delays_neither_the_gateway_nor_its_checkpoints(
+        tmp_path: Any, gateway: Pushgateway, spool_dir: str, pod: str) -> None:
+    receiver = Prometheus(str(tmp_path), remote_write=True, out_of_order_window="2h")  # down for now
+    env = job_settings(spool_dir, pod, reporterGatewayURL=gateway.address, reporterRemoteWriteURL=receiver.write_url,
+                       reporterRetryTimeout="60")
+    done = run_job(env, 200, "finish", finish_timeout=3)
+    # finish() waits for every configured sink: with one down it times out, honestly.
+    assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr
+    pod_dir = os.path.join(spool_dir, pod)
+    assert gateway.value(pod, metric_name("loss")) == 199
+    assert covered(pod_dir, GATEWAY) and not covered(pod_dir, REMOTE_WRITE)
+    with receiver:  # the uploader is still retrying it: everything arrives once it is up
+        want = expected(pod_dir)
+        wait_for(lambda: samples(receiver, pod) == want, 30, "the receiver to get every report")
+        wait_for(lambda: covered(pod_dir, REMOTE_WRITE), 10, "the remote-write checkpoints")
+        wait_for(lambda: not uploader_pids(spool_dir), 30, "the uploader to exit")
