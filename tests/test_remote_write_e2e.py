@@ -19,24 +19,27 @@ from harness import Prometheus, Pushgateway, job_env, metric_name, uploader_pids
 from runai.reporter.spool import GATEWAY, REMOTE_WRITE, delivery_state, is_spool_file, open_spool
 from tests._helpers import spool_records, uploader_cli
 
-# argv: reports, then "finish" (print finish()'s answer) or "kill" (SIGKILL itself, unfinished).
+# argv: reports, then "finish" (print finish()'s answer, waiting argv[3] s) or "kill" (SIGKILL itself,
+# unfinished); argv[4], if given, the pause between reports (default 2 ms).
 JOB = """
 import os, signal, sys, time
 from runai.reporter import Reporter
 r = Reporter()
+pause = float(sys.argv[4]) if len(sys.argv) > 4 else 0.002
 for i in range(int(sys.argv[1])):
     r.reportMetric('loss', float(i))
-    time.sleep(0.002)
+    if pause:
+        time.sleep(pause)
 if sys.argv[2] == 'kill':
     os.kill(os.getpid(), signal.SIGKILL)
 print(r.finish(timeout=float(sys.argv[3])))
 """
 
 
-def run_job(env: dict[str, str], reports: int, end: str,
-            finish_timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", JOB, str(reports), end, str(finish_timeout)], env=env, text=True,
-                          capture_output=True, timeout=120, stdin=subprocess.DEVNULL)
+def run_job(env: dict[str, str], reports: int, end: str, finish_timeout: float = 60,
+            pause: float = 0.002) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", JOB, str(reports), end, str(finish_timeout), str(pause)], env=env,
+                          text=True, capture_output=True, timeout=120, stdin=subprocess.DEVNULL)
 
 
 def job_settings(spool_dir: str, pod: str, **urls: str) -> dict[str, str]:
@@ -147,3 +150,30 @@ def test_a_receiver_that_is_down_delays_neither_the_gateway_nor_its_checkpoints(
         wait_for(lambda: samples(receiver, pod) == want, 30, "the receiver to get every report")
         wait_for(lambda: covered(pod_dir, REMOTE_WRITE), 10, "the remote-write checkpoints")
         wait_for(lambda: not uploader_pids(spool_dir), 30, "the uploader to exit")
+
+
+def test_a_delivered_file_is_deleted_only_once_every_sink_has_it(tmp_path: Any, gateway: Pushgateway,
+                                                                spool_dir: str, pod: str) -> None:
+    receiver = Prometheus(str(tmp_path), remote_write=True, out_of_order_window="2h")  # down for now
+    env = job_settings(spool_dir, pod, reporterGatewayURL=gateway.address, reporterRemoteWriteURL=receiver.write_url,
+                       reporterRetryTimeout="60", reporterSpoolFileBytes="65536", reporterHistoryBytes="4096")
+    done = run_job(env, 20_000, "finish", finish_timeout=3, pause=0)
+    assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr
+    pod_dir = os.path.join(spool_dir, pod)
+    files = [n for n in os.listdir(pod_dir) if is_spool_file(n)]
+    assert len(files) >= 4 and covered(pod_dir, GATEWAY)  # rotated, and all with the gateway
+    assert gateway.value(pod, metric_name("loss")) == 19_999
+    # Far over the history bound, but the remote-write sink has none of them: every file is kept.
+    assert sorted(n for n in os.listdir(pod_dir) if is_spool_file(n)) == sorted(files)
+    with receiver:
+        wait_for(lambda: not uploader_pids(spool_dir), 60, "the uploader to deliver to the receiver and exit")
+        left = [n for n in os.listdir(pod_dir) if is_spool_file(n)]
+        assert len(left) < len(files)  # now delivered everywhere: trimmed to the bound
+        assert not left or covered(pod_dir, REMOTE_WRITE)
+        last = prometheus_last(receiver, pod)
+        assert last == 19_999.0
+
+
+def prometheus_last(prometheus: Prometheus, pod: str) -> float | None:
+    found = samples(prometheus, pod)
+    return found[-1][1] if found else None
