@@ -6,6 +6,7 @@ documented), and these tests want every report to stand as its own sample.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -98,6 +99,17 @@ def test_a_job_s_1000_reports_reach_prometheus_each_at_its_own_time(receiver: Pr
     got = samples(receiver, pod)
     assert got == want  # all 1,000, values in order, at the reports' own milliseconds
     assert [v for _, v in got] == [float(i) for i in range(1000)]
+    # status judges each file by the sinks its checkpoint has progress for, plus those configured here.
+    assert pod_counts(env) == (1000, 0)
+    assert pod_counts({**env, "reporterGatewayURL": "gw.invalid:9091"}) == (0, 1000)
+
+
+def pod_counts(env: dict[str, str]) -> tuple[int, int]:
+    """(reports delivered, reports pending) of the one pod, by ``runai-uploader status --json``."""
+    done = uploader_cli(env, "status", "--json")
+    assert done.returncode == 0, done.stderr
+    [status] = json.loads(done.stdout)["pods"]
+    return status["reports_delivered"], status["reports_pending"]
 
 
 def test_recover_backfills_an_outage_with_the_original_times_and_then_sends_nothing(

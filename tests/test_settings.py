@@ -175,3 +175,52 @@ def test_the_readme_lists_every_setting_with_its_variable_and_keyword() -> None:
         spec = field.metadata["runai.reporter.setting"]
         (row,) = [r for r in rows if r.startswith(f"| `{spec.env}`")]
         assert (f"| `{field.name}=` |" in row) == spec.keyword, row
+
+
+# -- the remote-write sink's settings (issue 12) ----------------------------------------------------------
+
+RW_URL = "http://tsdb.invalid:9090/api/v1/write"
+
+
+def test_at_least_one_sink_is_required_and_the_error_names_both(base: dict[str, str]) -> None:
+    neither = {k: v for k, v in base.items() if k != "reporterGatewayURL"}
+    with pytest.raises(ConfigError, match="reporterGatewayURL is not set.*reporterRemoteWriteURL"):
+        load_settings(environ=neither)
+    assert load_settings(environ=base).sinks == ("gateway",)
+    only = load_settings(environ={**neither, "reporterRemoteWriteURL": RW_URL})
+    assert (only.gateway_url, only.remote_write_url, only.sinks) == (None, RW_URL, ("remote_write",))
+    both = load_settings(environ=base, remote_write_url=RW_URL)
+    assert both.sinks == ("gateway", "remote_write")
+    with pytest.raises(ConfigError, match="remote_write_url="):
+        load_settings(environ=base, remote_write_url="tsdb:9090")  # a full URL is required
+
+
+def test_the_remote_write_url_travels_on_argv_and_its_secrets_never_do(monkeypatch: pytest.MonkeyPatch,
+                                                                       base: dict[str, str],
+                                                                       tmp_path: Any) -> None:
+    token = tmp_path / "token"
+    token.write_text("t0ken\n")
+    secrets = {"reporterRemoteWriteUsername": "user", "reporterRemoteWritePassword": "s3cret",
+               "reporterRemoteWriteTenant": "team-a"}
+    environ = {k: v for k, v in base.items() if k != "reporterGatewayURL"}
+    for key, value in {**environ, **secrets}.items():
+        monkeypatch.setenv(key, value)
+    settings = load_settings(remote_write_url=RW_URL)
+    assert (settings.rw_username, settings.rw_password, settings.rw_tenant) == ("user", "s3cret", "team-a")
+    argv = command_line(settings)
+    assert f"--remote-write={RW_URL}" in argv and not any(a.startswith("--gateway") for a in argv)
+    assert not any("s3cret" in a or "team-a" in a for a in argv) and "s3cret" not in repr(settings)
+    assert cli._settings(cli._parser().parse_args(["run", *argv])) == settings
+    command = recover_command(settings.spool_dir, settings.pod_uuid, None, RW_URL)
+    assert f"--remote-write={RW_URL}" in command and "--gateway" not in command
+    with pytest.raises(ConfigError, match="reporterRemoteWriteUsername or reporterRemoteWriteBearerTokenFile"):
+        load_settings(environ={**environ, **secrets, "reporterRemoteWriteBearerTokenFile": str(token)},
+                      remote_write_url=RW_URL)
+    with pytest.raises(ConfigError, match="reporterRemoteWriteCAFile is set but reporterRemoteWriteURL"):
+        load_settings(environ={**environ, "reporterRemoteWriteCAFile": str(token)}, remote_write_url=RW_URL)
+    password_file = tmp_path / "password"
+    password_file.write_text("from-file\n")
+    from_file = load_settings(environ={**environ, "reporterRemoteWriteUsername": "u",
+                                       "reporterRemoteWritePasswordFile": str(password_file)},
+                              remote_write_url=RW_URL)
+    assert from_file.rw_password == "from-file"
