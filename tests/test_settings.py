@@ -23,6 +23,7 @@ from runai.reporter.settings import (
     recover_command,
     setting,
     settings_from_args,
+    warn_insecure_auth,
 )
 from harness import REPO, uploader_pids
 from uploader import cli
@@ -224,3 +225,12 @@ def test_the_remote_write_url_travels_on_argv_and_its_secrets_never_do(monkeypat
                                        "reporterRemoteWritePasswordFile": str(password_file)},
                               remote_write_url=RW_URL)
     assert from_file.rw_password == "from-file"
+
+
+def test_remote_write_basic_auth_over_plain_http_warns_without_the_password(
+        base: dict[str, str], caplog: pytest.LogCaptureFixture) -> None:
+    environ = {**base, "reporterRemoteWriteUsername": "user", "reporterRemoteWritePassword": "s3cret"}
+    with caplog.at_level("WARNING", logger="runai.reporter"):
+        warn_insecure_auth(load_settings(environ=environ, remote_write_url=RW_URL))
+    [warning] = [r.getMessage() for r in caplog.records if "clear text" in r.getMessage()]
+    assert "reporterRemoteWriteURL" in warning and "s3cret" not in warning

@@ -123,9 +123,8 @@ class Settings:
 
     pod_uuid: str = setting(env=ENV_POD_UUID, option="--pod-uuid", parse=check_pod_uuid,
                             help="the pod to deliver (default: $podUUID)")
-    # Each sink's URL may be unset, as long as the other's is set (load_settings checks).
     gateway_url: str | None = setting(env=ENV_GATEWAY_URL, option="--gateway", parse=normalize_gateway_url,
-                                      fallback=lambda env: None,
+                                      fallback=lambda env: None,  # unset: fine if the other sink is set
                                       help="Pushgateway address, host:port or URL (default: $reporterGatewayURL)")
     remote_write_url: str | None = setting(
         env=ENV_REMOTE_WRITE_URL, option="--remote-write", parse=normalize_remote_write_url, fallback=lambda env: None,
@@ -290,10 +289,11 @@ def recover_command(spool_dir: str, pod_uuid: str, gateway_url: str | None,
 
 
 def warn_insecure_auth(settings: Settings) -> None:
-    """Log one warning when basic auth would send the password in clear text (plain http://)."""
-    if settings.username is not None and str(settings.gateway_url).startswith("http://"):
-        logger.warning(
-            "%s is plain http://, so the basic-auth password of %r is sent in clear text: anyone who can see the "
-            "traffic can read it and push as this user. Use an https:// gateway address (and %s if its "
-            "certificate is private)", ENV_GATEWAY_URL, settings.username, ENV_CA_FILE,
-        )
+    """Log a warning per sink whose basic auth would send the password in clear text (plain http://)."""
+    for user, url, names in ((settings.username, settings.gateway_url, (ENV_GATEWAY_URL, "gateway", ENV_CA_FILE)),
+                             (settings.rw_username, settings.remote_write_url,
+                              (ENV_REMOTE_WRITE_URL, "receiver", ENV_RW_CA_FILE))):
+        if user is not None and str(url).startswith("http://"):
+            logger.warning("%s is plain http://, so the basic-auth password of %r is sent in clear text: anyone who "
+                           "can see the traffic can read it and push as this user. Use an https:// %s address (and "
+                           "%s if its certificate is private)", names[0], user, names[1], names[2])
