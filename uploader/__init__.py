@@ -1,4 +1,4 @@
-"""The runai reporter's uploader: tails a pod's spool and pushes it to a Pushgateway.
+"""The runai reporter's uploader: tails a pod's spool and delivers it to a Pushgateway and/or a remote-write receiver.
 
 Run it as ``runai-uploader`` or ``python -m uploader``. Importing this package
 is cheap on purpose: ``--help`` needs neither ``prometheus_client`` nor

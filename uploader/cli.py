@@ -80,9 +80,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="runai-uploader",
-        description="Deliver runai reporter spools to a Prometheus Pushgateway.",
+        description="Deliver runai reporter spools to a Prometheus Pushgateway and/or a remote-write receiver.",
         epilog="Settings default to the same environment variables the reporter reads "
-        "(podUUID, reporterGatewayURL, reporterSpoolDir).",
+        "(podUUID, reporterGatewayURL, reporterRemoteWriteURL, reporterSpoolDir).",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
