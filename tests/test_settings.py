@@ -25,7 +25,7 @@ from runai.reporter.settings import (
     settings_from_args,
     warn_insecure_auth,
 )
-from harness import REPO, uploader_pids
+from harness import REPO, uploader_pids, wait_for
 from uploader import cli
 
 
@@ -162,7 +162,8 @@ def test_reporter_accepts_fsync_interval_and_passes_it_to_the_uploader(env: dict
     with Reporter(fsync="interval", fsync_interval=0.25) as reporter:
         assert reporter.settings.fsync_interval == 0.25
         reporter.reportMetric("loss", 1.0)
-        (pid,) = uploader_pids(pod)
+        # Until the spawned process has exec'd, /proc shows the job's own command line: wait for the uploader's.
+        (pid,) = wait_for(lambda: uploader_pids(pod), 10, "the uploader to start")
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             argv = f.read().decode().split("\0")
         assert "--fsync=interval" in argv and "--fsync-interval=0.25" in argv
