@@ -182,6 +182,8 @@ def _status(args: argparse.Namespace) -> int:
                   f"{f.reports_delivered:>9} delivered {f.reports_pending:>9} pending {f.size:>11} bytes")
         if pod.last_error:
             print(f"    last error: {pod.last_error}")
+        if pod.clock_skew:  # only ever set by a remote-write receiver's refusals
+            print(f"    clock skew: {pod.clock_skew}")
         if pod.recover_command:
             print(f"    to upload what is pending: {pod.recover_command}")
     return EXIT_OK

@@ -8,26 +8,36 @@ from __future__ import annotations
 import datetime
 import os
 import stat
+import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from runai.reporter.settings import recover_command
-from runai.reporter.safefs import UnsafePathError, open_pod_dir
+from runai.reporter.safefs import UnsafePathError, open_in_pod_dir, open_pod_dir
 from runai.reporter.spool import (
     GATEWAY,
     SINKS,
     BadSpoolError,
     checkpoint_path,
+    decode,
     delivery_state,
     holder_pid,
     load_progress,
     last_error,
+    open_log,
     open_spool,
     spool_file_names,
     writer_pid,
 )
 
-__all__ = ["FileStatus", "PodStatus", "pod_status", "refusal", "spool_pods"]
+__all__ = ["FileStatus", "PodStatus", "clock_skew", "pod_status", "refusal", "spool_pods"]
+
+# A remote-write refusal that says the sample is older than the receiver takes (Prometheus 2.42: 500 "too old
+# sample" with an out-of-order window, 400 "out of bounds" without), as the uploader logs it (service.py).
+_REFUSED_BY_RECEIVER = "the remote-write receiver rejected"
+_TOO_OLD = ("too old", "out of bounds")
+_RECENT_S = 3600.0  # a spool whose newest report is younger than this is recent: its clock is not behind
+_TAIL_BYTES = 64 * 1024  # read from the end of the log, and of each spool file
 
 
 def refusal(pod_dir: str) -> str | None:
@@ -101,6 +111,7 @@ class PodStatus:
     last_error: str | None  # the last ERROR or WARNING line of the pod's log
     recover_command: str | None  # only while reports are pending
     spool_files: list[FileStatus] = field(default_factory=list)
+    clock_skew: str | None = None  # a warning: recent samples refused as too old (see clock_skew())
 
     def to_json(self) -> dict[str, Any]:
         """The object ``status --json`` prints for this pod."""
@@ -135,7 +146,61 @@ def pod_status(spool_dir: str, pod_uuid: str, gateway_url: str | None = None, *,
         recover_command=recover_command(spool_dir, pod_uuid, gateway_url or (None if remote_write_url else "HOST:PORT"),
                                         remote_write_url) if pending else None,
         spool_files=files,
+        clock_skew=clock_skew(pod_dir, files) if not refused else None,
     )
+
+
+def clock_skew(pod_dir: str, files: list[FileStatus], now: float | None = None) -> str | None:
+    """A warning when the remote-write receiver refused samples as too old while the spool's are recent; else None.
+
+    A sample a few seconds old is refused as too old only when the receiver's
+    newest samples are far ahead of it: some pod's clock is ahead and moved the
+    receiver's head forward (docs/scaling.md), and every pod with a right clock
+    is refused until real time catches up. Nothing is read but the last 64 KiB
+    of the pod's log and of each spool file.
+    """
+    refused = _last_too_old_refusal(pod_dir)
+    newest = max((ts for ts in map(_newest_ts, (f.path for f in files)) if ts is not None), default=None)
+    now = time.time() if now is None else now
+    if refused is None or newest is None or now - newest > _RECENT_S:
+        return None
+    return (f"the remote-write receiver refused samples as too old, yet this spool's newest report is only "
+            f"{max(0, round(now - newest))} s old: a clock ahead of real time (this pod's earlier, or another "
+            f"pod's) has moved the receiver's newest time forward; synchronise the pods' clocks (NTP). "
+            f"The uploader logged: {refused}")
+
+
+def _last_lines(path: str, opener: Callable[[str, int], int]) -> list[bytes]:
+    """The lines of the last 64 KiB of *path*, opened by *opener* (the first may be cut); [] if it cannot be read."""
+    try:
+        fd = opener(path, os.O_RDONLY)
+    except OSError:
+        return []
+    try:
+        return os.pread(fd, _TAIL_BYTES, max(0, os.fstat(fd).st_size - _TAIL_BYTES)).splitlines()
+    except OSError:
+        return []
+    finally:
+        os.close(fd)
+
+
+def _last_too_old_refusal(pod_dir: str) -> str | None:
+    """The last line of the pod's log where the remote-write receiver refused a sample as too old, or None."""
+    for raw in reversed(_last_lines(pod_dir, open_log)):
+        line = raw.decode("utf-8", errors="replace").strip()
+        if _REFUSED_BY_RECEIVER in line and any(words in line.lower() for words in _TOO_OLD):
+            return line[:500]
+    return None
+
+
+def _newest_ts(path: str) -> float | None:
+    """The time of the last readable record of the spool file *path* (s since the epoch), or None."""
+    for line in reversed(_last_lines(path, open_in_pod_dir)):
+        try:
+            return decode(line).ts
+        except ValueError:
+            continue  # a torn last line, or the first one, cut by the read
+    return None
 
 
 def _file_status(path: str, sinks: tuple[str, ...], found: bool) -> FileStatus:
