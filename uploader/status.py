@@ -158,6 +158,9 @@ def clock_skew(pod_dir: str, files: list[FileStatus], now: float | None = None) 
     receiver's head forward (docs/scaling.md), and every pod with a right clock
     is refused until real time catches up. Nothing is read but the last 64 KiB
     of the pod's log and of each spool file.
+
+    The refusal's own time is not checked: an uploader logs a name's refusal
+    only once, so a long job still refused hours later has only that old line.
     """
     refused = _last_too_old_refusal(pod_dir)
     newest = max((ts for ts in map(_newest_ts, (f.path for f in files)) if ts is not None), default=None)
