@@ -21,7 +21,7 @@ def rw_drain(gw: Pushgateway, receiver: Prometheus, spool: str, n: int) -> list[
     return [
         (f"drain: recover of {n:,} records to remote write", f"{n / to_rw:,.0f} records/s ({to_rw:.2f} s incl. "
          "interpreter start)", ">= 100,000/s"),
-        (f"  same to the gateway, this run", f"{n / to_gw:,.0f} records/s ({to_gw:.2f} s)", ""),
+        ("  same to the gateway, this run", f"{n / to_gw:,.0f} records/s ({to_gw:.2f} s)", ""),
         ("  remote-write drain rate / gateway's", f"{to_gw / to_rw:.2f}", ""),
     ]
 
