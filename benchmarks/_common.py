@@ -47,3 +47,12 @@ def recover_seconds(gw: Pushgateway | None, spool: str, n: int, code: str | None
     subprocess.run([sys.executable, "-m", "uploader", "recover"], env=env, check=True, capture_output=True,
                    timeout=600)
     return time.perf_counter() - t0
+
+
+def rss_mib(pid: int) -> float:
+    """A process's resident set size, in MiB, from /proc."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0

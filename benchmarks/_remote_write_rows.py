@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 
-from benchmarks._common import recover_seconds
+from benchmarks._common import recover_seconds, rss_mib
 from harness import Prometheus, Pushgateway, metric_name, uploader_pids, wait_for
 
 __all__ = ["rw_drain", "rw_footprint", "rw_latency"]
@@ -58,14 +58,6 @@ def rw_latency(receiver: Prometheus, spool: str, samples: int) -> list[tuple[str
              "median <= 50 ms")]
 
 
-def _rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def rw_footprint(gw: Pushgateway, receiver: Prometheus, spool: str, seconds: float,
                  rate: int = 1000) -> list[tuple[str, str, str]]:
     """The uploader's RSS, sampled every 50 ms, while a job streams *rate* reports/s to both sinks."""
@@ -91,7 +83,7 @@ def rw_footprint(gw: Pushgateway, receiver: Prometheus, spool: str, seconds: flo
         pid = wait_for(lambda: uploader_pids(reporter.settings.pod_uuid), 10, "the uploader")[0]
         end = time.monotonic() + seconds
         while time.monotonic() < end:
-            rss.append(_rss_mib(pid))
+            rss.append(rss_mib(pid))
             time.sleep(0.05)  # sampling, not synchronisation
     finally:
         stop.set()
