@@ -22,21 +22,37 @@ def finish_seconds(gw: Pushgateway, spool: str, n: int) -> float:
     return time.perf_counter() - t0
 
 
-def recover_seconds(gw: Pushgateway, spool: str, n: int, code: str | None = None) -> float:
+def recover_seconds(gw: Pushgateway | None, spool: str, n: int, code: str | None = None,
+                    remote_write_url: str | None = None) -> float:
     """Write a finished spool of *n* records (100 names), then time `runai-uploader recover` on it.
 
     *code*: a directory holding another revision's runai/ and uploader/ to recover with (the spool
-    format is the same), for a baseline measured in the same run.
+    format is the same), for a baseline measured in the same run. *gw* None and *remote_write_url*: recover
+    to that remote-write receiver alone.
     """
     pod = f"bench-{uuid.uuid4()}"
     writer = SpoolWriter(os.path.join(spool, pod), pod)
     for i in range(n):
         writer.write_metric(f"m{i % 100}", float(i))
     writer.close()
-    env = job_env(podUUID=pod, reporterGatewayURL=gw.address, reporterSpoolDir=spool)
+    env = job_env(podUUID=pod, reporterSpoolDir=spool)
+    for name, url in (("reporterGatewayURL", gw.address if gw else None), ("reporterRemoteWriteURL", remote_write_url)):
+        if url:
+            env[name] = url
+        else:  # only the sinks asked for, whatever this process's environment says
+            env.pop(name, None)
     if code is not None:
         env["PYTHONPATH"] = code
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "uploader", "recover"], env=env, check=True, capture_output=True,
                    timeout=600)
     return time.perf_counter() - t0
+
+
+def rss_mib(pid: int) -> float:
+    """A process's resident set size, in MiB, from /proc."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0

@@ -9,7 +9,7 @@ import sys
 import time
 import uuid
 
-from benchmarks._common import finish_seconds, recover_seconds
+from benchmarks._common import finish_seconds, recover_seconds, rss_mib
 from harness import FaultProxy, Pushgateway, metric_name, process_cpu_seconds, uploader_pids, wait_for
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -186,14 +186,6 @@ def drain_versus(gw: Pushgateway, spool: str, n: int, runs: int,
     ]
 
 
-def _proc_rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def footprint(gw: Pushgateway, spool: str, window: float) -> list[tuple[str, str, str]]:
     """The uploader's memory, and its CPU while idle and while the gateway is down."""
     from runai.reporter import Reporter
@@ -209,7 +201,7 @@ def footprint(gw: Pushgateway, spool: str, window: float) -> list[tuple[str, str
         c0 = process_cpu_seconds(pid)
         time.sleep(window)  # a measurement window
         idle = (process_cpu_seconds(pid) - c0) / window
-        rows.append(("uploader RSS, following a live writer", f"{_proc_rss_mib(pid):.1f} MiB", ""))
+        rows.append(("uploader RSS, following a live writer", f"{rss_mib(pid):.1f} MiB", ""))
         rows.append((f"uploader CPU while idle ({window:.0f} s)", f"{idle * 100:.2f}% of a core", "about 0"))
         proxy.refuse()
         for i in range(1000):
