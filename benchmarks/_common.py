@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 import uuid
+from typing import Callable
 
 from runai.reporter import Reporter
 from runai.reporter.spool import SpoolWriter
@@ -56,3 +57,17 @@ def rss_mib(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return 0.0
+
+
+def quiet_spell_latencies(reporter: Reporter, visible: Callable[[float, float], None], samples: int) -> list[float]:
+    """Seconds from a report made after a quiet spell until *visible(value, deadline)* returns, per report."""
+    reporter.reportMetric("lat", -1)
+    visible(-1, time.perf_counter() + 15)
+    times = []
+    for i in range(samples):
+        time.sleep(reporter.settings.push_interval + 0.1)  # a quiet spell
+        t0 = time.perf_counter()
+        reporter.reportMetric("lat", i)
+        visible(i, t0 + 10)
+        times.append(time.perf_counter() - t0)
+    return times

@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 
-from benchmarks._common import recover_seconds, rss_mib
+from benchmarks._common import quiet_spell_latencies, recover_seconds, rss_mib
 from harness import Prometheus, Pushgateway, metric_name, uploader_pids, wait_for
 
 __all__ = ["rw_drain", "rw_footprint", "rw_latency"]
@@ -42,16 +42,9 @@ def rw_latency(receiver: Prometheus, spool: str, samples: int) -> list[tuple[str
     from runai.reporter import Reporter
 
     pod = f"bench-{uuid.uuid4()}"
-    times = []
     with Reporter(pod_uuid=pod, remote_write_url=receiver.write_url, spool_dir=spool) as reporter:
-        reporter.reportMetric("lat", -1)
-        _visible(receiver, pod, -1, time.perf_counter() + 15)
-        for i in range(samples):
-            time.sleep(reporter.settings.push_interval + 0.1)  # a quiet spell
-            t0 = time.perf_counter()
-            reporter.reportMetric("lat", i)
-            _visible(receiver, pod, i, t0 + 10)
-            times.append(time.perf_counter() - t0)
+        times = quiet_spell_latencies(reporter, lambda value, deadline: _visible(receiver, pod, value, deadline),
+                                      samples)
     times.sort()
     return [("report -> visible in Prometheus (remote write), after a quiet spell",
              f"median {statistics.median(times) * 1e3:.1f} ms, max {times[-1] * 1e3:.1f} ms (n={len(times)})",

@@ -9,7 +9,7 @@ import sys
 import time
 import uuid
 
-from benchmarks._common import finish_seconds, recover_seconds, rss_mib
+from benchmarks._common import finish_seconds, quiet_spell_latencies, recover_seconds, rss_mib
 from harness import FaultProxy, Pushgateway, metric_name, process_cpu_seconds, uploader_pids, wait_for
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -42,16 +42,9 @@ def latency(gw: Pushgateway, spool: str, samples: int) -> list[tuple[str, str, s
     from runai.reporter import Reporter
 
     pod = f"bench-{uuid.uuid4()}"
-    ours, base = [], []
+    base: list[float] = []
     with Reporter(pod_uuid=pod, gateway_url=gw.address, spool_dir=spool) as reporter:
-        reporter.reportMetric("lat", -1)
-        _visible(gw, pod, -1, time.perf_counter() + 10)
-        for i in range(samples):
-            time.sleep(reporter.settings.push_interval + 0.1)  # a quiet spell
-            t0 = time.perf_counter()
-            reporter.reportMetric("lat", i)
-            _visible(gw, pod, i, t0 + 10)
-            ours.append(time.perf_counter() - t0)
+        ours = quiet_spell_latencies(reporter, lambda value, deadline: _visible(gw, pod, value, deadline), samples)
     base_pod = f"bench-{uuid.uuid4()}"
     for i in range(samples):
         t0 = time.perf_counter()
