@@ -10,8 +10,9 @@ import subprocess
 import sys
 
 from harness import job_env, uploader_pids, wait_for
+from runai.reporter.spool import SpoolFile, SpoolWriter
 
-__all__ = ["spool_records", "start_job", "uploader_cli", "wait_for_give_up"]
+__all__ = ["closed_spool", "spool_records", "start_job", "uploader_cli", "wait_for_give_up"]
 
 
 def uploader_cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -61,3 +62,13 @@ def wait_for_give_up(pod_dir: str, marker: str, timeout: float = 15) -> None:
 
     wait_for(gave_up, timeout, f"the uploader of {pod_dir} to give up")
     wait_for(lambda: not uploader_pids(marker), timeout, "the uploader to exit")
+
+
+def closed_spool(pod_dir: str, pod: str, reports: int = 3) -> SpoolFile:
+    """A spool file in *pod_dir* holding *reports* metrics of one name, its writer closed."""
+    writer = SpoolWriter(pod_dir, pod)
+    for i in range(reports):
+        writer.write_metric("m", float(i))
+    writer.close()
+    (spool,) = writer.files
+    return spool

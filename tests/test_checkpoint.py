@@ -15,6 +15,7 @@ import pytest
 import runai.reporter.spool.checkpoint as checkpoint
 import uploader.followed as followed
 from harness import wait_for
+from tests._helpers import closed_spool
 from runai.reporter.spool import SpoolWriter, checkpoint_path, delivery_state, open_spool
 from runai.reporter.spool.checkpoint import (
     GATEWAY,
@@ -229,11 +230,7 @@ def test_a_planted_temp_symlink_of_another_sink_is_not_followed(tmp_path: Path) 
 
 
 def test_delivery_is_covered_only_when_every_sink_covers_the_file(spool_dir: str, pod: str) -> None:
-    writer = SpoolWriter(os.path.join(spool_dir, pod), pod)
-    for i in range(3):
-        writer.write_metric("m", float(i))
-    writer.close()
-    (spool,) = writer.files
+    spool = closed_spool(os.path.join(spool_dir, pod), pod)
     path, sid, size = spool.path, spool.spool_id, spool.size
     with open(path, "rb") as f:
         lines = f.read().splitlines(keepends=True)

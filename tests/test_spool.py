@@ -22,6 +22,7 @@ from runai.reporter.spool import (
 )
 from runai.reporter.spool import Checkpoint, checkpoint_path, load_checkpoint, store_checkpoint
 from runai.reporter.spool import BadSpoolError, SpoolTail
+from tests._helpers import closed_spool
 
 
 def strict_json(line: bytes) -> object:
@@ -252,11 +253,7 @@ def test_last_error_reads_the_level_after_the_time(spool_dir: str, pod: str) -> 
 def test_delivery_state_of_a_closed_file(spool_dir: str, pod: str) -> None:
     from runai.reporter.spool import delivery_state, open_spool
 
-    writer = SpoolWriter(os.path.join(spool_dir, pod), pod)
-    for i in range(3):
-        writer.write_metric("m", float(i))
-    writer.close()
-    (spool,) = writer.files
+    spool = closed_spool(os.path.join(spool_dir, pod), pod)
     state = delivery_state(spool.path, spool.spool_id, spool.size)
     assert not state.covered and state.checkpoint is None and state.records == 0
     store_checkpoint(spool.path, Checkpoint(spool.spool_id, spool.size - 10, 2, 2, False, 1))
