@@ -230,8 +230,12 @@ def _file_status(path: str, sinks: tuple[str, ...], found: bool) -> FileStatus:
             status.reports_delivered = state.records
             status.bytes_delivered = state.bytes_delivered
             # The file's last store, by whichever sink: one file holds every sink's progress.
-            mtime = os.stat(checkpoint_path(path), follow_symlinks=False).st_mtime
-            status.last_delivered = datetime.datetime.fromtimestamp(mtime, datetime.timezone.utc).isoformat()
+            try:  # deleted meanwhile by a running uploader's retention: no time to show
+                mtime = os.stat(checkpoint_path(path), follow_symlinks=False).st_mtime
+            except OSError:
+                pass
+            else:
+                status.last_delivered = datetime.datetime.fromtimestamp(mtime, datetime.timezone.utc).isoformat()
         status.reports_pending, status.bytes_pending = state.pending, state.pending_bytes
         status.finished = tail.ended
     return status
