@@ -50,7 +50,7 @@ def build_uploader(settings: Settings, **kwargs: Any) -> Uploader | SinkLoops:
         # One fsyncs the spool for all (fsync_interval); each reads, delivers and checkpoints on its own.
         return [Uploader(settings.pod_dir, build_sink(settings, sink), push_interval=settings.push_interval,
                          sink=sink, all_sinks=sinks, fsync_interval=fsync_interval if i == 0 else None,
-                         on_progress=progress, **kwargs)
+                         on_progress=progress if on_progress is not None else None, **kwargs)
                 for i, sink in enumerate(sinks)]
 
     def pending_on_disk() -> bool:

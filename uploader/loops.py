@@ -130,7 +130,9 @@ class SinkLoops:
         return sum((u.skip_reasons() for u in self._all()[::len(self.loops)]), Counter())
 
     def undelivered_bytes(self) -> int:
-        return sum(u.undelivered_bytes() for u in self.loops)
+        # Each loop's count as of its last commit: its followed files are opened, retired and closed
+        # in its own thread, and this runs in another's (the progress callback).
+        return sum(u.undelivered_at_commit for u in self.loops)
 
     def pending_records(self) -> int:
         """Reports not yet delivered to some sink (the most any one sink has pending)."""

@@ -75,6 +75,9 @@ class Uploader:
         # what this run did, for summaries
         self.delivered_records = 0
         self.delivered_bytes = 0  # of spool files, header lines included
+        # undelivered_bytes() as of the last commit with an on_progress: what another loop's thread may read
+        # (SinkLoops), since the followed files themselves change under it in this loop's thread
+        self.undelivered_at_commit = 0
         # history_bytes: a bound on the delivered spool kept; None keeps everything. *sink*: whose checkpoints
         # this loop reads and writes; a file is deleted only once each of *all_sinks* has it.
         self._files = FollowedFiles(pod_dir, history_bytes, sink=sink, all_sinks=all_sinks)
@@ -247,6 +250,7 @@ class Uploader:
         if error is not None:
             self.last_error = str(error)
         if self.on_progress is not None:
+            self.undelivered_at_commit = self._files.pending_bytes()
             self.on_progress(self.delivered_records, self.delivered_bytes)
         return error is None
 

@@ -163,9 +163,11 @@ def clock_skew(pod_dir: str, files: list[FileStatus], now: float | None = None) 
     only once, so a long job still refused hours later has only that old line.
     """
     refused = _last_too_old_refusal(pod_dir)
+    if refused is None:  # the usual case: no spool file need be read
+        return None
     newest = max((ts for ts in map(_newest_ts, (f.path for f in files)) if ts is not None), default=None)
     now = time.time() if now is None else now
-    if refused is None or newest is None or now - newest > _RECENT_S:
+    if newest is None or now - newest > _RECENT_S:
         return None
     return (f"the remote-write receiver refused samples as too old, yet this spool's newest report is only "
             f"{max(0, round(now - newest))} s old: a clock ahead of real time (this pod's earlier, or another "
@@ -230,8 +232,12 @@ def _file_status(path: str, sinks: tuple[str, ...], found: bool) -> FileStatus:
             status.reports_delivered = state.records
             status.bytes_delivered = state.bytes_delivered
             # The file's last store, by whichever sink: one file holds every sink's progress.
-            mtime = os.stat(checkpoint_path(path), follow_symlinks=False).st_mtime
-            status.last_delivered = datetime.datetime.fromtimestamp(mtime, datetime.timezone.utc).isoformat()
+            try:  # deleted meanwhile by a running uploader's retention: no time to show
+                mtime = os.stat(checkpoint_path(path), follow_symlinks=False).st_mtime
+            except OSError:
+                pass
+            else:
+                status.last_delivered = datetime.datetime.fromtimestamp(mtime, datetime.timezone.utc).isoformat()
         status.reports_pending, status.bytes_pending = state.pending, state.pending_bytes
         status.finished = tail.ended
     return status
