@@ -51,7 +51,7 @@ def test_parameter_values_round_trip_as_one_line(value: str) -> None:
     b'{"seq":1,"ts_us":1,"kind":"parameter","name":"a","value":1}', b'{"seq":1,"ts_us":1,"kind":"what"}',
     b'{"seq":0,"ts_us":1,"kind":"header","version":99,"spool_id":"x"}', b"\0\0\0",
     b'{"seq":1,"ts_us":1,"kind":"metric",', b'{"seq":1,"ts":1.5,"kind":"metric","name":"a","value":1}',
-    b'{"seq":1,"ts_us":1.5,"kind":"metric","name":"a","value":1}',
+    b'{"seq":1,"ts_us":1.5,"kind":"metric","name":"a","value":1}', b"[" * 100_000,
 ])
 def test_decode_refuses_what_is_not_a_record(line: bytes) -> None:
     with pytest.raises(ValueError):
