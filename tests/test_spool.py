@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import os
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -273,3 +274,14 @@ def test_delivery_state_of_a_closed_file(spool_dir: str, pod: str) -> None:
     os.unlink(spool.path)  # as history retention deletes a delivered file: still covered
     os.unlink(checkpoint_path(spool.path))
     assert delivery_state(spool.path, spool.spool_id, spool.size).covered
+
+
+def test_a_first_line_too_long_for_a_header_is_not_a_spool_file(tmp_path: Path) -> None:
+    from runai.reporter.spool import open_spool
+
+    path = tmp_path / "w1-x.jsonl"
+    path.write_bytes(b"x" * 100)  # short, no newline: still being created
+    assert open_spool(str(path)) is None
+    path.write_bytes(b"x" * (64 << 10))  # a header never gets this long: not "being created" for ever
+    with pytest.raises(BadSpoolError, match="first line is not a spool header"):
+        open_spool(str(path))
