@@ -174,7 +174,7 @@ def test_a_corrupt_entry_costs_only_its_own_sink(tmp_path: Path, caplog: pytest.
 
 @pytest.mark.parametrize("damage", [b"", b"\0" * 10, b"[]", b'{"version": 3, "spool_id": "id", "sinks": {}}',
                                     b'{"version": true, "spool_id": "id"}', b'{"version": 2, "spool_id": 1}',
-                                    b'{"version": 2, "spool_id": "id", "sinks": []}'])
+                                    b'{"version": 2, "spool_id": "id", "sinks": []}', b"[" * 4096])
 def test_a_damaged_file_replays_every_sink_and_a_store_replaces_it(tmp_path: Path, damage: bytes) -> None:
     spool = _spool(tmp_path)
     _write(spool, damage)

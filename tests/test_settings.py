@@ -226,6 +226,11 @@ def test_the_remote_write_url_travels_on_argv_and_its_secrets_never_do(monkeypat
                                        "reporterRemoteWritePasswordFile": str(password_file)},
                               remote_write_url=RW_URL)
     assert from_file.rw_password == "from-file"
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # named by mistake: refused at once, never waited on
+    with pytest.raises(ConfigError, match="reporterRemoteWritePasswordFile=.* is not a file"):
+        load_settings(environ={**environ, "reporterRemoteWriteUsername": "u",
+                               "reporterRemoteWritePasswordFile": str(fifo)}, remote_write_url=RW_URL)
 
 
 def test_remote_write_basic_auth_over_plain_http_warns_without_the_password(

@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import os
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -52,7 +53,7 @@ def test_parameter_values_round_trip_as_one_line(value: str) -> None:
     b'{"seq":1,"ts_us":1,"kind":"parameter","name":"a","value":1}', b'{"seq":1,"ts_us":1,"kind":"what"}',
     b'{"seq":0,"ts_us":1,"kind":"header","version":99,"spool_id":"x"}', b"\0\0\0",
     b'{"seq":1,"ts_us":1,"kind":"metric",', b'{"seq":1,"ts":1.5,"kind":"metric","name":"a","value":1}',
-    b'{"seq":1,"ts_us":1.5,"kind":"metric","name":"a","value":1}',
+    b'{"seq":1,"ts_us":1.5,"kind":"metric","name":"a","value":1}', b"[" * 100_000,
 ])
 def test_decode_refuses_what_is_not_a_record(line: bytes) -> None:
     with pytest.raises(ValueError):
@@ -270,3 +271,14 @@ def test_delivery_state_of_a_closed_file(spool_dir: str, pod: str) -> None:
     os.unlink(spool.path)  # as history retention deletes a delivered file: still covered
     os.unlink(checkpoint_path(spool.path))
     assert delivery_state(spool.path, spool.spool_id, spool.size).covered
+
+
+def test_a_first_line_too_long_for_a_header_is_not_a_spool_file(tmp_path: Path) -> None:
+    from runai.reporter.spool import open_spool
+
+    path = tmp_path / "w1-x.jsonl"
+    path.write_bytes(b"x" * 100)  # short, no newline: still being created
+    assert open_spool(str(path)) is None
+    path.write_bytes(b"x" * (64 << 10))  # a header never gets this long: not "being created" for ever
+    with pytest.raises(BadSpoolError, match="first line is not a spool header"):
+        open_spool(str(path))

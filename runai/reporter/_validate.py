@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 import tempfile
 from typing import Any, Mapping
 from urllib.parse import urlsplit
@@ -226,7 +227,10 @@ def _credentials(env: Mapping[str, str], url: str | None, username: str | None, 
     password_file = env.get(env_password_file) or None
     if password_file and password is None:
         try:
-            with open(password_file, encoding="utf-8") as f:
+            # O_NONBLOCK: a FIFO (or a device) named by mistake is refused below, never waited on at creation.
+            with open(os.open(password_file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), encoding="utf-8") as f:
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                    raise ConfigError(f"{env_password_file}={password_file!r} is not a file")
                 password = f.read().rstrip("\r\n")
         except OSError as exc:
             raise ConfigError(f"{env_password_file}={password_file!r} cannot be read: {exc.strerror}") from None

@@ -158,7 +158,11 @@ def _checked(sinks: Iterable[str]) -> tuple[str, ...]:
 def _read(path: str) -> _Stored:
     """Parse the checkpoint at *path* (FileNotFoundError, OSError, or ValueError/TypeError/KeyError if damaged)."""
     with open(open_in_pod_dir(path, os.O_RDONLY), "rb") as f:
-        obj = json.loads(f.read(_MAX_BYTES))
+        data = f.read(_MAX_BYTES)
+    try:
+        obj = json.loads(data)
+    except RecursionError:  # "[[[[..." nested deep: damaged like any other unparsable file
+        raise ValueError("nested too deep to be a checkpoint") from None
     if not isinstance(obj, dict):
         raise ValueError("not a JSON object")
     version = obj.get("version", 1)  # format 1 had no version field

@@ -83,7 +83,7 @@ def holder_pid(pod_dir: str) -> int | None:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             text = os.pread(fd, 32, 0).decode(errors="replace").strip()
-            return int(text) if text.isdigit() else 0
+            return int(text) if text.isascii() and text.isdigit() else 0  # not int('²'): a ValueError
         return None
     finally:
         os.close(fd)

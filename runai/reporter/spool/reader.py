@@ -207,7 +207,13 @@ def skip_reason(exc: Exception) -> str:
     return str(exc).split(":", 1)[0].split(" (", 1)[0]
 
 
+_HEADER_BYTES = 64 << 10  # a header is a few hundred bytes: a first line longer than this is none
+
+
 def _first_line(fd: int) -> bytes | None:
-    data = os.pread(fd, 64 << 10, 0)
+    """The first line; None while it is incomplete (BadSpoolError when it can never be a header)."""
+    data = os.pread(fd, _HEADER_BYTES, 0)
     end = data.find(b"\n")
+    if end < 0 and len(data) == _HEADER_BYTES:  # else it would stay "being created" on every scan for ever
+        raise BadSpoolError(f"the first line is not a spool header (no newline in its first {_HEADER_BYTES} bytes)")
     return None if end < 0 else data[:end]

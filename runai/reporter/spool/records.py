@@ -199,7 +199,7 @@ def _envelope(line: bytes) -> tuple[int, float, object, dict[str, object]]:
     try:
         obj = json.loads(line)
         seq, ts_us, kind = obj["seq"], obj["ts_us"], obj["kind"]
-    except (ValueError, TypeError, KeyError) as exc:
+    except (ValueError, TypeError, KeyError, RecursionError) as exc:  # RecursionError: "[[[[..." nested deep
         raise ValueError(f"not a spool record: {exc}") from None
     if type(seq) is not int or type(ts_us) is not int or not (0 <= seq < _INT_BOUND and 0 <= ts_us < _INT_BOUND):
         raise ValueError("not a spool record: seq and ts_us must be integers from 0 to 2**63 - 1")
