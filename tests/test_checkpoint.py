@@ -287,3 +287,22 @@ def test_each_sink_resumes_at_its_own_checkpoint(spool_dir: str, pod: str) -> No
         assert reopened is not None and reopened.checkpoint is not None
         with reopened.tail as tail:
             assert (tail.offset, tail.records) == (offset, records)
+
+
+def test_a_load_in_a_signal_handler_does_not_wait_for_the_load_it_interrupted(tmp_path: Path) -> None:
+    # finish() in a SIGTERM handler may interrupt finish() of its own thread inside a load that holds the
+    # checkpoint's lock: the handler's own load must go through, not wait for a frame that cannot resume.
+    spool = str(tmp_path / "w1-abcd.jsonl")
+    Path(spool).write_bytes(b"x" * 10)
+    store_checkpoint(spool, Checkpoint("id", 5, 1, 1))
+    loaded: list[Checkpoint | None] = []
+
+    def interrupted_load() -> None:
+        with checkpoint._lock(spool):  # as the interrupted load holds it
+            loaded.append(load_checkpoint(spool, "id"))  # as the handler's load
+
+    thread = threading.Thread(target=interrupted_load, daemon=True)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive(), "the second load waited for a lock its own thread holds"
+    assert loaded == [Checkpoint("id", 5, 1, 1)]

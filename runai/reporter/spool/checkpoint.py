@@ -58,22 +58,21 @@ _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL  # a temp file is always new: nev
 _STRIPES = 64
 
 
-def _new_locks() -> tuple[threading.Lock, ...]:
-    return tuple(threading.Lock() for _ in range(_STRIPES))
+def _new_locks() -> tuple[threading.RLock, ...]:
+    return tuple(threading.RLock() for _ in range(_STRIPES))
 
 
 # A store's read-modify-write must not interleave with another's for the same file, nor a load with a
 # rename (safefs reads a file replaced mid-open as missing: a sink would replay it all). Striping bounds
-# the locks without tracking files. A forked child must not inherit one held by a thread it lacks.
+# the locks without tracking files. Reentrant: finish() in a signal handler may interrupt a load of its
+# own thread that holds one. A forked child must not inherit one held by a thread it lacks.
 _LOCKS = _new_locks()
+_fork_hook_registered = False
 
 
 def _reset_locks() -> None:
     global _LOCKS
     _LOCKS = _new_locks()
-
-
-os.register_at_fork(after_in_child=_reset_locks)
 
 
 @dataclass(frozen=True)
@@ -142,8 +141,12 @@ def store_checkpoint(spool_path: str, ckpt: Checkpoint, sink: str = GATEWAY) -> 
         _replace(path, sink, _encode(ckpt, sink, others))
 
 
-def _lock(path: str) -> threading.Lock:
+def _lock(path: str) -> threading.RLock:
     """The in-process lock of the checkpoint at *path*."""
+    global _fork_hook_registered
+    if not _fork_hook_registered:  # on first use, not at import
+        _fork_hook_registered = True
+        os.register_at_fork(after_in_child=_reset_locks)
     return _LOCKS[hash(path) % _STRIPES]
 
 
