@@ -64,7 +64,8 @@ class KeepAliveHandler:
             authorization = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
         elif bearer_token is not None:
             authorization = f"Bearer {bearer_token}"
-        context = ssl.create_default_context(cafile=ca_file) if url.startswith("https://") else None
+        # As _attempts reads the scheme (urlsplit lowercases it): "HTTPS://..." must not drop *ca_file*.
+        context = ssl.create_default_context(cafile=ca_file) if urlsplit(url).scheme == "https" else None
         return cls(authorization, context)
 
     def __init__(self, authorization: str | None = None, ssl_context: ssl.SSLContext | None = None) -> None:
