@@ -155,7 +155,7 @@ class KeepAliveHandler:
                 if isinstance(exc, OSError):
                     raise
                 # A malformed answer (say, a header line longer than http.client allows).
-                raise ConnectionError(f"the gateway's answer is not valid HTTP: {exc!r}") from None
+                raise ConnectionError(f"the server's answer is not valid HTTP: {exc!r}") from None
         finally:
             if timer is not None:
                 timer.cancel()
@@ -166,7 +166,7 @@ class KeepAliveHandler:
             self.close()
             if self._aborted:
                 raise ConnectionAbortedError("the uploader is stopping; the push was cut short")
-            raise TimeoutError(f"the gateway did not answer in full within {timeout} s")
+            raise TimeoutError(f"the server did not answer in full within {timeout} s")
         if not 200 <= status < 300:
             raise GatewayError(status, reason, body)
 
