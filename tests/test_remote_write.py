@@ -427,3 +427,13 @@ def test_a_sample_from_the_future_makes_prometheus_refuse_the_present(prometheus
         refused = writer.push(present)
         assert [(record, answer in str(error)) for record, error in refused] == [(r, True) for r in present]
         assert server.samples(f"{LOSS}[1h]", at=now + 1) == []
+
+
+def test_the_ca_file_is_used_whatever_the_scheme_s_case(tmp_path: Any) -> None:
+    # http.client is given an https connection for "HTTPS://" too; its CA file must not be dropped.
+    from uploader.keepalive import KeepAliveHandler
+    missing = str(tmp_path / "missing-ca.pem")
+    for url in ("https://receiver/api/v1/write", "HTTPS://receiver/api/v1/write"):
+        with pytest.raises(FileNotFoundError):
+            KeepAliveHandler.for_url(url, ca_file=missing)
+    assert KeepAliveHandler.for_url("http://receiver/api/v1/write", ca_file=missing) is not None

@@ -64,7 +64,8 @@ class KeepAliveHandler:
             authorization = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
         elif bearer_token is not None:
             authorization = f"Bearer {bearer_token}"
-        context = ssl.create_default_context(cafile=ca_file) if url.startswith("https://") else None
+        # As _attempts reads the scheme (urlsplit lowercases it): "HTTPS://..." must not drop *ca_file*.
+        context = ssl.create_default_context(cafile=ca_file) if urlsplit(url).scheme == "https" else None
         return cls(authorization, context)
 
     def __init__(self, authorization: str | None = None, ssl_context: ssl.SSLContext | None = None) -> None:
@@ -154,7 +155,7 @@ class KeepAliveHandler:
                 if isinstance(exc, OSError):
                     raise
                 # A malformed answer (say, a header line longer than http.client allows).
-                raise ConnectionError(f"the gateway's answer is not valid HTTP: {exc!r}") from None
+                raise ConnectionError(f"the server's answer is not valid HTTP: {exc!r}") from None
         finally:
             if timer is not None:
                 timer.cancel()
@@ -165,7 +166,7 @@ class KeepAliveHandler:
             self.close()
             if self._aborted:
                 raise ConnectionAbortedError("the uploader is stopping; the push was cut short")
-            raise TimeoutError(f"the gateway did not answer in full within {timeout} s")
+            raise TimeoutError(f"the server did not answer in full within {timeout} s")
         if not 200 <= status < 300:
             raise GatewayError(status, reason, body)
 

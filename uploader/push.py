@@ -43,8 +43,8 @@ class Pusher(Sink):
                  handler: Handler | None = None, username: str | None = None, password: str | None = None,
                  ca_file: str | None = None) -> None:
         super().__init__(gateway_url, pod_uuid, timeout)
-        own = KeepAliveHandler.for_url(gateway_url, username=username, password=password, ca_file=ca_file)
-        self._own_handler = own if handler is None else None
+        self._own_handler = None if handler is not None else KeepAliveHandler.for_url(
+            gateway_url, username=username, password=password, ca_file=ca_file)
         self._handler: Handler = handler or self._own_handler  # type: ignore[assignment]
 
     def close(self) -> None:
