@@ -437,3 +437,28 @@ def test_the_ca_file_is_used_whatever_the_scheme_s_case(tmp_path: Any) -> None:
         with pytest.raises(FileNotFoundError):
             KeepAliveHandler.for_url(url, ca_file=missing)
     assert KeepAliveHandler.for_url("http://receiver/api/v1/write", ca_file=missing) is not None
+
+
+class _SlowForBig(_Capture):
+    """Times out on a request of more than *most* samples, as a slow link does on a big body."""
+
+    def __init__(self, most: int) -> None:
+        super().__init__()
+        self.most = most
+
+    def _post(self, body: bytes) -> None:
+        samples = len(_message_classes()["WriteRequest"].FromString(
+            bytes(cramjam.snappy.decompress_raw(body))).timeseries[0].samples)
+        if samples > self.most:
+            raise TimeoutError("the receiver did not answer in full in time")
+        super()._post(body)
+
+
+def test_a_batch_that_times_out_is_split_not_retried_whole_for_ever() -> None:
+    now = time.time()
+    records: list[Report] = [Metric(i, now + i / 1000, "metric", "loss", float(i)) for i in range(1, 65)]
+    writer = _SlowForBig(most=10)
+    assert writer.push(records) == []
+    assert sum(writer.sizes()) == 64 and max(writer.sizes()) <= 10
+    with pytest.raises(TimeoutError):  # even one sample too slow: an outage, for the caller to retry
+        _SlowForBig(most=0).push(records)

@@ -213,6 +213,10 @@ class RemoteWriter(Sink):
         try:
             self._send(batch)
             return []
+        except TimeoutError:
+            if len(batch) == 1:
+                raise  # even one sample is too slow: the receiver is slow or down, retried with backoff
+            return self._write_in_parts(batch, twice)
         except ReceiverError as exc:
             if exc.outage:
                 raise
@@ -225,6 +229,14 @@ class RemoteWriter(Sink):
             logger.debug("the receiver refused %d samples (%s); splitting them", len(batch), exc)
         middle = len(batch) // 2
         return self._write(batch[:middle], twice=True) + self._write(batch[middle:], twice=True)
+
+    def _write_in_parts(self, batch: list[_Point], twice: bool) -> list[tuple[Report, Refusal]]:
+        """A batch that timed out, split as push.py splits one: only once one sample alone got through,
+        so that a receiver that cannot take even one is retried, never given ever smaller requests."""
+        refused = self._write(batch[:1], twice)  # raises if the receiver is slow or down
+        rest = batch[1:]
+        middle = len(rest) // 2
+        return refused + self._write(rest[:middle], twice) + self._write(rest[middle:], twice)
 
     def _judge_alone(self, point: _Point, exc: ReceiverError, twice: bool) -> list[tuple[Report, Refusal]]:
         if exc.already_there:
