@@ -293,7 +293,7 @@ def warn_insecure_auth(settings: Settings) -> None:
     for user, url, names in ((settings.username, settings.gateway_url, (ENV_GATEWAY_URL, "gateway", ENV_CA_FILE)),
                              (settings.rw_username, settings.remote_write_url,
                               (ENV_REMOTE_WRITE_URL, "receiver", ENV_RW_CA_FILE))):
-        if user is not None and str(url).startswith("http://"):
+        if user is not None and str(url).lower().startswith("http://"):
             logger.warning("%s is plain http://, so the basic-auth password of %r is sent in clear text: anyone who "
                            "can see the traffic can read it and push as this user. Use an https:// %s address (and "
                            "%s if its certificate is private)", names[0], user, names[1], names[2])
