@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import os
-import stat
 import tempfile
 from typing import Any, Mapping
 from urllib.parse import urlsplit
@@ -16,9 +15,9 @@ from urllib.parse import urlsplit
 from .safefs import UnsafePathError, check_path, open_pod_dir, open_root
 
 __all__ = [
-    "ConfigError", "check_credentials", "check_pod_dir", "check_pod_uuid", "check_remote_write_credentials",
-    "check_sinks", "default_spool_dir", "normalize_gateway_url", "normalize_remote_write_url", "parse_bytes",
-    "parse_policy", "parse_seconds", "parse_spool_dir", "parse_text", "parse_timeout", "resolve_spool_dir",
+    "ConfigError", "check_pod_dir", "check_pod_uuid", "check_sinks", "default_spool_dir", "normalize_gateway_url",
+    "normalize_remote_write_url", "parse_bytes", "parse_policy", "parse_seconds", "parse_spool_dir", "parse_text",
+    "parse_timeout", "resolve_spool_dir",
 ]
 
 ENV_POD_UUID = "podUUID"
@@ -199,51 +198,6 @@ def check_pod_dir(spool_dir: str, pod_uuid: str, for_writing: bool = True) -> No
     if for_writing and owner != os.geteuid():  # root may read another user's private pod directory, never write
         raise ConfigError(f"{ENV_SPOOL_DIR}: {pod_dir!r} belongs to uid {owner}, not to this user "
                           f"(uid {os.geteuid()}): use another {ENV_POD_UUID} or {ENV_SPOOL_DIR}, or remove it")
-
-
-def check_credentials(env: Mapping[str, str], url: str | None, username: str | None, password: str | None,
-                      ca_file: str | None) -> tuple[str | None, str | None, str | None]:
-    """Basic auth and the CA file, checked together: the password may come from a file, and both need the URL."""
-    return _credentials(env, url, username, password, ca_file,
-                        (ENV_GATEWAY_URL, ENV_USERNAME, ENV_PASSWORD, ENV_PASSWORD_FILE, ENV_CA_FILE))
-
-
-def check_remote_write_credentials(env: Mapping[str, str], url: str | None, username: str | None,
-                                   password: str | None, ca_file: str | None,
-                                   token_file: str | None) -> tuple[str | None, str | None, str | None]:
-    """The remote-write sink's basic auth, bearer token file and CA file, checked as the gateway's are."""
-    if token_file is not None:
-        if username is not None:
-            raise ConfigError(f"set {ENV_RW_USERNAME} or {ENV_RW_BEARER_TOKEN_FILE}, not both")
-        if not os.path.isfile(token_file):
-            raise ConfigError(f"{ENV_RW_BEARER_TOKEN_FILE}={token_file!r} is not a file")
-    return _credentials(env, url, username, password, ca_file,
-                        (ENV_REMOTE_WRITE_URL, ENV_RW_USERNAME, ENV_RW_PASSWORD, ENV_RW_PASSWORD_FILE, ENV_RW_CA_FILE))
-
-
-def _credentials(env: Mapping[str, str], url: str | None, username: str | None, password: str | None,
-                 ca_file: str | None, names: tuple[str, ...]) -> tuple[str | None, str | None, str | None]:
-    env_url, env_user, env_password, env_password_file, env_ca = names
-    password_file = env.get(env_password_file) or None
-    if password_file and password is None:
-        try:
-            # O_NONBLOCK: a FIFO (or a device) named by mistake is refused below, never waited on at creation.
-            with open(os.open(password_file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), encoding="utf-8") as f:
-                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                    raise ConfigError(f"{env_password_file}={password_file!r} is not a file")
-                password = f.read().rstrip("\r\n")
-        except OSError as exc:
-            raise ConfigError(f"{env_password_file}={password_file!r} cannot be read: {exc.strerror}") from None
-    if (username is None) != (password is None):
-        raise ConfigError(f"set both {env_user} and {env_password} (or {env_password_file}) for basic auth, "
-                          "or neither")
-    if ca_file is not None:
-        if url is None or not url.startswith("https://"):
-            raise ConfigError(f"{env_ca} is set but {env_url} is not https://")
-        if not os.path.isfile(ca_file):
-            raise ConfigError(f"{env_ca}={ca_file!r} is not a file")
-        ca_file = os.path.abspath(ca_file)
-    return username, password, ca_file
 
 
 def _writable_dir(path: str) -> bool:

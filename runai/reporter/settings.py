@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 
 from .spool.checkpoint import GATEWAY, REMOTE_WRITE, SINKS
+from ._credentials import check_credentials, check_remote_write_credentials
 from ._validate import (
     ENV_CA_FILE,
     ENV_FINISH_TIMEOUT,
@@ -43,10 +44,8 @@ from ._validate import (
     ENV_USERNAME,
     FSYNC_POLICIES,
     ConfigError,
-    check_credentials,
     check_pod_dir,
     check_pod_uuid,
-    check_remote_write_credentials,
     check_sinks,
     default_spool_dir,
     normalize_gateway_url,

@@ -1,0 +1,73 @@
+"""Credentials of the sinks: basic auth, a password or bearer token file, a CA file, checked together.
+
+Private to :mod:`runai.reporter.settings`. Read from the environment only, so
+that secrets never travel on a command line; a file named by mistake (a FIFO,
+a device) is refused, never waited on.
+"""
+from __future__ import annotations
+
+import os
+import stat
+from typing import Mapping
+
+from ._validate import (
+    ENV_CA_FILE,
+    ENV_GATEWAY_URL,
+    ENV_PASSWORD,
+    ENV_PASSWORD_FILE,
+    ENV_REMOTE_WRITE_URL,
+    ENV_RW_BEARER_TOKEN_FILE,
+    ENV_RW_CA_FILE,
+    ENV_RW_PASSWORD,
+    ENV_RW_PASSWORD_FILE,
+    ENV_RW_USERNAME,
+    ENV_USERNAME,
+    ConfigError,
+)
+
+__all__ = ["check_credentials", "check_remote_write_credentials"]
+
+
+def check_credentials(env: Mapping[str, str], url: str | None, username: str | None, password: str | None,
+                      ca_file: str | None) -> tuple[str | None, str | None, str | None]:
+    """Basic auth and the CA file, checked together: the password may come from a file, and both need the URL."""
+    return _credentials(env, url, username, password, ca_file,
+                        (ENV_GATEWAY_URL, ENV_USERNAME, ENV_PASSWORD, ENV_PASSWORD_FILE, ENV_CA_FILE))
+
+
+def check_remote_write_credentials(env: Mapping[str, str], url: str | None, username: str | None,
+                                   password: str | None, ca_file: str | None,
+                                   token_file: str | None) -> tuple[str | None, str | None, str | None]:
+    """The remote-write sink's basic auth, bearer token file and CA file, checked as the gateway's are."""
+    if token_file is not None:
+        if username is not None:
+            raise ConfigError(f"set {ENV_RW_USERNAME} or {ENV_RW_BEARER_TOKEN_FILE}, not both")
+        if not os.path.isfile(token_file):
+            raise ConfigError(f"{ENV_RW_BEARER_TOKEN_FILE}={token_file!r} is not a file")
+    return _credentials(env, url, username, password, ca_file,
+                        (ENV_REMOTE_WRITE_URL, ENV_RW_USERNAME, ENV_RW_PASSWORD, ENV_RW_PASSWORD_FILE, ENV_RW_CA_FILE))
+
+
+def _credentials(env: Mapping[str, str], url: str | None, username: str | None, password: str | None,
+                 ca_file: str | None, names: tuple[str, ...]) -> tuple[str | None, str | None, str | None]:
+    env_url, env_user, env_password, env_password_file, env_ca = names
+    password_file = env.get(env_password_file) or None
+    if password_file and password is None:
+        try:
+            # O_NONBLOCK: a FIFO (or a device) named by mistake is refused below, never waited on at creation.
+            with open(os.open(password_file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), encoding="utf-8") as f:
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                    raise ConfigError(f"{env_password_file}={password_file!r} is not a file")
+                password = f.read().rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigError(f"{env_password_file}={password_file!r} cannot be read: {exc.strerror}") from None
+    if (username is None) != (password is None):
+        raise ConfigError(f"set both {env_user} and {env_password} (or {env_password_file}) for basic auth, "
+                          "or neither")
+    if ca_file is not None:
+        if url is None or not url.lower().startswith("https://"):
+            raise ConfigError(f"{env_ca} is set but {env_url} is not https://")
+        if not os.path.isfile(ca_file):
+            raise ConfigError(f"{env_ca}={ca_file!r} is not a file")
+        ca_file = os.path.abspath(ca_file)
+    return username, password, ca_file
