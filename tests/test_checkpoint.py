@@ -69,6 +69,23 @@ def test_the_gateway_alone_still_writes_format_1_byte_for_byte(tmp_path: Path) -
         assert f.read() == FORMAT_1
 
 
+def test_a_push_under_way_is_recorded_for_its_sink_alone_and_only_while_it_is(tmp_path: Path) -> None:
+    spool = _spool(tmp_path)
+    store_checkpoint(spool, Checkpoint("id", 120, 3, 4, True, 1))
+    marked = Checkpoint("id", 60, 1, 2, sent_seq=9)
+    store_checkpoint(spool, marked, REMOTE_WRITE)
+    with open(checkpoint_path(spool), "rb") as f:
+        stored = json.loads(f.read())
+    assert stored["sinks"]["remote_write"]["sent_seq"] == 9 and "sent_seq" not in stored["sinks"]["gateway"]
+    assert load_progress(spool, "id") == {GATEWAY: Checkpoint("id", 120, 3, 4, True, 1), REMOTE_WRITE: marked}
+    store_checkpoint(spool, Checkpoint("id", 90, 2, 9), REMOTE_WRITE)  # the push delivered: no mark left
+    with open(checkpoint_path(spool), "rb") as f:
+        assert "sent_seq" not in f.read().decode()
+    _write(spool, {"version": 2, "spool_id": "id", "sinks": {"remote_write": {
+        "offset": 60, "records": 1, "last_seq": 2, "sent_seq": "9"}}})
+    assert load_progress(spool, "id") == {}  # a damaged mark is a damaged entry: replayed, never trusted
+
+
 def test_format_2_round_trip_per_sink(tmp_path: Path) -> None:
     spool = _spool(tmp_path)
     gateway, remote = Checkpoint("id", 120, 3, 4, True, 1), Checkpoint("id", 60, 1, 2, False, 2)

@@ -16,8 +16,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from harness import Prometheus, Pushgateway, job_env, metric_name, uploader_pids, wait_for
-from runai.reporter.spool import GATEWAY, REMOTE_WRITE, delivery_state, is_spool_file, open_spool
+from harness import FaultProxy, Prometheus, Pushgateway, job_env, metric_name, uploader_pids, wait_for
+from runai.reporter.spool import GATEWAY, REMOTE_WRITE, delivery_state, is_spool_file, load_progress, open_spool
 from tests._helpers import spool_records, uploader_cli
 
 # argv: reports, then "finish" (print finish()'s answer, waiting argv[3] s) or "kill" (SIGKILL itself,
@@ -189,3 +189,47 @@ def test_a_delivered_file_is_deleted_only_once_every_sink_has_it(tmp_path: Any, 
 def prometheus_last(prometheus: Prometheus, pod: str) -> float | None:
     found = samples(prometheus, pod)
     return found[-1][1] if found else None
+
+
+def test_a_resend_after_a_crash_between_the_receiver_s_2xx_and_the_checkpoint_is_no_refusal(
+        tmp_path: Any, spool_dir: str, pod: str) -> None:
+    # Without an out-of-order window, Prometheus answers a resend of stored samples "out of order sample" (400),
+    # the very answer a sample too late to store gets: only the uploader's own record can tell them apart.
+    with Prometheus(str(tmp_path), remote_write=True) as strict:
+        proxy = FaultProxy(strict.address).start()
+        proxy.refuse()  # its port kept: the job's uploader gets nowhere, and gives up
+        env = job_settings(spool_dir, pod, reporterRemoteWriteURL=f"http://{proxy.address}/api/v1/write",
+                           reporterRetryTimeout="1")
+        try:
+            killed = run_job(env, 500, "kill")
+            assert killed.returncode == -signal.SIGKILL, killed.stderr
+            wait_for(lambda: not uploader_pids(spool_dir), 30, "the job's uploader to give up")
+            pod_dir = os.path.join(spool_dir, pod)
+            want = expected(pod_dir)
+            proxy.fault, proxy.slow_seconds = "slow", 120  # Prometheus stores the request; its 2xx is held
+            proxy.start()
+            crashing = subprocess.Popen([sys.executable, "-m", "uploader", "recover", "--timeout=60"],
+                                        env=job_env(**env), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+            try:
+                wait_for(lambda: proxy.pushes >= 1, 30, "Prometheus to store the first request")
+            finally:
+                crashing.kill()
+                crashing.wait()
+            assert samples(strict, pod) == want and not covered(pod_dir, REMOTE_WRITE)
+            [spool] = [os.path.join(pod_dir, n) for n in os.listdir(pod_dir) if is_spool_file(n)]
+            opened = open_spool(spool, resume=False)
+            assert opened is not None
+            with opened.tail as tail:
+                marked = load_progress(spool, tail.spool_id, sinks=(REMOTE_WRITE,))[REMOTE_WRITE]
+                assert tail.checkpoints((REMOTE_WRITE,)) == {REMOTE_WRITE: marked}  # one it resumes at
+                assert marked.records == 0 and marked.sent_seq >= 500  # written before the push
+            proxy.fault = None
+            again = uploader_cli(env, "recover", "--timeout=30")
+            assert again.returncode == 0, again.stdout + again.stderr
+            assert "500 reports delivered" in again.stdout, again.stdout
+            assert "0 names rejected by the remote-write receiver" in again.stdout, again.stdout
+            assert samples(strict, pod) == want and covered(pod_dir, REMOTE_WRITE)
+            assert load_progress(spool, marked.spool_id, sinks=(REMOTE_WRITE,))[REMOTE_WRITE].rejected == 0
+        finally:
+            proxy.stop()

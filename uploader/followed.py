@@ -10,14 +10,15 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
-from dataclasses import dataclass
-from typing import Iterator
+from dataclasses import dataclass, replace
+from typing import Iterable, Iterator
 
 from runai.reporter.safefs import UnsafePathError
 from runai.reporter.spool import (
     GATEWAY,
     BadSpoolError,
     Checkpoint,
+    Report,
     SpoolTail,
     is_spool_file,
     open_spool,
@@ -43,6 +44,14 @@ class FollowedFile:
     alive: bool  # its writer held its lock at the last liveness check
     synced: int = 0  # its size at its last fsync
     refused: int = 0  # its records the gateway refused since its last checkpoint
+    # The records up to this seq were in a push that an earlier uploader began and never checkpointed
+    # (it died): the receiver may have them already (Checkpoint.sent_seq as found at open).
+    resent_seq: int = 0
+    start: int = 0  # the offset of its first record (just after its header)
+
+    def resent(self, record: Report) -> bool:
+        """*record* may be at the receiver already: an earlier uploader's push covered it and then died."""
+        return record.seq <= self.resent_seq
 
     def uncommitted(self) -> bool:
         """Read further than its checkpoint: values held or being pushed, or lines skipped."""
@@ -119,6 +128,34 @@ class FollowedFiles:
                     continue
                 entry.synced = size
 
+    def resent(self, held: Iterable[tuple[Report, str]]) -> frozenset[int]:
+        """The ids of the *held* records (each with its file's path) that a dead uploader's push may have delivered."""
+        if not any(entry.resent_seq for entry in self._files.values()):
+            return frozenset()  # the usual case, at no cost per record
+        return frozenset(id(record) for record, path in held
+                         if (entry := self._files.get(path)) is not None and entry.resent(record))
+
+    def mark_sending(self) -> None:
+        """Record in each checkpoint how far the push about to start reaches (:attr:`Checkpoint.sent_seq`).
+
+        Best effort: a file whose mark cannot be written is pushed anyway,
+        and after a crash its resends are judged as first sends.
+        """
+        for entry in self._files.values():
+            tail, acked = entry.tail, entry.acked
+            if not entry.uncommitted() or acked.sent_seq >= tail.last_seq:
+                continue
+            marked = replace(acked, sent_seq=tail.last_seq)
+            # No checkpoint yet: one at offset 0 would read as damaged (not after a newline), so the mark on
+            # disk starts at the first record; the one in memory keeps 0, and the header in what is delivered.
+            stored = marked if acked.offset else replace(marked, offset=entry.start)
+            try:
+                store_checkpoint(entry.path, stored, sink=self.sink)
+            except OSError as exc:
+                logger.error("cannot write the checkpoint of %s before a push: %s", entry.path, exc)
+                continue
+            entry.acked = marked
+
     def commit(self) -> tuple[int, int, OSError | None]:
         """Write the checkpoint of every file read further than its last one.
 
@@ -193,6 +230,8 @@ class FollowedFiles:
         if opened is None:
             return None  # still being created; the next scan tries again
         tail = opened.tail
+        start = tail.offset  # a fresh file is read from its header's end; a resumed one, from its checkpoint
         acked = opened.checkpoint or Checkpoint(tail.spool_id, 0, 0, 0)
-        entry = self._files[path] = FollowedFile(path, tail, acked, alive=tail.writer_alive())
+        entry = self._files[path] = FollowedFile(path, tail, acked, alive=tail.writer_alive(),
+                                                 resent_seq=acked.sent_seq, start=start if not acked.offset else 0)
         return entry

@@ -11,7 +11,7 @@ Limits (docs/operations.md, "Limits"): a push carries at most
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from typing import AbstractSet, Sequence
 
 from prometheus_client import CollectorRegistry, pushadd_to_gateway
 
@@ -56,8 +56,8 @@ class Pusher(Sink):
         if self._own_handler is not None:
             self._own_handler.abort()
 
-    def push(self, records: Sequence[Report]) -> list[tuple[Report, Refusal]]:
-        """Push *records*; return the ones refused by name, with why.
+    def push(self, records: Sequence[Report], resent: AbstractSet[int] = frozenset()) -> list[tuple[Report, Refusal]]:
+        """Push *records*; return the ones refused by name, with why. (*resent* does not matter: a push replaces.)
 
         Records go in batches of at most :data:`MAX_PUSH_VALUES` values and
         :data:`MAX_PUSH_BYTES`. A batch the gateway refuses (400, 413) is

@@ -33,7 +33,7 @@ class RecoveryPrinter:
         if skipped:
             notes.append(f"{skipped} skipped as corrupt")
         if r.rejected:
-            notes.append(f"{len(r.rejected)} names rejected by the gateway: {', '.join(sorted(r.rejected))}")
+            notes.append(f"{len(r.rejected)} names rejected by the {r.receiver}: {', '.join(sorted(r.rejected))}")
         extra = f" ({'; '.join(notes)})" if notes else ""
         if r.outcome is Outcome.REFUSED:
             print(f"runai-uploader: pod {r.pod}: {r.error}", file=sys.stderr)
@@ -46,7 +46,7 @@ class RecoveryPrinter:
             print(f"runai-uploader: pod {r.pod}: stopped; {r.pending} reports still pending, "
                   f"delivered {r.delivered}{extra}", file=sys.stderr)
         elif r.outcome is Outcome.UNREACHABLE:
-            print(f"runai-uploader: pod {r.pod}: gateway {r.gateway_url} unreachable ({r.error}); "
+            print(f"runai-uploader: pod {r.pod}: {r.receiver} {r.gateway_url} unreachable ({r.error}); "
                   f"{r.pending} reports still pending, delivered {r.delivered}{extra}", file=sys.stderr)
         elif r.delivered == 0 and not skipped:
             print(f"pod {r.pod}: nothing to send; everything was already delivered")
@@ -64,9 +64,11 @@ def print_summary(results: list[Recovered]) -> None:
     for r in results:
         skipped.update(r.skipped)
     rejected = sum(len(r.rejected) for r in results)
+    receivers = {r.receiver for r in results}
+    receiver = receivers.pop() if len(receivers) == 1 else "receivers"
     print(f"summary: {len(results)} pod{'s' if len(results) != 1 else ''}, "
           f"{sum(r.delivered for r in results):,} reports delivered, "
-          f"{sum(skipped.values()):,} skipped as corrupt, {rejected:,} names rejected by the gateway, "
+          f"{sum(skipped.values()):,} skipped as corrupt, {rejected:,} names rejected by the {receiver}, "
           f"{sum(r.pending or 0 for r in results):,} still pending{_unknown_pending(results)}")
     for reason, count in skipped.most_common():
         print(f"  skipped {count:,}: {reason}")

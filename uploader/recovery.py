@@ -57,7 +57,8 @@ class Recovered:
     rejected: dict[str, str] = field(default_factory=dict)  # names the gateway refused -> its answer
     ignored_files: dict[str, str] = field(default_factory=dict)  # unreadable spool files -> why
     pod_dir: str = ""
-    gateway_url: str = ""
+    gateway_url: str = ""  # every configured receiver's, joined by "and"
+    receiver: str = "gateway"  # what they are, for messages: "gateway", "remote-write receiver" or "receivers"
     elapsed: float = 0.0  # seconds the delivery took
     error: str = ""  # REFUSED: why; UNREACHABLE: the gateway's last error
     holder: int | None = None  # BUSY: the pid of the uploader holding the pod
@@ -117,7 +118,9 @@ def recover_pod(settings: Settings, timeout: float, stopper: StopOnSignals,
     """Deliver everything *settings*' pod has pending, waiting up to *timeout* s for its uploader or gateway."""
     pod = settings.pod_uuid
     urls = " and ".join(url for url in (settings.gateway_url, settings.remote_write_url) if url)
-    result = Recovered(pod, pod_dir=settings.pod_dir, gateway_url=urls)
+    receiver = "receivers" if len(settings.sinks) > 1 else "gateway" if settings.gateway_url else \
+        "remote-write receiver"
+    result = Recovered(pod, pod_dir=settings.pod_dir, gateway_url=urls, receiver=receiver)
     if not spool_file_names(settings.pod_dir):
         result.outcome = Outcome.EMPTY
         return result

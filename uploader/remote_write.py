@@ -31,13 +31,20 @@ to do (tests/test_remote_write.py):
 * "duplicate sample for timestamp": the series already has a sample at that
   time, from an earlier send (at-least-once delivery resends after a crash):
   delivered, not refused.
+* a resend after a crash: records that an earlier uploader's push covered
+  (its checkpoints' ``sent_seq``, written before the push) go first, in
+  requests of their own, which are the very requests that push made (the
+  same points, sorted and cut the same way). A receiver takes or refuses a
+  request whole, so one such request answered "out of order sample" or
+  "duplicate sample for timestamp" was stored before: delivered.
 * any other 4xx: refused, not retried (the spec forbids retrying a 4xx).
 """
 from __future__ import annotations
 
 import logging
 import operator
-from typing import Iterator, NamedTuple, Sequence
+from itertools import chain
+from typing import AbstractSet, Iterator, NamedTuple, Sequence
 
 import cramjam
 
@@ -59,6 +66,7 @@ MAX_WRITE_BYTES = 1 << 20  # of one request's protobuf, before compression
 _OUTAGES = (429, 502, 503, 504)  # retried with backoff, without limit
 _CONTENT = (400, 413)  # the request's content is refused: split at once
 _NAMES_A_SAMPLE = ("too old", "out of bounds", "out of order")
+_OUT_OF_ORDER = "out of order sample"  # Prometheus' answer to a sample older than its series' newest
 # Prometheus' words, measured (VictoriaMetrics takes a resend with 204); Mimir's error id, from its runbook.
 _ALREADY_THERE = ("duplicate sample for timestamp", "err-mimir-sample-duplicate-timestamp")
 _HEADERS = [
@@ -89,6 +97,11 @@ class ReceiverError(GatewayError):
     def already_there(self) -> bool:
         return any(words in self.body.lower() for words in _ALREADY_THERE)
 
+    @property
+    def there_if_resent(self) -> bool:
+        """The request's samples are stored already, if it repeats a request that may have been stored."""
+        return self.status < 500 and (self.already_there or _OUT_OF_ORDER in self.body.lower())
+
 
 class _Point(NamedTuple):
     """One report as a sample: sorted by (ms, seq), and bound for the series *series*."""
@@ -99,6 +112,7 @@ class _Point(NamedTuple):
     value: float
     labels: bytes  # the series' encoded labels
     record: Report
+    resent: bool  # an earlier uploader's push covered it, and may have delivered it
 
 
 class RemoteWriter(Sink):
@@ -108,6 +122,8 @@ class RemoteWriter(Sink):
     sent as ``X-Scope-OrgID`` (Mimir, Cortex); *ca_file* verifies an https
     receiver. None of them is ever logged.
     """
+
+    marks_sending = True
 
     def __init__(self, url: str, pod_uuid: str, *, timeout: float = 10.0, username: str | None = None,
                  password: str | None = None, bearer_token: str | None = None, tenant: str | None = None,
@@ -128,7 +144,7 @@ class RemoteWriter(Sink):
         """Cut a request in flight and make later ones fail at once; safe in a signal handler."""
         self._http.abort()
 
-    def push(self, records: Sequence[Report]) -> list[tuple[Report, Refusal]]:
+    def push(self, records: Sequence[Report], resent: AbstractSet[int] = frozenset()) -> list[tuple[Report, Refusal]]:
         """Write *records*, each a sample; return the ones refused by name, with why.
 
         The samples are sorted by time (a Prometheus without an out-of-order
@@ -140,10 +156,17 @@ class RemoteWriter(Sink):
         Raises OSError (:class:`ReceiverError`, TimeoutError, ConnectionError)
         when the receiver is away or overloaded; nothing is lost then, the
         caller sends the same records again.
+
+        *resent*: the ids of records that an earlier uploader's push covered
+        before it died; they go first, in requests of their own.
         """
         refused: list[tuple[Report, Refusal]] = []
+        points = self._points(records, refused, resent)
+        again = [point for point in points if point.resent] if resent else []
+        if again:
+            points = [point for point in points if not point.resent]
         try:
-            for batch in self._batches(self._points(records, refused)):
+            for batch in chain(self._batches(again), self._batches(points)):
                 refused += self._write(batch)
         except BaseException:
             # Delivered before the failure: the caller sends these again, and a Prometheus
@@ -174,7 +197,8 @@ class RemoteWriter(Sink):
         if batch:
             yield batch
 
-    def _points(self, records: Sequence[Report], refused: list[tuple[Report, Refusal]]) -> list[_Point]:
+    def _points(self, records: Sequence[Report], refused: list[tuple[Report, Refusal]],
+                resent: AbstractSet[int]) -> list[_Point]:
         """*records* as samples in time order, one per series and millisecond (the last), less those sent."""
         labels: dict[tuple[str, ...], bytes] = {}
         points = []
@@ -188,7 +212,8 @@ class RemoteWriter(Sink):
                     refused.append((record, exc))
                     continue
             value = float(record.value) if record.kind == METRIC else 1.0
-            points.append(_Point(round(record.ts * 1e6) // 1000, record.seq, series, value, encoded, record))
+            points.append(_Point(round(record.ts * 1e6) // 1000, record.seq, series, value, encoded, record,
+                                 id(record) in resent))
         points.sort(key=operator.itemgetter(0, 1))
         last = {(point.series, point.ms): point for point in points}  # keeps the first's place, the last's point
         if not self._sent:
@@ -220,6 +245,8 @@ class RemoteWriter(Sink):
         except ReceiverError as exc:
             if exc.outage:
                 raise
+            if batch[0].resent and exc.there_if_resent:
+                return []  # a request an earlier uploader made and had stored (push() says why)
             if len(batch) == 1:
                 return self._judge_alone(batch[0], exc, twice)
             if 400 <= exc.status < 500 and exc.status not in _CONTENT:

@@ -222,8 +222,12 @@ class Uploader:
     def _deliver(self) -> bool:
         held = self._scanner.latest.values()
         sources = {id(record): path for record, path in held}  # the file each refusal is counted against
+        resent: frozenset[int] = frozenset()
+        if self.pusher.marks_sending:
+            resent = self._files.resent(held)
+            self._files.mark_sending()
         try:
-            rejected = self.pusher.push([record for record, _ in held])
+            rejected = self.pusher.push([record for record, _ in held], resent)
         except OSError as exc:
             if not self._stopping:
                 self._note_failure(exc)

@@ -8,7 +8,7 @@ name (returned), or to be retried (an ``OSError`` raised).
 """
 from __future__ import annotations
 
-from typing import Sequence, TypeAlias
+from typing import AbstractSet, ClassVar, Sequence, TypeAlias
 
 from runai.reporter.settings import check_pod_uuid
 from runai.reporter.spool import Report
@@ -29,6 +29,11 @@ class Sink:
     is safe in a signal handler; ``close`` is safe to call twice.
     """
 
+    # Its receiver may refuse a resend of what it already has (a TSDB refuses a sample older than the series'
+    # newest): the loop then records in each checkpoint how far a push reaches before starting it, and passes
+    # the ids of records an earlier uploader's push may have delivered as *resent*.
+    marks_sending: ClassVar[bool] = False
+
     def __init__(self, url: str, pod_uuid: str, timeout: float) -> None:
         self.url = url
         self.pod_uuid = pod_uuid
@@ -39,7 +44,8 @@ class Sink:
         # (settings made by load_settings are checked already).
         check_pod_uuid(pod_uuid)
 
-    def push(self, records: Sequence[Report]) -> list[tuple[Report, Refusal]]:
+    def push(self, records: Sequence[Report], resent: AbstractSet[int] = frozenset()) -> list[tuple[Report, Refusal]]:
+        """Deliver *records*; *resent*: the ids of those an earlier push may have delivered (see marks_sending)."""
         raise NotImplementedError
 
     def abort(self) -> None:

@@ -83,6 +83,10 @@ class Checkpoint:
     last_seq: int  # the sequence number of the last line covered
     ended: bool = False  # the writer's end-of-stream marker is covered
     rejected: int = 0  # values the receiver refused by name (logged by name in uploader.log)
+    # Written just before a push, and only by a sink whose receiver can refuse a resend (remote write): the
+    # last seq that push covers, so that after a crash between the receiver's 2xx and the next checkpoint the
+    # records up to it are known to be perhaps there already. 0: no push under way past this checkpoint.
+    sent_seq: int = 0
 
 
 class _Stored(NamedTuple):
@@ -198,6 +202,7 @@ def _entry(spool_id: str, obj: Any) -> Checkpoint:
         last_seq=_count(obj["last_seq"]),
         ended=bool(obj.get("ended", False)),
         rejected=_count(obj.get("rejected", 0)),
+        sent_seq=_count(obj.get("sent_seq", 0)),
     )
 
 
@@ -220,17 +225,20 @@ def _usable_entries(path: str, spool_id: str) -> dict[str, Checkpoint]:
 
 
 def _encode(ckpt: Checkpoint, sink: str, others: dict[str, Checkpoint]) -> bytes:
-    if sink == GATEWAY and not others:
-        return json.dumps(asdict(ckpt), separators=(",", ":")).encode()  # format 1, byte for byte
+    if sink == GATEWAY and not others and not ckpt.sent_seq:
+        return json.dumps(_fields(ckpt, keep_id=True), separators=(",", ":")).encode()  # format 1, byte for byte
     entries = {**others, sink: ckpt}
     sinks = {name: _fields(entries[name]) for name in SINKS if name in entries}
     obj = {"version": CHECKPOINT_VERSION, "spool_id": ckpt.spool_id, "sinks": sinks}
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
-def _fields(ckpt: Checkpoint) -> dict[str, object]:
+def _fields(ckpt: Checkpoint, keep_id: bool = False) -> dict[str, object]:
     fields = asdict(ckpt)
-    del fields["spool_id"]  # once, at the top
+    if not keep_id:
+        del fields["spool_id"]  # once, at the top
+    if not ckpt.sent_seq:
+        del fields["sent_seq"]  # the usual case; and older uploaders' files stay byte for byte the same
     return fields
 
 
