@@ -196,7 +196,13 @@ def test_outages_raise_and_other_client_errors_refuse_without_retrying() -> None
         with pytest.raises(ReceiverError) as caught:
             writer.push(records)
         assert caught.value.status == status and len(writer.requests) == 1
-    writer = _Capture(lambda body: (403, "forbidden"))
+    # The receiver refuses the sender, not the samples: raised, never counted as refusals (nothing is lost).
+    for status in (401, 403, 404):
+        writer = _Capture(lambda body, status=status: (status, "forbidden"))
+        with pytest.raises(ReceiverError):
+            writer.push(records)
+        assert len(writer.requests) == 1
+    writer = _Capture(lambda body: (422, "unprocessable"))  # any other 4xx: refused whole, not retried
     assert [r for r, _ in writer.push(records)] == records and len(writer.requests) == 1
     # 413, too big: halved until it fits.
     decode = _message_classes()["WriteRequest"].FromString
@@ -406,10 +412,12 @@ def test_basic_auth_and_tls_to_a_real_prometheus(tmp_path: Any) -> None:
         writer.close()
         [(_, samples)] = server.samples(f"{LOSS}[1h]", at=now + 1)
         assert samples == expected(records)
-        # Measured: a wrong password is 401. A 4xx is not retried (the spec): the batch comes back refused.
-        refused = RemoteWriter(server.write_url, POD, username=USER, password="wrong", ca_file=ca).push(records[:3])
-        assert [(record, getattr(error, "status", None)) for record, error in refused] == [
-            (record, 401) for record in records[:3]]
+        # Measured: a wrong password is 401. It refuses the sender, not the samples: raised, as the gateway
+        # sink does (the loop backs off, then keeps the reports for recover), never counted as refusals.
+        wrong = RemoteWriter(server.write_url, POD, username=USER, password="wrong", ca_file=ca)
+        with pytest.raises(ReceiverError) as caught:
+            wrong.push(records[:3])
+        assert caught.value.status == 401 and wrong.pushes == 0
         with pytest.raises(ssl.SSLCertVerificationError):
             RemoteWriter(server.write_url, POD, username=USER, password=PASSWORD).push(records[:1])
 

@@ -37,6 +37,11 @@ to do (tests/test_remote_write.py):
   same points, sorted and cut the same way). A receiver takes or refuses a
   request whole, so one such request answered "out of order sample" or
   "duplicate sample for timestamp" was stored before: delivered.
+* 401, 403, 404, 405, 407: the receiver refuses the sender (its credentials,
+  tenant or address), not the samples. Raised as for an outage, as the gateway
+  sink does: the loop backs off and gives up after its retry timeout, and the
+  reports stay on disk for ``recover`` once the configuration is fixed.
+  Refusing them instead would mark every report rejected for a wrong password.
 * any other 4xx: refused, not retried (the spec forbids retrying a 4xx).
 """
 from __future__ import annotations
@@ -65,6 +70,7 @@ MAX_WRITE_BYTES = 1 << 20  # of one request's protobuf, before compression
 
 _OUTAGES = (429, 502, 503, 504)  # retried with backoff, without limit
 _CONTENT = (400, 413)  # the request's content is refused: split at once
+_REFUSES_SENDER = (401, 403, 404, 405, 407)  # not the content: nothing is refused, the loop backs off
 _NAMES_A_SAMPLE = ("too old", "out of bounds", "out of order")
 _OUT_OF_ORDER = "out of order sample"  # Prometheus' answer to a sample older than its series' newest
 # Prometheus' words, measured (VictoriaMetrics takes a resend with 204); Mimir's error id, from its runbook.
@@ -86,8 +92,9 @@ class ReceiverError(GatewayError):
 
     @property
     def outage(self) -> bool:
-        """429, 502, 503, 504: the receiver is overloaded or away; the request is to be sent again later."""
-        return self.status in _OUTAGES
+        """The receiver is overloaded or away (429, 502, 503, 504), or refuses the sender (401, 403, 404, 405,
+        407): the request is to be sent again later, not refused."""
+        return self.status in _OUTAGES or self.status in _REFUSES_SENDER
 
     @property
     def names_a_sample(self) -> bool:
