@@ -86,6 +86,18 @@ def test_a_push_under_way_is_recorded_for_its_sink_alone_and_only_while_it_is(tm
     assert load_progress(spool, "id") == {}  # a damaged mark is a damaged entry: replayed, never trusted
 
 
+def test_a_caller_that_polls_is_not_warned_of_a_damaged_checkpoint_each_time(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    spool = _spool(tmp_path)
+    _write(spool, b"{damaged")
+    with caplog.at_level(logging.DEBUG, logger="runai"):
+        for _ in range(3):  # finish() polls every few ms; the uploader warns of it once, in its own log
+            assert delivery_state(spool, "id", 200, quiet=True).checkpoint is None
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert load_progress(spool, "id") == {}
+    assert [r.levelname for r in caplog.records if "unreadable" in r.getMessage()] == ["DEBUG"] * 3 + ["WARNING"]
+
+
 def test_format_2_round_trip_per_sink(tmp_path: Path) -> None:
     spool = _spool(tmp_path)
     gateway, remote = Checkpoint("id", 120, 3, 4, True, 1), Checkpoint("id", 60, 1, 2, False, 2)

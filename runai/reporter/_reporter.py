@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from ._launch import ensure_uploader, reap, startup_failure
 from .settings import Settings, check_keywords, load_settings, recover_command, warn_insecure_auth
-from .spool import LOG_NAME, MAX_NAME_CHARS, MAX_VALUE_BYTES, SpoolWriter, delivery_state
+from .spool import GATEWAY, LOG_NAME, MAX_NAME_CHARS, MAX_VALUE_BYTES, REMOTE_WRITE, SpoolWriter, delivery_state
 
 __all__ = ["Reporter"]
 
@@ -208,8 +208,11 @@ class Reporter:
             pause = min(pause * 2, 0.02)
         reap()
         if rejected:
-            logger.warning("the gateway refused %d of this process's values; uploader.log in %s names them",
-                           rejected, self.settings.pod_dir)
+            sinks = self.settings.sinks
+            who = ("the gateway" if sinks == (GATEWAY,) else "the remote-write receiver" if sinks == (REMOTE_WRITE,)
+                   else "the gateway and the remote-write receiver (each counts its own)")
+            logger.warning("%s refused %d of this process's values; uploader.log in %s names them",
+                           who, rejected, self.settings.pod_dir)
             return False
         if writer.lost:
             logger.warning("%d of %d reports were lost because the spool file %s could not be written",
@@ -243,7 +246,8 @@ class Reporter:
                 records, refused = self._covered[spool.path]
                 delivered, rejected = delivered + records, rejected + refused
                 continue
-            state = delivery_state(spool.path, spool.spool_id, spool.size, sinks=self.settings.sinks)
+            # quiet: polled every few ms; the uploader warns of a damaged checkpoint in its own log
+            state = delivery_state(spool.path, spool.spool_id, spool.size, sinks=self.settings.sinks, quiet=True)
             delivered += state.records
             rejected += state.refused
             if not state.covered:

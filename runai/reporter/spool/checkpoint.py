@@ -103,9 +103,14 @@ def load_checkpoint(spool_path: str, spool_id: str, spool_size: int | None = Non
 
 
 def load_progress(spool_path: str, spool_id: str, spool_size: int | None = None, *,
-                  sinks: Iterable[str] = SINKS) -> dict[str, Checkpoint]:
-    """The checkpoint of *spool_path* for each of *sinks* that has a usable one (absent: replay to it)."""
+                  sinks: Iterable[str] = SINKS, quiet: bool = False) -> dict[str, Checkpoint]:
+    """The checkpoint of *spool_path* for each of *sinks* that has a usable one (absent: replay to it).
+
+    What makes a checkpoint unusable is logged as a warning, unless *quiet*
+    (a caller that polls, such as ``finish()``: the uploader logs it).
+    """
     wanted = _checked(sinks)
+    warning = logger.debug if quiet else logger.warning
     path = checkpoint_path(spool_path)
     try:
         with _lock(path):
@@ -113,19 +118,19 @@ def load_progress(spool_path: str, spool_id: str, spool_size: int | None = None,
     except FileNotFoundError:
         return {}
     except (OSError, ValueError, TypeError, KeyError) as exc:
-        logger.warning("checkpoint %s is unreadable (%s); replaying %s from the start", path, exc, spool_path)
+        warning("checkpoint %s is unreadable (%s); replaying %s from the start", path, exc, spool_path)
         return {}
     if stored.spool_id != spool_id:
-        logger.warning("checkpoint %s belongs to another spool file; replaying %s from the start", path, spool_path)
+        warning("checkpoint %s belongs to another spool file; replaying %s from the start", path, spool_path)
         return {}
     progress = {}
     for sink in wanted:
         entry = stored.entries.get(sink)
         where = path if sink == GATEWAY else f"{path} ({sink})"  # gateway-only messages stay as they were
         if isinstance(entry, Exception):
-            logger.warning("checkpoint %s is unreadable (%s); replaying %s from the start", where, entry, spool_path)
+            warning("checkpoint %s is unreadable (%s); replaying %s from the start", where, entry, spool_path)
         elif entry is not None and (entry.offset < 0 or (spool_size is not None and entry.offset > spool_size)):
-            logger.warning("checkpoint %s points past the end of %s; replaying it from the start", where, spool_path)
+            warning("checkpoint %s points past the end of %s; replaying it from the start", where, spool_path)
         elif entry is not None:
             progress[sink] = entry
     return progress

@@ -72,7 +72,7 @@ class Delivery:
 
 
 def delivery_state(path: str, spool_id: str, size: int, *, reader: SpoolTail | None = None,
-                   sinks: Iterable[str] = (GATEWAY,)) -> Delivery:
+                   sinks: Iterable[str] = (GATEWAY,), quiet: bool = False) -> Delivery:
     """How far the spool file *path* (header id *spool_id*, *size* bytes) is delivered to *sinks*.
 
     A file is covered once the checkpoint of every one of *sinks* reaches
@@ -84,13 +84,14 @@ def delivery_state(path: str, spool_id: str, size: int, *, reader: SpoolTail | N
     With *reader*, the file open just after its header, the checkpoints are
     checked against the file as the uploader checks them, and the complete
     reports after the least advanced one are counted, reading the file to its
-    last complete line.
+    last complete line. *quiet*: an unusable checkpoint is not warned of
+    (a caller that polls; the uploader warns of it in its log).
     """
     sinks = tuple(sinks)
     if not sinks:
         raise ValueError("delivery_state needs the sinks to judge delivery to (at least one)")
     if reader is None:
-        progress = load_progress(path, spool_id, sinks=sinks)
+        progress = load_progress(path, spool_id, sinks=sinks, quiet=quiet)
     else:
         progress = reader.checkpoints(sinks)
     by_sink = {sink: progress.get(sink) for sink in sinks}
