@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from typing import Any, Iterator
 
 import pytest
@@ -233,3 +234,39 @@ def test_a_resend_after_a_crash_between_the_receiver_s_2xx_and_the_checkpoint_is
             assert load_progress(spool, marked.spool_id, sinks=(REMOTE_WRITE,))[REMOTE_WRITE].rejected == 0
         finally:
             proxy.stop()
+
+
+# Pairs of reports 0.6 ms apart, many of them in one millisecond, while the uploader reads on every write.
+PAIRS = """
+import sys, time
+from runai.reporter import Reporter
+r = Reporter()
+for i in range(int(sys.argv[1])):
+    r.reportMetric('loss', 2.0 * i)
+    until = time.perf_counter() + 0.0006
+    while time.perf_counter() < until:
+        pass
+    r.reportMetric('loss', 2.0 * i + 1)
+    time.sleep(0.002)
+print(r.finish(timeout=60))
+"""
+
+
+def test_reports_of_one_millisecond_keep_the_last_even_when_the_uploader_reads_between_them(
+        tmp_path: Any, spool_dir: str, pod: str) -> None:
+    # Without an out-of-order window Prometheus keeps the first sample of a millisecond sent in two requests
+    # (the second is "duplicate sample for timestamp"): the uploader must read each millisecond whole.
+    with Prometheus(str(tmp_path), remote_write=True) as strict:
+        env = job_settings(spool_dir, pod, reporterRemoteWriteURL=strict.write_url, reporterPushInterval="0.001")
+        done = subprocess.run([sys.executable, "-c", PAIRS, "400"], env=env, text=True, capture_output=True,
+                              timeout=120, stdin=subprocess.DEVNULL)
+        assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr
+        last: dict[int, tuple[int, float]] = {}
+        per_ms: Counter[int] = Counter()
+        for record in spool_records(os.path.join(spool_dir, pod)):
+            if getattr(record, "name", None) == "loss":
+                ms = round(record.ts * 1e6) // 1000
+                per_ms[ms] += 1
+                last[ms] = max(last.get(ms, (-1, 0.0)), (record.seq, float(record.value)))
+        assert sum(1 for n in per_ms.values() if n == 2) >= 50  # many pairs share a ms, or this proves nothing
+        assert samples(strict, pod) == sorted((ms, value) for ms, (_, value) in last.items())

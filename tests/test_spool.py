@@ -282,3 +282,53 @@ def test_a_first_line_too_long_for_a_header_is_not_a_spool_file(tmp_path: Path) 
     path.write_bytes(b"x" * (64 << 10))  # a header never gets this long: not "being created" for ever
     with pytest.raises(BadSpoolError, match="first line is not a spool header"):
         open_spool(str(path))
+
+
+def _spool_with_times(tmp_path: Path, times_us: list[int]) -> str:
+    """A closed spool file whose metric lines carry *times_us*, in that order (values 0, 1, ...)."""
+    from runai.reporter.spool import encode_metric
+
+    spool = closed_spool(str(tmp_path), "pod", reports=0)
+    with open(spool.path, "rb") as f:
+        header = f.read().split(b"\n")[0] + b"\n"
+    with open(spool.path, "wb") as f:
+        f.write(header + b"".join(encode_metric(i + 1, t, "loss", float(i)) for i, t in enumerate(times_us)))
+    return spool.path
+
+
+def test_a_read_holding_whole_milliseconds_never_ends_inside_one(tmp_path: Path) -> None:
+    # Lines at ms 5, 5, 7, 7, 7, 9: a read cut by its byte limit inside ms 7 stops before ms 7's first line.
+    path = _spool_with_times(tmp_path, [5_000, 5_900, 7_000, 7_100, 7_999, 9_000])
+    with SpoolTail(path) as tail:
+        assert tail.read_header()
+        start = tail.offset
+        line = (os.path.getsize(path) - start) // 6
+        assert [r.value for r in tail.read(start + 4 * line + 1 - start, whole_ms=True)] == [0.0, 1.0]
+        assert tail.held_until is None  # cut by the limit, not held for time
+        assert [r.value for r in tail.read(whole_ms=True)] == [2.0, 3.0, 4.0, 5.0]  # the last ms is long over
+        assert tail.records == 6 and tail.last_seq == 6 and tail.offset == os.path.getsize(path)
+    with SpoolTail(path) as tail:  # without whole_ms, the same limit cuts ms 7
+        assert tail.read_header()
+        assert [r.value for r in tail.read(4 * line + 1)] == [0.0, 1.0, 2.0, 3.0]
+    one_ms = _spool_with_times(tmp_path / "one", [7_000] * 40)
+    with SpoolTail(one_ms) as tail:  # a block that is one millisecond: read whole all the same, or never moves
+        assert tail.read_header()
+        assert len(tail.read(200, whole_ms=True)) >= 1
+
+
+def test_a_follower_reads_the_newest_millisecond_once_it_is_over(tmp_path: Path) -> None:
+    import time
+
+    now_us = time.time_ns() // 1000
+    open_ms = (now_us // 1000 + 20) * 1000  # 20 ms ahead: still open when read below
+    path = _spool_with_times(tmp_path, [now_us - 5_000_000, open_ms, open_ms + 1])
+    with SpoolTail(path) as tail:
+        assert tail.read_header()
+        assert [r.value for r in tail.read(whole_ms=True, hold_open=True)] == [0.0]
+        assert tail.held_until == pytest.approx((open_ms // 1000 + 1) / 1000 + 0.010)
+        assert tail.read(whole_ms=True, hold_open=True) == [] and tail.held_until is not None
+        assert [r.value for r in tail.read(whole_ms=True)] == [1.0, 2.0]  # not following: read at once
+    stepped = _spool_with_times(tmp_path / "stepped", [now_us + 3_600_000_000])  # a clock an hour ahead
+    with SpoolTail(stepped) as tail:
+        assert tail.read_header()
+        assert len(tail.read(whole_ms=True, hold_open=True)) == 1 and tail.held_until is None  # never waited for

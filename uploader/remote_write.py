@@ -12,7 +12,9 @@ The series are exactly what a Prometheus scraping the gateway with
 
 Every report is a sample at its own time, in milliseconds; two reports of one
 series in the same millisecond keep the last (by ``seq``), since a receiver
-keeps one value per timestamp.
+keeps one value per timestamp. That holds within one push; the spool is read in
+whole milliseconds for this sink (:class:`uploader.scan.Scanner`) so that a
+millisecond's reports go in one push.
 
 What the answers mean, by the spec and by what real receivers were measured
 to do (tests/test_remote_write.py):

@@ -8,6 +8,8 @@ disk until these are delivered).
 from __future__ import annotations
 
 import logging
+import math
+import time
 from typing import Any, Callable
 
 from runai.reporter.spool import SEARCH_BYTES, Report
@@ -31,7 +33,12 @@ class Scanner:
     """Reads the followed files into :attr:`latest`, the newest value of each name not yet pushed.
 
     With *coalesce* False (the remote-write sink) :attr:`latest` holds every
-    record read and not yet pushed instead, bounded the same way by *max_pending*.
+    record read and not yet pushed instead, bounded the same way by *max_pending*,
+    and reads hold whole milliseconds (``SpoolTail.read(whole_ms=True)``): two
+    reports of one series in one millisecond then go in one push, where the
+    last one is kept. With *hold_open* too (a follower), the newest millisecond
+    of a file whose writer is alive is read once it is over; :meth:`held_due`
+    says when to come back for it.
 
     *stopping* is asked after each read (a scan of a big backlog takes
     seconds: a signal must not wait for it); *again* is called when a file
@@ -39,19 +46,23 @@ class Scanner:
     """
 
     def __init__(self, files: FollowedFiles, stopping: Callable[[], bool], again: Callable[[], None], *,
-                 scan_bytes: int = SCAN_BYTES, max_pending: int = MAX_PENDING_VALUES, coalesce: bool = True) -> None:
+                 scan_bytes: int = SCAN_BYTES, max_pending: int = MAX_PENDING_VALUES, coalesce: bool = True,
+                 hold_open: bool = False) -> None:
         self.files = files
         self.scan_bytes = scan_bytes  # read at most about this much before pushing and committing
         self.max_pending = max_pending  # distinct values held before reading pauses
         # values not yet pushed (coalesced, or every record), with the file each came from
         self.latest: dict[tuple[Any, ...], tuple[Report, str]] = {}
         self.coalesce = coalesce
+        self.hold_open = hold_open and not coalesce
+        self._held_until: float | None = None  # wall clock: when the lines the last scan held back are due
         self._stopping = stopping
         self._again = again
 
     def scan(self, names: list[str], check_liveness: bool) -> bool:
         """Read what is new in the spool files among *names*; False if the budget ran out before the end."""
         budget = self.scan_bytes
+        self._held_until = None
         for name in names:
             entry = self.files.follow(name, check_liveness)
             if entry is None:
@@ -80,12 +91,21 @@ class Scanner:
         tail = entry.tail
         room = self.max_pending - len(self.latest)
         before = tail.offset
-        for record in tail.read(min(_READ_BYTES, room * _MIN_LINE_BYTES)):
+        hold = self.hold_open and entry.alive and not tail.ended
+        for record in tail.read(min(_READ_BYTES, room * _MIN_LINE_BYTES), whole_ms=not self.coalesce, hold_open=hold):
             self._coalesce(record, entry.path)
+        if tail.held_until is not None:
+            self._held_until = min(self._held_until or math.inf, tail.held_until)
         if tail.offset == before and not tail.searching:
             return None
         # A search for the end of an overlong line reads without moving the offset.
         return tail.offset - before if not tail.searching else SEARCH_BYTES
+
+    def held_due(self, now: float) -> float:
+        """When (on the monotonic clock, *now* being its present) to read the lines the last scan held back."""
+        if self._held_until is None:
+            return math.inf
+        return now + max(0.0, self._held_until - time.time())
 
     def _coalesce(self, record: Report, path: str) -> None:
         if not self.coalesce:

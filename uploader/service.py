@@ -15,7 +15,6 @@ that is on disk now is delivered.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from collections import Counter
@@ -91,7 +90,7 @@ class Uploader:
         self._wake = Wakeup()
         self._stopping = False  # a plain flag: stop() runs in signal handlers
         self._scanner = Scanner(self._files, lambda: self._stopping, self._wake.set, scan_bytes=scan_bytes,
-                                max_pending=max_pending, coalesce=sink == GATEWAY)
+                                max_pending=max_pending, coalesce=sink == GATEWAY, hold_open=follow)
         self._watch = SpoolWatch(pod_dir, self._wake.set)
 
     # -- control ----------------------------------------------------------
@@ -184,14 +183,15 @@ class Uploader:
 
     def _streaming_due(self, now: float) -> float | None:
         """Nothing to deliver: when to come back, or None after leaving the streaming watch."""
+        held = self._scanner.held_due(now)  # a millisecond's lines, read once it is over
         if not self._watch.streaming:
-            return math.inf
+            return held
         if now >= self._schedule.quiet_at():
             # A whole interval without reports: back to waking on
             # every write, and rescan for any that raced the switch.
             self._watch.set_streaming(False)
             return None
-        return self._schedule.quiet_at()
+        return min(held, self._schedule.quiet_at())
 
     # -- reading ----------------------------------------------------------
 

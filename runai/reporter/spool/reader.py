@@ -9,6 +9,8 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import re
+import time
 from collections import Counter
 from typing import Iterable, Iterator
 
@@ -24,6 +26,12 @@ logger = logging.getLogger(__name__)
 _BLOCK = 4 << 20  # bytes per read: few syscalls, bounded memory
 _WARN_LINES = 5  # skipped lines of one file warned about one by one
 SEARCH_BYTES = 16 * _BLOCK  # searched for the end of an overlong line per read() call
+# A millisecond still open may get more lines: read it once it has been over this long. More than a writer
+# thread's usual delay between stamping a report and appending it (a GIL switch interval is 5 ms).
+MS_GUARD = 0.010
+_FUTURE_S = 1.0  # a line stamped further ahead than this is a clock that stepped back: never wait for it
+_TS_US = re.compile(rb'"ts_us":(\d{1,19})[,}]')
+_TS_WITHIN = 64  # bytes: a valid line has its ts_us before this ('{"seq":' 19 digits ',"ts_us":' 19 digits)
 
 
 class BadSpoolError(ValueError):
@@ -49,6 +57,9 @@ class SpoolTail(OwnedFd):
         self.skip_reasons: Counter[str] = Counter()  # why, in a few words each
         self._searched = 0  # how far a line too long to read was searched for its newline
         self.searching = False  # read() stopped in the middle of that search: call it again
+        # Set by read(whole_ms=True) that left the lines of a millisecond unread because it may get more:
+        # the wall-clock time to read again at. None: nothing is held.
+        self.held_until: float | None = None
         self._fd = open_in_pod_dir(path, os.O_RDONLY)  # never through a symlink; see safefs
 
     def size(self) -> int:
@@ -112,18 +123,28 @@ class SpoolTail(OwnedFd):
         """Continue after *ckpt*, one of :meth:`checkpoints`."""
         self.offset, self.records, self.last_seq, self.ended = ckpt.offset, ckpt.records, ckpt.last_seq, ckpt.ended
 
-    def read(self, limit: int = _BLOCK) -> list[Report]:
+    def read(self, limit: int = _BLOCK, whole_ms: bool = False, hold_open: bool = False) -> list[Report]:
         """Decode the complete lines after :attr:`offset`, about *limit* bytes' worth.
 
         An empty list with :attr:`offset` unchanged means nothing more to read
         for now, unless :attr:`searching` is set.
+
+        *whole_ms*: never stop inside a millisecond whose lines go on past
+        *limit*; its lines are left for the next read. With *hold_open* too
+        (a writer may still be writing), the newest millisecond, not over by
+        :data:`MS_GUARD` yet, is left for a later read, and :attr:`held_until`
+        says when. Each read then holds whole milliseconds, so that two
+        reports of one series in one millisecond are sent together.
         """
         self.searching = False  # set again below only while a search is unfinished
+        self.held_until = None
         data = os.pread(self._fd, limit, self.offset)
         end = data.rfind(b"\n")
+        if end >= 0 and whole_ms:
+            end = self._end_of_whole_ms(data, end, more=len(data) == limit, hold_open=hold_open)
         if end < 0:
-            if len(data) < limit:
-                return []  # a line still being written (or torn)
+            if len(data) < limit or self.held_until is not None:
+                return []  # a line still being written (or torn), or one open millisecond and nothing else
             if limit <= MAX_LINE_BYTES:  # one line longer than a block: read it whole, up to the cap
                 return self.read(min(limit * 2, MAX_LINE_BYTES + 1))
             self._skip_long_line()
@@ -152,6 +173,33 @@ class SpoolTail(OwnedFd):
                 out.append(record)
         self.offset += end + 1
         return out
+
+    def _end_of_whole_ms(self, data: bytes, end: int, more: bool, hold_open: bool) -> int:
+        """*end* (the last newline of *data*) moved back before the lines of a millisecond that may go on.
+
+        It may go on when *more* data follows (the read was cut short), or,
+        with *hold_open*, when it is the newest and not over by
+        :data:`MS_GUARD` (then :attr:`held_until` is set). A block that is all one millisecond is
+        read whole when cut short: a read must move on.
+        """
+        start = data.rfind(b"\n", 0, end) + 1
+        ms = _line_ms(data, start)
+        if ms is None:
+            return end
+        if not more:
+            held_until = (ms + 1) / 1000 + MS_GUARD
+            if not hold_open or not 0 < held_until - time.time() <= MS_GUARD + _FUTURE_S:
+                return end  # over already (or stamped by a clock that has stepped back since)
+        while start > 0:
+            before = data.rfind(b"\n", 0, start - 1) + 1
+            if _line_ms(data, before) != ms:
+                break
+            start = before
+        if start == 0 and more:
+            return end
+        if not more:
+            self.held_until = held_until
+        return start - 1
 
     def read_all(self) -> Iterator[Report]:
         """Every report after :attr:`offset`, to the last complete line, a block at a time."""
@@ -200,6 +248,12 @@ class SpoolTail(OwnedFd):
                            self.path, position, exc)
         elif self.skipped == _WARN_LINES + 1:
             logger.warning("%s: more invalid lines; counting them without a warning each", self.path)
+
+
+def _line_ms(data: bytes, start: int) -> int | None:
+    """The millisecond of the line at *start* in *data*, from its raw bytes; None if none is found."""
+    match = _TS_US.search(data, start, start + _TS_WITHIN)
+    return int(match.group(1)) // 1000 if match else None
 
 
 def skip_reason(exc: Exception) -> str:
