@@ -64,10 +64,13 @@ class IntegrationReporter:
         try:
             hook()
         except Exception as exc:  # the integration must never break training
-            if not self._warned:
-                self._warned = True
-                self._log.warning("runai reporting failed in %s (%s: %s); training continues, later failures "
-                                  "are not logged", where, type(exc).__name__, exc)
+            self._failed(exc, where)
+
+    def _failed(self, exc: Exception, where: str) -> None:
+        if not self._warned:
+            self._warned = True
+            self._log.warning("runai reporting failed in %s (%s: %s); training continues, later failures "
+                              "are not logged", where, type(exc).__name__, exc)
 
     def _open(self) -> Reporter:
         reporter = self._reporter
@@ -78,8 +81,13 @@ class IntegrationReporter:
     def metric(self, name: str, value: object) -> None:
         """Report *value* if it is one real number; names are used as given (sanitize with report_name)."""
         number = to_number(value)
-        if number is not None:
-            self.guard(lambda: self._open().reportMetric(name + self._suffix, number), f"reporting {name}")
+        if number is None:
+            return
+        # Called several times a step: inlined rather than through guard() and a closure.
+        try:
+            self._open().reportMetric(name + self._suffix if self._suffix else name, number)
+        except Exception as exc:  # the integration must never break training
+            self._failed(exc, f"reporting {name}")
 
     def metrics(self, logs: Mapping[str, Any]) -> None:
         """Every numeric entry of *logs*, under its sanitized key."""
