@@ -29,10 +29,8 @@ logger = logging.getLogger(__name__)
 class RunaiCallback(_TrainerCallback):
     """A Trainer callback that reports to Run:AI: ``Trainer(callbacks=[RunaiCallback()])``.
 
-    Args:
-        all_ranks: by default only the world process zero reports; True makes every
-            process report, process N > 0 under names ending in ``_rankN``.
-        **settings: ``Reporter(...)`` keywords (``pod_uuid=``, ``gateway_url=``, ...).
+    Only the world process zero reports unless *all_ranks* is True (process N > 0
+    then adds ``_rankN`` to its names); *settings* are ``Reporter(...)`` keywords.
     """
 
     def __init__(self, *, all_ranks: bool = False, **settings: Any) -> None:
