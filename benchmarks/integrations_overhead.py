@@ -83,7 +83,7 @@ def lightning(settings: dict[str, str], runs: int) -> tuple[dict[str, list[float
         def finalize(self, status: str) -> None:
             clock.finishing(lambda: super(Timed, self).finalize(status))
 
-    class Noop(Logger):  # type: ignore[misc]
+    class Noop(Logger):
         name, version = "noop", "0"
 
         def log_metrics(self, metrics: Any, step: Any = None) -> None:
@@ -92,7 +92,7 @@ def lightning(settings: dict[str, str], runs: int) -> tuple[dict[str, list[float
         def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
             pass
 
-    class Model(pl.LightningModule):  # type: ignore[misc]
+    class Model(pl.LightningModule):
         def __init__(self) -> None:
             super().__init__()
             self.net = nn.Sequential(nn.Linear(64, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 1))
@@ -151,7 +151,7 @@ def transformers(settings: dict[str, str], runs: int, work: str) -> tuple[dict[s
         trainer = Trainer(model=BertForSequenceClassification(config), args=args, train_dataset=dataset,
                           callbacks=callbacks)
         trainer.remove_callback(PrinterCallback)  # it prints every log entry: not what is measured
-        return trainer.train  # type: ignore[no-any-return]
+        return trainer.train
 
     train([])()  # warm-up
     times = _alternate({"Transformers, no callback": lambda: train([]),
@@ -221,7 +221,7 @@ def rows(quick: bool) -> list[tuple[str, str, str]]:
             found.append((f"{what[len('overhead of '):]} with/without (every step)", ratio.split(",")[0],
                           f"<= {TARGET}x"))
         elif line.startswith("its own CPU per step"):
-            found.append(("  its own CPU per step", line.split(": ", 1)[1].split(", on")[0], "<= 2% of a step"))
+            found.append(("  its own CPU per step", line.split(": ", 1)[1].split(" (target")[0], "<= 2% of a step"))
     return found
 
 

@@ -103,7 +103,7 @@ def test_a_failed_run_still_delivers_what_was_reported(env: dict[str, str], gate
 
 def test_a_failure_inside_the_logger_is_logged_once(env: dict[str, str], gateway: Pushgateway, pod: str,
                                                     caplog: pytest.LogCaptureFixture) -> None:
-    class TooLong(Tiny):  # type: ignore[misc, valid-type]
+    class TooLong(Tiny):
         def training_step(self, batch: Any, batch_idx: int) -> Any:
             self.log("x" * 300, 1.0)  # longer than a report name may be: the reporter refuses it
             return super().training_step(batch, batch_idx)

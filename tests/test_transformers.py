@@ -26,7 +26,7 @@ SAMPLES, BATCH, EPOCHS = 32, 8, 2
 STEPS = SAMPLES // BATCH
 
 
-class _Synthetic(torch.utils.data.Dataset):  # type: ignore[misc]
+class _Synthetic(torch.utils.data.Dataset):
     def __init__(self) -> None:
         self.x = torch.randint(0, 32, (SAMPLES, 8), generator=torch.Generator().manual_seed(0))
         self.y = self.x.sum(1) % 2
@@ -75,7 +75,7 @@ def test_two_epochs_report_the_ui_names(env: dict[str, str], gateway: Pushgatewa
     assert epochs[:STEPS] == pytest.approx([(i + 1) / STEPS for i in range(STEPS)])  # fractional, as the Trainer counts
 
 
-class _BadKey(TrainerCallback):  # type: ignore[misc]
+class _BadKey(TrainerCallback):
     """Adds a key too long for a report name to what the Trainer logs, before RunaiCallback sees it."""
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:

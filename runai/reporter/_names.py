@@ -40,6 +40,6 @@ def to_number(value: object) -> float | None:
     try:
         # float() rather than a framework's conversion: every framework's
         # scalars and 0-d tensors support it, without numpy 2's copy warning.
-        return float(value)  # type: ignore[arg-type]
+        return float(value)  # type: ignore[arg-type]  # any object: whatever float() takes is one number
     except Exception:  # not a single number: not reported
         return None
