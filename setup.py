@@ -40,6 +40,10 @@ setup(
     install_requires=["prometheus_client>=0.25", "watchdog>=4", "cramjam>=2.8"],
     extras_require={
         "keras": ["keras>=3"],
+        # lightning also installs pytorch_lightning; runai.reporter.lightning works with either alone.
+        "lightning": ["lightning>=2"],
+        # accelerate: the Trainer needs it to train on torch.
+        "transformers": ["transformers>=4.40", "accelerate"],
         # ruff and mypy pinned: CI fails on their findings, and a newer release may add some.
         "test": ["pytest>=7", "numpy", "hypothesis", "cryptography", "bcrypt", "matplotlib", "markdown-it-py",
                  # protobuf: the official runtime decodes the hand-encoded remote-write requests in a test.

@@ -22,6 +22,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from benchmarks._hot_path import fetch_041, hot_path, unpack_revision  # noqa: E402
+from benchmarks.integrations_overhead import rows as integrations_rows  # noqa: E402
 from benchmarks._rows import (  # noqa: E402
     drain, drain_versus, finish_time, footprint, gateway_load, keras_row, latency, pushes, staleness,
 )
@@ -64,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             rows += footprint(gw, spool, 2.0 if args.quick else 5.0)
             rows += _remote_write(gw, receiver, spool, args.quick)
             rows += keras_row(args.quick)
+            rows += integrations_rows(args.quick)
         finally:
             try:  # every uploader exits by itself once delivered
                 reap_uploaders(work, 15, "the benchmark's uploaders to exit")

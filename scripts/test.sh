@@ -4,7 +4,7 @@
 # pytest. Extra arguments go to pytest (and skip the tf_keras run in its own venv).
 set -euo pipefail
 PIP_FIRST="torch==2.13.0"
-PIP_EXTRAS=test,keras
+PIP_EXTRAS=test,keras,lightning,transformers  # lightning, transformers, accelerate beside the pinned CPU torch
 # The Pushgateway comes anyway; Prometheus scrapes it end to end, and takes remote writes as VictoriaMetrics does.
 EXTRA_APT=(prometheus victoria-metrics)
 source "$(dirname "$0")/_setup.sh"

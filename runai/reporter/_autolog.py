@@ -10,12 +10,13 @@ from __future__ import annotations
 import bisect
 import inspect
 import logging
-import re
 import threading
 from typing import Any, Callable, Mapping
 
 import runai.reporter as _api
 
+from . import _names as names
+from ._names import report_name, to_number
 from ._reporter import Reporter
 
 __all__ = ["AUTOLOG_DEFAULTS", "AutologCallbackMixin", "AutologState", "with_callback"]
@@ -39,25 +40,6 @@ AUTOLOG_DEFAULTS: Mapping[str, bool] = {
     "epsilon": False,
 }
 _DEFAULT_BATCH_SIZE = 32  # what Keras' fit uses on arrays when given none
-_UNSAFE_NAME_CHARS = re.compile(r"[^a-zA-Z0-9_]")
-
-
-def _metric_name(key: str) -> str:
-    """A log key as a valid report name (``val/top-5`` -> ``val_top_5``)."""
-    name = _UNSAFE_NAME_CHARS.sub("_", key)
-    return "_" + name if not name or name[0].isdigit() else name
-
-
-def _number(value: object) -> float | None:
-    """*value* as a float if it is one real number (Python, numpy, a 0-d tensor, a Keras variable)."""
-    if isinstance(value, (bool, str, bytes)):
-        return None
-    try:
-        # float() rather than keras.ops.convert_to_numpy: every backend's
-        # tensors and Keras variables support it, without numpy 2's copy warning.
-        return float(value)  # type: ignore[arg-type]
-    except Exception:  # not a single number: not reported
-        return None
 
 
 class AutologCallbackMixin:
@@ -98,7 +80,7 @@ class AutologCallbackMixin:
     # -- reporting, guarded: autologging must never break training ---------
 
     def _metric(self, name: str, value: object) -> None:
-        number = _number(value)
+        number = to_number(value)
         if number is not None:
             if self.reporter is None:
                 _api.reportMetric(name, number)
@@ -147,13 +129,13 @@ class AutologCallbackMixin:
         options, model = self.options, self.model
         optimizer = getattr(model, "optimizer", None)
         if options["overall_epochs"] and self.params.get("epochs") is not None:
-            self._metric("overall_epochs", self.params["epochs"])
+            self._metric(names.OVERALL_EPOCHS, self.params["epochs"])
         if options["batch_size"] and self.batch_size is not None:
-            self._metric("batch_size", self.batch_size)
+            self._metric(names.BATCH_SIZE, self.batch_size)
         if options["number_of_layers"]:
-            self._metric("number_of_layers", len(model.layers))
+            self._metric(names.NUMBER_OF_LAYERS, len(model.layers))
         if options["optimizer_name"] and optimizer is not None:
-            self._parameter("optimizer_name", type(optimizer).__name__)
+            self._parameter(names.OPTIMIZER_NAME, type(optimizer).__name__)
         if options["loss_method"] and getattr(model, "loss", None) is not None:
             loss = model.loss
             self._parameter("loss_method", loss if isinstance(loss, str)
@@ -164,7 +146,7 @@ class AutologCallbackMixin:
         # One read of the optimizer's step counter here, where a device sync
         # is harmless; per batch, global_step is counted from it.
         iterations = getattr(optimizer, "iterations", None)
-        self._first_iteration = int(_number(iterations) or 0) if iterations is not None else 0
+        self._first_iteration = int(to_number(iterations) or 0) if iterations is not None else 0
         self._first_epoch = None
 
     def _epoch_begin(self, epoch: int) -> None:
@@ -174,16 +156,16 @@ class AutologCallbackMixin:
             if self._first_epoch is None:
                 self._first_epoch = epoch
         if self.options["epoch"]:
-            self._metric("epoch", epoch)
+            self._metric(names.EPOCH, epoch)
         if self.options["learning_rate"]:
             # Evaluated every epoch, after the callbacks before this one (a
             # LearningRateScheduler, say) have set it; schedules are evaluated
             # at the current step.
             optimizer = getattr(self.model, "optimizer", None)
-            rate = _number(getattr(optimizer, "learning_rate", None))
+            rate = to_number(getattr(optimizer, "learning_rate", None))
             if rate is not None:
-                self._parameter("learning_rate", rate)  # 0.4.1's name and kind
-                self._metric("learning_rate", rate)  # and one a graph can plot
+                self._parameter(names.LEARNING_RATE, rate)  # 0.4.1's name and kind
+                self._metric(names.LEARNING_RATE, rate)  # and one a graph can plot
 
     def _batch_end(self, batch: int, logs: Mapping[str, Any]) -> None:
         with self._lock:  # held while reporting, so that reports keep the batches' order
@@ -210,20 +192,20 @@ class AutologCallbackMixin:
         global_step = self._first_iteration + epochs_done * steps + batch + 1 if steps else None
         options = self.options
         if options["step"]:
-            self._metric("step", batch)
+            self._metric(names.STEP, batch)
         if global_step is not None:
-            self._metric("global_step", global_step)
+            self._metric(names.GLOBAL_STEP, global_step)
         if options["loss"] and "loss" in logs:
-            self._metric("loss", logs["loss"])
+            self._metric(names.LOSS, logs["loss"])
         if options["accuracy"]:
             accuracy = logs.get("accuracy", logs.get("acc"))
             if accuracy is not None:
-                self._metric("accuracy", accuracy)
+                self._metric(names.ACCURACY, accuracy)
 
     def _epoch_end(self, logs: Mapping[str, Any]) -> None:
         # Every entry, validation metrics and the user's own included.
         for key, value in logs.items():
-            self._metric(_metric_name(str(key)), value)
+            self._metric(report_name(str(key)), value)
 
 
 class AutologState:

@@ -1,0 +1,45 @@
+"""The names the Run:AI UI reads, and turning a framework's log key into a valid report name.
+
+One home for the Keras autolog (``_autolog.py``) and the Lightning and
+Transformers integrations: none of them spells these names or sanitizes on its own.
+Framework-free: it imports no training framework.
+"""
+from __future__ import annotations
+
+import re
+
+__all__ = [
+    "ACCURACY", "BATCH_SIZE", "EPOCH", "GLOBAL_STEP", "LEARNING_RATE", "LOSS", "NUMBER_OF_LAYERS", "OPTIMIZER_NAME",
+    "OVERALL_EPOCHS", "STEP", "report_name", "to_number",
+]
+
+# The UI's progress bar is epoch / overall_epochs.
+EPOCH, OVERALL_EPOCHS = "epoch", "overall_epochs"
+# Its recommended columns besides (runai 0.4.1's names), and the global step beside 0.4.1's step.
+STEP, GLOBAL_STEP, BATCH_SIZE = "step", "global_step", "batch_size"
+NUMBER_OF_LAYERS, OPTIMIZER_NAME = "number_of_layers", "optimizer_name"
+LEARNING_RATE, LOSS, ACCURACY = "learning_rate", "loss", "accuracy"
+
+_UNSAFE_NAME_CHARS = re.compile(r"[^a-zA-Z0-9_]")
+
+
+def report_name(key: str) -> str:
+    """*key* as a valid report name, as Prometheus client libraries sanitize (``val/top-5`` -> ``val_top_5``).
+
+    Every character outside ``[a-zA-Z0-9_]`` becomes ``_``, and a name that would
+    start with a digit (or be empty) gets a leading ``_``.
+    """
+    name = _UNSAFE_NAME_CHARS.sub("_", key)
+    return "_" + name if not name or name[0].isdigit() else name
+
+
+def to_number(value: object) -> float | None:
+    """*value* as a float if it is one real number (Python, numpy, a 0-d tensor, a Keras variable), else None."""
+    if isinstance(value, (bool, str, bytes)):
+        return None
+    try:
+        # float() rather than a framework's conversion: every framework's
+        # scalars and 0-d tensors support it, without numpy 2's copy warning.
+        return float(value)  # type: ignore[arg-type]  # any object: whatever float() takes is one number
+    except Exception:  # not a single number: not reported
+        return None
