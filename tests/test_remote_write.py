@@ -10,6 +10,7 @@ import math
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -470,3 +471,45 @@ def test_a_batch_that_times_out_is_split_not_retried_whole_for_ever() -> None:
     assert sum(writer.sizes()) == 64 and max(writer.sizes()) <= 10
     with pytest.raises(TimeoutError):  # even one sample too slow: an outage, for the caller to retry
         _SlowForBig(most=0).push(records)
+
+
+def test_a_resend_that_also_holds_a_late_sample_loses_none_of_the_rest(strict_prometheus: Prometheus) -> None:
+    # Prometheus rolls a request back whole for one "out of order sample": the answer never proves the
+    # request's other samples stored, even when all of them were in a push a dead uploader had begun.
+    now = time.time()
+    writer = RemoteWriter(strict_prometheus.write_url, POD)
+    assert writer.push([Metric(1, now - 58, "metric", "loss", 2.0)]) == []
+    late = Metric(2, now - 59, "metric", "loss", 1.0)  # older than the series' newest: never storable
+    good = [Metric(3 + i, now - 57 + i / 100, "metric", "loss", 3.0 + i) for i in range(99)]
+    refused = writer.push([late, *good], resent=frozenset(id(r) for r in [late, *good]))
+    assert refused == []  # the late one alone, maybe stored before: counted delivered, not refused
+    [(_, samples)] = strict_prometheus.samples(f"{LOSS}[1h]", at=now + 1)
+    assert [value for _, value in samples] == [2.0, *(r.value for r in good)]  # all 99 good ones stored
+
+
+def test_a_request_whose_answer_never_came_is_no_refusal_when_sent_again(strict_prometheus: Prometheus) -> None:
+    proxy = FaultProxy(strict_prometheus.address).start()
+    try:
+        proxy.fault, proxy.slow_seconds = "slow", 30  # stored by Prometheus; the answer is held past the timeout
+        writer = RemoteWriter(f"http://{proxy.address}/api/v1/write", POD, timeout=1.0)
+        now = time.time()
+        records = losses(50, now - 60)
+        healer = threading.Thread(target=lambda: (wait_for(lambda: proxy.pushes >= 1, 30, "a stored request"),
+                                                  setattr(proxy, "fault", None)))
+        healer.start()
+        # The request times out, is split, and its parts come back "out of order sample": they are there.
+        assert writer.push(records) == []
+        healer.join()
+    finally:
+        proxy.stop()
+    [(_, samples)] = strict_prometheus.samples(f"{LOSS}[1h]", at=now + 1)
+    assert samples == expected(records)
+
+
+def test_a_wrong_path_refuses_the_sender_not_the_samples(victoria: VictoriaMetrics) -> None:
+    # Measured: VictoriaMetrics answers a wrong path with 400 "unsupported path requested", not 404.
+    writer = RemoteWriter(victoria.write_url.replace("/api/v1/write", "/api/v1/writ"), POD)
+    with pytest.raises(ReceiverError) as caught:
+        writer.push(losses(64, time.time() - 10))
+    assert caught.value.status == 400 and "unsupported path" in caught.value.body and caught.value.outage
+    assert len(caught.value.args[0]) < 600

@@ -311,13 +311,15 @@ def test_a_read_holding_whole_milliseconds_never_ends_inside_one(tmp_path: Path)
         assert tail.read_header()
         assert [r.value for r in tail.read(4 * line + 1)] == [0.0, 1.0, 2.0, 3.0]
     one_ms = _spool_with_times(tmp_path / "one", [7_000] * 40)
-    with SpoolTail(one_ms) as tail:  # a block that is one millisecond: read whole all the same, or never moves
+    with SpoolTail(one_ms) as tail:  # a block that is all one millisecond: a bigger read takes all of it
         assert tail.read_header()
-        assert len(tail.read(200, whole_ms=True)) >= 1
+        assert len(tail.read(200, whole_ms=True)) == 40 and tail.offset == os.path.getsize(one_ms)
 
 
 def test_a_follower_reads_the_newest_millisecond_once_it_is_over(tmp_path: Path) -> None:
     import time
+
+    from runai.reporter.spool.reader import MS_GUARD
 
     now_us = time.time_ns() // 1000
     open_ms = (now_us // 1000 + 20) * 1000  # 20 ms ahead: still open when read below
@@ -325,7 +327,7 @@ def test_a_follower_reads_the_newest_millisecond_once_it_is_over(tmp_path: Path)
     with SpoolTail(path) as tail:
         assert tail.read_header()
         assert [r.value for r in tail.read(whole_ms=True, hold_open=True)] == [0.0]
-        assert tail.held_until == pytest.approx((open_ms // 1000 + 1) / 1000 + 0.010)
+        assert tail.held_until == pytest.approx((open_ms // 1000 + 1) / 1000 + MS_GUARD)
         assert tail.read(whole_ms=True, hold_open=True) == [] and tail.held_until is not None
         assert [r.value for r in tail.read(whole_ms=True)] == [1.0, 2.0]  # not following: read at once
     stepped = _spool_with_times(tmp_path / "stepped", [now_us + 3_600_000_000])  # a clock an hour ahead

@@ -167,8 +167,10 @@ class FollowedFiles:
             if not entry.uncommitted():
                 continue
             tail, acked = entry.tail, entry.acked
+            # A dead uploader's mark past what this commit covers still says what may be stored.
+            carried = entry.resent_seq if entry.resent_seq > tail.last_seq else 0
             ckpt = Checkpoint(tail.spool_id, tail.offset, tail.records, tail.last_seq, tail.ended,
-                              acked.rejected + entry.refused)
+                              acked.rejected + entry.refused, carried)
             try:
                 store_checkpoint(entry.path, ckpt, sink=self.sink)
             except OSError as exc:
@@ -178,6 +180,7 @@ class FollowedFiles:
                 error = exc
                 continue
             entry.refused = 0
+            entry.resent_seq = carried  # once passed, no record is looked up against it any more
             records += ckpt.records - acked.records
             size += ckpt.offset - acked.offset
             entry.acked = ckpt

@@ -33,14 +33,17 @@ to do (tests/test_remote_write.py):
 * "duplicate sample for timestamp": the series already has a sample at that
   time, from an earlier send (at-least-once delivery resends after a crash):
   delivered, not refused.
-* a resend after a crash: records that an earlier uploader's push covered
-  (its checkpoints' ``sent_seq``, written before the push) go first, in
-  requests of their own, which are the very requests that push made (the
-  same points, sorted and cut the same way). A receiver takes or refuses a
-  request whole, so one such request answered "out of order sample" or
-  "duplicate sample for timestamp" was stored before: delivered.
-* 401, 403, 404, 405, 407: the receiver refuses the sender (its credentials,
-  tenant or address), not the samples. Raised as for an outage, as the gateway
+* a sample that may be stored already: one an earlier uploader's push
+  covered before it died (its checkpoints' ``sent_seq``, written before the
+  push; such records go first, in requests of their own), or one of a request
+  whose answer never came (a timeout, a cut connection, a proxy's 502/504).
+  Prometheus refuses a request whole for one sample older than its series'
+  newest, so a request answered "out of order sample" is split like any 400;
+  such a sample alone answered "out of order sample" or "duplicate sample for
+  timestamp" is taken as stored before: delivered, not refused.
+* 401, 403, 404, 405, 407, and VictoriaMetrics' 400 "unsupported path": the
+  receiver refuses the sender (its credentials, tenant or address), not the
+  samples. Raised as for an outage, as the gateway
   sink does: the loop backs off and gives up after its retry timeout, and the
   reports stay on disk for ``recover`` once the configuration is fixed.
   Refusing them instead would mark every report rejected for a wrong password.
@@ -50,6 +53,7 @@ from __future__ import annotations
 
 import logging
 import operator
+import socket
 from itertools import chain
 from typing import AbstractSet, Iterator, NamedTuple, Sequence
 
@@ -75,6 +79,8 @@ _CONTENT = (400, 413)  # the request's content is refused: split at once
 _REFUSES_SENDER = (401, 403, 404, 405, 407)  # not the content: nothing is refused, the loop backs off
 _NAMES_A_SAMPLE = ("too old", "out of bounds", "out of order")
 _OUT_OF_ORDER = "out of order sample"  # Prometheus' answer to a sample older than its series' newest
+_WRONG_PATH = "unsupported path"  # VictoriaMetrics answers a wrong path with 400 (measured), not 404
+_PROXY_LOST_IT = (502, 504)  # a proxy's answer: the receiver behind it may have stored the request
 # Prometheus' words, measured (VictoriaMetrics takes a resend with 204); Mimir's error id, from its runbook.
 _ALREADY_THERE = ("duplicate sample for timestamp", "err-mimir-sample-duplicate-timestamp")
 _HEADERS = [
@@ -96,7 +102,8 @@ class ReceiverError(GatewayError):
     def outage(self) -> bool:
         """The receiver is overloaded or away (429, 502, 503, 504), or refuses the sender (401, 403, 404, 405,
         407): the request is to be sent again later, not refused."""
-        return self.status in _OUTAGES or self.status in _REFUSES_SENDER
+        return self.status in _OUTAGES or self.status in _REFUSES_SENDER or (
+            self.status == 400 and _WRONG_PATH in self.body.lower())
 
     @property
     def names_a_sample(self) -> bool:
@@ -108,8 +115,15 @@ class ReceiverError(GatewayError):
 
     @property
     def there_if_resent(self) -> bool:
-        """The request's samples are stored already, if it repeats a request that may have been stored."""
+        """A lone sample answered so is stored already, if it may have been stored before."""
         return self.status < 500 and (self.already_there or _OUT_OF_ORDER in self.body.lower())
+
+
+def _may_have_arrived(exc: OSError) -> bool:
+    """A request that failed so may have been stored all the same (its answer is unknown)."""
+    if isinstance(exc, ReceiverError):
+        return exc.status in _PROXY_LOST_IT
+    return not isinstance(exc, (ConnectionRefusedError, socket.gaierror))
 
 
 class _Point(NamedTuple):
@@ -121,7 +135,7 @@ class _Point(NamedTuple):
     value: float
     labels: bytes  # the series' encoded labels
     record: Report
-    resent: bool  # an earlier uploader's push covered it, and may have delivered it
+    resent: bool  # an earlier uploader's push covered it, and may have stored it
 
 
 class RemoteWriter(Sink):
@@ -144,6 +158,7 @@ class RemoteWriter(Sink):
         self._http = KeepAliveHandler.for_url(url, username=username, password=password, bearer_token=bearer_token,
                                               ca_file=ca_file)
         self._sent: set[tuple[tuple[str, ...], int, float]] = set()  # delivered by a push that then raised
+        self._unsure: set[tuple[tuple[str, ...], int, float]] = set()  # sent in requests whose answer never came
         self._delivered: list[list[_Point]] = []  # by the push under way
 
     def close(self) -> None:
@@ -167,7 +182,8 @@ class RemoteWriter(Sink):
         caller sends the same records again.
 
         *resent*: the ids of records that an earlier uploader's push covered
-        before it died; they go first, in requests of their own.
+        before it died (they may be stored); they go first, in requests of
+        their own.
         """
         refused: list[tuple[Report, Refusal]] = []
         points = self._points(records, refused, resent)
@@ -184,6 +200,7 @@ class RemoteWriter(Sink):
             raise
         else:
             self._sent.clear()  # all of it is delivered or refused: the caller moves on
+            self._unsure.clear()
         finally:
             self._delivered.clear()
         return refused
@@ -245,7 +262,7 @@ class RemoteWriter(Sink):
         if not batch:
             return []
         try:
-            self._send(batch)
+            self._try_send(batch)
             return []
         except TimeoutError:
             if len(batch) == 1:
@@ -254,8 +271,6 @@ class RemoteWriter(Sink):
         except ReceiverError as exc:
             if exc.outage:
                 raise
-            if batch[0].resent and exc.there_if_resent:
-                return []  # a request an earlier uploader made and had stored (push() says why)
             if len(batch) == 1:
                 return self._judge_alone(batch[0], exc, twice)
             if 400 <= exc.status < 500 and exc.status not in _CONTENT:
@@ -274,8 +289,17 @@ class RemoteWriter(Sink):
         middle = len(rest) // 2
         return refused + self._write(rest[:middle], twice) + self._write(rest[middle:], twice)
 
+    def _try_send(self, batch: list[_Point]) -> None:
+        try:
+            self._send(batch)
+        except OSError as exc:
+            if _may_have_arrived(exc):
+                self._unsure.update((point.series, point.ms, point.value) for point in batch)
+            raise
+
     def _judge_alone(self, point: _Point, exc: ReceiverError, twice: bool) -> list[tuple[Report, Refusal]]:
-        if exc.already_there:
+        maybe_stored = point.resent or (point.series, point.ms, point.value) in self._unsure
+        if exc.already_there or (maybe_stored and exc.there_if_resent):
             return []  # sent before: the receiver has it
         if exc.status < 500 or exc.names_a_sample:
             return [(point.record, exc)]

@@ -26,6 +26,7 @@ SCAN_BYTES = 64 << 20  # read per scan by default; bounds how long pushes wait b
 # are delivered; the rest waits on disk. About 300 bytes each in memory.
 MAX_PENDING_VALUES = 100_000
 _READ_BYTES = 4 << 20  # one read of a spool file
+_WHOLE_MS_READ_BYTES = 64 << 10  # the least a whole-millisecond read asks for
 _MIN_LINE_BYTES = 32  # no valid record line is shorter: a read of N such bytes adds at most N/32 values
 
 
@@ -92,7 +93,12 @@ class Scanner:
         room = self.max_pending - len(self.latest)
         before = tail.offset
         hold = self.hold_open and entry.alive and not tail.ended
-        for record in tail.read(min(_READ_BYTES, room * _MIN_LINE_BYTES), whole_ms=not self.coalesce, hold_open=hold):
+        limit = min(_READ_BYTES, room * _MIN_LINE_BYTES)
+        if not self.coalesce:
+            # Whole milliseconds: a read too small to hold one would have to split it (max_pending may be
+            # passed by one read's worth, about 2,000 records).
+            limit = max(limit, _WHOLE_MS_READ_BYTES)
+        for record in tail.read(limit, whole_ms=not self.coalesce, hold_open=hold):
             self._coalesce(record, entry.path)
         if tail.held_until is not None:
             self._held_until = min(self._held_until or math.inf, tail.held_until)

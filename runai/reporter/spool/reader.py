@@ -26,9 +26,10 @@ logger = logging.getLogger(__name__)
 _BLOCK = 4 << 20  # bytes per read: few syscalls, bounded memory
 _WARN_LINES = 5  # skipped lines of one file warned about one by one
 SEARCH_BYTES = 16 * _BLOCK  # searched for the end of an overlong line per read() call
-# A millisecond still open may get more lines: read it once it has been over this long. More than a writer
-# thread's usual delay between stamping a report and appending it (a GIL switch interval is 5 ms).
-MS_GUARD = 0.010
+# A millisecond still open may get more lines: read it once it has been over this long, the usual delay
+# between a writer stamping a report and appending it (microseconds; a thread preempted between the two, as
+# by a GIL switch after 5 ms, can still land a report in the next push: docs/scaling.md).
+MS_GUARD = 0.002
 _FUTURE_S = 1.0  # a line stamped further ahead than this is a clock that stepped back: never wait for it
 _TS_US = re.compile(rb'"ts_us":(\d{1,19})[,}]')
 _TS_WITHIN = 64  # bytes: a valid line has its ts_us before this ('{"seq":' 19 digits ',"ts_us":' 19 digits)
@@ -146,7 +147,7 @@ class SpoolTail(OwnedFd):
             if len(data) < limit or self.held_until is not None:
                 return []  # a line still being written (or torn), or one open millisecond and nothing else
             if limit <= MAX_LINE_BYTES:  # one line longer than a block: read it whole, up to the cap
-                return self.read(min(limit * 2, MAX_LINE_BYTES + 1))
+                return self.read(min(limit * 2, MAX_LINE_BYTES + 1), whole_ms, hold_open)
             self._skip_long_line()
             return []
         self._searched = 0  # a search, if one was under way, is moot: a newline was found
@@ -179,8 +180,7 @@ class SpoolTail(OwnedFd):
 
         It may go on when *more* data follows (the read was cut short), or,
         with *hold_open*, when it is the newest and not over by
-        :data:`MS_GUARD` (then :attr:`held_until` is set). A block that is all one millisecond is
-        read whole when cut short: a read must move on.
+        :data:`MS_GUARD` (then :attr:`held_until` is set).
         """
         start = data.rfind(b"\n", 0, end) + 1
         ms = _line_ms(data, start)
@@ -196,7 +196,9 @@ class SpoolTail(OwnedFd):
                 break
             start = before
         if start == 0 and more:
-            return end
+            # A block that is all one millisecond: read a bigger one (read() doubles it) while that stays
+            # below the line cap; past it, read it whole, since a read must move on.
+            return end if len(data) > MAX_LINE_BYTES // 2 else -1
         if not more:
             self.held_until = held_until
         return start - 1
