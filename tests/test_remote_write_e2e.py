@@ -124,6 +124,14 @@ def test_recover_backfills_an_outage_with_the_original_times_and_then_sends_noth
     pod_dir = os.path.join(spool_dir, pod)
     want = expected(pod_dir)
     assert len(want) == 500 and not covered(pod_dir, REMOTE_WRITE)
+    # Its pushes reached no receiver (connections refused): their marks were taken back, so that nothing
+    # of them is taken for "perhaps stored" later.
+    [spool] = [os.path.join(pod_dir, n) for n in os.listdir(pod_dir) if is_spool_file(n)]
+    opened = open_spool(spool, resume=False)
+    assert opened is not None
+    with opened.tail as tail:
+        entry = load_progress(spool, tail.spool_id, sinks=(REMOTE_WRITE,))[REMOTE_WRITE]
+    assert entry.records == 0 and entry.sent_seq == 0
     with receiver:
         first = uploader_cli(env, "recover", "--timeout=30")
         assert first.returncode == 0, first.stdout + first.stderr

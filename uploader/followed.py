@@ -142,19 +142,26 @@ class FollowedFiles:
         and after a crash its resends are judged as first sends.
         """
         for entry in self._files.values():
-            tail, acked = entry.tail, entry.acked
-            if not entry.uncommitted() or acked.sent_seq >= tail.last_seq:
-                continue
-            marked = replace(acked, sent_seq=tail.last_seq)
-            # No checkpoint yet: one at offset 0 would read as damaged (not after a newline), so the mark on
-            # disk starts at the first record; the one in memory keeps 0, and the header in what is delivered.
-            stored = marked if acked.offset else replace(marked, offset=entry.start)
-            try:
-                store_checkpoint(entry.path, stored, sink=self.sink)
-            except OSError as exc:
-                logger.error("cannot write the checkpoint of %s before a push: %s", entry.path, exc)
-                continue
-            entry.acked = marked
+            if entry.uncommitted() and entry.acked.sent_seq < entry.tail.last_seq:
+                self._store_mark(entry, entry.tail.last_seq)
+
+    def unmark(self) -> None:
+        """Take back the marks of a push that reached no receiver (refused connections): nothing of it is stored."""
+        for entry in self._files.values():
+            if entry.acked.sent_seq != entry.resent_seq:
+                self._store_mark(entry, entry.resent_seq)  # what a dead uploader left, if anything
+
+    def _store_mark(self, entry: FollowedFile, seq: int) -> None:
+        marked = replace(entry.acked, sent_seq=seq)
+        # No checkpoint yet: one at offset 0 would read as damaged (not after a newline), so the mark on
+        # disk starts at the first record; the one in memory keeps 0, and the header in what is delivered.
+        stored = marked if marked.offset else replace(marked, offset=entry.start)
+        try:
+            store_checkpoint(entry.path, stored, sink=self.sink)
+        except OSError as exc:
+            logger.error("cannot write the checkpoint of %s around a push: %s", entry.path, exc)
+            return
+        entry.acked = marked
 
     def commit(self) -> tuple[int, int, OSError | None]:
         """Write the checkpoint of every file read further than its last one.

@@ -186,6 +186,7 @@ class RemoteWriter(Sink):
         their own.
         """
         refused: list[tuple[Report, Refusal]] = []
+        self.reached = False
         points = self._points(records, refused, resent)
         again = [point for point in points if point.resent] if resent else []
         if again:
@@ -294,8 +295,10 @@ class RemoteWriter(Sink):
             self._send(batch)
         except OSError as exc:
             if _may_have_arrived(exc):
+                self.reached = True
                 self._unsure.update((point.series, point.ms, point.value) for point in batch)
             raise
+        self.reached = True
 
     def _judge_alone(self, point: _Point, exc: ReceiverError, twice: bool) -> list[tuple[Report, Refusal]]:
         maybe_stored = point.resent or (point.series, point.ms, point.value) in self._unsure

@@ -229,6 +229,8 @@ class Uploader:
         try:
             rejected = self.pusher.push([record for record, _ in held], resent)
         except OSError as exc:
+            if self.pusher.marks_sending and not self.pusher.reached:
+                self._files.unmark()
             if not self._stopping:
                 self._note_failure(exc)
             return False

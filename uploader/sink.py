@@ -39,6 +39,7 @@ class Sink:
         self.pod_uuid = pod_uuid
         self.timeout = timeout  # seconds one request may take, answer included
         self.pushes = 0  # HTTP requests that succeeded
+        self.reached = True  # some request of the last push may have reached the receiver
         # The pod's UUID goes on the wire as UTF-8 (the gateway's grouping key, a
         # series' label): one that cannot be encoded would fail every push
         # (settings made by load_settings are checked already).
