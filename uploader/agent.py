@@ -49,6 +49,7 @@ GRACE_SECONDS = 2.0  # a new live writer's job starts its own uploader in about 
 LOCK_POLL_SECONDS = 1.0  # an active pod's lock is probed this often: takeover within about a second
 IDLE_POLL_SECONDS = 5.0  # an idle pod's directory mtime is compared this often (one stat)
 ROOT_POLL_SECONDS = 5.0  # the spool directory is listed this often besides its watch
+NEW_POD_SECONDS = 30.0  # a pod found this recently is looked at every LOCK_POLL_SECONDS even when idle
 REJUDGE_SECONDS = 5.0  # a pod another uploader serves is read again this often, for the pending gauges
 REFUSED_POLL_SECONDS = 60.0  # a refused pod directory (unsafe, bad name) is looked at again this often
 STOP_SECONDS = 1.5  # what the deliveries get to stop: SIGTERM ends the agent within 2 s
@@ -60,6 +61,7 @@ _IDLE, _ACTIVE, _TAKEN, _REFUSED = "idle", "active", "taken", "refused"
 class _Pod:
     name: str
     path: str
+    found: float  # when the agent found it (monotonic)
     state: str = _ACTIVE  # until judged
     files: frozenset[str] = frozenset()  # its spool files when last judged
     mtime: int = -1  # its directory's mtime (ns) when last listed
@@ -126,7 +128,7 @@ class Agent:
             watch.start()
         names = _pod_dirs(self.spool_dir)
         for name in names - self._pods.keys():
-            self._pods[name] = _Pod(name, os.path.join(self.spool_dir, name), next_check=now)
+            self._pods[name] = _Pod(name, os.path.join(self.spool_dir, name), now, next_check=now)
             logger.debug("pod %s: found", name)
         for name in self._pods.keys() - names:
             if self._pods[name].delivery is None:  # a delivery notices by itself, and ends
@@ -145,7 +147,7 @@ class Agent:
         if now < pod.next_check:
             return
         if pod.state == _IDLE and not self._listing_changed(pod):
-            pod.next_check = now + IDLE_POLL_SECONDS
+            pod.next_check = now + (LOCK_POLL_SECONDS if now - pod.found < NEW_POD_SECONDS else IDLE_POLL_SECONDS)
             return
         self._check(pod, now)
 
@@ -172,7 +174,9 @@ class Agent:
         if status is None:
             return
         if not (status.writers_alive or status.reports_pending or status.bytes_pending):
-            pod.state, pod.next_check = _IDLE, now + IDLE_POLL_SECONDS
+            # A directory just made is often still empty (its job creates its spool file next): look again soon.
+            young = now - pod.found < NEW_POD_SECONDS
+            pod.state, pod.next_check = _IDLE, now + (LOCK_POLL_SECONDS if young else IDLE_POLL_SECONDS)
             return
         pod.state = _ACTIVE
         if status.writers_alive and now < pod.grace_until:
