@@ -7,7 +7,8 @@ For each size, that many dead pods (a finished spool of 20 reports each, never d
 spool directory, then ``runai-uploader agent`` is started over it and a real Pushgateway:
 
 * catch-up: the seconds until the agent has delivered every one of them;
-* RSS and threads once it has, and its CPU over an idle window (every pod delivered, nothing written);
+* RSS and threads once it has, and its CPU over an idle window (every pod delivered, nothing written, and
+  found more than NEW_POD_SECONDS ago: the steady state);
 * orphan delay: a "pod" process writes a last value while holding the pod's lock (as its own uploader
   does), and is killed with SIGKILL; the seconds from the kill to the value on the gateway, the median of
   --delays pods. Its baseline, in the same run: ``runai-uploader recover`` of such a pod, started the moment
@@ -33,6 +34,7 @@ sys.path.insert(0, REPO)
 
 from harness import Pushgateway, free_port, job_env, metric_name, process_cpu_seconds, wait_for  # noqa: E402
 from runai.reporter.spool import SpoolWriter  # noqa: E402
+from uploader.agent import NEW_POD_SECONDS  # noqa: E402
 
 # A pod: it writes its last value while holding its lock, as its own uploader would, says so, and waits to die.
 _POD = r"""
@@ -120,6 +122,8 @@ def measure(gw: Pushgateway, root: str, pods: int, idle: float, delays: int) -> 
         wait_for(caught_up, 600, f"the agent to deliver {pods} dead pods")
         catch_up = time.monotonic() - started if pods else 0.0
         wait_for(lambda: _scrape(port).get("runai_uploader_pods") == pods, 60, "every pod followed")
+        # Steady state: past the first seconds in which a pod just found is looked at every second.
+        wait_for(lambda: time.monotonic() - started > NEW_POD_SECONDS, NEW_POD_SECONDS + 1, "the pods to settle")
         cpu0, t0 = process_cpu_seconds(agent.pid), time.monotonic()
         time.sleep(idle)  # the measurement window itself, not a synchronisation
         cpu = (process_cpu_seconds(agent.pid) - cpu0) / (time.monotonic() - t0)

@@ -247,3 +247,24 @@ def test_sigterm_stops_within_2_s_and_a_restart_resends_nothing(env, gateway, pr
     assert again.sample("runai_uploader_delivered_reports_total", podUUID=pod, sink="gateway") is None
     assert gateway.value(pod, metric_name("loss")) is None, "the restarted agent resent a delivered pod"
     assert again.sample("runai_uploader_delivered_reports_total", podUUID=busy, sink="gateway") == 10
+
+
+def test_a_new_live_writer_gets_its_grace_before_the_agent_takes_its_pod(env, proxy, start_agent, spool_dir,
+                                                                           pod) -> None:
+    from uploader.agent import GRACE_SECONDS
+
+    agent = start_agent(proxy.address)
+    pod_dir = os.path.join(spool_dir, pod)
+    job = subprocess.Popen([sys.executable, "-c", STEPPING_JOB, pod_dir, pod], env=job_env(), process_group=0)
+    try:  # a job that never starts an uploader of its own
+        wait_for(lambda: spool_file_names(pod_dir), 30, "the job's spool file")
+        seen = time.monotonic()
+        wait_for(lambda: holder_pid(pod_dir) == agent.proc.pid, 10, "the agent to take the pod")
+        waited = time.monotonic() - seen
+        # The agent saw the file at most one poll of wait_for (0.1 s) before this test did.
+        assert GRACE_SECONDS - 0.15 <= waited < 5, waited
+        wait_for(lambda: proxy.pushes > 0, 5, "the agent delivering the live job")
+    finally:
+        _kill_group(job.pid)
+        job.wait(timeout=10)
+    wait_for(lambda: holder_pid(pod_dir) is None, 15, "the agent to let the finished pod go")

@@ -41,7 +41,7 @@ from .agent_watch import RootWatch
 from .status import PodStatus, pod_status
 from .wakeup import Wakeup
 
-__all__ = ["Agent", "GRACE_SECONDS", "IDLE_POLL_SECONDS", "LOCK_POLL_SECONDS", "ROOT_POLL_SECONDS"]
+__all__ = ["Agent", "GRACE_SECONDS", "IDLE_POLL_SECONDS", "LOCK_POLL_SECONDS", "NEW_POD_SECONDS", "ROOT_POLL_SECONDS"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +49,13 @@ GRACE_SECONDS = 2.0  # a new live writer's job starts its own uploader in about 
 LOCK_POLL_SECONDS = 1.0  # an active pod's lock is probed this often: takeover within about a second
 IDLE_POLL_SECONDS = 5.0  # an idle pod's directory mtime is compared this often (one stat)
 ROOT_POLL_SECONDS = 5.0  # the spool directory is listed this often besides its watch
-NEW_POD_SECONDS = 30.0  # a pod found this recently is looked at every LOCK_POLL_SECONDS even when idle
+NEW_POD_SECONDS = 10.0  # a pod found this recently is looked at every LOCK_POLL_SECONDS even when idle
 REJUDGE_SECONDS = 5.0  # a pod another uploader serves is read again this often, for the pending gauges
 REFUSED_POLL_SECONDS = 60.0  # a refused pod directory (unsafe, bad name) is looked at again this often
-STOP_SECONDS = 1.5  # what the deliveries get to stop: SIGTERM ends the agent within 2 s
+STOP_SECONDS = 1.5
+# The shortest sleep between two passes over the pods, unless an event wakes the agent: each pod's next check
+# is due at its own time, and waking for each one would walk a thousand pods a thousand times per poll.
+MIN_SLEEP_SECONDS = 0.25  # what the deliveries get to stop: SIGTERM ends the agent within 2 s
 
 _IDLE, _ACTIVE, _TAKEN, _REFUSED = "idle", "active", "taken", "refused"
 
@@ -231,7 +234,7 @@ class Agent:
 
     def _sleep(self, now: float) -> float:
         due = min((p.next_check for p in self._pods.values() if p.delivery is None), default=self._next_root_scan)
-        return max(0.0, min(due, self._next_root_scan) - now)
+        return max(MIN_SLEEP_SECONDS, min(due, self._next_root_scan) - now)
 
     def _shutdown(self) -> None:
         if self._watch is not None:
