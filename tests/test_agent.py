@@ -48,13 +48,13 @@ while True:
 class Agent:
     """``runai-uploader agent`` as a subprocess, its stderr in a file, its metrics on a free port."""
 
-    def __init__(self, spool_dir: str, gateway: str, log: str) -> None:
+    def __init__(self, spool_dir: str, gateway: str, log: str, *options: str) -> None:
         self.port = free_port()
         self.log = log
         with open(log, "ab") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "uploader", "agent", f"--spool-dir={spool_dir}", f"--gateway={gateway}",
-                 f"--metrics-port={self.port}", "--metrics-address=127.0.0.1"],
+                 f"--metrics-port={self.port}", "--metrics-address=127.0.0.1", *options],
                 env=job_env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
         wait_for(self._serving, 30, "the agent's metrics endpoint")
 
@@ -106,8 +106,8 @@ def proxy(gateway: Pushgateway) -> Iterator[FaultProxy]:
 def start_agent(spool_dir: str, tmp_path) -> Iterator:
     agents: list[Agent] = []
 
-    def start(gateway: str) -> Agent:
-        agents.append(Agent(spool_dir, gateway, str(tmp_path / f"agent-{len(agents)}.log")))
+    def start(gateway: str, *options: str) -> Agent:
+        agents.append(Agent(spool_dir, gateway, str(tmp_path / f"agent-{len(agents)}.log"), *options))
         return agents[-1]
 
     yield start
@@ -268,3 +268,24 @@ def test_a_new_live_writer_gets_its_grace_before_the_agent_takes_its_pod(env, pr
         _kill_group(job.pid)
         job.wait(timeout=10)
     wait_for(lambda: holder_pid(pod_dir) is None, 15, "the agent to let the finished pod go")
+
+
+def test_each_sink_gets_the_dead_pod_and_its_own_counts(env, gateway, proxy, start_agent, spool_dir, pod,
+                                                         tmp_path) -> None:
+    from harness import Prometheus
+    from tests.test_remote_write_e2e import expected, samples
+
+    os.makedirs(tmp_path / "prometheus")
+    with Prometheus(str(tmp_path / "prometheus"), remote_write=True, out_of_order_window="2h") as receiver:
+        agent = start_agent(proxy.address, f"--remote-write={receiver.write_url}")
+        dead_job(spool_dir, pod, 30)
+        wait_for(lambda: agent.sample("runai_uploader_pending_reports", podUUID=pod) == 0
+                 and agent.sample("runai_uploader_delivered_reports_total", podUUID=pod, sink="remote_write") == 30,
+                 15, "the pod delivered to both sinks")
+        assert agent.sample("runai_uploader_delivered_reports_total", podUUID=pod, sink="gateway") == 30
+        assert gateway.value(pod, metric_name("loss")) == 29
+        # Every report at its own millisecond (reports of one millisecond keep the last), ending with the last.
+        per_ms = dict(expected(os.path.join(spool_dir, pod)))  # in time order: each millisecond keeps its last
+        assert samples(receiver, pod) == sorted(per_ms.items()) and samples(receiver, pod)[-1][1] == 29
+        for sink in ("gateway", "remote_write"):
+            assert agent.sample("runai_uploader_last_success_timestamp_seconds", podUUID=pod, sink=sink)
