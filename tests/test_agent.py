@@ -230,17 +230,20 @@ def test_sigterm_stops_within_2_s_and_a_restart_resends_nothing(env, gateway, pr
     dead_job(spool_dir, pod, 30)
     wait_for(lambda: gateway.value(pod, metric_name("loss")) == 29, 15, "the first pod delivered")
     wait_for(lambda: agent.sample("runai_uploader_pending_reports", podUUID=pod) == 0, 10, "its gauge at 0")
-    proxy.refuse()  # a second pod is being retried when the signal comes
+    # A second pod's push is in flight when the signal comes: the gateway has it, its answer is late.
+    proxy.fault, proxy.slow_seconds = "slow", 30
+    pushed = proxy.pushes
     busy = f"{pod}-busy"
     dead_job(spool_dir, busy, 10)
-    wait_for(lambda: (agent.sample("runai_uploader_push_failures_total", sink="gateway") or 0) >= 1, 15,
-             "the agent retrying the second pod")
+    wait_for(lambda: proxy.pushes > pushed, 15, "the second pod's push to be in flight")
     status, took = agent.terminate()
     assert status == 0, agent.stderr()
     assert took < 2, f"SIGTERM took {took:.2f} s"
     assert holder_pid(os.path.join(spool_dir, busy)) is None
+    assert pod_status(spool_dir, busy).reports_pending == 10  # no answer, no checkpoint: sent again, below
     gateway.delete_group(pod)  # a resend of the first pod would bring its group back
-    proxy.heal()
+    gateway.delete_group(busy)
+    proxy.fault = None
     again = start_agent(proxy.address)
     wait_for(lambda: gateway.value(busy, metric_name("loss")) == 9, 15, "the second pod delivered after the restart")
     wait_for(lambda: again.sample("runai_uploader_pending_reports", podUUID=pod) == 0, 10, "the first pod judged")
