@@ -183,7 +183,9 @@ class Agent:
             return
         pod.state = _ACTIVE
         if status.writers_alive and now < pod.grace_until:
-            pod.next_check = pod.grace_until  # its own uploader may be starting
+            # Its own uploader may be starting; looked at again every second meanwhile (a writer dying in its
+            # grace is taken at once).
+            pod.next_check = min(pod.grace_until, now + LOCK_POLL_SECONDS)
             return
         pod.next_check = now + LOCK_POLL_SECONDS
         self._take(pod, status)

@@ -51,6 +51,7 @@ class PodDelivery:
         self._metrics = metrics
         self._on_done = on_done
         self._seen: dict[int, int] = {}  # id of a loop -> its delivered_records already counted
+        self._counting = threading.Lock()  # each sink's loop calls _progress from its own thread
         self._uploader = build_uploader(
             settings, retry_timeout=math.inf, follow=True, lock=lock, use_watchdog=False,
             poll_interval=_POLL_SECONDS, history_bytes=settings.history_bytes, on_progress=self._progress,
@@ -96,11 +97,12 @@ class PodDelivery:
             pass
 
     def _count_delivered(self) -> None:
-        for loop in _loops(self._uploader):
-            counted = self._seen.get(id(loop), 0)
-            if loop.delivered_records > counted:
-                self._metrics.add_delivered(self.pod, _sink_of(loop.pusher), loop.delivered_records - counted)
-                self._seen[id(loop)] = loop.delivered_records
+        with self._counting:
+            for loop in _loops(self._uploader):
+                counted, now = self._seen.get(id(loop), 0), loop.delivered_records
+                if now > counted:
+                    self._metrics.add_delivered(self.pod, _sink_of(loop.pusher), now - counted)
+                    self._seen[id(loop)] = now
 
 
 def _loops(uploader: Uploader | SinkLoops) -> list[Uploader]:
