@@ -125,7 +125,8 @@ def _kill_group(pid: int) -> None:
 def test_dead_pod_is_delivered_once_the_gateway_is_back(env, gateway, proxy, start_agent, spool_dir, pod,
                                                          tmp_path) -> None:
     proxy.refuse()  # the gateway is down for the whole life of the pod
-    agent = start_agent(proxy.address)
+    # A long grace: however slowly the job's own uploader starts on a loaded machine, the agent leaves it the pod.
+    agent = start_agent(proxy.address, "--grace-seconds=30")
     pod_dir, marker = os.path.join(spool_dir, pod), str(tmp_path / "reported")
     job = subprocess.Popen([sys.executable, "-c", REPORTING_JOB, marker, "300"],
                            env=job_env(**{**env, "reporterGatewayURL": proxy.address}), start_new_session=True)

@@ -82,12 +82,14 @@ class Agent:
     """
 
     def __init__(self, spool_dir: str, settings_for: Callable[[str], Settings], sinks: tuple[str, ...],
-                 metrics: AgentMetrics, *, max_deliveries: int = 256, use_watchdog: bool = True) -> None:
+                 metrics: AgentMetrics, *, max_deliveries: int = 256, grace: float = GRACE_SECONDS,
+                 use_watchdog: bool = True) -> None:
         self.spool_dir = spool_dir
         self.metrics = metrics
         self._settings_for = settings_for
         self._sinks = sinks
         self._max_deliveries = max_deliveries  # pods delivered at once (a thread and a connection each)
+        self._grace = grace  # seconds a new live writer's job has to start its own uploader
         self._pods: dict[str, _Pod] = {}
         self._wake = Wakeup()
         self._stopping = False
@@ -200,7 +202,7 @@ class Agent:
             return None
         names = frozenset(os.path.basename(f.path) for f in status.spool_files)
         if status.writers_alive and names - pod.files:
-            pod.grace_until = now + GRACE_SECONDS
+            pod.grace_until = now + self._grace
         pod.files = names
         self.metrics.set_pending(pod.name, status.reports_pending, status.bytes_pending)
         return status

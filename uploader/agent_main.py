@@ -30,7 +30,7 @@ class _OneLine(logging.Formatter):
 
 
 def serve_agent(settings: Settings, settings_for: Callable[[str], Settings], *, metrics_address: str,
-                metrics_port: int | None, max_deliveries: int) -> int:
+                metrics_port: int | None, max_deliveries: int, grace: float) -> int:
     """Run the agent over *settings*' spool directory until SIGTERM or SIGINT; 0."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_OneLine(_FORMAT))
@@ -44,7 +44,8 @@ def serve_agent(settings: Settings, settings_for: Callable[[str], Settings], *, 
     if metrics_port is not None:
         port = metrics.serve(metrics_address, metrics_port)
         logger.info("metrics on http://%s:%d/metrics", metrics_address, port)
-    agent = Agent(settings.spool_dir, settings_for, settings.sinks, metrics, max_deliveries=max_deliveries)
+    agent = Agent(settings.spool_dir, settings_for, settings.sinks, metrics, max_deliveries=max_deliveries,
+                  grace=grace)
     try:
         with StopOnSignals() as stopper:
             stopper.watch(agent)

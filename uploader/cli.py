@@ -113,6 +113,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="the address the metrics are served on (default: 127.0.0.1; in a pod, its IP)")
     agent.add_argument("--max-deliveries", type=int, default=256,
                        help="pods delivered at once, a thread each (default: 256)")
+    agent.add_argument("--grace-seconds", type=float, default=2.0,
+                       help="how long a new live writer's job has to start its own uploader (default: 2)")
     agent.set_defaults(func=_agent)
 
     status = sub.add_parser("status", help="what each pod's spool holds: delivered, pending, writers, uploader")
@@ -173,7 +175,7 @@ def _agent(args: argparse.Namespace) -> int:
 
     return serve_agent(settings, lambda pod: _settings(args, pod, for_writing=False),
                        metrics_address=args.metrics_address, metrics_port=args.metrics_port,
-                       max_deliveries=args.max_deliveries)
+                       max_deliveries=args.max_deliveries, grace=args.grace_seconds)
 
 
 # -- status -------------------------------------------------------------------
