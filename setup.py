@@ -47,7 +47,9 @@ setup(
         # ruff and mypy pinned: CI fails on their findings, and a newer release may add some.
         "test": ["pytest>=7", "numpy", "hypothesis", "cryptography", "bcrypt", "matplotlib", "markdown-it-py",
                  # protobuf: the official runtime decodes the hand-encoded remote-write requests in a test.
-                 "protobuf>=4.25", "ruff==0.17.6", "mypy==2.4.1"],
+                 "protobuf>=4.25", "ruff==0.17.6", "mypy==2.4.1",
+                 # validates deploy/kubernetes/ offline against the Kubernetes schemas it bundles (tests/test_deploy.py)
+                 "kubernetes-validate==1.37.0", "PyYAML"],
         "plot": ["matplotlib"],
         "bench": ["matplotlib"],
     },

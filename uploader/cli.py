@@ -1,7 +1,8 @@
 """``runai-uploader``: the uploader's command line.
 
 ``run`` is what a Reporter starts in the background; ``recover`` is for people:
-it uploads what a dead job left in its spool.
+it uploads what a dead job left in its spool; ``agent`` does that for a whole
+spool directory, for ever (one per node).
 """
 from __future__ import annotations
 
@@ -103,6 +104,19 @@ def _parser() -> argparse.ArgumentParser:
                          help="seconds to keep trying the gateway, and to wait for a running uploader (default: 60)")
     recover.set_defaults(func=_recover)
 
+    agent = sub.add_parser("agent", help="deliver every pod of the spool directory that no live uploader holds, "
+                                         "for ever (a node agent: docs/agent.md)")
+    add_options(agent, ("spool_dir", "gateway_url", "remote_write_url", "push_timeout", "push_interval",
+                        "history_bytes"))
+    agent.add_argument("--metrics-port", type=int, help="serve the agent's metrics on this port (default: none)")
+    agent.add_argument("--metrics-address", default="127.0.0.1",
+                       help="the address the metrics are served on (default: 127.0.0.1; in a pod, its IP)")
+    agent.add_argument("--max-deliveries", type=int, default=256,
+                       help="pods delivered at once, a thread each (default: 256)")
+    agent.add_argument("--grace-seconds", type=float, default=2.0,
+                       help="how long a new live writer's job has to start its own uploader (default: 2)")
+    agent.set_defaults(func=_agent)
+
     status = sub.add_parser("status", help="what each pod's spool holds: delivered, pending, writers, uploader")
     add_options(status, ["spool_dir"])
     status.add_argument("--pod-uuid", help="one pod (default: every pod in the spool directory)")
@@ -149,6 +163,19 @@ def _run(args: argparse.Namespace) -> int:
     from .service import EXIT_DELIVERED, EXIT_PENDING
 
     return {EXIT_DELIVERED: EXIT_OK, EXIT_PENDING: EXIT_FAILED}[status]
+
+
+# -- agent --------------------------------------------------------------------
+
+
+def _agent(args: argparse.Namespace) -> int:
+    # A pod's name is checked when the agent delivers it; this one only checks the other settings, now.
+    settings = _settings(args, "runai-agent", for_writing=False)
+    from .agent_main import serve_agent  # imports prometheus_client and watchdog, which `--help` does not need
+
+    return serve_agent(settings, lambda pod: _settings(args, pod, for_writing=False),
+                       metrics_address=args.metrics_address, metrics_port=args.metrics_port,
+                       max_deliveries=args.max_deliveries, grace=args.grace_seconds)
 
 
 # -- status -------------------------------------------------------------------

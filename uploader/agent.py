@@ -1,0 +1,273 @@
+"""The node agent (``runai-uploader agent``): deliver every pod of a spool directory that no live uploader holds.
+
+A job's own uploader dies with its pod. The agent, one per node (a DaemonSet),
+watches the whole spool directory and delivers what such pods left behind, and
+the pods of jobs whose uploader died, with nobody running ``recover``.
+
+Liveness is the pod lock itself (:class:`~runai.reporter.spool.PodLock`, an
+``flock``), never a pid: the agent runs in another pid namespace. Per pod:
+
+* *idle*: everything delivered and no writer alive. Nothing can change but a new
+  spool file (a writer that comes back writes a new one), so the agent only
+  compares the directory's mtime every :data:`IDLE_POLL_SECONDS`: about no CPU
+  for a thousand idle pods.
+* *active*: reports pending or writers alive. Its lock is probed (a shared lock,
+  which never disturbs its holder) every :data:`LOCK_POLL_SECONDS`; once it is
+  free, the agent takes the lock and delivers (:class:`PodDelivery`, a thread),
+  so it takes over within about a second of an uploader's death. A spool file
+  new to the agent whose writer is alive gets :data:`GRACE_SECONDS` for its job
+  to start its own uploader first.
+* *taken*: the agent's delivery runs until the writers are gone and everything
+  is delivered (it retries an unreachable sink for ever), then hands the lock off
+  as any uploader does and the pod is judged again.
+
+New pod directories are seen at once through a watch on the spool directory (one
+inotify watch), and within :data:`ROOT_POLL_SECONDS` without one.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from runai.reporter.settings import ConfigError, Settings
+from runai.reporter.spool import PodLock, holder_pid, spool_file_names
+
+from .agent_delivery import PodDelivery
+from .agent_metrics import AgentMetrics
+from .agent_watch import RootWatch
+from .status import PodStatus, pod_status
+from .wakeup import Wakeup
+
+__all__ = ["Agent", "GRACE_SECONDS", "IDLE_POLL_SECONDS", "LOCK_POLL_SECONDS", "NEW_POD_SECONDS", "ROOT_POLL_SECONDS"]
+
+logger = logging.getLogger(__name__)
+
+GRACE_SECONDS = 2.0  # a new live writer's job starts its own uploader in about 0.3 s; this leaves it room
+LOCK_POLL_SECONDS = 1.0  # an active pod's lock is probed this often: takeover within about a second
+IDLE_POLL_SECONDS = 5.0  # an idle pod's directory mtime is compared this often (one stat)
+ROOT_POLL_SECONDS = 5.0  # the spool directory is listed this often besides its watch
+NEW_POD_SECONDS = 10.0  # a pod found this recently is looked at every LOCK_POLL_SECONDS even when idle
+REJUDGE_SECONDS = 5.0  # a pod another uploader serves is read again this often, for the pending gauges
+REFUSED_POLL_SECONDS = 60.0  # a refused pod directory (unsafe, bad name) is looked at again this often
+STOP_SECONDS = 1.0  # what the deliveries get to stop; with the metrics server's 0.5 s, SIGTERM ends it in 2 s
+# The shortest sleep between two passes over the pods, unless an event wakes the agent: each pod's next check
+# is due at its own time, and waking for each one would walk a thousand pods a thousand times per poll.
+MIN_SLEEP_SECONDS = 0.25  # what the deliveries get to stop: SIGTERM ends the agent within 2 s
+
+_IDLE, _ACTIVE, _TAKEN, _REFUSED = "idle", "active", "taken", "refused"
+
+
+@dataclass
+class _Pod:
+    name: str
+    path: str
+    found: float  # when the agent found it (monotonic)
+    state: str = _ACTIVE  # until judged
+    files: frozenset[str] = frozenset()  # its spool files when last judged
+    mtime: int = -1  # its directory's mtime (ns) when last listed
+    grace_until: float = 0.0
+    next_check: float = 0.0
+    next_judge: float = 0.0
+    delivery: PodDelivery | None = None
+
+
+class Agent:
+    """Follows every pod directory under *spool_dir*; ``run()`` until ``stop()`` (safe in a signal handler).
+
+    *settings_for(pod)* gives a pod's settings (raising ConfigError for a pod that cannot be delivered);
+    *sinks* are the configured sinks' names, by which delivery is judged.
+    """
+
+    def __init__(self, spool_dir: str, settings_for: Callable[[str], Settings], sinks: tuple[str, ...],
+                 metrics: AgentMetrics, *, max_deliveries: int = 256, grace: float = GRACE_SECONDS,
+                 use_watchdog: bool = True) -> None:
+        self.spool_dir = spool_dir
+        self.metrics = metrics
+        self._settings_for = settings_for
+        self._sinks = sinks
+        self._max_deliveries = max_deliveries  # pods delivered at once (a thread and a connection each)
+        self._grace = grace  # seconds a new live writer's job has to start its own uploader
+        self._pods: dict[str, _Pod] = {}
+        self._wake = Wakeup()
+        self._stopping = False
+        self._root_changed = True
+        self._next_root_scan = 0.0
+        self._watch = RootWatch(spool_dir, self._root_event) if use_watchdog else None
+
+    def stop(self) -> None:
+        # A plain flag and the self-pipe: a signal handler may call this (see Wakeup).
+        self._stopping = True
+        self._wake.set()
+
+    def run(self) -> int:
+        """Deliver until stopped; 0 (what is not delivered stays on disk, for the next agent or uploader)."""
+        self._wake.open()
+        logger.info("agent started on %s (sinks: %s)", self.spool_dir, ", ".join(self._sinks))
+        try:
+            while not self._stopping:
+                self._wake.clear()
+                now = time.monotonic()
+                self._discover(now)
+                for pod in list(self._pods.values()):
+                    self._tend(pod, now)
+                self._wake.wait(self._sleep(time.monotonic()))
+        finally:
+            self._shutdown()
+        return 0
+
+    # -- discovery ---------------------------------------------------------------
+
+    def _root_event(self) -> None:
+        self._root_changed = True
+        self._wake.set()
+
+    def _discover(self, now: float) -> None:
+        if not self._root_changed and now < self._next_root_scan:
+            return
+        self._root_changed, self._next_root_scan = False, now + ROOT_POLL_SECONDS
+        watch = self._watch
+        if watch is not None and not (watch.active or watch.failed) and os.path.isdir(self.spool_dir):
+            watch.start()
+        names = _pod_dirs(self.spool_dir)
+        for name in names - self._pods.keys():
+            self._pods[name] = _Pod(name, os.path.join(self.spool_dir, name), now, next_check=now)
+            logger.debug("pod %s: found", name)
+        for name in self._pods.keys() - names:
+            if self._pods[name].delivery is None:  # a delivery notices by itself, and ends
+                del self._pods[name]
+                self.metrics.forget(name)
+                logger.info("pod %s: its directory is gone", name)
+        self.metrics.pods.set(len(self._pods))
+
+    # -- each pod ----------------------------------------------------------------
+
+    def _tend(self, pod: _Pod, now: float) -> None:
+        if pod.delivery is not None:
+            if pod.delivery.alive:
+                return
+            pod.delivery, pod.state, pod.next_check = None, _ACTIVE, now
+        if now < pod.next_check:
+            return
+        if pod.state == _IDLE and not self._listing_changed(pod):
+            pod.next_check = now + (LOCK_POLL_SECONDS if now - pod.found < NEW_POD_SECONDS else IDLE_POLL_SECONDS)
+            return
+        self._check(pod, now)
+
+    def _listing_changed(self, pod: _Pod) -> bool:
+        mtime = _mtime(pod.path)
+        if mtime == pod.mtime:
+            return False
+        pod.mtime = mtime
+        return frozenset(spool_file_names(pod.path)) != pod.files
+
+    def _check(self, pod: _Pod, now: float) -> None:
+        """Probe the lock; judge the pod; take it when nobody delivers what it holds."""
+        try:
+            holder = holder_pid(pod.path)
+        except OSError as exc:  # an unsafe lock file (a symlink, say): pod_status says why below
+            logger.debug("pod %s: cannot probe its lock: %s", pod.name, exc)
+            holder = None
+        if holder is not None:  # a live uploader serves it
+            pod.state, pod.next_check = _ACTIVE, now + LOCK_POLL_SECONDS
+            if now >= pod.next_judge:
+                self._judge(pod, now)
+            return
+        status = self._judge(pod, now)
+        if status is None:
+            return
+        if not (status.writers_alive or status.reports_pending or status.bytes_pending):
+            # A directory just made is often still empty (its job creates its spool file next): look again soon.
+            young = now - pod.found < NEW_POD_SECONDS
+            pod.state, pod.next_check = _IDLE, now + (LOCK_POLL_SECONDS if young else IDLE_POLL_SECONDS)
+            return
+        pod.state = _ACTIVE
+        if status.writers_alive and now < pod.grace_until:
+            # Its own uploader may be starting; looked at again every second meanwhile (a writer dying in its
+            # grace is taken at once).
+            pod.next_check = min(pod.grace_until, now + LOCK_POLL_SECONDS)
+            return
+        pod.next_check = now + LOCK_POLL_SECONDS
+        self._take(pod, status)
+
+    def _judge(self, pod: _Pod, now: float) -> PodStatus | None:
+        """Read the pod's spool and checkpoints (and set its gauges); None if the directory is refused."""
+        pod.mtime = _mtime(pod.path)  # before listing: a change after it is seen next time
+        status = pod_status(self.spool_dir, pod.name, sinks=self._sinks)
+        pod.next_judge = now + REJUDGE_SECONDS
+        if status.refused:
+            self._refuse(pod, now, status.refused)
+            return None
+        names = frozenset(os.path.basename(f.path) for f in status.spool_files)
+        if status.writers_alive and names - pod.files:
+            pod.grace_until = now + self._grace
+        pod.files = names
+        self.metrics.set_pending(pod.name, status.reports_pending, status.bytes_pending)
+        return status
+
+    def _refuse(self, pod: _Pod, now: float, why: str) -> None:
+        if pod.state != _REFUSED:
+            logger.error("pod %s: cannot deliver it: %s", pod.name, why)
+        pod.state, pod.next_check = _REFUSED, now + REFUSED_POLL_SECONDS
+
+    def _take(self, pod: _Pod, status: PodStatus) -> None:
+        if sum(1 for p in self._pods.values() if p.delivery is not None) >= self._max_deliveries:
+            return  # tried again at the next lock poll
+        try:
+            settings = self._settings_for(pod.name)
+        except ConfigError as exc:
+            self._refuse(pod, time.monotonic(), str(exc))
+            return
+        lock = PodLock(pod.path)
+        try:
+            if not lock.acquire():
+                return  # its own uploader took it meanwhile
+            delivery = PodDelivery(settings, lock, self.metrics, self._wake.set)
+        except Exception:  # this pod, not the agent: tried again at the next lock poll
+            lock.release()
+            logger.exception("pod %s: cannot start delivering it", pod.name)
+            return
+        logger.info("pod %s: no uploader holds it; delivering %d pending reports (%d writers alive)",
+                    pod.name, status.reports_pending, status.writers_alive)
+        pod.delivery, pod.state = delivery, _TAKEN
+        delivery.start()
+
+    # -- timing and stopping -----------------------------------------------------------
+
+    def _sleep(self, now: float) -> float:
+        due = min((p.next_check for p in self._pods.values() if p.delivery is None), default=self._next_root_scan)
+        return max(MIN_SLEEP_SECONDS, min(due, self._next_root_scan) - now)
+
+    def _shutdown(self) -> None:
+        if self._watch is not None:
+            self._watch.stop()
+        deliveries = [p.delivery for p in self._pods.values() if p.delivery is not None]
+        for delivery in deliveries:
+            delivery.stop()
+        deadline = time.monotonic() + STOP_SECONDS
+        for delivery in deliveries:
+            delivery.join(max(0.0, deadline - time.monotonic()))
+        late = [d.pod for d in deliveries if d.alive]
+        if late:
+            logger.warning("stopping with %d deliveries still ending (%s): their checkpoints are written only "
+                           "after a receiver's answer, so nothing is lost", len(late), ", ".join(late))
+        self._wake.close()
+        logger.info("agent stopped")
+
+
+def _pod_dirs(spool_dir: str) -> set[str]:
+    """The pod directories under *spool_dir* (not their symlinks: pod_status refuses those anyway)."""
+    try:
+        with os.scandir(spool_dir) as entries:
+            return {e.name for e in entries if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)}
+    except OSError:
+        return set()  # not there yet: it is looked for again at the next poll
+
+
+def _mtime(path: str) -> int:
+    try:
+        return os.stat(path, follow_symlinks=False).st_mtime_ns
+    except OSError:
+        return -1
