@@ -335,3 +335,14 @@ def test_a_load_in_a_signal_handler_does_not_wait_for_the_load_it_interrupted(tm
     thread.join(10)
     assert not thread.is_alive(), "the second load waited for a lock its own thread holds"
     assert loaded == [Checkpoint("id", 5, 1, 1)]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root (the node agent) gives files away")
+def test_a_checkpoint_stored_by_root_belongs_to_the_pod_directory_s_owner(tmp_path: Path) -> None:
+    # The node agent runs as root; the job's own uploader, as the job's user, must still read what it stored.
+    spool = _spool(tmp_path)
+    os.chown(os.path.dirname(spool), 54321, 54321)
+    store_checkpoint(spool, Checkpoint("id", 120, 3, 4), REMOTE_WRITE)
+    info = os.stat(checkpoint_path(spool))
+    assert (info.st_uid, info.st_gid) == (54321, 54321)
+    assert load_progress(spool, "id") == {REMOTE_WRITE: Checkpoint("id", 120, 3, 4)}

@@ -68,6 +68,7 @@ def _new_locks() -> tuple[threading.RLock, ...]:
 # own thread that holds one. A forked child must not inherit one held by a thread it lacks.
 _LOCKS = _new_locks()
 _fork_hook_registered = False
+_chown_warned = False  # root without CAP_CHOWN is warned of once
 
 
 def _reset_locks() -> None:
@@ -261,6 +262,7 @@ def _replace(path: str, sink: str, data: bytes) -> None:
             fd = open_at(dir_fd, tmp, _CREATE, where=pod_dir)
         try:
             try:
+                _owned_like_the_pod_dir(fd, dir_fd)
                 if os.write(fd, data) != len(data):  # a full disk: never rename a cut checkpoint into place
                     raise OSError(errno.ENOSPC, f"short write of {tmp}")
                 os.fsync(fd)
@@ -275,3 +277,21 @@ def _replace(path: str, sink: str, data: bytes) -> None:
         os.close(dir_fd)
 
 
+def _owned_like_the_pod_dir(fd: int, dir_fd: int) -> None:
+    """As root (the node agent), give the checkpoint the pod directory's owner.
+
+    Else the job's own uploader, run as the job's user, could not read it
+    (mode 0600) and would replay the whole file.
+    """
+    if os.geteuid() != 0:
+        return
+    owner = os.fstat(dir_fd)
+    if owner.st_uid != 0 or owner.st_gid != 0:
+        try:
+            os.fchown(fd, owner.st_uid, owner.st_gid)
+        except PermissionError as exc:  # root without CAP_CHOWN: the checkpoint still counts
+            global _chown_warned
+            log = logger.debug if _chown_warned else logger.warning
+            _chown_warned = True
+            log("cannot give checkpoints to the pod directory's owner, uid %d (%s: grant CAP_CHOWN); that "
+                "user's own uploader will not read them and will resend what they cover", owner.st_uid, exc)
