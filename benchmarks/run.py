@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _remote_write(gw: Pushgateway, receiver: Prometheus, spool: str, quick: bool) -> list[tuple[str, str, str]]:
     """Issue 12's rows: the remote-write sink against a real Prometheus, beside the gateway."""
-    return (rw_drain(gw, receiver, spool, 100_000 if quick else 1_000_000)
+    return (rw_drain(gw, receiver, spool, 100_000 if quick else 1_000_000, 5 if quick else 3)
             + rw_latency(receiver, spool, 8 if quick else 20)
             + rw_footprint(gw, receiver, spool, 3.0 if quick else 10.0))
 
