@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable
 
-from runai.reporter.spool import SEARCH_BYTES, Report
+from runai.reporter.spool import SEARCH_BYTES, Report, SpoolTail
 
 from .followed import FollowedFile, FollowedFiles
 
@@ -62,7 +62,7 @@ class Scanner:
                     # Held values only grow with distinct names; the rest waits on
                     # disk until these are delivered (the loop rescans after a push).
                     return False
-                read = self._read(entry)
+                read = self._read(entry, budget)
                 if self._stopping():
                     return False
                 if read is None:
@@ -75,22 +75,31 @@ class Scanner:
                 self.files.retire(entry)
         return budget > 0
 
-    def _read(self, entry: FollowedFile) -> int | None:
-        """Read and coalesce one block of *entry*; the bytes it counts against the budget, None at the end."""
+    def _read(self, entry: FollowedFile, budget: int) -> int | None:
+        """Read one block of *entry* into :attr:`latest`; the bytes it counts against *budget*, None at the end."""
         tail = entry.tail
         room = self.max_pending - len(self.latest)
         before = tail.offset
-        for record in tail.read(min(_READ_BYTES, room * _MIN_LINE_BYTES)):
-            self._coalesce(record, entry.path)
+        records = tail.read(min(_READ_BYTES, room * _MIN_LINE_BYTES))
         if tail.offset == before and not tail.searching:
             return None
-        # A search for the end of an overlong line reads without moving the offset.
-        return tail.offset - before if not tail.searching else SEARCH_BYTES
+        if tail.searching:  # a search for the end of an overlong line reads without moving the offset
+            return SEARCH_BYTES
+        read = tail.offset - before
+        if self.coalesce:
+            for record in records:
+                self._coalesce(record, entry.path)
+            return read
+        if records and (read >= budget or len(self.latest) + len(records) >= self.max_pending):
+            kept = _whole_milliseconds(tail, records)
+            if len(kept) < len(records):  # this scan ends here, before the millisecond given back
+                records, read = kept, budget  # charged whole: the scan stops
+        latest, path = self.latest, entry.path
+        for record in records:  # every record, not coalesced: no call per record (a drain reads millions)
+            latest[(path, record.seq, record.kind, record.name)] = (record, path)
+        return read
 
     def _coalesce(self, record: Report, path: str) -> None:
-        if not self.coalesce:
-            self.latest[(path, record.seq, record.kind, record.name)] = (record, path)
-            return
         key = (record.kind, record.name)
         held = self.latest.get(key)
         # One writer's reports are ordered by sequence number: its clock may
@@ -98,3 +107,26 @@ class Scanner:
         # on the gateway had each been pushed at once.
         if held is None or (record.seq > held[0].seq if path == held[1] else record.ts >= held[0].ts):
             self.latest[key] = (record, path)
+
+
+def _ms(record: Report) -> int:
+    return round(record.ts * 1e6) // 1000  # as remote_write.py's samples have it
+
+
+def _whole_milliseconds(tail: SpoolTail, records: list[Report]) -> list[Report]:
+    """*records*, the last read of a scan that ends there, less its last millisecond, given back to *tail*.
+
+    The rest of that millisecond is likely in the next block, pushed after
+    this one. A receiver keeps the first sample a series gets at a
+    millisecond and refuses a second one as a duplicate (Prometheus: 400 for
+    the whole request, split down to the sample), so a push of every record
+    ends between two milliseconds of its file: the next takes the whole of
+    the last. A read all in one millisecond is kept whole (progress first).
+    """
+    last = _ms(records[-1])
+    first = len(records) - 1
+    while first > 0 and _ms(records[first - 1]) == last:
+        first -= 1
+    if first == 0 or not tail.give_back(records[first:]):
+        return records
+    return records[:first]

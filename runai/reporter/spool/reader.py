@@ -10,12 +10,12 @@ import fcntl
 import logging
 import os
 from collections import Counter
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 from ..safefs import open_in_pod_dir
 from ._fds import OwnedFd
 from .checkpoint import GATEWAY, Checkpoint, load_progress
-from .records import MAX_LINE_BYTES, End, Header, Report, decode
+from .records import MAX_LINE_BYTES, End, Header, Metric, Parameter, Report, decode, decode_metrics
 
 __all__ = ["SpoolTail", "BadSpoolError", "SEARCH_BYTES", "skip_reason"]
 
@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 _BLOCK = 4 << 20  # bytes per read: few syscalls, bounded memory
 _WARN_LINES = 5  # skipped lines of one file warned about one by one
 SEARCH_BYTES = 16 * _BLOCK  # searched for the end of an overlong line per read() call
+_GIVE_BACK_BYTES = 256 << 10  # looked back over by give_back(): thousands of lines
 
 
 class BadSpoolError(ValueError):
@@ -49,6 +50,7 @@ class SpoolTail(OwnedFd):
         self.skip_reasons: Counter[str] = Counter()  # why, in a few words each
         self._searched = 0  # how far a line too long to read was searched for its newline
         self.searching = False  # read() stopped in the middle of that search: call it again
+        self._read_from = 0  # where the latest read() started: give_back() never goes back past it
         self._fd = open_in_pod_dir(path, os.O_RDONLY)  # never through a symlink; see safefs
 
     def size(self) -> int:
@@ -129,9 +131,20 @@ class SpoolTail(OwnedFd):
             self._skip_long_line()
             return []
         self._searched = 0  # a search, if one was under way, is moot: a newline was found
+        self._read_from = self.offset
+        fast = decode_metrics(data[:end])
+        if fast is not None:  # nearly every block: every line a writer's metric
+            self.records += len(fast)
+            self.last_seq = fast[-1].seq
+            self.offset += end + 1
+            return fast
+        return self._read_lines(data[:end])
+
+    def _read_lines(self, block: bytes) -> list[Report]:
+        """read()'s lines one at a time, skipping those that are not reports."""
         out: list[Report] = []
         start = 0
-        for line in data[:end].split(b"\n"):
+        for line in block.split(b"\n"):
             position = self.offset + start
             start += len(line) + 1
             if len(line) > MAX_LINE_BYTES:  # as a line past a block is (see _skip_long_line)
@@ -150,8 +163,37 @@ class SpoolTail(OwnedFd):
             else:
                 self.records += 1
                 out.append(record)
-        self.offset += end + 1
+        self.offset += len(block) + 1
         return out
+
+    def give_back(self, records: Sequence[Report]) -> bool:
+        """Unread *records*, the last reports the latest :meth:`read` returned: the next read returns them again.
+
+        Done only when they are that read's last lines, one after another,
+        and the line before them is a report of it too, so that the position
+        is exactly as if the read had stopped before them (a checkpoint at it
+        is one like any other). Otherwise (a line skipped among them, the end
+        marker, lines too long to look back over) False, and nothing changes.
+        """
+        count = len(records)
+        if not count or self.ended or self.searching:
+            return False
+        back = min(self.offset - self._read_from, _GIVE_BACK_BYTES)
+        lines = os.pread(self._fd, back, self.offset - back).split(b"\n")[1:-1]  # the first may be cut
+        if len(lines) <= count:
+            return False
+        tail = lines[-count - 1:]
+        try:
+            decoded = [decode(line) for line in tail]
+        except ValueError:
+            return False
+        # A NaN is unequal to itself: such records are not given back, which is merely slower.
+        if decoded[1:] != list(records) or not isinstance(decoded[0], (Metric, Parameter)):
+            return False
+        self.offset -= sum(len(line) + 1 for line in tail[1:])
+        self.records -= count
+        self.last_seq = decoded[0].seq
+        return True
 
     def read_all(self) -> Iterator[Report]:
         """Every report after :attr:`offset`, to the last complete line, a block at a time."""
