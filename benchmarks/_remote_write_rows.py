@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 
-from benchmarks._common import quiet_spell_latencies, recover_seconds, rss_mib
+from benchmarks._common import quiet_spell_latencies, recover_times, rss_mib
 from harness import Prometheus, Pushgateway, metric_name, uploader_pids, wait_for
 
 __all__ = ["rw_drain", "rw_footprint", "rw_latency"]
@@ -19,10 +19,10 @@ def rw_drain(gw: Pushgateway, receiver: Prometheus, spool: str, n: int, runs: in
     interleaved (so that a busy spell of the shared machine slows both): medians, and the ratio of each pair."""
     to_rw, to_gw = [], []
     for _ in range(runs):
-        to_rw.append(recover_seconds(None, spool, n, remote_write_url=receiver.write_url))
-        to_gw.append(recover_seconds(gw, spool, n))
-    rw, gw_s = statistics.median(to_rw), statistics.median(to_gw)
-    ratios = sorted(g / r for r, g in zip(to_rw, to_gw, strict=True))
+        to_rw.append(recover_times(None, spool, n, remote_write_url=receiver.write_url))
+        to_gw.append(recover_times(gw, spool, n))
+    rw, gw_s = (statistics.median(wall for wall, _ in times) for times in (to_rw, to_gw))
+    ratios = sorted(g / r for (r, _), (g, _) in zip(to_rw, to_gw, strict=True))
     return [
         (f"drain: recover of {n:,} records to remote write (median of {runs})",
          f"{n / rw:,.0f} records/s ({rw:.2f} s incl. interpreter start; runs {_rates(n, to_rw)})", ">= 100,000/s"),
@@ -30,11 +30,17 @@ def rw_drain(gw: Pushgateway, receiver: Prometheus, spool: str, n: int, runs: in
          ""),
         ("  remote-write drain rate / gateway's, per pair", f"median {statistics.median(ratios):.2f} "
          f"(min {ratios[0]:.2f}, max {ratios[-1]:.2f})", ""),
+        ("  uploader CPU per record (user + sys), remote write / gateway",
+         f"{_cpu_us(n, to_rw):.2f} / {_cpu_us(n, to_gw):.2f} us (medians)", ""),
     ]
 
 
-def _rates(n: int, seconds: list[float]) -> str:
-    return "/".join(f"{n / s / 1000:.0f}k" for s in seconds)
+def _rates(n: int, times: list[tuple[float, float]]) -> str:
+    return "/".join(f"{n / wall / 1000:.0f}k" for wall, _ in times)
+
+
+def _cpu_us(n: int, times: list[tuple[float, float]]) -> float:
+    return statistics.median(cpu for _, cpu in times) / n * 1e6
 
 
 def _shown(receiver: Prometheus, pod: str) -> float | None:
