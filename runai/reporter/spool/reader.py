@@ -14,6 +14,7 @@ from typing import Iterable, Iterator, Sequence
 
 from ..safefs import open_in_pod_dir
 from ._fds import OwnedFd
+from ._readahead import ReadAhead
 from .checkpoint import GATEWAY, Checkpoint, load_progress
 from .records import MAX_LINE_BYTES, End, Header, Metric, Parameter, Report, decode, decode_metrics
 
@@ -51,6 +52,7 @@ class SpoolTail(OwnedFd):
         self._searched = 0  # how far a line too long to read was searched for its newline
         self.searching = False  # read() stopped in the middle of that search: call it again
         self._read_from = 0  # where the latest read() started: give_back() never goes back past it
+        self._ahead: ReadAhead | None = None  # the next block, being decoded in a thread (read_ahead())
         self._fd = open_in_pod_dir(path, os.O_RDONLY)  # never through a symlink; see safefs
 
     def size(self) -> int:
@@ -121,6 +123,10 @@ class SpoolTail(OwnedFd):
         for now, unless :attr:`searching` is set.
         """
         self.searching = False  # set again below only while a search is unfinished
+        ahead, self._ahead = self._ahead, None
+        taken = ahead.take(self.offset, limit) if ahead is not None else None
+        if taken is not None:
+            return self._took(*taken)
         data = os.pread(self._fd, limit, self.offset)
         end = data.rfind(b"\n")
         if end < 0:
@@ -130,15 +136,33 @@ class SpoolTail(OwnedFd):
                 return self.read(min(limit * 2, MAX_LINE_BYTES + 1))
             self._skip_long_line()
             return []
+        fast = decode_metrics(data[:end])
+        if fast:  # nearly every block: every line a writer's metric
+            return self._took(end, fast)
         self._searched = 0  # a search, if one was under way, is moot: a newline was found
         self._read_from = self.offset
-        fast = decode_metrics(data[:end])
-        if fast is not None:  # nearly every block: every line a writer's metric
-            self.records += len(fast)
-            self.last_seq = fast[-1].seq
-            self.offset += end + 1
-            return fast
         return self._read_lines(data[:end])
+
+    def _took(self, end: int, records: list[Report]) -> list[Report]:
+        """Move past *records*, decoded from the lines before the newline at *end* (from :attr:`offset`)."""
+        self._searched = 0  # a search, if one was under way, is moot: a newline was found
+        self._read_from = self.offset
+        self.records += len(records)
+        self.last_seq = records[-1].seq
+        self.offset += end + 1
+        return records
+
+    def read_ahead(self, limit: int = _BLOCK) -> None:
+        """Start decoding, in a thread, what a :meth:`read` of *limit* bytes from here will want (see
+        ``_readahead``): for a caller about to wait on something else (a receiver's answer)."""
+        if self._ahead is None and self._fd >= 0:
+            self._ahead = ReadAhead(self._fd, self.offset, limit)
+
+    def close(self) -> None:
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            ahead.join()  # it reads the descriptor: close it only after (a few ms)
+        super().close()
 
     def _read_lines(self, block: bytes) -> list[Report]:
         """read()'s lines one at a time, skipping those that are not reports."""
