@@ -58,8 +58,10 @@ def recover_times(gw: Pushgateway | None, spool: str, n: int, code: str | None =
         env["PYTHONPATH"] = code
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
+    # In *code*'s directory: `python -m` puts the working directory first on sys.path, before PYTHONPATH,
+    # so run from the repository it would import today's uploader whatever *code* says.
     subprocess.run([sys.executable, "-m", "uploader", "recover"], env=env, check=True, capture_output=True,
-                   timeout=600)
+                   timeout=600, cwd=code)
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the uploader, waited for by run()
     return wall, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime

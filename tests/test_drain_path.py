@@ -99,37 +99,6 @@ def test_give_back_refuses_what_it_cannot_unread_exactly(tmp_path: Any,
     tail.close()
 
 
-def _state(tail: SpoolTail) -> tuple[int, int, int, bool, int]:
-    return tail.offset, tail.records, tail.last_seq, tail.ended, tail.skipped
-
-
-@pytest.mark.parametrize("odd", [b"", encode_parameter(3, T0, "p", "v"), b"garbage\n"])
-def test_a_read_ahead_gives_what_a_read_would_and_a_read_of_another_size_reads_for_itself(
-        tmp_path: Any, odd: bytes) -> None:
-    lines = _metrics(2000, per_ms=3, names=7)
-    path = tmp_path / "w1-x.jsonl"
-    path.write_bytes(encode_header("id", "pod", T0) + b"".join(lines[:5]) + odd + b"".join(lines[5:]))
-    plain, ahead = SpoolTail(str(path)), SpoolTail(str(path))
-    assert plain.read_header() and ahead.read_header()
-    for limit in (10_000, 10_000, 7_000, 50_000):  # the third read asks for less than was read ahead
-        ahead.read_ahead(10_000)
-        assert ahead.read(limit) == plain.read(limit)
-        assert _state(ahead) == _state(plain)
-    with open(path, "ab") as f:  # appended after a read ahead: read by the read after the next
-        ahead.read_ahead(10_000)
-        f.write(encode_metric(2001, T0 + 10**6, "late", 1.0))
-    rest = ahead.read(10_000)
-    assert rest and rest[-1].name != "late"  # the block as it was read ahead
-    while more := ahead.read(10_000):
-        rest += more
-    assert rest == plain.read(1 << 20) and _state(ahead) == _state(plain) and rest[-1].name == "late"
-    ahead.read_ahead(10_000)  # nothing more to read: nothing read ahead, the read finds nothing too
-    assert ahead.read(10_000) == [] and _state(ahead) == _state(plain)
-    ahead.read_ahead()
-    ahead.close()  # waits for the thread, which reads the descriptor, before closing it
-    plain.close()
-
-
 def test_recover_ends_each_push_between_milliseconds_so_each_keeps_its_last_report(
         tmp_path: Any, spool_dir: str, pod: str) -> None:
     """150,000 reports of 3 series, 15 a millisecond, over 8 MiB: 3 pushes at least (recover reads

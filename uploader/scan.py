@@ -74,9 +74,6 @@ class Scanner:
                 budget -= read
             if not drained:
                 self._again()  # come straight back for the rest
-                # ...with the next block decoded meanwhile, while the push waits on the receiver. The
-                # size the next read asks for once the push has emptied latest (else it reads for itself).
-                entry.tail.read_ahead(min(_READ_BYTES, self.max_pending * _MIN_LINE_BYTES))
             elif entry.retirable():
                 self.files.retire(entry)
         return budget > 0

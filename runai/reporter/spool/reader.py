@@ -14,7 +14,6 @@ from typing import Iterable, Iterator, Sequence
 
 from ..safefs import open_in_pod_dir
 from ._fds import OwnedFd
-from ._readahead import ReadAhead
 from .checkpoint import GATEWAY, Checkpoint, load_progress
 from .records import MAX_LINE_BYTES, End, Header, Metric, Parameter, Report, decode, decode_metrics
 
@@ -52,7 +51,6 @@ class SpoolTail(OwnedFd):
         self._searched = 0  # how far a line too long to read was searched for its newline
         self.searching = False  # read() stopped in the middle of that search: call it again
         self._read_from = 0  # where the latest read() started: give_back() never goes back past it
-        self._ahead: ReadAhead | None = None  # the next block, being decoded in a thread (read_ahead())
         self._fd = open_in_pod_dir(path, os.O_RDONLY)  # never through a symlink; see safefs
 
     def size(self) -> int:
@@ -123,10 +121,6 @@ class SpoolTail(OwnedFd):
         for now, unless :attr:`searching` is set.
         """
         self.searching = False  # set again below only while a search is unfinished
-        ahead, self._ahead = self._ahead, None
-        taken = ahead.take(self.offset, limit) if ahead is not None else None
-        if taken is not None:
-            return self._took(*taken)
         data = os.pread(self._fd, limit, self.offset)
         end = data.rfind(b"\n")
         if end < 0:
@@ -151,18 +145,6 @@ class SpoolTail(OwnedFd):
         self.last_seq = records[-1].seq
         self.offset += end + 1
         return records
-
-    def read_ahead(self, limit: int = _BLOCK) -> None:
-        """Start decoding, in a thread, what a :meth:`read` of *limit* bytes from here will want (see
-        ``_readahead``): for a caller about to wait on something else (a receiver's answer)."""
-        if self._ahead is None and self._fd >= 0:
-            self._ahead = ReadAhead(self._fd, self.offset, limit)
-
-    def close(self) -> None:
-        ahead, self._ahead = self._ahead, None
-        if ahead is not None:
-            ahead.join()  # it reads the descriptor: close it only after (a few ms)
-        super().close()
 
     def _read_lines(self, block: bytes) -> list[Report]:
         """read()'s lines one at a time, skipping those that are not reports."""
