@@ -8,22 +8,51 @@ import threading
 import time
 import uuid
 
-from benchmarks._common import quiet_spell_latencies, recover_seconds, rss_mib
+from benchmarks._common import quiet_spell_latencies, recover_times, rss_mib
 from harness import Prometheus, Pushgateway, metric_name, uploader_pids, wait_for
 
 __all__ = ["rw_drain", "rw_footprint", "rw_latency"]
 
 
-def rw_drain(gw: Pushgateway, receiver: Prometheus, spool: str, n: int) -> list[tuple[str, str, str]]:
-    """recover of *n* records (100 names) to the receiver alone, then to the gateway alone, and the ratio."""
-    to_rw = recover_seconds(None, spool, n, remote_write_url=receiver.write_url)
-    to_gw = recover_seconds(gw, spool, n)
-    return [
-        (f"drain: recover of {n:,} records to remote write", f"{n / to_rw:,.0f} records/s ({to_rw:.2f} s incl. "
-         "interpreter start)", ">= 100,000/s"),
-        ("  same to the gateway, this run", f"{n / to_gw:,.0f} records/s ({to_gw:.2f} s)", ""),
-        ("  remote-write drain rate / gateway's", f"{to_gw / to_rw:.2f}", ""),
+def rw_drain(gw: Pushgateway, receiver: Prometheus, spool: str, n: int, runs: int = 3,
+             baseline: tuple[str, str] | None = None) -> list[tuple[str, str, str]]:
+    """recover of *n* records (100 names) to the receiver alone, then to the gateway alone, *runs* times
+    interleaved (so that a busy spell of the shared machine slows both): medians, and the ratio of each pair.
+    *baseline* (revision, its unpacked tree): the same drain to the receiver with that code, interleaved too."""
+    to_rw, to_gw, then = [], [], []
+    for _ in range(runs):
+        to_rw.append(recover_times(None, spool, n, remote_write_url=receiver.write_url))
+        if baseline is not None:
+            then.append(recover_times(None, spool, n, baseline[1], remote_write_url=receiver.write_url))
+        to_gw.append(recover_times(gw, spool, n))
+    rw, gw_s = (statistics.median(wall for wall, _ in times) for times in (to_rw, to_gw))
+    ratios = sorted(g / r for (r, _), (g, _) in zip(to_rw, to_gw, strict=True))
+    rows = [
+        (f"drain: recover of {n:,} records to remote write (median of {runs})",
+         f"{n / rw:,.0f} records/s ({rw:.2f} s incl. interpreter start; runs {_rates(n, to_rw)})", ">= 100,000/s"),
+        ("  same to the gateway, interleaved", f"{n / gw_s:,.0f} records/s ({gw_s:.2f} s; runs {_rates(n, to_gw)})",
+         ""),
+        ("  remote-write drain rate / gateway's, per pair", f"median {statistics.median(ratios):.2f} "
+         f"(min {ratios[0]:.2f}, max {ratios[-1]:.2f})", ""),
+        ("  uploader CPU per record (user + sys), remote write / gateway",
+         f"{_cpu_us(n, to_rw):.2f} / {_cpu_us(n, to_gw):.2f} us (medians)", ""),
     ]
+    if baseline is not None:
+        before = statistics.median(wall for wall, _ in then)
+        rows += [
+            (f"  same to remote write at {baseline[0]}, interleaved",
+             f"{n / before:,.0f} records/s (runs {_rates(n, then)}); CPU {_cpu_us(n, then):.2f} us/record", ""),
+            (f"  remote-write drain rate now / at {baseline[0]} (medians)", f"{before / rw:.2f}", ""),
+        ]
+    return rows
+
+
+def _rates(n: int, times: list[tuple[float, float]]) -> str:
+    return "/".join(f"{n / wall / 1000:.0f}k" for wall, _ in times)
+
+
+def _cpu_us(n: int, times: list[tuple[float, float]]) -> float:
+    return statistics.median(cpu for _, cpu in times) / n * 1e6
 
 
 def _shown(receiver: Prometheus, pod: str) -> float | None:

@@ -2,7 +2,7 @@
 
     python benchmarks/run.py [--quick] [--baseline REV] [--hot-path-only | --remote-write-only]
 
-With ``--baseline REV`` the hot-path rows also run the library as it was at the
+With ``--baseline REV`` the hot-path rows (and the drains, remote write's too) also run the library as it was at the
 git revision REV (unpacked into a temp dir, interleaved with today's runs), so
 that a change to the report path is judged against its baseline in one run.
 
@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer runs and samples")
     parser.add_argument("--baseline", metavar="REV",
-                        help="also run the hot path and the drain at this git revision, interleaved")
+                        help="also run the hot path and the drains (remote write's too) at this git revision, "
+                             "interleaved")
     only = parser.add_mutually_exclusive_group()
     only.add_argument("--hot-path-only", action="store_true", help="only the hot-path rows")
     only.add_argument("--remote-write-only", action="store_true", help="only the remote-write sink's rows")
@@ -47,9 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         quiet_gw = Pushgateway(work).start()  # latency polls /api/v1/metrics: keep it small
         receiver = Prometheus(work, remote_write=True, out_of_order_window="1h").start()
         try:
-            if args.remote_write_only:
-                return _print_table(_remote_write(gw, receiver, spool, args.quick), runs)
             baseline = (args.baseline, unpack_revision(args.baseline, work)) if args.baseline else None
+            if args.remote_write_only:
+                return _print_table(_remote_write(gw, receiver, spool, args.quick, baseline), runs)
             rows = hot_path(gw, spool, runs, 20_000 if args.quick else 100_000,
                             None if args.hot_path_only else fetch_041(work), baseline)
             if baseline is not None:
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             rows += gateway_load(gw, spool, 3.0 if args.quick else 5.0)
             rows += drain(gw, spool, (1_000, 10_000, 100_000) if args.quick else (1_000, 10_000, 100_000, 1_000_000))
             rows += footprint(gw, spool, 2.0 if args.quick else 5.0)
-            rows += _remote_write(gw, receiver, spool, args.quick)
+            rows += _remote_write(gw, receiver, spool, args.quick, baseline)
             rows += keras_row(args.quick)
             rows += integrations_rows(args.quick)
         finally:
@@ -76,9 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     return _print_table(rows, runs)
 
 
-def _remote_write(gw: Pushgateway, receiver: Prometheus, spool: str, quick: bool) -> list[tuple[str, str, str]]:
-    """Issue 12's rows: the remote-write sink against a real Prometheus, beside the gateway."""
-    return (rw_drain(gw, receiver, spool, 100_000 if quick else 1_000_000)
+def _remote_write(gw: Pushgateway, receiver: Prometheus, spool: str, quick: bool,
+                  baseline: tuple[str, str] | None = None) -> list[tuple[str, str, str]]:
+    """Issue 12's rows: the remote-write sink against a real Prometheus, beside the gateway (and *baseline*)."""
+    return (rw_drain(gw, receiver, spool, 100_000 if quick else 1_000_000, 5 if quick else 3, baseline)
             + rw_latency(receiver, spool, 8 if quick else 20)
             + rw_footprint(gw, receiver, spool, 3.0 if quick else 10.0))
 

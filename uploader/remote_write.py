@@ -311,10 +311,15 @@ class RemoteWriter(Sink):
         raise exc  # an error that names no sample, on one sample: the receiver is in trouble, not the sample
 
     def _send(self, batch: list[_Point]) -> None:
-        series: dict[tuple[str, ...], tuple[bytes, list[tuple[int, float]]]] = {}
-        for point in batch:  # in time order, so each series' samples are too
-            series.setdefault(point.series, (point.labels, []))[1].append((point.ms, point.value))
-        self._post(bytes(cramjam.snappy.compress_raw(encode_write_request(series.values()))))
+        # By series, keyed by its encoded labels (one per series, and a bytes object keeps its hash: no
+        # tuple hashed per sample), in time order as the batch is, so each series' samples are too.
+        series: dict[bytes, list[tuple[int, float]]] = {}
+        for point in batch:
+            samples = series.get(point.labels)
+            if samples is None:
+                samples = series[point.labels] = []
+            samples.append((point.ms, point.value))
+        self._post(bytes(cramjam.snappy.compress_raw(encode_write_request(series.items()))))
         self.pushes += 1
         self._delivered.append(batch)
 

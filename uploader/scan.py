@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Any, Callable
+from itertools import repeat
+from typing import Callable
 
 from runai.reporter.spool import SEARCH_BYTES, Report
 
@@ -53,7 +54,7 @@ class Scanner:
         self.scan_bytes = scan_bytes  # read at most about this much before pushing and committing
         self.max_pending = max_pending  # distinct values held before reading pauses
         # values not yet pushed (coalesced, or every record), with the file each came from
-        self.latest: dict[tuple[Any, ...], tuple[Report, str]] = {}
+        self.latest: dict[object, tuple[Report, str]] = {}  # keyed by (kind, name), or by id when not coalesced
         self.coalesce = coalesce
         self.hold_open = hold_open and not coalesce
         self._held_until: float | None = None  # wall clock: when the lines the last scan held back are due
@@ -74,7 +75,7 @@ class Scanner:
                     # Held values only grow with distinct names; the rest waits on
                     # disk until these are delivered (the loop rescans after a push).
                     return False
-                read = self._read(entry)
+                read = self._read(entry, budget)
                 if self._stopping():
                     return False
                 if read is None:
@@ -87,8 +88,8 @@ class Scanner:
                 self.files.retire(entry)
         return budget > 0
 
-    def _read(self, entry: FollowedFile) -> int | None:
-        """Read and coalesce one block of *entry*; the bytes it counts against the budget, None at the end."""
+    def _read(self, entry: FollowedFile, budget: int) -> int | None:
+        """Read one block of *entry* into :attr:`latest`; the bytes it counts against *budget*, None at the end."""
         tail = entry.tail
         room = self.max_pending - len(self.latest)
         before = tail.offset
@@ -98,14 +99,24 @@ class Scanner:
             # Whole milliseconds: a read too small to hold one would have to split it (max_pending may be
             # passed by one read's worth, about 2,000 records).
             limit = max(limit, _WHOLE_MS_READ_BYTES)
-        for record in tail.read(limit, whole_ms=not self.coalesce, hold_open=hold):
-            self._coalesce(record, entry.path)
+        records = tail.read(limit, whole_ms=not self.coalesce, hold_open=hold)
         if tail.held_until is not None:
             self._held_until = min(self._held_until or math.inf, tail.held_until)
         if tail.offset == before and not tail.searching:
             return None
-        # A search for the end of an overlong line reads without moving the offset.
-        return tail.offset - before if not tail.searching else SEARCH_BYTES
+        if tail.searching:  # a search for the end of an overlong line reads without moving the offset
+            return SEARCH_BYTES
+        read = tail.offset - before
+        if self.coalesce:
+            for record in records:
+                self._coalesce(record, entry.path)
+            return read
+        # Every record, not coalesced, keyed by its id (unique among the records held, which are alive):
+        # built in C (map, zip), not by a Python loop, for a drain reads millions; and an int key is no
+        # object for the cyclic garbage collector to traverse, which a drain's CPU time showed.
+        paths = repeat(entry.path, len(records))
+        self.latest.update(zip(map(id, records), zip(records, paths, strict=True), strict=True))
+        return read
 
     def held_due(self, now: float) -> float:
         """When (on the monotonic clock, *now* being its present) to read the lines the last scan held back."""
@@ -114,9 +125,6 @@ class Scanner:
         return now + max(0.0, self._held_until - time.time())
 
     def _coalesce(self, record: Report, path: str) -> None:
-        if not self.coalesce:
-            self.latest[(path, record.seq, record.kind, record.name)] = (record, path)
-            return
         key = (record.kind, record.name)
         held = self.latest.get(key)
         # One writer's reports are ordered by sequence number: its clock may
@@ -124,3 +132,4 @@ class Scanner:
         # on the gateway had each been pushed at once.
         if held is None or (record.seq > held[0].seq if path == held[1] else record.ts >= held[0].ts):
             self.latest[key] = (record, path)
+

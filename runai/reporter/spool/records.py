@@ -32,6 +32,7 @@ __all__ = [
     "Record",
     "Report",
     "decode",
+    "decode_metrics",
     "encode_end",
     "encode_header",
     "encode_metric",
@@ -192,6 +193,32 @@ def decode(line: bytes) -> Record:
     if build is None:
         raise ValueError(f"unknown record kind {kind!r}")
     return build(seq, ts, obj)
+
+
+# The same shape over a whole block of lines at once (a findall in C, no call per line), bounded so that
+# a line it takes is one decode() takes the same way: at most 18 digits of seq and ts_us (below 2**63
+# with no check), names and numbers far shorter than MAX_LINE_BYTES. Anything else goes line by line.
+_WRITER_METRICS = re.compile(
+    rb'^\{"seq":(0|[1-9][0-9]{0,17}),"ts_us":(0|[1-9][0-9]{0,17}),"kind":"metric",'
+    rb'"name":"([A-Za-z_][A-Za-z0-9_]{0,999})","value":(-?(?:0|[1-9][0-9]{0,399})(?:\.[0-9]{1,400})?'
+    rb'(?:[eE][-+]?[0-9]{1,400})?)\}$', re.MULTILINE
+)
+
+
+def decode_metrics(block: bytes) -> list[Report] | None:
+    """Decode the lines of *block* (split at newlines, without the last one's) if every one is a metric in
+    the shape SpoolWriter writes a finite value, exactly as :func:`decode` would (a :class:`Metric`
+    each); None otherwise.
+
+    The reader's fast path: nearly every block of a spool is only that (a drain of a million
+    records spends a third of its time decoding them one call at a time).
+    """
+    found = _WRITER_METRICS.findall(block)
+    if len(found) != block.count(b"\n") + 1:
+        return None
+    new = tuple.__new__  # Metric(...) runs a Python-level __new__: a third of the cost of a record
+    return [new(Metric, (int(seq), int(ts_us) / 1e6, METRIC, name.decode(), float(value), ""))
+            for seq, ts_us, name, value in found]
 
 
 def _envelope(line: bytes) -> tuple[int, float, object, dict[str, object]]:
