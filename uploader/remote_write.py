@@ -126,6 +126,9 @@ def _may_have_arrived(exc: OSError) -> bool:
     return not isinstance(exc, (ConnectionRefusedError, socket.gaierror))
 
 
+_MS, _SEQ, _LABELS = operator.itemgetter(0), operator.itemgetter(1), operator.itemgetter(4)  # of a _Point
+
+
 class _Point(NamedTuple):
     """One report as a sample: sorted by (ms, seq), and bound for the series *series*."""
 
@@ -227,22 +230,28 @@ class RemoteWriter(Sink):
     def _points(self, records: Sequence[Report], refused: list[tuple[Report, Refusal]],
                 resent: AbstractSet[int]) -> list[_Point]:
         """*records* as samples in time order, one per series and millisecond (the last), less those sent."""
-        labels: dict[tuple[str, ...], bytes] = {}
-        points = []
+        # A drain passes millions of records through here: locals, no attribute lookups per record, and
+        # points built with tuple.__new__ (a NamedTuple's own __new__ is Python code).
+        known: dict[object, tuple[tuple[str, ...], bytes]] = {}  # a metric's name, or a parameter's series
+        points: list[_Point] = []
+        append, new = points.append, tuple.__new__
         for record in records:
-            series = (METRIC, record.name) if record.kind == METRIC else (record.kind, record.name, str(record.value))
-            encoded = labels.get(series)
-            if encoded is None:
+            seq, ts, kind, name, value = record[:5]
+            key: object = name if kind == METRIC else (kind, name, str(value))
+            found = known.get(key)
+            if found is None:
+                series = (METRIC, name) if kind == METRIC else (kind, name, str(value))
                 try:
-                    encoded = labels[series] = self._labels(record)
+                    found = known[key] = (series, self._labels(record))
                 except ValueError as exc:
                     refused.append((record, exc))
                     continue
-            value = float(record.value) if record.kind == METRIC else 1.0
-            points.append(_Point(round(record.ts * 1e6) // 1000, record.seq, series, value, encoded, record,
-                                 id(record) in resent))
-        points.sort(key=operator.itemgetter(0, 1))
-        last = {(point.series, point.ms): point for point in points}  # keeps the first's place, the last's point
+            append(new(_Point, (round(ts * 1e6) // 1000, seq, found[0], float(value) if kind == METRIC else 1.0,
+                                found[1], record, id(record) in resent)))
+        points.sort(key=_SEQ)  # (ms, seq) as two stable sorts on one field each: no key tuple per point
+        points.sort(key=_MS)
+        # One per series and millisecond: the first's place, the last's point (the labels name the series).
+        last = dict(zip(zip(map(_LABELS, points), map(_MS, points), strict=True), points, strict=True))
         if not self._sent:
             return list(last.values())
         return [point for point in last.values() if (point.series, point.ms, point.value) not in self._sent]
