@@ -122,3 +122,27 @@ def test_durability_policy_is_checked(monkeypatch: pytest.MonkeyPatch, env: dict
     monkeypatch.setenv("reporterSpoolFileBytes", "12")
     with pytest.raises(ConfigError, match="reporterSpoolFileBytes"):
         Reporter()
+
+
+def test_retention_never_deletes_through_a_pod_directory_swapped_for_a_symlink(tmp_path) -> None:
+    # The node agent trims as root: a pod's owner who swaps the directory for a symlink between the
+    # commit and the trim must not steer the unlink into another directory.
+    from runai.reporter.spool import SpoolWriter
+    from uploader.retention import History
+
+    spool = tmp_path / "spool"
+    writer = SpoolWriter(str(spool / "P"), "P")
+    writer.write_metric("x", 1.0)
+    writer.close()
+    name = os.path.basename(writer.path)
+    history = History(max_bytes=10**9)
+    history.add(writer.path, writer.spool_id)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / name).write_text("not the pod's")
+    os.rename(spool / "P", spool / "P.moved")
+    os.symlink(elsewhere, spool / "P")
+    history.max_bytes = 0
+    history._trim(0)
+    assert (elsewhere / name).read_text() == "not the pod's"
+    assert (spool / "P.moved" / name).exists()  # and nothing through the swap: the trim was refused

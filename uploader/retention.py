@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Callable, TypeVar
 
+from runai.reporter.safefs import open_pod_dir
 from runai.reporter.spool import GATEWAY, checkpoint_path, delivery_state
 
 __all__ = ["History"]
 
 logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 
 class History:
@@ -31,7 +35,7 @@ class History:
         if self.max_bytes is None:
             return
         try:
-            info = os.stat(path)
+            info = _in_pod_dir(path, lambda name, dir_fd: os.stat(name, dir_fd=dir_fd, follow_symlinks=False))
         except OSError:
             return
         self._files[path] = (info.st_mtime, info.st_size, spool_id)
@@ -49,10 +53,25 @@ class History:
             total -= self._files.pop(path)[1]
             for victim in (path, checkpoint_path(path)):
                 try:
-                    os.unlink(victim)
+                    _in_pod_dir(victim, lambda name, dir_fd: os.unlink(name, dir_fd=dir_fd))
                 except FileNotFoundError:
                     pass
                 except OSError as exc:
                     logger.error("cannot delete %s to keep the history under %d bytes: %s",
                                  victim, max_bytes, exc)
             logger.info("deleted delivered spool %s: history over %d bytes", path, max_bytes)
+
+
+def _in_pod_dir(path: str, call: Callable[[str, int], _T]) -> _T:
+    """*call*(name, dir_fd) on the file *path* through a checked descriptor of its pod directory.
+
+    Never by path: a pod directory swapped for a symlink meanwhile (its owner
+    can) would steer a deletion, as the node agent's root, into another
+    directory. The pod directory is opened as the uploader opens it, checked.
+    """
+    pod_dir, name = os.path.split(path)
+    dir_fd = open_pod_dir(pod_dir)
+    try:
+        return call(name, dir_fd)
+    finally:
+        os.close(dir_fd)
