@@ -89,6 +89,11 @@ def test_two_epochs_report_the_ui_names(env: dict[str, str], gateway: Pushgatewa
     assert records(pod_dir, "learning_rate") == [0.05, 0.05]  # once per epoch
     # A version that outlives the pod: a rescheduled pod (a new podUUID) finds the same checkpoints.
     assert run_logger.name == "runai" and run_logger.version == "0"
+    # A second fit of the same trainer: the logger's loop hooks are not added twice.
+    trainer.fit_loop.max_epochs = EPOCHS + 1
+    trainer.fit(module, loader())
+    assert [type(c).__name__ for c in trainer.callbacks].count("_Hooks") == 1
+    assert gateway.value(pod, metric_name("epoch")) == EPOCHS
 
 
 def test_a_failed_run_still_delivers_what_was_reported(env: dict[str, str], gateway: Pushgateway, pod: str) -> None:

@@ -62,7 +62,6 @@ class RunaiLogger(_Logger):
         self._out = IntegrationReporter(logger, "RunaiLogger()", all_ranks, settings)
         self._version = version
         self._trainer: Any = None
-        self._hooked: Any = None  # the trainer whose callbacks hold this logger's _Hooks
         self._batch_size_sent = False
         self._next_step = 0.0  # time.monotonic() after which a batch's end reports the step
 
@@ -114,10 +113,9 @@ class RunaiLogger(_Logger):
             out.metric(names.OVERALL_EPOCHS, max_epochs)
         if trainer.optimizers:
             out.parameter(names.OPTIMIZER_NAME, optimizer_name(trainer.optimizers[0]))
-        if self._hooked is not trainer:
+        if not any(isinstance(c, _Hooks) and c._owner is self for c in trainer.callbacks):
             # epoch, step and the learning rate come from the loop's own hooks: log_metrics
             # runs only when the module logs, and after an epoch-level scheduler stepped.
-            self._hooked = trainer
             trainer.callbacks.append(_Hooks(self))
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
