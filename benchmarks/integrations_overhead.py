@@ -53,6 +53,12 @@ class _Clock:
         self.finishes.append(time.perf_counter() - t0)
 
 
+def _timed_hook(clock: _Clock, hook: Callable[..., Any], steps: int) -> Callable[..., None]:
+    def timed(*args: Any, **kwargs: Any) -> None:
+        clock.timed(lambda: hook(*args, **kwargs), steps=steps)
+    return timed
+
+
 def _alternate(makers: dict[str, Callable[[], Callable[[], Any]]], runs: int) -> dict[str, list[float]]:
     """{row: wall seconds of each run}; each maker builds a run (untimed) and returns it."""
     times: dict[str, list[float]] = {label: [] for label in makers}
@@ -78,7 +84,16 @@ def lightning(settings: dict[str, str], runs: int) -> tuple[dict[str, list[float
 
     class Timed(RunaiLogger):
         def log_metrics(self, metrics: Any, step: Any = None) -> None:
-            clock.timed(lambda: super(Timed, self).log_metrics(metrics, step), steps=1)
+            clock.timed(lambda: super(Timed, self).log_metrics(metrics, step))
+
+        def log_graph(self, model: Any, input_array: Any = None) -> None:
+            clock.timed(lambda: super(Timed, self).log_graph(model, input_array))
+            # The loop's hooks the logger added to the trainer's callbacks: timed too, a step per batch.
+            for callback in model.trainer.callbacks:
+                if type(callback).__name__ == "_Hooks" and "on_train_batch_end" not in vars(callback):
+                    for hook in ("on_train_epoch_start", "on_train_batch_end", "on_train_epoch_end"):
+                        setattr(callback, hook, _timed_hook(clock, getattr(callback, hook),
+                                                            steps=int(hook == "on_train_batch_end")))
 
         def finalize(self, status: str) -> None:
             clock.finishing(lambda: super(Timed, self).finalize(status))
@@ -133,7 +148,10 @@ def transformers(settings: dict[str, str], runs: int, work: str) -> tuple[dict[s
 
     class Timed(RunaiCallback):
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
-            clock.timed(lambda: super(Timed, self).on_log(args, state, control, logs=logs, **kwargs), steps=1)
+            clock.timed(lambda: super(Timed, self).on_log(args, state, control, logs=logs, **kwargs))
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            clock.timed(lambda: super(Timed, self).on_step_end(args, state, control, **kwargs), steps=1)
 
         def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             clock.finishing(lambda: super(Timed, self).on_train_end(args, state, control, **kwargs))

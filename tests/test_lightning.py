@@ -1,13 +1,15 @@
 """PyTorch Lightning: real training of a tiny module on CPU with RunaiLogger, against a real Pushgateway."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import subprocess
 import sys
 import textwrap
-from typing import Any
+import time
+from typing import Any, Iterator, Mapping
 
 import pytest
 
@@ -15,7 +17,7 @@ pl = pytest.importorskip("lightning.pytorch")
 torch = pytest.importorskip("torch")
 
 from runai.reporter.lightning import RunaiLogger  # noqa: E402
-from harness import Pushgateway, job_env, metric_name, parameter_name  # noqa: E402
+from harness import Pushgateway, job_env, metric_name, parameter_name, wait_for  # noqa: E402
 from tests._helpers import spool_records  # noqa: E402
 
 SAMPLES, BATCH, EPOCHS = 64, 16, 2
@@ -85,7 +87,13 @@ def test_two_epochs_report_the_ui_names(env: dict[str, str], gateway: Pushgatewa
     pod_dir = os.path.join(env["reporterSpoolDir"], pod)
     assert sorted(set(records(pod_dir, "epoch"))) == [0.0, 1.0]
     assert records(pod_dir, "learning_rate") == [0.05, 0.05]  # once per epoch
-    assert run_logger.name == "runai" and run_logger.version == pod
+    # A version that outlives the pod: a rescheduled pod (a new podUUID) finds the same checkpoints.
+    assert run_logger.name == "runai" and run_logger.version == "0"
+    # A second fit of the same trainer: the logger's loop hooks are not added twice.
+    trainer.fit_loop.max_epochs = EPOCHS + 1
+    trainer.fit(module, loader())
+    assert [type(c).__name__ for c in trainer.callbacks].count("_Hooks") == 1
+    assert gateway.value(pod, metric_name("epoch")) == EPOCHS
 
 
 def test_a_failed_run_still_delivers_what_was_reported(env: dict[str, str], gateway: Pushgateway, pod: str) -> None:
@@ -95,8 +103,10 @@ def test_a_failed_run_still_delivers_what_was_reported(env: dict[str, str], gate
     # Lightning called finalize("failed"): the stream was ended and delivered before fit's exception reached us.
     reported = spool_records(os.path.join(env["reporterSpoolDir"], pod))
     assert reported[-1].kind == "end"
-    assert gateway.value(pod, metric_name("epoch")) == 0
-    assert gateway.value(pod, metric_name("global_step")) == STEPS
+    # The step where it failed (reported on the exception), one batch into the second epoch.
+    wait_for(lambda: gateway.value(pod, metric_name("global_step")) == trainer.global_step == STEPS + 1, 10,
+             "the failed run's last step on the gateway")
+    assert gateway.value(pod, metric_name("epoch")) == 1
     assert gateway.value(pod, metric_name("train_loss")) == pytest.approx(
         [r.value for r in reported if r.name == "train_loss"][-1])
 
@@ -202,3 +212,144 @@ def test_importing_without_lightning_says_what_to_install() -> None:
     assert last == ("ModuleNotFoundError: runai.reporter.lightning needs PyTorch Lightning: "
                     "pip install 'runai[lightning]'")
     assert isinstance(ModuleNotFoundError(), ImportError)  # what `except ImportError` catches
+
+
+# -- what the loop's own hooks report (review r13) ------------------------------------------------------------
+
+
+class _Scheduled(Tiny):
+    """Logs nothing itself; its learning rate drops tenfold after each epoch."""
+
+    def training_step(self, batch: Any, batch_idx: int) -> Any:
+        x, y = batch
+        return torch.nn.functional.mse_loss(self.net(x).squeeze(-1), y)
+
+    def configure_optimizers(self) -> Any:
+        opt = torch.optim.SGD(self.parameters(), lr=0.1)
+        return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.1)}
+
+
+def test_epoch_step_and_learning_rate_without_self_log(env: dict[str, str], gateway: Pushgateway, pod: str) -> None:
+    """A module that never calls self.log still reports epoch and step; each epoch's rate is the one it trains with."""
+    trainer = pl.Trainer(max_epochs=3, logger=RunaiLogger(), **QUIET)
+    trainer.fit(_Scheduled(), loader())
+    assert gateway.value(pod, metric_name("epoch")) == 2
+    assert gateway.value(pod, metric_name("step")) == gateway.value(pod, metric_name("global_step")) == 3 * STEPS
+    assert gateway.value(pod, metric_name("batch_size")) == BATCH
+    pod_dir = os.path.join(env["reporterSpoolDir"], pod)
+    assert records(pod_dir, "epoch") == [0, 1, 2]  # at each epoch's start
+    assert records(pod_dir, "learning_rate") == pytest.approx([0.1, 0.01, 0.001])  # before the scheduler steps
+
+
+def test_resumed_fit_reports_the_restored_learning_rate(env: dict[str, str], gateway: Pushgateway, pod: str,
+                                                         tmp_path: Any) -> None:
+    first = pl.Trainer(max_epochs=2, logger=False, default_root_dir=str(tmp_path), **{**QUIET,
+                       "enable_checkpointing": True})
+    first.fit(_Scheduled(), loader())
+    resumed = pl.Trainer(max_epochs=3, logger=RunaiLogger(), default_root_dir=str(tmp_path), **QUIET)
+    resumed.fit(_Scheduled(), loader(), ckpt_path=first.checkpoint_callback.best_model_path)
+    pod_dir = os.path.join(env["reporterSpoolDir"], pod)
+    assert records(pod_dir, "learning_rate") == pytest.approx([0.001])  # the checkpoint's, not the module's 0.1
+    assert records(pod_dir, "epoch") == [2]
+
+
+def test_a_tensor_learning_rate_is_reported_as_its_number(env: dict[str, str], gateway: Pushgateway,
+                                                          pod: str) -> None:
+    class TensorRate(Tiny):
+        def configure_optimizers(self) -> Any:
+            return torch.optim.Adam(self.parameters(), lr=torch.tensor(0.01))
+
+    pl.Trainer(max_epochs=1, logger=RunaiLogger(), **QUIET).fit(TensorRate(), loader())
+    assert gateway.series(pod)[parameter_name("learning_rate")][0]["param_value"] == "0.01"
+
+
+class _Stages(Tiny):
+    def _loss(self, batch: Any) -> Any:
+        return torch.nn.functional.mse_loss(self.net(batch[0]).squeeze(-1), batch[1])
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self.log("val_loss", self._loss(batch))
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self.log("test_loss", self._loss(batch))
+
+    def predict_step(self, batch: Any, batch_idx: int) -> Any:
+        return self.net(batch[0])
+
+
+def test_validate_test_and_predict_after_fit(env: dict[str, str], gateway: Pushgateway, pod: str) -> None:
+    """They report what they log, never an epoch past the fit's last, and do not report the fit's names again."""
+    module, trainer = _Stages(), pl.Trainer(max_epochs=EPOCHS, logger=RunaiLogger(), **QUIET)
+    trainer.fit(module, loader(), loader())
+    trainer.validate(module, loader())
+    trainer.test(module, loader())
+    trainer.predict(module, loader())
+    assert trainer.current_epoch == EPOCHS  # Lightning's, which it adds to what validate() and test() log
+    assert gateway.value(pod, metric_name("epoch")) == EPOCHS - 1
+    assert gateway.value(pod, metric_name("test_loss")) is not None
+    pod_dir = os.path.join(env["reporterSpoolDir"], pod)
+    assert max(records(pod_dir, "epoch")) == EPOCHS - 1
+    assert len(records(pod_dir, "number_of_layers")) == 1 and len(records(pod_dir, "lr", "parameter")) == 1
+
+
+def test_with_the_gateway_down_only_a_finished_fit_waits(monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
+                                                         pod: str) -> None:
+    """A failed fit and a validate() end their stream in about 2 s, not reporterFinishTimeout; predict() at once."""
+    import socket
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    monkeypatch.setenv("reporterGatewayURL", f"127.0.0.1:{port}")  # nothing listens there
+    monkeypatch.setenv("reporterFinishTimeout", "30")
+    monkeypatch.setenv("reporterRetryTimeout", "1")
+    module, trainer = _Stages(fail_at=1), pl.Trainer(max_epochs=1, logger=RunaiLogger(), **QUIET)
+    seconds = {}
+    for stage, call in (("fit", lambda: trainer.fit(module, loader())), ("validate", lambda: trainer.validate(
+            module, loader())), ("predict", lambda: trainer.predict(module, loader()))):
+        start = time.monotonic()
+        with pytest.raises(RuntimeError) if stage == "fit" else contextlib.nullcontext():
+            call()
+        seconds[stage] = time.monotonic() - start
+    assert seconds["fit"] < 10 and seconds["validate"] < 10 and seconds["predict"] < 2, seconds
+
+
+def test_odd_hyperparameters_never_break_training(env: dict[str, str], gateway: Pushgateway, pod: str,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    class Unresolvable(Mapping[str, Any]):  # as an OmegaConf DictConfig with an interpolation that fails
+        def __getitem__(self, key: str) -> Any:
+            raise KeyError(key)
+
+        def __iter__(self) -> Iterator[str]:
+            return iter(["data_dir"])
+
+        def __len__(self) -> int:
+            return 1
+
+        def items(self) -> Any:
+            raise RuntimeError("interpolation ${oc.env:DATA} cannot be resolved")
+
+    caplog.set_level(logging.WARNING, logger="runai")
+    module, trainer = Tiny(), pl.Trainer(max_epochs=1, logger=RunaiLogger(), **QUIET)
+    module.save_hyperparameters({"cfg": Unresolvable(), "lr": 0.05})
+    trainer.fit(module, loader())
+    assert trainer.global_step == STEPS
+    warnings = [r.getMessage() for r in caplog.records if r.name == "runai.reporter.lightning"]
+    assert len(warnings) == 1 and "cannot be resolved" in warnings[0]
+    assert gateway.value(pod, metric_name("epoch")) == 0
+
+
+def test_a_rescheduled_pod_resumes_from_last(env: dict[str, str], gateway: Pushgateway, pod: str,
+                                             tmp_path: Any) -> None:
+    """The checkpoint directory does not depend on the podUUID: a new pod of the job finds ckpt_path="last"."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    def fit(epochs: int, pod_uuid: str, **kwargs: Any) -> Any:
+        trainer = pl.Trainer(max_epochs=epochs, logger=RunaiLogger(pod_uuid=pod_uuid), default_root_dir=str(tmp_path),
+                             callbacks=[ModelCheckpoint(save_last=True)], **{**QUIET, "enable_checkpointing": True})
+        trainer.fit(Tiny(), loader(), **kwargs)
+        return trainer
+
+    fit(1, pod)
+    rescheduled = fit(2, pod + "-rescheduled", ckpt_path="last")
+    assert rescheduled.ckpt_path is not None and rescheduled.ckpt_path.endswith("last.ckpt")
+    assert set(records(os.path.join(env["reporterSpoolDir"], pod + "-rescheduled"), "epoch")) == {1}

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
@@ -44,10 +44,12 @@ def _model() -> Any:
     return BertForSequenceClassification(config)
 
 
-def _trainer(output_dir: str, callbacks: list[Any]) -> Any:
-    args = TrainingArguments(output_dir=output_dir, num_train_epochs=EPOCHS, per_device_train_batch_size=BATCH,
-                             logging_steps=1, report_to="none", save_strategy="no", use_cpu=True, disable_tqdm=True)
-    return Trainer(model=_model(), args=args, train_dataset=_Synthetic(), callbacks=callbacks)
+def _trainer(output_dir: str, callbacks: list[Any], data: Any = None, **arguments: Any) -> Any:
+    args = TrainingArguments(**{"num_train_epochs": EPOCHS, **arguments}, output_dir=output_dir,
+                             per_device_train_batch_size=BATCH, logging_steps=1, report_to="none", save_strategy="no",
+                             use_cpu=True, disable_tqdm=True)
+    return Trainer(model=_model(), args=args, train_dataset=_Synthetic() if data is None else data,
+                   eval_dataset=_Synthetic(), callbacks=callbacks)
 
 
 def test_two_epochs_report_the_ui_names(env: dict[str, str], gateway: Pushgateway, pod: str, tmp_path: Any) -> None:
@@ -102,8 +104,8 @@ def _state(world_zero: bool) -> Any:
 
 def test_only_world_process_zero_reports(env: dict[str, str], tmp_path: Any) -> None:
     """The hooks as the Trainer calls them on process 1 of 2: no report, no spool file; all_ranks=True: _rank1."""
-    args = SimpleNamespace(process_index=1, num_train_epochs=2, per_device_train_batch_size=4, learning_rate=0.1,
-                           optim="adamw_torch")
+    args = SimpleNamespace(process_index=1, num_train_epochs=2, max_steps=-1, per_device_train_batch_size=4,
+                           learning_rate=0.1, optim="adamw_torch")
     pod_dir = os.path.join(env["reporterSpoolDir"], env["podUUID"])
     quiet = RunaiCallback()
     for hook in (quiet.on_train_begin, quiet.on_log, quiet.on_train_end):
@@ -117,6 +119,40 @@ def test_only_world_process_zero_reports(env: dict[str, str], tmp_path: Any) -> 
     assert reported["loss_rank1"] == 1.0 and reported["epoch_rank1"] == 0.5 and reported["step_rank1"] == 3.0
     assert reported["overall_epochs_rank1"] == 2.0 and reported["optimizer_name_rank1"] == "adamw_torch"
     assert not {"loss", "epoch", "step"} & set(reported)
+
+
+class _Stream(torch.utils.data.IterableDataset):  # type: ignore[type-arg]  # torch's class is generic
+    """Data without a length: the Trainer's own count of epochs is sys.maxsize."""
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        data = _Synthetic()
+        return iter(data[i] for i in range(SAMPLES))
+
+
+@pytest.mark.parametrize("bound", [{"max_steps": 6}, {"num_train_epochs": 1.5}, {"max_steps": 6, "data": "stream"}],
+                         ids=["max_steps", "fractional_epochs", "max_steps_without_length"])
+def test_the_progress_bar_ends_at_one(env: dict[str, str], gateway: Pushgateway, pod: str, tmp_path: Any,
+                                      bound: dict[str, Any]) -> None:
+    data = _Stream() if bound.pop("data", None) else None
+    trainer = _trainer(str(tmp_path / "out"), [RunaiCallback()], data, **bound)
+    trainer.train()
+    epoch, overall = gateway.value(pod, metric_name("epoch")), gateway.value(pod, metric_name("overall_epochs"))
+    assert trainer.state.global_step == 6 and overall is not None and overall < 10
+    assert epoch / overall == 1.0
+    # Known from the first step on, not only at the end: 1.5 epochs of 4 steps, or 6 steps of data without a length.
+    first = [r.value for r in spool_records(os.path.join(env["reporterSpoolDir"], pod)) if r.name == "overall_epochs"]
+    assert first[0] == (1.0 if data is not None else 1.5)
+
+
+def test_evaluate_after_train_ends_its_stream(env: dict[str, str], gateway: Pushgateway, pod: str,
+                                              tmp_path: Any) -> None:
+    trainer = _trainer(str(tmp_path / "out"), [RunaiCallback()], eval_strategy="epoch")
+    trainer.train()
+    metrics = trainer.evaluate()
+    reported = spool_records(os.path.join(env["reporterSpoolDir"], pod))
+    assert [r.kind for r in reported].count("end") == 2 and reported[-1].kind == "end"  # train's, evaluate's
+    assert gateway.value(pod, metric_name("eval_loss")) == pytest.approx(metrics["eval_loss"])
+    assert gateway.value(pod, metric_name("epoch")) == EPOCHS
 
 
 def test_importing_without_transformers_says_what_to_install() -> None:

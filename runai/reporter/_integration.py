@@ -9,15 +9,23 @@ from __future__ import annotations
 
 import argparse
 import logging
+import struct
 from typing import Any, Callable, Iterator, Mapping
 
 from ._names import report_name, to_number
 from ._reporter import Reporter
 from .settings import Settings, check_keywords, load_settings
 
-__all__ = ["IntegrationReporter", "count_leaf_modules", "flatten_params", "optimizer_name"]
+__all__ = [
+    "SHORT_FINISH_S", "IntegrationReporter", "count_leaf_modules", "flatten_params", "optimizer_name",
+    "parameter_value",
+]
 
 _MAX_DEPTH = 8  # nested hyperparameters deeper than this are reported as their str()
+# finish() outside the end of training (an evaluation, a failed run): the spool
+# is durable and the uploader keeps delivering after it, so a gateway that is
+# down must not hold the user's program for reporterFinishTimeout.
+SHORT_FINISH_S = 2.0
 
 
 class IntegrationReporter:
@@ -37,6 +45,7 @@ class IntegrationReporter:
         self._suffix = ""
         self._reporter: Reporter | None = None
         self._warned = False
+        self._cannot_open = False  # Reporter() failed: not retried on every report until restart()
 
     def __getstate__(self) -> dict[str, Any]:
         # ddp_spawn pickles the integration into each rank: the reporter (its open
@@ -72,10 +81,18 @@ class IntegrationReporter:
             self._log.warning("runai reporting failed in %s (%s: %s); training continues, later failures "
                               "are not logged", where, type(exc).__name__, exc)
 
-    def _open(self) -> Reporter:
+    def restart(self) -> None:
+        """A new stage (fit, evaluate, ...) begins: a Reporter that could not be created is tried again."""
+        self._cannot_open = False
+
+    def _open(self) -> Reporter | None:
         reporter = self._reporter
         if reporter is None or reporter.finished:  # a new fit after finalize() reports again
+            if self._cannot_open:
+                return None
+            self._cannot_open = True  # until Reporter() returns: its failure is not retried each report
             reporter = self._reporter = Reporter(**self._overrides)
+            self._cannot_open = False
         return reporter
 
     def metric(self, name: str, value: object) -> None:
@@ -85,7 +102,9 @@ class IntegrationReporter:
             return
         # Called several times a step: inlined rather than through guard() and a closure.
         try:
-            self._open().reportMetric(name + self._suffix if self._suffix else name, number)
+            reporter = self._open()
+            if reporter is not None:
+                reporter.reportMetric(name + self._suffix if self._suffix else name, number)
         except Exception as exc:  # the integration must never break training
             self._failed(exc, f"reporting {name}")
 
@@ -95,19 +114,41 @@ class IntegrationReporter:
             self.metric(report_name(str(key)), value)
 
     def parameter(self, name: str, value: object) -> None:
-        """Report *value* as a parameter: a str or number as it is, anything else as its str()."""
-        text = value if isinstance(value, (str, int, float)) and not isinstance(value, bool) else str(value)
-        self.guard(lambda: self._open().reportParameter(name + self._suffix, text), f"reporting {name}")
+        """Report *value* as a parameter: a str or number as it is, a scalar tensor as its number, else its str()."""
+        self.guard(lambda: self._parameter(name, value), f"reporting {name}")
 
-    def finish(self) -> None:
-        """Deliver and end the stream of this process, if it reported anything."""
+    def _parameter(self, name: str, value: object) -> None:
+        reporter = self._open()
+        if reporter is not None:
+            reporter.reportParameter(name + self._suffix, parameter_value(value))
+
+    def finish(self, timeout: float | None = None) -> None:
+        """Deliver and end the stream of this process, if it reported anything (*timeout*: see Reporter.finish)."""
         reporter, self._reporter = self._reporter, None
         if reporter is not None:
-            self.guard(lambda: _finish(reporter), "finish")
+            self.guard(lambda: _finish(reporter, timeout), "finish")
 
 
-def _finish(reporter: Reporter) -> None:
-    reporter.finish()  # its verdict is logged by finish() itself when False
+def _finish(reporter: Reporter, timeout: float | None) -> None:
+    reporter.finish(timeout)  # its verdict is logged by finish() itself when False
+
+
+def parameter_value(value: object) -> str | int | float:
+    """*value* as a parameter: a str, int or float as it is; a scalar tensor or numpy number as the number it
+    holds (a float32 ``0.01`` as ``"0.01"``, not ``0.009999999776482582`` nor ``tensor(0.0100)``); else its str()."""
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return value
+    number = None if isinstance(value, bool) else to_number(value)
+    if number is None:
+        return str(value)
+    dtype = str(getattr(value, "dtype", ""))
+    code = "f" if dtype.endswith("float32") else "e" if dtype.endswith("float16") else None
+    if code is None:
+        return int(number) if number.is_integer() and "int" in dtype else number
+    # The shortest decimal that reads back as the same single- or half-precision number.
+    narrow = struct.unpack(code, struct.pack(code, number))[0]
+    return next(text for text in (f"{number:.{digits}g}" for digits in range(1, 18))
+                if struct.unpack(code, struct.pack(code, float(text)))[0] == narrow)
 
 
 def flatten_params(params: Mapping[str, Any], prefix: str = "", depth: int = 0) -> Iterator[tuple[str, Any]]:

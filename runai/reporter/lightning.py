@@ -8,19 +8,23 @@ in ``docs/integrations.md``.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Mapping
+import time
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 if TYPE_CHECKING:  # typed against lightning; pytorch_lightning's Logger has the same interface
+    from lightning.pytorch.callbacks import Callback as _Callback
     from lightning.pytorch.loggers import Logger as _Logger
     from lightning.pytorch.utilities import rank_zero_only as _rank_zero_only
 else:
     try:  # lightning (which also installs pytorch_lightning) first, as the issue asks
+        from lightning.pytorch.callbacks import Callback as _Callback
         from lightning.pytorch.loggers import Logger as _Logger
         from lightning.pytorch.utilities import rank_zero_only as _rank_zero_only
     except ModuleNotFoundError as _exc:
         if not (_exc.name or "").startswith("lightning"):
             raise  # Lightning is there, something it needs is not: its own message says what
         try:
+            from pytorch_lightning.callbacks import Callback as _Callback
             from pytorch_lightning.loggers import Logger as _Logger
             from pytorch_lightning.utilities import rank_zero_only as _rank_zero_only
         except ModuleNotFoundError as _old:
@@ -31,11 +35,13 @@ else:
                 name="lightning") from _old
 
 from . import _names as names
-from ._integration import IntegrationReporter, count_leaf_modules, flatten_params, optimizer_name
+from ._integration import SHORT_FINISH_S, IntegrationReporter, count_leaf_modules, flatten_params, optimizer_name
 
 __all__ = ["RunaiLogger"]
 
 logger = logging.getLogger(__name__)
+
+_STEP_EVERY_S = 0.5  # step and global_step between epoch ends: at most this often, a clock read per batch
 
 
 class RunaiLogger(_Logger):
@@ -44,15 +50,20 @@ class RunaiLogger(_Logger):
     Args:
         all_ranks: by default only the global rank zero reports; True makes every
             rank report, rank N > 0 under names ending in ``_rankN``.
+        version: the logger's ``version``, which names the checkpoint directory
+            (``<default_root_dir>/runai/<version>/checkpoints``); the same for
+            every run by default, so that a rescheduled pod (a new podUUID)
+            finds ``ckpt_path="last"``.
         **settings: ``Reporter(...)`` keywords (``pod_uuid=``, ``gateway_url=``, ...).
     """
 
-    def __init__(self, *, all_ranks: bool = False, **settings: Any) -> None:
+    def __init__(self, *, all_ranks: bool = False, version: str = "0", **settings: Any) -> None:
         super().__init__()
         self._out = IntegrationReporter(logger, "RunaiLogger()", all_ranks, settings)
+        self._version = version
         self._trainer: Any = None
-        self._epoch: object = None  # the epoch whose learning rate was last reported
         self._batch_size_sent = False
+        self._next_step = 0.0  # time.monotonic() after which a batch's end reports the step
 
     @property
     def name(self) -> str:
@@ -60,30 +71,39 @@ class RunaiLogger(_Logger):
 
     @property
     def version(self) -> str:
-        return self._out.settings.pod_uuid
+        return self._version
 
     def _reporting(self) -> bool:
         trainer = self._trainer
         rank = trainer.global_rank if trainer is not None else getattr(_rank_zero_only, "rank", 0)
         return self._out.reports(int(rank))
 
+    def _fitting(self) -> bool:
+        trainer = self._trainer
+        return trainer is None or trainer.state.fn == "fit"
+
     def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
-        if not self._reporting():
-            return
+        # Lightning calls this at the start of every stage: after a fit, validate()
+        # or test() does not report them again.
+        if self._fitting() and self._reporting():
+            self._out.guard(lambda: self._hyperparams(params), "log_hyperparams")
+
+    def _hyperparams(self, params: Any) -> None:
         mapping = vars(params) if not isinstance(params, Mapping) and hasattr(params, "__dict__") else params
         for name, value in flatten_params(mapping or {}):
             self._out.parameter(name, value)
 
     def log_graph(self, model: Any, input_array: Any = None) -> None:
-        # Lightning calls this once at the start of fit, with the module: the
+        # Lightning calls this at the start of each stage, with the module: the
         # one place a logger is handed the trainer.
         self._out.guard(lambda: self._start(model), "log_graph")
 
     def _start(self, model: Any) -> None:
         self._trainer = trainer = getattr(model, "_trainer", None)
-        self._epoch, self._batch_size_sent = None, False
-        if not self._reporting():
-            return
+        self._out.restart()
+        if not self._fitting() or not self._reporting():
+            return  # validate, test, predict: only what they log
+        self._batch_size_sent, self._next_step = False, 0.0
         out = self._out
         out.metric(names.NUMBER_OF_LAYERS, count_leaf_modules(model))
         if trainer is None:
@@ -93,40 +113,71 @@ class RunaiLogger(_Logger):
             out.metric(names.OVERALL_EPOCHS, max_epochs)
         if trainer.optimizers:
             out.parameter(names.OPTIMIZER_NAME, optimizer_name(trainer.optimizers[0]))
-        self._learning_rate(trainer.current_epoch)
+        if not any(isinstance(c, _Hooks) and c._owner is self for c in trainer.callbacks):
+            # epoch, step and the learning rate come from the loop's own hooks: log_metrics
+            # runs only when the module logs, and after an epoch-level scheduler stepped.
+            trainer.callbacks.append(_Hooks(self))
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         if not self._reporting():
             return
-        out, trainer = self._out, self._trainer
-        if trainer is not None:
-            if not self._batch_size_sent:
-                self._batch_size_sent = True
-                out.guard(lambda: self._batch_size(trainer), "batch_size")
-            # Lightning adds "epoch" to what it logs; a new one gets its learning rate.
-            self._learning_rate(metrics.get(names.EPOCH, trainer.current_epoch))
-            step = trainer.global_step  # the optimizer's steps, the framework's global step
-        out.metrics(metrics)
-        if step is not None:
-            out.metric(names.STEP, step)
-            out.metric(names.GLOBAL_STEP, step)
+        if names.EPOCH in metrics and not self._fitting():
+            # Lightning adds its current_epoch, one past the last after a fit: the bar would overrun.
+            metrics = {key: value for key, value in metrics.items() if key != names.EPOCH}
+        self._out.metrics(metrics)
 
-    def _learning_rate(self, epoch: object) -> None:
-        if epoch == self._epoch or not self._trainer.optimizers:
-            return
-        self._epoch = epoch
-        groups = getattr(self._trainer.optimizers[0], "param_groups", None)
+    # -- from _Hooks, on the reporting rank -----------------------------------
+
+    def _epoch_start(self, trainer: Any) -> None:
+        out = self._out
+        out.metric(names.EPOCH, trainer.current_epoch)  # 0-based, as 0.4.1's Keras autolog
+        if not self._batch_size_sent:
+            self._batch_size_sent = True
+            size = getattr(trainer.train_dataloader, "batch_size", None)
+            if isinstance(size, int) and not isinstance(size, bool):
+                out.metric(names.BATCH_SIZE, size)
+        # Read here: after a checkpoint's restore, before this epoch's scheduler step.
+        groups = getattr(trainer.optimizers[0], "param_groups", None) if trainer.optimizers else None
         if groups:
             rate = groups[0].get("lr")
-            self._out.parameter(names.LEARNING_RATE, rate)  # 0.4.1's name and kind
-            self._out.metric(names.LEARNING_RATE, rate)  # and one a graph can plot
+            out.parameter(names.LEARNING_RATE, rate)  # 0.4.1's name and kind
+            out.metric(names.LEARNING_RATE, rate)  # and one a graph can plot
 
-    def _batch_size(self, trainer: Any) -> None:
-        size = getattr(trainer.train_dataloader, "batch_size", None)
-        if isinstance(size, int) and not isinstance(size, bool):
-            self._out.metric(names.BATCH_SIZE, size)
+    def _steps(self, trainer: Any) -> None:
+        step = trainer.global_step  # the optimizer's steps, the framework's global step
+        self._out.metric(names.STEP, step)
+        self._out.metric(names.GLOBAL_STEP, step)
 
     def finalize(self, status: str) -> None:
-        # Also on "failed": what was reported is delivered.
+        # Also on "failed": what was reported is delivered. Only the end of a fit waits the
+        # full reporterFinishTimeout; a failure, validate, test and predict wait briefly.
         if self._reporting():
-            self._out.finish()
+            self._out.finish(None if status == "success" and self._fitting() else SHORT_FINISH_S)
+
+
+class _Hooks(_Callback):
+    """The loop's hooks for a RunaiLogger, added to the trainer's callbacks by the logger itself."""
+
+    def __init__(self, owner: RunaiLogger) -> None:
+        self._owner = owner
+
+    def _call(self, trainer: Any, hook: Callable[[Any], None], where: str) -> None:
+        owner = self._owner
+        if owner._trainer is trainer and owner._reporting():
+            owner._out.guard(lambda: hook(trainer), where)
+
+    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        self._call(trainer, self._owner._epoch_start, "on_train_epoch_start")
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # Every batch: a clock read, and the step at most every _STEP_EVERY_S.
+        owner, now = self._owner, time.monotonic()
+        if now >= owner._next_step:
+            owner._next_step = now + _STEP_EVERY_S
+            self._call(trainer, owner._steps, "on_train_batch_end")
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        self._call(trainer, self._owner._steps, "on_train_epoch_end")  # the exact step at each epoch's end
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        self._call(trainer, self._owner._steps, "on_exception")  # before finalize("failed")
