@@ -416,3 +416,27 @@ def test_the_grace_counts_from_the_spool_files_birth_not_from_when_the_agent_not
         lock.release()
         _kill_group(job.pid)
         job.wait(timeout=10)
+
+
+def test_a_pod_failing_in_any_other_way_is_refused_and_the_agent_goes_on(spool_dir, pod) -> None:
+    import threading
+
+    from uploader.agent import Agent as NodeAgent
+    from uploader.agent_metrics import AgentMetrics
+
+    def settings_for(name: str):
+        raise RuntimeError(f"a bug, for {name}")  # whatever a pod makes fail: not a ConfigError
+
+    dead_job(spool_dir, pod, 2)
+    metrics = AgentMetrics()
+    agent = NodeAgent(spool_dir, settings_for, ("gateway",), metrics, use_watchdog=False)
+    thread = threading.Thread(target=agent.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: metrics.registry.get_sample_value("runai_uploader_refused_pods") == 1, 10, "refused")
+        assert thread.is_alive()
+        assert metrics.registry.get_sample_value("runai_uploader_pending_reports", {"podUUID": pod}) == 2
+    finally:
+        agent.stop()
+        thread.join(5)
+    assert not thread.is_alive()

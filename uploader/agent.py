@@ -51,7 +51,7 @@ logger = logging.getLogger(__name__)
 
 GRACE_SECONDS = 2.0  # a new live writer's job starts its own uploader in about 0.3 s; this leaves it room
 LOCK_POLL_SECONDS = 1.0  # an active pod's lock is probed this often: takeover within about a second
-IDLE_POLL_SECONDS = 5.0  # an idle pod's directory mtime is compared this often (one stat)
+IDLE_POLL_SECONDS = 3.0  # an idle pod's directory mtime is compared this often (one stat): + a push, under 5 s
 ROOT_POLL_SECONDS = 5.0  # the spool directory is listed this often besides its watch
 NEW_POD_SECONDS = 10.0  # a pod found this recently is looked at every LOCK_POLL_SECONDS even when idle
 REJUDGE_SECONDS = 5.0  # a pod another uploader serves is judged again this often, if its files changed
@@ -163,9 +163,7 @@ class Agent:
         try:
             self._tend(pod, now)
         except Exception as exc:  # one pod (whatever its owner planted there) must never end the agent
-            if pod.refused is None:
-                logger.error("pod %s: cannot judge it", pod.name, exc_info=True)
-            self._refuse(pod, now, f"judging it failed: {exc!r}")
+            self._refuse(pod, now, f"judging it failed: {exc!r}", trace=True)
 
     def _tend(self, pod: _Pod, now: float) -> None:
         if pod.delivery is not None:
@@ -190,9 +188,8 @@ class Agent:
         """Probe the lock; judge the pod; take it when nobody delivers what it holds."""
         try:
             holder = holder_pid(pod.path)
-        except OSError as exc:  # an unsafe lock file (a symlink, a FIFO, a hard link): nobody can take the pod
-            self._refuse(pod, now, f"its lock file {os.path.join(pod.path, 'uploader.lock')} cannot be used "
-                                   f"({exc}); remove it")
+        except OSError as exc:  # an unsafe lock file (a symlink, a FIFO, a hard link), or directory: its message
+            self._refuse(pod, now, f"its lock cannot be probed: {exc}")  # says what to do
             return
         if holder is not None:  # a live uploader serves it
             pod.state, pod.next_check = _ACTIVE, now + LOCK_POLL_SECONDS
@@ -243,9 +240,9 @@ class Agent:
         self.metrics.set_pending(pod.name, status.reports_pending, status.bytes_pending)
         return status
 
-    def _refuse(self, pod: _Pod, now: float, why: str) -> None:
+    def _refuse(self, pod: _Pod, now: float, why: str, trace: bool = False) -> None:
         if pod.refused != why:  # logged once: it is looked at again every minute
-            logger.error("pod %s: cannot deliver it: %s", _printable(pod.name), why)
+            logger.error("pod %s: cannot deliver it: %s", _printable(pod.name), why, exc_info=trace)
         pod.refused, pod.state, pod.next_check = why, _REFUSED, now + REFUSED_POLL_SECONDS
 
     def _take(self, pod: _Pod, status: Judged) -> None:

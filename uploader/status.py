@@ -133,7 +133,7 @@ def pod_status(spool_dir: str, pod_uuid: str, gateway_url: str | None = None, *,
         try:
             uploader_pid = holder_pid(pod_dir)
         except OSError as exc:  # a lock file that is a symlink, a FIFO, a hard link...: nobody can take the pod
-            refused = f"its lock file cannot be used ({exc}); remove it"
+            refused = f"its lock cannot be probed: {exc}"  # UnsafePathError's message says what to do
     files = [_file_status(os.path.join(pod_dir, n), sinks, found) for n in spool_file_names(pod_dir)]
     pending = sum(f.reports_pending for f in files)
     delivered_at = [f.last_delivered for f in files if f.last_delivered]
