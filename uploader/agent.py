@@ -16,29 +16,33 @@ Liveness is the pod lock itself (:class:`~runai.reporter.spool.PodLock`, an
   free, the agent takes the lock and delivers (:class:`PodDelivery`, a thread),
   so it takes over within about a second of an uploader's death. A spool file
   new to the agent whose writer is alive gets :data:`GRACE_SECONDS` for its job
-  to start its own uploader first.
+  to start its own uploader first, counted from the file's birth (its header's
+  time), not from when the agent noticed it.
 * *taken*: the agent's delivery runs until the writers are gone and everything
   is delivered (it retries an unreachable sink for ever), then hands the lock off
   as any uploader does and the pod is judged again.
 
 New pod directories are seen at once through a watch on the spool directory (one
-inotify watch), and within :data:`ROOT_POLL_SECONDS` without one.
+inotify watch), and within :data:`ROOT_POLL_SECONDS` without one. Judging a pod
+reads a bounded block of it at most (:mod:`.agent_judge`), and a pod that fails
+in any way is refused (looked at again every minute), never the agent's end.
 """
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass
 from typing import Callable
 
-from runai.reporter.settings import ConfigError, Settings
+from runai.reporter.settings import ConfigError, Settings, check_pod_uuid
 from runai.reporter.spool import PodLock, holder_pid, spool_file_names
 
 from .agent_delivery import PodDelivery
+from .agent_judge import Judged, Signature, dir_mtime, judge_pod, listing_signature, pod_dirs
 from .agent_metrics import AgentMetrics
 from .agent_watch import RootWatch
-from .status import PodStatus, pod_status
 from .wakeup import Wakeup
 
 __all__ = ["Agent", "GRACE_SECONDS", "IDLE_POLL_SECONDS", "LOCK_POLL_SECONDS", "NEW_POD_SECONDS", "ROOT_POLL_SECONDS"]
@@ -47,11 +51,11 @@ logger = logging.getLogger(__name__)
 
 GRACE_SECONDS = 2.0  # a new live writer's job starts its own uploader in about 0.3 s; this leaves it room
 LOCK_POLL_SECONDS = 1.0  # an active pod's lock is probed this often: takeover within about a second
-IDLE_POLL_SECONDS = 5.0  # an idle pod's directory mtime is compared this often (one stat)
+IDLE_POLL_SECONDS = 3.0  # an idle pod's directory mtime is compared this often (one stat): + a push, under 5 s
 ROOT_POLL_SECONDS = 5.0  # the spool directory is listed this often besides its watch
 NEW_POD_SECONDS = 10.0  # a pod found this recently is looked at every LOCK_POLL_SECONDS even when idle
-REJUDGE_SECONDS = 5.0  # a pod another uploader serves is read again this often, for the pending gauges
-REFUSED_POLL_SECONDS = 60.0  # a refused pod directory (unsafe, bad name) is looked at again this often
+REJUDGE_SECONDS = 5.0  # a pod another uploader serves is judged again this often, if its files changed
+REFUSED_POLL_SECONDS = 60.0  # a refused pod directory (unsafe, failing) is looked at again this often
 STOP_SECONDS = 1.0  # what the deliveries get to stop; with the metrics server's 0.5 s, SIGTERM ends it in 2 s
 # The shortest sleep between two passes over the pods, unless an event wakes the agent: each pod's next check
 # is due at its own time, and waking for each one would walk a thousand pods a thousand times per poll.
@@ -71,6 +75,8 @@ class _Pod:
     grace_until: float = 0.0
     next_check: float = 0.0
     next_judge: float = 0.0
+    signature: Signature | None = None  # its files when last judged (see _held)
+    refused: str | None = None  # why it was last refused (logged once per reason)
     delivery: PodDelivery | None = None
 
 
@@ -112,7 +118,10 @@ class Agent:
                 now = time.monotonic()
                 self._discover(now)
                 for pod in list(self._pods.values()):
-                    self._tend(pod, now)
+                    if self._stopping:
+                        break
+                    self._tend_safely(pod, now)
+                self.metrics.refused.set(sum(1 for p in self._pods.values() if p.state == _REFUSED))
                 self._wake.wait(self._sleep(time.monotonic()))
         finally:
             self._shutdown()
@@ -131,9 +140,15 @@ class Agent:
         watch = self._watch
         if watch is not None and not (watch.active or watch.failed) and os.path.isdir(self.spool_dir):
             watch.start()
-        names = _pod_dirs(self.spool_dir)
+        names = pod_dirs(self.spool_dir)
         for name in names - self._pods.keys():
-            self._pods[name] = _Pod(name, os.path.join(self.spool_dir, name), now, next_check=now)
+            pod = self._pods[name] = _Pod(name, os.path.join(self.spool_dir, name), now, next_check=now)
+            try:
+                check_pod_uuid(name, "the pod directory's name")
+            except ConfigError as exc:  # a name is never given series: it could break the metrics page
+                self._refuse(pod, now, str(exc))
+                pod.next_check = math.inf  # a name does not change
+                continue
             logger.debug("pod %s: found", name)
         for name in self._pods.keys() - names:
             if self._pods[name].delivery is None:  # a delivery notices by itself, and ends
@@ -143,6 +158,12 @@ class Agent:
         self.metrics.pods.set(len(self._pods))
 
     # -- each pod ----------------------------------------------------------------
+
+    def _tend_safely(self, pod: _Pod, now: float) -> None:
+        try:
+            self._tend(pod, now)
+        except Exception as exc:  # one pod (whatever its owner planted there) must never end the agent
+            self._refuse(pod, now, f"judging it failed: {exc!r}", trace=True)
 
     def _tend(self, pod: _Pod, now: float) -> None:
         if pod.delivery is not None:
@@ -157,7 +178,7 @@ class Agent:
         self._check(pod, now)
 
     def _listing_changed(self, pod: _Pod) -> bool:
-        mtime = _mtime(pod.path)
+        mtime = dir_mtime(pod.path)
         if mtime == pod.mtime:
             return False
         pod.mtime = mtime
@@ -167,13 +188,13 @@ class Agent:
         """Probe the lock; judge the pod; take it when nobody delivers what it holds."""
         try:
             holder = holder_pid(pod.path)
-        except OSError as exc:  # an unsafe lock file (a symlink, say): pod_status says why below
-            logger.debug("pod %s: cannot probe its lock: %s", pod.name, exc)
-            holder = None
+        except OSError as exc:  # an unsafe lock file (a symlink, a FIFO, a hard link), or directory: its message
+            self._refuse(pod, now, f"its lock cannot be probed: {exc}")  # says what to do
+            return
         if holder is not None:  # a live uploader serves it
             pod.state, pod.next_check = _ACTIVE, now + LOCK_POLL_SECONDS
             if now >= pod.next_judge:
-                self._judge(pod, now)
+                self._held(pod, now)
             return
         status = self._judge(pod, now)
         if status is None:
@@ -182,6 +203,7 @@ class Agent:
             # A directory just made is often still empty (its job creates its spool file next): look again soon.
             young = now - pod.found < NEW_POD_SECONDS
             pod.state, pod.next_check = _IDLE, now + (LOCK_POLL_SECONDS if young else IDLE_POLL_SECONDS)
+            pod.refused = None
             return
         pod.state = _ACTIVE
         if status.writers_alive and now < pod.grace_until:
@@ -192,27 +214,38 @@ class Agent:
         pod.next_check = now + LOCK_POLL_SECONDS
         self._take(pod, status)
 
-    def _judge(self, pod: _Pod, now: float) -> PodStatus | None:
-        """Read the pod's spool and checkpoints (and set its gauges); None if the directory is refused."""
-        pod.mtime = _mtime(pod.path)  # before listing: a change after it is seen next time
-        status = pod_status(self.spool_dir, pod.name, sinks=self._sinks)
-        pod.next_judge = now + REJUDGE_SECONDS
+    def _held(self, pod: _Pod, now: float) -> None:
+        """Judge a pod another uploader serves, for its gauges: only if its files changed since."""
+        signature = listing_signature(pod.path)
+        if signature == pod.signature:
+            pod.next_judge = now + REJUDGE_SECONDS
+            return
+        if self._judge(pod, now) is not None:
+            pod.signature = signature
+
+    def _judge(self, pod: _Pod, now: float) -> Judged | None:
+        """Judge the pod from its files and checkpoints (and set its gauges); None if the directory is refused."""
+        pod.mtime = dir_mtime(pod.path)  # before listing: a change after it is seen next time
+        status = judge_pod(pod.path, self._sinks)
+        pod.next_judge, pod.signature = now + REJUDGE_SECONDS, None
         if status.refused:
             self._refuse(pod, now, status.refused)
             return None
-        names = frozenset(os.path.basename(f.path) for f in status.spool_files)
-        if status.writers_alive and names - pod.files:
-            pod.grace_until = now + self._grace
-        pod.files = names
+        if status.writers_alive and status.files - pod.files:
+            # Counted from the newest live file's birth, not from now: a pod the agent noticed late (an idle
+            # pod is looked at every IDLE_POLL_SECONDS) must not wait a whole grace more.
+            born = time.time() if status.newest_birth is None else status.newest_birth
+            pod.grace_until = now + self._grace - max(0.0, time.time() - born)
+        pod.files = status.files
         self.metrics.set_pending(pod.name, status.reports_pending, status.bytes_pending)
         return status
 
-    def _refuse(self, pod: _Pod, now: float, why: str) -> None:
-        if pod.state != _REFUSED:
-            logger.error("pod %s: cannot deliver it: %s", pod.name, why)
-        pod.state, pod.next_check = _REFUSED, now + REFUSED_POLL_SECONDS
+    def _refuse(self, pod: _Pod, now: float, why: str, trace: bool = False) -> None:
+        if pod.refused != why:  # logged once: it is looked at again every minute
+            logger.error("pod %s: cannot deliver it: %s", _printable(pod.name), why, exc_info=trace)
+        pod.refused, pod.state, pod.next_check = why, _REFUSED, now + REFUSED_POLL_SECONDS
 
-    def _take(self, pod: _Pod, status: PodStatus) -> None:
+    def _take(self, pod: _Pod, status: Judged) -> None:
         if sum(1 for p in self._pods.values() if p.delivery is not None) >= self._max_deliveries:
             return  # tried again at the next lock poll
         try:
@@ -229,9 +262,10 @@ class Agent:
             lock.release()
             logger.exception("pod %s: cannot start delivering it", pod.name)
             return
-        logger.info("pod %s: no uploader holds it; delivering %d pending reports (%d writers alive)",
-                    pod.name, status.reports_pending, status.writers_alive)
-        pod.delivery, pod.state = delivery, _TAKEN
+        logger.info("pod %s: no uploader holds it; delivering %s%d pending reports (%d writers alive)",
+                    pod.name, "" if status.counted_all else "at least ", status.reports_pending,
+                    status.writers_alive)
+        pod.delivery, pod.state, pod.refused = delivery, _TAKEN, None
         delivery.start()
 
     # -- timing and stopping -----------------------------------------------------------
@@ -257,17 +291,7 @@ class Agent:
         logger.info("agent stopped")
 
 
-def _pod_dirs(spool_dir: str) -> set[str]:
-    """The pod directories under *spool_dir* (not their symlinks: pod_status refuses those anyway)."""
-    try:
-        with os.scandir(spool_dir) as entries:
-            return {e.name for e in entries if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)}
-    except OSError:
-        return set()  # not there yet: it is looked for again at the next poll
 
-
-def _mtime(path: str) -> int:
-    try:
-        return os.stat(path, follow_symlinks=False).st_mtime_ns
-    except OSError:
-        return -1
+def _printable(name: str) -> str:
+    """A directory's name as its bytes, escaped where they are not ASCII text (the log stays one clean line)."""
+    return os.fsencode(name).decode("ascii", "backslashreplace")

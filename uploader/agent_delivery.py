@@ -58,6 +58,7 @@ class PodDelivery:
             fsync_interval=settings.fsync_interval if settings.fsync == "interval" else None)
         for loop in _loops(self._uploader):
             _count_pushes(loop.pusher, self.pod, metrics)
+        _count_later_rounds(self._uploader, self.pod, metrics)
         self._thread = threading.Thread(target=self._run, name=f"pod {self.pod}", daemon=True)
 
     @property
@@ -109,7 +110,7 @@ def _loops(uploader: Uploader | SinkLoops) -> list[Uploader]:
     from .loops import SinkLoops
 
     # A SinkLoops' loops of its current round (a later round, after work arrived during a handoff, builds new
-    # ones, whose pushes are not counted as failures or successes: see _count_pushes).
+    # ones: _count_later_rounds counts their pushes too).
     return list(uploader.loops) if isinstance(uploader, SinkLoops) else [uploader]
 
 
@@ -117,6 +118,23 @@ def _sink_of(pusher: Sink) -> str:
     from .push import Pusher
 
     return GATEWAY if isinstance(pusher, Pusher) else REMOTE_WRITE
+
+
+def _count_later_rounds(uploader: Uploader | SinkLoops, pod: str, metrics: AgentMetrics) -> None:
+    """Count the pushes of the loops a SinkLoops builds for each later round, as its first round's are."""
+    from .loops import SinkLoops
+
+    if not isinstance(uploader, SinkLoops):
+        return  # one sink: one loop, whose pusher serves every round
+    build = uploader._build
+
+    def counted() -> list[Uploader]:
+        loops = build()
+        for loop in loops:
+            _count_pushes(loop.pusher, pod, metrics)
+        return loops
+
+    uploader._build = counted  # its builder, on the instance: the factory has no hook for this (as for push)
 
 
 def _count_pushes(pusher: Sink, pod: str, metrics: AgentMetrics) -> None:

@@ -39,6 +39,11 @@ class AgentMetrics:
                                   "when this agent last pushed a pod's reports successfully (Unix time)",
                                   ["podUUID", "sink"], registry=self.registry)
         self.pods = Gauge("runai_uploader_pods", "pod directories the agent follows", registry=self.registry)
+        # Refused pods have no pending series (they cannot be read safely, or their name cannot be a label):
+        # this is what an alert sees of them. The agent's log says why, once per pod.
+        self.refused = Gauge("runai_uploader_refused_pods",
+                             "pod directories the agent cannot deliver (unsafe, a bad name, failing): see its log",
+                             registry=self.registry)
         self._sinks: dict[str, set[str]] = {}  # pod -> the sinks it has series for (to remove them)
         self._lock = threading.Lock()
         self._server: Any = None

@@ -128,6 +128,12 @@ def pod_status(spool_dir: str, pod_uuid: str, gateway_url: str | None = None, *,
     """
     pod_dir = os.path.join(spool_dir, pod_uuid)
     refused = refusal(pod_dir)
+    uploader_pid = None
+    if os.path.isdir(pod_dir) and not refused:
+        try:
+            uploader_pid = holder_pid(pod_dir)
+        except OSError as exc:  # a lock file that is a symlink, a FIFO, a hard link...: nobody can take the pod
+            refused = f"its lock cannot be probed: {exc}"  # UnsafePathError's message says what to do
     files = [_file_status(os.path.join(pod_dir, n), sinks, found) for n in spool_file_names(pod_dir)]
     pending = sum(f.reports_pending for f in files)
     delivered_at = [f.last_delivered for f in files if f.last_delivered]
@@ -135,7 +141,7 @@ def pod_status(spool_dir: str, pod_uuid: str, gateway_url: str | None = None, *,
         pod_uuid=pod_uuid,
         pod_dir=pod_dir,
         refused=refused,
-        uploader_pid=holder_pid(pod_dir) if os.path.isdir(pod_dir) and not refused else None,
+        uploader_pid=uploader_pid,
         writers_alive=sum(1 for f in files if f.writer_alive),
         reports_delivered=sum(f.reports_delivered for f in files),
         reports_pending=pending,
