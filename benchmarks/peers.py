@@ -132,7 +132,7 @@ def table(results: dict[str, dict[str, object]], n: int, runs: int) -> str:
     return "\n".join(rows)
 
 
-def plot(results: dict[str, dict[str, object]], path: str) -> None:
+def plot(results: dict[str, dict[str, object]], path: str, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -149,8 +149,17 @@ def plot(results: dict[str, dict[str, object]], path: str) -> None:
     for bar, value in zip(bars, values, strict=True):
         ax.text(value * 1.1, bar.get_y() + bar.get_height() / 2, f"{value:.1f} µs", va="center", fontsize=8)
     ax.set_xlim(min(values) / 2, max(values) * 8)
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+
+
+def _versions(python: str) -> str:
+    """Python's version and each peer's, as PYTHON has them."""
+    code = ("import sys, importlib.metadata as m\n"
+            "def v(p):\n    try: return m.version(p)\n    except m.PackageNotFoundError: return 'absent'\n"
+            "print(f'python {sys.version.split()[0]}, wandb {v(\"wandb\")}, mlflow-skinny {v(\"mlflow-skinny\")}')")
+    return subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=120).stdout.strip()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,15 +181,14 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 gw.stop()
     print(table(results, args.n, args.runs))
-    version = subprocess.run([args.python, "-c", "import sys; print(sys.version.split()[0])"], capture_output=True,
-                             text=True).stdout.strip()
-    print(f"\n{args.n:,} reports per run, {args.runs} runs alternating; python {version} ({args.python}); "
+    versions = _versions(args.python)
+    print(f"\n{args.n:,} reports per run, {args.runs} runs alternating; {versions} ({args.python}); "
           f"{os.cpu_count()} CPUs; {time.perf_counter() - started:.0f} s")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"n": args.n, "runs": args.runs, "results": results}, f, indent=1)
     if args.plot:
-        plot(results, args.plot)
+        plot(results, args.plot, f"median of {args.runs} fresh interpreters, {args.n:,} reports each; {versions}")
     return 0
 
 

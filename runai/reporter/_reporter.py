@@ -120,11 +120,12 @@ class Reporter:
                                    max_bytes=self.settings.spool_file_bytes, fsync=self.settings.fsync == "always",
                                    on_tick=partial(ensure_uploader, self.settings), check=_checked_metric,
                                    names=_checked_names, closed_error=_FINISHED)
-        if type(self).reportMetric is Reporter.reportMetric:  # a subclass's own reportMetric stays in the path
-            # The writer checks a metric itself (it calls _checked_metric for a new name or a
-            # non-float), so a report is one Python call, not two: ~3% of a report. Not for a subclass
-            # that overrides reportMetric.
-            self.reportMetric = self.report_metric = self._writer.write_metric  # type: ignore[method-assign]
+        # A report is one Python call, not two (~3% of a report): the writer checks a metric through
+        # _checked_metric (for a new name or a non-float) and raises _FINISHED once closed, as reportMetric
+        # would. A subclass's own reportMetric stays in the path.
+        for alias in ("reportMetric", "report_metric"):
+            if getattr(type(self), alias) is Reporter.reportMetric:
+                setattr(self, alias, self._writer.write_metric)
         self._result: bool | None = None
         self._finish_lock = threading.Lock()  # never waited on: see finish()
         self._covered: dict[str, tuple[int, int]] = {}  # spool path -> (records, refused) once fully delivered
@@ -135,8 +136,7 @@ class Reporter:
     # -- reporting --------------------------------------------------------
 
     def reportMetric(self, name: str, value: float) -> None:  # 0.4.1's name
-        """Report a numeric metric; raises TypeError/ValueError for bad input."""
-        # A Reporter's instance attribute (see __init__) usually answers this name first.
+        """Report a numeric metric; raises TypeError/ValueError for bad input (bound to the writer: __init__)."""
         self._writer.write_metric(name, value)
 
     def reportParameter(self, name: str, value: str | int | float) -> None:  # 0.4.1's name
