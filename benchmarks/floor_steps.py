@@ -50,6 +50,10 @@ STEPS = [
       "if s.slow: pass", "seq = next(s.seq)", "if not seq & 0xFFF: pass", "ts = ns() // 1000",
       f"d = {_LINE} if isfinite(v) else b''", "if w(s.fd, d) != len(d): pass", "if ts >= s.tick_at: pass"]),
     ("reportMetric of a Reporter, as a user calls it", ["reporter.reportMetric(name, v)"]),
+    # The spool file is in the pod directory the uploader watches: while its watch is idle (not yet
+    # switched to streaming, see uploader/watch.py) each write(2) there also queues an inotify event.
+    ("design floor, its file in the watched pod directory", ["seq = i", "ts = ns() // 1000",
+                                                              f"w(pod_fd, {_LINE})"]),
 ]
 
 
@@ -79,8 +83,11 @@ def main(argv: list[str] | None = None) -> int:
                                 spool_dir=os.path.join(work, "spool"))
             reporter.reportMetric("loss", 0.0)
             fd = os.open(os.path.join(work, "floor.jsonl"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            env = {"w": os.write, "ns": time.time_ns, "fd": fd, "name": "loss", "s": _State(fd), "call": _noop,
-                   "isfinite": math.isfinite, "reporter": reporter}
+            # Not a spool file (no .jsonl): the uploader's watch sees its writes, its reader ignores them.
+            pod_fd = os.open(os.path.join(reporter.settings.pod_dir, "floor.bin"),
+                             os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            env = {"w": os.write, "ns": time.time_ns, "fd": fd, "pod_fd": pod_fd, "name": "loss", "s": _State(fd),
+                   "call": _noop, "isfinite": math.isfinite, "reporter": reporter}
             timers = [(label, timeit.Timer("for i in range(n):\n    v = 0.123456789 + i\n" +
                                            "".join(f"    {line}\n" for line in body), globals={**env, "n": args.n}))
                       for label, body in STEPS]
@@ -89,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
                 for label, timer in timers:
                     samples[label].append(timer.timeit(1) / args.n * 1e6)
                 os.ftruncate(fd, 0)
+                os.ftruncate(pod_fd, 0)
             os.close(fd)
+            os.close(pod_fd)
             assert reporter.finish()
         finally:
             try:
