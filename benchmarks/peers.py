@@ -149,7 +149,7 @@ def plot(results: dict[str, dict[str, object]], path: str, title: str) -> None:
     for bar, value in zip(bars, values, strict=True):
         ax.text(value * 1.1, bar.get_y() + bar.get_height() / 2, f"{value:.1f} µs", va="center", fontsize=8)
     ax.set_xlim(min(values) / 2, max(values) * 8)
-    ax.set_title(title, fontsize=9)
+    fig.suptitle(title, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.json, "w") as f:
             json.dump({"n": args.n, "runs": args.runs, "results": results}, f, indent=1)
     if args.plot:
-        plot(results, args.plot, f"median of {args.runs} fresh interpreters, {args.n:,} reports each; {versions}")
+        plot(results, args.plot, f"median of {args.runs} fresh interpreters, {args.n:,} reports each\n{versions}")
     return 0
 
 
