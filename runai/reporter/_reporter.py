@@ -29,8 +29,8 @@ _NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 # Names already checked, so the regex runs once per name rather than once per
 # report. Bounded so that a program inventing names cannot grow it forever.
 _checked_names: set[str] = set()
-_FINISHED = "this Reporter is finished: create a new Reporter to report again"
 _CHECKED_NAMES_MAX = 10_000
+_FINISHED = "this Reporter is finished: create a new Reporter to report again"  # a report after finish()
 
 # Reporters not yet finished; the atexit hook finishes them, so that a program
 # that never calls finish() still delivers everything (0.4.1 lost it all).
