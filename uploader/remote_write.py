@@ -16,44 +16,12 @@ keeps one value per timestamp. That holds within one push; the spool is read in
 whole milliseconds for this sink (:class:`uploader.scan.Scanner`) so that a
 millisecond's reports go in one push.
 
-What the answers mean, by the spec and by what real receivers were measured
-to do (tests/test_remote_write.py):
-
-* 2xx: delivered.
-* connection errors, timeouts, 429, 502, 503, 504: an outage; :meth:`push`
-  raises OSError and the caller retries with backoff.
-* 400 and 413: the request's content is refused; it is halved until the
-  refused samples stand alone, and those are returned as refusals.
-* 500 and the other 5xx: Prometheus 2.42 answers 500 "too old sample" for one
-  sample older than its out-of-order window and stores nothing of the
-  request, so retrying it for ever would stall every later sample. A request
-  answered so twice in a row is split like a 400; a sample alone whose answer
-  names it ("too old", "out of bounds", "out of order") is refused, and one
-  whose answer names nothing is an outage (raised).
-* "duplicate sample for timestamp": the series already has a sample at that
-  time, from an earlier send (at-least-once delivery resends after a crash):
-  delivered, not refused.
-* a sample that may be stored already: one an earlier uploader's push
-  covered before it died (its checkpoints' ``sent_seq``, written before the
-  push; such records go first, in requests of their own), or one of a request
-  whose answer never came (a timeout, a cut connection, a proxy's 502/504).
-  Prometheus refuses a request whole for one sample older than its series'
-  newest, so a request answered "out of order sample" is split like any 400;
-  such a sample alone answered "out of order sample" or "duplicate sample for
-  timestamp" is taken as stored before: delivered, not refused.
-* 401, 403, 404, 405, 407, and VictoriaMetrics' 400 "unsupported path": the
-  receiver refuses the sender (its credentials, tenant or address), not the
-  samples. Raised as for an outage, as the gateway
-  sink does: the loop backs off and gives up after its retry timeout, and the
-  reports stay on disk for ``recover`` once the configuration is fixed.
-  Refusing them instead would mark every report rejected for a wrong password.
-* any other 4xx: refused, not retried (the spec forbids retrying a 4xx).
+What each answer of a receiver means is :mod:`uploader.receiver_answers`.
 """
 from __future__ import annotations
 
 import logging
 import operator
-import socket
 from itertools import chain
 from typing import AbstractSet, Iterator, NamedTuple, Sequence
 
@@ -64,6 +32,7 @@ from runai.reporter.spool import METRIC, Report
 
 from .exposition import JOB, encoded_size, exposition_name
 from .keepalive import GatewayError, KeepAliveHandler
+from .receiver_answers import ReceiverError, may_have_arrived
 from .sink import Refusal, Sink
 from .write_request import MAX_SAMPLE_BYTES, encode_labels, encode_write_request
 
@@ -74,56 +43,12 @@ logger = logging.getLogger(__name__)
 MAX_WRITE_SAMPLES = 10_000  # samples in one request; more are sent in several
 MAX_WRITE_BYTES = 1 << 20  # of one request's protobuf, before compression
 
-_OUTAGES = (429, 502, 503, 504)  # retried with backoff, without limit
-_CONTENT = (400, 413)  # the request's content is refused: split at once
-_REFUSES_SENDER = (401, 403, 404, 405, 407)  # not the content: nothing is refused, the loop backs off
-_NAMES_A_SAMPLE = ("too old", "out of bounds", "out of order")
-_OUT_OF_ORDER = "out of order sample"  # Prometheus' answer to a sample older than its series' newest
-_WRONG_PATH = "unsupported path"  # VictoriaMetrics answers a wrong path with 400 (measured), not 404
-_PROXY_LOST_IT = (502, 504)  # a proxy's answer: the receiver behind it may have stored the request
-# Prometheus' words, measured (VictoriaMetrics takes a resend with 204); Mimir's error id, from its runbook.
-_ALREADY_THERE = ("duplicate sample for timestamp", "err-mimir-sample-duplicate-timestamp")
 _HEADERS = [
     ("Content-Encoding", "snappy"),
     ("Content-Type", "application/x-protobuf"),
     ("X-Prometheus-Remote-Write-Version", "0.1.0"),
     ("User-Agent", f"runai-uploader/{__version__}"),
 ]
-
-
-class ReceiverError(GatewayError):
-    """The remote-write receiver answered with an HTTP error status."""
-
-    def __init__(self, status: int, body: str) -> None:
-        super().__init__(status, "", body)
-        self.args = (f"the remote-write receiver answered {status}: {body.strip()[:500]}",)
-
-    @property
-    def outage(self) -> bool:
-        """The receiver is overloaded or away (429, 502, 503, 504), or refuses the sender (401, 403, 404, 405,
-        407): the request is to be sent again later, not refused."""
-        return self.status in _OUTAGES or self.status in _REFUSES_SENDER or (
-            self.status == 400 and _WRONG_PATH in self.body.lower())
-
-    @property
-    def names_a_sample(self) -> bool:
-        return any(words in self.body.lower() for words in _NAMES_A_SAMPLE)
-
-    @property
-    def already_there(self) -> bool:
-        return any(words in self.body.lower() for words in _ALREADY_THERE)
-
-    @property
-    def there_if_resent(self) -> bool:
-        """A lone sample answered so is stored already, if it may have been stored before."""
-        return self.status < 500 and (self.already_there or _OUT_OF_ORDER in self.body.lower())
-
-
-def _may_have_arrived(exc: OSError) -> bool:
-    """A request that failed so may have been stored all the same (its answer is unknown)."""
-    if isinstance(exc, ReceiverError):
-        return exc.status in _PROXY_LOST_IT
-    return not isinstance(exc, (ConnectionRefusedError, socket.gaierror))
 
 
 _MS, _SEQ, _LABELS = operator.itemgetter(0), operator.itemgetter(1), operator.itemgetter(4)  # of a _Point
@@ -283,7 +208,7 @@ class RemoteWriter(Sink):
                 raise
             if len(batch) == 1:
                 return self._judge_alone(batch[0], exc, twice)
-            if 400 <= exc.status < 500 and exc.status not in _CONTENT:
+            if 400 <= exc.status < 500 and not exc.content_refused:
                 return [(point.record, exc) for point in batch]
             if exc.status >= 500 and not twice and not exc.names_a_sample:
                 return self._write(batch, twice=True)  # once more: a passing fault gets through now
@@ -303,7 +228,7 @@ class RemoteWriter(Sink):
         try:
             self._send(batch)
         except OSError as exc:
-            if _may_have_arrived(exc):
+            if may_have_arrived(exc):
                 self.reached = True
                 self._unsure.update((point.series, point.ms, point.value) for point in batch)
             raise
