@@ -124,7 +124,7 @@ class Reporter:
         # _checked_metric (for a new name or a non-float) and raises _FINISHED once closed, as reportMetric
         # would. A subclass's own reportMetric stays in the path.
         for alias in ("reportMetric", "report_metric"):
-            if getattr(type(self), alias) is Reporter.reportMetric:
+            if getattr(type(self), alias) is _REPORT_METRIC:
                 setattr(self, alias, self._writer.write_metric)
         self._result: bool | None = None
         self._finish_lock = threading.Lock()  # never waited on: see finish()
@@ -136,7 +136,13 @@ class Reporter:
     # -- reporting --------------------------------------------------------
 
     def reportMetric(self, name: str, value: float) -> None:  # 0.4.1's name
-        """Report a numeric metric; raises TypeError/ValueError for bad input (bound to the writer: __init__)."""
+        """Report a numeric metric; raises TypeError/ValueError for bad input, ValueError once finished.
+
+        An instance's ``reportMetric`` is its writer's ``write_metric``, bound in
+        ``__init__`` (one Python frame a report) unless a subclass overrides
+        this method, or the class's method is patched before the instance is
+        made; a patch made afterwards does not reach existing instances.
+        """
         self._writer.write_metric(name, value)
 
     def reportParameter(self, name: str, value: str | int | float) -> None:  # 0.4.1's name
@@ -276,6 +282,11 @@ class Reporter:
     def __repr__(self) -> str:
         state = "finished" if self.finished else "open"
         return f"<Reporter pod={self.settings.pod_uuid!r} spool={self._writer.path!r} {state}>"
+
+
+# Reporter.reportMetric as defined, so that a class-level patch or wrapper (mock.patch.object, tracing)
+# made before a Reporter is created stays in its path.
+_REPORT_METRIC = Reporter.reportMetric
 
 
 def _track(reporter: Reporter) -> None:

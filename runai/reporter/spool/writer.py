@@ -90,10 +90,16 @@ class SpoolWriter(_Rotating):
     # -- the hot path ---------------------------------------------------
 
     def write_metric(self, name: str, value: float) -> None:
-        """Append a metric report: a Reporter's ``reportMetric`` (TypeError/ValueError for bad input)."""
+        """Report a numeric metric; raises TypeError/ValueError for bad input, ValueError once finished.
+
+        A Reporter's ``reportMetric`` is this method of its writer (one Python
+        frame a report); ``help(reporter.reportMetric)`` shows this text.
+        """
         # One Python frame for the whole report (a Reporter binds this method as its reportMetric): every
         # call and attribute lookup saved is a measurable share of a ~2.5 us report.
         if type(name) is not str or name not in self._names or type(value) is not float:
+            if self.closed and self._closed_error:  # rare path: the finished error comes before the checks
+                raise ValueError(self._closed_error)
             name, value = self._check(name, value)
         if self._slow:  # a fork, a torn line, fsync or close(): the general path
             if self.closed and self._closed_error:
@@ -151,7 +157,11 @@ class SpoolWriter(_Rotating):
         self._lose(OSError(errno.ENOSPC, "short write"))
 
     def _recheck(self) -> None:  # reports take the general path while anything needs it
-        self._slow = self._torn or self._sync or self.closed or self._fork_pending
+        self._slow = slow = self._torn or self._sync or self.closed or self._fork_pending
+        if not slow and (self.closed or self._torn or self._fork_pending):
+            # close() or a short write (another thread, or a signal handler in this one) set its flag after
+            # it was read above, and the store may have undone its _slow = True: never let it go back.
+            self._slow = True
 
     @property
     def _forked(self) -> bool:  # set by the fork hook in a child (_fds.after_fork): its next report opens its own file
