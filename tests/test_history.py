@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
 from runai.reporter import Reporter
+from runai.reporter.spool import writer as spool_writer
 from harness import job_env
 from tests._helpers import uploader_cli
 
@@ -38,10 +41,14 @@ def test_history_csv_returns_every_report_in_order(env: dict[str, str]) -> None:
 
 
 @pytest.mark.parametrize("x_axis", ["time", "step"])
-def test_history_plot_writes_a_png(env: dict[str, str], tmp_path, x_axis: str) -> None:
+def test_history_plot_writes_a_png(env: dict[str, str], tmp_path, x_axis: str, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("matplotlib")
     import matplotlib.image
 
+    # 600 reports take about a millisecond: on a time axis they would stand in one vertical line. A clock
+    # 10 ms a report (ending seconds ago, never in the future) spreads the curves as a training run would.
+    clock = itertools.count(time.time_ns() - 10**10, 10_000_000)
+    monkeypatch.setattr(spool_writer, "_time_ns", lambda: next(clock))
     with Reporter() as reporter:
         for i in range(300):
             reporter.reportMetric("loss", 2.0 / (1 + i / 30))
