@@ -59,7 +59,7 @@ REFUSED_POLL_SECONDS = 60.0  # a refused pod directory (unsafe, failing) is look
 STOP_SECONDS = 1.0  # what the deliveries get to stop; with the metrics server's 0.5 s, SIGTERM ends it in 2 s
 # The shortest sleep between two passes over the pods, unless an event wakes the agent: each pod's next check
 # is due at its own time, and waking for each one would walk a thousand pods a thousand times per poll.
-MIN_SLEEP_SECONDS = 0.25  # what the deliveries get to stop: SIGTERM ends the agent within 2 s
+MIN_SLEEP_SECONDS = 0.25
 
 _IDLE, _ACTIVE, _TAKEN, _REFUSED = "idle", "active", "taken", "refused"
 
@@ -154,7 +154,7 @@ class Agent:
             if self._pods[name].delivery is None:  # a delivery notices by itself, and ends
                 del self._pods[name]
                 self.metrics.forget(name)
-                logger.info("pod %s: its directory is gone", name)
+                logger.info("pod %s: its directory is gone", _printable(name))  # maybe a refused name
         self.metrics.pods.set(len(self._pods))
 
     # -- each pod ----------------------------------------------------------------
@@ -169,7 +169,10 @@ class Agent:
         if pod.delivery is not None:
             if pod.delivery.alive:
                 return
-            pod.delivery, pod.state, pod.next_check = None, _ACTIVE, now
+            failed, pod.delivery, pod.state, pod.next_check = pod.delivery.failed, None, _ACTIVE, now
+            if failed:  # its traceback is logged: tried again in a minute, not every second
+                self._refuse(pod, now, "its delivery failed")
+                return
         if now < pod.next_check:
             return
         if pod.state == _IDLE and not self._listing_changed(pod):
@@ -258,9 +261,9 @@ class Agent:
             if not lock.acquire():
                 return  # its own uploader took it meanwhile
             delivery = PodDelivery(settings, lock, self.metrics, self._wake.set)
-        except Exception:  # this pod, not the agent: tried again at the next lock poll
+        except Exception as exc:  # this pod, not the agent: refused (a traceback a minute, not one a second)
             lock.release()
-            logger.exception("pod %s: cannot start delivering it", pod.name)
+            self._refuse(pod, time.monotonic(), f"cannot start delivering it: {exc!r}", trace=True)
             return
         logger.info("pod %s: no uploader holds it; delivering %s%d pending reports (%d writers alive)",
                     pod.name, "" if status.counted_all else "at least ", status.reports_pending,
@@ -289,7 +292,6 @@ class Agent:
                            "after a receiver's answer, so nothing is lost", len(late), ", ".join(late))
         self._wake.close()
         logger.info("agent stopped")
-
 
 
 def _printable(name: str) -> str:

@@ -24,9 +24,10 @@ from runai.reporter.spool import GATEWAY, REMOTE_WRITE, PodLock
 
 from .agent_metrics import AgentMetrics
 from .factory import build_uploader
+from .loops import SinkLoops
+from .push import Pusher
 
 if TYPE_CHECKING:
-    from .loops import SinkLoops
     from .service import Uploader
     from .sink import Sink
 
@@ -60,6 +61,7 @@ class PodDelivery:
             _count_pushes(loop.pusher, self.pod, metrics)
         _count_later_rounds(self._uploader, self.pod, metrics)
         self._thread = threading.Thread(target=self._run, name=f"pod {self.pod}", daemon=True)
+        self.failed = False  # its run raised (set before the thread ends)
 
     @property
     def alive(self) -> bool:
@@ -81,7 +83,8 @@ class PodDelivery:
             self._count_delivered()
             logger.info("pod %s: done (status %d): %d reports delivered by the agent", self.pod, status,
                         self._uploader.delivered_records)
-        except Exception:  # one pod's failure must not end the agent; it tries the pod again later
+        except Exception:  # one pod's failure must not end the agent; it refuses the pod, tried again later
+            self.failed = True
             logger.exception("pod %s: delivery failed", self.pod)
         finally:
             self._lock.release()
@@ -107,23 +110,17 @@ class PodDelivery:
 
 
 def _loops(uploader: Uploader | SinkLoops) -> list[Uploader]:
-    from .loops import SinkLoops
-
     # A SinkLoops' loops of its current round (a later round, after work arrived during a handoff, builds new
     # ones: _count_later_rounds counts their pushes too).
     return list(uploader.loops) if isinstance(uploader, SinkLoops) else [uploader]
 
 
 def _sink_of(pusher: Sink) -> str:
-    from .push import Pusher
-
     return GATEWAY if isinstance(pusher, Pusher) else REMOTE_WRITE
 
 
 def _count_later_rounds(uploader: Uploader | SinkLoops, pod: str, metrics: AgentMetrics) -> None:
     """Count the pushes of the loops a SinkLoops builds for each later round, as its first round's are."""
-    from .loops import SinkLoops
-
     if not isinstance(uploader, SinkLoops):
         return  # one sink: one loop, whose pusher serves every round
     build = uploader._build
