@@ -145,6 +145,8 @@ def parameter_value(value: object) -> str | int | float:
     code = "f" if dtype.endswith("float32") else "e" if dtype.endswith("float16") else None
     if code is None:
         return int(number) if number.is_integer() and "int" in dtype else number
+    if number != number:  # NaN equals no text read back: the search below would end in StopIteration
+        return "nan"
     # The shortest decimal that reads back as the same single- or half-precision number.
     narrow = struct.unpack(code, struct.pack(code, number))[0]
     return next(text for text in (f"{number:.{digits}g}" for digits in range(1, 18))

@@ -150,15 +150,15 @@ class SpoolTail(OwnedFd):
                 return self.read(min(limit * 2, MAX_LINE_BYTES + 1), whole_ms, hold_open)
             self._skip_long_line()
             return []
-        fast = decode_metrics(data[:end])
+        self._searched = 0  # a search, if one was under way, is moot: a newline was found
+        block = data[:end]  # one copy of up to a block, for both decoders
+        fast = decode_metrics(block)
         if fast:  # nearly every block: every line a writer's metric
             return self._took(end, fast)
-        self._searched = 0  # a search, if one was under way, is moot: a newline was found
-        return self._read_lines(data[:end])
+        return self._read_lines(block)
 
     def _took(self, end: int, records: list[Report]) -> list[Report]:
         """Move past *records*, decoded from the lines before the newline at *end* (from :attr:`offset`)."""
-        self._searched = 0  # a search, if one was under way, is moot: a newline was found
         self.records += len(records)
         self.last_seq = records[-1].seq
         self.offset += end + 1
