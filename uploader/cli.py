@@ -13,6 +13,7 @@ import gc
 import io
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -113,12 +114,12 @@ def _parser() -> argparse.ArgumentParser:
                                          "for ever (a node agent: docs/agent.md)")
     add_options(agent, ("spool_dir", "gateway_url", "remote_write_url", "push_timeout", "push_interval",
                         "history_bytes"))
-    agent.add_argument("--metrics-port", type=int, help="serve the agent's metrics on this port (default: none)")
+    agent.add_argument("--metrics-port", type=_port, help="serve the agent's metrics on this port (default: none)")
     agent.add_argument("--metrics-address", default="127.0.0.1",
                        help="the address the metrics are served on (default: 127.0.0.1; in a pod, its IP)")
-    agent.add_argument("--max-deliveries", type=int, default=256,
+    agent.add_argument("--max-deliveries", type=_at_least_one, default=256,
                        help="pods delivered at once, a thread each (default: 256)")
-    agent.add_argument("--grace-seconds", type=float, default=2.0,
+    agent.add_argument("--grace-seconds", type=_seconds, default=2.0,
                        help="how long a new live writer's job has to start its own uploader (default: 2)")
     agent.set_defaults(func=_agent)
 
@@ -171,6 +172,30 @@ def _run(args: argparse.Namespace) -> int:
 
 
 # -- agent --------------------------------------------------------------------
+
+
+# The agent's own options, checked when parsed: 0 deliveries would deliver nothing, silently, and a grace of
+# inf or nan would leave every live writer's pod to an uploader that may never come.
+def _at_least_one(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
+def _port(text: str) -> int:
+    if not text.strip().isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0 to 65535)")
+    return int(text)
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number of seconds, 0 or more")
+    return seconds
 
 
 def _agent(args: argparse.Namespace) -> int:

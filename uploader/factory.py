@@ -9,7 +9,7 @@ import logging
 import resource
 from typing import TYPE_CHECKING, Any
 
-from runai.reporter.settings import Settings
+from runai.reporter.settings import ENV_RW_BEARER_TOKEN_FILE, ConfigError, Settings, read_secret_file
 from runai.reporter.spool import GATEWAY
 
 if TYPE_CHECKING:
@@ -79,11 +79,18 @@ def build_sink(settings: Settings, sink: str) -> Sink:
 
 
 def _bearer_token(path: str | None) -> str | None:
-    """The token in *path* (read when the sink is built, so that a rotated token is used by the next uploader)."""
+    """The token in *path* (read when the sink is built, so that a rotated token is used by the next uploader).
+
+    Read as the settings read a password file; a token that cannot go in an HTTP header (a line break inside,
+    a character outside ASCII) is a ConfigError here, not a ValueError out of every push.
+    """
     if path is None:
         return None
-    with open(path, encoding="utf-8") as f:
-        return f.read().strip()
+    token = read_secret_file(path, ENV_RW_BEARER_TOKEN_FILE).strip()
+    if not (token.isascii() and token.isprintable()):
+        raise ConfigError(f"{ENV_RW_BEARER_TOKEN_FILE}={path!r} does not hold one token of printable ASCII on "
+                          "one line")
+    return token
 
 
 def raise_open_files_limit() -> None:

@@ -33,8 +33,6 @@ MAX_PUSH_VALUES = 10_000  # values in one push
 
 _GATEWAY_TIMEOUT = 504  # a proxy in front of the gateway gave up waiting: a timeout, as the uploader's own
 
-# Why a record was refused: the gateway's answer, or why it was not sent.
-
 
 class Pusher(Sink):
     """Pushes records of one pod to one Pushgateway."""

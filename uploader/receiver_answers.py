@@ -56,13 +56,14 @@ class ReceiverError(GatewayError):
     def __init__(self, status: int, body: str) -> None:
         super().__init__(status, "", body)
         self.args = (f"the remote-write receiver answered {status}: {body.strip()[:500]}",)
+        self._words = body.lower()  # what the properties below search, lowered once (up to MAX_ANSWER_BYTES)
 
     @property
     def outage(self) -> bool:
         """The receiver is overloaded or away (429, 502, 503, 504), or refuses the sender (401, 403, 404, 405,
         407): the request is to be sent again later, not refused."""
         return self.status in _OUTAGES or self.status in _REFUSES_SENDER or (
-            self.status == 400 and _WRONG_PATH in self.body.lower())
+            self.status == 400 and _WRONG_PATH in self._words)
 
     @property
     def content_refused(self) -> bool:
@@ -71,16 +72,16 @@ class ReceiverError(GatewayError):
 
     @property
     def names_a_sample(self) -> bool:
-        return any(words in self.body.lower() for words in _NAMES_A_SAMPLE)
+        return any(words in self._words for words in _NAMES_A_SAMPLE)
 
     @property
     def already_there(self) -> bool:
-        return any(words in self.body.lower() for words in _ALREADY_THERE)
+        return any(words in self._words for words in _ALREADY_THERE)
 
     @property
     def there_if_resent(self) -> bool:
         """A lone sample answered so is stored already, if it may have been stored before."""
-        return self.status < 500 and (self.already_there or _OUT_OF_ORDER in self.body.lower())
+        return self.status < 500 and (self.already_there or _OUT_OF_ORDER in self._words)
 
 
 def may_have_arrived(exc: OSError) -> bool:

@@ -28,6 +28,7 @@ from typing import AbstractSet, Iterator, NamedTuple, Sequence
 import cramjam
 
 from runai.reporter import __version__
+from runai.reporter.settings import ConfigError
 from runai.reporter.spool import METRIC, Report
 
 from .exposition import JOB, encoded_size, exposition_name
@@ -82,6 +83,10 @@ class RemoteWriter(Sink):
         super().__init__(url, pod_uuid, timeout)
         if bearer_token is not None and username is not None:
             raise ValueError("give the remote-write receiver a username and password or a bearer token, not both")
+        if tenant and not (tenant.isascii() and tenant.isprintable()):
+            # http.client would refuse the header on every request, with a ValueError no push expects.
+            raise ConfigError(f"the remote-write tenant {tenant!r} cannot be sent as X-Scope-OrgID: "
+                              "give one of printable ASCII, on one line")
         self._headers = _HEADERS + ([("X-Scope-OrgID", tenant)] if tenant else [])
         self._http = KeepAliveHandler.for_url(url, username=username, password=password, bearer_token=bearer_token,
                                               ca_file=ca_file)

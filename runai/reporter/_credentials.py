@@ -25,7 +25,9 @@ from ._validate import (
     ConfigError,
 )
 
-__all__ = ["check_credentials", "check_remote_write_credentials"]
+__all__ = ["check_credentials", "check_remote_write_credentials", "read_secret_file"]
+
+_MAX_SECRET_CHARS = 64 << 10  # a password or token far longer is a file named by mistake (a JWT is a few KiB)
 
 
 def check_credentials(env: Mapping[str, str], url: str | None, username: str | None, password: str | None,
@@ -53,14 +55,7 @@ def _credentials(env: Mapping[str, str], url: str | None, username: str | None, 
     env_url, env_user, env_password, env_password_file, env_ca = names
     password_file = env.get(env_password_file) or None
     if password_file and password is None:
-        try:
-            # O_NONBLOCK: a FIFO (or a device) named by mistake is refused below, never waited on at creation.
-            with open(os.open(password_file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), encoding="utf-8") as f:
-                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                    raise ConfigError(f"{env_password_file}={password_file!r} is not a file")
-                password = f.read().rstrip("\r\n")
-        except OSError as exc:
-            raise ConfigError(f"{env_password_file}={password_file!r} cannot be read: {exc.strerror}") from None
+        password = read_secret_file(password_file, env_password_file).rstrip("\r\n")
     if (username is None) != (password is None):
         raise ConfigError(f"set both {env_user} and {env_password} (or {env_password_file}) for basic auth, "
                           "or neither")
@@ -71,3 +66,23 @@ def _credentials(env: Mapping[str, str], url: str | None, username: str | None, 
             raise ConfigError(f"{env_ca}={ca_file!r} is not a file")
         ca_file = os.path.abspath(ca_file)
     return username, password, ca_file
+
+
+def read_secret_file(path: str, what: str) -> str:
+    """The text of the secret file *path* (named *what* in messages), or ConfigError saying what is wrong.
+
+    O_NONBLOCK: a FIFO or a device named by mistake (or put in the file's place since) is refused, never
+    waited on; and at most _MAX_SECRET_CHARS are read.
+    """
+    try:
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), encoding="utf-8") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise ConfigError(f"{what}={path!r} is not a file")
+            text = f.read(_MAX_SECRET_CHARS + 1)
+    except OSError as exc:
+        raise ConfigError(f"{what}={path!r} cannot be read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what}={path!r} is not UTF-8 text") from None
+    if len(text) > _MAX_SECRET_CHARS:
+        raise ConfigError(f"{what}={path!r} is longer than {_MAX_SECRET_CHARS} characters: is it the right file?")
+    return text

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 
 from .spool.checkpoint import GATEWAY, REMOTE_WRITE, SINKS
-from ._credentials import check_credentials, check_remote_write_credentials
+from ._credentials import check_credentials, check_remote_write_credentials, read_secret_file
 from ._validate import (
     ENV_CA_FILE,
     ENV_FINISH_TIMEOUT,
@@ -67,10 +67,10 @@ __all__ = [
     "DEFAULT_PUSH_TIMEOUT", "DEFAULT_RETRY_TIMEOUT", "DEFAULT_SPOOL_FILE_BYTES", "ENV_CA_FILE", "ENV_FINISH_TIMEOUT",
     "ENV_FSYNC", "ENV_FSYNC_INTERVAL", "ENV_GATEWAY_URL", "ENV_HISTORY_BYTES", "ENV_PASSWORD", "ENV_PASSWORD_FILE",
     "ENV_POD_UUID", "ENV_PUSH_INTERVAL", "ENV_PUSH_TIMEOUT", "ENV_REMOTE_WRITE_URL", "ENV_RETRY_TIMEOUT",
-    "ENV_SPOOL_DIR", "ENV_SPOOL_FILE_BYTES", "ENV_USERNAME", "FSYNC_POLICIES", "ConfigError", "Setting", "Settings",
-    "add_options", "check_keywords", "check_pod_uuid", "command_line", "command_line_settings", "default_spool_dir",
-    "load_settings", "normalize_gateway_url", "recover_command", "resolve_spool_dir", "setting", "settings_from_args",
-    "warn_insecure_auth",
+    "ENV_RW_BEARER_TOKEN_FILE", "ENV_SPOOL_DIR", "ENV_SPOOL_FILE_BYTES", "ENV_USERNAME", "FSYNC_POLICIES",
+    "ConfigError", "Setting", "Settings", "add_options", "check_keywords", "check_pod_uuid", "command_line",
+    "command_line_settings", "default_spool_dir", "load_settings", "normalize_gateway_url", "read_secret_file",
+    "recover_command", "resolve_spool_dir", "setting", "settings_from_args", "warn_insecure_auth",
 ]
 
 logger = logging.getLogger(__name__)
