@@ -102,4 +102,6 @@ class _Rotating:
                 continue
             self._devnull_fds.append(fd)
             self._released.append(SpoolFile(path, spool_id, size))
+        if self.closed:  # close() ran meanwhile (a signal handler in this thread): it retired them all already
+            return
         self._rotated = keep
