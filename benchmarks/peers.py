@@ -162,6 +162,15 @@ def _versions(python: str) -> str:
     return subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=120).stdout.strip()
 
 
+def interpreter(path: str) -> str:
+    """PATH made absolute against the caller's cwd: each logger's child runs in a directory of its own."""
+    python = os.path.abspath(path)  # not realpath: a venv's python is a symlink that must stay one
+    if not (os.path.isfile(python) and os.access(python, os.X_OK)):
+        raise SystemExit(f"peers.py: --python {path}: no executable at {python}; create the peers' venv first "
+                         "(see benchmarks/requirements-peers.txt) or pass its python's path")
+    return python
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--python", default=sys.executable, help="the interpreter the loggers run in")
@@ -170,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", metavar="PNG", help="also draw CPU per report, log scale, into PNG")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = parser.parse_args(argv)
+    args.python = interpreter(args.python)
     with tempfile.TemporaryDirectory(prefix="runai-peers-") as base:
         gw = Pushgateway(base).start()
         try:

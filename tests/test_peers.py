@@ -45,3 +45,27 @@ def test_peers_prints_the_table_with_each_logger_measured(tmp_path) -> None:
     assert results["mlflow"]["kept"] == [N]  # the synchronous file store appends each value before returning
     assert "| this reporter, reportMetric |" in out
     assert f"of {N:,} reports after SIGKILL" in out
+
+
+def test_a_missing_interpreter_is_refused_naming_the_fix(tmp_path) -> None:
+    out = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "peers.py"), "--python",
+                          "no-such-venv/bin/python"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode != 0
+    assert str(tmp_path / "no-such-venv" / "bin" / "python") in out.stderr
+    assert "benchmarks/requirements-peers.txt" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+@pytest.mark.e2e
+def test_a_relative_python_is_found_from_the_callers_directory(tmp_path) -> None:
+    # The documented `benchmarks/peers.py --python .venv-peers/bin/python`: each child runs in a directory of
+    # its own, where the relative path would not be found.
+    venv_parent = os.path.dirname(os.path.dirname(os.path.dirname(sys.executable)))
+    relative = os.path.relpath(sys.executable, venv_parent)
+    figures = tmp_path / "peers.json"
+    subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "peers.py"), "--python", relative,
+                    "-n", "5", "--runs", "1", "--json", str(figures)], capture_output=True, text=True,
+                   timeout=600, check=True, cwd=venv_parent)
+    results = json.loads(figures.read_text())["results"]
+    assert results["os.write"]["kept"] == [5]
+    assert results["runai"]["kept"] == [5]
