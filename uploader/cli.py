@@ -59,7 +59,7 @@ EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # what a shell reports for a tool kille
 def main(argv: Sequence[str] | None = None) -> int:
     # A drain holds hundreds of thousands of records and samples (tuples, without cycles among them); at
     # the default threshold (700 allocations) the cyclic collector traverses them over and over, a third
-    # of a drain's CPU time (docs/performance.md). Cycles are rare here: collect them seldom.
+    # of a drain's CPU time (docs/design/performance.md). Cycles are rare here: collect them seldom.
     gc.set_threshold(100_000, 50, 100)
     parser = _parser()
     args = parser.parse_args(argv)

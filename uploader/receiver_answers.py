@@ -1,5 +1,5 @@
 """What a Prometheus remote-write receiver's answer means: by the spec, and by what real receivers were measured
-to do (tests/test_remote_write.py, docs/scaling.md).
+to do (tests/test_remote_write.py, docs/design/scaling.md).
 
 * 2xx: delivered.
 * connection errors, timeouts, 429, 502, 503, 504: an outage; :meth:`~uploader.remote_write.RemoteWriter.push`

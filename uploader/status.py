@@ -161,7 +161,7 @@ def clock_skew(pod_dir: str, files: list[FileStatus], now: float | None = None) 
 
     A sample a few seconds old is refused as too old only when the receiver's
     newest samples are far ahead of it: some pod's clock is ahead and moved the
-    receiver's head forward (docs/scaling.md), and every pod with a right clock
+    receiver's head forward (docs/design/scaling.md), and every pod with a right clock
     is refused until real time catches up. Nothing is read but the last 64 KiB
     of the pod's log and of each spool file.
 

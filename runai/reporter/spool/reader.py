@@ -28,7 +28,7 @@ _WARN_LINES = 5  # skipped lines of one file warned about one by one
 SEARCH_BYTES = 16 * _BLOCK  # searched for the end of an overlong line per read() call
 # A millisecond still open may get more lines: read it once it has been over this long, the usual delay
 # between a writer stamping a report and appending it (microseconds; a thread preempted between the two, as
-# by a GIL switch after 5 ms, can still land a report in the next push: docs/scaling.md).
+# by a GIL switch after 5 ms, can still land a report in the next push: docs/design/scaling.md).
 MS_GUARD = 0.002
 _FUTURE_S = 1.0  # a line stamped further ahead than this is a clock that stepped back: never wait for it
 _TS_US = re.compile(rb'"ts_us":(\d{1,19})[,}]')
