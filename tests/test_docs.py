@@ -1,4 +1,4 @@
-"""The docs: every page renders as Markdown, the README links to each, and no link is dead."""
+"""The docs: every page renders as Markdown, the docs index links to each, and no link is dead."""
 from __future__ import annotations
 
 import glob
@@ -10,8 +10,9 @@ from markdown_it import MarkdownIt
 
 from harness import REPO
 
-PAGES = sorted(glob.glob(os.path.join(REPO, "docs", "*.md")))
-MARKDOWN = [os.path.join(REPO, "README.md"), *PAGES]
+INDEX = os.path.join(REPO, "docs", "README.md")
+PAGES = sorted(glob.glob(os.path.join(REPO, "docs", "**", "*.md"), recursive=True))
+MARKDOWN = [os.path.join(REPO, "README.md"), os.path.join(REPO, "CONTRIBUTING.md"), *PAGES]
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 
@@ -31,15 +32,18 @@ def anchors(path: str) -> set[str]:
     return {slug(tokens[i + 1].content) for i, t in enumerate(tokens) if t.type == "heading_open"}
 
 
-def test_the_readme_links_every_docs_page() -> None:
+def test_the_readme_links_the_docs_index_and_the_index_every_page() -> None:
     readme = read(os.path.join(REPO, "README.md"))
+    assert "](docs/README.md)" in readme and "](CONTRIBUTING.md)" in readme
+    index = read(INDEX)
     assert len(PAGES) >= 8
     for page in PAGES:
-        assert f"](docs/{os.path.basename(page)})" in readme, f"README.md does not link {page}"
-    assert "](docs/grafana/runai-reporter-dashboard.json)" in readme
+        if page != INDEX:
+            assert f"]({os.path.relpath(page, os.path.dirname(INDEX))}" in index, f"docs/README.md does not link {page}"
+    assert "](grafana/runai-reporter-dashboard.json)" in index
 
 
-@pytest.mark.parametrize("path", MARKDOWN, ids=os.path.basename)
+@pytest.mark.parametrize("path", MARKDOWN, ids=lambda path: os.path.relpath(path, REPO))
 def test_every_page_renders(path: str) -> None:
     text = read(path)
     fences = [line for line in text.splitlines() if line.lstrip().startswith("```")]
@@ -51,7 +55,7 @@ def test_every_page_renders(path: str) -> None:
     assert html.count("<table>") == len(re.findall(r"^\|[ :-]*-[ :|-]*\|$", text, re.M))
 
 
-@pytest.mark.parametrize("path", MARKDOWN, ids=os.path.basename)
+@pytest.mark.parametrize("path", MARKDOWN, ids=lambda path: os.path.relpath(path, REPO))
 def test_no_link_is_dead(path: str) -> None:
     in_code = re.sub(r"```.*?```", "", read(path), flags=re.S)
     for target in LINK.findall(in_code):
