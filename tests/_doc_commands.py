@@ -140,5 +140,6 @@ def extras() -> set[str]:
         tree = ast.parse(f.read())
     for node in ast.walk(tree):
         if isinstance(node, ast.keyword) and node.arg == "extras_require" and isinstance(node.value, ast.Dict):
-            return {key.value for key in node.value.keys if isinstance(key, ast.Constant)}
+            keys = [key.value for key in node.value.keys if isinstance(key, ast.Constant)]
+            return {key for key in keys if isinstance(key, str)}
     raise AssertionError("setup.py defines no extras_require")

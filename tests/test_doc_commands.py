@@ -114,6 +114,8 @@ def test_the_read_only_commands_run_on_a_real_spool(command: Shown, tmp_path) ->
     done = subprocess.run(["bash", "-c", command.text], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, f"{command}: exits {done.returncode}:\n{done.stdout[-1000:]}{done.stderr[-2000:]}"
+    assert "doc-pod" in done.stdout or "loss" in done.stdout or list(tmp_path.glob("*.png")), (
+        f"{command}: printed nothing of the spool and wrote no plot:\n{done.stdout[-1000:]}")
 
 
 def _problem(argv: list[str]) -> str | None:
