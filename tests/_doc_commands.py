@@ -11,6 +11,7 @@ import glob
 import os
 import re
 import shlex
+import textwrap
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -56,6 +57,16 @@ def fences(path: str) -> Iterator[tuple[int, str]]:
                 if not inside:
                     yield number, match.group(2)
                 inside = not inside
+
+
+def python_blocks(path: str) -> Iterator[tuple[int, str]]:
+    """(opening line, source) of each ```python block."""
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    for start, language in fences(path):
+        if language == "python":
+            end = next(i for i in range(start, len(lines)) if FENCE.match(lines[i]))
+            yield start, textwrap.dedent("\n".join(lines[start:end]))  # a block in a list item is indented
 
 
 def shown(path: str) -> list[Shown]:

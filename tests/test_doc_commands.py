@@ -28,6 +28,7 @@ from tests._doc_commands import (
     has_placeholder,
     options,
     pages,
+    python_blocks,
     simple_commands,
 )
 
@@ -64,6 +65,15 @@ def test_every_code_block_names_its_language(path: str) -> None:
     # A block without one (sh, console, text, python, promql, yaml ...) would hide a command from this test.
     unnamed = [line for line, language in fences(path) if not language]
     assert not unnamed, f"{os.path.relpath(path, REPO)}: lines {unnamed}: a ``` block names no language"
+
+
+@pytest.mark.parametrize("path", pages(), ids=lambda p: os.path.relpath(p, REPO))
+def test_every_python_block_compiles(path: str) -> None:
+    for line, source in python_blocks(path):
+        try:
+            compile(source, f"{path}:{line}", "exec")
+        except SyntaxError as exc:
+            raise AssertionError(f"{os.path.relpath(path, REPO)}:{line + (exc.lineno or 0)}: {exc.msg}") from None
 
 
 @pytest.mark.parametrize("command", [c for c in COMMANDS if not c.synopsis], ids=ids)
