@@ -92,6 +92,7 @@ wheel=$(ls "$context"/wheels/runai-*.whl)
   "$wheel" >&2 || die "pip could not fetch the dependencies' wheels for Python $py_version ($platforms)"
 
 cp "$HERE/Dockerfile" "$HERE/.dockerignore" "$context/"
+# --network=none: the wheels are all there, so the build never reaches out (nor needs a container network).
 echo "==> ${engine[*]} build --build-arg BASE=$BASE --tag $TAG" >&2
-"${engine[@]}" build "${limits[@]}" --build-arg "BASE=$BASE" --tag "$TAG" "$context" >&2 || die "the image build failed (above)"
+"${engine[@]}" build "${limits[@]}" --network=none --build-arg "BASE=$BASE" --tag "$TAG" "$context" >&2 || die "the image build failed (above)"
 echo "$TAG"
