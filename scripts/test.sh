@@ -6,7 +6,11 @@ set -euo pipefail
 PIP_FIRST="torch==2.13.0"
 PIP_EXTRAS=test,keras,lightning,transformers  # lightning, transformers, accelerate beside the pinned CPU torch
 # The Pushgateway comes anyway; Prometheus scrapes it end to end, and takes remote writes as VictoriaMetrics does.
-EXTRA_APT=(prometheus victoria-metrics)
+# podman (with runc: its default crun fails here) builds and runs the image of deploy/container/ from a base
+# mmdebstrap makes (tests/test_container.py); kubectl renders deploy/kubernetes/ (tests/test_deploy.py): Debian's
+# kubernetes-client where no kubectl is installed.
+EXTRA_APT=(prometheus victoria-metrics podman runc mmdebstrap)
+command -v kubectl >/dev/null 2>&1 || EXTRA_APT+=(kubernetes-client)
 source "$(dirname "$0")/_setup.sh"
 echo "==> ruff check and mypy --strict (mypy.ini) over runai/ and uploader/"
 .venv/bin/ruff check .
