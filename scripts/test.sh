@@ -5,8 +5,9 @@
 set -euo pipefail
 PIP_FIRST="torch==2.13.0"
 PIP_EXTRAS=test,keras,lightning,transformers  # lightning, transformers, accelerate beside the pinned CPU torch
-# The Pushgateway comes anyway; Prometheus scrapes it end to end, and takes remote writes as VictoriaMetrics does.
-EXTRA_APT=(prometheus victoria-metrics)
+# The Pushgateway comes anyway; Prometheus scrapes it end to end, and takes remote writes as VictoriaMetrics does;
+# it sends the rules' alerts (deploy/prometheus/rules.yml) to a real Alertmanager.
+EXTRA_APT=(prometheus victoria-metrics prometheus-alertmanager)
 source "$(dirname "$0")/_setup.sh"
 echo "==> ruff check and mypy --strict (mypy.ini) over runai/ and uploader/"
 .venv/bin/ruff check .
