@@ -49,7 +49,9 @@ setup(
                  # protobuf: the official runtime decodes the hand-encoded remote-write requests in a test.
                  "protobuf>=4.25", "ruff==0.17.6", "mypy==2.4.1",
                  # validates deploy/kubernetes/ offline against the Kubernetes schemas it bundles (tests/test_deploy.py)
-                 "kubernetes-validate==1.37.0", "PyYAML"],
+                 "kubernetes-validate==1.37.0", "PyYAML",
+                 # builds docs/grafana/runai-reporter-dashboard.json (docs/grafana/dashboard.py); needs 3.11
+                 "grafana-foundation-sdk==1769699998!10.1.0; python_version >= '3.11'"],
         "plot": ["matplotlib"],
         "bench": ["matplotlib"],
     },
