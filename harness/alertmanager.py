@@ -93,8 +93,3 @@ receivers:
     def stop(self) -> None:
         super().stop()
         shutil.rmtree(self.data_dir, ignore_errors=True)
-
-    def alerts(self) -> list[dict[str, Any]]:
-        """The alerts it holds now (its API v2)."""
-        with self._open("/api/v2/alerts") as r:
-            return json.load(r)  # type: ignore[no-any-return]

@@ -133,10 +133,6 @@ class Prometheus(LocalServer):
         assert self.gateway is not None, "this Prometheus scrapes no gateway"
         wait_for(lambda: self.query('up{job="pushgateway"} == 1'), timeout, f"{self.what} to scrape the gateway")
 
-    def alerts(self) -> list[dict[str, Any]]:
-        """The alerts its rules have pending or firing now (``/api/v1/alerts``)."""
-        return self._api("alerts")["alerts"]  # type: ignore[no-any-return]
-
     def label_values(self, label: str, match: str) -> list[str]:
         """What Grafana's ``label_values(match, label)`` lists."""
         return self._api(f"label/{label}/values", **{"match[]": match})  # type: ignore[no-any-return]

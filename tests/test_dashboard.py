@@ -222,4 +222,4 @@ def test_every_panel_answers_right_after_keras_lightning_and_hf_runs(prometheus:
         == set(PODS)
     # Each name on its own panel: total_flos (about 1e3 here, 1e9 for real models) is not beside a loss.
     assert "total_flos" in values_of(prometheus, "metric") and "total_flos" not in losses
-    print(f"{len(answers)} panels answered in {time.monotonic() - started:.1f} s")
+    print(f"{len(answers)} panels answered in {time.monotonic() - started:.3f} s")

@@ -130,4 +130,4 @@ def test_a_nan_loss_reaches_the_webhook_as_an_alert(tmp_path: Any, spool_dir: st
         # Nothing else fired: no other pod, no other rule.
         assert {a["labels"]["alertname"] for a in webhook.alerts()} == {"RunaiTrainingLossNotFinite"}
         assert {a["labels"]["podUUID"] for a in webhook.alerts()} == {"nan-gw", "nan-rw"}
-        print(json.dumps(webhook.payloads[0], indent=2))  # for the record (pytest -s)
+        print(json.dumps(webhook.payloads, indent=2))  # for the record (pytest -s)
