@@ -51,7 +51,9 @@ setup(
                  # validates deploy/kubernetes/ offline against the Kubernetes schemas it bundles (tests/test_deploy.py)
                  "kubernetes-validate==1.37.0", "PyYAML",
                  # lint-imports: the layers contract (CONTRIBUTING.md), pinned as ruff and mypy are
-                 "import-linter==2.17"],
+                 "import-linter==2.17",
+                 # builds docs/grafana/runai-reporter-dashboard.json (docs/grafana/dashboard.py); needs 3.11
+                 "grafana-foundation-sdk==1769699998!10.1.0; python_version >= '3.11'"],
         "plot": ["matplotlib"],
         "bench": ["matplotlib"],
     },

@@ -1,6 +1,6 @@
 """The real servers and processes tests, benchmarks and the demo run against.
 
-A real Pushgateway, Prometheus and VictoriaMetrics (Debian's, each a child
+A real Pushgateway, Prometheus, Alertmanager and VictoriaMetrics (Debian's, each a child
 process on a free port of 127.0.0.1), a fault-injecting proxy in front of the
 gateway, and the helpers that start jobs and find, wait for and kill their
 uploader processes.
@@ -11,6 +11,7 @@ shipped: setup.py lists the packages it installs, and this is not one of them.
 """
 from __future__ import annotations
 
+from .alertmanager import Alertmanager, Webhook
 from .processes import REPO, job_env, kill_uploaders, process_cpu_seconds, reap_uploaders, uploader_pids
 from .prometheus import Prometheus
 from .proxy import FaultProxy
@@ -20,6 +21,7 @@ from .victoriametrics import VictoriaMetrics
 from .waiting import wait_for
 
 __all__ = [
-    "REPO", "FaultProxy", "Prometheus", "Pushgateway", "VictoriaMetrics", "free_port", "job_env", "kill_uploaders",
-    "metric_name", "parameter_name", "process_cpu_seconds", "reap_uploaders", "uploader_pids", "wait_for",
+    "REPO", "Alertmanager", "FaultProxy", "Prometheus", "Pushgateway", "VictoriaMetrics", "Webhook", "free_port",
+    "job_env", "kill_uploaders", "metric_name", "parameter_name", "process_cpu_seconds", "reap_uploaders",
+    "uploader_pids", "wait_for",
 ]

@@ -1,5 +1,5 @@
 """A real Prometheus (Debian's ``prometheus``) on 127.0.0.1 that scrapes a :class:`Pushgateway`, or takes
-remote writes, or both; and its HTTP API."""
+remote writes, or both, and may evaluate rule files and send alerts to an Alertmanager; and its HTTP API."""
 from __future__ import annotations
 
 import base64
@@ -10,7 +10,7 @@ import ssl
 import time
 import urllib.error
 import urllib.parse
-from typing import Any
+from typing import Any, Sequence
 
 from .pushgateway import Pushgateway
 from .server import LocalServer, binary
@@ -29,6 +29,9 @@ class Prometheus(LocalServer):
     (``--web.enable-remote-write-receiver``); *out_of_order_window* (say
     ``"1h"``) is its ``storage.tsdb.out_of_order_time_window``, without which
     it refuses samples older than its newest ones.
+
+    *rule_files* are loaded and evaluated every *scrape_interval* too; firing
+    alerts go to the Alertmanager at *alertmanager* (``host:port``), if given.
     """
 
     what = "Prometheus"
@@ -36,8 +39,11 @@ class Prometheus(LocalServer):
     def __init__(self, log_dir: str, gateway: Pushgateway | None = None, port: int | None = None,
                  scrape_interval: float = 1.0, remote_write: bool = False,
                  out_of_order_window: str | None = None, web_config: str | None = None,
-                 ca_file: str | None = None, auth: tuple[str, str] | None = None) -> None:
+                 ca_file: str | None = None, auth: tuple[str, str] | None = None,
+                 rule_files: Sequence[str] = (), alertmanager: str | None = None) -> None:
         super().__init__(log_dir, port)
+        self.rule_files = list(rule_files)
+        self.alertmanager = alertmanager
         self.gateway = gateway
         self.scrape_interval = scrape_interval
         self.remote_write = remote_write
@@ -72,6 +78,14 @@ class Prometheus(LocalServer):
     honor_labels: true
     static_configs:
       - targets: ["{self.gateway.address}"]
+"""
+        if self.rule_files:
+            config += "rule_files:\n" + "".join(f"  - {json.dumps(path)}\n" for path in self.rule_files)
+        if self.alertmanager:
+            config += f"""alerting:
+  alertmanagers:
+    - static_configs:
+        - targets: ["{self.alertmanager}"]
 """
         if self.out_of_order_window:
             config += f"storage:\n  tsdb:\n    out_of_order_time_window: {self.out_of_order_window}\n"

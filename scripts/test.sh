@@ -8,8 +8,9 @@ PIP_EXTRAS=test,keras,lightning,transformers  # lightning, transformers, acceler
 # The Pushgateway comes anyway; Prometheus scrapes it end to end, and takes remote writes as VictoriaMetrics does.
 # podman (with runc: its default crun fails here) builds and runs the image of deploy/container/ from a base
 # mmdebstrap makes (tests/test_container.py); kubectl renders deploy/kubernetes/ (tests/test_deploy.py): Debian's
-# kubernetes-client where no kubectl is installed.
-EXTRA_APT=(prometheus victoria-metrics podman runc mmdebstrap)
+# kubernetes-client where no kubectl is installed. Prometheus sends the rules' alerts
+# (deploy/prometheus/rules.yml) to a real Alertmanager.
+EXTRA_APT=(prometheus victoria-metrics prometheus-alertmanager podman runc mmdebstrap)
 command -v kubectl >/dev/null 2>&1 || EXTRA_APT+=(kubernetes-client)
 source "$(dirname "$0")/_setup.sh"
 echo "==> ruff check and mypy --strict (mypy.ini) over runai/ and uploader/"

@@ -77,6 +77,29 @@ def test_every_name_arrives_with_the_right_value(env: dict[str, str], gateway: P
     assert float(label[parameter_name("epsilon")]) == pytest.approx(m.optimizer.epsilon)
     # Per batch: one step report per batch, none twice.
     assert records(reporter, "step") == [float(s) for s in range(train_steps)] * EPOCHS
+    # Epochs done over fit's epochs, at each epoch's start and end, then 1.0 when fit returns.
+    assert records(reporter, "training_progress") == pytest.approx([0, 1 / 3, 1 / 3, 2 / 3, 2 / 3, 1, 1])
+    assert value[metric_name("training_progress")] == 1.0
+
+
+def test_progress_is_1_when_fit_stops_early_and_stays_below_when_it_raises(env: dict[str, str]) -> None:
+    class Stop(keras.callbacks.Callback):  # type: ignore[misc]
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            self.model.stop_training = True
+
+    class Break(keras.callbacks.Callback):  # type: ignore[misc]
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            if batch == 1:
+                raise RuntimeError("the model broke")
+
+    x, y = data()
+    with rk.Reporter(autolog=True) as reporter:
+        model().fit(x, y, batch_size=BATCH, epochs=EPOCHS, callbacks=[Stop()], verbose=0)
+        # Stopped after its first epoch: done, as EarlyStopping's end is.
+        assert records(reporter, "training_progress") == pytest.approx([0, 1 / 3, 1])
+        with pytest.raises(RuntimeError, match="the model broke"):
+            model().fit(x, y, batch_size=BATCH, epochs=EPOCHS, callbacks=[Break()], verbose=0)
+        assert records(reporter, "training_progress")[3:] == [0.0]  # not done
 
 
 def test_global_step_continues_across_fits(env: dict[str, str], gateway: Pushgateway, pod: str) -> None:

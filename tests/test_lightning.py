@@ -86,6 +86,11 @@ def test_two_epochs_report_the_ui_names(env: dict[str, str], gateway: Pushgatewa
     assert label[parameter_name("opt_momentum")] == "0.0" and label[parameter_name("opt_nesterov")] == "False"
     pod_dir = os.path.join(env["reporterSpoolDir"], pod)
     assert sorted(set(records(pod_dir, "epoch"))) == [0.0, 1.0]
+    # Steps done over the fit's steps, with each step report, and 1.0 once fit ended.
+    progress = records(pod_dir, "training_progress")
+    assert progress[0] == 0.0 and progress == sorted(progress) and progress[-1] == 1.0
+    assert STEPS / (EPOCHS * STEPS) in progress  # the first epoch's end
+    assert value[metric_name("training_progress")] == 1.0
     assert records(pod_dir, "learning_rate") == [0.05, 0.05]  # once per epoch
     # A version that outlives the pod: a rescheduled pod (a new podUUID) finds the same checkpoints.
     assert run_logger.name == "runai" and run_logger.version == "0"
@@ -107,6 +112,8 @@ def test_a_failed_run_still_delivers_what_was_reported(env: dict[str, str], gate
     wait_for(lambda: gateway.value(pod, metric_name("global_step")) == trainer.global_step == STEPS + 1, 10,
              "the failed run's last step on the gateway")
     assert gateway.value(pod, metric_name("epoch")) == 1
+    # A failed run is not done: its progress stays where it failed (the RunaiTrainingStalled alert's cue).
+    assert gateway.value(pod, metric_name("training_progress")) == (STEPS + 1) / (EPOCHS * STEPS)
     assert gateway.value(pod, metric_name("train_loss")) == pytest.approx(
         [r.value for r in reported if r.name == "train_loss"][-1])
 

@@ -1,22 +1,18 @@
 """End to end: a job reports, the uploader pushes to a real Pushgateway, a real
 Prometheus scrapes it (``honor_labels: true``), and PromQL sees what a
-dashboard will see. The sample Grafana dashboard's queries are run here too.
+dashboard will see. The sample Grafana dashboard's queries: tests/test_dashboard.py.
 """
 from __future__ import annotations
 
-import json
 import os
-import re
 import subprocess
 import sys
 from typing import Any, Iterator
 
 import pytest
 
-from harness import REPO, Prometheus, Pushgateway, job_env, wait_for
+from harness import Prometheus, Pushgateway, job_env, wait_for
 
-DASHBOARD = os.path.join(REPO, "docs", "grafana", "runai-reporter-dashboard.json")
-QUERIES_DOC = os.path.join(REPO, "docs", "dashboards.md")
 POD = "e2e-pod-1"
 EPOCHS = 3
 
@@ -77,70 +73,3 @@ def test_promql_returns_the_parameter_value_label(stack: tuple[Pushgateway, Prom
     assert labels["push_gateway_type"] == "parameter" and labels["podUUID"] == POD and value == 1
     labels, _ = only(prometheus.query(f'reporter_push_gateway_parameter_optimizer_name{{podUUID="{POD}"}}'))
     assert labels["param_value"] == "Adam"
-
-
-def dashboard() -> dict[str, Any]:
-    with open(DASHBOARD) as f:
-        return json.load(f)  # type: ignore[no-any-return]
-
-
-def dashboard_queries() -> list[str]:
-    return [target["expr"] for panel in dashboard()["panels"] for target in panel["targets"]]
-
-
-def test_the_dashboard_is_valid_grafana_json() -> None:
-    board = dashboard()
-    assert board["title"] and board["uid"] and board["schemaVersion"] >= 36
-    ids = [p["id"] for p in board["panels"]]
-    assert len(ids) == len(set(ids))
-    variables = {v["name"]: v for v in board["templating"]["list"]}
-    assert variables["datasource"]["query"] == "prometheus"
-    for panel in board["panels"]:
-        assert panel["datasource"]["uid"] == "${datasource}" and panel["targets"]
-        assert set(panel["gridPos"]) == {"x", "y", "w", "h"}
-        assert [t["refId"] for t in panel["targets"]] == [chr(65 + i) for i in range(len(panel["targets"]))]
-        for target in panel["targets"]:
-            assert "$pod" in target["expr"], f"{panel['title']}: every query follows the pod picker"
-
-
-def test_every_dashboard_query_is_in_the_docs() -> None:
-    with open(QUERIES_DOC) as f:
-        doc = f.read()
-    for expr in [*dashboard_queries(), dashboard()["templating"]["list"][1]["definition"]]:
-        assert expr in doc, f"docs/dashboards.md lacks {expr}"
-
-
-@pytest.mark.parametrize("expr", dashboard_queries(),
-                         ids=[f"{p['title']} {t['refId']}" for p in dashboard()["panels"] for t in p["targets"]])
-def test_every_dashboard_query_answers_for_the_pod(stack: tuple[Pushgateway, Prometheus], expr: str) -> None:
-    _, prometheus = stack
-    # Grafana puts a multi-value variable into a regex matcher as (a|b); one pod is picked here.
-    result = prometheus.query(expr.replace("$pod", f"({POD}|another-pod)"))
-    assert result, f"{expr} returned nothing"
-    assert {r["metric"].get("podUUID") for r in result} == {POD}
-    assert not [r for r in result if r["metric"].get("podUUID") is None]
-
-
-def test_dashboard_values_are_what_the_job_reported(stack: tuple[Pushgateway, Prometheus]) -> None:
-    gateway, prometheus = stack
-    queries = {q.split("{")[0].split("(")[-1]: q.replace("$pod", POD) for q in dashboard_queries()}
-    (progress,) = [q for q in dashboard_queries() if "overall_epochs" in q]
-    assert only(prometheus.query(progress.replace("$pod", POD)))[1] == 1.0  # every epoch started
-    _, layers = only(prometheus.query(queries["reporter_push_gateway_metric_number_of_layers"]))
-    assert layers == 2
-    _, accuracy = only(prometheus.query(queries["reporter_push_gateway_metric_accuracy"]))
-    assert accuracy == gateway.value(POD, "reporter_push_gateway_metric_accuracy")
-    (params,) = [q for q in dashboard_queries() if 'push_gateway_type="parameter"' in q]
-    table = {r["metric"]["param_name"]: r["metric"]["param_value"]
-             for r in prometheus.query(params.replace("$pod", POD))}
-    assert table["optimizer_name"] == "Adam" and table["dataset"] == 'synthetic "v2"\\sum'
-    (since,) = [q for q in dashboard_queries() if "push_time_seconds" in q]
-    assert 0 <= only(prometheus.query(since.replace("$pod", POD)))[1] < 300
-
-
-def test_the_pod_picker_lists_the_pod(stack: tuple[Pushgateway, Prometheus]) -> None:
-    _, prometheus = stack
-    definition = dashboard()["templating"]["list"][1]["definition"]
-    match = re.fullmatch(r"label_values\((.+), (\w+)\)", definition)
-    assert match, definition
-    assert POD in prometheus.label_values(match.group(2), match.group(1))

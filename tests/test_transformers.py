@@ -75,6 +75,11 @@ def test_two_epochs_report_the_ui_names(env: dict[str, str], gateway: Pushgatewa
     assert float(label[parameter_name("learning_rate")]) == pytest.approx(trainer.args.learning_rate)
     epochs = [r.value for r in spool_records(os.path.join(env["reporterSpoolDir"], pod)) if r.name == "epoch"]
     assert epochs[:STEPS] == pytest.approx([(i + 1) / STEPS for i in range(STEPS)])  # fractional, as the Trainer counts
+    # Where epoch / overall_epochs needs the convention, training_progress is the fraction done itself.
+    progress = [r.value for r in spool_records(os.path.join(env["reporterSpoolDir"], pod))
+                if r.name == "training_progress"]
+    assert progress[:EPOCHS * STEPS] == pytest.approx([(i + 1) / (EPOCHS * STEPS) for i in range(EPOCHS * STEPS)])
+    assert value[metric_name("training_progress")] == 1.0
 
 
 class _BadKey(TrainerCallback):

@@ -121,7 +121,11 @@ class AutologCallbackMixin:
         # Keras has waited for this epoch's batch ends by now; any still waiting (a batch that
         # never ended) go out in order before the epoch's logs.
         self._guard(self._flush_batches, "on_epoch_end")
-        self._guard(lambda: self._epoch_end(logs or {}), "on_epoch_end")
+        self._guard(lambda: self._epoch_end(epoch, logs or {}), "on_epoch_end")
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        # fit returned (not raised): training is done, also when a callback stopped it early.
+        self._guard(lambda: self._progress(None), "on_train_end")
 
     # -- what is reported ------------------------------------------------------
 
@@ -157,6 +161,7 @@ class AutologCallbackMixin:
                 self._first_epoch = epoch
         if self.options["epoch"]:
             self._metric(names.EPOCH, epoch)
+            self._progress(epoch)
         if self.options["learning_rate"]:
             # Evaluated every epoch, after the callbacks before this one (a
             # LearningRateScheduler, say) have set it; schedules are evaluated
@@ -202,10 +207,18 @@ class AutologCallbackMixin:
             if accuracy is not None:
                 self._metric(names.ACCURACY, accuracy)
 
-    def _epoch_end(self, logs: Mapping[str, Any]) -> None:
+    def _epoch_end(self, epoch: int, logs: Mapping[str, Any]) -> None:
         # Every entry, validation metrics and the user's own included.
         for key, value in logs.items():
             self._metric(report_name(str(key)), value)
+        if self.options["epoch"]:
+            self._progress(epoch + 1)
+
+    def _progress(self, epochs_done: int | None) -> None:
+        """training_progress: *epochs_done* of fit's epochs (0-based epochs: the count done), None: all."""
+        epochs = self.params.get("epochs")
+        if self.options["epoch"] and epochs:
+            self._metric(names.TRAINING_PROGRESS, 1.0 if epochs_done is None else min(1.0, epochs_done / epochs))
 
 
 class AutologState:

@@ -12,6 +12,7 @@ import logging
 import struct
 from typing import Any, Callable, Iterator, Mapping
 
+from . import _names as names
 from ._names import report_name, to_number
 from ._reporter import Reporter
 from .settings import Settings, check_keywords, load_settings
@@ -122,8 +123,14 @@ class IntegrationReporter:
         if reporter is not None:
             reporter.reportParameter(name + self._suffix, parameter_value(value))
 
-    def finish(self, timeout: float | None = None) -> None:
-        """Deliver and end the stream of this process, if it reported anything (*timeout*: see Reporter.finish)."""
+    def finish(self, timeout: float | None = None, *, trained: bool = False) -> None:
+        """Deliver and end the stream of this process, if it reported anything (*timeout*: see Reporter.finish).
+
+        *trained*: a training ended without an error, also when it stopped early: ``training_progress``
+        is 1.0 first.
+        """
+        if trained and self._reporter is not None and not self._reporter.finished:
+            self.metric(names.TRAINING_PROGRESS, 1.0)
         reporter, self._reporter = self._reporter, None
         if reporter is not None:
             self.guard(lambda: _finish(reporter, timeout), "finish")

@@ -10,7 +10,7 @@ import re
 
 __all__ = [
     "ACCURACY", "BATCH_SIZE", "EPOCH", "GLOBAL_STEP", "LEARNING_RATE", "LOSS", "NUMBER_OF_LAYERS", "OPTIMIZER_NAME",
-    "OVERALL_EPOCHS", "STEP", "report_name", "to_number",
+    "OVERALL_EPOCHS", "STEP", "TRAINING_PROGRESS", "report_name", "to_number",
 ]
 
 # The UI's progress bar is epoch / overall_epochs.
@@ -19,6 +19,10 @@ EPOCH, OVERALL_EPOCHS = "epoch", "overall_epochs"
 STEP, GLOBAL_STEP, BATCH_SIZE = "step", "global_step", "batch_size"
 NUMBER_OF_LAYERS, OPTIMIZER_NAME = "number_of_layers", "optimizer_name"
 LEARNING_RATE, LOSS, ACCURACY = "learning_rate", "loss", "accuracy"
+# The fraction of training done, in [0, 1], 1.0 when training ends; each integration computes it in its
+# own framework's terms. Prometheus cannot: a Keras or Lightning epoch is 0-based and sent at the epoch's
+# start, a Transformers epoch is a fractional count of epochs completed (docs/integrations.md).
+TRAINING_PROGRESS = "training_progress"
 
 _UNSAFE_NAME_CHARS = re.compile(r"[^a-zA-Z0-9_]")
 

@@ -8,6 +8,7 @@ in ``docs/integrations.md``.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
@@ -64,6 +65,7 @@ class RunaiLogger(_Logger):
         self._trainer: Any = None
         self._batch_size_sent = False
         self._next_step = 0.0  # time.monotonic() after which a batch's end reports the step
+        self._total_steps: float | None = None  # the fit's optimizer steps, read at its first epoch's start
 
     @property
     def name(self) -> str:
@@ -103,7 +105,7 @@ class RunaiLogger(_Logger):
         self._out.restart()
         if not self._fitting() or not self._reporting():
             return  # validate, test, predict: only what they log
-        self._batch_size_sent, self._next_step = False, 0.0
+        self._batch_size_sent, self._next_step, self._total_steps = False, 0.0, None
         out = self._out
         out.metric(names.NUMBER_OF_LAYERS, count_leaf_modules(model))
         if trainer is None:
@@ -131,6 +133,11 @@ class RunaiLogger(_Logger):
     def _epoch_start(self, trainer: Any) -> None:
         out = self._out
         out.metric(names.EPOCH, trainer.current_epoch)  # 0-based, as 0.4.1's Keras autolog
+        if self._total_steps is None:
+            # Once per fit, with the data loaded: max_steps, or the epochs' batches over the accumulation
+            # (inf for data without a length and no max_steps).
+            self._total_steps = float(trainer.estimated_stepping_batches)
+        self._progress(trainer)
         if not self._batch_size_sent:
             self._batch_size_sent = True
             size = getattr(trainer.train_dataloader, "batch_size", None)
@@ -147,12 +154,23 @@ class RunaiLogger(_Logger):
         step = trainer.global_step  # the optimizer's steps, the framework's global step
         self._out.metric(names.STEP, step)
         self._out.metric(names.GLOBAL_STEP, step)
+        self._progress(trainer)
+
+    def _progress(self, trainer: Any) -> None:
+        # Steps done of the fit's steps: right for max_epochs and max_steps alike, and after a resume (the
+        # restored global step counts); epochs started where the count of steps is unknown.
+        total, epochs = self._total_steps, trainer.max_epochs
+        if total and math.isfinite(total):
+            self._out.metric(names.TRAINING_PROGRESS, min(1.0, trainer.global_step / total))
+        elif epochs is not None and epochs > 0:
+            self._out.metric(names.TRAINING_PROGRESS, min(1.0, trainer.current_epoch / epochs))
 
     def finalize(self, status: str) -> None:
         # Also on "failed": what was reported is delivered. Only the end of a fit waits the
         # full reporterFinishTimeout; a failure, validate, test and predict wait briefly.
         if self._reporting():
-            self._out.finish(None if status == "success" and self._fitting() else SHORT_FINISH_S)
+            trained = status == "success" and self._fitting()  # also stopped early (EarlyStopping, max_time)
+            self._out.finish(None if trained else SHORT_FINISH_S, trained=trained)
 
 
 class _Hooks(_Callback):

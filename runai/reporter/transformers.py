@@ -83,6 +83,8 @@ class RunaiCallback(_TrainerCallback):
         out.metrics(logs)
         out.metric(names.STEP, state.global_step)
         out.metric(names.GLOBAL_STEP, state.global_step)
+        if state.max_steps > 0:  # the Trainer's count of steps, whether bounded by epochs or by max_steps
+            out.metric(names.TRAINING_PROGRESS, min(1.0, state.global_step / state.max_steps))
         if 0 < state.max_steps <= state.global_step:
             # Training is complete: the bar ends at exactly 1.0, whatever the rounding of the counts.
             epoch = to_number(logs.get(names.EPOCH))
@@ -92,7 +94,7 @@ class RunaiCallback(_TrainerCallback):
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._training = False
         if self._reporting(args, state):
-            self._out.finish()
+            self._out.finish(trained=True)  # train() returned: done, also when a callback stopped it early
 
     def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._stage_end(args, state)
