@@ -36,6 +36,7 @@ from tests._doc_commands import (
 NOT_CHECKED = {
     "kubectl": "needs a Kubernetes cluster (deploy/kubernetes/ is validated offline by tests/test_deploy.py)",
     "curl": "asks a running server",
+    "kustomize": "edits the kustomization an operator deploys (its rendering is tested by tests/test_deploy.py)",
     "prometheus": "a server: the tests start it through harness/",
     "prometheus-pushgateway": "a server: the tests start it through harness/",
     "victoria-metrics": "a server: the tests start it through harness/",
