@@ -20,7 +20,10 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> installing ${need_apt[*]} with apt-get"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  # With its recommends: podman was tested here with them (its container tooling comes that way).
+  recommends=(--no-install-recommends)
+  case " ${need_apt[*]} " in *" podman "*) recommends=() ;; esac
+  apt-get install -y -qq "${recommends[@]}" "${need_apt[@]}" >/dev/null
 fi
 
 if [ ! -x .venv/bin/python ]; then
