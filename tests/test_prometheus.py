@@ -59,6 +59,7 @@ def only(result: list[dict[str, Any]]) -> tuple[dict[str, str], float]:
     return result[0]["metric"], float(result[0]["value"][1])
 
 
+@pytest.mark.e2e
 def test_promql_returns_the_metric_with_its_pod(stack: tuple[Pushgateway, Prometheus]) -> None:
     gateway, prometheus = stack
     labels, value = only(prometheus.query(f'reporter_push_gateway_metric_loss{{podUUID="{POD}"}}'))
@@ -70,6 +71,7 @@ def test_promql_returns_the_metric_with_its_pod(stack: tuple[Pushgateway, Promet
     assert epochs == EPOCHS
 
 
+@pytest.mark.e2e
 def test_promql_returns_the_parameter_value_label(stack: tuple[Pushgateway, Prometheus]) -> None:
     _, prometheus = stack
     labels, value = only(prometheus.query(f'reporter_push_gateway_parameter_dataset{{podUUID="{POD}"}}'))
@@ -110,6 +112,7 @@ def test_every_dashboard_query_is_in_the_docs() -> None:
         assert expr in doc, f"docs/dashboards.md lacks {expr}"
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("expr", dashboard_queries(),
                          ids=[f"{p['title']} {t['refId']}" for p in dashboard()["panels"] for t in p["targets"]])
 def test_every_dashboard_query_answers_for_the_pod(stack: tuple[Pushgateway, Prometheus], expr: str) -> None:
@@ -121,6 +124,7 @@ def test_every_dashboard_query_answers_for_the_pod(stack: tuple[Pushgateway, Pro
     assert not [r for r in result if r["metric"].get("podUUID") is None]
 
 
+@pytest.mark.e2e
 def test_dashboard_values_are_what_the_job_reported(stack: tuple[Pushgateway, Prometheus]) -> None:
     gateway, prometheus = stack
     queries = {q.split("{")[0].split("(")[-1]: q.replace("$pod", POD) for q in dashboard_queries()}
@@ -138,6 +142,7 @@ def test_dashboard_values_are_what_the_job_reported(stack: tuple[Pushgateway, Pr
     assert 0 <= only(prometheus.query(since.replace("$pod", POD)))[1] < 300
 
 
+@pytest.mark.e2e
 def test_the_pod_picker_lists_the_pod(stack: tuple[Pushgateway, Prometheus]) -> None:
     _, prometheus = stack
     definition = dashboard()["templating"]["list"][1]["definition"]

@@ -60,6 +60,7 @@ def _spool(spool_dir: str, pod: str, reports: int) -> None:
     writer.close()
 
 
+@pytest.mark.e2e
 def test_recover_pod_delivers_and_reports_progress_without_printing(
         spool_dir: str, pod: str, gateway: Pushgateway, capfd: pytest.CaptureFixture[str]) -> None:
     _spool(spool_dir, pod, 5)
@@ -73,6 +74,7 @@ def test_recover_pod_delivers_and_reports_progress_without_printing(
     assert capfd.readouterr() == ("", "")
 
 
+@pytest.mark.e2e
 def test_recover_pod_gives_up_on_an_unreachable_gateway(spool_dir: str, pod: str) -> None:
     _spool(spool_dir, pod, 3)
     listener = _Listener()
@@ -82,6 +84,7 @@ def test_recover_pod_gives_up_on_an_unreachable_gateway(spool_dir: str, pod: str
     assert listener.sinks[0].closed
 
 
+@pytest.mark.e2e
 def test_recover_pod_without_spool_files_sends_nothing(spool_dir: str, pod: str) -> None:
     os.mkdir(os.path.join(spool_dir, pod), 0o700)
     listener = _Listener()
@@ -91,6 +94,7 @@ def test_recover_pod_without_spool_files_sends_nothing(spool_dir: str, pod: str)
     assert not listener.sinks
 
 
+@pytest.mark.e2e
 def test_recover_pod_waits_for_the_lock_holder_then_gives_up(spool_dir: str, pod: str) -> None:
     _spool(spool_dir, pod, 2)
     listener = _Listener()

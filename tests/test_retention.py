@@ -11,6 +11,8 @@ from harness import Pushgateway, metric_name, uploader_pids, wait_for
 from tests._helpers import spool_records, wait_for_give_up
 from runai.reporter.spool import load_checkpoint
 
+pytestmark = pytest.mark.e2e
+
 KIB = 1024
 
 
