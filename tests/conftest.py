@@ -80,7 +80,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     e2e = item.get_closest_marker("e2e") is not None
     servers = sorted(SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())))
     if servers and not e2e:
-        pytest.fail(f"{item.nodeid} uses {', '.join(servers)}, which start a real server or process: mark it "
+        pytest.fail(f"{item.nodeid} uses {', '.join(servers)} (starting a real server or process): mark it "
                     f"@pytest.mark.e2e (or the module, pytestmark = pytest.mark.e2e)", pytrace=False)
     _guard.watch(not e2e)
 
