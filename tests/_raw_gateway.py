@@ -4,8 +4,6 @@ from __future__ import annotations
 import socket
 import threading
 
-
-
 HUGE_ANSWER = 300 << 20  # the error page that took the uploader to 641 MB
 
 

@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 
-
 from harness import job_env
 from runai.reporter.spool import delivery_state, is_spool_file, open_spool
 from tests._helpers import spool_records

@@ -5,8 +5,6 @@ import datetime
 import ipaddress
 import os
 
-
-
 USER, PASSWORD = "trainer", "s3cret-Pa55word!"
 
 

@@ -20,7 +20,15 @@ import pytest
 # the jobs they start.
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
-from harness import FaultProxy, Prometheus, Pushgateway, VictoriaMetrics, kill_uploaders, uploader_pids, wait_for  # noqa: E402
+from harness import (  # noqa: E402
+    FaultProxy,
+    Prometheus,
+    Pushgateway,
+    VictoriaMetrics,
+    kill_uploaders,
+    uploader_pids,
+    wait_for,
+)
 from tests._agent import Agent  # noqa: E402
 
 # Fixtures (here and in test modules) that start a real server or process, directly or through a fixture.

@@ -15,8 +15,8 @@ import pytest
 
 from harness import FaultProxy, job_env, metric_name, parameter_name, wait_for
 from runai.reporter.spool import holder_pid, spool_file_names
-from uploader.status import pod_status
 from tests._helpers import dead_job
+from uploader.status import pod_status
 
 pytestmark = pytest.mark.e2e
 

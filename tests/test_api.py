@@ -7,20 +7,20 @@ import os
 import stat
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 
 import runai.reporter
-from runai.reporter import ConfigError, Reporter
-from runai.reporter.spool import decode
-from harness import REPO, job_env
-import time
-
 from harness import (
+    REPO,
     Pushgateway,
+    job_env,
     parameter_name,
 )
+from runai.reporter import ConfigError, Reporter
+from runai.reporter.spool import decode
 from tests._helpers import spool_lines, spool_records
 
 

@@ -19,7 +19,6 @@ from runai.reporter.spool.checkpoint import (
     load_progress,
     store_checkpoint,
 )
-
 from tests._helpers import _spool, closed_spool
 
 # What the gateway-only uploader has always written (docs/spool-format.md), byte for byte.

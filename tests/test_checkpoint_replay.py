@@ -2,21 +2,17 @@
 a checkpoint covers only what the gateway acknowledged."""
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
 
+from harness import FaultProxy, Pushgateway, metric_name, parameter_name
 from runai.reporter import Reporter
-from harness import Pushgateway, metric_name, parameter_name
-import json
-
-from runai.reporter.spool import checkpoint_path, load_checkpoint
-from runai.reporter.spool import SpoolWriter
-from uploader.push import Pusher
-
-from harness import FaultProxy
-from uploader.service import EXIT_PENDING, Uploader
+from runai.reporter.spool import SpoolWriter, checkpoint_path, load_checkpoint
 from tests._helpers import checkpoint, cli_env, finished_spool, recover, start_uploader
+from uploader.push import Pusher
+from uploader.service import EXIT_PENDING, Uploader
 
 pytestmark = pytest.mark.e2e
 

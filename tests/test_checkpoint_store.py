@@ -5,6 +5,7 @@ import errno
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 from unittest import mock
 
@@ -22,9 +23,6 @@ from runai.reporter.spool.checkpoint import (
     load_progress,
     store_checkpoint,
 )
-
-import time
-
 from tests._helpers import _spool
 
 

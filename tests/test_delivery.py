@@ -10,9 +10,8 @@ import time
 
 import pytest
 
-from runai.reporter import Reporter
 from harness import Pushgateway, job_env, metric_name, parameter_name, uploader_pids, wait_for
-
+from runai.reporter import Reporter
 from tests._helpers import recover, start_job
 
 pytestmark = pytest.mark.e2e

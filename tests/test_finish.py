@@ -11,11 +11,15 @@ import time
 import pytest
 
 import runai.reporter
-from runai.reporter import Reporter
-from harness import Pushgateway, job_env, metric_name, parameter_name, wait_for
 from harness import (
+    Pushgateway,
     free_port,
+    job_env,
+    metric_name,
+    parameter_name,
+    wait_for,
 )
+from runai.reporter import Reporter
 from tests._helpers import _finish_job, _warnings, spool_records, wait_for_give_up
 
 pytestmark = pytest.mark.e2e

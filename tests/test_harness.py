@@ -8,10 +8,8 @@ import sys
 
 import pytest
 
-from harness import REPO, reap_uploaders, uploader_pids, wait_for
-
+from harness import REPO, Pushgateway, kill_uploaders, reap_uploaders, uploader_pids, wait_for
 from runai.reporter import Reporter
-from harness import Pushgateway, kill_uploaders
 
 
 def _imported(folder: str) -> dict[str, set[str]]:

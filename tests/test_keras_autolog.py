@@ -16,7 +16,7 @@ import runai.reporter  # noqa: E402
 import runai.reporter.keras as rk  # noqa: E402
 from harness import job_env  # noqa: E402
 from tests._helpers import spool_records  # noqa: E402
-from tests._keras import BATCH, SAMPLES, STEPS, data, model, records, _autolog_off  # noqa: E402,F401 (_autolog_off: an autouse fixture)
+from tests._keras import BATCH, SAMPLES, STEPS, _autolog_off, data, model, records  # noqa: E402,F401 (_autolog_off: an autouse fixture)
 
 pytestmark = pytest.mark.e2e
 

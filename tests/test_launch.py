@@ -10,7 +10,6 @@ import time
 
 import pytest
 
-from runai.reporter import Reporter
 from harness import (
     Pushgateway,
     job_env,
@@ -18,8 +17,7 @@ from harness import (
     uploader_pids,
     wait_for,
 )
-
-
+from runai.reporter import Reporter
 from runai.reporter._launch import uploader_command
 from runai.reporter.settings import load_settings
 from tests._helpers import _finish_job, _warnings

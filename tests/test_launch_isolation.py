@@ -13,8 +13,6 @@ from harness import (
     job_env,
     metric_name,
 )
-
-
 from runai.reporter.spool import decode
 
 pytestmark = pytest.mark.e2e

@@ -16,8 +16,8 @@ import pytest
 pl = pytest.importorskip("lightning.pytorch")
 torch = pytest.importorskip("torch")
 
-from runai.reporter.lightning import RunaiLogger  # noqa: E402
 from harness import Pushgateway, job_env, metric_name, parameter_name, wait_for  # noqa: E402
+from runai.reporter.lightning import RunaiLogger  # noqa: E402
 from tests._helpers import spool_records  # noqa: E402
 from tests._lightning import BATCH, EPOCHS, MODULE, QUIET, STEPS, Tiny, loader, records  # noqa: E402
 

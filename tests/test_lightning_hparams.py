@@ -10,8 +10,8 @@ import pytest
 pl = pytest.importorskip("lightning.pytorch")
 torch = pytest.importorskip("torch")
 
-from runai.reporter.lightning import RunaiLogger  # noqa: E402
 from harness import Pushgateway, metric_name, parameter_name  # noqa: E402
+from runai.reporter.lightning import RunaiLogger  # noqa: E402
 from tests._lightning import BATCH, QUIET, STEPS, Tiny, loader, records  # noqa: E402
 
 pytestmark = pytest.mark.e2e

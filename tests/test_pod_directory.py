@@ -7,10 +7,9 @@ import os
 
 import pytest
 
-from runai.reporter import ConfigError, Reporter
-from runai.reporter.spool import checkpoint_path
-from runai.reporter.spool import SpoolWriter
 from harness import Pushgateway, metric_name
+from runai.reporter import ConfigError, Reporter
+from runai.reporter.spool import SpoolWriter, checkpoint_path
 from tests._helpers import uploader_cli
 from tests._users import ATTACKER, VICTIM, _forged_spool, needs_root
 

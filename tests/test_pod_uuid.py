@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
+import uuid
 
 import pytest
 
 import runai.reporter
+from harness import REPO, Pushgateway, job_env, metric_name
 from runai.reporter import ConfigError, Reporter
-from harness import REPO, job_env
-import re
-import shlex
-import uuid
 from runai.reporter.spool import SpoolWriter
-from harness import Pushgateway, metric_name
-
 from tests._helpers import cli_env, finished_spool, uploader_cli
 from tests._users import _venv
 

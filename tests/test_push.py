@@ -2,23 +2,21 @@
 delivered."""
 from __future__ import annotations
 
+import http.client
+import logging
 import os
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from harness import FaultProxy, Pushgateway, metric_name, parameter_name
+from runai.reporter import Reporter
 from runai.reporter.spool import METRIC
 from runai.reporter.spool import Metric as Record
-from harness import FaultProxy, Pushgateway, metric_name, parameter_name
-from uploader.push import MAX_PUSH_BYTES, MAX_PUSH_VALUES, Pusher
-import http.client
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-import logging
-
-from runai.reporter import Reporter
 from tests._helpers import checkpoint, cli_env, finished_spool, uploader_cli
+from uploader.push import MAX_PUSH_BYTES, MAX_PUSH_VALUES, Pusher
 
 pytestmark = pytest.mark.e2e
 

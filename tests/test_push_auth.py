@@ -7,8 +7,8 @@ from typing import Iterator
 
 import pytest
 
-from runai.reporter import ConfigError, Reporter
 from harness import Pushgateway, metric_name, uploader_pids, wait_for
+from runai.reporter import ConfigError, Reporter
 from tests._helpers import uploader_cli, wait_for_give_up
 from tests._tls import PASSWORD, USER, _certificates
 

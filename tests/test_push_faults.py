@@ -7,15 +7,13 @@ import time
 
 import pytest
 
-from runai.reporter import Reporter
 from harness import FaultProxy, Pushgateway, metric_name, parameter_name, process_cpu_seconds, uploader_pids, wait_for
-from uploader.push import Pusher
-
+from runai.reporter import Reporter
 from runai.reporter.spool import METRIC
 from runai.reporter.spool import Metric as Record
-from uploader.push import MAX_ANSWER_BYTES
 from tests._helpers import cli_env, finished_spool, peak_rss_mib
 from tests._raw_gateway import HUGE_ANSWER, RawGateway
+from uploader.push import MAX_ANSWER_BYTES, Pusher
 
 pytestmark = pytest.mark.e2e
 

@@ -13,11 +13,11 @@ import pytest
 
 from harness import Prometheus, VictoriaMetrics, wait_for
 from runai.reporter.spool import METRIC, REMOTE_WRITE, Metric
+from tests._helpers import uploader_cli
+from tests._remote_write_jobs import covered, expected, job_settings, run_job
 from uploader.remote_write import RemoteWriter
 from uploader.status import clock_skew
 from uploader.status import pod_status as pod_status_of
-from tests._helpers import uploader_cli
-from tests._remote_write_jobs import covered, expected, job_settings, run_job
 
 AHEAD_S = 3 * 3600  # a clock this far ahead moves the receiver's head past every present-day sample
 

@@ -13,9 +13,9 @@ import pytest
 
 from harness import job_env
 from runai.reporter.spool import Metric, Parameter, Report, decode, encode_metric
+from tests._remote_write import HEADERS, LOSS_LABELS, POD, _Capture, _message_classes, losses, ms
 from uploader.remote_write import MAX_WRITE_SAMPLES, ReceiverError
 from uploader.write_request import encode_labels, encode_write_request
-from tests._remote_write import HEADERS, LOSS_LABELS, POD, _Capture, _message_classes, losses, ms
 
 
 def test_the_official_runtime_decodes_every_field_and_serialises_the_same_bytes() -> None:

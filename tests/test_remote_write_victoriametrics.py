@@ -10,8 +10,8 @@ import pytest
 
 from harness import Prometheus, VictoriaMetrics, wait_for
 from runai.reporter.spool import Metric
-from uploader.remote_write import ReceiverError, RemoteWriter
 from tests._remote_write import LOSS, LOSS_LABELS, POD, assert_twelve_digits, expected, exported, losses
+from uploader.remote_write import ReceiverError, RemoteWriter
 
 pytestmark = pytest.mark.e2e
 

@@ -6,9 +6,8 @@ import os
 
 import pytest
 
-from runai.reporter import Reporter
 from harness import Pushgateway, metric_name, wait_for
-
+from runai.reporter import Reporter
 from runai.reporter.spool import MAX_LINE_BYTES, SpoolWriter, encode_metric
 from tests._helpers import cli_env, peak_rss_mib, recover, start_uploader, wait_for_give_up
 

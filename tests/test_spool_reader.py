@@ -7,12 +7,15 @@ from pathlib import Path
 import pytest
 
 from runai.reporter.spool import (
+    BadSpoolError,
+    Checkpoint,
+    SpoolTail,
+    checkpoint_path,
     encode_end,
     encode_header,
     encode_metric,
+    store_checkpoint,
 )
-from runai.reporter.spool import Checkpoint, checkpoint_path, store_checkpoint
-from runai.reporter.spool import BadSpoolError, SpoolTail
 from tests._helpers import closed_spool, read_all
 
 

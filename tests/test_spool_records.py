@@ -15,10 +15,8 @@ from runai.reporter.spool import (
     encode_header,
     encode_metric,
     encode_parameter,
+    writer_pid,
 )
-
-from runai.reporter.spool import writer_pid
-
 from tests._helpers import read_all
 
 

@@ -11,8 +11,8 @@ from typing import Iterator
 
 import pytest
 
-from runai.reporter import ConfigError, Reporter
 from harness import REPO, Pushgateway, job_env, kill_uploaders, metric_name, uploader_pids, wait_for
+from runai.reporter import ConfigError, Reporter
 from tests._helpers import uploader_cli
 from tests._users import ATTACKER, SETPRIV, VICTIM, _forged_spool, _venv, needs_root
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -12,19 +13,13 @@ import threading
 
 import pytest
 
+from harness import Pushgateway, job_env, metric_name, uploader_pids, wait_for
 from runai.reporter import Reporter
 from runai.reporter.spool import SpoolWriter
-from harness import Pushgateway, metric_name, uploader_pids, wait_for
-from uploader.push import Pusher
-from uploader.service import Uploader
-
-from harness import job_env
-import resource
-
-
-from uploader.push import MAX_PUSH_BYTES, MAX_PUSH_VALUES
 from tests._helpers import _stop_and_time, cli_env, finished_spool, peak_rss_mib, start_uploader
 from tests._raw_gateway import RawGateway
+from uploader.push import MAX_PUSH_BYTES, MAX_PUSH_VALUES, Pusher
+from uploader.service import Uploader
 
 pytestmark = pytest.mark.e2e
 

@@ -12,15 +12,12 @@ from typing import Iterator
 
 import pytest
 
-from runai.reporter.spool import checkpoint_path
-from runai.reporter.spool import SpoolWriter
 from harness import Pushgateway, job_env, wait_for
-from uploader.push import Pusher
-from uploader.service import EXIT_PENDING, Uploader
-
-from runai.reporter.spool import encode_metric
+from runai.reporter.spool import SpoolWriter, checkpoint_path, encode_metric
 from tests._helpers import _stop_and_time, cli_env, finished_spool, start_uploader
 from tests._raw_gateway import RawGateway
+from uploader.push import Pusher
+from uploader.service import EXIT_PENDING, Uploader
 
 
 def _sigterm_mid_push(spool_dir: str, pod: str, command: str) -> tuple[float, int, str]:

@@ -5,20 +5,12 @@ from __future__ import annotations
 import errno
 import logging
 import os
-
-import pytest
-
-from runai.reporter.spool import writer as spool
-from runai.reporter.spool import (
-    SpoolWriter,
-    decode,
-)
-from runai.reporter.spool import SpoolTail
 import subprocess
 import sys
 import threading
 
-from runai.reporter import Reporter
+import pytest
+
 from harness import (
     Pushgateway,
     job_env,
@@ -26,9 +18,13 @@ from harness import (
     parameter_name,
     wait_for,
 )
-
-
-
+from runai.reporter import Reporter
+from runai.reporter.spool import (
+    SpoolTail,
+    SpoolWriter,
+    decode,
+)
+from runai.reporter.spool import writer as spool
 from tests._helpers import cli_env, read_all, spool_lines, uploader_cli
 
 

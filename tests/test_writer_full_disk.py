@@ -9,12 +9,14 @@ from typing import Iterator
 
 import pytest
 
-from runai.reporter import Reporter
-from harness import Pushgateway, metric_name, wait_for
 from harness import (
+    Pushgateway,
     job_env,
     kill_uploaders,
+    metric_name,
+    wait_for,
 )
+from runai.reporter import Reporter
 from tests._helpers import _finish_job, _warnings, spool_records, start_job
 
 pytestmark = pytest.mark.e2e

@@ -9,9 +9,8 @@ import time
 
 import pytest
 
-from runai.reporter.spool import SpoolWriter
 from harness import job_env
-
+from runai.reporter.spool import SpoolWriter
 
 _FINISH_IN_ROTATION = """
 import json, os, signal, sys
