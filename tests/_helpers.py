@@ -18,7 +18,7 @@ import pytest
 
 from harness import job_env, uploader_pids, wait_for
 from runai.reporter import Reporter
-from runai.reporter.spool import SpoolFile, SpoolTail, SpoolWriter, checkpoint_path, decode
+from runai.reporter.spool import SpoolFile, SpoolTail, SpoolWriter, checkpoint_path
 
 __all__ = [
     "checkpoint", "cli_env", "closed_spool", "dead_job", "DEAD_JOB", "_finish_job", "finished_spool",
@@ -43,7 +43,7 @@ def start_job(code: str, env: dict[str, str], *, wrapper: tuple[str, ...] = ()) 
 
 def spool_records(pod_dir: str) -> list:
     """Every valid record of every spool file in *pod_dir*, in file order."""
-    from runai.reporter.spool import is_spool_file
+    from runai.reporter.spool import decode, is_spool_file
 
     records = []
     for name in sorted(os.listdir(pod_dir)):

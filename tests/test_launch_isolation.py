@@ -13,7 +13,6 @@ from harness import (
     job_env,
     metric_name,
 )
-from runai.reporter.spool import decode
 
 pytestmark = pytest.mark.e2e
 
@@ -88,7 +87,7 @@ def test_a_stray_uploader_py_next_to_the_script_does_not_break_import(tmp_path, 
                           capture_output=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "REPORTED" in done.stdout
-    from runai.reporter.spool import spool_file_names
+    from runai.reporter.spool import decode, spool_file_names
 
     pod_dir = os.path.join(env["reporterSpoolDir"], pod)
     (name,) = spool_file_names(pod_dir)
