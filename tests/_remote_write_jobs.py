@@ -1,11 +1,13 @@
-"""What the tests of jobs delivering through the remote-write sink share: the job, its settings, what it reported."""
+"""What the tests of jobs delivering through the remote-write sink share: the job, its settings, what it reported,
+and what a Prometheus receiver holds of it."""
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import time
 
-from harness import job_env
+from harness import Prometheus, job_env
 from runai.reporter.spool import delivery_state, is_spool_file, open_spool
 from tests._helpers import spool_records
 
@@ -58,3 +60,12 @@ def covered(pod_dir: str, sink: str) -> bool:
             if not delivery_state(path, tail.spool_id, tail.size(), reader=tail, sinks=(sink,)).covered:
                 return False
     return bool(names)
+
+
+def loss(pod: str) -> str:
+    return f'reporter_push_gateway_metric_loss{{podUUID="{pod}"}}[1h]'
+
+
+def samples(prometheus: Prometheus, pod: str) -> list[tuple[int, float]]:
+    found = prometheus.samples(loss(pod), at=time.time() + 1)
+    return found[0][1] if found else []

@@ -208,7 +208,7 @@ def test_a_new_live_writer_gets_its_grace_before_the_agent_takes_its_pod(env, pr
 def test_each_sink_gets_the_dead_pod_and_its_own_counts(env, gateway, proxy, start_agent, spool_dir, pod,
                                                          tmp_path) -> None:
     from harness import Prometheus
-    from tests.test_remote_write_e2e import expected, samples
+    from tests._remote_write_jobs import expected, samples
 
     os.makedirs(tmp_path / "prometheus")
     with Prometheus(str(tmp_path / "prometheus"), remote_write=True, out_of_order_window="2h") as receiver:

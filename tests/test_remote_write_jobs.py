@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from typing import Any, Iterator
 
@@ -19,18 +18,9 @@ import pytest
 from harness import FaultProxy, Prometheus, Pushgateway, job_env, metric_name, uploader_pids, wait_for
 from runai.reporter.spool import GATEWAY, REMOTE_WRITE, is_spool_file, load_progress, open_spool
 from tests._helpers import spool_records, uploader_cli
-from tests._remote_write_jobs import JOB, covered, expected, job_settings, run_job
+from tests._remote_write_jobs import JOB, covered, expected, job_settings, run_job, samples
 
 pytestmark = pytest.mark.e2e
-
-
-def loss(pod: str) -> str:
-    return f'reporter_push_gateway_metric_loss{{podUUID="{pod}"}}[1h]'
-
-
-def samples(prometheus: Prometheus, pod: str) -> list[tuple[int, float]]:
-    found = prometheus.samples(loss(pod), at=time.time() + 1)
-    return found[0][1] if found else []
 
 
 @pytest.fixture
