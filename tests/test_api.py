@@ -108,7 +108,6 @@ def test_report_after_finish_raises_for_scoped_reporter(env: dict[str, str]) -> 
     assert reporter.finish() is True  # idempotent, same answer
 
 
-@pytest.mark.e2e
 def test_aliases_exist() -> None:
     assert Reporter.report_metric is Reporter.reportMetric
     assert Reporter.report_parameter is Reporter.reportParameter

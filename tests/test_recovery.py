@@ -74,7 +74,6 @@ def test_recover_pod_delivers_and_reports_progress_without_printing(
     assert capfd.readouterr() == ("", "")
 
 
-@pytest.mark.e2e
 def test_recover_pod_gives_up_on_an_unreachable_gateway(spool_dir: str, pod: str) -> None:
     _spool(spool_dir, pod, 3)
     listener = _Listener()
@@ -84,7 +83,6 @@ def test_recover_pod_gives_up_on_an_unreachable_gateway(spool_dir: str, pod: str
     assert listener.sinks[0].closed
 
 
-@pytest.mark.e2e
 def test_recover_pod_without_spool_files_sends_nothing(spool_dir: str, pod: str) -> None:
     os.mkdir(os.path.join(spool_dir, pod), 0o700)
     listener = _Listener()
@@ -94,7 +92,6 @@ def test_recover_pod_without_spool_files_sends_nothing(spool_dir: str, pod: str)
     assert not listener.sinks
 
 
-@pytest.mark.e2e
 def test_recover_pod_waits_for_the_lock_holder_then_gives_up(spool_dir: str, pod: str) -> None:
     _spool(spool_dir, pod, 2)
     listener = _Listener()

@@ -65,7 +65,6 @@ def test_a_fake_setting_is_a_keyword_that_wins_over_the_environment(base: dict[s
         check_keywords(["colour"], "f()")  # the real settings have no colour
 
 
-@pytest.mark.e2e
 def test_a_fake_setting_reaches_the_reporter_and_the_uploaders_argv(monkeypatch: pytest.MonkeyPatch,
                                                                    base: dict[str, str]) -> None:
     for key, value in base.items():
@@ -141,7 +140,6 @@ def test_every_setting_has_one_variable_and_each_option_one_help() -> None:
     assert not any(s.option or s.keyword for f, s in zip(fields, specs, strict=True) if f.name in secrets)
 
 
-@pytest.mark.e2e
 def test_unknown_keywords_are_refused_as_python_would(base: dict[str, str]) -> None:
     with pytest.raises(TypeError, match=r"^load_settings\(\) got an unexpected keyword argument 'colour'$"):
         load_settings(environ=base, colour="red")
