@@ -1,10 +1,18 @@
-"""Fixtures: a real Pushgateway per session (and per test where a test stops it),
-a private spool directory per test, and a check that no uploader outlives its test."""
+"""Fixtures: a real Pushgateway per session (and per test where a test stops it), the fault proxy, Prometheus
+and VictoriaMetrics receivers, the node agent, a private spool directory per test, and a check that no
+uploader outlives its test.
+
+And the ``e2e`` marker's guard: a test that starts a real server or process must be marked ``e2e``
+(``pytest -m "not e2e"`` runs the others alone, in seconds). A test using a fixture that starts a server fails
+before the fixture runs; a test that starts a process or listens on a socket fails at its end.
+"""
 from __future__ import annotations
 
 import os
+import socket
+import sys
 import uuid
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -12,7 +20,90 @@ import pytest
 # the jobs they start.
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
-from harness import Pushgateway, kill_uploaders, uploader_pids, wait_for
+from harness import (  # noqa: E402
+    FaultProxy,
+    Prometheus,
+    Pushgateway,
+    VictoriaMetrics,
+    kill_uploaders,
+    uploader_pids,
+    wait_for,
+)
+from tests._agent import Agent  # noqa: E402
+
+# Fixtures (here and in test modules) that start a real server or process, directly or through a fixture.
+SERVER_FIXTURES = frozenset({
+    "gateway", "own_gateway", "proxy", "start_agent", "strict_prometheus", "victoria",  # here
+    "prometheus", "receiver", "stack", "secure_gateway", "full_listener", "bare_python", "world_python",
+    "small_disk",
+})
+# Audit events (PEP 578) of starting another program.
+PROCESS_EVENTS = frozenset({"subprocess.Popen", "os.posix_spawn", "os.spawn", "os.exec", "os.system", "os.forkpty"})
+
+
+class _Guard:
+    """What the running test started while it is not marked ``e2e``: processes (seen by an audit hook, which
+    cannot be removed, so it is installed once) and listening sockets."""
+
+    def __init__(self) -> None:
+        self.watching = False
+        self.started: list[str] = []
+        sys.addaudithook(self._audit)
+
+    def _audit(self, event: str, args: tuple[Any, ...]) -> None:
+        if self.watching and event in PROCESS_EVENTS:
+            self.started.append(f"a process ({event}: {str(args[0])[:120]})")
+
+    def listening(self, sock: socket.socket) -> None:
+        if self.watching:
+            self.started.append(f"a server (a socket listening on {sock.getsockname()})")
+
+    def watch(self, on: bool) -> None:
+        self.watching, self.started = on, []
+
+    def stop(self) -> list[str]:
+        self.watching = False
+        return self.started
+
+
+_guard = _Guard()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _listening_sockets_seen() -> Iterator[None]:
+    """socket.listen() has no audit event: the guard is told of it by a wrapper, for the session."""
+    listen = socket.socket.listen
+
+    def watched(self: socket.socket, *args: int) -> None:
+        _guard.listening(self)
+        listen(self, *args)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(socket.socket, "listen", watched)
+        yield
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    e2e = item.get_closest_marker("e2e") is not None
+    servers = sorted(SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())))
+    if servers and not e2e:
+        pytest.fail(f"{item.nodeid} uses {', '.join(servers)} (starting a real server or process): mark it "
+                    f"@pytest.mark.e2e (or the module, pytestmark = pytest.mark.e2e)", pytrace=False)
+    _guard.watch(not e2e)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    if call.when != "teardown":
+        return
+    started = _guard.stop()
+    report = outcome.get_result()
+    if started and report.passed:
+        report.outcome = "failed"
+        report.longrepr = (f"{item.nodeid} started {'; '.join(dict.fromkeys(started))} without the e2e marker: "
+                           f"mark it @pytest.mark.e2e (or the module, pytestmark = pytest.mark.e2e)")
 
 
 @pytest.fixture(scope="session")
@@ -72,3 +163,36 @@ def _reset_global_reporter() -> Iterator[None]:
     if reporter._global is not None:
         reporter._global.finish(timeout=5)
         reporter._global = None
+
+
+@pytest.fixture
+def proxy(gateway: Pushgateway) -> Iterator[FaultProxy]:
+    p = FaultProxy(gateway.address).start()
+    yield p
+    p.stop()
+
+
+@pytest.fixture
+def start_agent(spool_dir: str, tmp_path) -> Iterator:
+    agents: list[Agent] = []
+
+    def start(gateway: str, *options: str) -> Agent:
+        agents.append(Agent(spool_dir, gateway, str(tmp_path / f"agent-{len(agents)}.log"), *options))
+        return agents[-1]
+
+    yield start
+    for agent in agents:
+        agent.close()
+
+
+@pytest.fixture
+def strict_prometheus(tmp_path: Any) -> Iterator[Prometheus]:
+    """Prometheus 2.42 taking remote writes, without an out-of-order window (its default)."""
+    with Prometheus(str(tmp_path), remote_write=True) as server:
+        yield server
+
+
+@pytest.fixture
+def victoria(tmp_path: Any) -> Iterator[VictoriaMetrics]:
+    with VictoriaMetrics(str(tmp_path)) as server:
+        yield server

@@ -1,8 +1,8 @@
-"""`runai-uploader agent`: the node agent, a real subprocess, against the real gateway behind counting proxies.
+"""`runai-uploader agent`: the node agent, a real subprocess, against the real gateway behind counting proxies,
+takes over the pods whose uploader died.
 
 "Pods" are real processes: a training job (a Reporter, or a bare spool writer) and its own uploader, killed
-whole with SIGKILL as a dying pod's are.
-"""
+whole with SIGKILL as a dying pod's are."""
 from __future__ import annotations
 
 import os
@@ -10,15 +10,16 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
-from typing import Iterator
 
 import pytest
 
-from harness import FaultProxy, Pushgateway, free_port, job_env, metric_name, parameter_name, wait_for
+from harness import FaultProxy, job_env, metric_name, parameter_name, wait_for
 from runai.reporter.spool import holder_pid, spool_file_names
-from tests.test_recover import dead_job
+from tests._helpers import dead_job
 from uploader.status import pod_status
+
+pytestmark = pytest.mark.e2e
+
 
 # A job that reports, says so, and lives on until killed: its Reporter starts its own uploader.
 REPORTING_JOB = """
@@ -43,76 +44,6 @@ while True:
     step += 1
     time.sleep(0.05)
 """
-
-
-class Agent:
-    """``runai-uploader agent`` as a subprocess, its stderr in a file, its metrics on a free port."""
-
-    def __init__(self, spool_dir: str, gateway: str, log: str, *options: str) -> None:
-        self.port = free_port()
-        self.log = log
-        with open(log, "ab") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "uploader", "agent", f"--spool-dir={spool_dir}", f"--gateway={gateway}",
-                 f"--metrics-port={self.port}", "--metrics-address=127.0.0.1", *options],
-                env=job_env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
-        wait_for(self._serving, 30, "the agent's metrics endpoint")
-
-    def _serving(self) -> bool:
-        assert self.proc.poll() is None, self.stderr()
-        try:
-            self.scrape()
-        except OSError:
-            return False
-        return True
-
-    def scrape(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        """Every sample of the agent's page: (name, sorted labels) -> value."""
-        from prometheus_client.parser import text_string_to_metric_families
-
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
-            text = r.read().decode()
-        return {(s.name, tuple(sorted(s.labels.items()))): s.value
-                for family in text_string_to_metric_families(text) for s in family.samples}
-
-    def sample(self, name: str, **labels: str) -> float | None:
-        return self.scrape().get((name, tuple(sorted(labels.items()))))
-
-    def terminate(self) -> tuple[int, float]:
-        """SIGTERM; its exit status and how long it took to exit."""
-        started = time.monotonic()
-        self.proc.send_signal(signal.SIGTERM)
-        status = self.proc.wait(timeout=30)
-        return status, time.monotonic() - started
-
-    def stderr(self) -> str:
-        with open(self.log, encoding="utf-8", errors="replace") as f:
-            return f.read()
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-
-@pytest.fixture
-def proxy(gateway: Pushgateway) -> Iterator[FaultProxy]:
-    proxy = FaultProxy(gateway.address).start()
-    yield proxy
-    proxy.stop()
-
-
-@pytest.fixture
-def start_agent(spool_dir: str, tmp_path) -> Iterator:
-    agents: list[Agent] = []
-
-    def start(gateway: str, *options: str) -> Agent:
-        agents.append(Agent(spool_dir, gateway, str(tmp_path / f"agent-{len(agents)}.log"), *options))
-        return agents[-1]
-
-    yield start
-    for agent in agents:
-        agent.close()
 
 
 def _kill_group(pid: int) -> None:
@@ -277,7 +208,7 @@ def test_a_new_live_writer_gets_its_grace_before_the_agent_takes_its_pod(env, pr
 def test_each_sink_gets_the_dead_pod_and_its_own_counts(env, gateway, proxy, start_agent, spool_dir, pod,
                                                          tmp_path) -> None:
     from harness import Prometheus
-    from tests.test_remote_write_e2e import expected, samples
+    from tests._remote_write_jobs import expected, samples
 
     os.makedirs(tmp_path / "prometheus")
     with Prometheus(str(tmp_path / "prometheus"), remote_write=True, out_of_order_window="2h") as receiver:
@@ -293,99 +224,6 @@ def test_each_sink_gets_the_dead_pod_and_its_own_counts(env, gateway, proxy, sta
         assert samples(receiver, pod) == sorted(per_ms.items()) and samples(receiver, pod)[-1][1] == 29
         for sink in ("gateway", "remote_write"):
             assert agent.sample("runai_uploader_last_success_timestamp_seconds", podUUID=pod, sink=sink)
-
-
-# -- what one pod (whatever its owner planted there) must never do to the agent and the other pods -------------
-
-
-def _as_another_user(*paths: str) -> None:
-    """Give *paths* to another uid where this test can (as root): a pod owned by someone else, as on a node."""
-    if os.geteuid() == 0:
-        for path in paths:
-            os.lchown(path, 54321, 54321)
-
-
-def test_a_planted_lock_file_refuses_its_pod_and_never_ends_the_agent(env, gateway, start_agent, spool_dir,
-                                                                     pod, tmp_path) -> None:
-    # A pod whose uploader.lock is a symlink, there when the agent starts: at start, it must not crash-loop.
-    evil = os.path.join(spool_dir, "evil")
-    os.mkdir(evil, 0o700)
-    os.symlink("/nonexistent", os.path.join(evil, "uploader.lock"))
-    _as_another_user(evil, os.path.join(evil, "uploader.lock"))
-    dead_job(spool_dir, pod, 3)
-    agent = start_agent(gateway.address)
-    wait_for(lambda: gateway.value(pod, metric_name("loss")) == 2, 15, "the other pod delivered")
-    wait_for(lambda: agent.sample("runai_uploader_refused_pods") == 1, 10, "the planted pod counted as refused")
-    # Another one made while the agent runs (a directory named uploader.lock), moved in whole.
-    hidden, later = os.path.join(spool_dir, ".evil2"), f"{pod}-later"
-    os.makedirs(os.path.join(hidden, "uploader.lock"), mode=0o700)
-    _as_another_user(hidden, os.path.join(hidden, "uploader.lock"))
-    os.rename(hidden, os.path.join(spool_dir, "evil2"))
-    dead_job(spool_dir, later, 2)
-    wait_for(lambda: gateway.value(later, metric_name("loss")) == 1, 15, "a pod made after it delivered")
-    wait_for(lambda: agent.sample("runai_uploader_refused_pods") == 2, 10, "both planted pods refused")
-    assert agent.proc.poll() is None, agent.stderr()
-    log = agent.stderr()
-    assert "pod evil: cannot deliver it" in log and "pod evil2: cannot deliver it" in log, log
-    assert log.count("pod evil: cannot deliver it") == 1, "a refusal is logged once"
-
-
-def test_a_huge_backlog_held_by_its_uploader_stalls_no_other_pod_nor_sigterm(env, gateway, start_agent,
-                                                                             spool_dir, pod) -> None:
-    from runai.reporter.spool import PodLock
-
-    # A pod of 3 reports made a 2 GiB sparse file (no disk used), its lock held by "its own uploader" (this
-    # test): judging it must not read it all (which took the agent's main loop seconds, every 5 s).
-    big = dead_job(spool_dir, f"{pod}-big", 3)
-    path = os.path.join(big, spool_file_names(big)[0])
-    os.truncate(path, 2 << 30)
-    lock = PodLock(big)
-    assert lock.acquire()
-    try:
-        agent = start_agent(gateway.address)
-        wait_for(lambda: agent.sample("runai_uploader_pending_reports", podUUID=f"{pod}-big") == 3, 10,
-                 "the held pod judged (its reports a lower bound)")
-        started = time.monotonic()
-        dead_job(spool_dir, pod, 5)
-        wait_for(lambda: gateway.value(pod, metric_name("loss")) == 4, 5, "another pod delivered meanwhile")
-        assert time.monotonic() - started < 5
-        read = _bytes_read(agent.proc.pid)  # its imports included: tens of MiB
-        assert read < 256 << 20, f"the agent read {read >> 20} MiB: the held pod's whole file"
-        # Its bytes from the file's size (the torn line of zeros included: not read, it cannot be told apart).
-        assert (agent.sample("runai_uploader_pending_bytes", podUUID=f"{pod}-big") or 0) > (2 << 30) - 4096
-        status, took = agent.terminate()
-        assert status == 0, agent.stderr()
-        assert took < 2, f"SIGTERM took {took:.2f} s"
-    finally:
-        lock.release()
-
-
-def _bytes_read(pid: int) -> int:
-    """What process *pid* has read so far (from files, pipes, sockets), by /proc/PID/io."""
-    with open(f"/proc/{pid}/io") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("rchar:"))
-
-
-def test_a_pod_dir_named_with_undecodable_bytes_is_refused_and_metrics_still_serve(env, gateway, start_agent,
-                                                                                   spool_dir, pod) -> None:
-    agent = start_agent(gateway.address)
-    os.rename(dead_job(spool_dir, "bad", 2), os.path.join(os.fsencode(spool_dir), b"evil\xff"))
-    dead_job(spool_dir, pod, 2)
-    wait_for(lambda: gateway.value(pod, metric_name("loss")) == 1, 15, "the good pod delivered")
-    wait_for(lambda: agent.sample("runai_uploader_refused_pods") == 1, 10, "the bad name refused")
-    samples = agent.scrape()  # every scrape works: the page has no series for it
-    assert not [labels for _, labels in samples if any("evil" in value for _, value in labels)], samples
-    # The directory may have been seen under its first name before the rename: forgotten at the next listing.
-    wait_for(lambda: agent.sample("runai_uploader_pods") == 2, 15, "the two pods followed")
-    assert "Traceback" not in agent.stderr() and "pod evil\\xff: cannot deliver it" in agent.stderr()
-
-
-def test_a_refused_pod_is_counted_in_the_metrics(env, gateway, start_agent, spool_dir, pod) -> None:
-    grouped = dead_job(spool_dir, f"{pod}-grouped", 5)
-    os.chmod(grouped, 0o750)  # group-readable, as a kubelet's fsGroup leaves it: refused as unsafe
-    agent = start_agent(gateway.address)
-    wait_for(lambda: agent.sample("runai_uploader_refused_pods") == 1, 10, "the refused pod counted")
-    assert agent.sample("runai_uploader_pending_reports", podUUID=f"{pod}-grouped") is None
 
 
 def test_the_grace_counts_from_the_spool_files_birth_not_from_when_the_agent_noticed(env, proxy, start_agent,
@@ -417,27 +255,3 @@ def test_the_grace_counts_from_the_spool_files_birth_not_from_when_the_agent_not
         lock.release()
         _kill_group(job.pid)
         job.wait(timeout=10)
-
-
-def test_a_pod_failing_in_any_other_way_is_refused_and_the_agent_goes_on(spool_dir, pod) -> None:
-    import threading
-
-    from uploader.agent import Agent as NodeAgent
-    from uploader.agent_metrics import AgentMetrics
-
-    def settings_for(name: str):
-        raise RuntimeError(f"a bug, for {name}")  # whatever a pod makes fail: not a ConfigError
-
-    dead_job(spool_dir, pod, 2)
-    metrics = AgentMetrics()
-    agent = NodeAgent(spool_dir, settings_for, ("gateway",), metrics, use_watchdog=False)
-    thread = threading.Thread(target=agent.run, daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: metrics.registry.get_sample_value("runai_uploader_refused_pods") == 1, 10, "refused")
-        assert thread.is_alive()
-        assert metrics.registry.get_sample_value("runai_uploader_pending_reports", {"podUUID": pod}) == 2
-    finally:
-        agent.stop()
-        thread.join(5)
-    assert not thread.is_alive()

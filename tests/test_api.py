@@ -1,4 +1,4 @@
-"""The user-facing API: validation, configuration errors, the import contract."""
+"""The public API: what reportMetric and reportParameter accept, refuse and record, and how settings are read."""
 from __future__ import annotations
 
 import json
@@ -7,22 +7,24 @@ import os
 import stat
 import subprocess
 import sys
-import threading
+import time
 
 import numpy as np
 import pytest
 
 import runai.reporter
+from harness import (
+    REPO,
+    Pushgateway,
+    job_env,
+    parameter_name,
+)
 from runai.reporter import ConfigError, Reporter
 from runai.reporter.spool import decode
-from harness import REPO, job_env
+from tests._helpers import spool_lines, spool_records
 
 
-def spool_lines(reporter: Reporter) -> list[bytes]:
-    with open(reporter._writer.path, "rb") as f:
-        return f.read().splitlines()
-
-
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", ["", "1abc", "a-b", "a b", "é", "a.b", "loss\n"])
 def test_bad_names_raise_value_error(env: dict[str, str], name: str) -> None:
     with Reporter() as reporter:
@@ -32,6 +34,7 @@ def test_bad_names_raise_value_error(env: dict[str, str], name: str) -> None:
             reporter.reportParameter(name, "x")
 
 
+@pytest.mark.e2e
 def test_a_name_over_the_limit_is_refused_at_once(env: dict[str, str]) -> None:
     from runai.reporter.spool import MAX_NAME_CHARS
 
@@ -46,6 +49,7 @@ def test_a_name_over_the_limit_is_refused_at_once(env: dict[str, str]) -> None:
     assert max(len(line) for line in lines) < 1000  # nothing of the long names reached the spool
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", [None, 3, b"loss", ["loss"]])
 def test_non_string_names_raise_type_error(env: dict[str, str], name: object) -> None:
     with Reporter() as reporter:
@@ -53,6 +57,7 @@ def test_non_string_names_raise_type_error(env: dict[str, str], name: object) ->
             reporter.reportMetric(name, 1)  # type: ignore[arg-type]
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("value", [True, False, np.bool_(True), "1.0", None, 1j, [1], {}])
 def test_bad_metric_values_raise_type_error(env: dict[str, str], value: object) -> None:
     with Reporter() as reporter:
@@ -60,12 +65,14 @@ def test_bad_metric_values_raise_type_error(env: dict[str, str], value: object) 
             reporter.reportMetric("loss", value)  # type: ignore[arg-type]
 
 
+@pytest.mark.e2e
 def test_huge_int_metric_raises_value_error(env: dict[str, str]) -> None:
     with Reporter() as reporter:
         with pytest.raises(ValueError, match="too large"):
             reporter.reportMetric("loss", 10**400)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("value", [True, None, [1], b"x", np.bool_(False)])
 def test_bad_parameter_values_raise_type_error(env: dict[str, str], value: object) -> None:
     with Reporter() as reporter:
@@ -73,6 +80,7 @@ def test_bad_parameter_values_raise_type_error(env: dict[str, str], value: objec
             reporter.reportParameter("opt", value)  # type: ignore[arg-type]
 
 
+@pytest.mark.e2e
 def test_accepted_values_are_recorded_exactly(env: dict[str, str]) -> None:
     with Reporter() as reporter:
         for value in (3, 2.5, np.float32(0.25), np.int64(7), math.nan, math.inf, -math.inf, -0.0, 1e-300):
@@ -91,6 +99,7 @@ def test_accepted_values_are_recorded_exactly(env: dict[str, str]) -> None:
     assert [r.seq for r in records] == list(range(1, len(records) + 1))
 
 
+@pytest.mark.e2e
 def test_report_after_finish_raises_for_scoped_reporter(env: dict[str, str]) -> None:
     with Reporter() as reporter:
         reporter.reportMetric("a", 1)
@@ -106,6 +115,7 @@ def test_aliases_exist() -> None:
     assert set(runai.reporter.__all__) >= {"Reporter", "reportMetric", "reportParameter", "finish", "ConfigError"}
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("missing", ["podUUID", "reporterGatewayURL"])
 def test_missing_required_variable_is_named(monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
                                             missing: str) -> None:
@@ -117,6 +127,7 @@ def test_missing_required_variable_is_named(monkeypatch: pytest.MonkeyPatch, env
         runai.reporter.reportMetric("a", 1)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("url", ["ftp://host:1", "host:port", "http://", "http://host:99999", "host:1?x=1"])
 def test_invalid_gateway_url_is_refused(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], url: str) -> None:
     monkeypatch.setenv("reporterGatewayURL", url)
@@ -135,24 +146,7 @@ def test_gateway_url_forms(url: str, expected: str) -> None:
     assert normalize_gateway_url(url) == expected
 
 
-@pytest.mark.parametrize("bad", ["../escape", "a/b", "..", ".", "", "a\0b", "..\\x", "/abs", "  ", "x\n"])
-def test_pod_uuid_path_tricks_are_refused(env: dict[str, str], spool_dir: str, tmp_path: os.PathLike[str],
-                                          bad: str) -> None:
-    before = sorted(os.listdir(tmp_path))
-    with pytest.raises(ConfigError, match="pod_uuid="):
-        Reporter(pod_uuid=bad)
-    assert sorted(os.listdir(tmp_path)) == before
-    assert os.listdir(spool_dir) == []
-
-
-def test_pod_uuid_from_environment_is_checked_too(monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
-                                                  spool_dir: str) -> None:
-    monkeypatch.setenv("podUUID", "../../etc")
-    with pytest.raises(ConfigError, match="podUUID='../../etc' cannot be used as a directory name"):
-        runai.reporter.reportMetric("a", 1)
-    assert os.listdir(spool_dir) == []
-
-
+@pytest.mark.e2e
 def test_keyword_arguments_override_environment(env: dict[str, str], tmp_path: os.PathLike[str]) -> None:
     other = os.path.join(str(tmp_path), "other-spool")
     with Reporter(pod_uuid="kw-pod", spool_dir=other, push_interval=0.5, finish_timeout=7) as reporter:
@@ -162,6 +156,7 @@ def test_keyword_arguments_override_environment(env: dict[str, str], tmp_path: o
         assert reporter._writer.path.startswith(os.path.join(other, "kw-pod") + os.sep)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("var,value", [("reporterPushInterval", "soon"), ("reporterPushInterval", "0"),
                                        ("reporterFinishTimeout", "-1"), ("reporterPushInterval", "nan")])
 def test_invalid_numbers_are_named(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], var: str,
@@ -171,6 +166,7 @@ def test_invalid_numbers_are_named(monkeypatch: pytest.MonkeyPatch, env: dict[st
         Reporter()
 
 
+@pytest.mark.e2e
 def test_spool_is_private(env: dict[str, str], spool_dir: str, pod: str) -> None:
     with Reporter() as reporter:
         reporter.reportMetric("a", 1)
@@ -182,6 +178,7 @@ def test_spool_is_private(env: dict[str, str], spool_dir: str, pod: str) -> None
         assert mode & 0o077 == 0, f"{name} is {oct(mode)}"
 
 
+@pytest.mark.e2e
 def test_import_is_light_and_starts_nothing() -> None:
     code = (
         "import sys, threading, runai.reporter, runai.reporter.spool\n"
@@ -193,23 +190,41 @@ def test_import_is_light_and_starts_nothing() -> None:
     assert out.stdout.strip() == "[] 1"
 
 
-def test_threads_report_concurrently_without_loss(env: dict[str, str]) -> None:
-    per_thread, threads = 5000, 8
+# The documented limit on one parameter value (docs/api.md), in UTF-8 bytes.
+VALUE_LIMIT = 64 << 10
 
-    with Reporter() as reporter:
-        def work(i: int) -> None:
-            for n in range(per_thread):
-                reporter.reportMetric(f"t{i}", n)
 
-        pool = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
-        for t in pool:
-            t.start()
-        for t in pool:
-            t.join()
-        lines = spool_lines(reporter)
-    records = [decode(line) for line in lines]
-    body = [r for r in records if r.kind == "metric"]
-    assert len(body) == per_thread * threads
-    assert sorted(r.seq for r in records) == list(range(len(records)))  # unique, no gaps
-    for i in range(threads):
-        assert [r.value for r in body if r.name == f"t{i}"] == [float(n) for n in range(per_thread)]
+@pytest.mark.e2e
+def test_a_parameter_value_that_is_not_utf8_is_refused(env: dict[str, str], gateway: Pushgateway, pod: str,
+                                                        spool_dir: str) -> None:
+    """Issue 10, point 4: a lone surrogate went into the spool and crashed every push of the pod."""
+    reporter = Reporter()
+    with pytest.raises(ValueError, match="cannot be encoded as UTF-8.*errors='replace'"):
+        reporter.reportParameter("path", os.fsdecode(b"caf\xe9"))
+    reporter.reportParameter("path", "café")
+    assert reporter.finish(timeout=20) is True
+    assert gateway.series(pod)[parameter_name("path")][0]["param_value"] == "café"
+    params = [r.value for r in spool_records(os.path.join(spool_dir, pod)) if r.kind == "parameter"]
+    assert params == ["café"]
+
+
+@pytest.mark.e2e
+def test_a_parameter_value_over_the_limit_is_refused_at_once(env: dict[str, str], gateway: Pushgateway, pod: str,
+                                                             spool_dir: str) -> None:
+    """Issue 10, point 5: a 30-million-character value made a 189 MB spool line."""
+    from runai.reporter import spool
+
+    assert spool.MAX_VALUE_BYTES == VALUE_LIMIT  # the documented figure
+    reporter = Reporter()
+    reporter.reportParameter("fits", "x" * VALUE_LIMIT)
+    with pytest.raises(ValueError, match=f"{VALUE_LIMIT + 2} bytes as UTF-8, more than the {VALUE_LIMIT}"):
+        reporter.reportParameter("two_bytes_each", "é" * (VALUE_LIMIT // 2 + 1))
+    started = time.monotonic()
+    with pytest.raises(ValueError, match="30000000 characters"):
+        reporter.reportParameter("huge", "x" * 30_000_000)
+    assert time.monotonic() - started < 0.1  # refused without encoding it
+    assert reporter.finish(timeout=20) is True
+    params = [r.name for r in spool_records(os.path.join(spool_dir, pod)) if r.kind == "parameter"]
+    assert params == ["fits"]
+    assert max(os.path.getsize(os.path.join(spool_dir, pod, n)) for n in os.listdir(os.path.join(spool_dir, pod))
+               if n.endswith(".jsonl")) < 2 * VALUE_LIMIT

@@ -114,6 +114,7 @@ def variables() -> dict[str, dict[str, Any]]:
     return {v["name"]: v for v in dashboard()["templating"]["list"]}
 
 
+@pytest.mark.e2e
 def test_the_json_is_the_generators_output() -> None:
     if sys.version_info < (3, 11):
         pytest.skip("grafana-foundation-sdk needs Python 3.11 or newer")

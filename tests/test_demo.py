@@ -15,6 +15,8 @@ import pytest
 
 from harness import REPO, job_env
 
+pytestmark = pytest.mark.e2e
+
 
 def test_the_demo_shows_promql_answers_and_writes_a_plot(tmp_path) -> None:
     pytest.importorskip("matplotlib")

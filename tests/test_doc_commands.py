@@ -77,6 +77,7 @@ def test_every_python_block_compiles(path: str) -> None:
             raise AssertionError(f"{os.path.relpath(path, REPO)}:{line + (exc.lineno or 0)}: {exc.msg}") from None
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("command", [c for c in COMMANDS if not c.synopsis], ids=ids)
 def test_every_command_parses_and_names_a_real_program(command: Shown) -> None:
     parsed = subprocess.run(["bash", "-n", "-c", command.text], capture_output=True, text=True, timeout=30)

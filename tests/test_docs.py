@@ -1,6 +1,8 @@
-"""The docs: every page renders as Markdown, the docs index links to each, and no link is dead."""
+"""The docs: every page renders as Markdown, the docs index links to each, no link is dead, and every test a
+page names (``tests/test_x.py``, ``test_x.py::test_name``) exists."""
 from __future__ import annotations
 
+import ast
 import glob
 import os
 import re
@@ -14,6 +16,12 @@ INDEX = os.path.join(REPO, "docs", "README.md")
 PAGES = sorted(glob.glob(os.path.join(REPO, "docs", "**", "*.md"), recursive=True))
 MARKDOWN = [os.path.join(REPO, "README.md"), os.path.join(REPO, "CONTRIBUTING.md"), *PAGES]
 LINK = re.compile(r"\]\(([^)\s]+)\)")
+# Every Markdown file of the repository that may name a test, wherever a page moves.
+NAMING_TESTS = sorted({*MARKDOWN, *glob.glob(os.path.join(REPO, "*.md")),
+                       *glob.glob(os.path.join(REPO, "docs", "**", "*.md"), recursive=True),
+                       *glob.glob(os.path.join(REPO, "deploy", "**", "*.md"), recursive=True)})
+# A test module (tests/ optional), with or without one of its tests; or a test named without its module.
+TEST_REFERENCE = re.compile(r"(?<![\w/.])(?:tests/)?(test_\w+\.py)(?:::(test_\w+))?|(?<![\w.])::(test_\w+)")
 
 
 def read(path: str) -> str:
@@ -66,3 +74,29 @@ def test_no_link_is_dead(path: str) -> None:
         assert os.path.exists(resolved), f"{target}: no such file"
         if anchor:
             assert anchor in anchors(resolved), f"{target}: no such heading"
+
+
+def defined_tests(module: str) -> set[str] | None:
+    """The top-level test functions and classes of tests/*module*, or None if there is no such module."""
+    path = os.path.join(REPO, "tests", module)
+    if not os.path.exists(path):
+        return None
+    return {node.name for node in ast.parse(read(path)).body
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name.startswith(("test", "Test"))}
+
+
+def test_every_test_a_page_names_exists() -> None:
+    broken = []
+    for path in NAMING_TESTS:
+        for number, line in enumerate(read(path).splitlines(), 1):
+            for module, name, bare in TEST_REFERENCE.findall(line):
+                where = f"{os.path.relpath(path, REPO)}:{number}"
+                if bare:
+                    broken.append(f"{where}: ::{bare} does not name its module (write test_x.py::{bare})")
+                    continue
+                defined = defined_tests(module)
+                if defined is None:
+                    broken.append(f"{where}: tests/{module} does not exist")
+                elif name and name not in defined:
+                    broken.append(f"{where}: tests/{module} has no {name}")
+    assert not broken, "\n".join(broken)

@@ -47,6 +47,7 @@ def test_a_block_with_any_other_line_is_left_to_decode_line_by_line(odd: bytes) 
     assert decode_metrics(b"".join([*_metrics(3), odd, *_metrics(2)])[:-1]) is None
 
 
+@pytest.mark.e2e
 def test_recover_ends_each_push_between_milliseconds_so_each_keeps_its_last_report(
         tmp_path: Any, spool_dir: str, pod: str) -> None:
     """150,000 reports of 3 series, 15 a millisecond, over 8 MiB: 3 pushes at least (recover reads

@@ -2,6 +2,8 @@
 own DELETE command, run as written, removes that group and no other."""
 from __future__ import annotations
 
+import pytest
+
 import os
 import re
 import shlex
@@ -21,6 +23,7 @@ def _delete_command() -> str:
     return command
 
 
+@pytest.mark.e2e
 def test_the_documented_delete_removes_a_finished_pods_group_only(env: dict[str, str], gateway: Pushgateway,
                                                                   pod: str) -> None:
     with runai.reporter.Reporter() as reporter:

@@ -1,4 +1,4 @@
-"""The harness the tests, benchmarks and the demo share: where it may be imported from, and its process helpers."""
+"""The test harness: its imports run one way, and its process helpers see and reap real uploaders."""
 from __future__ import annotations
 
 import ast
@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from harness import REPO, reap_uploaders, uploader_pids, wait_for
+from harness import REPO, Pushgateway, kill_uploaders, reap_uploaders, uploader_pids, wait_for
+from runai.reporter import Reporter
 
 
 def _imported(folder: str) -> dict[str, set[str]]:
@@ -39,6 +40,7 @@ def test_the_shipped_packages_never_import_the_harness(folder: str) -> None:
     assert {path for path, packages in _imported(folder).items() if "harness" in packages} == set()
 
 
+@pytest.mark.e2e
 def test_reap_uploaders_kills_what_did_not_exit_and_says_so(tmp_path: os.PathLike[str]) -> None:
     marker = str(tmp_path)
     # Not an uploader: a process whose command line looks like one to uploader_pids.
@@ -53,3 +55,15 @@ def test_reap_uploaders_kills_what_did_not_exit_and_says_so(tmp_path: os.PathLik
     finally:
         stuck.kill()
         stuck.wait()
+
+
+@pytest.mark.e2e
+def test_leftover_uploaders_helper_finds_real_processes(env: dict[str, str], own_gateway: Pushgateway,
+                                                        spool_dir: str) -> None:
+    # The autouse guard relies on uploader_pids(); prove it sees a live uploader.
+    reporter = Reporter(gateway_url=own_gateway.address)
+    reporter.reportMetric("x", 1)
+    wait_for(lambda: uploader_pids(spool_dir), 10, "the uploader to be visible")
+    assert reporter.finish(timeout=0.1) is False
+    assert kill_uploaders(spool_dir)
+    wait_for(lambda: not uploader_pids(spool_dir), 10, "the killed uploader to disappear")

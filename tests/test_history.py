@@ -16,6 +16,8 @@ from runai.reporter.spool import writer as spool_writer
 from harness import job_env
 from tests._helpers import uploader_cli
 
+pytestmark = pytest.mark.e2e
+
 
 def history(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return uploader_cli(env, "history", *args, timeout=120)

@@ -14,10 +14,14 @@ import hypothesis.strategies as st
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
+import pytest
+
 from runai.reporter.spool import SpoolWriter, encode_metric
 from harness import FaultProxy, Pushgateway, metric_name, parameter_name
 from uploader.push import Pusher
 from uploader.service import EXIT_DELIVERED, Uploader
+
+pytestmark = pytest.mark.e2e
 
 NAMES = st.sampled_from(["loss", "acc", "lr", "x_1"])
 METRIC_VALUES = st.floats(allow_nan=True, allow_infinity=True, width=64)

@@ -5,7 +5,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from harness import REPO
+
+pytestmark = pytest.mark.e2e
 
 
 def test_pip_install_into_a_fresh_venv(tmp_path) -> None:

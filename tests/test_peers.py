@@ -14,6 +14,8 @@ import pytest
 
 from harness import REPO
 
+pytestmark = pytest.mark.e2e
+
 N = 40
 
 

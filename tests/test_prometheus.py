@@ -55,6 +55,7 @@ def only(result: list[dict[str, Any]]) -> tuple[dict[str, str], float]:
     return result[0]["metric"], float(result[0]["value"][1])
 
 
+@pytest.mark.e2e
 def test_promql_returns_the_metric_with_its_pod(stack: tuple[Pushgateway, Prometheus]) -> None:
     gateway, prometheus = stack
     labels, value = only(prometheus.query(f'reporter_push_gateway_metric_loss{{podUUID="{POD}"}}'))
@@ -66,6 +67,7 @@ def test_promql_returns_the_metric_with_its_pod(stack: tuple[Pushgateway, Promet
     assert epochs == EPOCHS
 
 
+@pytest.mark.e2e
 def test_promql_returns_the_parameter_value_label(stack: tuple[Pushgateway, Prometheus]) -> None:
     _, prometheus = stack
     labels, value = only(prometheus.query(f'reporter_push_gateway_parameter_dataset{{podUUID="{POD}"}}'))

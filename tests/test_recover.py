@@ -1,4 +1,4 @@
-"""`runai-uploader recover`: a progress bar on a terminal only, and a final summary with what was skipped."""
+"""`runai-uploader recover`: its progress, its summary, one pod or all, and its errors."""
 from __future__ import annotations
 
 import fcntl
@@ -10,29 +10,12 @@ import subprocess
 import sys
 import termios
 
-from harness import Pushgateway, job_env, metric_name
-from tests._helpers import uploader_cli
+import pytest
+
+from harness import Pushgateway, job_env, metric_name, wait_for
+from runai.reporter import Reporter
+from tests._helpers import dead_job, recover, uploader_cli, wait_for_give_up
 from uploader.progress import Progress
-
-# A job that dies without ever starting an uploader: its spool is all that is left.
-DEAD_JOB = """
-import os, signal, sys
-from runai.reporter.spool import SpoolWriter
-writer = SpoolWriter(sys.argv[1], sys.argv[2])
-for i in range(int(sys.argv[3])):
-    writer.write_metric('loss', i)
-os.write(writer._fd, sys.argv[4].encode().decode('unicode_escape').encode('latin-1'))
-os.kill(os.getpid(), signal.SIGKILL)
-"""
-
-
-def dead_job(spool_dir: str, pod: str, reports: int, damage: str = "") -> str:
-    """Run DEAD_JOB; *damage* (with escapes) is appended raw before the kill. Returns the pod directory."""
-    pod_dir = os.path.join(spool_dir, pod)
-    done = subprocess.run([sys.executable, "-c", DEAD_JOB, pod_dir, pod, str(reports), damage],
-                          env=job_env(), capture_output=True, timeout=60)
-    assert done.returncode == -9, done.stderr
-    return pod_dir
 
 
 def recover_on_a_terminal(env: dict[str, str]) -> tuple[int, str]:
@@ -60,6 +43,7 @@ def recover_on_a_terminal(env: dict[str, str]) -> tuple[int, str]:
     return status, out.decode()
 
 
+@pytest.mark.e2e
 def test_recover_draws_a_bar_on_a_terminal(env: dict[str, str], gateway: Pushgateway, pod: str,
                                            spool_dir: str) -> None:
     dead_job(spool_dir, pod, 20_000)
@@ -71,6 +55,7 @@ def test_recover_draws_a_bar_on_a_terminal(env: dict[str, str], gateway: Pushgat
     assert gateway.value(pod, metric_name("loss")) == 19_999
 
 
+@pytest.mark.e2e
 def test_recover_writes_plain_lines_when_not_on_a_terminal(env: dict[str, str], gateway: Pushgateway, pod: str,
                                                            spool_dir: str) -> None:
     dead_job(spool_dir, pod, 20_000)
@@ -81,6 +66,7 @@ def test_recover_writes_plain_lines_when_not_on_a_terminal(env: dict[str, str], 
                                             "0 names rejected by the gateway, 0 still pending")
 
 
+@pytest.mark.e2e
 def test_recover_summary_counts_what_it_skipped_and_why(env: dict[str, str], gateway: Pushgateway, pod: str,
                                                         spool_dir: str) -> None:
     garbage = (r"this is not json\n"
@@ -106,6 +92,7 @@ def test_recover_summary_counts_what_it_skipped_and_why(env: dict[str, str], gat
     assert gateway.value(pod, metric_name("torn")) is None and gateway.value(pod, metric_name("bad")) is None
 
 
+@pytest.mark.e2e
 def test_recover_summary_adds_up_every_pod(env: dict[str, str], gateway: Pushgateway, spool_dir: str) -> None:
     pods = [f"{env['podUUID']}-{i}" for i in range(3)]
     for i, pod in enumerate(pods):
@@ -116,6 +103,7 @@ def test_recover_summary_adds_up_every_pod(env: dict[str, str], gateway: Pushgat
     assert [gateway.value(pod, metric_name("loss")) for pod in pods] == [99, 199, 299]
 
 
+@pytest.mark.e2e
 def test_recover_summary_counts_what_is_still_pending(env: dict[str, str], own_gateway: Pushgateway, pod: str,
                                                     spool_dir: str) -> None:
     from runai.reporter.spool import PodLock
@@ -190,3 +178,55 @@ def test_progress_is_plain_on_a_dumb_terminal_or_a_file(monkeypatch, tmp_path) -
         monkeypatch.setenv("TERM", "dumb")
         assert Progress("p", 1, tty).bar is False
     os.close(master)
+
+
+@pytest.mark.e2e
+def test_recover_waits_for_a_running_uploader(env: dict[str, str], gateway: Pushgateway, spool_dir: str,
+                                              pod: str) -> None:
+    from runai.reporter.spool import PodLock
+
+    with Reporter() as reporter:
+        reporter.reportMetric("a", 1)
+    with PodLock(os.path.join(spool_dir, pod)) as lock:
+        wait_for(lock.acquire, 10, "the reporter's uploader to exit")  # then this test plays the uploader
+        done = recover(env, "--timeout", "0.5")
+    assert done.returncode == 1
+    assert f"an uploader (pid {os.getpid()}) is delivering it" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.e2e
+def test_recover_all_pods(env: dict[str, str], own_gateway: Pushgateway, spool_dir: str) -> None:
+    for name in ("pod-a", "pod-b"):
+        reporter = Reporter(pod_uuid=name, gateway_url=own_gateway.address, retry_timeout=0.5)
+        reporter.reportMetric("x", 1 if name == "pod-a" else 2)
+        assert reporter.finish(timeout=0.2) is False
+    for name in ("pod-a", "pod-b"):
+        wait_for_give_up(os.path.join(spool_dir, name), spool_dir)
+    own_gateway.start()
+    done = recover({**env, "reporterGatewayURL": own_gateway.address}, "--all")
+    assert done.returncode == 0, done.stderr
+    assert own_gateway.value("pod-a", metric_name("x")) == 1
+    assert own_gateway.value("pod-b", metric_name("x")) == 2
+    again = recover({**env, "reporterGatewayURL": own_gateway.address}, "--all")
+    assert again.returncode == 0 and again.stdout.count("nothing to send") == 2
+
+
+@pytest.mark.e2e
+def test_recover_errors_are_one_line(env: dict[str, str]) -> None:
+    done = recover({**env, "reporterGatewayURL": ""})
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "reporterGatewayURL" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.e2e
+def test_recover_gives_up_with_a_reason(env: dict[str, str], own_gateway: Pushgateway, spool_dir: str) -> None:
+    reporter = Reporter(gateway_url=own_gateway.address, retry_timeout=0.5)
+    reporter.reportMetric("x", 1)
+    assert reporter.finish(timeout=0.2) is False
+    wait_for_give_up(reporter.settings.pod_dir, spool_dir)
+    done = recover({**env, "reporterGatewayURL": own_gateway.address}, "--timeout", "1")
+    assert done.returncode == 1
+    assert "unreachable" in done.stderr and "1 reports still pending" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -60,6 +60,7 @@ def _spool(spool_dir: str, pod: str, reports: int) -> None:
     writer.close()
 
 
+@pytest.mark.e2e
 def test_recover_pod_delivers_and_reports_progress_without_printing(
         spool_dir: str, pod: str, gateway: Pushgateway, capfd: pytest.CaptureFixture[str]) -> None:
     _spool(spool_dir, pod, 5)

@@ -14,6 +14,8 @@ import pytest
 from runai.reporter import Reporter
 from runai.reporter.spool.writer import SpoolWriter
 
+pytestmark = pytest.mark.e2e
+
 
 def test_a_class_level_patch_of_reportMetric_sees_the_reports(env: dict[str, str]) -> None:
     """mock.patch.object(Reporter, 'reportMetric') / a class wrapper no longer intercepts anything."""

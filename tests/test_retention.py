@@ -19,6 +19,7 @@ def spool_files(pod_dir: str) -> list[str]:
                   key=os.path.getmtime)
 
 
+@pytest.mark.e2e
 def test_a_writer_rotates_its_spool_file(env: dict[str, str], gateway: Pushgateway, pod: str,
                                          spool_dir: str) -> None:
     with Reporter(spool_file_bytes=64 * KIB, history_bytes=1 << 30) as reporter:
@@ -41,6 +42,7 @@ def test_a_writer_rotates_its_spool_file(env: dict[str, str], gateway: Pushgatew
     assert sorted(values) == [float(i) for i in range(20_000)]
 
 
+@pytest.mark.e2e
 def test_delivered_history_is_kept_under_its_bound(env: dict[str, str], gateway: Pushgateway, pod: str,
                                                    spool_dir: str) -> None:
     bound = 1024 * KIB  # room for two or three of the ~360 KiB files
@@ -58,6 +60,7 @@ def test_delivered_history_is_kept_under_its_bound(env: dict[str, str], gateway:
     assert len(checkpoints) == len(files)  # a deleted spool takes its checkpoint along
 
 
+@pytest.mark.e2e
 def test_undelivered_data_is_never_deleted(env: dict[str, str], own_gateway: Pushgateway, pod: str,
                                            spool_dir: str) -> None:
     reporter = Reporter(gateway_url=own_gateway.address, spool_file_bytes=64 * KIB, history_bytes=64 * KIB,
@@ -71,6 +74,7 @@ def test_undelivered_data_is_never_deleted(env: dict[str, str], own_gateway: Pus
     assert len(values) == 20_000
 
 
+@pytest.mark.e2e
 def test_fsync_always_syncs_every_report(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     synced: list[int] = []
     real_fsync = os.fsync
@@ -83,6 +87,7 @@ def test_fsync_always_syncs_every_report(env: dict[str, str], monkeypatch: pytes
     assert reporter.finish() is True
 
 
+@pytest.mark.e2e
 def test_fsync_interval_is_done_by_the_uploader(tmp_path, gateway: Pushgateway, pod: str,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     import threading
@@ -114,6 +119,7 @@ def test_fsync_interval_is_done_by_the_uploader(tmp_path, gateway: Pushgateway, 
     assert not thread.is_alive()
 
 
+@pytest.mark.e2e
 def test_durability_policy_is_checked(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
     monkeypatch.setenv("reporterFsync", "sometimes")
     with pytest.raises(ConfigError, match="reporterFsync='sometimes' is not a durability policy"):

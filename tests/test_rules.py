@@ -27,6 +27,7 @@ def promtool(*args: str, cwd: str = RULES_DIR) -> subprocess.CompletedProcess[st
     return subprocess.run([path, *args], cwd=cwd, capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.e2e
 def test_promtool_checks_the_rules() -> None:
     done = promtool("check", "rules", RULES)
     assert done.returncode == 0 and "SUCCESS: 6 rules found" in done.stdout, done.stdout + done.stderr
@@ -42,6 +43,7 @@ def test_every_rule_is_there_with_no_wait_on_the_loss() -> None:
     assert "for" not in loss  # fires at the first evaluation that sees the value
 
 
+@pytest.mark.e2e
 def test_promtool_unit_tests_pass() -> None:
     done = promtool("test", "rules", RULES_TEST)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -49,6 +51,7 @@ def test_promtool_unit_tests_pass() -> None:
 
 @pytest.mark.parametrize("change", [("15 * 60", "25 * 60"), ('"(?i).*loss.*"', '".*loss.*"'), ("> -Inf < Inf", "> 0"),
                                     ("for: 15m", "for: 5m")])
+@pytest.mark.e2e
 def test_the_unit_tests_fail_for_a_broken_rule(tmp_path: Any, change: tuple[str, str]) -> None:
     with open(RULES) as f:
         text = f.read()
@@ -59,6 +62,7 @@ def test_the_unit_tests_fail_for_a_broken_rule(tmp_path: Any, change: tuple[str,
     assert done.returncode != 0 and "FAILED" in done.stdout + done.stderr
 
 
+@pytest.mark.e2e
 def test_the_prometheusrule_is_the_rendering_of_rules_yml() -> None:
     done = subprocess.run([sys.executable, os.path.join(RULES_DIR, "render_rule.py"), "--check"],
                           capture_output=True, text=True, timeout=60)
@@ -69,6 +73,7 @@ def test_the_prometheusrule_is_the_rendering_of_rules_yml() -> None:
     assert resource["spec"] == {"groups": rules["groups"]}
 
 
+@pytest.mark.e2e
 def test_the_rendering_check_fails_on_a_stale_file(tmp_path: Any) -> None:
     for name in ("rules.yml", "render_rule.py"):
         shutil.copy(os.path.join(RULES_DIR, name), tmp_path / name)

@@ -4,11 +4,15 @@ from __future__ import annotations
 import errno
 import os
 
+import pytest
+
 from runai.reporter.spool import SpoolWriter
 from harness import Pushgateway, metric_name
 from runai.reporter.spool import checkpoint_path, load_checkpoint
 from uploader.push import Pusher
 from uploader.service import EXIT_DELIVERED, EXIT_PENDING, Uploader
+
+pytestmark = pytest.mark.e2e
 
 
 def finished_spool(pod_dir: str, pod: str, n: int) -> SpoolWriter:

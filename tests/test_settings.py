@@ -158,6 +158,7 @@ def test_keyword_errors_name_the_keyword(base: dict[str, str]) -> None:
     assert load_settings(environ={**base, "reporterFsyncInterval": ""}).fsync_interval == 1.0
 
 
+@pytest.mark.e2e
 def test_reporter_accepts_fsync_interval_and_passes_it_to_the_uploader(env: dict[str, str], pod: str) -> None:
     with Reporter(fsync="interval", fsync_interval=0.25) as reporter:
         assert reporter.settings.fsync_interval == 0.25

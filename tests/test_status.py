@@ -5,6 +5,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from harness import Pushgateway, job_env, metric_name
 from tests._helpers import uploader_cli, wait_for_give_up
 
@@ -16,6 +18,7 @@ os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
+@pytest.mark.e2e
 def test_status_shows_a_crashed_pod_until_it_is_recovered(env: dict[str, str], own_gateway: Pushgateway,
                                                           pod: str, spool_dir: str) -> None:
     env = {**env, "reporterGatewayURL": own_gateway.address, "reporterRetryTimeout": "0.5"}
@@ -45,6 +48,7 @@ def test_status_shows_a_crashed_pod_until_it_is_recovered(env: dict[str, str], o
     assert after["last_delivered"] is not None and after["recover_command"] is None
 
 
+@pytest.mark.e2e
 def test_status_of_an_empty_spool(env: dict[str, str]) -> None:
     done = uploader_cli(env, "status")
     assert done.returncode == 0 and "no pods with spool files" in done.stdout

@@ -22,6 +22,8 @@ from runai.reporter.transformers import RunaiCallback  # noqa: E402
 from harness import Pushgateway, job_env, metric_name, parameter_name  # noqa: E402
 from tests._helpers import spool_records  # noqa: E402
 
+pytestmark = pytest.mark.e2e
+
 SAMPLES, BATCH, EPOCHS = 32, 8, 2
 STEPS = SAMPLES // BATCH
 

@@ -1,53 +1,18 @@
-"""Security: basic auth and TLS against a real Pushgateway (--web.config.file), secrets
-kept out of files, logs and command lines, labels and grouping keys that round-trip."""
+"""Credentials for the gateway: basic auth over TLS with a real Pushgateway's web config, refused or warned
+configurations, and a password never logged."""
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import os
 from typing import Iterator
 
 import pytest
 
+from harness import Pushgateway, metric_name, uploader_pids, wait_for
 from runai.reporter import ConfigError, Reporter
-from harness import Pushgateway, metric_name, parameter_name, uploader_pids, wait_for
 from tests._helpers import uploader_cli, wait_for_give_up
+from tests._tls import PASSWORD, USER, _certificates
 
-USER, PASSWORD = "trainer", "s3cret-Pa55word!"
-
-
-def _certificates(directory: str) -> tuple[str, str, str]:
-    """A private CA and a server certificate for 127.0.0.1, made here."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.timezone.utc)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "runai test CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-          .not_valid_after(now + datetime.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    paths = [os.path.join(directory, n) for n in ("ca.crt", "server.crt", "server.key")]
-    pem = serialization.Encoding.PEM
-    with open(paths[0], "wb") as f:
-        f.write(ca.public_bytes(pem))
-    with open(paths[1], "wb") as f:
-        f.write(cert.public_bytes(pem))
-    with open(paths[2], "wb") as f:
-        f.write(key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    return paths[0], paths[1], paths[2]
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
@@ -136,22 +101,6 @@ def test_half_configured_auth_is_refused(monkeypatch: pytest.MonkeyPatch, env: d
     monkeypatch.setenv("reporterGatewayUsername", "someone")
     with pytest.raises(ConfigError, match="reporterGatewayPassword"):
         Reporter()
-
-
-def test_parameter_values_round_trip_exactly(env: dict[str, str], gateway: Pushgateway, pod: str) -> None:
-    tricky = 'quote " backslash \\ newline \n tab \t unicode ✓ 日本 emoji 🚀 end'
-    with Reporter() as reporter:
-        reporter.reportParameter("tricky", tricky)
-    assert gateway.series(pod)[parameter_name("tricky")][0]["param_value"] == tricky
-
-
-def test_a_pod_uuid_with_spaces_gets_its_own_group(monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
-                                                   gateway: Pushgateway, pod: str) -> None:
-    spaced = f"my pod {pod}"
-    with Reporter(pod_uuid=spaced) as reporter:
-        reporter.reportMetric("spaced", 3)
-    assert gateway.value(spaced, metric_name("spaced")) == 3  # base64 grouping key, decoded by the gateway
-    assert gateway.value(pod, metric_name("spaced")) is None
 
 
 def test_basic_auth_over_plain_http_warns_once_in_the_job_and_in_uploader_log(

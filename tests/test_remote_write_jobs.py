@@ -2,8 +2,7 @@
 receivers (Debian's Prometheus 2.42 with ``--web.enable-remote-write-receiver``, Debian's Pushgateway).
 
 Each job spaces its reports 2 ms apart: reports of one series in the same millisecond keep the last (as
-documented), and these tests want every report to stand as its own sample.
-"""
+documented), and these tests want every report to stand as its own sample."""
 from __future__ import annotations
 
 import json
@@ -11,74 +10,17 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from typing import Any, Iterator
 
 import pytest
 
 from harness import FaultProxy, Prometheus, Pushgateway, job_env, metric_name, uploader_pids, wait_for
-from runai.reporter.spool import GATEWAY, REMOTE_WRITE, delivery_state, is_spool_file, load_progress, open_spool
+from runai.reporter.spool import GATEWAY, REMOTE_WRITE, is_spool_file, load_progress, open_spool
 from tests._helpers import spool_records, uploader_cli
+from tests._remote_write_jobs import JOB, covered, expected, job_settings, run_job, samples
 
-# argv: reports, then "finish" (print finish()'s answer, waiting argv[3] s) or "kill" (SIGKILL itself,
-# unfinished); argv[4], if given, the pause between reports (default 2 ms).
-JOB = """
-import os, signal, sys, time
-from runai.reporter import Reporter
-r = Reporter()
-pause = float(sys.argv[4]) if len(sys.argv) > 4 else 0.002
-for i in range(int(sys.argv[1])):
-    r.reportMetric('loss', float(i))
-    if pause:
-        time.sleep(pause)
-if sys.argv[2] == 'kill':
-    os.kill(os.getpid(), signal.SIGKILL)
-print(r.finish(timeout=float(sys.argv[3])))
-"""
-
-
-def run_job(env: dict[str, str], reports: int, end: str, finish_timeout: float = 60,
-            pause: float = 0.002) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", JOB, str(reports), end, str(finish_timeout), str(pause)], env=env,
-                          text=True, capture_output=True, timeout=120, stdin=subprocess.DEVNULL)
-
-
-def job_settings(spool_dir: str, pod: str, **urls: str) -> dict[str, str]:
-    """A job's environment: this pod and spool, and only the sinks in *urls* (no gateway unless given)."""
-    env = job_env(podUUID=pod, reporterSpoolDir=spool_dir, **urls)
-    for name in ("reporterGatewayURL", "reporterRemoteWriteURL"):
-        if name not in urls:
-            env.pop(name, None)
-    return env
-
-
-def loss(pod: str) -> str:
-    return f'reporter_push_gateway_metric_loss{{podUUID="{pod}"}}[1h]'
-
-
-def expected(pod_dir: str) -> list[tuple[int, float]]:
-    """The spool's loss reports as samples: (the report's millisecond, its value), in time order."""
-    return sorted((round(r.ts * 1e6) // 1000, float(r.value)) for r in spool_records(pod_dir)
-                  if getattr(r, "name", None) == "loss")
-
-
-def samples(prometheus: Prometheus, pod: str) -> list[tuple[int, float]]:
-    found = prometheus.samples(loss(pod), at=time.time() + 1)
-    return found[0][1] if found else []
-
-
-def covered(pod_dir: str, sink: str) -> bool:
-    """Every spool file of *pod_dir* is delivered to *sink*, by its checkpoints."""
-    names = [n for n in os.listdir(pod_dir) if is_spool_file(n)]
-    for name in names:
-        path = os.path.join(pod_dir, name)
-        opened = open_spool(path, resume=False)
-        assert opened is not None
-        with opened.tail as tail:
-            if not delivery_state(path, tail.spool_id, tail.size(), reader=tail, sinks=(sink,)).covered:
-                return False
-    return bool(names)
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture

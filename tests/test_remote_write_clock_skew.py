@@ -1,9 +1,7 @@
-"""The remote-write sink against a real VictoriaMetrics single node (Debian's ``victoria-metrics``), and
-``runai-uploader status``'s clock-skew warning against a real Prometheus receiver made to refuse present-day
-samples as too old.
+"""Real jobs to a real VictoriaMetrics single node (Debian's ``victoria-metrics``), and ``runai-uploader status``'s
+clock-skew warning against a real Prometheus receiver made to refuse present-day samples as too old.
 
-Real jobs (subprocesses with a Reporter) and the real uploader, as in tests/test_remote_write_e2e.py.
-"""
+Real jobs (subprocesses with a Reporter) and the real uploader, as in tests/test_remote_write_jobs.py."""
 from __future__ import annotations
 
 import json
@@ -11,10 +9,12 @@ import os
 import time
 from typing import Any
 
+import pytest
+
 from harness import Prometheus, VictoriaMetrics, wait_for
 from runai.reporter.spool import METRIC, REMOTE_WRITE, Metric
 from tests._helpers import uploader_cli
-from tests.test_remote_write_e2e import covered, expected, job_settings, run_job
+from tests._remote_write_jobs import covered, expected, job_settings, run_job
 from uploader.remote_write import RemoteWriter
 from uploader.status import clock_skew
 from uploader.status import pod_status as pod_status_of
@@ -35,6 +35,7 @@ def status_json(env: dict[str, str]) -> dict[str, Any]:
     return pod_status  # type: ignore[no-any-return]
 
 
+@pytest.mark.e2e
 def test_a_job_s_1000_reports_reach_victoria_metrics_each_at_its_own_time(tmp_path: Any, spool_dir: str,
                                                                            pod: str) -> None:
     with VictoriaMetrics(str(tmp_path)) as vm:
@@ -54,6 +55,7 @@ def test_a_job_s_1000_reports_reach_victoria_metrics_each_at_its_own_time(tmp_pa
         assert pod_status["clock_skew"] is None  # nothing was refused
 
 
+@pytest.mark.e2e
 def test_status_warns_of_clock_skew_when_recent_samples_are_refused_as_too_old(tmp_path: Any, spool_dir: str,
                                                                                pod: str) -> None:
     with Prometheus(str(tmp_path), remote_write=True, out_of_order_window="30m") as receiver:
