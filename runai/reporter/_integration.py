@@ -38,7 +38,7 @@ class IntegrationReporter:
 
     def __init__(self, log: logging.Logger, caller: str, all_ranks: bool, settings: dict[str, Any]) -> None:
         check_keywords(settings, caller, Reporter.settings_class)
-        self.settings: Settings = load_settings(**settings)
+        self.settings: Settings = load_settings(local=True, **settings)
         self._overrides = settings
         self._log = log
         self.all_ranks = all_ranks
