@@ -117,6 +117,11 @@ class IntegrationReporter:
         """Report *value* as a parameter: a str or number as it is, a scalar tensor as its number, else its str()."""
         self.guard(lambda: self._parameter(name, value), f"reporting {name}")
 
+    def parameters(self, params: Mapping[str, Any]) -> None:
+        """Every leaf of nested *params* as a parameter, under its flattened, sanitized name (flatten_params)."""
+        for name, value in flatten_params(params):
+            self.parameter(name, value)
+
     def _parameter(self, name: str, value: object) -> None:
         reporter = self._open()
         if reporter is not None:
