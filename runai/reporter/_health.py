@@ -45,13 +45,16 @@ class DeliveryWatch:
         # Lines already there are an earlier run's (a pod name used again), not this job's.
         self._offset = self._size()
 
-    def poll(self) -> None:
-        """Relay what the uploader logged since the last poll; never raises, never waits."""
+    def poll(self, tell: bool = True) -> None:
+        """Relay what the uploader logged since the last poll; never raises, never waits.
+
+        *tell* False: only note it (:attr:`last_cause`), for a caller that says it in its own words.
+        """
         if not self._lock.acquire(blocking=False):
             return
         try:
             for line in self._new_lines():
-                self._note(line)
+                self._note(line, tell)
         except OSError:
             pass  # no log yet (the uploader is starting), or it cannot be read: the next tick tries again
         finally:
@@ -86,34 +89,36 @@ class DeliveryWatch:
         self._offset = start + end + 1
         return lines
 
-    def _note(self, line: str) -> None:
+    def _note(self, line: str, tell: bool) -> None:
         fields = line.split(" ", _MESSAGE_FIELD)
         if len(fields) <= _MESSAGE_FIELD:
             return
         level, message = fields[_LEVEL_FIELD], fields[_MESSAGE_FIELD]
         if level == "WARNING" and message.endswith(_FAILING):
-            self._failed(message[: -len(_FAILING)])
+            self._failed(message[: -len(_FAILING)], tell)
         elif level == "INFO" and _RESUMED in message:
-            self._resumed(message)
+            self._resumed(message, tell)
 
-    def _failed(self, what: str) -> None:
+    def _failed(self, what: str, tell: bool) -> None:
         receiver = _receiver(what)
         if receiver in self._failing:
             return
         self._failing.add(receiver)
         who, _, error = what.partition(" (")
         self.last_cause = f"{_URL.sub(lambda m: redact_url(m.group()), who)} ({_cause(error.removesuffix(')'))})"
-        logger.warning("delivery is failing: %s; the reports are safe in the spool and the uploader keeps "
-                       "retrying (%s in %s has the details)", self.last_cause, LOG_NAME, self.pod_dir)
+        if tell:
+            logger.warning("delivery is failing: %s; the reports are safe in the spool and the uploader keeps "
+                           "retrying (%s in %s has the details)", self.last_cause, LOG_NAME, self.pod_dir)
 
-    def _resumed(self, message: str) -> None:
+    def _resumed(self, message: str, tell: bool) -> None:
         receiver = _receiver(message)
         if receiver not in self._failing:
             return
         self._failing.discard(receiver)
         if not self._failing:
             self.last_cause = None
-        logger.info("delivery resumed: %s", message)
+        if tell:
+            logger.info("delivery resumed: %s", message)
 
 
 def _receiver(message: str) -> str:

@@ -201,7 +201,7 @@ class Reporter:
         lost = "" if not writer.lost else (f"; {writer.lost} more were lost because the spool file could not be "
                                            "written")
         assert self._watch is not None  # local mode never waits
-        self._watch.poll()  # a failure the job ended too soon to hear of
+        self._watch.poll(tell=False)  # a failure the job ended too soon to hear of: told in this one warning
         cause = "" if self._watch.last_cause is None else f" (the last failure: {self._watch.last_cause})"
         logger.warning(
             "finish() timed out after %.1f s with %d of %d reports not yet delivered to %s%s%s; they are safe in %s "
