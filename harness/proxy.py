@@ -6,6 +6,7 @@ Faults (set :attr:`FaultProxy.fault`):
 * ``"refuse"``: stop listening, so connections are refused (``start()`` again to heal);
 * ``"reset"``: read the request, then reset the connection (RST) without an answer;
 * ``"500"``: answer 500 without forwarding;
+* ``"401"``: answer 401 Unauthorized to a push without forwarding it (a gateway whose credentials changed);
 * ``"slow"``: forward, then wait :attr:`slow_seconds` before answering, longer
   than a push may take (the gateway applies pushes in order; only its answer is late);
 * ``"413"``: answer 413 to a push whose body is over :attr:`max_body` bytes
@@ -127,6 +128,9 @@ class FaultProxy:
                     self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                     self.connection.close()
                     self.close_connection = True
+                    return
+                if fault == "401":
+                    self._answer(401, b"Unauthorized\n", [("WWW-Authenticate", 'Basic realm="gateway"')])
                     return
                 if fault == "500" or (fault == "fail_after" and proxy.pushes >= proxy.fail_after):
                     self._answer(500, b"injected failure\n", [])

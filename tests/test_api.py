@@ -116,14 +116,19 @@ def test_aliases_exist() -> None:
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("missing", ["podUUID", "reporterGatewayURL"])
-def test_missing_required_variable_is_named(monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
-                                            missing: str) -> None:
-    monkeypatch.delenv(missing)
-    with pytest.raises(ConfigError, match=missing):
+@pytest.mark.parametrize("receiver", ["reporterGatewayURL", "reporterRemoteWriteURL"])
+def test_a_missing_pod_uuid_is_named_where_a_receiver_is_set(monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
+                                                             receiver: str) -> None:
+    # A cluster job without its podUUID is misconfigured: guessing one would misfile its data (local mode
+    # names its own pod only when no receiver is set either: tests/test_local_mode.py).
+    monkeypatch.delenv("podUUID")
+    if receiver == "reporterRemoteWriteURL":
+        monkeypatch.delenv("reporterGatewayURL")
+        monkeypatch.setenv(receiver, "http://127.0.0.1:1/api/v1/write")
+    with pytest.raises(ConfigError, match="podUUID"):
         Reporter()
     # non-scoped: raised at the first report
-    with pytest.raises(ConfigError, match=missing):
+    with pytest.raises(ConfigError, match="podUUID"):
         runai.reporter.reportMetric("a", 1)
 
 

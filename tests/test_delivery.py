@@ -66,7 +66,10 @@ def test_seed_examples_deliver_in_the_041_wire_format(env: dict[str, str], gatew
                                                       code: str) -> None:
     done = run_job(code, env)
     assert done.returncode == 0, done.stderr
-    assert done.stdout == "" and done.stderr == ""  # no surprise output
+    # No surprise output: the start line only, one (the non-scoped API makes one Reporter), as issue 21 asks.
+    assert done.stdout == "" and done.stderr == (f"runai.reporter: pod {pod}, spool {env['reporterSpoolDir']}/{pod}: "
+                                                 f"reporting to the gateway http://{gateway.address} "
+                                                 "(reporterQuiet=1 hides this)\n")
     assert_seed_values(gateway, pod)  # already there when the job returned
 
 

@@ -84,6 +84,28 @@ def test_two_epochs_report_the_ui_names(env: dict[str, str], gateway: Pushgatewa
     assert value[metric_name("training_progress")] == 1.0
 
 
+def test_training_arguments_are_reported_as_parameters_once(env: dict[str, str], gateway: Pushgateway, pod: str,
+                                                             tmp_path: Any) -> None:
+    trainer = _trainer(str(tmp_path / "out"), [RunaiCallback()], hub_token="hf_sekrit", seed=7)
+    trainer.train()
+    reported = [r for r in spool_records(os.path.join(env["reporterSpoolDir"], pod)) if r.kind == "parameter"]
+    values = {r.name: r.value for r in reported}
+    # Under their own names, as W&B and MLflow log them: numbers, strings, booleans (str() of each on the wire).
+    assert values["per_device_train_batch_size"] == str(BATCH) and float(values["num_train_epochs"]) == EPOCHS
+    assert values["seed"] == "7" and values["use_cpu"] == "True" and values["output_dir"] == str(tmp_path / "out")
+    assert values["lr_scheduler_type"] == "linear"  # an enum, as its value
+    args = trainer.args.to_dict()
+    scalars = {k for k, v in args.items() if isinstance(v, (str, int, float, bool)) and not k.endswith("_token")}
+    assert scalars <= set(values)
+    assert not {k for k, v in args.items() if v is None} & set(values)  # None skipped
+    assert not {"hub_token", "report_to", "accelerator_config"} & set(values)  # a secret; a list; a dict
+    assert all(r.value != "hf_sekrit" for r in reported)
+    # Once, at train begin (learning_rate too: the callback's own, not again from the arguments).
+    assert len(reported) == len(values)
+    labels, _ = gateway.series(pod)[parameter_name("gradient_accumulation_steps")]
+    assert labels["param_value"] == "1"
+
+
 class _BadKey(TrainerCallback):
     """Adds a key too long for a report name to what the Trainer logs, before RunaiCallback sees it."""
 

@@ -39,7 +39,7 @@ class IntegrationReporter:
 
     def __init__(self, log: logging.Logger, caller: str, all_ranks: bool, settings: dict[str, Any]) -> None:
         check_keywords(settings, caller, Reporter.settings_class)
-        self.settings: Settings = load_settings(**settings)
+        self.settings: Settings = load_settings(local=True, **settings)
         self._overrides = settings
         self._log = log
         self.all_ranks = all_ranks
@@ -117,6 +117,11 @@ class IntegrationReporter:
     def parameter(self, name: str, value: object) -> None:
         """Report *value* as a parameter: a str or number as it is, a scalar tensor as its number, else its str()."""
         self.guard(lambda: self._parameter(name, value), f"reporting {name}")
+
+    def parameters(self, params: Mapping[str, Any]) -> None:
+        """Every leaf of nested *params* as a parameter, under its flattened, sanitized name (flatten_params)."""
+        for name, value in flatten_params(params):
+            self.parameter(name, value)
 
     def _parameter(self, name: str, value: object) -> None:
         reporter = self._open()

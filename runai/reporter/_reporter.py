@@ -8,28 +8,25 @@ from __future__ import annotations
 
 import atexit
 import logging
-import numbers
 import os
-import re
 import threading
 import time
 from functools import partial
 from types import TracebackType
 from typing import Any, ClassVar
 
+from ._checks import CHECKED_NAMES, check_name, checked_metric, parameter_value
+from ._health import DeliveryWatch
 from ._launch import ensure_uploader, reap, startup_failure
-from .settings import Settings, check_keywords, load_settings, recover_command, warn_insecure_auth
-from .spool import GATEWAY, LOG_NAME, MAX_NAME_CHARS, MAX_VALUE_BYTES, REMOTE_WRITE, SpoolWriter, delivery_state
+from ._local import announce
+from .settings import (ENV_GATEWAY_URL, ENV_REMOTE_WRITE_URL, Settings, check_keywords, history_command, load_settings,
+                       recover_command, warn_insecure_auth)
+from .spool import GATEWAY, LOG_NAME, REMOTE_WRITE, SpoolWriter, delivery_state
 
 __all__ = ["Reporter"]
 
 logger = logging.getLogger(__name__)
 
-_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
-# Names already checked, so the regex runs once per name rather than once per
-# report. Bounded so that a program inventing names cannot grow it forever.
-_checked_names: set[str] = set()
-_CHECKED_NAMES_MAX = 10_000
 _FINISHED = "this Reporter is finished: create a new Reporter to report again"  # a report after finish()
 
 # Reporters not yet finished; the atexit hook finishes them, so that a program
@@ -37,62 +34,6 @@ _FINISHED = "this Reporter is finished: create a new Reporter to report again"  
 _unfinished: set[Reporter] = set()
 _unfinished_lock = threading.RLock()  # reentrant: finish() may run in a signal handler that interrupted its holder
 _atexit_registered = False
-
-
-def _check_name(name: object) -> str:
-    if type(name) is str and name in _checked_names:
-        return name
-    if not isinstance(name, str):
-        raise TypeError(f"a report name must be a str, not {type(name).__name__}")
-    if len(name) > MAX_NAME_CHARS:
-        raise ValueError(f"the report name {name[:40]!r}... is {len(name)} characters long, more than the "
-                         f"{MAX_NAME_CHARS} a name may have: use a shorter name")
-    if not _NAME.match(name):
-        raise ValueError(
-            f"invalid report name {name!r}: use letters, digits and underscores, not starting with a digit"
-        )
-    if len(_checked_names) < _CHECKED_NAMES_MAX:
-        _checked_names.add(name)
-    return name
-
-
-def _metric_value(value: object) -> float:
-    kind = type(value)
-    if kind is float:
-        return value  # type: ignore[return-value]
-    if kind is not int and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
-        raise TypeError(f"a metric value must be a real number (int or float), not {kind.__name__}")
-    try:
-        return float(value)  # type: ignore[arg-type]
-    except OverflowError:
-        raise ValueError(f"metric value {value!r} is too large for a float") from None
-
-
-def _checked_metric(name: object, value: object) -> tuple[str, float]:
-    """A metric's name and value as the spool writes them, or TypeError/ValueError saying what is wrong."""
-    return _check_name(name), value if type(value) is float else _metric_value(value)
-
-
-def _parameter_value(name: str, value: object) -> str:
-    if isinstance(value, bool) or not isinstance(value, (str, numbers.Real)):
-        raise TypeError(f"a parameter value must be a str, int or float, not {type(value).__name__}")
-    text = value if isinstance(value, str) else str(value)
-    # At least one UTF-8 byte per character: a longer str is refused unencoded.
-    size = f"{len(text)} characters"
-    if len(text) <= MAX_VALUE_BYTES:
-        try:
-            encoded = len(text.encode("utf-8"))
-        except UnicodeEncodeError as exc:
-            raise ValueError(
-                f"the value of parameter {name!r} cannot be encoded as UTF-8 ({text[exc.start]!r} at position "
-                f"{exc.start}): a lone surrogate usually comes from os.fsdecode() of bytes that are not UTF-8; "
-                "decode such bytes with errors='replace' before reporting them"
-            ) from None
-        if encoded <= MAX_VALUE_BYTES:
-            return text
-        size = f"{encoded} bytes as UTF-8"
-    raise ValueError(f"the value of parameter {name!r} is {size}, more than the {MAX_VALUE_BYTES} bytes a "
-                     "parameter value may have: report a shorter value (a summary, a hash or a path)")
 
 
 class Reporter:
@@ -112,16 +53,19 @@ class Reporter:
     def __init__(self, **overrides: Any) -> None:
         # Every keyword is a setting, named as its field of Settings (docs/api.md lists them).
         check_keywords(overrides, "Reporter.__init__()", self.settings_class)
-        self.settings = load_settings(settings_class=self.settings_class, **overrides)
-        warn_insecure_auth(self.settings)
-        # The writer's tick (about once a second, from a report) starts a new
-        # uploader if the pod's died during the job, not only at finish().
-        self._writer = SpoolWriter(self.settings.pod_dir, self.settings.pod_uuid,
-                                   max_bytes=self.settings.spool_file_bytes, fsync=self.settings.fsync == "always",
-                                   on_tick=partial(ensure_uploader, self.settings), check=_checked_metric,
-                                   names=_checked_names, closed_error=_FINISHED)
+        self.settings = settings = load_settings(settings_class=self.settings_class, local=True, **overrides)
+        warn_insecure_auth(settings)
+        announce(settings)
+        # Local mode (no receiver): no uploader, no tick. Otherwise the writer's tick (about once a second, from
+        # a report) starts a new uploader if the pod's died during the job, and relays delivery trouble.
+        self._watch = DeliveryWatch(settings.pod_dir) if settings.sinks else None
+        self._writer = SpoolWriter(settings.pod_dir, settings.pod_uuid,
+                                   max_bytes=settings.spool_file_bytes, fsync=settings.fsync == "always",
+                                   on_tick=None if self._watch is None else partial(_tick, settings, self._watch),
+                                   check=checked_metric, names=CHECKED_NAMES, closed_error=_FINISHED,
+                                   receivers=settings.sinks)
         # A report is one Python call, not two (~3% of a report): the writer checks a metric through
-        # _checked_metric (for a new name or a non-float) and raises _FINISHED once closed, as reportMetric
+        # checked_metric (for a new name or a non-float) and raises _FINISHED once closed, as reportMetric
         # would. A subclass's own reportMetric stays in the path.
         for alias in ("reportMetric", "report_metric"):
             if getattr(type(self), alias) is _REPORT_METRIC:
@@ -130,8 +74,8 @@ class Reporter:
         self._finish_lock = threading.Lock()  # never waited on: see finish()
         self._covered: dict[str, tuple[int, int]] = {}  # spool path -> (records, refused) once fully delivered
         _track(self)
-        if self._writer.path:
-            ensure_uploader(self.settings)
+        if self._writer.path and self._watch is not None:
+            ensure_uploader(settings)
 
     # -- reporting --------------------------------------------------------
 
@@ -150,8 +94,8 @@ class Reporter:
         writer = self._writer
         if writer.closed:
             raise ValueError(_FINISHED)
-        name = _check_name(name)
-        writer.write_parameter(name, _parameter_value(name, value))
+        name = check_name(name)
+        writer.write_parameter(name, parameter_value(name, value))
 
     report_metric = reportMetric
     report_parameter = reportParameter
@@ -165,7 +109,8 @@ class Reporter:
     def finish(self, timeout: float | None = None) -> bool:
         """End this process's stream and wait until the uploader delivered it.
 
-        Returns True when every report reached the gateway. After *timeout*
+        Returns True when every report reached the gateway (in local mode, once
+        the spool is written: the reports are kept, not delivered). After *timeout*
         seconds (default: ``reporterFinishTimeout``) it returns False and logs
         one warning with the number of pending reports and the command that
         recovers them. It never raises because the gateway is down, and
@@ -196,6 +141,8 @@ class Reporter:
             logger.warning("%d reports were lost: the spool could not be created in %s",
                            writer.lost, self.settings.pod_dir)
             return False
+        if self._watch is None:
+            return self._kept_locally()
         deadline = time.monotonic() + max(0.0, timeout)
         next_probe = 0.0
         pause = 0.001
@@ -232,6 +179,19 @@ class Reporter:
             return False
         return True
 
+    def _kept_locally(self) -> bool:
+        """Local mode's verdict: True once the spool is written, said once in the log."""
+        writer, settings = self._writer, self.settings
+        if writer.lost:
+            logger.warning("%d of %d reports were lost because the spool file %s could not be written",
+                           writer.lost, writer.lost + writer.records, writer.path)
+            return False
+        logger.info("%d reports are kept in %s, not delivered: neither %s nor %s is set. To see them, run: %s; "
+                    "to deliver them later: %s", writer.records, settings.pod_dir, ENV_GATEWAY_URL,
+                    ENV_REMOTE_WRITE_URL, history_command(settings.spool_dir, settings.pod_uuid),
+                    recover_command(settings.spool_dir, settings.pod_uuid, "HOST:PORT"))
+        return True
+
     def _warn_timeout(self, timeout: float, delivered: int) -> None:
         writer, settings = self._writer, self.settings
         failure = startup_failure(settings.pod_dir)
@@ -240,11 +200,15 @@ class Reporter:
                     "has the details)")
         lost = "" if not writer.lost else (f"; {writer.lost} more were lost because the spool file could not be "
                                            "written")
+        assert self._watch is not None  # local mode never waits
+        self._watch.poll(tell=False)  # a failure the job ended too soon to hear of: told in this one warning
+        cause = "" if self._watch.last_cause is None else f" (the last failure: {self._watch.last_cause})"
         logger.warning(
-            "finish() timed out after %.1f s with %d of %d reports not yet delivered to %s%s; they are safe in %s "
+            "finish() timed out after %.1f s with %d of %d reports not yet delivered to %s%s%s; they are safe in %s "
             "and %s. To upload them yourself, run: %s",
             timeout, writer.records - delivered, writer.records,
-            " and ".join(url for url in (settings.gateway_url, settings.remote_write_url) if url), lost, writer.path,
+            " and ".join(url for url in (settings.gateway_url, settings.remote_write_url) if url), cause, lost,
+            writer.path,
             uploader, recover_command(settings.spool_dir, settings.pod_uuid, settings.gateway_url,
                                       settings.remote_write_url),
         )
@@ -287,6 +251,12 @@ class Reporter:
 # Reporter.reportMetric as defined, so that a class-level patch or wrapper (mock.patch.object, tracing)
 # made before a Reporter is created stays in its path.
 _REPORT_METRIC = Reporter.reportMetric
+
+
+def _tick(settings: Settings, watch: DeliveryWatch) -> None:
+    """The writer's once-a-second tick (never blocks, never raises): an uploader running, trouble told."""
+    ensure_uploader(settings)
+    watch.poll()
 
 
 def _track(reporter: Reporter) -> None:

@@ -16,8 +16,8 @@ from .safefs import UnsafePathError, check_path, open_pod_dir, open_root
 
 __all__ = [
     "ConfigError", "check_pod_dir", "check_pod_uuid", "check_sinks", "default_spool_dir", "normalize_gateway_url",
-    "normalize_remote_write_url", "parse_bytes", "parse_policy", "parse_seconds", "parse_spool_dir", "parse_text",
-    "parse_timeout", "resolve_spool_dir",
+    "normalize_remote_write_url", "parse_bytes", "parse_flag", "parse_policy", "parse_seconds", "parse_spool_dir",
+    "parse_text", "parse_timeout", "resolve_spool_dir",
 ]
 
 ENV_POD_UUID = "podUUID"
@@ -42,6 +42,7 @@ ENV_RW_PASSWORD_FILE = "reporterRemoteWritePasswordFile"
 ENV_RW_BEARER_TOKEN_FILE = "reporterRemoteWriteBearerTokenFile"
 ENV_RW_TENANT = "reporterRemoteWriteTenant"
 ENV_RW_CA_FILE = "reporterRemoteWriteCAFile"
+ENV_QUIET = "reporterQuiet"
 
 FSYNC_POLICIES = ("never", "interval", "always")
 
@@ -59,6 +60,9 @@ class ConfigError(ValueError):
 
     The message names the environment variable (or keyword argument) to fix.
     """
+
+    # Defined here, public in runai.reporter: tracebacks and repr() name it where users import it from.
+    __module__ = "runai.reporter"
 
 
 def check_pod_uuid(pod_uuid: object, source: str = ENV_POD_UUID) -> str:
@@ -250,6 +254,20 @@ def parse_policy(value: Any, source: str) -> str:
     if policy not in FSYNC_POLICIES:
         raise ConfigError(f"{source}={value!r} is not a durability policy: use one of {', '.join(FSYNC_POLICIES)}")
     return policy
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def parse_flag(value: Any, source: str) -> bool:
+    """A yes/no setting: a bool as it is, or 1/true/yes/on and 0/false/no/off (any case)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise ConfigError(f"{source}={value!r} is not a yes/no value: use 1 or 0 (true/false, yes/no and on/off "
+                      "work too)")
 
 
 def parse_spool_dir(value: Any, source: str) -> str:

@@ -36,7 +36,7 @@ else:
                 name="lightning") from _old
 
 from . import _names as names
-from ._integration import SHORT_FINISH_S, IntegrationReporter, count_leaf_modules, flatten_params, optimizer_name
+from ._integration import SHORT_FINISH_S, IntegrationReporter, count_leaf_modules, optimizer_name
 
 __all__ = ["RunaiLogger"]
 
@@ -92,8 +92,7 @@ class RunaiLogger(_Logger):
 
     def _hyperparams(self, params: Any) -> None:
         mapping = vars(params) if not isinstance(params, Mapping) and hasattr(params, "__dict__") else params
-        for name, value in flatten_params(mapping or {}):
-            self._out.parameter(name, value)
+        self._out.parameters(mapping or {})
 
     def log_graph(self, model: Any, input_array: Any = None) -> None:
         # Lightning calls this at the start of each stage, with the module: the

@@ -20,43 +20,14 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 
 from .spool.checkpoint import GATEWAY, REMOTE_WRITE, SINKS
 from ._credentials import check_credentials, check_remote_write_credentials, read_secret_file
+from ._local import local_run_id
 from ._validate import (
-    ENV_CA_FILE,
-    ENV_FINISH_TIMEOUT,
-    ENV_FSYNC,
-    ENV_FSYNC_INTERVAL,
-    ENV_GATEWAY_URL,
-    ENV_HISTORY_BYTES,
-    ENV_PASSWORD,
-    ENV_PASSWORD_FILE,
-    ENV_POD_UUID,
-    ENV_PUSH_INTERVAL,
-    ENV_PUSH_TIMEOUT,
-    ENV_REMOTE_WRITE_URL,
-    ENV_RETRY_TIMEOUT,
-    ENV_RW_BEARER_TOKEN_FILE,
-    ENV_RW_CA_FILE,
-    ENV_RW_PASSWORD,
-    ENV_RW_TENANT,
-    ENV_RW_USERNAME,
-    ENV_SPOOL_DIR,
-    ENV_SPOOL_FILE_BYTES,
-    ENV_USERNAME,
-    FSYNC_POLICIES,
-    ConfigError,
-    check_pod_dir,
-    check_pod_uuid,
-    check_sinks,
-    default_spool_dir,
-    normalize_gateway_url,
-    normalize_remote_write_url,
-    parse_bytes,
-    parse_policy,
-    parse_seconds,
-    parse_spool_dir,
-    parse_text,
-    parse_timeout,
-    resolve_spool_dir,
+    ENV_CA_FILE, ENV_FINISH_TIMEOUT, ENV_FSYNC, ENV_FSYNC_INTERVAL, ENV_GATEWAY_URL, ENV_HISTORY_BYTES, ENV_PASSWORD,
+    ENV_PASSWORD_FILE, ENV_POD_UUID, ENV_PUSH_INTERVAL, ENV_PUSH_TIMEOUT, ENV_QUIET, ENV_REMOTE_WRITE_URL,
+    ENV_RETRY_TIMEOUT, ENV_RW_BEARER_TOKEN_FILE, ENV_RW_CA_FILE, ENV_RW_PASSWORD, ENV_RW_TENANT, ENV_RW_USERNAME,
+    ENV_SPOOL_DIR, ENV_SPOOL_FILE_BYTES, ENV_USERNAME, FSYNC_POLICIES, ConfigError, check_pod_dir, check_pod_uuid,
+    check_sinks, default_spool_dir, normalize_gateway_url, normalize_remote_write_url, parse_bytes, parse_flag,
+    parse_policy, parse_seconds, parse_spool_dir, parse_text, parse_timeout, resolve_spool_dir,
 )
 
 if TYPE_CHECKING:
@@ -66,11 +37,11 @@ __all__ = [
     "DEFAULT_FINISH_TIMEOUT", "DEFAULT_FSYNC_INTERVAL", "DEFAULT_HISTORY_BYTES", "DEFAULT_PUSH_INTERVAL",
     "DEFAULT_PUSH_TIMEOUT", "DEFAULT_RETRY_TIMEOUT", "DEFAULT_SPOOL_FILE_BYTES", "ENV_CA_FILE", "ENV_FINISH_TIMEOUT",
     "ENV_FSYNC", "ENV_FSYNC_INTERVAL", "ENV_GATEWAY_URL", "ENV_HISTORY_BYTES", "ENV_PASSWORD", "ENV_PASSWORD_FILE",
-    "ENV_POD_UUID", "ENV_PUSH_INTERVAL", "ENV_PUSH_TIMEOUT", "ENV_REMOTE_WRITE_URL", "ENV_RETRY_TIMEOUT",
+    "ENV_POD_UUID", "ENV_PUSH_INTERVAL", "ENV_PUSH_TIMEOUT", "ENV_QUIET", "ENV_REMOTE_WRITE_URL", "ENV_RETRY_TIMEOUT",
     "ENV_RW_BEARER_TOKEN_FILE", "ENV_SPOOL_DIR", "ENV_SPOOL_FILE_BYTES", "ENV_USERNAME", "FSYNC_POLICIES",
     "ConfigError", "Setting", "Settings", "add_options", "check_keywords", "check_pod_uuid", "command_line",
-    "command_line_settings", "default_spool_dir", "load_settings", "normalize_gateway_url", "read_secret_file",
-    "recover_command", "resolve_spool_dir", "setting", "settings_from_args", "warn_insecure_auth",
+    "command_line_settings", "default_spool_dir", "history_command", "load_settings", "normalize_gateway_url",
+    "read_secret_file", "recover_command", "resolve_spool_dir", "setting", "settings_from_args", "warn_insecure_auth",
 ]
 
 logger = logging.getLogger(__name__)
@@ -166,6 +137,8 @@ class Settings:
     rw_bearer_token_file: str | None = setting(env=ENV_RW_BEARER_TOKEN_FILE, default=None, keyword=False)
     rw_tenant: str | None = setting(env=ENV_RW_TENANT, default=None, keyword=False)
     rw_ca_file: str | None = setting(env=ENV_RW_CA_FILE, default=None, keyword=False)
+    # The Reporter's start line on stderr (see _local.announce); True: not printed.
+    quiet: bool = setting(env=ENV_QUIET, default=False, parse=parse_flag)
 
     @property
     def pod_dir(self) -> str:
@@ -199,19 +172,30 @@ def check_keywords(keywords: Iterable[str], caller: str, settings_class: type[Se
             raise TypeError(f"{caller} got an unexpected keyword argument {name!r}")
 
 
+# Local mode names its own pod only when none of these is set: a job that names a receiver is a cluster job,
+# where a missing podUUID is a misconfiguration and a guess would misfile its data.
+_POD_OR_RECEIVER = (("pod_uuid", ENV_POD_UUID), ("gateway_url", ENV_GATEWAY_URL),
+                    ("remote_write_url", ENV_REMOTE_WRITE_URL))
+
+
 def load_settings(*, environ: Mapping[str, str] | None = None, for_writing: bool = True,
-                  settings_class: type[Settings] = Settings, **overrides: object) -> Settings:
+                  settings_class: type[Settings] = Settings, local: bool = False, **overrides: object) -> Settings:
     """Read the settings; keyword arguments (other than None) win over the environment.
 
     *for_writing* False (``status``, ``recover``): root may use another user's private pod directory.
+    *local* (a Reporter's): no receiver is fine, the reports stay in the spool; then a missing pod UUID is the
+    process's run id (:func:`~runai.reporter._local.local_run_id`). Otherwise a receiver is required.
 
     Raises :class:`ConfigError` naming the variable (or ``keyword=``) that is missing or wrong, and
     TypeError for a keyword that is no setting.
     """
     check_keywords(overrides, "load_settings()", settings_class)
     env = os.environ if environ is None else environ
+    if local and not any(overrides.get(name) or env.get(var) for name, var in _POD_OR_RECEIVER):
+        overrides = {**overrides, "pod_uuid": local_run_id()}
     values = {f.name: _value(f, spec, overrides.get(f.name), env) for f, spec in _settings_of(settings_class)}
-    check_sinks(values["gateway_url"], values["remote_write_url"])
+    if not local:
+        check_sinks(values["gateway_url"], values["remote_write_url"])
     values["username"], values["password"], values["ca_file"] = check_credentials(
         env, values["gateway_url"], values["username"], values["password"], values["ca_file"])
     values["rw_username"], values["rw_password"], values["rw_ca_file"] = check_remote_write_credentials(
@@ -285,6 +269,11 @@ def recover_command(spool_dir: str, pod_uuid: str, gateway_url: str | None,
     # OPTION=VALUE: a value starting with '-' must not read as an option.
     return shlex.join(["runai-uploader", "recover", *(f"{options[name][0]}={value}"
                                                       for name, value in values.items() if value is not None)])
+
+
+def history_command(spool_dir: str, pod_uuid: str) -> str:
+    """The exact shell command that lists every report a pod's spool holds."""
+    return shlex.join(["runai-uploader", "history", f"--spool-dir={spool_dir}", f"--pod-uuid={pod_uuid}"])
 
 
 def warn_insecure_auth(settings: Settings) -> None:

@@ -60,6 +60,7 @@ class RunaiCallback(_TrainerCallback):
             out.metric(names.OVERALL_EPOCHS, args.num_train_epochs)
         out.metric(names.BATCH_SIZE, args.per_device_train_batch_size)
         out.parameter(names.LEARNING_RATE, args.learning_rate)
+        out.parameters(_scalar_arguments(args))
         model, optimizer = kwargs.get("model"), kwargs.get("optimizer")
         if model is not None:
             out.metric(names.NUMBER_OF_LAYERS, count_leaf_modules(model))
@@ -108,3 +109,12 @@ class RunaiCallback(_TrainerCallback):
         if not self._training and self._reporting(args, state):
             self._out.finish(SHORT_FINISH_S)
             self._out.restart()
+
+
+def _scalar_arguments(args: Any) -> dict[str, Any]:
+    """TrainingArguments' scalar fields (numbers, strings, booleans; enums as their values), as W&B and MLflow
+    log them: None, lists and dicts are left out, so are secrets (``hub_token``) and what _start reports itself."""
+    fields = args.to_dict() if hasattr(args, "to_dict") else dict(vars(args))
+    return {name: value for name, value in fields.items()
+            if isinstance(value, (str, int, float, bool)) and not name.endswith("_token")
+            and name != names.LEARNING_RATE}

@@ -16,7 +16,7 @@ uploader imports it, never the other way round. Documented in
 from __future__ import annotations
 
 from .checkpoint import GATEWAY, REMOTE_WRITE, SINKS, Checkpoint, load_checkpoint, load_progress, store_checkpoint
-from .delivery import Delivery, OpenSpool, delivery_state, open_spool
+from .delivery import Delivery, OpenSpool, delivery_state, open_spool, receiver_kinds
 from .lock import PodLock, holder_pid
 from .log import LOG_FORMAT, last_error, last_line, open_log
 from .names import (
@@ -102,6 +102,7 @@ __all__ = [
     "now_us",
     "open_log",
     "open_spool",
+    "receiver_kinds",
     "skip_reason",
     "spool_file_names",
     "store_checkpoint",

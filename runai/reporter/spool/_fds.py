@@ -46,12 +46,13 @@ class OwnedFd:
         self.close()
 
 
-def create_spool_file(pod_dir: str, pod_uuid: str) -> tuple[int, str, str]:
-    """A new spool file in *pod_dir*, with its header and a shared lock: (fd, path, spool_id)."""
+def create_spool_file(pod_dir: str, pod_uuid: str, receivers: tuple[str, ...] | None = None) -> tuple[int, str, str]:
+    """A new spool file in *pod_dir*, with its header (naming *receivers*, if given) and a shared lock:
+    (fd, path, spool_id)."""
     spool_id = secrets.token_hex(16)
     name = f"w{os.getpid()}-{spool_id[:8]}{SPOOL_SUFFIX}"
     tmp = "." + name + ".tmp"
-    header = encode_header(spool_id, pod_uuid, now_us())
+    header = encode_header(spool_id, pod_uuid, now_us(), receivers)
     # Created and checked private (see safefs); everything below is
     # relative to this descriptor, so a swapped directory is never used.
     dir_fd = open_pod_dir(pod_dir, create=True)

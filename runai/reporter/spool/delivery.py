@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping, NamedTuple
 
 from .checkpoint import GATEWAY, Checkpoint, load_progress
-from .reader import SpoolTail
+from .names import spool_file_names
+from .reader import BadSpoolError, SpoolTail
 
-__all__ = ["Delivery", "OpenSpool", "delivery_state", "open_spool"]
+__all__ = ["Delivery", "OpenSpool", "delivery_state", "open_spool", "receiver_kinds"]
 
 
 class OpenSpool(NamedTuple):
@@ -42,6 +43,27 @@ def open_spool(path: str, *, resume: bool = True, sink: str = GATEWAY) -> OpenSp
     except BaseException:
         tail.close()
         raise
+
+
+def receiver_kinds(pod_dir: str) -> frozenset[str] | None:
+    """The kinds of receiver (GATEWAY, REMOTE_WRITE) the jobs of *pod_dir* were configured with, from the
+    headers of its spool files: empty for a job that kept its reports locally; None when unknown (some file was
+    written before headers said so, or no file could be read), where a caller delivers as it always did."""
+    kinds: set[str] = set()
+    known = False
+    for name in spool_file_names(pod_dir):
+        try:
+            opened = open_spool(os.path.join(pod_dir, name), resume=False)
+        except (OSError, BadSpoolError):
+            continue  # gone meanwhile, or not a spool: it holds nothing to send anywhere
+        if opened is None:
+            continue  # still being created
+        with opened.tail as tail:
+            if tail.receivers is None:
+                return None
+            kinds.update(tail.receivers)
+            known = True
+    return frozenset(kinds) if known else None
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,7 @@ class SpoolTail(OwnedFd):
     def __init__(self, path: str) -> None:
         self.path = path
         self.spool_id = ""
+        self.receivers: tuple[str, ...] | None = None  # the header's (see records.Header)
         self.offset = 0  # bytes consumed, always at a line boundary
         self.records = 0  # reports read (header and end marker excluded)
         self.last_seq = 0
@@ -93,7 +94,7 @@ class SpoolTail(OwnedFd):
             raise BadSpoolError(f"the first line is not a spool header ({exc})") from None
         if not isinstance(record, Header):
             raise BadSpoolError("the first line is not a spool header")
-        self.spool_id = record.spool_id
+        self.spool_id, self.receivers = record.spool_id, record.receivers
         self.offset = len(line) + 1
         return True
 

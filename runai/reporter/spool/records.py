@@ -128,6 +128,9 @@ class Header(_NotAReport):
     ts: float
     kind: Literal["header"]
     spool_id: str
+    # The kinds of receiver the job was configured with (GATEWAY, REMOTE_WRITE; empty: none, local mode);
+    # None for a file written before headers said (unknown).
+    receivers: tuple[str, ...] | None = None
 
 
 Report = Union[Metric, Parameter]  # what a reader yields, and the uploader pushes
@@ -154,8 +157,8 @@ def encode_end(seq: int, ts_us: int) -> bytes:
     return (_END_LINE % (seq, ts_us)).encode()
 
 
-def encode_header(spool_id: str, pod_uuid: str, ts_us: int) -> bytes:
-    header = {
+def encode_header(spool_id: str, pod_uuid: str, ts_us: int, receivers: tuple[str, ...] | None = None) -> bytes:
+    header: dict[str, object] = {
         "seq": 0,
         "ts_us": ts_us,
         "kind": HEADER,
@@ -165,6 +168,8 @@ def encode_header(spool_id: str, pod_uuid: str, ts_us: int) -> bytes:
         "pid": os.getpid(),
         "host": socket.gethostname(),
     }
+    if receivers is not None:  # kinds only: never a URL, never a credential
+        header["receivers"] = list(receivers)
     return (json.dumps(header, separators=(",", ":")) + "\n").encode()
 
 
@@ -265,7 +270,10 @@ def _header(seq: int, ts: float, obj: dict[str, object]) -> Header:
         raise ValueError(f"spool format version {version!r} is not supported (this reader knows {FORMAT_VERSION})")
     if not isinstance(spool_id, str) or not spool_id:
         raise ValueError("header record without a spool_id")
-    return Header(seq, ts, HEADER, spool_id)
+    kinds = obj.get("receivers")
+    # Anything but a list of names reads as unknown, as a header without the field does.
+    known = tuple(kinds) if isinstance(kinds, list) and all(isinstance(kind, str) for kind in kinds) else None
+    return Header(seq, ts, HEADER, spool_id, known)
 
 
 _BUILDERS: dict[str, Callable[[int, float, dict[str, object]], Record]] = {

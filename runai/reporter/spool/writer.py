@@ -59,12 +59,14 @@ class SpoolWriter(_Rotating):
     A metric whose name is not in *names*, or whose value is not a float, goes through *check(name, value)*
     first, which returns them as they are to be written or raises (the Reporter's checks; by default they are
     trusted as given). With *closed_error*, a metric after :meth:`close` raises ValueError with it.
+    *receivers*: the kinds of receiver its job was configured with, for every file's header (None: not said).
     """
 
     def __init__(self, pod_dir: str, pod_uuid: str, *, max_bytes: int = 64 << 20, fsync: bool = False,
                  on_tick: Callable[[], None] | None = None, check: _Check = _trusted,
-                 names: Container[str] = frozenset(), closed_error: str = "") -> None:
-        self.pod_dir, self.pod_uuid, self.max_bytes = pod_dir, pod_uuid, max_bytes
+                 names: Container[str] = frozenset(), closed_error: str = "",
+                 receivers: tuple[str, ...] | None = None) -> None:
+        self.pod_dir, self.pod_uuid, self.max_bytes, self.receivers = pod_dir, pod_uuid, max_bytes, receivers
         self.path = self.spool_id = ""
         self.lost = 0  # reports that could not be written
         self.records = 0  # reports written; set by close()
@@ -233,7 +235,7 @@ class SpoolWriter(_Rotating):
 
     def _create(self) -> tuple[int, str, str]:
         """A new, locked spool file with its header: (fd, path, spool_id)."""
-        return create_spool_file(self.pod_dir, self.pod_uuid)
+        return create_spool_file(self.pod_dir, self.pod_uuid, self.receivers)
 
     def _after_fork(self) -> None:
         # The child shares the parent's descriptor; writing through it would interleave two sequence counters
