@@ -18,7 +18,7 @@ import pytest
 from harness import FaultProxy, Pushgateway, free_port, job_env, metric_name, parameter_name, wait_for
 from runai.reporter.spool import holder_pid, spool_file_names
 from tests.test_recover import dead_job
-from uploader.status import pod_status
+from uploader.views.status import pod_status
 
 # A job that reports, says so, and lives on until killed: its Reporter starts its own uploader.
 REPORTING_JOB = """
@@ -255,7 +255,7 @@ def test_sigterm_stops_within_2_s_and_a_restart_resends_nothing(env, gateway, pr
 
 def test_a_new_live_writer_gets_its_grace_before_the_agent_takes_its_pod(env, proxy, start_agent, spool_dir,
                                                                            pod) -> None:
-    from uploader.agent import GRACE_SECONDS
+    from uploader.agent.config import GRACE_SECONDS
 
     agent = start_agent(proxy.address)
     pod_dir = os.path.join(spool_dir, pod)
@@ -422,8 +422,8 @@ def test_the_grace_counts_from_the_spool_files_birth_not_from_when_the_agent_not
 def test_a_pod_failing_in_any_other_way_is_refused_and_the_agent_goes_on(spool_dir, pod) -> None:
     import threading
 
-    from uploader.agent import Agent as NodeAgent
-    from uploader.agent_metrics import AgentMetrics
+    from uploader.agent.pods import Agent as NodeAgent
+    from uploader.agent.metrics import AgentMetrics
 
     def settings_for(name: str):
         raise RuntimeError(f"a bug, for {name}")  # whatever a pod makes fail: not a ConfigError

@@ -13,7 +13,7 @@ from unittest import mock
 import pytest
 
 import runai.reporter.spool.checkpoint as checkpoint
-import uploader.followed as followed
+import uploader.delivery.followed as followed
 from harness import wait_for
 from tests._helpers import closed_spool
 from runai.reporter.spool import SpoolWriter, checkpoint_path, delivery_state, open_spool

@@ -18,8 +18,9 @@ from runai.reporter import Reporter
 from runai.reporter.spool import SpoolWriter
 from harness import FaultProxy, Pushgateway, metric_name, parameter_name, process_cpu_seconds, uploader_pids, wait_for
 from tests._helpers import spool_records
-from uploader.push import Pusher
-from uploader.service import Uploader
+from uploader.sinks.pushgateway import Pusher
+from uploader.delivery.service import Uploader
+from uploader.delivery import DeliveryOptions
 
 
 @pytest.fixture
@@ -93,7 +94,7 @@ def test_without_inotify_the_uploader_polls(tmp_path, gateway: Pushgateway, pod:
     caplog.set_level(logging.WARNING, logger="uploader")
     pod_dir = str(tmp_path / pod)
     writer = SpoolWriter(pod_dir, pod)
-    uploader = Uploader(pod_dir, Pusher(gateway.url, pod), poll_interval=0.1)
+    uploader = Uploader(pod_dir, Pusher(gateway.url, pod), DeliveryOptions(poll_interval=0.1))
     thread = threading.Thread(target=uploader.run, name="uploader-under-test")
     thread.start()
     try:

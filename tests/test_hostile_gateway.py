@@ -25,8 +25,9 @@ from runai.reporter.spool import METRIC, SpoolWriter
 from runai.reporter.spool import Metric as Record
 from harness import FaultProxy, Pushgateway, job_env, metric_name, parameter_name, wait_for
 from tests._helpers import uploader_cli
-from uploader.push import MAX_ANSWER_BYTES, MAX_PUSH_BYTES, MAX_PUSH_VALUES, Pusher
-from uploader.service import EXIT_PENDING, Uploader
+from uploader.sinks.pushgateway import MAX_ANSWER_BYTES, MAX_PUSH_BYTES, MAX_PUSH_VALUES, Pusher
+from uploader.delivery.service import EXIT_PENDING, Uploader
+from uploader.delivery import DeliveryOptions
 
 HUGE_ANSWER = 300 << 20  # the error page that took the uploader to 641 MB
 
@@ -396,7 +397,8 @@ def test_stop_cuts_a_push_in_flight(tmp_path: os.PathLike[str], pod: str) -> Non
     writer.write_metric("x", 1.0)
     writer.close()
     with RawGateway("hold") as held:
-        uploader = Uploader(pod_dir, Pusher(held.url, pod, timeout=60), follow=False, use_watchdog=False)
+        uploader = Uploader(pod_dir, Pusher(held.url, pod, timeout=60),
+                            DeliveryOptions(follow=False, use_watchdog=False))
         results: list[int] = []
         thread = threading.Thread(target=lambda: results.append(uploader.run()), daemon=True)
         thread.start()
@@ -456,8 +458,9 @@ def test_a_checkpoint_covers_only_what_the_gateway_acknowledged(tmp_path: os.Pat
         writer.write_metric(f"m{i}", float(i))
     writer.close()
     proxy.fault, proxy.fail_after = "fail_after", 3
-    uploader = Uploader(pod_dir, Pusher(f"http://{proxy.address}", pod, timeout=5), follow=False,
-                        use_watchdog=False, retry_timeout=0.5, backoff=(0.01, 0.05), max_pending=1000)
+    uploader = Uploader(pod_dir, Pusher(f"http://{proxy.address}", pod, timeout=5),
+                        DeliveryOptions(follow=False, use_watchdog=False, retry_timeout=0.5, backoff=(0.01, 0.05),
+                                        max_pending=1000))
     assert uploader.run() == EXIT_PENDING
     ckpt = checkpoint(writer.path)
     assert ckpt is not None and 0 < ckpt["records"] < 5000  # some delivered, the rest still pending

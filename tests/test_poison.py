@@ -27,7 +27,7 @@ from runai.reporter.spool import MAX_LINE_BYTES, METRIC, SpoolWriter, decode, en
 from runai.reporter.spool import Metric as Record
 from harness import Pushgateway, job_env, metric_name, wait_for
 from tests.test_hostile_gateway import cli_env, finished_spool, peak_rss_mib, start_uploader
-from uploader.push import Pusher
+from uploader.sinks.pushgateway import Pusher
 
 
 def _syn_sent_to(port: int) -> int:
@@ -551,7 +551,7 @@ def _set_until(wakeup: object, done: threading.Event, errors: list[BaseException
 def test_stop_from_another_thread_while_the_loop_ends_never_writes_elsewhere(tmp_path) -> None:
     """stop() (any thread) racing the end of run(), which closes the wakeup pipe: the descriptor number
     must never be written to once closed (EBADF, or worse, a file that reused the number)."""
-    from uploader.wakeup import Wakeup as _Wakeup
+    from uploader.runtime.wakeup import Wakeup as _Wakeup
 
     errors: list[BaseException] = []
     deadline = time.monotonic() + 1.5

@@ -12,7 +12,7 @@ import termios
 
 from harness import Pushgateway, job_env, metric_name
 from tests._helpers import uploader_cli
-from uploader.progress import Progress
+from uploader.views.progress import Progress
 
 # A job that dies without ever starting an uploader: its spool is all that is left.
 DEAD_JOB = """

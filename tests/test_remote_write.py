@@ -22,9 +22,9 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from harness import FaultProxy, Prometheus, VictoriaMetrics, job_env, wait_for
 from runai.reporter.spool import Metric, Parameter, Report, decode, encode_metric
-from uploader import remote_write
-from uploader.remote_write import MAX_WRITE_SAMPLES, ReceiverError, RemoteWriter
-from uploader.write_request import encode_labels, encode_write_request
+from uploader.sinks.remote_write import sink as remote_write
+from uploader.sinks.remote_write import MAX_WRITE_SAMPLES, ReceiverError, RemoteWriter
+from uploader.sinks.remote_write.write_request import encode_labels, encode_write_request
 
 from tests.test_security import PASSWORD, USER, _certificates
 
@@ -440,7 +440,7 @@ def test_a_sample_from_the_future_makes_prometheus_refuse_the_present(prometheus
 
 def test_the_ca_file_is_used_whatever_the_scheme_s_case(tmp_path: Any) -> None:
     # http.client is given an https connection for "HTTPS://" too; its CA file must not be dropped.
-    from uploader.keepalive import KeepAliveHandler
+    from uploader.sinks.http import KeepAliveHandler
     missing = str(tmp_path / "missing-ca.pem")
     for url in ("https://receiver/api/v1/write", "HTTPS://receiver/api/v1/write"):
         with pytest.raises(FileNotFoundError):
