@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Callable
 from runai.reporter.settings import Settings
 from runai.reporter.spool import PodLock
 
-from ..sinks import build_sink
+from ..sinks.table import build_sink
 from .hooks import NO_HOOKS, DeliveryHooks
 from .loops import SinkLoops
 from .options import DeliveryOptions

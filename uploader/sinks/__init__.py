@@ -4,22 +4,22 @@ Two exist: :mod:`.pushgateway` (the Pushgateway, latest value per name, 0.4.1's
 wire format) and :mod:`.remote_write` (Prometheus remote write, every report with
 its own timestamp). Both answer a push the same way, so the delivery loop knows
 neither: delivered, refused by name (returned), or to be retried (an ``OSError``
-raised). :data:`BUILDERS` builds the one a name in :attr:`Settings.sinks` names.
+raised). :mod:`.table` builds the one a name in :attr:`Settings.sinks` names.
 
-Light on purpose: the builders import a sink's dependencies (prometheus_client,
-cramjam) only when they build one, so ``status`` may read :data:`RECEIVERS`.
+Light on purpose: this module imports neither sink, and the table imports a
+sink's dependencies (prometheus_client, cramjam) only when it builds one, so
+``status`` may read :data:`RECEIVERS`.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, AbstractSet, Callable, Protocol, Sequence, TypeAlias
+from typing import TYPE_CHECKING, AbstractSet, Protocol, Sequence, TypeAlias
 
-from runai.reporter.settings import Settings
 from runai.reporter.spool import GATEWAY, REMOTE_WRITE, Report
 
 if TYPE_CHECKING:
     from .http import StatusError
 
-__all__ = ["BUILDERS", "RECEIVERS", "Refusal", "Sink", "build_sink"]
+__all__ = ["RECEIVERS", "Refusal", "Sink"]
 
 # Why one report was not delivered and never will be: the receiver's answer, or why it was not sent.
 Refusal: TypeAlias = "StatusError | ValueError"
@@ -69,24 +69,3 @@ class Sink(Protocol):
     def abort(self) -> None: ...
 
     def close(self) -> None: ...
-
-
-def _gateway(settings: Settings) -> Sink:
-    from .pushgateway import Pusher
-
-    return Pusher.for_settings(settings)
-
-
-def _remote_write(settings: Settings) -> Sink:
-    from .remote_write import RemoteWriter
-
-    return RemoteWriter.for_settings(settings)
-
-
-# A sink's name -> what builds it for a pod's settings (each imports its own dependencies when called).
-BUILDERS: dict[str, Callable[[Settings], Sink]] = {GATEWAY: _gateway, REMOTE_WRITE: _remote_write}
-
-
-def build_sink(settings: Settings, name: str) -> Sink:
-    """The sink *name* (one of :attr:`Settings.sinks`) of *settings*' pod."""
-    return BUILDERS[name](settings)
