@@ -43,7 +43,7 @@ class FollowedFile:
     acked: Checkpoint  # its last checkpoint: how far it is delivered
     alive: bool  # its writer held its lock at the last liveness check
     synced: int = 0  # its size at its last fsync
-    refused: int = 0  # its records the gateway refused since its last checkpoint
+    refused: int = 0  # its records the receiver refused since its last checkpoint
     # The records up to this seq were in a push that an earlier uploader began and never checkpointed
     # (it died): the receiver may have them already (Checkpoint.sent_seq as found at open).
     resent_seq: int = 0

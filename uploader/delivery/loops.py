@@ -38,7 +38,7 @@ class SinkLoops:
 
     def __init__(self, build: Callable[[], list[Uploader]], *, lock: PodLock | None, follow: bool,
                  pending_on_disk: Callable[[], bool]) -> None:
-        self._build = build
+        self._new_loops = build
         self.lock = lock
         self.follow = follow
         self._pending_on_disk = pending_on_disk  # a writer is alive, or a report is not yet with every sink
@@ -64,7 +64,7 @@ class SinkLoops:
             if status != 0 or self._handoff():
                 return status
             self._done.extend(self.loops)
-            self.loops = self._build()
+            self.loops = self._new_loops()
             if self._stopping:  # a signal between the rounds
                 self.stop()
 

@@ -18,7 +18,7 @@ class Schedule:
     Values wait out the push interval: at most one push per interval, except
     for a flush (end-of-stream, a dead writer, recovery), which goes at once.
     A failed push is retried after a backoff that doubles from ``backoff[0]``
-    up to ``backoff[1]``, with jitter. Once the gateway has failed for
+    up to ``backoff[1]``, with jitter. Once the receiver has failed for
     ``retry_timeout`` and no writer is alive, the loop gives up.
     """
 
@@ -57,7 +57,7 @@ class Schedule:
         return max(self.next_try, self.last_push + self.push_interval)
 
     def succeeded(self, now: float, pushed: bool) -> float | None:
-        """A push (or a commit alone) succeeded: how long the gateway had been failing, or None if it had not."""
+        """A push (or a commit alone) succeeded: how long the receiver had been failing, or None if it had not."""
         outage = None if self.failing_since is None else now - self.failing_since
         self.failing_since, self.failures, self.next_try = None, 0, 0.0
         if pushed:
@@ -77,14 +77,14 @@ class Schedule:
         return self.last_push + self.push_interval
 
     def gives_up(self, now: float, writers_alive: bool) -> bool:
-        """The gateway has failed for the retry timeout and no writer is left to wait for.
+        """The receiver has failed for the retry timeout and no writer is left to wait for.
 
         While writers are alive the loop never gives up: a live job must not lose its uploader.
         """
         return self.failing_for(now) >= self.retry_timeout and not writers_alive
 
     def failing_for(self, now: float) -> float:
-        """Seconds the gateway has been failing; minus infinity while it is not."""
+        """Seconds the receiver has been failing; minus infinity while it is not."""
         return -math.inf if self.failing_since is None else now - self.failing_since
 
     def sleep(self, now: float, due: float, writers_alive: bool) -> float:
@@ -95,5 +95,5 @@ class Schedule:
 
     def _backoff_delay(self) -> float:
         base, cap = self.backoff
-        # Jitter keeps many pods that lost one gateway from retrying in step.
+        # Jitter keeps many pods that lost one receiver from retrying in step.
         return min(cap, base * 2.0 ** min(self.failures - 1, 30)) * random.uniform(0.5, 1.0)

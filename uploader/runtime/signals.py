@@ -22,7 +22,7 @@ class StopOnSignals:
     takes no lock (``threading.Event.set()`` would, and deadlocks when the
     main thread was interrupted inside ``Event.wait()``). ``stop()`` also cuts
     a push in flight, so a signal ends the uploader within about a second
-    whatever the gateway does.
+    whatever the receiver does.
     """
 
     def __init__(self) -> None:
