@@ -28,7 +28,7 @@ def build_uploader(settings: Settings, options: DeliveryOptions, *, lock: PodLoc
                    hooks: DeliveryHooks = NO_HOOKS) -> SinkLoops:
     """The delivery of *settings*' pod: a :class:`SinkLoops` of one loop per configured sink.
 
-    It holds the pod's *lock* (held already, if given) for its loops and hands it off when they are done;
+    The pod's *lock* (held already, if given) is its one loop's, or its own for several, handed off when done;
     *on_progress* is called with the records and bytes delivered to every sink after each commit; *hooks*
     are each loop's (:class:`DeliveryHooks`).
     """
@@ -41,16 +41,19 @@ def build_uploader(settings: Settings, options: DeliveryOptions, *, lock: PodLoc
         if on_progress is not None and loops is not None:  # assigned before any loop runs
             on_progress(loops.delivered_records, loops.delivered_bytes)
 
+    one = len(sinks) == 1  # a single loop holds the lock itself, and looks again in memory before handing off
+
     def build() -> list[Uploader]:
         # One fsyncs the spool for all (fsync_interval); each reads, delivers and checkpoints on its own.
         return [Uploader(settings.pod_dir, build_sink(settings, sink),
                          options if i == 0 else replace(options, fsync_interval=None), all_sinks=sinks,
-                         on_progress=progress if on_progress is not None else None, hooks=hooks)
+                         on_progress=progress if on_progress is not None else None, hooks=hooks,
+                         lock=lock if one else None)
                 for i, sink in enumerate(sinks)]
 
     def pending_on_disk() -> bool:
         left = pending(settings.pod_dir, sinks)
         return bool(left.writers_alive or left.reports)
 
-    loops = SinkLoops(build, lock=lock, follow=options.follow, pending_on_disk=pending_on_disk)
+    loops = SinkLoops(build, lock=None if one else lock, follow=options.follow, pending_on_disk=pending_on_disk)
     return loops

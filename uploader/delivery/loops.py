@@ -3,11 +3,9 @@
 Each loop (an :class:`~.service.Uploader`) has its own read position, its own
 checkpoint entries, its own schedule and backoff, so one sink being down delays
 neither the other nor the other's checkpoints. They are stopped together (a
-signal stops them all), and the pod lock is handed off only once every loop is
-done: release it, look again, and take it back if work arrived meanwhile (then
-run fresh loops). A writer that saw the lock held just before it was released
-relies on this uploader, and its file already exists: the look after the
-release finds it.
+signal stops them all). With several, the pod lock is handed off only once every
+loop is done (:func:`~.handoff.hand_off`, looking at the disk; then fresh loops
+run if work arrived); a single loop holds the lock and hands it off itself.
 """
 from __future__ import annotations
 
@@ -17,6 +15,8 @@ from collections import Counter
 from typing import TYPE_CHECKING, Callable
 
 from runai.reporter.spool import PodLock
+
+from .handoff import hand_off
 
 if TYPE_CHECKING:
     from .service import Uploader  # imports watchdog's users: built by the caller's *build*
@@ -31,8 +31,9 @@ _JOIN_STEP = 0.2  # seconds: the main thread joins in steps, so that a signal's 
 class SinkLoops:
     """One :class:`Uploader` per sink, run together; it answers what an Uploader answers, summed over the sinks.
 
-    *build* makes a fresh set of loops (none holds the pod lock: this does); *pending_on_disk* says whether a
-    writer is alive, or a report is not yet with every sink. ``stop()`` may be called from any thread or a
+    *build* makes a fresh set of loops; *lock* is the pod's lock when this holds it for several loops (None
+    when the only loop holds it); *pending_on_disk* says whether a writer is alive, or a report is not yet with
+    every sink. ``stop()`` may be called from any thread or a
     signal handler, and twice.
     """
 
@@ -94,13 +95,7 @@ class SinkLoops:
         """Release the pod lock once every loop is done; False if work arrived meanwhile (and the lock is back)."""
         if self.lock is None or not self.follow or self._stopping:
             return True
-        self.lock.release()
-        if not self._pending_on_disk():
-            return True
-        if self.lock.acquire():
-            return False
-        logger.info("another uploader took over %s", self.loops[0].pod_dir)
-        return True
+        return hand_off(self.lock, self._pending_on_disk, self.loops[0].pod_dir)
 
     # -- what it did ----------------------------------------------------------
 

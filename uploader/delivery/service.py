@@ -10,8 +10,8 @@ correctness never depends on events arriving):
 
 In ``follow`` mode (``runai-uploader run``) it exits once every writer is
 gone and everything is delivered; in recovery mode it exits once everything
-that is on disk now is delivered. The pod's lock, and its handoff, belong to
-:class:`~.loops.SinkLoops`, which runs one such loop per sink.
+that is on disk now is delivered. :class:`~.loops.SinkLoops` runs one such
+loop per sink; the pod's lock is this loop's when it is the only one.
 """
 from __future__ import annotations
 
@@ -21,13 +21,14 @@ import time
 from collections import Counter
 from typing import Callable
 
-from runai.reporter.spool import Report, refused_by
+from runai.reporter.spool import PodLock, Report, refused_by
 
 from ..runtime.wakeup import Wakeup
 from ..sinks import Refusal, Sink
 from ..sinks.exposition import exposition_name
 from ..sinks.http import StatusError
 from .followed import TORN_LINE, FollowedFiles
+from .handoff import hand_off
 from .hooks import NO_HOOKS, DeliveryHooks
 from .options import FOLLOWER, DeliveryOptions
 from .scan import MAX_PENDING_VALUES, Scanner
@@ -46,15 +47,17 @@ class Uploader:
     """Delivers one pod directory's spool files to one sink, as *options* say.
 
     *all_sinks*: every sink of the pod (a delivered file is deleted only once each has it); *on_progress* is
-    called with (delivered_records, delivered_bytes) after each commit; *hooks* are told of pushes and commits.
+    called with (delivered_records, delivered_bytes) after each commit; *hooks* are told of pushes and commits;
+    *lock*: the pod's lock, held, when this is the pod's only loop (it hands the lock off before it exits).
     ``stop()`` may be called from any thread (or a signal handler), and twice.
     """
 
     def __init__(self, pod_dir: str, sink: Sink, options: DeliveryOptions = FOLLOWER, *,
                  all_sinks: tuple[str, ...] | None = None, on_progress: Callable[[int, int], None] | None = None,
-                 hooks: DeliveryHooks = NO_HOOKS) -> None:
+                 hooks: DeliveryHooks = NO_HOOKS, lock: PodLock | None = None) -> None:
         self.pod_dir = pod_dir
         self.sink = sink
+        self.lock = lock
         self.follow = options.follow
         self.use_watchdog = options.use_watchdog
         self.on_progress = on_progress
@@ -130,7 +133,9 @@ class Uploader:
             if self._undelivered():
                 due = self._push_when_due(now)
             elif drained and self._done():
-                return EXIT_DELIVERED
+                if self._handoff():
+                    return EXIT_DELIVERED
+                continue
             else:
                 due = self._streaming_due(now)
             if due is None:
@@ -272,3 +277,13 @@ class Uploader:
 
     def _done(self) -> bool:
         return not self.follow or not self._files.writers_alive()
+
+    def _handoff(self) -> bool:
+        """Hand the pod lock off before exiting, if this loop holds it; False if work arrived meanwhile."""
+        if self.lock is None or not self.follow or self._stopping:
+            return True
+        return hand_off(self.lock, self._work_arrived, self.pod_dir)
+
+    def _work_arrived(self) -> bool:
+        drained = self._scan(check_liveness=True)
+        return not (drained and not self._undelivered() and not self._files.writers_alive())
