@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import re
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -30,12 +30,13 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=["runai", "runai.reporter", "runai.reporter.spool", "uploader"],
+    # Every subpackage of both (uploader/ is packages by concept: docs/architecture.md).
+    packages=find_packages(include=["runai", "runai.*", "uploader", "uploader.*"]),
     package_data={"runai.reporter": ["py.typed"], "uploader": ["py.typed"]},
     # 0.25.0 is the first prometheus_client that sends a grouping-key value with a
     # space base64-encoded; older ones send it as '+', which the gateway keeps
     # (a podUUID "a b" would land in group "a+b"). tests/test_local_attacks.py pins it.
-    # cramjam: snappy's block format for remote write (uploader/remote_write.py); the uploader's alone,
+    # cramjam: snappy's block format for remote write (uploader/sinks/remote_write/); the uploader's alone,
     # the training process never imports it.
     install_requires=["prometheus_client>=0.25", "watchdog>=4", "cramjam>=2.8"],
     extras_require={
@@ -50,7 +51,7 @@ setup(
                  "protobuf>=4.25", "ruff==0.17.6", "mypy==2.4.1",
                  # validates deploy/kubernetes/ offline against the Kubernetes schemas it bundles (tests/test_deploy.py)
                  "kubernetes-validate==1.37.0", "PyYAML",
-                 # lint-imports: the layers contract (CONTRIBUTING.md), pinned as ruff and mypy are
+                 # the layers contract of .importlinter: imports run down, never sideways (docs/architecture.md)
                  "import-linter==2.17",
                  # builds docs/grafana/runai-reporter-dashboard.json (docs/grafana/dashboard.py); needs 3.11
                  "grafana-foundation-sdk==1769699998!10.1.0; python_version >= '3.11'"],

@@ -34,7 +34,7 @@ sys.path.insert(0, REPO)
 
 from harness import Pushgateway, free_port, job_env, metric_name, process_cpu_seconds, wait_for  # noqa: E402
 from runai.reporter.spool import SpoolWriter  # noqa: E402
-from uploader.agent import NEW_POD_SECONDS  # noqa: E402
+from uploader.agent.config import NEW_POD_SECONDS  # noqa: E402
 
 # A pod: it writes its last value while holding its lock, as its own uploader would, says so, and waits to die.
 _POD = r"""

@@ -51,7 +51,7 @@ STEPS = [
       f"d = {_LINE} if isfinite(v) else b''", "if w(s.fd, d) != len(d): pass", "if ts >= s.tick_at: pass"]),
     ("reportMetric of a Reporter, as a user calls it", ["reporter.reportMetric(name, v)"]),
     # The spool file is in the pod directory the uploader watches: while its watch is idle (not yet
-    # switched to streaming, see uploader/watch.py) each write(2) there also queues an inotify event.
+    # switched to streaming, see uploader/delivery/watch.py) each write(2) there also queues an inotify event.
     ("design floor, its file in the watched pod directory", ["seq = i", "ts = ns() // 1000",
                                                               f"w(pod_fd, {_LINE})"]),
 ]

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs the Pushgateway, Prometheus and the
-# Python packages, checks the code with ruff and mypy (a finding fails the run), then runs
-# pytest. Extra arguments go to pytest (and skip the tf_keras run in its own venv).
+# Python packages, checks the code with ruff, mypy and the import layers of .importlinter (a
+# finding fails the run), then runs pytest. Extra arguments go to pytest (and skip the tf_keras run in its own venv).
 set -euo pipefail
 PIP_FIRST="torch==2.13.0"
 PIP_EXTRAS=test,keras,lightning,transformers  # lightning, transformers, accelerate beside the pinned CPU torch
@@ -13,9 +13,10 @@ PIP_EXTRAS=test,keras,lightning,transformers  # lightning, transformers, acceler
 EXTRA_APT=(prometheus victoria-metrics prometheus-alertmanager podman runc mmdebstrap)
 command -v kubectl >/dev/null 2>&1 || EXTRA_APT+=(kubernetes-client)
 source "$(dirname "$0")/_setup.sh"
-echo "==> ruff check and mypy --strict (mypy.ini) over runai/ and uploader/"
+echo "==> ruff check, mypy --strict (mypy.ini) and lint-imports (.importlinter) over runai/ and uploader/"
 .venv/bin/ruff check .
 .venv/bin/python -m mypy
+PYTHONPATH=. .venv/bin/lint-imports
 if [ $# -eq 0 ]; then
   # Keras 2 (tf_keras) on TensorFlow, in a venv of its own: TensorFlow beside torch in .venv would change
   # what the other Keras tests see (Keras' default backend would load). About 95 s of installs, 2.2 GB.

@@ -11,8 +11,8 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from harness import VictoriaMetrics
 from runai.reporter.spool import Metric, Report
-from uploader.remote_write import ReceiverError, RemoteWriter
-from uploader.write_request import encode_labels, encode_write_request
+from uploader.sinks.remote_write import ReceiverError, RemoteWriter
+from uploader.sinks.remote_write.write_request import encode_labels, encode_write_request
 
 POD = "rw-pod-1"
 

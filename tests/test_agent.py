@@ -16,7 +16,7 @@ import pytest
 from harness import FaultProxy, job_env, metric_name, parameter_name, wait_for
 from runai.reporter.spool import holder_pid, spool_file_names
 from tests._helpers import dead_job
-from uploader.status import pod_status
+from uploader.views.status import pod_status
 
 pytestmark = pytest.mark.e2e
 
@@ -186,7 +186,7 @@ def test_sigterm_stops_within_2_s_and_a_restart_resends_nothing(env, gateway, pr
 
 def test_a_new_live_writer_gets_its_grace_before_the_agent_takes_its_pod(env, proxy, start_agent, spool_dir,
                                                                            pod) -> None:
-    from uploader.agent import GRACE_SECONDS
+    from uploader.agent.config import GRACE_SECONDS
 
     agent = start_agent(proxy.address)
     pod_dir = os.path.join(spool_dir, pod)

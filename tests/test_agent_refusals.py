@@ -106,8 +106,8 @@ def test_a_refused_pod_is_counted_in_the_metrics(env, gateway, start_agent, spoo
 def test_a_pod_failing_in_any_other_way_is_refused_and_the_agent_goes_on(spool_dir, pod) -> None:
     import threading
 
-    from uploader.agent import Agent as NodeAgent
-    from uploader.agent_metrics import AgentMetrics
+    from uploader.agent.pods import Agent as NodeAgent
+    from uploader.agent.metrics import AgentMetrics
 
     def settings_for(name: str):
         raise RuntimeError(f"a bug, for {name}")  # whatever a pod makes fail: not a ConfigError

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-import uploader.followed as followed
+import uploader.delivery.followed as followed
 from runai.reporter.spool import SpoolWriter, checkpoint_path, delivery_state, open_spool
 from runai.reporter.spool.checkpoint import (
     GATEWAY,

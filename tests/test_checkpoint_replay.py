@@ -11,8 +11,9 @@ from harness import FaultProxy, Pushgateway, metric_name, parameter_name
 from runai.reporter import Reporter
 from runai.reporter.spool import SpoolWriter, checkpoint_path, load_checkpoint
 from tests._helpers import checkpoint, cli_env, finished_spool, recover, start_uploader
-from uploader.push import Pusher
-from uploader.service import EXIT_PENDING, Uploader
+from uploader.sinks.pushgateway import Pusher
+from uploader.delivery.service import EXIT_PENDING, Uploader
+from uploader.delivery import DeliveryOptions
 
 pytestmark = pytest.mark.e2e
 
@@ -92,8 +93,9 @@ def test_a_checkpoint_covers_only_what_the_gateway_acknowledged(tmp_path: os.Pat
         writer.write_metric(f"m{i}", float(i))
     writer.close()
     proxy.fault, proxy.fail_after = "fail_after", 3
-    uploader = Uploader(pod_dir, Pusher(f"http://{proxy.address}", pod, timeout=5), follow=False,
-                        use_watchdog=False, retry_timeout=0.5, backoff=(0.01, 0.05), max_pending=1000)
+    uploader = Uploader(pod_dir, Pusher(f"http://{proxy.address}", pod, timeout=5),
+                        DeliveryOptions(follow=False, use_watchdog=False, retry_timeout=0.5, backoff=(0.01, 0.05),
+                                        max_pending=1000))
     assert uploader.run() == EXIT_PENDING
     ckpt = checkpoint(writer.path)
     assert ckpt is not None and 0 < ckpt["records"] < 5000  # some delivered, the rest still pending

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-import uploader.followed as followed
+import uploader.delivery.followed as followed
 from runai.reporter.spool import SpoolWriter, load_checkpoint
 
 

@@ -18,8 +18,9 @@ import pytest
 
 from runai.reporter.spool import SpoolWriter, encode_metric
 from harness import FaultProxy, Pushgateway, metric_name, parameter_name
-from uploader.push import Pusher
-from uploader.service import EXIT_DELIVERED, Uploader
+from uploader.sinks.pushgateway import Pusher
+from uploader.delivery.service import EXIT_DELIVERED, Uploader
+from uploader.delivery import DeliveryOptions
 
 pytestmark = pytest.mark.e2e
 
@@ -86,7 +87,8 @@ class Pipeline(RuleBasedStateMachine):
     @rule()
     def start_uploader(self) -> None:
         self.uploader = Uploader(self.pod_dir, Pusher(f"http://{self.proxy.address}", self.pod, timeout=2),
-                                 push_interval=0.05, poll_interval=0.05, backoff=(0.01, 0.05), use_watchdog=False)
+                                 DeliveryOptions(push_interval=0.05, poll_interval=0.05, backoff=(0.01, 0.05),
+                                                 use_watchdog=False))
         self.thread = threading.Thread(target=self.uploader.run, name="model-uploader")
         self.thread.start()
 
@@ -125,8 +127,8 @@ class Pipeline(RuleBasedStateMachine):
             for writer in self.writers:
                 writer.close()
             if os.path.isdir(self.pod_dir):
-                recovery = Uploader(self.pod_dir, Pusher(f"http://{self.proxy.address}", self.pod), follow=False,
-                                    use_watchdog=False, retry_timeout=20)
+                recovery = Uploader(self.pod_dir, Pusher(f"http://{self.proxy.address}", self.pod),
+                                    DeliveryOptions(follow=False, use_watchdog=False, retry_timeout=20))
                 assert recovery.run() == EXIT_DELIVERED
                 assert not recovery.rejected
             series = self.gateway.series(self.pod)

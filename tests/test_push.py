@@ -16,7 +16,7 @@ from runai.reporter import Reporter
 from runai.reporter.spool import METRIC
 from runai.reporter.spool import Metric as Record
 from tests._helpers import checkpoint, cli_env, finished_spool, uploader_cli
-from uploader.push import MAX_PUSH_BYTES, MAX_PUSH_VALUES, Pusher
+from uploader.sinks.pushgateway import MAX_PUSH_BYTES, MAX_PUSH_VALUES, Pusher
 
 pytestmark = pytest.mark.e2e
 

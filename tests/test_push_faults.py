@@ -13,7 +13,7 @@ from runai.reporter.spool import METRIC
 from runai.reporter.spool import Metric as Record
 from tests._helpers import cli_env, finished_spool, peak_rss_mib
 from tests._raw_gateway import HUGE_ANSWER, RawGateway
-from uploader.push import MAX_ANSWER_BYTES, Pusher
+from uploader.sinks.pushgateway import MAX_ANSWER_BYTES, Pusher
 
 pytestmark = pytest.mark.e2e
 

@@ -15,7 +15,7 @@ import pytest
 from harness import Pushgateway, job_env, metric_name, wait_for
 from runai.reporter import Reporter
 from tests._helpers import dead_job, recover, uploader_cli, wait_for_give_up
-from uploader.progress import Progress
+from uploader.views.progress import Progress
 
 
 def recover_on_a_terminal(env: dict[str, str]) -> tuple[int, str]:

@@ -11,7 +11,7 @@ from runai.reporter.spool import PodLock
 from runai.reporter.spool import SpoolWriter
 from harness import Pushgateway
 from uploader.recovery import Outcome, Recovered, pending_on_disk, recover_pod, recover_pods
-from uploader.signals import StopOnSignals
+from uploader.runtime.signals import StopOnSignals
 
 
 class _Sink:

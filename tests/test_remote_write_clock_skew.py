@@ -15,9 +15,9 @@ from harness import Prometheus, VictoriaMetrics, wait_for
 from runai.reporter.spool import METRIC, REMOTE_WRITE, Metric
 from tests._helpers import uploader_cli
 from tests._remote_write_jobs import covered, expected, job_settings, run_job
-from uploader.remote_write import RemoteWriter
-from uploader.status import clock_skew
-from uploader.status import pod_status as pod_status_of
+from uploader.sinks.remote_write import RemoteWriter
+from uploader.views.status import clock_skew
+from uploader.views.status import pod_status as pod_status_of
 
 AHEAD_S = 3 * 3600  # a clock this far ahead moves the receiver's head past every present-day sample
 
@@ -93,13 +93,13 @@ def test_status_warns_of_clock_skew_when_recent_samples_are_refused_as_too_old(t
 def test_a_gateway_s_refusals_never_make_a_clock_skew_warning(spool_dir: str, pod: str) -> None:
     """Gateway-only output stays as it was: only the remote-write receiver's "too old" refusals count."""
     from runai.reporter.spool import LOG_FORMAT, SpoolWriter
-    from uploader.status import pod_status
+    from uploader.views.status import pod_status
 
     writer = SpoolWriter(f"{spool_dir}/{pod}", pod)
     writer.write_metric("loss", 1.0)
     writer.close()
     assert "%(levelname)s" in LOG_FORMAT
-    line = ("2026-01-01 00:00:00,000 ERROR pid=1 uploader.service: {who} rejected metric 'loss' (pushed as "
+    line = ("2026-01-01 00:00:00,000 ERROR pid=1 uploader.delivery.service: {who} rejected metric 'loss' (pushed as "
             "reporter_push_gateway_metric_loss); the other reports are not affected: {answer}\n")
     log = os.path.join(spool_dir, pod, "uploader.log")
     with open(log, "w") as f:

@@ -15,8 +15,8 @@ from harness import FaultProxy, Prometheus, wait_for
 from runai.reporter.spool import Metric, Parameter
 from tests._remote_write import LOSS, LOSS_LABELS, POD, _raw, expected, losses, ms
 from tests._tls import PASSWORD, USER, _certificates
-from uploader import remote_write
-from uploader.remote_write import ReceiverError, RemoteWriter
+from uploader.sinks.remote_write import sink as remote_write
+from uploader.sinks.remote_write import ReceiverError, RemoteWriter
 
 pytestmark = pytest.mark.e2e
 

@@ -14,8 +14,8 @@ import pytest
 from harness import job_env
 from runai.reporter.spool import Metric, Parameter, Report, decode, encode_metric
 from tests._remote_write import HEADERS, LOSS_LABELS, POD, _Capture, _message_classes, losses, ms
-from uploader.remote_write import MAX_WRITE_SAMPLES, ReceiverError
-from uploader.write_request import encode_labels, encode_write_request
+from uploader.sinks.remote_write import MAX_WRITE_SAMPLES, ReceiverError
+from uploader.sinks.remote_write.write_request import encode_labels, encode_write_request
 
 
 def test_the_official_runtime_decodes_every_field_and_serialises_the_same_bytes() -> None:
@@ -128,7 +128,7 @@ def test_the_training_process_never_imports_the_sink_s_dependencies() -> None:
 
 def test_the_ca_file_is_used_whatever_the_scheme_s_case(tmp_path: Any) -> None:
     # http.client is given an https connection for "HTTPS://" too; its CA file must not be dropped.
-    from uploader.keepalive import KeepAliveHandler
+    from uploader.sinks.http import KeepAliveHandler
     missing = str(tmp_path / "missing-ca.pem")
     for url in ("https://receiver/api/v1/write", "HTTPS://receiver/api/v1/write"):
         with pytest.raises(FileNotFoundError):

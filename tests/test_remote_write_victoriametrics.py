@@ -11,7 +11,7 @@ import pytest
 from harness import Prometheus, VictoriaMetrics, wait_for
 from runai.reporter.spool import Metric
 from tests._remote_write import LOSS, LOSS_LABELS, POD, assert_twelve_digits, expected, exported, losses
-from uploader.remote_write import ReceiverError, RemoteWriter
+from uploader.sinks.remote_write import ReceiverError, RemoteWriter
 
 pytestmark = pytest.mark.e2e
 

@@ -93,8 +93,9 @@ def test_fsync_interval_is_done_by_the_uploader(tmp_path, gateway: Pushgateway, 
     import threading
 
     from runai.reporter.spool import SpoolWriter
-    from uploader.push import Pusher
-    from uploader.service import Uploader
+    from uploader.sinks.pushgateway import Pusher
+    from uploader.delivery.service import Uploader
+    from uploader.delivery import DeliveryOptions
 
     synced: list[str] = []
     real_fsync = os.fsync
@@ -106,8 +107,8 @@ def test_fsync_interval_is_done_by_the_uploader(tmp_path, gateway: Pushgateway, 
     pod_dir = str(tmp_path / pod)
     writer = SpoolWriter(pod_dir, pod)
     monkeypatch.setattr(os, "fsync", recording_fsync)
-    uploader = Uploader(pod_dir, Pusher(gateway.url, pod), fsync_interval=0.05, use_watchdog=False,
-                        poll_interval=0.05)
+    uploader = Uploader(pod_dir, Pusher(gateway.url, pod), DeliveryOptions(fsync_interval=0.05, use_watchdog=False,
+                        poll_interval=0.05))
     thread = threading.Thread(target=uploader.run)
     thread.start()
     try:
@@ -134,7 +135,7 @@ def test_retention_never_deletes_through_a_pod_directory_swapped_for_a_symlink(t
     # The node agent trims as root: a pod's owner who swaps the directory for a symlink between the
     # commit and the trim must not steer the unlink into another directory.
     from runai.reporter.spool import SpoolWriter
-    from uploader.retention import History
+    from uploader.delivery.retention import History
 
     spool = tmp_path / "spool"
     writer = SpoolWriter(str(spool / "P"), "P")

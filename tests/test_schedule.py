@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from uploader.schedule import Schedule
+from uploader.delivery.schedule import Schedule
 
 
 def test_values_wait_out_the_push_interval_unless_flushed() -> None:

@@ -57,7 +57,7 @@ def test_status_of_an_empty_spool(env: dict[str, str]) -> None:
 
 def test_pod_status_is_typed_and_its_json_keeps_the_documented_keys(spool_dir: str, pod: str) -> None:
     from runai.reporter.spool import SpoolWriter
-    from uploader.status import FileStatus, PodStatus, pod_status
+    from uploader.views.status import FileStatus, PodStatus, pod_status
 
     writer = SpoolWriter(f"{spool_dir}/{pod}", pod)
     writer.write_metric("loss", 1.0)

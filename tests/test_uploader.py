@@ -18,8 +18,9 @@ from runai.reporter import Reporter
 from runai.reporter.spool import SpoolWriter
 from tests._helpers import _stop_and_time, cli_env, finished_spool, peak_rss_mib, start_uploader
 from tests._raw_gateway import RawGateway
-from uploader.push import MAX_PUSH_BYTES, MAX_PUSH_VALUES, Pusher
-from uploader.service import Uploader
+from uploader.sinks.pushgateway import MAX_PUSH_BYTES, MAX_PUSH_VALUES, Pusher
+from uploader.delivery.service import Uploader
+from uploader.delivery import DeliveryOptions
 
 pytestmark = pytest.mark.e2e
 
@@ -52,7 +53,7 @@ def test_without_inotify_the_uploader_polls(tmp_path, gateway: Pushgateway, pod:
     caplog.set_level(logging.WARNING, logger="uploader")
     pod_dir = str(tmp_path / pod)
     writer = SpoolWriter(pod_dir, pod)
-    uploader = Uploader(pod_dir, Pusher(gateway.url, pod), poll_interval=0.1)
+    uploader = Uploader(pod_dir, Pusher(gateway.url, pod), DeliveryOptions(poll_interval=0.1))
     thread = threading.Thread(target=uploader.run, name="uploader-under-test")
     thread.start()
     try:

@@ -16,8 +16,9 @@ from harness import Pushgateway, job_env, wait_for
 from runai.reporter.spool import SpoolWriter, checkpoint_path, encode_metric
 from tests._helpers import _stop_and_time, cli_env, finished_spool, start_uploader
 from tests._raw_gateway import RawGateway
-from uploader.push import Pusher
-from uploader.service import EXIT_PENDING, Uploader
+from uploader.sinks.pushgateway import Pusher
+from uploader.delivery.service import EXIT_PENDING, Uploader
+from uploader.delivery import DeliveryOptions
 
 
 def _sigterm_mid_push(spool_dir: str, pod: str, command: str) -> tuple[float, int, str]:
@@ -124,7 +125,8 @@ def test_stop_cuts_a_push_in_flight(tmp_path: os.PathLike[str], pod: str) -> Non
     writer.write_metric("x", 1.0)
     writer.close()
     with RawGateway("hold") as held:
-        uploader = Uploader(pod_dir, Pusher(held.url, pod, timeout=60), follow=False, use_watchdog=False)
+        uploader = Uploader(pod_dir, Pusher(held.url, pod, timeout=60),
+                            DeliveryOptions(follow=False, use_watchdog=False))
         results: list[int] = []
         thread = threading.Thread(target=lambda: results.append(uploader.run()), daemon=True)
         thread.start()
@@ -240,7 +242,7 @@ def _set_until(wakeup: object, done: threading.Event, errors: list[BaseException
 def test_stop_from_another_thread_while_the_loop_ends_never_writes_elsewhere(tmp_path) -> None:
     """stop() (any thread) racing the end of run(), which closes the wakeup pipe: the descriptor number
     must never be written to once closed (EBADF, or worse, a file that reused the number)."""
-    from uploader.wakeup import Wakeup as _Wakeup
+    from uploader.runtime.wakeup import Wakeup as _Wakeup
 
     errors: list[BaseException] = []
     deadline = time.monotonic() + 1.5

@@ -11,9 +11,10 @@ import logging
 from runai.reporter.settings import Settings, warn_insecure_auth
 from runai.reporter.spool import PodLock, holder_pid
 
-from .factory import build_uploader, raise_open_files_limit
-from .logsetup import log_to_pod
-from .signals import StopOnSignals
+from .delivery import build_uploader, follower_options
+from .runtime.limits import raise_open_files_limit
+from .runtime.logsetup import log_to_pod
+from .runtime.signals import StopOnSignals
 
 __all__ = ["follow"]
 
@@ -27,8 +28,8 @@ _LOCK_WAIT = 0.5  # seconds
 def follow(settings: Settings) -> int | None:
     """Deliver *settings*' pod (its directory exists) until done.
 
-    Returns the Uploader's exit status (:data:`~uploader.service.EXIT_DELIVERED`
-    or :data:`~uploader.service.EXIT_PENDING`), or None when another uploader
+    Returns the delivery's exit status (:data:`~uploader.delivery.service.EXIT_DELIVERED`
+    or :data:`~uploader.delivery.service.EXIT_PENDING`), or None when another uploader
     serves the pod and this one left it alone.
     """
     log_to_pod(settings.pod_dir)
@@ -40,9 +41,7 @@ def follow(settings: Settings) -> int | None:
         return None
     warn_insecure_auth(settings)  # now that logging goes to uploader.log
     try:
-        uploader = build_uploader(settings, retry_timeout=settings.retry_timeout, lock=lock,
-                                  history_bytes=settings.history_bytes,
-                                  fsync_interval=settings.fsync_interval if settings.fsync == "interval" else None)
+        uploader = build_uploader(settings, follower_options(settings), lock=lock)
         logger.info("uploader started for pod %s, pushing to %s", settings.pod_uuid,
                     " and ".join(url for url in (settings.gateway_url, settings.remote_write_url) if url))
         with StopOnSignals() as stopper:

@@ -8,28 +8,22 @@ line prints them.
 from __future__ import annotations
 
 import enum
-import logging
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable, Protocol
+from typing import Callable, Iterable, Protocol
 
 from runai.reporter.settings import ConfigError, Settings, warn_insecure_auth
-from runai.reporter.spool import GATEWAY, PodLock, holder_pid
-from runai.reporter.spool import spool_file_names
+from runai.reporter.spool import GATEWAY, PodLock, holder_pid, spool_file_names
 
-from .factory import build_uploader
-from .signals import StopOnSignals
-from .status import pod_status
-
-if TYPE_CHECKING:
-    from .loops import SinkLoops
-    from .service import Uploader
+from .delivery import DeliveryOptions, build_uploader
+from .delivery.loops import SinkLoops
+from .delivery.pending import pending
+from .runtime.signals import StopOnSignals
 
 __all__ = ["Outcome", "ProgressSink", "Recovered", "RecoveryListener", "pending_on_disk", "recover_pod",
            "recover_pods"]
-
-logger = logging.getLogger(__name__)
 
 _RECOVER_SCAN_BYTES = 4 << 20  # about 50,000 reports, a push and a checkpoint each
 
@@ -57,10 +51,10 @@ class Recovered:
     rejected: dict[str, str] = field(default_factory=dict)  # names the gateway refused -> its answer
     ignored_files: dict[str, str] = field(default_factory=dict)  # unreadable spool files -> why
     pod_dir: str = ""
-    gateway_url: str = ""  # every configured receiver's, joined by "and"
+    url: str = ""  # every configured receiver's, joined by "and"
     receiver: str = "gateway"  # what they are, for messages: "gateway", "remote-write receiver" or "receivers"
     elapsed: float = 0.0  # seconds the delivery took
-    error: str = ""  # REFUSED: why; UNREACHABLE: the gateway's last error
+    error: str = ""  # REFUSED: why; UNREACHABLE: the receiver's last error
     holder: int | None = None  # BUSY: the pid of the uploader holding the pod
 
     @property
@@ -70,7 +64,7 @@ class Recovered:
 
 
 class ProgressSink(Protocol):
-    """Shows one pod's progress (:class:`uploader.progress.Progress` is one)."""
+    """Shows one pod's progress (:class:`uploader.views.progress.Progress` is one)."""
 
     def update(self, records: int, delivered_bytes: int, total_bytes: int | None = None) -> None: ...
 
@@ -120,7 +114,7 @@ def recover_pod(settings: Settings, timeout: float, stopper: StopOnSignals,
     urls = " and ".join(url for url in (settings.gateway_url, settings.remote_write_url) if url)
     receiver = "receivers" if len(settings.sinks) > 1 else "gateway" if settings.gateway_url else \
         "remote-write receiver"
-    result = Recovered(pod, pod_dir=settings.pod_dir, gateway_url=urls, receiver=receiver)
+    result = Recovered(pod, pod_dir=settings.pod_dir, url=urls, receiver=receiver)
     if not spool_file_names(settings.pod_dir):
         result.outcome = Outcome.EMPTY
         return result
@@ -150,12 +144,12 @@ def recover_pod(settings: Settings, timeout: float, stopper: StopOnSignals,
 
 
 def _deliver(settings: Settings, timeout: float, stopper: StopOnSignals,
-             progress: ProgressSink) -> tuple[Uploader | SinkLoops, bool]:
-    """Run a one-shot Uploader over the pod (its lock held); return it, and whether it delivered everything."""
+             progress: ProgressSink) -> tuple[SinkLoops, bool]:
+    """Run a one-shot delivery of the pod (its lock held); return it, and whether it delivered everything."""
     # Imported here: the service imports prometheus_client and watchdog, which `--help` does not need.
-    from .service import EXIT_DELIVERED
+    from .delivery.service import EXIT_DELIVERED
 
-    uploader: Uploader | SinkLoops | None = None
+    uploader: SinkLoops | None = None
 
     def on_progress(records: int, sent: int) -> None:
         # The Uploader calls this only while it runs, so it is assigned by then.
@@ -163,8 +157,9 @@ def _deliver(settings: Settings, timeout: float, stopper: StopOnSignals,
         progress.update(records, sent, total_bytes=total)
 
     # Smaller steps than a follower's: each commits, so the bar moves while a big spool is read.
-    built = uploader = build_uploader(settings, retry_timeout=timeout, follow=False, use_watchdog=False,
-                                      on_progress=on_progress, scan_bytes=_RECOVER_SCAN_BYTES)
+    options = DeliveryOptions(push_interval=settings.push_interval, retry_timeout=timeout, follow=False,
+                              use_watchdog=False, scan_bytes=_RECOVER_SCAN_BYTES)
+    built = uploader = build_uploader(settings, options, on_progress=on_progress)
     stopper.watch(built)
     try:
         return built, built.run() == EXIT_DELIVERED
@@ -174,5 +169,5 @@ def _deliver(settings: Settings, timeout: float, stopper: StopOnSignals,
 
 def pending_on_disk(spool_dir: str, pod: str, sinks: tuple[str, ...] = (GATEWAY,)) -> int | None:
     """Reports of *pod* not yet delivered to one of *sinks*, counted from disk; None if it cannot be read."""
-    status = pod_status(spool_dir, pod, sinks=sinks)
-    return None if status.refused else status.reports_pending
+    left = pending(os.path.join(spool_dir, pod), sinks)
+    return None if left.refused else left.reports

@@ -18,7 +18,7 @@ from __future__ import annotations
 from .checkpoint import GATEWAY, REMOTE_WRITE, SINKS, Checkpoint, load_checkpoint, load_progress, store_checkpoint
 from .delivery import Delivery, OpenSpool, delivery_state, open_spool, receiver_kinds
 from .lock import PodLock, holder_pid
-from .log import LOG_FORMAT, last_error, last_line, open_log
+from .log import LOG_FORMAT, last_error, last_line, last_refusal, open_log, read_tail, refused_by
 from .names import (
     CHECKPOINT_SUFFIX,
     LOCK_NAME,
@@ -97,12 +97,15 @@ __all__ = [
     "is_spool_file",
     "last_error",
     "last_line",
+    "last_refusal",
     "load_checkpoint",
     "load_progress",
     "now_us",
     "open_log",
     "open_spool",
+    "read_tail",
     "receiver_kinds",
+    "refused_by",
     "skip_reason",
     "spool_file_names",
     "store_checkpoint",

@@ -4,7 +4,9 @@ One log per pod directory (:data:`~.names.LOG_NAME`): the uploader's own
 logging, and its stderr too, so that an uploader that cannot even start says
 why there. The CLI configures logging with :data:`LOG_FORMAT`; the training
 side quotes the last line after a failed start, and ``runai-uploader status``
-shows the last error.
+shows the last error, and the last refusal of a receiver (:func:`refused_by`
+words the start of such a line, for the uploader that writes it and for
+``status``, which looks for it).
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import os
 from ..safefs import open_in_pod_dir
 from .names import LOG_NAME
 
-__all__ = ["LOG_FORMAT", "last_error", "last_line", "open_log"]
+__all__ = ["LOG_FORMAT", "last_error", "last_line", "last_refusal", "open_log", "read_tail", "refused_by"]
 
 # Its lines: the level is the field after the time (asctime is "date time"),
 # which is how last_error() finds the problems.
@@ -23,6 +25,11 @@ _LEVEL_FIELD = LOG_FORMAT.split(" ").index("%(levelname)s") + 1
 _PROBLEMS = ("ERROR", "WARNING")
 _LAST_LINE_BYTES = 4096  # read for the last line: a start-up failure's, quoted by finish()
 _LAST_ERROR_BYTES = 64 * 1024  # searched for the last error, for `status`
+
+
+def refused_by(receiver: str) -> str:
+    """How a line saying that *receiver* ("the gateway", ...) refused a report begins, after the logger's name."""
+    return f"{receiver} rejected"
 
 
 def open_log(pod_dir: str, flags: int) -> int:
@@ -52,11 +59,33 @@ def last_error(pod_dir: str) -> str | None:
     return None
 
 
-def _tail(pod_dir: str, size: int) -> list[str]:
-    """The lines of the last *size* bytes of the log (the first may be cut)."""
-    fd = open_log(pod_dir, os.O_RDONLY)
+def last_refusal(pod_dir: str, receiver: str, answers: tuple[str, ...]) -> str | None:
+    """The last line of *pod_dir*'s log where *receiver* refused a report with one of *answers* (any case),
+    cut at 500 characters; None if there is none, or no readable log."""
     try:
-        data = os.pread(fd, size, max(0, os.fstat(fd).st_size - size))
+        lines = _tail(pod_dir, _LAST_ERROR_BYTES)
+    except OSError:
+        return None
+    start = refused_by(receiver)
+    for line in reversed(lines):
+        line = line.strip()
+        if start in line and any(words in line.lower() for words in answers):
+            return line[:500]
+    return None
+
+
+def read_tail(path: str, size: int) -> bytes:
+    """The last *size* bytes of the file *path* in a pod directory, opened without following a symlink.
+
+    Raises OSError if it cannot be read.
+    """
+    fd = open_in_pod_dir(path, os.O_RDONLY)
+    try:
+        return os.pread(fd, size, max(0, os.fstat(fd).st_size - size))
     finally:
         os.close(fd)
-    return data.decode("utf-8", errors="replace").splitlines()
+
+
+def _tail(pod_dir: str, size: int) -> list[str]:
+    """The lines of the last *size* bytes of the log (the first may be cut)."""
+    return read_tail(os.path.join(pod_dir, LOG_NAME), size).decode("utf-8", errors="replace").splitlines()

@@ -1,0 +1,159 @@
+"""How the node agent judges a pod: from stat, headers and checkpoints, reading at most a bounded block.
+
+``runai-uploader status`` counts every pending report, reading each spool file
+to its end. The agent cannot afford that: it judges pods in its main loop, and a
+pod whose own uploader has a backlog of gigabytes (or a job that made its spool
+file a sparse 20 GiB) would stall every other pod, and SIGTERM, for as long as
+the read takes. So here the pending bytes come from the file sizes and the
+checkpoints, and reports are counted only in the first :data:`COUNT_BYTES` of a
+pod's undelivered lines: exact for the usual few, a lower bound beyond.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+from runai.reporter.safefs import open_in_pod_dir
+from runai.reporter.spool import BadSpoolError, End, Header, SpoolTail, checkpoint_path, decode, spool_file_names
+
+from ..delivery.pending import refusal
+
+__all__ = ["COUNT_BYTES", "Judged", "Signature", "dir_mtime", "judge_pod", "listing_signature", "pod_dirs"]
+
+COUNT_BYTES = 1 << 20  # a pod's undelivered bytes read to count its reports; past them the count is a lower bound
+
+Signature = tuple[tuple[str, int, int, int], ...]  # each spool file: name, size, mtime, its checkpoint's mtime
+
+
+@dataclass
+class Judged:
+    """One pod as the agent sees it."""
+
+    refused: str | None = None  # why the directory cannot be used
+    files: frozenset[str] = frozenset()  # its spool files
+    writers_alive: int = 0
+    reports_pending: int = 0  # at least this many (exact unless *counted_all* is False)
+    bytes_pending: int = 0
+    counted_all: bool = True
+    newest_birth: float | None = None  # the header time of the newest file whose writer is alive (Unix time)
+
+
+def judge_pod(pod_dir: str, sinks: tuple[str, ...]) -> Judged:
+    """Judge the pod directory *pod_dir* for *sinks*: never more than :data:`COUNT_BYTES` of its lines read."""
+    refused = refusal(pod_dir)
+    if refused:
+        return Judged(refused=refused)
+    names = spool_file_names(pod_dir)
+    judged = Judged(files=frozenset(names))
+    budget = COUNT_BYTES
+    for name in names:
+        budget -= _judge_file(os.path.join(pod_dir, name), sinks, judged, budget)
+    return judged
+
+
+def listing_signature(pod_dir: str) -> Signature:
+    """What must change before a judgment can: each spool file's name, size and mtime, and its checkpoint's."""
+    out = []
+    for name in spool_file_names(pod_dir):
+        path = os.path.join(pod_dir, name)
+        out.append((name, *_size_and_mtime(path), _size_and_mtime(checkpoint_path(path))[1]))
+    return tuple(out)
+
+
+def pod_dirs(spool_dir: str) -> set[str]:
+    """The pod directories under *spool_dir* (not their symlinks: refusal() refuses those anyway)."""
+    try:
+        with os.scandir(spool_dir) as entries:
+            return {e.name for e in entries if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)}
+    except OSError:
+        return set()  # not there yet: it is looked for again at the next poll
+
+
+def dir_mtime(path: str) -> int:
+    """*path*'s mtime (ns), -1 if it cannot be read."""
+    return _size_and_mtime(path)[1]
+
+
+def _size_and_mtime(path: str) -> tuple[int, int]:
+    try:
+        info = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return -1, -1
+    return info.st_size, info.st_mtime_ns
+
+
+def _judge_file(path: str, sinks: tuple[str, ...], judged: Judged, budget: int) -> int:
+    """Add the spool file *path* to *judged*; the bytes of it read to count reports."""
+    try:
+        tail = SpoolTail(path)
+    except OSError:
+        return 0  # gone meanwhile, or unsafe: the uploader that delivers the pod says why in its log
+    with tail:
+        try:
+            if not tail.read_header():
+                return 0  # still being created
+        except (BadSpoolError, OSError):
+            return 0  # never a spool file: nothing in it can be delivered
+        size, header_end = tail.size(), tail.offset
+        if tail.writer_alive():
+            judged.writers_alive += 1
+            born = _birth(path, header_end)
+            if born is not None and (judged.newest_birth is None or born > judged.newest_birth):
+                judged.newest_birth = born
+        progress = tail.checkpoints(sinks)
+        # Delivered to every sink up to the least advanced checkpoint; a sink without one starts over.
+        offsets = [progress[sink].offset for sink in sinks if sink in progress]
+        start = min(offsets) if len(offsets) == len(sinks) else header_end
+    if start >= size:
+        return 0
+    reports, complete, read = _count(path, start, min(size - start, max(budget, 0)))
+    judged.reports_pending += reports
+    if read < size - start:  # not read to its end: its bytes from the sizes, its reports a lower bound
+        judged.counted_all = False
+        judged.bytes_pending += size - start
+    else:
+        judged.bytes_pending += complete  # a torn or unfinished last line is nothing to deliver
+    return read
+
+
+def _count(path: str, start: int, length: int) -> tuple[int, int, int]:
+    """The reports in *length* bytes of *path* from *start*, the bytes of their complete lines, the bytes read."""
+    if length <= 0:
+        return 0, 0, 0
+    try:
+        fd = open_in_pod_dir(path, os.O_RDONLY)
+    except OSError:
+        return 0, 0, 0
+    try:
+        data = os.pread(fd, length, start)
+    except OSError:
+        return 0, 0, 0
+    finally:
+        os.close(fd)
+    complete = data.rfind(b"\n") + 1
+    reports = 0
+    for line in data[:complete].splitlines():
+        try:
+            record = decode(line)
+        except ValueError:
+            continue  # damage: skipped by the uploader too
+        if not isinstance(record, (Header, End)):
+            reports += 1
+    return reports, complete, len(data)
+
+
+def _birth(path: str, header_end: int) -> float | None:
+    """When the spool file *path* was made, from its header's time; None if that cannot be read."""
+    try:
+        fd = open_in_pod_dir(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        record = decode(os.pread(fd, header_end, 0).rstrip(b"\n"))
+    except (OSError, ValueError):
+        return None
+    finally:
+        os.close(fd)
+    # A header stamped in the future (a clock stepped back) is taken as made now: the grace is never longer.
+    return min(record.ts, time.time()) if isinstance(record, Header) else None

@@ -1,0 +1,118 @@
+"""The node agent's own metrics, served with ``prometheus_client`` for Prometheus to scrape.
+
+A registry of its own (not the process-wide default), so that nothing else a
+library registers there ends up on the agent's page, and a test can build two.
+Series of a pod that left the spool directory are removed with it: memory stays
+bounded by the pods on disk, not by every pod the node ever ran.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+__all__ = ["AgentMetrics", "PodHooks"]
+
+
+class AgentMetrics:
+    """The series the agent exports (docs/agent.md lists them); thread-safe, as prometheus_client's are."""
+
+    def __init__(self) -> None:
+        # Imported here: the command line's --help and argument errors need no prometheus_client.
+        from prometheus_client import CollectorRegistry, Counter, Gauge
+
+        self.registry = CollectorRegistry()
+        self.pending_reports = Gauge("runai_uploader_pending_reports",
+                                     "reports on disk not yet delivered to every configured sink",
+                                     ["podUUID"], registry=self.registry)
+        self.pending_bytes = Gauge("runai_uploader_pending_bytes", "spool bytes not yet delivered",
+                                   ["podUUID"], registry=self.registry)
+        # prometheus_client appends _total to a counter's name.
+        self.delivered = Counter("runai_uploader_delivered_reports", "reports this agent delivered",
+                                 ["podUUID", "sink"], registry=self.registry)
+        self.push_failures = Counter("runai_uploader_push_failures", "pushes of this agent that failed (retried)",
+                                     ["sink"], registry=self.registry)
+        self.last_success = Gauge("runai_uploader_last_success_timestamp_seconds",
+                                  "when this agent last pushed a pod's reports successfully (Unix time)",
+                                  ["podUUID", "sink"], registry=self.registry)
+        self.pods = Gauge("runai_uploader_pods", "pod directories the agent follows", registry=self.registry)
+        # Refused pods have no pending series (they cannot be read safely, or their name cannot be a label):
+        # this is what an alert sees of them. The agent's log says why, once per pod.
+        self.refused = Gauge("runai_uploader_refused_pods",
+                             "pod directories the agent cannot deliver (unsafe, a bad name, failing): see its log",
+                             registry=self.registry)
+        self._sinks: dict[str, set[str]] = {}  # pod -> the sinks it has series for (to remove them)
+        self._lock = threading.Lock()
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    # -- updates (any thread) ------------------------------------------------
+
+    def set_pending(self, pod: str, reports: int, size: int) -> None:
+        self.pending_reports.labels(pod).set(reports)
+        self.pending_bytes.labels(pod).set(size)
+
+    def add_delivered(self, pod: str, sink: str, reports: int) -> None:
+        self._note(pod, sink)
+        self.delivered.labels(pod, sink).inc(reports)
+
+    def push_succeeded(self, pod: str, sink: str) -> None:
+        self._note(pod, sink)
+        self.last_success.labels(pod, sink).set(time.time())
+
+    def push_failed(self, sink: str) -> None:
+        self.push_failures.labels(sink).inc()
+
+    def forget(self, pod: str) -> None:
+        """Remove every series of *pod* (its directory is gone)."""
+        with self._lock:
+            sinks = self._sinks.pop(pod, set())
+        for gauge in (self.pending_reports, self.pending_bytes):
+            _remove(gauge, pod)
+        for sink in sinks:
+            _remove(self.delivered, pod, sink)
+            _remove(self.last_success, pod, sink)
+
+    def _note(self, pod: str, sink: str) -> None:
+        with self._lock:
+            self._sinks.setdefault(pod, set()).add(sink)
+
+    # -- the endpoint ----------------------------------------------------------
+
+    def serve(self, address: str, port: int) -> int:
+        """Serve ``/metrics`` on *address*:*port* (0: a free one) in a daemon thread; the port it listens on."""
+        from prometheus_client import start_http_server
+
+        self._server, self._thread = start_http_server(port, addr=address, registry=self.registry)
+        return int(self._server.server_port)
+
+    def close(self) -> None:
+        """Stop serving (safe to call twice)."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+
+
+class PodHooks:
+    """One pod's delivery hooks (a :class:`~uploader.delivery.DeliveryHooks`): its pushes and reports counted."""
+
+    def __init__(self, metrics: AgentMetrics, pod: str) -> None:
+        self._metrics = metrics
+        self._pod = pod
+
+    def pushed(self, sink: str) -> None:
+        self._metrics.push_succeeded(self._pod, sink)
+
+    def push_failed(self, sink: str) -> None:
+        self._metrics.push_failed(sink)
+
+    def delivered(self, sink: str, reports: int) -> None:
+        self._metrics.add_delivered(self._pod, sink, reports)
+
+
+def _remove(metric: Any, *labels: str) -> None:
+    try:
+        metric.remove(*labels)
+    except KeyError:
+        pass  # never set for this pod

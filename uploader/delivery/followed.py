@@ -1,0 +1,247 @@
+"""The spool files one uploader follows: one record per file, what is pending in them, their checkpoints.
+
+A file is followed from the first scan that can identify it (its header is
+complete) until it is delivered and its writer is gone; then it is retired
+(kept in the history, or deleted past its bound) and never opened again. A
+file that cannot be a spool file is ignored, once, with the reason.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass, replace
+from typing import Iterable, Iterator
+
+from runai.reporter.safefs import UnsafePathError
+from runai.reporter.spool import (
+    GATEWAY,
+    BadSpoolError,
+    Checkpoint,
+    Report,
+    SpoolTail,
+    is_spool_file,
+    open_spool,
+    store_checkpoint,
+)
+
+from .retention import History
+
+__all__ = ["FollowedFile", "FollowedFiles", "TORN_LINE"]
+
+logger = logging.getLogger(__name__)
+
+TORN_LINE = "an incomplete last line (the writer died mid-record)"
+
+
+@dataclass(eq=False)
+class FollowedFile:
+    """One followed spool file: how far it is read, and how far delivered."""
+
+    path: str
+    tail: SpoolTail  # the read position, and what was read up to it
+    acked: Checkpoint  # its last checkpoint: how far it is delivered
+    alive: bool  # its writer held its lock at the last liveness check
+    synced: int = 0  # its size at its last fsync
+    refused: int = 0  # its records the receiver refused since its last checkpoint
+    # The records up to this seq were in a push that an earlier uploader began and never checkpointed
+    # (it died): the receiver may have them already (Checkpoint.sent_seq as found at open).
+    resent_seq: int = 0
+    start: int = 0  # the offset of its first record (just after its header)
+
+    def resent(self, record: Report) -> bool:
+        """*record* may be at the receiver already: an earlier uploader's push covered it and then died."""
+        return record.seq <= self.resent_seq
+
+    def uncommitted(self) -> bool:
+        """Read further than its checkpoint: values held or being pushed, or lines skipped."""
+        return self.tail.offset != self.acked.offset
+
+    def retirable(self) -> bool:
+        """Delivered as far as it is read, and its writer is gone (what is read is all there is)."""
+        return not self.alive and not self.uncommitted()
+
+    def pending_records(self) -> int:
+        """Reports read or on disk that its checkpoint does not cover (a lower bound while reading)."""
+        return self.tail.records - self.acked.records
+
+    def pending_bytes(self) -> int:
+        """Bytes of the file that its checkpoint does not cover."""
+        return self.tail.size() - self.acked.offset
+
+
+class FollowedFiles:
+    """The spool files of one pod directory: those followed, by path, and those done with."""
+
+    def __init__(self, pod_dir: str, history_bytes: int | None = None, *, sink: str = GATEWAY,
+                 all_sinks: tuple[str, ...] | None = None) -> None:
+        self.pod_dir = pod_dir
+        self.sink = sink  # whose progress the checkpoints read and written here are
+        self.ignored: dict[str, str] = {}  # spool files that cannot be read at all -> why
+        self._files: dict[str, FollowedFile] = {}
+        self._closed: set[str] = set()  # delivered files of gone writers, and unreadable ones
+        self._skipped_retired: Counter[str] = Counter()  # skip reasons of files no longer followed
+        # delivered files of gone writers, trimmed to a bound (each deleted once all sinks have it)
+        self._history = History(history_bytes, all_sinks or (sink,))
+
+    def __iter__(self) -> Iterator[FollowedFile]:
+        return iter(self._files.values())
+
+    def get(self, path: str) -> FollowedFile | None:
+        return self._files.get(path)
+
+    def follow(self, name: str, check_liveness: bool) -> FollowedFile | None:
+        """The followed file *name* (opened on first sight), or None if it is not one to read."""
+        if not is_spool_file(name):
+            return None
+        path = os.path.join(self.pod_dir, name)
+        entry = self._files.get(path)
+        if entry is None:
+            return None if path in self._closed else self._open(path)
+        if check_liveness:
+            entry.alive = entry.tail.writer_alive()
+        return entry
+
+    def retire(self, entry: FollowedFile) -> None:
+        """Stop following a delivered file whose writer is gone."""
+        path, tail = entry.path, entry.tail
+        torn = tail.unread_bytes()
+        if torn:
+            logger.warning("%s: ignoring %d bytes after the last complete line; the writer died mid-record",
+                           path, torn)
+            self._skipped_retired[TORN_LINE] += 1
+        self._skipped_retired.update(tail.skip_reasons)
+        tail.close()
+        del self._files[path]
+        self._closed.add(path)
+        self._history.add(path, tail.spool_id)
+
+    def sync(self) -> None:
+        """fsync every spool file that grew since its last fsync (the `interval` durability policy)."""
+        for entry in self._files.values():
+            size = entry.tail.size()
+            if size > entry.synced:
+                try:
+                    entry.tail.fsync()
+                except OSError as exc:
+                    logger.error("cannot fsync %s: %s", entry.path, exc)
+                    continue
+                entry.synced = size
+
+    def resent(self, held: Iterable[tuple[Report, str]]) -> frozenset[int]:
+        """The ids of the *held* records (each with its file's path) that a dead uploader's push may have delivered."""
+        if not any(entry.resent_seq for entry in self._files.values()):
+            return frozenset()  # the usual case, at no cost per record
+        return frozenset(id(record) for record, path in held
+                         if (entry := self._files.get(path)) is not None and entry.resent(record))
+
+    def mark_sending(self) -> None:
+        """Record in each checkpoint how far the push about to start reaches (:attr:`Checkpoint.sent_seq`).
+
+        Best effort: a file whose mark cannot be written is pushed anyway,
+        and after a crash its resends are judged as first sends.
+        """
+        for entry in self._files.values():
+            if entry.uncommitted() and entry.acked.sent_seq < entry.tail.last_seq:
+                self._store_mark(entry, entry.tail.last_seq)
+
+    def unmark(self) -> None:
+        """Take back the marks of a push that reached no receiver (refused connections): nothing of it is stored."""
+        for entry in self._files.values():
+            if entry.acked.sent_seq != entry.resent_seq:
+                self._store_mark(entry, entry.resent_seq)  # what a dead uploader left, if anything
+
+    def _store_mark(self, entry: FollowedFile, seq: int) -> None:
+        marked = replace(entry.acked, sent_seq=seq)
+        # No checkpoint yet: one at offset 0 would read as damaged (not after a newline), so the mark on
+        # disk starts at the first record; the one in memory keeps 0, and the header in what is delivered.
+        stored = marked if marked.offset else replace(marked, offset=entry.start)
+        try:
+            store_checkpoint(entry.path, stored, sink=self.sink)
+        except OSError as exc:
+            logger.error("cannot write the checkpoint of %s around a push: %s", entry.path, exc)
+            return
+        entry.acked = marked
+
+    def commit(self) -> tuple[int, int, OSError | None]:
+        """Write the checkpoint of every file read further than its last one.
+
+        Returns the records and bytes newly covered, and the last error (None if every write succeeded).
+        """
+        records = size = 0
+        error = None
+        for entry in self._files.values():
+            if not entry.uncommitted():
+                continue
+            tail, acked = entry.tail, entry.acked
+            # A dead uploader's mark past what this commit covers still says what may be stored.
+            carried = entry.resent_seq if entry.resent_seq > tail.last_seq else 0
+            ckpt = Checkpoint(tail.spool_id, tail.offset, tail.records, tail.last_seq, tail.ended,
+                              acked.rejected + entry.refused, carried)
+            try:
+                store_checkpoint(entry.path, ckpt, sink=self.sink)
+            except OSError as exc:
+                # Delivered but not recorded: a later replay re-sends it, harmlessly. The refusals
+                # stay counted for the next checkpoint, so that finish() still learns of them.
+                logger.error("cannot write the checkpoint of %s: %s", entry.path, exc)
+                error = exc
+                continue
+            entry.refused = 0
+            entry.resent_seq = carried  # once passed, no record is looked up against it any more
+            records += ckpt.records - acked.records
+            size += ckpt.offset - acked.offset
+            entry.acked = ckpt
+        return records, size, error
+
+    def close(self) -> None:
+        for entry in self._files.values():
+            entry.tail.close()
+
+    # -- what is pending ----------------------------------------------------
+
+    def uncommitted(self) -> bool:
+        """Some file is read further than its checkpoint."""
+        return any(entry.uncommitted() for entry in self._files.values())
+
+    def ending(self) -> bool:
+        """Some file read further than its checkpoint has ended (end-of-stream read) or lost its writer."""
+        return any(e.tail.ended or not e.alive for e in self._files.values() if e.uncommitted())
+
+    def writers_alive(self) -> bool:
+        return any(entry.alive for entry in self._files.values())
+
+    def pending_records(self) -> int:
+        return sum(entry.pending_records() for entry in self._files.values())
+
+    def pending_bytes(self) -> int:
+        return sum(entry.pending_bytes() for entry in self._files.values())
+
+    def skip_reasons(self) -> Counter[str]:
+        """Lines skipped as corrupt (never pushed), counted by reason, retired files included."""
+        reasons = Counter(self._skipped_retired)
+        for entry in self._files.values():
+            reasons.update(entry.tail.skip_reasons)
+        return reasons
+
+    # -- opening --------------------------------------------------------------
+
+    def _open(self, path: str) -> FollowedFile | None:
+        try:
+            opened = open_spool(path, sink=self.sink)
+        except (IsADirectoryError, UnsafePathError, BadSpoolError) as exc:
+            # Not a spool file, and will not become one: say so once, not on every scan.
+            logger.error("ignoring %s: %s", path, exc)
+            self._closed.add(path)
+            self.ignored[path] = str(exc)
+            return None
+        except OSError as exc:
+            logger.warning("cannot open %s: %s", path, exc)
+            return None
+        if opened is None:
+            return None  # still being created; the next scan tries again
+        tail = opened.tail
+        start = tail.offset  # a fresh file is read from its header's end; a resumed one, from its checkpoint
+        acked = opened.checkpoint or Checkpoint(tail.spool_id, 0, 0, 0)
+        entry = self._files[path] = FollowedFile(path, tail, acked, alive=tail.writer_alive(),
+                                                 resent_seq=acked.sent_seq, start=start if not acked.offset else 0)
+        return entry

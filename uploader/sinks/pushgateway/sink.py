@@ -1,0 +1,161 @@
+"""Pushing to the Pushgateway in runai 0.4.1's wire format (:mod:`uploader.sinks.exposition`).
+
+Every push is a POST (``pushadd``): it replaces the metrics it names and
+leaves the group's others alone, so pushing only what changed is correct.
+
+Limits (docs/operations.md, "Limits"): a push carries at most
+:data:`MAX_PUSH_VALUES` values and :data:`MAX_PUSH_BYTES` of request body;
+``timeout`` bounds a whole request, connection to last byte; at most
+:data:`MAX_ANSWER_BYTES` of an answer are read (:mod:`uploader.sinks.http`).
+"""
+from __future__ import annotations
+
+from typing import AbstractSet, Sequence
+
+from prometheus_client import CollectorRegistry, pushadd_to_gateway
+
+from runai.reporter.settings import Settings, check_pod_uuid
+from runai.reporter.spool import GATEWAY, Report
+
+from .. import RECEIVERS, Refusal
+from ..http import MAX_ANSWER_BYTES, Handler, KeepAliveHandler, StatusError
+from ..exposition import JOB, encoded_size
+from .samples import Samples
+
+__all__ = ["GatewayError", "Pusher", "MAX_ANSWER_BYTES", "MAX_PUSH_BYTES", "MAX_PUSH_VALUES"]
+
+MAX_PUSH_BYTES = 1 << 20  # request body of one push; a bigger batch is sent in several
+MAX_PUSH_VALUES = 10_000  # values in one push
+
+_GATEWAY_TIMEOUT = 504  # a proxy in front of the gateway gave up waiting: a timeout, as the uploader's own
+# Statuses that refuse what was pushed, not how it was sent: 400 (say, a name
+# already used with another type in another group) and 413 (too big).
+_REFUSALS = (400, 413)
+
+
+class GatewayError(StatusError):
+    """The Pushgateway answered with an HTTP error status."""
+
+    def __init__(self, status: int, reason: str, body: str) -> None:
+        super().__init__(status, reason, body, who="Pushgateway")
+
+    @property
+    def rejects_content(self) -> bool:
+        """True for 400 and 413: the gateway refused what was pushed, not how it was sent."""
+        return self.status in _REFUSALS
+
+
+class Pusher:
+    """Pushes records of one pod to one Pushgateway (a :class:`~uploader.sinks.Sink`)."""
+
+    name = GATEWAY
+    receiver = RECEIVERS[GATEWAY]
+    coalesces = True  # the gateway keeps the latest value of each name
+    marks_sending = False  # a push replaces what it names: a resend is never refused
+
+    def __init__(self, url: str, pod_uuid: str, *, timeout: float = 10.0,
+                 handler: Handler | None = None, username: str | None = None, password: str | None = None,
+                 ca_file: str | None = None) -> None:
+        self.url = url
+        self.pod_uuid = check_pod_uuid(pod_uuid)  # the grouping key goes on the wire as UTF-8
+        self.timeout = timeout  # seconds one request may take, answer included
+        self.pushes = 0  # HTTP requests that succeeded
+        self.reached = True  # some request of the last push may have reached the gateway
+        self._own_handler = None if handler is not None else KeepAliveHandler.for_url(
+            url, username=username, password=password, ca_file=ca_file)
+        self._handler: Handler = handler or self._own_handler  # type: ignore[assignment]
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> Pusher:
+        """The gateway sink of *settings*' pod."""
+        assert settings.gateway_url is not None  # settings.sinks names it only when it is set
+        return cls(settings.gateway_url, settings.pod_uuid, timeout=settings.push_timeout,
+                   username=settings.username, password=settings.password, ca_file=settings.ca_file)
+
+    def close(self) -> None:
+        if self._own_handler is not None:
+            self._own_handler.close()
+
+    def abort(self) -> None:
+        """Cut a push in flight and make later ones fail at once; safe in a signal handler."""
+        if self._own_handler is not None:
+            self._own_handler.abort()
+
+    def push(self, records: Sequence[Report], resent: AbstractSet[int] = frozenset()) -> list[tuple[Report, Refusal]]:
+        """Push *records*; return the ones refused by name, with why. (*resent* does not matter: a push replaces.)
+
+        Records go in batches of at most :data:`MAX_PUSH_VALUES` values and
+        :data:`MAX_PUSH_BYTES`. A batch the gateway refuses (400, 413) is
+        halved until the refused records stand alone, which lets every other
+        record through. A batch that times out, or that a proxy answers with
+        504, is split too, after one value alone got through (a gateway that
+        cannot take even one value in time is slow or down, not overwhelmed).
+        A record that cannot be encoded (say, a lone surrogate in a parameter
+        value) or is bigger than a push may be is refused without being sent
+        (with a ValueError saying why).
+
+        Raises :class:`GatewayError` for other error statuses, and OSError
+        (TimeoutError included) when the gateway cannot be reached or does
+        not answer in time; nothing is lost then, the caller retries.
+        """
+        refused: list[tuple[Report, Refusal]] = []
+        batch: list[Report] = []
+        batch_bytes = 0
+        for record in records:
+            try:
+                size = _push_size(record)
+            except ValueError as exc:
+                refused.append((record, exc))
+                continue
+            if len(batch) >= MAX_PUSH_VALUES or batch_bytes + size > MAX_PUSH_BYTES:
+                refused += self._push_batch(batch)
+                batch, batch_bytes = [], 0
+            batch.append(record)
+            batch_bytes += size
+        return refused + self._push_batch(batch)
+
+    def _push_batch(self, records: Sequence[Report]) -> list[tuple[Report, Refusal]]:
+        if not records:
+            return []
+        try:
+            self._send(records)
+            return []
+        except (GatewayError, TimeoutError) as exc:
+            if isinstance(exc, GatewayError) and exc.status != _GATEWAY_TIMEOUT:
+                if not exc.rejects_content:
+                    raise
+                if len(records) == 1:
+                    return [(records[0], exc)]
+                refused = []
+            else:  # timed out
+                if len(records) == 1:
+                    raise  # even one value is too slow: an outage, retried with backoff
+                refused = self._push_batch(records[:1])  # raises if the gateway is slow or down
+                records = records[1:]
+        middle = len(records) // 2
+        return refused + self._push_batch(records[:middle]) + self._push_batch(records[middle:])
+
+    def _send(self, records: Sequence[Report]) -> None:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(Samples(records))
+        try:
+            pushadd_to_gateway(
+                self.url,
+                job=JOB,
+                registry=registry,
+                grouping_key={"podUUID": self.pod_uuid},
+                timeout=self.timeout,
+                handler=self._handler,
+            )
+        except StatusError as exc:
+            raise GatewayError(exc.status, exc.reason, exc.body) from None
+        self.pushes += 1
+
+
+def _push_size(record: Report) -> int:
+    """An upper bound of *record*'s bytes in a push; ValueError if it cannot be pushed at all."""
+    size = encoded_size(record)
+    if size > MAX_PUSH_BYTES:
+        raise ValueError(f"not sent: it takes up to {size} bytes in a push, more than one push may carry "
+                         f"({MAX_PUSH_BYTES} bytes)")
+    return size
