@@ -36,8 +36,8 @@ _REFUSALS = (400, 413)
 class GatewayError(StatusError):
     """The Pushgateway answered with an HTTP error status."""
 
-    def __init__(self, status: int, reason: str, body: str) -> None:
-        super().__init__(status, reason, body, who="Pushgateway")
+    def __init__(self, status: int, reason: str, body: str, retry_after: float | None = None) -> None:
+        super().__init__(status, reason, body, who="Pushgateway", retry_after=retry_after)
 
     @property
     def rejects_content(self) -> bool:
@@ -148,7 +148,7 @@ class Pusher:
                 handler=self._handler,
             )
         except StatusError as exc:
-            raise GatewayError(exc.status, exc.reason, exc.body) from None
+            raise GatewayError(exc.status, exc.reason, exc.body, exc.retry_after) from None
         self.pushes += 1
 
 

@@ -280,7 +280,7 @@ class RemoteWriter:
         try:
             self._http(self.url, "POST", self.timeout, self._headers, body)()
         except StatusError as exc:
-            raise ReceiverError(exc.status, exc.body) from None
+            raise ReceiverError(exc.status, exc.body, exc.retry_after) from None
 
 
 def _bearer_token(path: str | None) -> str | None:

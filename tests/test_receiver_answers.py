@@ -1,0 +1,135 @@
+"""Receivers that answer unusually, against the real uploader loop (issue 22, points 8 to 11).
+
+Real receivers on 127.0.0.1 (a Pushgateway, VictoriaMetrics), with the fault proxy in front of them where
+the answer must be one no real receiver gives on demand: a redirect, a 408, a 429 with ``Retry-After``, a
+push that stalls on one value.
+"""
+from __future__ import annotations
+
+import email.utils
+import os
+import time
+from typing import Iterator
+
+import pytest
+
+from harness import FaultProxy, Pushgateway, VictoriaMetrics, metric_name, wait_for
+from runai.reporter.spool import SpoolWriter
+from tests._helpers import spool_records
+from uploader.delivery import DeliveryOptions
+from uploader.delivery.schedule import MAX_RETRY_AFTER, Schedule
+from uploader.delivery.service import EXIT_DELIVERED, EXIT_PENDING, Uploader
+from uploader.sinks import Sink
+from uploader.sinks.http import retry_after
+from uploader.sinks.pushgateway import Pusher
+from uploader.sinks.remote_write import ReceiverError, RemoteWriter
+
+# Give up fast on a receiver that keeps failing; back off briefly, so that a wait measured is the receiver's.
+ONCE = DeliveryOptions(follow=False, use_watchdog=False, retry_timeout=1.0, backoff=(0.02, 0.05))
+
+
+@pytest.fixture
+def victoria(tmp_path: os.PathLike[str]) -> Iterator[VictoriaMetrics]:
+    with VictoriaMetrics(str(tmp_path)) as server:
+        yield server
+
+
+def spool(pod_dir: str, pod: str, metrics: int = 20) -> SpoolWriter:
+    """A closed spool of *metrics* values of one metric ``loss``, each its own sample."""
+    writer = SpoolWriter(pod_dir, pod)
+    for i in range(metrics):
+        writer.write_metric("loss", float(i))
+    writer.close()
+    return writer
+
+
+def deliver(pod_dir: str, sink: Sink, options: DeliveryOptions = ONCE) -> tuple[int, Uploader]:
+    uploader = Uploader(pod_dir, sink, options)
+    return uploader.run(), uploader
+
+
+# -- point 8: a 3xx refuses the sender, a 408 is transient; neither drops nor splits ----------------------
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308, 408])
+def test_a_redirect_or_408_from_remote_write_is_retried_never_refused_nor_split(
+        victoria: VictoriaMetrics, tmp_path: os.PathLike[str], pod: str, status: int) -> None:
+    proxy = FaultProxy(victoria.address).start()
+    try:
+        proxy.fault, proxy.answer_status, proxy.answer_times = "answer", status, 1_000_000
+        proxy.answer_headers = [("Location", f"http://{victoria.address}/elsewhere")] if status < 400 else []
+        pod_dir = os.path.join(str(tmp_path), pod)
+        spool(pod_dir, pod)
+        records = [r for r in spool_records(pod_dir) if r.kind == "metric"]
+        # One request, raised (to be retried), not split into 39 nor refused.
+        with pytest.raises(ReceiverError) as caught:
+            RemoteWriter(f"http://{proxy.address}/api/v1/write", pod).push(records)
+        assert caught.value.status == status and len(proxy.push_times) == 1
+        code, uploader = deliver(pod_dir, RemoteWriter(f"http://{proxy.address}/api/v1/write", pod))
+        # Backed off, then kept on disk for recover, nothing refused.
+        assert code == EXIT_PENDING and uploader.rejected == {} and uploader.delivered_records == 0
+        assert str(status) in uploader.last_error
+        tries = len(proxy.push_times)
+        # Once the receiver takes them, the same 20 samples go.
+        proxy.fault = None
+        code, uploader = deliver(pod_dir, RemoteWriter(f"http://{proxy.address}/api/v1/write", pod))
+        assert code == EXIT_DELIVERED and uploader.delivered_records == 20 and uploader.rejected == {}
+        assert len(proxy.push_times) == tries + 1
+    finally:
+        proxy.stop()
+    victoria.force_flush()
+    selector = f'{metric_name("loss")}{{podUUID="{pod}"}}'
+    # One sample per millisecond (the last): the 20 reports were written faster than that.
+    want = sorted({round(r.ts * 1e6) // 1000: float(r.value) for r in records}.items())
+    wait_for(lambda: [s for _, s in victoria.export(selector)] == [want], 20, "the samples in VictoriaMetrics")
+
+
+def test_the_receivers_own_status_words_decide_retry_or_refusal() -> None:
+    for status in (300, 302, 399, 401, 408, 429):
+        assert ReceiverError(status, "").outage, status
+    assert not ReceiverError(422, "").outage and not ReceiverError(400, "bad").outage
+
+
+# -- point 9: Retry-After -----------------------------------------------------------------------------------
+
+def _second_try_after(proxy: FaultProxy, pod_dir: str, pod: str, header: str) -> float:
+    """Seconds between the push answered 429 with Retry-After *header* and the next, through the real loop."""
+    proxy.fault, proxy.answer_status, proxy.answer_times = "answer", 429, 1
+    proxy.answer_headers = [("Retry-After", header)]
+    proxy.push_times.clear()
+    code, _ = deliver(pod_dir, Pusher(f"http://{proxy.address}", pod, timeout=5),
+                      DeliveryOptions(follow=False, use_watchdog=False, retry_timeout=60, backoff=(0.05, 5.0)))
+    assert code == EXIT_DELIVERED
+    first, second = proxy.push_times
+    return second - first
+
+
+def test_a_429_s_retry_after_is_honoured_in_seconds_and_as_an_http_date(
+        gateway: Pushgateway, tmp_path: os.PathLike[str], pod: str) -> None:
+    proxy = FaultProxy(gateway.address).start()
+    try:
+        pod_dir = os.path.join(str(tmp_path), pod)
+        spool(pod_dir, pod, metrics=1)
+        # Before: retried after the backoff, 0.025-0.05 s here.
+        assert _second_try_after(proxy, pod_dir, pod, "2") >= 1.9
+        spool(pod_dir, pod, metrics=1)
+        # An HTTP date has whole seconds: 3 s from now is 2 to 3 s away.
+        date = email.utils.formatdate(time.time() + 3, usegmt=True)
+        assert _second_try_after(proxy, pod_dir, pod, date) >= 1.9
+        spool(pod_dir, pod, metrics=1)
+        assert _second_try_after(proxy, pod_dir, pod, "soon") < 1.0  # not a wait: the backoff's own
+    finally:
+        proxy.stop()
+    gateway.delete_group(pod)
+
+
+def test_retry_after_is_read_in_seconds_or_as_a_date_and_bounded() -> None:
+    now = 1_700_000_000.0
+    assert retry_after("30", now) == 30.0 and retry_after(" 7 ", now) == 7.0
+    assert retry_after(email.utils.formatdate(now + 90, usegmt=True), now) == 90.0
+    assert retry_after("Sun Nov  6 08:49:37 1994", now) == 0.0  # asctime's form, GMT, in the past
+    for junk in (None, "", "-5", "1.5", "soon", "\u0663"):
+        assert retry_after(junk, now) is None, junk
+    # Within the retry timeout and MAX_RETRY_AFTER; never shorter than the backoff.
+    assert Schedule(retry_timeout=10_000, backoff=(0.1, 5.0)).failed(0.0, 1e9) == MAX_RETRY_AFTER
+    assert Schedule(retry_timeout=20, backoff=(0.1, 5.0)).failed(0.0, 1e9) == 20
+    assert 0.05 <= Schedule(retry_timeout=20, backoff=(0.1, 5.0)).failed(0.0, 0.0) <= 0.1
