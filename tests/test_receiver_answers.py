@@ -13,8 +13,9 @@ from typing import Iterator
 
 import pytest
 
-from harness import FaultProxy, Pushgateway, VictoriaMetrics, metric_name, wait_for
-from runai.reporter.spool import SpoolWriter
+from harness import FaultProxy, Pushgateway, VictoriaMetrics, metric_name, parameter_name, wait_for
+from runai.reporter import Reporter
+from runai.reporter.spool import LOG_NAME, Metric, SpoolWriter
 from tests._helpers import spool_records
 from uploader.delivery import DeliveryOptions
 from uploader.delivery.schedule import MAX_RETRY_AFTER, Schedule
@@ -133,3 +134,41 @@ def test_retry_after_is_read_in_seconds_or_as_a_date_and_bounded() -> None:
     assert Schedule(retry_timeout=10_000, backoff=(0.1, 5.0)).failed(0.0, 1e9) == MAX_RETRY_AFTER
     assert Schedule(retry_timeout=20, backoff=(0.1, 5.0)).failed(0.0, 1e9) == 20
     assert 0.05 <= Schedule(retry_timeout=20, backoff=(0.1, 5.0)).failed(0.0, 0.0) <= 0.1
+
+
+# -- point 10: a value that stalls a push, sent first ---------------------------------------------------
+
+def test_a_value_that_stalls_every_push_is_refused_by_name_and_the_value_behind_it_delivered(
+        gateway: Pushgateway, spool_dir: str, pod: str) -> None:
+    proxy = FaultProxy(gateway.address).start()
+    proxy.fault, proxy.stall_bytes, proxy.slow_seconds = "stall_on", b"chokes-the-proxy", 60
+    try:
+        reporter = Reporter(pod_uuid=pod, gateway_url=proxy.address, spool_dir=spool_dir, push_timeout=0.5)
+        reporter.reportParameter("poison", "chokes-the-proxy")  # first in the push
+        reporter.reportMetric("loss", 0.25)
+        # Before: the lone push of the parameter timed out, and the pair was retried whole until the timeout.
+        started = time.monotonic()
+        assert reporter.finish(timeout=20) is False  # something was refused: docs/api.md, finish()
+        assert time.monotonic() - started < 15
+    finally:
+        proxy.stop()
+    series = gateway.series(pod)
+    assert series[metric_name("loss")][1] == 0.25 and parameter_name("poison") not in series
+    with open(os.path.join(spool_dir, pod, LOG_NAME)) as f:
+        log = f.read()
+    assert "cannot push parameter 'poison'" in log and "while the gateway answered other pushes" in log, log
+    gateway.delete_group(pod)
+
+
+def test_a_gateway_that_answers_nothing_in_time_costs_two_timeouts_per_halving(gateway: Pushgateway,
+                                                                               pod: str) -> None:
+    proxy = FaultProxy(gateway.address).start()
+    proxy.fault, proxy.stall_bytes, proxy.slow_seconds = "stall_on", b"", 60  # every push stalls
+    try:
+        records = [Metric(i, time.time(), "metric", f"m{i}", float(i)) for i in range(64)]
+        with pytest.raises(TimeoutError):
+            Pusher(f"http://{proxy.address}", pod, timeout=0.2).push(records)
+        # 64, then 32 whole and 32 halved: 2 per halving down to one value, not one per value.
+        assert len(proxy.push_times) == 2 * 6 + 1
+    finally:
+        proxy.stop()
