@@ -7,6 +7,7 @@ push that stalls on one value.
 from __future__ import annotations
 
 import email.utils
+import logging
 import os
 import time
 from typing import Iterator
@@ -15,7 +16,7 @@ import pytest
 
 from harness import FaultProxy, Pushgateway, VictoriaMetrics, metric_name, parameter_name, wait_for
 from runai.reporter import Reporter
-from runai.reporter.spool import LOG_NAME, Metric, SpoolWriter
+from runai.reporter.spool import LOG_NAME, Metric, Parameter, SpoolWriter
 from tests._helpers import spool_records
 from uploader.delivery import DeliveryOptions
 from uploader.delivery.schedule import MAX_RETRY_AFTER, Schedule
@@ -24,6 +25,7 @@ from uploader.sinks import Sink
 from uploader.sinks.http import retry_after
 from uploader.sinks.pushgateway import Pusher
 from uploader.sinks.remote_write import ReceiverError, RemoteWriter
+from uploader.sinks.remote_write.receiver_answers import VM_MAX_LABEL_VALUE_BYTES
 
 # Give up fast on a receiver that keeps failing; back off briefly, so that a wait measured is the receiver's.
 ONCE = DeliveryOptions(follow=False, use_watchdog=False, retry_timeout=1.0, backoff=(0.02, 0.05))
@@ -172,3 +174,23 @@ def test_a_gateway_that_answers_nothing_in_time_costs_two_timeouts_per_halving(g
         assert len(proxy.push_times) == 2 * 6 + 1
     finally:
         proxy.stop()
+
+
+# -- point 11: VictoriaMetrics cuts long label values short, and says nothing ------------------------------
+
+def test_a_parameter_value_victoriametrics_would_cut_short_is_warned_of_once(
+        victoria: VictoriaMetrics, pod: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="uploader")
+    now = time.time()
+    values = {"long": "a" * 20_000, "wide": "\u00e9" * 10_000, "edge": "b" * VM_MAX_LABEL_VALUE_BYTES}
+    writer = RemoteWriter(victoria.write_url, pod)
+    for i in range(2):  # a second push of the same values: no second warning
+        records = [Parameter(j, now + i, "parameter", name, value) for j, (name, value) in enumerate(values.items())]
+        assert writer.push(records) == []
+    warned = [r.getMessage() for r in caplog.records if "VictoriaMetrics" in r.getMessage()]
+    assert len(warned) == 2 and "'long'" in warned[0] and "20000 bytes" in warned[0] and "'wide'" in warned[1]
+    # What the warning is about, measured: the receiver answered 204 and kept 16,384 bytes of each.
+    victoria.force_flush()
+    kept = wait_for(lambda: {s["param_name"]: s["param_value"] for s, _ in victoria.export(f'{{podUUID="{pod}"}}')}
+                    if len(victoria.export(f'{{podUUID="{pod}"}}')) == 3 else None, 20, "the 3 parameters")
+    assert kept == {"long": "a" * 16_384, "wide": "\u00e9" * 8_192, "edge": values["edge"]}

@@ -31,9 +31,14 @@ to do (tests/test_remote_write.py, docs/scaling.md).
   reports stay on disk for ``recover`` once the configuration is fixed.
   Refusing them instead would mark every report rejected for a wrong password.
 * any other 4xx: refused, not retried (the spec forbids retrying a 4xx).
+
+And one thing a receiver does without saying so: VictoriaMetrics keeps only the first
+:data:`VM_MAX_LABEL_VALUE_BYTES` of a label value and answers 204 (measured); a parameter's value is a
+label, and the reporter takes values up to 64 KiB. :class:`LongValues` warns of each such value once.
 """
 from __future__ import annotations
 
+import logging
 import socket
 
 from runai.reporter.spool import REMOTE_WRITE
@@ -41,7 +46,14 @@ from runai.reporter.spool import REMOTE_WRITE
 from .. import RECEIVERS
 from ..http import StatusError
 
-__all__ = ["ReceiverError", "may_have_arrived"]
+__all__ = ["LongValues", "ReceiverError", "VM_MAX_LABEL_VALUE_BYTES", "may_have_arrived"]
+
+logger = logging.getLogger(__name__)
+
+# VictoriaMetrics cuts a label value to this many bytes of UTF-8 (its -maxLabelValueLen) and answers 204
+# (measured: tests/test_receiver_answers.py); Prometheus keeps it whole.
+VM_MAX_LABEL_VALUE_BYTES = 16 << 10
+_LONG_VALUES_TOLD = 1_000  # values warned of, per uploader: a program reporting many cannot grow the set
 
 _OUTAGES = (408, 429, 502, 503, 504)  # retried with backoff, without limit (408: the receiver's own timeout)
 _CONTENT = (400, 413)  # the request's content is refused: split at once
@@ -94,3 +106,26 @@ def may_have_arrived(exc: OSError) -> bool:
     if isinstance(exc, ReceiverError):
         return exc.status in _PROXY_LOST_IT
     return not isinstance(exc, (ConnectionRefusedError, socket.gaierror))
+
+
+class LongValues:
+    """Warns once per parameter value longer than VictoriaMetrics keeps of a label (:data:`VM_MAX_LABEL_VALUE_BYTES`).
+
+    A warning, not a cap: the URL does not say which receiver it is, and Prometheus keeps the value whole.
+    """
+
+    def __init__(self) -> None:
+        self._told: set[tuple[str, int]] = set()
+
+    def check(self, name: str, value: str) -> None:
+        if len(value) * 4 <= VM_MAX_LABEL_VALUE_BYTES:  # at most 4 bytes a character: short enough unencoded
+            return
+        size = len(value.encode())  # encodable: encoded_size() checked it
+        key = (name, hash(value))
+        if size <= VM_MAX_LABEL_VALUE_BYTES or key in self._told or len(self._told) >= _LONG_VALUES_TOLD:
+            return
+        self._told.add(key)
+        logger.warning("parameter %s has a value of %d bytes: a VictoriaMetrics receiver keeps only its first %d "
+                       "(-maxLabelValueLen) and says nothing; Prometheus keeps it whole. Report a shorter value "
+                       "(a summary, a hash or a path) to see all of it there", ascii(name), size,
+                       VM_MAX_LABEL_VALUE_BYTES)
