@@ -14,7 +14,14 @@ Faults (set :attr:`FaultProxy.fault`):
 * ``"hold_big"``: hold a push whose body is over :attr:`max_body` bytes for
   :attr:`slow_seconds` without forwarding it, then drop the connection (a
   gateway that cannot take a big push in time); forward the others;
-* ``"fail_after"``: forward :attr:`fail_after` pushes, then answer 500.
+* ``"fail_after"``: forward :attr:`fail_after` pushes, then answer 500;
+* ``"answer"``: answer the next :attr:`answer_times` pushes with :attr:`answer_status` and
+  :attr:`answer_headers` (a redirect, a 408, a 429 with ``Retry-After``) without forwarding them,
+  then forward;
+* ``"stall_on"``: hold a push whose body contains :attr:`stall_bytes` for :attr:`slow_seconds` without
+  forwarding it, then drop the connection (a receiver that chokes on one value); forward the others.
+
+:attr:`push_times` is when each push arrived (``time.monotonic()``), forwarded or not.
 
 :attr:`largest_push` is the biggest body forwarded, :attr:`most_values` the
 most sample lines in one.
@@ -25,6 +32,7 @@ import http.client
 import socket
 import struct
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 __all__ = ["FaultProxy"]
@@ -41,6 +49,9 @@ class FaultProxy:
         self.push_bytes = 0
         self.max_body = 1 << 20
         self.fail_after = 0
+        self.answer_status, self.answer_headers, self.answer_times = 503, [("Retry-After", "1")], 1
+        self.stall_bytes = b""
+        self.push_times: list[float] = []
         self.largest_push = 0
         self.most_values = 0
         self._lock = threading.Lock()
@@ -123,24 +134,11 @@ class FaultProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 is_push = self.command in ("POST", "PUT")
+                if is_push:
+                    with proxy._lock:
+                        proxy.push_times.append(time.monotonic())
                 fault = proxy.fault if is_push else None
-                if fault in ("reset", "refuse"):
-                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                    self.connection.close()
-                    self.close_connection = True
-                    return
-                if fault == "401":
-                    self._answer(401, b"Unauthorized\n", [("WWW-Authenticate", 'Basic realm="gateway"')])
-                    return
-                if fault == "500" or (fault == "fail_after" and proxy.pushes >= proxy.fail_after):
-                    self._answer(500, b"injected failure\n", [])
-                    return
-                if fault == "413" and len(body) > proxy.max_body:
-                    self._answer(413, b"request entity too large\n", [])
-                    return
-                if fault == "hold_big" and len(body) > proxy.max_body:
-                    proxy._release.wait(proxy.slow_seconds)
-                    self.close_connection = True
+                if fault is not None and self._inject(fault, body):
                     return
                 status, headers, data = self._upstream(body)
                 if is_push and 200 <= status < 300:
@@ -153,6 +151,33 @@ class FaultProxy:
                 if fault == "slow":
                     proxy._release.wait(proxy.slow_seconds)
                 self._answer(status, data, headers)
+
+            def _inject(self, fault: str, body: bytes) -> bool:
+                """Play *fault* on a push of *body*; False when the push is to be forwarded after all."""
+                if fault in ("reset", "refuse"):
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.connection.close()
+                    self.close_connection = True
+                elif fault == "401":
+                    self._answer(401, b"Unauthorized\n", [("WWW-Authenticate", 'Basic realm="gateway"')])
+                elif fault == "500" or (fault == "fail_after" and proxy.pushes >= proxy.fail_after):
+                    self._answer(500, b"injected failure\n", [])
+                elif fault == "413" and len(body) > proxy.max_body:
+                    self._answer(413, b"request entity too large\n", [])
+                elif (fault == "hold_big" and len(body) > proxy.max_body) or (
+                        fault == "stall_on" and proxy.stall_bytes in body):
+                    proxy._release.wait(proxy.slow_seconds)
+                    self.close_connection = True
+                elif fault == "answer" and self._answer_times_left():
+                    self._answer(proxy.answer_status, b"injected answer\n", proxy.answer_headers)
+                else:
+                    return False
+                return True
+
+            def _answer_times_left(self) -> bool:
+                with proxy._lock:
+                    proxy.answer_times -= 1
+                    return proxy.answer_times >= 0
 
             def _upstream(self, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
                 conn = http.client.HTTPConnection(proxy.upstream, timeout=10)

@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping
 import runai.reporter as _api
 
 from . import _names as names
-from ._names import report_name, to_number
+from ._names import FailureLog, report_name, to_number
 from ._reporter import Reporter
 
 __all__ = ["AUTOLOG_DEFAULTS", "AutologCallbackMixin", "AutologState", "with_callback"]
@@ -75,7 +75,7 @@ class AutologCallbackMixin:
         self._waiting: dict[int, tuple[int, Mapping[str, Any]]] = {}  # ordinal -> a batch end that came early
         self._next = 0  # ordinal of the next batch end to report
         self._first_iteration = 0
-        self._warned = False
+        self._failures = FailureLog(logger, "runai autologging")
 
     # -- reporting, guarded: autologging must never break training ---------
 
@@ -96,11 +96,13 @@ class AutologCallbackMixin:
     def _guard(self, hook: Callable[[], None], where: str) -> None:
         try:
             hook()
-        except Exception as exc:  # reported once, training goes on
-            if not self._warned:
-                self._warned = True
-                logger.warning("runai autologging failed in %s (%s: %s); training continues, "
-                               "later failures are not logged", where, type(exc).__name__, exc)
+        except Exception as exc:  # training goes on
+            self._failed(where, exc)
+
+    def _failed(self, where: str, exc: Exception) -> None:
+        # Told once per message: a name the reporter refuses is in its message, and a broken or finished
+        # reporter, which fails every hook and name alike, is told once.
+        self._failures.failed(where, exc, place=f"{type(exc).__name__}: {exc}")
 
     # -- Keras hooks ---------------------------------------------------------
 
@@ -210,7 +212,11 @@ class AutologCallbackMixin:
     def _epoch_end(self, epoch: int, logs: Mapping[str, Any]) -> None:
         # Every entry, validation metrics and the user's own included.
         for key, value in logs.items():
-            self._metric(report_name(str(key)), value)
+            name = report_name(str(key))
+            try:  # one name the reporter refuses (too long, say) must not drop the others
+                self._metric(name, value)
+            except Exception as exc:
+                self._failed(f"reporting {name}", exc)
         if self.options["epoch"]:
             self._progress(epoch + 1)
 

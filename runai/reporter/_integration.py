@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import struct
+import math
 from typing import Any, Callable, Iterator, Mapping
 
 from . import _names as names
-from ._names import report_name, to_number
+from ._names import FailureLog, report_name, to_number
 from ._reporter import Reporter
 from .settings import Settings, check_keywords, load_settings
 
@@ -45,7 +45,7 @@ class IntegrationReporter:
         self.all_ranks = all_ranks
         self._suffix = ""
         self._reporter: Reporter | None = None
-        self._warned = False
+        self._failures = FailureLog(log, "runai reporting")
         self._cannot_open = False  # Reporter() failed: not retried on every report until restart()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -70,17 +70,14 @@ class IntegrationReporter:
     # -- reporting, guarded ---------------------------------------------------
 
     def guard(self, hook: Callable[[], None], where: str) -> None:
-        """Run *hook*; an exception is logged once (for this object's life) and training goes on."""
+        """Run *hook*; an exception is logged once per *where* (for this object's life) and training goes on."""
         try:
             hook()
         except Exception as exc:  # the integration must never break training
             self._failed(exc, where)
 
     def _failed(self, exc: Exception, where: str) -> None:
-        if not self._warned:
-            self._warned = True
-            self._log.warning("runai reporting failed in %s (%s: %s); training continues, later failures "
-                              "are not logged", where, type(exc).__name__, exc)
+        self._failures.failed(where, exc)
 
     def restart(self) -> None:
         """A new stage (fit, evaluate, ...) begins: a Reporter that could not be created is tried again."""
@@ -145,24 +142,40 @@ def _finish(reporter: Reporter, timeout: float | None) -> None:
     reporter.finish(timeout)  # its verdict is logged by finish() itself when False
 
 
+# A float dtype's name -> its binary format: (significant bits, frexp exponent of the least normal
+# number, frexp exponent of 2 ** emax, past which it overflows). bfloat16 has float32's exponent range and 8 bits.
+_FLOAT_FORMATS = {"float32": (24, -125, 128), "float16": (11, -13, 16), "bfloat16": (8, -125, 128)}
+
+
+def _narrow(x: float, bits: int, min_exp: int, max_exp: int) -> float:
+    """*x* rounded to the nearest (ties to even) number of that binary format, as a cast to it does."""
+    if x == 0 or not math.isfinite(x):
+        return x
+    quantum = math.ldexp(1.0, max(math.frexp(x)[1], min_exp) - bits)  # one unit in the last place (subnormals too)
+    rounded = round(x / quantum) * quantum  # x / quantum is exact: a power of two
+    return rounded if abs(rounded) < math.ldexp(1.0, max_exp) else math.copysign(math.inf, x)
+
+
 def parameter_value(value: object) -> str | int | float:
     """*value* as a parameter: a str, int or float as it is; a scalar tensor or numpy number as the number it
-    holds (a float32 ``0.01`` as ``"0.01"``, not ``0.009999999776482582`` nor ``tensor(0.0100)``); else its str()."""
+    holds (a float32 ``0.01`` as ``"0.01"``, not ``0.009999999776482582`` nor ``tensor(0.0100)``); else its str().
+
+    A float32, float16 or bfloat16 is the shortest decimal that reads back as the same number of its own dtype
+    (a bfloat16 0.1 is ``"0.1"``, not half precision's ``"0.1001"``)."""
     if isinstance(value, (str, int, float)) and not isinstance(value, bool):
         return value
     number = None if isinstance(value, bool) else to_number(value)
     if number is None:
         return str(value)
     dtype = str(getattr(value, "dtype", ""))
-    code = "f" if dtype.endswith("float32") else "e" if dtype.endswith("float16") else None
-    if code is None:
+    form = _FLOAT_FORMATS.get(dtype.rsplit(".", 1)[-1])  # "torch.bfloat16", numpy's "float32"
+    if form is None:
         return int(number) if number.is_integer() and "int" in dtype else number
-    if number != number:  # NaN equals no text read back: the search below would end in StopIteration
+    if number != number:  # NaN equals no text read back: the search below would never end
         return "nan"
-    # The shortest decimal that reads back as the same single- or half-precision number.
-    narrow = struct.unpack(code, struct.pack(code, number))[0]
+    narrow = _narrow(number, *form)
     return next(text for text in (f"{number:.{digits}g}" for digits in range(1, 18))
-                if struct.unpack(code, struct.pack(code, float(text)))[0] == narrow)
+                if _narrow(float(text), *form) == narrow)
 
 
 def flatten_params(params: Mapping[str, Any], prefix: str = "", depth: int = 0) -> Iterator[tuple[str, Any]]:

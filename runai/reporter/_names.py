@@ -6,11 +6,12 @@ Framework-free: it imports no training framework.
 """
 from __future__ import annotations
 
+import logging
 import re
 
 __all__ = [
     "ACCURACY", "BATCH_SIZE", "EPOCH", "GLOBAL_STEP", "LEARNING_RATE", "LOSS", "NUMBER_OF_LAYERS", "OPTIMIZER_NAME",
-    "OVERALL_EPOCHS", "STEP", "TRAINING_PROGRESS", "report_name", "to_number",
+    "OVERALL_EPOCHS", "STEP", "TRAINING_PROGRESS", "FailureLog", "report_name", "to_number",
 ]
 
 # The UI's progress bar is epoch / overall_epochs.
@@ -47,3 +48,31 @@ def to_number(value: object) -> float | None:
         return float(value)  # type: ignore[arg-type]  # any object: whatever float() takes is one number
     except Exception:  # not a single number: not reported
         return None
+
+
+class FailureLog:
+    """An integration's failures, logged once per place (a report's name, a hook) on *log*.
+
+    Once per place, not once ever: a name that fails every step is told once, and a second bad name is told
+    too. At most :attr:`MAX_PLACES` places are told, then one line says that later ones are not (a program that
+    invents names cannot fill the log).
+    """
+
+    MAX_PLACES = 100
+
+    def __init__(self, log: logging.Logger, what: str) -> None:
+        self._log, self._what = log, what  # what: "runai reporting", "runai autologging"
+        self._places: set[str] = set()
+
+    def failed(self, where: str, exc: Exception, place: str | None = None) -> None:
+        """Log *exc* raised in *where*, unless its *place* (by default *where*) was told already."""
+        places, place = self._places, where if place is None else place
+        if place in places or len(places) > self.MAX_PLACES:
+            return
+        places.add(place)
+        if len(places) > self.MAX_PLACES:
+            self._log.warning("%s failed in %d places; training continues, later failures are not logged",
+                              self._what, self.MAX_PLACES)
+            return
+        self._log.warning("%s failed in %s (%s: %s); training continues, later failures there are not logged",
+                          self._what, where, type(exc).__name__, exc)

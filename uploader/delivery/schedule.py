@@ -9,7 +9,12 @@ from __future__ import annotations
 import math
 import random
 
-__all__ = ["Schedule"]
+__all__ = ["MAX_RETRY_AFTER", "Schedule"]
+
+# The longest a receiver's Retry-After (429, 503) holds the next try, in seconds. A receiver may ask for hours
+# (or a date next year): honoured whole, it would hold finish() and ``recover`` for that long, and a receiver
+# back sooner would wait for nothing. Past it the loop tries again, and a receiver still busy asks again.
+MAX_RETRY_AFTER = 300.0
 
 
 class Schedule:
@@ -64,12 +69,19 @@ class Schedule:
             self.last_push = now
         return outage
 
-    def failed(self, now: float) -> float:
-        """A push failed: when to try again."""
+    def failed(self, now: float, retry_after: float | None = None) -> float:
+        """A push failed: when to try again.
+
+        *retry_after*: the seconds the receiver asked to wait (its Retry-After), honoured within the retry
+        timeout and :data:`MAX_RETRY_AFTER`; the backoff is the least wait even so.
+        """
         self.failures += 1
         if self.failing_since is None:
             self.failing_since = now
-        self.next_try = now + self._backoff_delay()
+        delay = self._backoff_delay()
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, MAX_RETRY_AFTER, self.retry_timeout))
+        self.next_try = now + delay
         return self.next_try
 
     def quiet_at(self) -> float:

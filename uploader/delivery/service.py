@@ -73,6 +73,7 @@ class Uploader:
         self.ignored_files = self._files.ignored  # spool files that cannot be read at all -> why
         self.rejected: dict[str, str] = {}  # exposition name (printable) -> the receiver's answer, or why not sent
         self.last_error = ""
+        self._retry_after: float | None = None  # the wait the last failed push's receiver asked for
 
         self._schedule = Schedule(push_interval=options.push_interval, retry_timeout=options.retry_timeout,
                                   poll_interval=options.poll_interval, backoff=options.backoff,
@@ -161,7 +162,7 @@ class Uploader:
             return due
         pushed = bool(self._scanner.latest)
         if not self._deliver():
-            return self._schedule.failed(now)
+            return self._schedule.failed(now, self._retry_after)
         outage = self._schedule.succeeded(now, pushed)
         if outage is not None:
             logger.info("%s is reachable again after %.1f s", self.sink.receiver, outage)
@@ -217,9 +218,11 @@ class Uploader:
         if sink.marks_sending:
             resent = self._files.resent(held)
             self._files.mark_sending()
+        self._retry_after = None
         try:
             rejected = sink.push(records, resent)
         except OSError as exc:
+            self._retry_after = exc.retry_after if isinstance(exc, StatusError) else None
             self._hooks.push_failed(sink.name)
             if sink.marks_sending and not sink.reached:
                 self._files.unmark()

@@ -9,6 +9,8 @@ whole request, connection to last byte (docs/operations.md, "Limits").
 from __future__ import annotations
 
 import base64
+import datetime
+import email.utils
 import http.client
 import socket
 import ssl
@@ -17,18 +19,45 @@ import time
 from typing import Callable
 from urllib.parse import urlsplit
 
-__all__ = ["Handler", "KeepAliveHandler", "MAX_ANSWER_BYTES", "StatusError"]
+__all__ = ["Handler", "KeepAliveHandler", "MAX_ANSWER_BYTES", "StatusError", "retry_after"]
 
 MAX_ANSWER_BYTES = 64 << 10  # of an answer's body read; past it the connection is dropped
+_ASKS_TO_WAIT = (429, 503)  # the statuses whose Retry-After the delivery loop honours (RFC 9110, RFC 6585)
+
 
 class StatusError(OSError):
-    """A receiver answered with an HTTP error status; *who* names it in the message (a sink's subclass does)."""
+    """A receiver answered with an HTTP error status; *who* names it in the message (a sink's subclass does).
 
-    def __init__(self, status: int, reason: str, body: str, who: str = "the server") -> None:
+    :attr:`retry_after`: the seconds a 429 or 503 asked the sender to wait (its ``Retry-After``), or None.
+    """
+
+    def __init__(self, status: int, reason: str, body: str, who: str = "the server",
+                 retry_after: float | None = None) -> None:
         super().__init__(f"{who} answered {status}{' ' + reason if reason else ''}: {body.strip()[:500]}")
         self.status = status
         self.reason = reason
         self.body = body
+        self.retry_after = retry_after if status in _ASKS_TO_WAIT else None
+
+
+def retry_after(value: str | None, now: float) -> float | None:
+    """A ``Retry-After`` header's wait in seconds from *now* (a Unix time): delay-seconds or an HTTP date.
+
+    None for no header or one that is neither; a date in the past is 0. The delivery loop bounds it
+    (:data:`uploader.delivery.schedule.MAX_RETRY_AFTER`).
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # asctime's form names no zone: RFC 9110 has every HTTP date in GMT
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return max(0.0, when.timestamp() - now)
 
 
 Handler = Callable[[str, str, "float | None", "list[tuple[str, str]]", bytes], Callable[[], None]]
@@ -139,7 +168,7 @@ class KeepAliveHandler:
             timer.daemon = True
             timer.start()
         try:
-            status, reason, body = self._attempts(url, method, timeout, headers, data)
+            status, reason, body, wait = self._attempts(url, method, timeout, headers, data)
         except (http.client.HTTPException, OSError) as exc:
             self.close()
             if not (self._aborted or self._expired):
@@ -159,10 +188,10 @@ class KeepAliveHandler:
                 raise ConnectionAbortedError("the uploader is stopping; the push was cut short")
             raise TimeoutError(f"the server did not answer in full within {timeout} s")
         if not 200 <= status < 300:
-            raise StatusError(status, reason, body)
+            raise StatusError(status, reason, body, retry_after=retry_after(wait, time.time()))
 
     def _attempts(self, url: str, method: str, timeout: float | None,
-                  headers: list[tuple[str, str]], data: bytes) -> tuple[int, str, str]:
+                  headers: list[tuple[str, str]], data: bytes) -> tuple[int, str, str, str | None]:
         parts = urlsplit(url)
         origin = f"{parts.scheme}://{parts.netloc}"
         path = parts.path + (f"?{parts.query}" if parts.query else "")
@@ -190,7 +219,8 @@ class KeepAliveHandler:
         raise AssertionError("unreachable")
 
     def _request(self, method: str, path: str, headers: list[tuple[str, str]],
-                 data: bytes) -> tuple[int, str, str]:
+                 data: bytes) -> tuple[int, str, str, str | None]:
+        """(status, reason, the start of the body, its Retry-After header)."""
         assert self._conn is not None
         all_headers = dict(headers)
         if self._authorization:
@@ -208,4 +238,5 @@ class KeepAliveHandler:
             body += chunk
         if response.will_close or not response.isclosed():
             self.close()
-        return response.status, response.reason, body.decode("utf-8", errors="replace")
+        return (response.status, response.reason, body.decode("utf-8", errors="replace"),
+                response.getheader("Retry-After"))

@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Any, Callable, Container
 
-from ._fds import create_spool_file, retire, size_of, watch_forks
+from ._fds import create_spool_file, retire, size_of, wait_for_calls, watch_forks
 from ._rotation import SpoolFile, _Rotating
 from .records import encode_end, encode_metric, encode_parameter, now_us
 
@@ -34,6 +34,9 @@ def _trusted(name: str, value: float) -> tuple[str, float]:
 # A writer checks its file's size for rotation once every this many + 1 records (a mask on the sequence
 # number): no per-report bookkeeping.
 _ROTATION_CHECK_MASK = 0xFFF
+# How long close() waits for reports that other threads had begun before it (a write blocked on a full
+# disk or a stalled NFS server, say); those still writing then are counted lost, never silently so.
+_IN_FLIGHT_SECONDS = 2.0
 
 
 class SpoolWriter(_Rotating):
@@ -127,6 +130,8 @@ class SpoolWriter(_Rotating):
         self._write_general(encode_parameter, name, value)
 
     def _write_general(self, encode: Callable[[int, int, str, Any], bytes], name: str, value: Any) -> None:
+        if self.closed and self._closed_error:  # checked again inside the call close() waits for
+            raise ValueError(self._closed_error)
         ts_us = _time_ns() // 1000
         if self._forked:
             self._after_fork()
@@ -196,6 +201,11 @@ class SpoolWriter(_Rotating):
                 return
             if self._fd < 0:
                 return
+        # Reports that other threads began before the flag was set may not have written yet: the end marker,
+        # the sizes and the descriptors' retirement wait for them (without the lock, which they may need).
+        late = wait_for_calls(_REPORTING, _IN_FLIGHT_SECONDS)
+        with self._slow_lock:
+            self.lost += late
             end_seq = next(self._seq)
             self.records = end_seq - 1 - self.lost - self._markers
             end = encode_end(end_seq, now_us())
@@ -268,6 +278,9 @@ class SpoolWriter(_Rotating):
             self._warned = True
             logger.warning("%s; finish() will report how many", message)
 
+
+# The calls a report goes through (all beneath one of these): close() waits for those in flight.
+_REPORTING = frozenset(method.__code__ for method in (SpoolWriter.write_metric, SpoolWriter.write_parameter))
 
 # Bound once: attribute lookups on the hot path cost as much as the work.
 _time_ns = time.time_ns

@@ -36,8 +36,8 @@ _REFUSALS = (400, 413)
 class GatewayError(StatusError):
     """The Pushgateway answered with an HTTP error status."""
 
-    def __init__(self, status: int, reason: str, body: str) -> None:
-        super().__init__(status, reason, body, who="Pushgateway")
+    def __init__(self, status: int, reason: str, body: str, retry_after: float | None = None) -> None:
+        super().__init__(status, reason, body, who="Pushgateway", retry_after=retry_after)
 
     @property
     def rejects_content(self) -> bool:
@@ -61,6 +61,7 @@ class Pusher:
         self.timeout = timeout  # seconds one request may take, answer included
         self.pushes = 0  # HTTP requests that succeeded
         self.reached = True  # some request of the last push may have reached the gateway
+        self._answered = False  # some request of the push under way was answered in time
         self._own_handler = None if handler is not None else KeepAliveHandler.for_url(
             url, username=username, password=password, ca_file=ca_file)
         self._handler: Handler = handler or self._own_handler  # type: ignore[assignment]
@@ -88,8 +89,9 @@ class Pusher:
         :data:`MAX_PUSH_BYTES`. A batch the gateway refuses (400, 413) is
         halved until the refused records stand alone, which lets every other
         record through. A batch that times out, or that a proxy answers with
-        504, is split too, after one value alone got through (a gateway that
-        cannot take even one value in time is slow or down, not overwhelmed).
+        504, is halved too (see :meth:`_timed_out`): a value that alone stalls
+        a push is refused by name once another got through, and a gateway
+        that takes nothing in time is slow or down (raised).
         A record that cannot be encoded (say, a lone surrogate in a parameter
         value) or is bigger than a push may be is refused without being sent
         (with a ValueError saying why).
@@ -101,6 +103,7 @@ class Pusher:
         refused: list[tuple[Report, Refusal]] = []
         batch: list[Report] = []
         batch_bytes = 0
+        self._answered = False
         for record in records:
             try:
                 size = _push_size(record)
@@ -114,26 +117,53 @@ class Pusher:
             batch_bytes += size
         return refused + self._push_batch(batch)
 
-    def _push_batch(self, records: Sequence[Report]) -> list[tuple[Report, Refusal]]:
+    def _push_batch(self, records: Sequence[Report], split_timeouts: bool = True) -> list[tuple[Report, Refusal]]:
         if not records:
             return []
         try:
             self._send(records)
             return []
         except (GatewayError, TimeoutError) as exc:
-            if isinstance(exc, GatewayError) and exc.status != _GATEWAY_TIMEOUT:
-                if not exc.rejects_content:
+            if _timed_out(exc):
+                if not split_timeouts:
                     raise
-                if len(records) == 1:
-                    return [(records[0], exc)]
-                refused = []
-            else:  # timed out
-                if len(records) == 1:
-                    raise  # even one value is too slow: an outage, retried with backoff
-                refused = self._push_batch(records[:1])  # raises if the gateway is slow or down
-                records = records[1:]
+                return self._timed_out(records, exc)
+            assert isinstance(exc, GatewayError)
+            self._answered = True  # in time: the gateway is up
+            if not exc.rejects_content:
+                raise
+            if len(records) == 1:
+                return [(records[0], exc)]
         middle = len(records) // 2
-        return refused + self._push_batch(records[:middle]) + self._push_batch(records[middle:])
+        return self._push_batch(records[:middle]) + self._push_batch(records[middle:])
+
+    def _timed_out(self, records: Sequence[Report], exc: OSError) -> list[tuple[Report, Refusal]]:
+        """*records*' push timed out: find what the gateway takes, or raise if it takes nothing in time.
+
+        A lone value whose push times out while another push of this one got an answer stalls the
+        gateway by itself (say, a proxy in front chokes on it): refused by name. Until something is
+        answered, the second half is tried whole before the first is halved again, so that a stalling
+        value first is no reason to retry the whole batch for ever, and a gateway that is down costs
+        about two timeouts per halving, not one per value.
+        """
+        if len(records) == 1:
+            if self._answered:
+                return [(records[0], ValueError(
+                    f"not delivered: a push of it alone had no answer in time ({exc}) while the gateway answered "
+                    "other pushes: it stalls the gateway or a proxy in front of it"))]
+            raise exc  # even one value is too slow, and nothing else got through: an outage, retried
+        middle = len(records) // 2
+        first, second = records[:middle], records[middle:]
+        if self._answered:
+            return self._push_batch(first) + self._push_batch(second)
+        try:
+            refused = self._push_batch(second, split_timeouts=False)
+        except (GatewayError, TimeoutError) as again:
+            if not _timed_out(again):
+                raise
+            refused = self._push_batch(first)  # raises when nothing of it is answered in time either
+            return refused + self._push_batch(second)
+        return refused + self._push_batch(first)
 
     def _send(self, records: Sequence[Report]) -> None:
         registry = CollectorRegistry(auto_describe=False)
@@ -148,8 +178,14 @@ class Pusher:
                 handler=self._handler,
             )
         except StatusError as exc:
-            raise GatewayError(exc.status, exc.reason, exc.body) from None
+            raise GatewayError(exc.status, exc.reason, exc.body, exc.retry_after) from None
         self.pushes += 1
+        self._answered = True
+
+
+def _timed_out(exc: OSError) -> bool:
+    """The push had no answer in time: the uploader's own timeout, or a proxy's 504."""
+    return isinstance(exc, TimeoutError) or (isinstance(exc, GatewayError) and exc.status == _GATEWAY_TIMEOUT)
 
 
 def _push_size(record: Report) -> int:

@@ -31,7 +31,7 @@ from runai.reporter.spool import METRIC, REMOTE_WRITE, Report
 from .. import RECEIVERS, Refusal
 from ..http import KeepAliveHandler, StatusError
 from ..exposition import JOB, encoded_size, exposition_name
-from .receiver_answers import ReceiverError, may_have_arrived
+from .receiver_answers import LongValues, ReceiverError, may_have_arrived
 from .write_request import MAX_SAMPLE_BYTES, encode_labels, encode_write_request
 
 __all__ = ["MAX_WRITE_BYTES", "MAX_WRITE_SAMPLES", "ReceiverError", "RemoteWriter"]
@@ -97,6 +97,7 @@ class RemoteWriter:
         self._sent: set[tuple[tuple[str, ...], int, float]] = set()  # delivered by a push that then raised
         self._unsure: set[tuple[tuple[str, ...], int, float]] = set()  # sent in requests whose answer never came
         self._delivered: list[list[_Point]] = []  # by the push under way
+        self._long_values = LongValues()  # warns of a parameter value VictoriaMetrics would cut short
 
     @classmethod
     def for_settings(cls, settings: Settings) -> RemoteWriter:
@@ -204,6 +205,7 @@ class RemoteWriter:
         if record.kind == METRIC:
             labels = [("metric_name", record.name), ("push_gateway_type", "metric")]
         else:
+            self._long_values.check(record.name, str(record.value))
             labels = [("param_name", record.name), ("param_value", str(record.value)),
                       ("push_gateway_type", "parameter")]
         labels += [("__name__", exposition_name(record)), ("job", JOB), ("podUUID", self.pod_uuid)]
@@ -280,7 +282,7 @@ class RemoteWriter:
         try:
             self._http(self.url, "POST", self.timeout, self._headers, body)()
         except StatusError as exc:
-            raise ReceiverError(exc.status, exc.body) from None
+            raise ReceiverError(exc.status, exc.body, exc.retry_after) from None
 
 
 def _bearer_token(path: str | None) -> str | None:
