@@ -117,7 +117,7 @@ def test_recover_summary_counts_what_is_still_pending(env: dict[str, str], own_g
     with PodLock(pod_dir) as lock:  # a live uploader holds the pod
         assert lock.acquire()
         held = uploader_cli(env, "recover", "--timeout", "0.5")
-    assert held.returncode == 1 and "is still running; try again later" in held.stderr
+    assert held.returncode == 1 and "is still delivering it after 0.5 s" in held.stderr and "--take-over" in held.stderr
     assert "30 still pending" in held.stdout
 
 

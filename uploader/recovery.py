@@ -9,21 +9,23 @@ from __future__ import annotations
 
 import enum
 import os
+import signal
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Protocol
 
 from runai.reporter.settings import ConfigError, Settings, warn_insecure_auth
-from runai.reporter.spool import GATEWAY, PodLock, holder_pid, spool_file_names
+from runai.reporter.spool import GATEWAY, PodLock, holder_pid, lock_holders, spool_file_names
 
 from .delivery import DeliveryOptions, build_uploader
+from .delivery.intent import intended
 from .delivery.loops import SinkLoops
 from .delivery.pending import pending
 from .runtime.signals import StopOnSignals
 
-__all__ = ["Outcome", "ProgressSink", "Recovered", "RecoveryListener", "pending_on_disk", "recover_pod",
-           "recover_pods"]
+__all__ = ["Outcome", "ProgressSink", "Recovered", "RecoveryListener", "pending_on_disk",
+           "recover_pod", "recover_pods"]
 
 _RECOVER_SCAN_BYTES = 4 << 20  # about 50,000 reports, a push and a checkpoint each
 
@@ -37,6 +39,7 @@ class Outcome(enum.Enum):
     STOPPED = "stopped"  # a signal stopped the delivery
     UNREACHABLE = "unreachable"  # the gateway could not be reached in time
     REFUSED = "refused"  # the pod's settings are refused (say, its name is not UTF-8)
+    SKIPPED = "skipped"  # its job named other receivers (recover --all): left as it is, on purpose
 
 
 @dataclass
@@ -54,13 +57,14 @@ class Recovered:
     url: str = ""  # every configured receiver's, joined by "and"
     receiver: str = "gateway"  # what they are, for messages: "gateway", "remote-write receiver" or "receivers"
     elapsed: float = 0.0  # seconds the delivery took
-    error: str = ""  # REFUSED: why; UNREACHABLE: the receiver's last error
+    error: str = ""  # REFUSED, SKIPPED, and BUSY after a take-over refused or timed out: why; UNREACHABLE: the
+    # receiver's last error
     holder: int | None = None  # BUSY: the pid of the uploader holding the pod
 
     @property
     def ok(self) -> bool:
-        """Nothing is left pending."""
-        return self.outcome in (Outcome.EMPTY, Outcome.DELIVERED)
+        """Nothing is left pending that this command was asked to deliver."""
+        return self.outcome in (Outcome.EMPTY, Outcome.DELIVERED, Outcome.SKIPPED)
 
 
 class ProgressSink(Protocol):
@@ -77,6 +81,9 @@ class RecoveryListener(Protocol):
     def waiting(self, pod: str, holder: int | None, timeout: float) -> None:
         """An uploader (pid *holder*) holds *pod*; recovery waits up to *timeout* seconds for it."""
 
+    def taking_over(self, pod: str, holder: int, timeout: float) -> None:
+        """*pod*'s uploader (pid *holder*) was sent SIGTERM; recovery waits up to *timeout* seconds for its lock."""
+
     def progress(self, pod: str) -> ProgressSink:
         """Where *pod*'s delivery reports its progress; closed when the delivery ends."""
 
@@ -85,8 +92,13 @@ class RecoveryListener(Protocol):
 
 
 def recover_pods(pods: Iterable[str], settings_for: Callable[[str], Settings], spool_dir: str, timeout: float,
-                 stopper: StopOnSignals, listener: RecoveryListener) -> list[Recovered]:
-    """Recover each of *pods* in turn, until done or *stopper* has stopped; one result per pod tried."""
+                 stopper: StopOnSignals, listener: RecoveryListener, *, take_over: bool = False,
+                 follow_intent: bool = False) -> list[Recovered]:
+    """Recover each of *pods* in turn, until done or *stopper* has stopped; one result per pod tried.
+
+    *follow_intent* (``recover --all``): each pod goes only to the receivers of the kinds its job named
+    (:mod:`uploader.delivery.intent`); one whose job named none of them is SKIPPED, with the reason.
+    """
     results = []
     warned = False
     for pod in pods:
@@ -101,15 +113,23 @@ def recover_pods(pods: Iterable[str], settings_for: Callable[[str], Settings], s
             if not warned:  # once: every pod is pushed with the same gateway and credentials
                 warn_insecure_auth(settings)
                 warned = True
-            result = recover_pod(settings, timeout, stopper, listener)
+            meant, skipped = intended(settings, any_receiver=not follow_intent)
+            if meant is None:
+                result = Recovered(pod, Outcome.SKIPPED, error=skipped or "", pod_dir=settings.pod_dir)
+            else:
+                result = recover_pod(meant, timeout, stopper, listener, take_over=take_over)
         listener.recovered(result)
         results.append(result)
     return results
 
 
-def recover_pod(settings: Settings, timeout: float, stopper: StopOnSignals,
-                listener: RecoveryListener) -> Recovered:
-    """Deliver everything *settings*' pod has pending, waiting up to *timeout* s for its uploader or gateway."""
+def recover_pod(settings: Settings, timeout: float, stopper: StopOnSignals, listener: RecoveryListener, *,
+                take_over: bool = False) -> Recovered:
+    """Deliver everything *settings*' pod has pending, waiting up to *timeout* s for its uploader or gateway.
+
+    With *take_over*, a live uploader holding the pod is stopped (SIGTERM) once the pod's writers are all gone,
+    and its lock awaited for up to *timeout* s, instead of waiting for it to finish.
+    """
     pod = settings.pod_uuid
     urls = " and ".join(url for url in (settings.gateway_url, settings.remote_write_url) if url)
     receiver = "receivers" if len(settings.sinks) > 1 else "gateway" if settings.gateway_url else \
@@ -121,8 +141,12 @@ def recover_pod(settings: Settings, timeout: float, stopper: StopOnSignals,
     lock = PodLock(settings.pod_dir)
     if not lock.acquire():
         result.holder = holder_pid(settings.pod_dir)
-        listener.waiting(pod, result.holder, timeout)
-        if not lock.acquire(timeout=timeout, stopped=stopper.stopped):
+        if take_over:
+            taken = _take_over(settings, lock, timeout, stopper, listener, result)
+        else:
+            listener.waiting(pod, result.holder, timeout)
+            taken = lock.acquire(timeout=timeout, stopped=stopper.stopped)
+        if not taken:
             result.outcome, result.pending = Outcome.BUSY, pending_on_disk(settings.spool_dir, pod, settings.sinks)
             return result
     started = time.monotonic()
@@ -141,6 +165,35 @@ def recover_pod(settings: Settings, timeout: float, stopper: StopOnSignals,
     # Counted from disk: the uploader's own count misses what it had not read yet when it gave up.
     result.pending = pending_on_disk(settings.spool_dir, pod, settings.sinks)
     return result
+
+
+def _take_over(settings: Settings, lock: PodLock, timeout: float, stopper: StopOnSignals,
+               listener: RecoveryListener, result: Recovered) -> bool:
+    """Stop the uploader holding the pod (its writers all gone) and take its lock; False, with why in *result*."""
+    writers = pending(settings.pod_dir, settings.sinks).writers_alive
+    holder = result.holder
+    if writers:
+        result.error = (f"its job is still running ({writers} writers alive), and its uploader (pid {holder}) "
+                        "delivers what it writes: --take-over stops an uploader only once the job's writers are gone")
+        return False
+    if not holder or holder not in lock_holders(settings.pod_dir):
+        # 0: it wrote no pid; not among the holders: another pid namespace (a node agent's container), or reused
+        result.error = (f"the pid its lock file names ({holder}) is not seen holding the lock from here (another "
+                        "container's uploader, such as a node agent's?): stop that uploader where it runs, then "
+                        "run recover again")
+        return False
+    try:
+        os.kill(holder, signal.SIGTERM)
+    except ProcessLookupError:
+        pass  # it ended meanwhile: its lock is free, or about to be
+    except PermissionError as exc:
+        result.error = f"cannot stop its uploader (pid {holder}): {exc.strerror}; run recover as its user or root"
+        return False
+    listener.taking_over(settings.pod_uuid, holder, timeout)
+    if lock.acquire(timeout=timeout, stopped=stopper.stopped):
+        return True
+    result.error = f"its uploader (pid {holder}) was sent SIGTERM but still held the pod after {timeout:.0f} s"
+    return False
 
 
 def _deliver(settings: Settings, timeout: float, stopper: StopOnSignals,

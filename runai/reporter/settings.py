@@ -41,7 +41,8 @@ __all__ = [
     "ENV_RW_BEARER_TOKEN_FILE", "ENV_SPOOL_DIR", "ENV_SPOOL_FILE_BYTES", "ENV_USERNAME", "FSYNC_POLICIES",
     "ConfigError", "Setting", "Settings", "add_options", "check_keywords", "check_pod_uuid", "command_line",
     "command_line_settings", "default_spool_dir", "history_command", "load_settings", "normalize_gateway_url",
-    "read_secret_file", "recover_command", "resolve_spool_dir", "setting", "settings_from_args", "warn_insecure_auth",
+    "option_names", "read_secret_file", "recover_command", "resolve_spool_dir", "setting", "settings_from_args",
+    "warn_insecure_auth",
 ]
 
 logger = logging.getLogger(__name__)
@@ -227,6 +228,11 @@ def _value(f: dataclasses.Field[Any], spec: Setting, keyword: object, env: Mappi
 def command_line_settings(settings_class: type[Settings] = Settings) -> list[str]:
     """The names of the settings that travel on the uploader's command line, in definition order."""
     return list(_options(settings_class))
+
+
+def option_names(settings_class: type[Settings] = Settings) -> dict[str, tuple[str, str | None]]:
+    """Each setting that has an option: its name -> (its option, its environment variable)."""
+    return {name: (option, spec.env) for name, (option, spec) in _options(settings_class).items()}
 
 
 def command_line(settings: Settings) -> list[str]:

@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 
 def serve_agent(settings: Settings, settings_for: Callable[[str], Settings], *, metrics_address: str,
-                metrics_port: int | None, max_deliveries: int, grace: float) -> int:
+                metrics_port: int | None, max_deliveries: int, grace: float, any_receiver: bool = False) -> int:
     """Run the agent over *settings*' spool directory until SIGTERM or SIGINT; 0."""
     log_lines_to_stderr()
     raise_open_files_limit()
@@ -28,7 +28,7 @@ def serve_agent(settings: Settings, settings_for: Callable[[str], Settings], *, 
         port = metrics.serve(metrics_address, metrics_port)
         logger.info("metrics on http://%s:%d/metrics", metrics_address, port)
     agent = Agent(settings.spool_dir, settings_for, settings.sinks, metrics, max_deliveries=max_deliveries,
-                  grace=grace)
+                  grace=grace, any_receiver=any_receiver)
     try:
         with StopOnSignals() as stopper:
             stopper.watch(agent)

@@ -22,11 +22,10 @@ Liveness is the pod lock itself (:class:`~runai.reporter.spool.PodLock`, an
   is delivered (it retries an unreachable sink for ever), then hands the lock off
   as any uploader does and the pod is judged again.
 
-New pod directories are seen at once through a watch on the spool directory (one
-inotify watch), and within :data:`ROOT_POLL_SECONDS` without one. Judging a pod
-reads a bounded block of it at most (:mod:`.judge`), and a pod that fails
-in any way is refused (looked at again every minute), never the agent's end.
-The timings named here are in :mod:`.config`.
+New pod directories are seen at once through a watch on the spool directory, and
+within :data:`ROOT_POLL_SECONDS` without one. Judging a pod reads a bounded block
+of it (:mod:`.judge`); a pod that fails in any way is refused (looked at again
+every minute), never the agent's end. Timings are in :mod:`.config`.
 """
 from __future__ import annotations
 
@@ -40,19 +39,10 @@ from typing import Callable
 from runai.reporter.settings import ConfigError, Settings, check_pod_uuid
 from runai.reporter.spool import PodLock, holder_pid, spool_file_names
 
+from ..delivery.intent import intended_sinks, restrict
 from ..runtime.wakeup import Wakeup
-from .config import (
-    GRACE_SECONDS,
-    IDLE_POLL_SECONDS,
-    LOCK_POLL_SECONDS,
-    MAX_DELIVERIES,
-    MIN_SLEEP_SECONDS,
-    NEW_POD_SECONDS,
-    REFUSED_POLL_SECONDS,
-    REJUDGE_SECONDS,
-    ROOT_POLL_SECONDS,
-    STOP_SECONDS,
-)
+from .config import (GRACE_SECONDS, IDLE_POLL_SECONDS, LOCK_POLL_SECONDS, MAX_DELIVERIES, MIN_SLEEP_SECONDS,
+                     NEW_POD_SECONDS, REFUSED_POLL_SECONDS, REJUDGE_SECONDS, ROOT_POLL_SECONDS, STOP_SECONDS)
 from .delivery import PodDelivery
 from .judge import Judged, Signature, dir_mtime, judge_pod, listing_signature, pod_dirs
 from .metrics import AgentMetrics
@@ -78,6 +68,8 @@ class _Pod:
     next_judge: float = 0.0
     signature: Signature | None = None  # its files when last judged (see _held)
     refused: str | None = None  # why it was last refused (logged once per reason)
+    sinks: tuple[str, ...] = ()  # the agent's sinks its job named (delivery.intent), when last judged
+    skipped: str | None = None  # why it is not delivered here: its job named none of them (logged once)
     delivery: PodDelivery | None = None
 
 
@@ -85,16 +77,17 @@ class Agent:
     """Follows every pod directory under *spool_dir*; ``run()`` until ``stop()`` (safe in a signal handler).
 
     *settings_for(pod)* gives a pod's settings (raising ConfigError for a pod that cannot be delivered);
-    *sinks* are the configured sinks' names, by which delivery is judged.
+    *sinks* are the configured sinks' names; each pod is judged and delivered for those of them its job named
+    (all of them with *any_receiver*, or for a pod written before spool headers said).
     """
 
     def __init__(self, spool_dir: str, settings_for: Callable[[str], Settings], sinks: tuple[str, ...],
                  metrics: AgentMetrics, *, max_deliveries: int = MAX_DELIVERIES, grace: float = GRACE_SECONDS,
-                 use_watchdog: bool = True) -> None:
+                 use_watchdog: bool = True, any_receiver: bool = False) -> None:
         self.spool_dir = spool_dir
         self.metrics = metrics
         self._settings_for = settings_for
-        self._sinks = sinks
+        self._sinks, self._any_receiver = sinks, any_receiver
         self._max_deliveries = max_deliveries  # pods delivered at once (a thread and a connection each)
         self._grace = grace  # seconds a new live writer's job has to start its own uploader
         self._pods: dict[str, _Pod] = {}
@@ -205,9 +198,8 @@ class Agent:
             return
         if not (status.writers_alive or status.reports_pending or status.bytes_pending):
             # A directory just made is often still empty (its job creates its spool file next): look again soon.
-            young = now - pod.found < NEW_POD_SECONDS
-            pod.state, pod.next_check = _IDLE, now + (LOCK_POLL_SECONDS if young else IDLE_POLL_SECONDS)
-            pod.refused = None
+            poll = LOCK_POLL_SECONDS if now - pod.found < NEW_POD_SECONDS else IDLE_POLL_SECONDS
+            pod.state, pod.next_check, pod.refused = _IDLE, now + poll, None
             return
         pod.state = _ACTIVE
         if status.writers_alive and now < pod.grace_until:
@@ -230,7 +222,15 @@ class Agent:
     def _judge(self, pod: _Pod, now: float) -> Judged | None:
         """Judge the pod from its files and checkpoints (and set its gauges); None if the directory is refused."""
         pod.mtime = dir_mtime(pod.path)  # before listing: a change after it is seen next time
-        status = judge_pod(pod.path, self._sinks)
+        pod.sinks, skipped = intended_sinks(self._sinks, pod.path, any_receiver=self._any_receiver)
+        if skipped:  # idle until its files change (a new job under the same pod may name other receivers)
+            if pod.skipped != skipped:
+                logger.info("pod %s: %s", pod.name, skipped)
+            pod.skipped, pod.files, pod.state = skipped, frozenset(spool_file_names(pod.path)), _IDLE
+            pod.next_check = now + IDLE_POLL_SECONDS
+            return None
+        pod.skipped = None
+        status = judge_pod(pod.path, pod.sinks)
         pod.next_judge, pod.signature = now + REJUDGE_SECONDS, None
         if status.refused:
             self._refuse(pod, now, status.refused)
@@ -253,7 +253,7 @@ class Agent:
         if sum(1 for p in self._pods.values() if p.delivery is not None) >= self._max_deliveries:
             return  # tried again at the next lock poll
         try:
-            settings = self._settings_for(pod.name)
+            settings = restrict(self._settings_for(pod.name), pod.sinks)
         except ConfigError as exc:
             self._refuse(pod, time.monotonic(), str(exc))
             return

@@ -7,6 +7,7 @@ import math
 from runai.reporter.settings import add_options
 
 from ..agent.config import GRACE_SECONDS, MAX_DELIVERIES, METRICS_ADDRESS
+from ..delivery.intent import ANY_RECEIVER
 from ._common import Commands, command_settings
 
 __all__ = ["add_agent"]
@@ -26,6 +27,9 @@ def add_agent(commands: Commands) -> None:
     agent.add_argument("--grace-seconds", type=_seconds, default=GRACE_SECONDS,
                        help=f"how long a new live writer's job has to start its own uploader "
                             f"(default: {GRACE_SECONDS:g})")
+    agent.add_argument(ANY_RECEIVER, action="store_true",
+                       help="send every pod to every receiver given here, whatever its job named (by default a pod "
+                            "goes only to the receivers of the kinds its job named)")
     agent.set_defaults(func=_agent)
 
 
@@ -60,4 +64,5 @@ def _agent(args: argparse.Namespace) -> int:
 
     return serve_agent(settings, lambda pod: command_settings(args, pod, for_writing=False),
                        metrics_address=args.metrics_address, metrics_port=args.metrics_port,
-                       max_deliveries=args.max_deliveries, grace=args.grace_seconds)
+                       max_deliveries=args.max_deliveries, grace=args.grace_seconds,
+                       any_receiver=args.any_receiver)

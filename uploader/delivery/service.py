@@ -143,11 +143,11 @@ class Uploader:
                 continue  # more may have arrived meanwhile: rescan at once
             writers_alive = self._files.writers_alive()
             if schedule.gives_up(now, writers_alive):
+                # A follower's reports are left for `recover`; recover itself says what to do next.
                 logger.error(
-                    "giving up after %.0f s without reaching %s (%s); %d reports stay in %s: "
-                    "run `runai-uploader recover` to upload them", schedule.failing_for(now), self.sink.receiver,
-                    self.last_error,
-                    self.pending_records(), self.pod_dir,
+                    "giving up after %.0f s without reaching %s (%s); %d reports stay in %s%s",
+                    schedule.failing_for(now), self.sink.receiver, self.last_error, self.pending_records(),
+                    self.pod_dir, ": run `runai-uploader recover` to upload them" if self.follow else "",
                 )
                 return EXIT_PENDING
             self._wake.wait(schedule.sleep(now, due, writers_alive))

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from .checkpoint import GATEWAY, REMOTE_WRITE, SINKS, Checkpoint, load_checkpoint, load_progress, store_checkpoint
 from .delivery import Delivery, OpenSpool, delivery_state, open_spool, receiver_kinds
-from .lock import PodLock, holder_pid
+from .lock import PodLock, holder_pid, lock_holders
 from .log import LOG_FORMAT, last_error, last_line, last_refusal, open_log, read_tail, refused_by
 from .names import (
     CHECKPOINT_SUFFIX,
@@ -99,6 +99,7 @@ __all__ = [
     "last_line",
     "last_refusal",
     "load_checkpoint",
+    "lock_holders",
     "load_progress",
     "now_us",
     "open_log",

@@ -17,7 +17,7 @@ from ..safefs import open_in_pod_dir
 from ._fds import OwnedFd
 from .names import LOCK_NAME
 
-__all__ = ["PodLock", "holder_pid"]
+__all__ = ["PodLock", "holder_pid", "lock_holders"]
 
 _RETRY_SECONDS = 0.02  # between two tries of a lock held by someone else
 
@@ -87,3 +87,30 @@ def holder_pid(pod_dir: str) -> int | None:
         return None
     finally:
         os.close(fd)
+
+
+def lock_holders(pod_dir: str) -> set[int]:
+    """The pids the kernel says hold an flock on *pod_dir*'s lock file, as this process sees them (Linux's
+    /proc/locks; empty where it cannot be read). The pid a lock file names is only what its holder wrote there:
+    before signalling it, a caller checks that it is one of these, and so never signals a reused pid."""
+    try:
+        fd = open_in_pod_dir(os.path.join(pod_dir, LOCK_NAME), os.O_RDONLY)
+    except OSError:
+        return set()
+    try:
+        inode = os.fstat(fd).st_ino
+    finally:
+        os.close(fd)
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return set()
+    holders = set()
+    for line in lines:
+        # "1: FLOCK  ADVISORY  WRITE 5112 fe:00:2146997 0 EOF"; a waiter's line has "->" after the number.
+        fields = line.split()
+        if len(fields) >= 6 and fields[1:4:2] == ["FLOCK", "WRITE"] and fields[4].isdigit() \
+                and fields[5].rsplit(":", 1)[-1] == str(inode):
+            holders.add(int(fields[4]))
+    return holders
