@@ -56,7 +56,9 @@ def _print_pod(pod: PodStatus) -> None:
         print(f"pod {pod.pod_uuid}: refused, its reports cannot be read or sent: {pod.refused}")
         return
     uploader = f"uploader pid {pod.uploader_pid}" if pod.uploader_pid else "no uploader running"
-    print(f"pod {pod.pod_uuid}: {pod.reports_delivered} reports delivered, {pod.reports_pending} pending; "
+    # A local pod's job named no receiver: its reports are kept, not waiting on a delivery that failed.
+    local = "kept locally (its job named no receiver): " if pod.receivers == [] else ""
+    print(f"pod {pod.pod_uuid}: {local}{pod.reports_delivered} reports delivered, {pod.reports_pending} pending; "
           f"{pod.writers_alive} writers alive; {uploader}; last delivery {pod.last_delivered or 'never'}")
     for f in pod.spool_files:
         state = "alive" if f.writer_alive else ("finished" if f.finished else "gone")
@@ -66,5 +68,9 @@ def _print_pod(pod: PodStatus) -> None:
         print(f"    last error: {pod.last_error}")
     if pod.clock_skew:  # only ever set by a remote-write receiver's refusals
         print(f"    clock skew: {pod.clock_skew}")
+    if pod.same_ms:
+        print(f"    same millisecond: {pod.same_ms} reports were each followed by another of their name in the same "
+              "millisecond; a remote-write receiver keeps one sample per series per millisecond, so each run of them "
+              "is one sample, the last (docs/api.md)")
     if pod.recover_command:
-        print(f"    to upload what is pending: {pod.recover_command}")
+        print(f"    to {'deliver it' if local else 'upload what is pending'}: {pod.recover_command}")

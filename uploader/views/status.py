@@ -15,6 +15,7 @@ from typing import Any
 from runai.reporter.settings import recover_command
 from runai.reporter.spool import (
     GATEWAY,
+    PARAMETER,
     REMOTE_WRITE,
     SINKS,
     BadSpoolError,
@@ -26,6 +27,7 @@ from runai.reporter.spool import (
     load_progress,
     open_spool,
     read_tail,
+    receiver_kinds,
     spool_file_names,
     writer_pid,
 )
@@ -83,6 +85,7 @@ class FileStatus:
     bytes_pending: int = 0
     last_delivered: str | None = None  # when its checkpoint was written (ISO 8601, UTC)
     error: str | None = None  # why it could not be read
+    same_ms: int = 0  # judged for remote write: reports that share a millisecond with a later one of their name
 
 
 @dataclass
@@ -103,6 +106,8 @@ class PodStatus:
     recover_command: str | None  # only while reports are pending
     spool_files: list[FileStatus] = field(default_factory=list)
     clock_skew: str | None = None  # a warning: recent samples refused as too old (see clock_skew())
+    receivers: list[str] | None = None  # the kinds of receiver its job named ([]: kept locally); None: not said
+    same_ms: int = 0  # reports a remote-write receiver keeps as one sample with a later one (see FileStatus)
 
     def to_json(self) -> dict[str, Any]:
         """The object ``status --json`` prints for this pod."""
@@ -138,6 +143,8 @@ def pod_status(spool_dir: str, pod_uuid: str, gateway_url: str | None = None, *,
                                         remote_write_url) if pending else None,
         spool_files=files,
         clock_skew=clock_skew(pod_dir, files) if not refused else None,
+        receivers=None if refused or (kinds := receiver_kinds(pod_dir)) is None else sorted(kinds),
+        same_ms=sum(f.same_ms for f in files),
     )
 
 
@@ -212,7 +219,34 @@ def _file_status(path: str, sinks: tuple[str, ...], found: bool) -> FileStatus:
                 status.last_delivered = datetime.datetime.fromtimestamp(mtime, datetime.timezone.utc).isoformat()
         status.reports_pending, status.bytes_pending = state.pending, state.pending_bytes
         status.finished = tail.ended
+    if REMOTE_WRITE in sinks:
+        status.same_ms = same_millisecond(path)
     return status
+
+
+def same_millisecond(path: str) -> int:
+    """The reports of the spool file *path* in the same millisecond as the next report of their name.
+
+    A remote-write receiver keeps one sample per series and millisecond, so the
+    uploader sends each such run as one sample, its last value. Reports of one
+    name come in time order, so one value per name is held, not one per report.
+    """
+    try:
+        opened = open_spool(path, resume=False)
+    except (BadSpoolError, OSError):
+        return 0
+    if opened is None:
+        return 0
+    same = 0
+    last: dict[tuple[str, str, object], int] = {}
+    with opened.tail as tail:
+        for record in tail.read_all():
+            # A parameter's series is named by its value too; a metric's by its name alone.
+            key = (record.kind, record.name, record.value if record.kind == PARAMETER else None)
+            ms = round(record.ts * 1e6) // 1000  # as the remote-write sink stamps it
+            same += last.get(key) == ms
+            last[key] = ms
+    return same
 
 
 def _size(path: str) -> int:
