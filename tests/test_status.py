@@ -69,10 +69,10 @@ def test_pod_status_is_typed_and_its_json_keeps_the_documented_keys(spool_dir: s
     assert list(as_json) == [
         "pod_uuid", "pod_dir", "refused", "uploader_pid", "writers_alive", "reports_delivered", "reports_pending",
         "bytes_delivered", "bytes_pending", "last_delivered", "last_error", "recover_command", "spool_files",
-        "clock_skew",
+        "clock_skew", "receivers", "same_ms",
     ]
     assert list(as_json["spool_files"][0]) == [
         "path", "writer_pid", "writer_alive", "finished", "size", "reports_delivered", "reports_pending",
-        "bytes_delivered", "bytes_pending", "last_delivered", "error",
+        "bytes_delivered", "bytes_pending", "last_delivered", "error", "same_ms",
     ]
     assert json.loads(json.dumps(as_json)) == as_json
