@@ -59,7 +59,7 @@ def test_recover_all_does_not_push_a_remote_write_only_pod_to_the_gateway(env: d
     # The override sends them too; the pod named by itself goes where the command says.
     again = recover(env, "--all", "--any-receiver")
     assert again.returncode == 0, again.stderr
-    assert gateway.value(pods["rw"], metric_name("loss")) == 1 and gateway.value(pods["local"], metric_name("loss")) == 1
+    assert [gateway.value(pods[key], metric_name("loss")) for key in ("rw", "local")] == [1, 1]
 
 
 @pytest.mark.e2e
