@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from runai.reporter.settings import Settings
@@ -26,12 +27,13 @@ from .agent_metrics import AgentMetrics
 from .factory import build_uploader
 from .loops import SinkLoops
 from .push import Pusher
+from .service import EXIT_DELIVERED
 
 if TYPE_CHECKING:
     from .service import Uploader
     from .sink import Sink
 
-__all__ = ["PodDelivery"]
+__all__ = ["PodDelivery", "stop_all"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +64,9 @@ class PodDelivery:
         _count_later_rounds(self._uploader, self.pod, metrics)
         self._thread = threading.Thread(target=self._run, name=f"pod {self.pod}", daemon=True)
         self.failed = False  # its run raised (set before the thread ends)
+        # Everything delivered and every writer gone when it ended (not stopped): the pod is idle, and the agent
+        # need not judge it again (its next idle look lists it, and judges only what changed).
+        self.delivered = False
 
     @property
     def alive(self) -> bool:
@@ -80,6 +85,7 @@ class PodDelivery:
     def _run(self) -> None:
         try:
             status = self._uploader.run()
+            self.delivered = status == EXIT_DELIVERED
             self._count_delivered()
             logger.info("pod %s: done (status %d): %d reports delivered by the agent", self.pod, status,
                         self._uploader.delivered_records)
@@ -107,6 +113,19 @@ class PodDelivery:
                 if now > counted:
                     self._metrics.add_delivered(self.pod, _sink_of(loop.pusher), now - counted)
                     self._seen[id(loop)] = now
+
+
+def stop_all(deliveries: list[PodDelivery], seconds: float) -> None:
+    """Stop *deliveries*, and give them *seconds* in all to end."""
+    for delivery in deliveries:
+        delivery.stop()
+    deadline = time.monotonic() + seconds
+    for delivery in deliveries:
+        delivery.join(max(0.0, deadline - time.monotonic()))
+    late = [d.pod for d in deliveries if d.alive]
+    if late:
+        logger.warning("stopping with %d deliveries still ending (%s): their checkpoints are written only "
+                       "after a receiver's answer, so nothing is lost", len(late), ", ".join(late))
 
 
 def _loops(uploader: Uploader | SinkLoops) -> list[Uploader]:
