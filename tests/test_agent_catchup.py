@@ -1,0 +1,84 @@
+"""The node agent's catch-up: a backlog of dead pods, far more than its delivery slots, costs each pod one judgment.
+
+The agent once judged every pod waiting for a slot again every second (and walked every pod at each
+delivery's end): a catch-up of N pods cost N² work. Timing is no test on a shared machine; the agent's own
+count of judgments is, and it does not depend on how fast the machine is.
+"""
+from __future__ import annotations
+
+import os
+import urllib.request
+import uuid
+from typing import Iterator
+
+import pytest
+
+from harness import Pushgateway, metric_name, wait_for
+from runai.reporter.spool import SpoolWriter
+from tests.test_agent import Agent
+
+PODS = 120
+REPORTS = 5
+
+
+def _dead_pods(spool_dir: str, count: int) -> list[str]:
+    """*count* pods whose job finished (every writer closed) and whose reports no one delivered."""
+    names = []
+    for _ in range(count):
+        name = f"dead-{uuid.uuid4()}"
+        writer = SpoolWriter(os.path.join(spool_dir, name), name)
+        for i in range(REPORTS):
+            writer.write_metric("loss", float(i))
+        writer.close()
+        names.append(name)
+    return names
+
+
+def _totals(agent: Agent) -> dict[str, float]:
+    """The agent's totals over pods, read from a page restricted to them: a few lines whatever the pods."""
+    names = ("runai_uploader_pods", "runai_uploader_idle_pods", "runai_uploader_queued_pods",
+             "runai_uploader_judged_pods_total")
+    query = "&".join(f"name[]={name}" for name in names)
+    with urllib.request.urlopen(f"http://127.0.0.1:{agent.port}/metrics?{query}", timeout=5) as r:
+        lines = r.read().decode().splitlines()
+    samples = dict(line.rsplit(" ", 1) for line in lines if line and not line.startswith("#"))
+    assert set(samples) == set(names), lines  # nothing else on the page: a scrape costs no per-pod work
+    return {name: float(value) for name, value in samples.items()}
+
+
+@pytest.fixture
+def agent_over(spool_dir: str, tmp_path) -> Iterator:
+    agents: list[Agent] = []
+
+    def start(gateway: str, *options: str) -> Agent:
+        agents.append(Agent(spool_dir, gateway, str(tmp_path / "agent.log"), *options))
+        return agents[-1]
+
+    yield start
+    for agent in agents:
+        agent.close()
+
+
+def test_a_backlog_longer_than_the_slots_is_judged_once_per_pod_and_idle_pods_cost_no_judgment(
+        own_gateway: Pushgateway, spool_dir: str, agent_over) -> None:
+    gateway = own_gateway.start()
+    pods = _dead_pods(spool_dir, PODS)
+    # Two slots: most pods wait in the queue for seconds, where each used to be judged again every second.
+    agent = agent_over(gateway.address, "--max-deliveries=2")
+    wait_for(lambda: _totals(agent)["runai_uploader_idle_pods"] == PODS, 120, f"{PODS} pods delivered and idle")
+    totals = _totals(agent)
+    assert totals["runai_uploader_pods"] == PODS and totals["runai_uploader_queued_pods"] == 0
+    delivered = {group["labels"].get("podUUID") for group in gateway.groups()}
+    assert set(pods) <= delivered, f"{len(set(pods) - delivered)} pods not on the gateway"
+    assert gateway.value(pods[-1], metric_name("loss")) == REPORTS - 1
+    # Once when found; a delivered pod is left idle without another (its next idle look lists it).
+    judged = totals["runai_uploader_judged_pods_total"]
+    assert judged == PODS, f"{judged:.0f} judgments for {PODS} pods"
+
+    # Idle, the pods are looked at (a stat each, every few seconds) but never judged; a new pod is, once.
+    late = _dead_pods(spool_dir, 1)[0]
+    wait_for(lambda: _totals(agent)["runai_uploader_idle_pods"] == PODS + 1, 30, "the late pod delivered")
+    assert gateway.value(late, metric_name("loss")) == REPORTS - 1
+    assert _totals(agent)["runai_uploader_judged_pods_total"] == PODS + 1
+    status, _ = agent.terminate()
+    assert status == 0, agent.stderr()
