@@ -35,7 +35,8 @@ from runai.reporter.settings import ConfigError, Settings, check_pod_uuid
 from runai.reporter.spool import PodLock, holder_pid, spool_file_names
 
 from .agent_delivery import PodDelivery, stop_all
-from .agent_judge import Judged, dir_mtime, judge_pod, listing_signature, pod_dirs
+from .agent_idle import IdleWatch
+from .agent_judge import Judged, dir_mtime, judge_pod, listing_signature, pod_dirs, printable
 from .agent_metrics import AgentMetrics
 from .agent_schedule import ACTIVE, IDLE, QUEUED, REFUSED, TAKEN, DueTimes, Pod, Slots, States
 from .agent_watch import RootWatch
@@ -59,8 +60,7 @@ MIN_SLEEP_SECONDS = 0.25
 class Agent:
     """Follows every pod directory under *spool_dir*; ``run()`` until ``stop()`` (safe in a signal handler).
 
-    *settings_for(pod)* gives a pod's settings (raising ConfigError for a pod that cannot be delivered);
-    *sinks* are the configured sinks' names, by which delivery is judged.
+    *settings_for(pod)* gives a pod's settings (ConfigError: it cannot be delivered); *sinks* judge delivery.
     """
 
     def __init__(self, spool_dir: str, settings_for: Callable[[str], Settings], sinks: tuple[str, ...],
@@ -76,10 +76,9 @@ class Agent:
         # A pass looks only at the pods due, the deliveries that ended, and the queue (see .agent_schedule).
         self._due, self._states = DueTimes(), States()  # (the pods in each state: for the gauges)
         self._slots = Slots(max_deliveries, self._wake.set)  # pods delivered at once (a thread and connection each)
-        self._stopping = False
-        self._root_changed = True
-        self._next_root_scan = 0.0
+        self._stopping, self._root_changed, self._next_root_scan = False, True, 0.0
         self._watch = RootWatch(spool_dir, self._root_event) if use_watchdog else None
+        self._idle_watch = IdleWatch(self._wake.set, enabled=use_watchdog)
 
     def stop(self) -> None:
         # A plain flag and the self-pipe: a signal handler may call this (see Wakeup).
@@ -89,12 +88,15 @@ class Agent:
     def run(self) -> int:
         """Deliver until stopped; 0 (what is not delivered stays on disk, for the next agent or uploader)."""
         self._wake.open()
+        self._idle_watch.start()
         logger.info("agent started on %s (sinks: %s)", self.spool_dir, ", ".join(self._sinks))
         try:
             while not self._stopping:
                 self._wake.clear()
                 now = time.monotonic()
                 self._discover(now)
+                for name in self._idle_watch.changed():  # a new entry in an idle pod's directory (only idle
+                    self._due.set(name, now)  # pods are watched: see _tend_safely): looked at now
                 for pod in filter(None, map(self._pods.get, self._due.pop_due(now))):
                     if self._stopping:
                         break
@@ -138,8 +140,9 @@ class Agent:
             if self._pods[name].delivery is None:  # a delivery notices by itself, and ends
                 self._states[self._pods.pop(name).state] -= 1
                 self._due.discard(name)  # (left in the queue, if there: skipped when its turn comes)
+                self._idle_watch.unwatch(name)
                 self.metrics.forget(name)
-                logger.info("pod %s: its directory is gone", _printable(name))  # maybe a refused name
+                logger.info("pod %s: its directory is gone", printable(name))  # maybe a refused name
         self.metrics.pods.set(len(self._pods))
 
     # -- each pod ----------------------------------------------------------------
@@ -152,11 +155,14 @@ class Agent:
                 self._check(pod, now)
         except Exception as exc:  # one pod (whatever its owner planted there) must never end the agent
             self._refuse(pod, now, f"judging it failed: {exc!r}", trace=True)
+        if pod.state != IDLE:
+            self._idle_watch.unwatch(pod.name)
 
     def _idle(self, pod: Pod, now: float) -> None:
         # A directory just made is often still empty (its job creates its spool file next): looked at sooner.
         self._states.move(pod, IDLE)
-        self._due.set(pod.name, now + (LOCK_POLL_SECONDS if now - pod.found < NEW_POD_SECONDS else IDLE_POLL_SECONDS))
+        later = self._idle_watch.next_look(pod.name, pod.path, IDLE_POLL_SECONDS)
+        self._due.set(pod.name, now + (LOCK_POLL_SECONDS if now - pod.found < NEW_POD_SECONDS else later))
 
     def _reap(self) -> None:
         """The pods whose delivery ended: their slots free; each idle if all was delivered, else looked at now."""
@@ -241,7 +247,7 @@ class Agent:
 
     def _refuse(self, pod: Pod, now: float, why: str, trace: bool = False) -> None:
         if pod.refused != why:  # logged once: it is looked at again every minute
-            logger.error("pod %s: cannot deliver it: %s", _printable(pod.name), why, exc_info=trace)
+            logger.error("pod %s: cannot deliver it: %s", printable(pod.name), why, exc_info=trace)
         pod.refused = why
         self._states.move(pod, REFUSED)
         self._due.set(pod.name, now + REFUSED_POLL_SECONDS)
@@ -284,16 +290,10 @@ class Agent:
         self._due.discard(pod.name)  # looked at again when its delivery ends
         delivery.start()
 
-    # -- timing and stopping -----------------------------------------------------------
-
     def _shutdown(self) -> None:
+        self._idle_watch.stop()
         if self._watch is not None:
             self._watch.stop()
         stop_all([p.delivery for p in self._pods.values() if p.delivery is not None], STOP_SECONDS)
         self._wake.close()
         logger.info("agent stopped")
-
-
-def _printable(name: str) -> str:
-    """A directory's name as its bytes, escaped where they are not ASCII text (the log stays one clean line)."""
-    return os.fsencode(name).decode("ascii", "backslashreplace")

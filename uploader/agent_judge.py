@@ -19,7 +19,8 @@ from runai.reporter.spool import BadSpoolError, End, Header, SpoolTail, checkpoi
 
 from .status import refusal
 
-__all__ = ["COUNT_BYTES", "Judged", "Signature", "dir_mtime", "judge_pod", "listing_signature", "pod_dirs"]
+__all__ = ["COUNT_BYTES", "Judged", "Signature", "dir_mtime", "judge_pod", "listing_signature", "pod_dirs",
+           "printable"]
 
 COUNT_BYTES = 1 << 20  # a pod's undelivered bytes read to count its reports; past them the count is a lower bound
 
@@ -68,6 +69,11 @@ def pod_dirs(spool_dir: str) -> set[str]:
             return {e.name for e in entries if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)}
     except OSError:
         return set()  # not there yet: it is looked for again at the next poll
+
+
+def printable(name: str) -> str:
+    """A directory's name as its bytes, escaped where they are not ASCII text (the log stays one clean line)."""
+    return os.fsencode(name).decode("ascii", "backslashreplace")
 
 
 def dir_mtime(path: str) -> int:
