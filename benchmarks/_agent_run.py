@@ -35,7 +35,8 @@ class Receiver:
 
     def __init__(self, root: str, kind: str) -> None:
         self.kind = kind
-        self.server: Any = Pushgateway(root) if kind == "gateway" else VictoriaMetrics(root)
+        unchecked = ("--push.disable-consistency-check",) if kind == "gateway-unchecked" else ()
+        self.server: Any = VictoriaMetrics(root) if kind == "remote-write" else Pushgateway(root, extra_args=unchecked)
 
     def __enter__(self) -> Receiver:
         self.server.start()
@@ -46,7 +47,7 @@ class Receiver:
 
     @property
     def option(self) -> str:
-        if self.kind == "gateway":
+        if self.kind != "remote-write":
             return f"--gateway={self.server.address}"
         return f"--remote-write={self.server.write_url}"
 

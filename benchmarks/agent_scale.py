@@ -1,7 +1,7 @@
 """The node agent at scale: how long it takes to deliver N dead pods (its catch-up), its CPU and the receiver's,
 its memory and idle CPU afterwards, and how soon an orphaned pod's last value reaches the gateway.
 
-    python benchmarks/agent_scale.py [--pods 1000,2000,5000,10000] [--receiver gateway|remote-write]
+    python benchmarks/agent_scale.py [--pods 1000,2000,5000,10000] [--receiver gateway|gateway-unchecked|remote-write]
         [--baseline REV [--baseline-pods 1000,2000]] [--plot docs/agent-catchup.png] [--quick]
 
 For each size, that many dead pods (a finished spool of 20 reports each, never delivered) are laid in a fresh
@@ -57,8 +57,8 @@ def measure(root: str, pods: int, receiver: str, idle: float, delays: int, code:
     _dead_pods(spool, pods)
     try:
         with Receiver(root, receiver) as rx:
-            row = run_agent(rx, spool, pods, idle, delays if receiver == "gateway" else 0, code, max_deliveries,
-                            limit)
+            row = run_agent(rx, spool, pods, idle, 0 if receiver == "remote-write" else delays, code,
+                            max_deliveries, limit)
     finally:
         shutil.rmtree(spool, ignore_errors=True)
     row.update(pods=pods, code="baseline" if code else "today")
@@ -121,8 +121,9 @@ def plot(rows: list[dict[str, Any]], receiver: str, path: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pods", default="1000,2000,5000,10000", help="sizes, comma-separated (default: %(default)s)")
-    parser.add_argument("--receiver", choices=("gateway", "remote-write"), default="gateway",
-                        help="a Pushgateway, or VictoriaMetrics by remote write (default: %(default)s)")
+    parser.add_argument("--receiver", choices=("gateway", "gateway-unchecked", "remote-write"), default="gateway",
+                        help="a Pushgateway (unchecked: with --push.disable-consistency-check), or VictoriaMetrics "
+                             "by remote write (default: %(default)s)")
     parser.add_argument("--idle-seconds", type=float, default=10.0, help="the idle CPU window (default: 10)")
     parser.add_argument("--delays", type=int, default=5, help="orphaned pods timed per size, gateway only (default: 5)")
     parser.add_argument("--delay-pods", type=int, default=1000, help="orphan delays up to this size (default: 1000)")

@@ -82,3 +82,48 @@ def test_a_backlog_longer_than_the_slots_is_judged_once_per_pod_and_idle_pods_co
     assert _totals(agent)["runai_uploader_judged_pods_total"] == PODS + 1
     status, _ = agent.terminate()
     assert status == 0, agent.stderr()
+
+
+def test_an_idle_pod_is_watched_and_a_new_spool_file_in_it_is_delivered(own_gateway: Pushgateway, spool_dir: str,
+                                                                         agent_over) -> None:
+    gateway = own_gateway.start()
+    pod = _dead_pods(spool_dir, 1)[0]
+    agent = agent_over(gateway.address)
+    wait_for(lambda: _watched(agent) == 1, 30, "the delivered pod idle and watched")
+    # The job comes back in the same pod (a restarted container), writes and dies without an uploader.
+    writer = SpoolWriter(os.path.join(spool_dir, pod), pod)
+    writer.write_metric("loss", 99.0)
+    writer.close()
+    wait_for(lambda: gateway.value(pod, metric_name("loss")) == 99, 15, "the new file delivered")
+    wait_for(lambda: _watched(agent) == 1, 15, "the pod idle and watched again")
+
+
+def _watched(agent: Agent) -> float | None:
+    return agent.sample("runai_uploader_watched_pods") if agent.sample("runai_uploader_idle_pods") == 1 else None
+
+
+def test_the_idle_watch_names_the_directories_that_got_a_new_entry(tmp_path) -> None:
+    from uploader.agent_idle import IDLE_WATCHED_POLL_SECONDS, IdleWatch
+
+    woken = []
+    watch = IdleWatch(lambda: woken.append(1))
+    watch.start()
+    try:
+        dirs = {name: tmp_path / name for name in ("a", "b", "c")}
+        for path in dirs.values():
+            path.mkdir()
+        # Watched only now: one more look at the poll's pace, then the watch's.
+        assert [watch.next_look(name, str(path), 3.0) for name, path in dirs.items()] == [3.0] * 3
+        assert watch.next_look("a", str(dirs["a"]), 3.0) == IDLE_WATCHED_POLL_SECONDS and watch.count == 3
+        (dirs["b"] / "new.jsonl").write_text("")
+        os.rename(dirs["b"] / "new.jsonl", dirs["c"] / "moved.jsonl")
+        got: set[str] = set()
+        wait_for(lambda: got.update(watch.changed()) or got == {"b", "c"}, 10, "b and c changed")
+        assert woken
+        watch.unwatch("b")
+        (dirs["b"] / "later.jsonl").write_text("")
+        (dirs["a"] / "later.jsonl").write_text("")
+        wait_for(lambda: watch.changed() == ["a"], 10, "a changed, b no longer watched")
+        assert watch.count == 2
+    finally:
+        watch.stop()

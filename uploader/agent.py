@@ -105,7 +105,7 @@ class Agent:
                     self._take_queued()
                     self._tend_safely(pod, time.monotonic())
                 self._take_queued()
-                self.metrics.set_states(self._states)
+                self.metrics.set_states(self._states, self._idle_watch.count)
                 due = min(self._due.next_due(), self._next_root_scan)
                 self._wake.wait(max(MIN_SLEEP_SECONDS, due - time.monotonic()))
         finally:

@@ -91,6 +91,11 @@ class IdleWatch:
         self._names[wd], self._wds[name] = name, wd
         return True
 
+    @property
+    def count(self) -> int:
+        """Pods watched now."""
+        return len(self._wds)
+
     def next_look(self, name: str, path: str, unwatched: float) -> float:
         """Seconds until the idle pod *name* (directory *path*) must be looked at, watching it if it is not.
 

@@ -52,6 +52,8 @@ class AgentMetrics:
                             registry=self.registry)
         self.delivering = Gauge("runai_uploader_delivering_pods", "pods the agent is delivering now",
                                 registry=self.registry)
+        self.watched = Gauge("runai_uploader_watched_pods", "idle pods watched for new files (the others are polled)",
+                             registry=self.registry)
         self.judged = Counter("runai_uploader_judged_pods", "times the agent judged a pod from its files",
                               registry=self.registry)
         self._sinks: dict[str, set[str]] = {}  # pod -> the sinks it has series for (to remove them)
@@ -76,8 +78,9 @@ class AgentMetrics:
     def push_failed(self, sink: str) -> None:
         self.push_failures.labels(sink).inc()
 
-    def set_states(self, states: Mapping[str, int]) -> None:
+    def set_states(self, states: Mapping[str, int], watched: int) -> None:
         """The gauges of pods by state, from the agent's counts (uploader.agent_schedule's state names)."""
+        self.watched.set(watched)
         self.refused.set(states.get("refused", 0))
         self.idle.set(states.get("idle", 0))
         self.queued.set(states.get("queued", 0))
