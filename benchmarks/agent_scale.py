@@ -1,12 +1,12 @@
 """The node agent at scale: how long it takes to deliver N dead pods (its catch-up), its CPU and the receiver's,
 its memory and idle CPU afterwards, and how soon an orphaned pod's last value reaches the gateway.
 
-    python benchmarks/agent_scale.py [--pods 1000,2000,5000,10000] [--receiver gateway|gateway-unchecked|remote-write]
+    python benchmarks/agent_scale.py [--pods 1000,2000,5000,10000] [--receivers gateway,remote-write]
         [--baseline REV [--baseline-pods 1000,2000]] [--plot docs/agent-catchup.png] [--quick]
 
 For each size, that many dead pods (a finished spool of 20 reports each, never delivered) are laid in a fresh
-spool directory, a fresh receiver is started (a real Pushgateway, or VictoriaMetrics taking remote writes), then
-``runai-uploader agent`` over them:
+spool directory, a fresh receiver is started (a real Pushgateway; ``gateway-unchecked``: one run with
+``--push.disable-consistency-check``; ``remote-write``: VictoriaMetrics), then ``runai-uploader agent`` over them:
 
 * catch-up: the seconds from the agent's start until it has delivered every pod (it logs one ``done`` line per
   pod: the benchmark counts them on its stderr, which costs the agent nothing), pods/s, and the CPU seconds
@@ -61,7 +61,7 @@ def measure(root: str, pods: int, receiver: str, idle: float, delays: int, code:
                             max_deliveries, limit)
     finally:
         shutil.rmtree(spool, ignore_errors=True)
-    row.update(pods=pods, code="baseline" if code else "today")
+    row.update(pods=pods, code="baseline" if code else "today", receiver=receiver)
     return row
 
 
@@ -69,47 +69,59 @@ def _fmt(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def print_table(rows: list[dict[str, Any]], receiver: str, idle: float) -> None:
-    print(f"node agent catch-up: N dead pods ({REPORTS} reports each) to {receiver}; {os.cpu_count()} CPUs; "
+def print_table(rows: list[dict[str, Any]], idle: float) -> None:
+    print(f"node agent catch-up: N dead pods ({REPORTS} reports each); {os.cpu_count()} CPUs; "
           f"idle CPU over {idle:.0f} s; CPU seconds include the agent's start")
-    print(f"{'code':>8} {'pods':>6} {'catch-up s':>10} {'pods/s':>7} {'ms/pod':>7} {'agent CPU s':>11} "
-          f"{'receiver CPU s':>14} {'RSS MiB':>8} {'threads':>7} {'idle CPU %':>10} {'orphan s':>8} "
-          f"{'recover s':>9}")
+    print(f"{'receiver':>17} {'code':>8} {'pods':>6} {'catch-up s':>10} {'pods/s':>7} {'ms/pod':>7} "
+          f"{'agent CPU s':>11} {'receiver CPU s':>14} {'RSS MiB':>8} {'threads':>7} {'idle CPU %':>10} "
+          f"{'orphan s':>8} {'recover s':>9}")
     for r in rows:
         per_pod = None if r["catch_up"] is None else 1000 * r["catch_up"] / r["pods"]
         rate = None if r["catch_up"] is None else r["pods"] / r["catch_up"]
-        print(f"{r['code']:>8} {r['pods']:>6} {_fmt(r['catch_up'], '10.2f')} {_fmt(rate, '7.0f')} "
+        print(f"{r['receiver']:>17} {r['code']:>8} {r['pods']:>6} {_fmt(r['catch_up'], '10.2f')} {_fmt(rate, '7.0f')} "
               f"{_fmt(per_pod, '7.2f')} {r['agent_cpu']:>11.2f} {r['receiver_cpu']:>14.2f} "
               f"{_fmt(r.get('rss'), '8.1f')} {_fmt(r.get('threads'), '7')} {_fmt(r.get('cpu'), '10.3f')} "
               f"{_fmt(r.get('delay'), '8.2f')} {_fmt(r.get('recover'), '9.2f')}")
-    for code in ("today", "baseline"):
-        done = [r for r in rows if r["code"] == code and r["catch_up"] is not None]
+    for (receiver, code), done in _series(rows).items():
         if len(done) >= 2:
             small, large = done[0], done[-1]
             ratio = (large["catch_up"] / large["pods"]) / (small["catch_up"] / small["pods"])
-            print(f"{code}: time per pod at {large['pods']:,} pods / at {small['pods']:,} pods = {ratio:.2f} "
-                  f"(linear: <= 1.5)")
+            print(f"{receiver}, {code}: time per pod at {large['pods']:,} pods / at {small['pods']:,} pods = "
+                  f"{ratio:.2f} (linear: <= 1.5)")
 
 
-def plot(rows: list[dict[str, Any]], receiver: str, path: str) -> None:
+def _series(rows: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """The finished rows by (receiver, code), each by size."""
+    out: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in sorted(rows, key=lambda r: r["pods"]):
+        if r["catch_up"] is not None:
+            out.setdefault((r["receiver"], r["code"]), []).append(r)
+    return out
+
+
+_NAMES = {"gateway": "Pushgateway", "gateway-unchecked": "Pushgateway, no consistency check",
+          "remote-write": "VictoriaMetrics (remote write)"}
+
+
+def plot(rows: list[dict[str, Any]], path: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
-    for code, style in (("today", "o-"), ("baseline", "s--")):
-        done = [r for r in rows if r["code"] == code and r["catch_up"] is not None]
-        if not done:
-            continue
-        ax.plot([r["pods"] for r in done], [r["catch_up"] for r in done], style, label=f"catch-up ({code})")
-        if code == "today":
-            rate = done[0]["catch_up"] / done[0]["pods"]  # linear from the smallest size
-            top = max(r["pods"] for r in rows)
-            ax.plot([0, top], [0, rate * top], ":", color="grey", label="linear from the smallest size")
-    ax.set_xlabel("dead pods (20 reports each)")
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=110)
+    colours = dict(zip(_NAMES, ("tab:blue", "tab:green", "tab:orange"), strict=True))
+    for (receiver, code), done in _series(rows).items():
+        xs, ys = [r["pods"] for r in done], [r["catch_up"] for r in done]
+        colour = colours[receiver]
+        ax.plot(xs, ys, "o-" if code == "today" else "s--", color=colour, alpha=1 if code == "today" else 0.6,
+                label=f"{_NAMES[receiver]}, {'this change' if code == 'today' else 'before'}")
+        if code == "today" and len(done) > 1:  # linear from the smallest size
+            ax.plot([0, xs[-1]], [0, ys[0] / xs[0] * xs[-1]], ":", color=colour, alpha=0.7)
+    ax.axhline(60, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("dead pods (20 reports each); dotted: linear from the smallest size")
     ax.set_ylabel("seconds until all delivered")
-    ax.set_title(f"Node agent catch-up to {receiver} (2 cores, shared)")
+    ax.set_title(f"Node agent catch-up ({os.cpu_count()} cores, shared with other work)")
     ax.grid(True, alpha=0.3)
     ax.legend()
     ax.ticklabel_format(style="plain", axis="x")
@@ -121,9 +133,9 @@ def plot(rows: list[dict[str, Any]], receiver: str, path: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pods", default="1000,2000,5000,10000", help="sizes, comma-separated (default: %(default)s)")
-    parser.add_argument("--receiver", choices=("gateway", "gateway-unchecked", "remote-write"), default="gateway",
-                        help="a Pushgateway (unchecked: with --push.disable-consistency-check), or VictoriaMetrics "
-                             "by remote write (default: %(default)s)")
+    parser.add_argument("--receivers", default="gateway",
+                        help="comma-separated, of gateway, gateway-unchecked (a Pushgateway with "
+                             "--push.disable-consistency-check), remote-write (VictoriaMetrics) (default: %(default)s)")
     parser.add_argument("--idle-seconds", type=float, default=10.0, help="the idle CPU window (default: 10)")
     parser.add_argument("--delays", type=int, default=5, help="orphaned pods timed per size, gateway only (default: 5)")
     parser.add_argument("--delay-pods", type=int, default=1000, help="orphan delays up to this size (default: 1000)")
@@ -140,13 +152,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="agent-scale-") as root:
         base = unpack_revision(args.baseline, root) if args.baseline else None
         runs = [(n, None) for n in sizes] + [(int(n), base) for n in args.baseline_pods.split(",") if base]
-        for n, code in runs:
-            rows.append(measure(root, n, args.receiver, idle, delays if n <= args.delay_pods else 0, code,
-                                args.max_deliveries, args.limit))
-            print(f"  {rows[-1]['code']} {n} pods: {_fmt(rows[-1]['catch_up'], '.2f')} s", flush=True)
-    print_table(rows, args.receiver, idle)
+        for receiver in args.receivers.split(","):
+            if receiver not in _NAMES:
+                parser.error(f"--receivers: {receiver!r} is none of {', '.join(_NAMES)}")
+            for n, code in runs:
+                rows.append(measure(root, n, receiver, idle, delays if n <= args.delay_pods else 0, code,
+                                    args.max_deliveries, args.limit))
+                print(f"  {receiver} {rows[-1]['code']} {n} pods: {_fmt(rows[-1]['catch_up'], '.2f')} s", flush=True)
+    print_table(rows, idle)
     if args.plot:
-        plot(rows, args.receiver, args.plot)
+        plot(rows, args.plot)
 
 
 if __name__ == "__main__":
