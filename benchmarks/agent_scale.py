@@ -25,6 +25,7 @@ Linear catch-up: the time per pod at the largest size is within 1.5x of the time
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -144,9 +145,12 @@ def main() -> None:
     parser.add_argument("--baseline", metavar="REV", help="also run the agent of this git revision")
     parser.add_argument("--baseline-pods", default="1000,2000", help="its sizes (default: %(default)s)")
     parser.add_argument("--plot", metavar="PNG", help="draw catch-up time against pods into this PNG")
+    parser.add_argument("--save", metavar="JSON", help="write the rows measured into this file")
+    parser.add_argument("--load", metavar="JSON", action="append", default=[],
+                        help="add the rows another run saved to the table and the plot (repeatable)")
     parser.add_argument("--quick", action="store_true", help="100 and 300 pods, a 3 s window, 2 delays")
     args = parser.parse_args()
-    sizes = [100, 300] if args.quick else [int(n) for n in args.pods.split(",")]
+    sizes = [100, 300] if args.quick else [int(n) for n in args.pods.split(",") if n]
     idle, delays = (3.0, 2) if args.quick else (args.idle_seconds, args.delays)
     rows = []
     with tempfile.TemporaryDirectory(prefix="agent-scale-") as root:
@@ -159,6 +163,12 @@ def main() -> None:
                 rows.append(measure(root, n, receiver, idle, delays if n <= args.delay_pods else 0, code,
                                     args.max_deliveries, args.limit))
                 print(f"  {receiver} {rows[-1]['code']} {n} pods: {_fmt(rows[-1]['catch_up'], '.2f')} s", flush=True)
+    if args.save:
+        with open(args.save, "w") as f:
+            json.dump(rows, f, indent=1)
+    for path in args.load:
+        with open(path) as f:
+            rows += json.load(f)
     print_table(rows, idle)
     if args.plot:
         plot(rows, args.plot)
