@@ -120,7 +120,7 @@ def plot(rows: list[dict[str, Any]], path: str) -> None:
         if code == "today" and len(done) > 1:  # linear from the smallest size
             ax.plot([0, xs[-1]], [0, ys[0] / xs[0] * xs[-1]], ":", color=colour, alpha=0.7)
     ax.axhline(60, color="grey", lw=0.8, ls="--")
-    ax.set_xlabel("dead pods (20 reports each); dotted: linear from the smallest size")
+    ax.set_xlabel("dead pods (20 reports each); dotted: linear from the smallest size; dashed: one minute")
     ax.set_ylabel("seconds until all delivered")
     ax.set_title(f"Node agent catch-up ({os.cpu_count()} cores, shared with other work)")
     ax.grid(True, alpha=0.3)
