@@ -1,167 +1,177 @@
-"""The node agent at scale: its memory and idle CPU over 10, 100 and 1,000 pod directories, how long it takes to
-deliver that many dead pods, and how soon an orphaned pod's last value reaches the gateway.
+"""The node agent at scale: how long it takes to deliver N dead pods (its catch-up), its CPU and the receiver's,
+its memory and idle CPU afterwards, and how soon an orphaned pod's last value reaches the gateway.
 
-    python benchmarks/agent_scale.py [--pods 10,100,1000] [--idle-seconds 10] [--delays 5] [--quick]
+    python benchmarks/agent_scale.py [--pods 1000,2000,5000,10000] [--receivers gateway,remote-write]
+        [--baseline REV [--baseline-pods 1000,2000]] [--plot docs/design/agent-catchup.png] [--quick]
 
 For each size, that many dead pods (a finished spool of 20 reports each, never delivered) are laid in a fresh
-spool directory, then ``runai-uploader agent`` is started over it and a real Pushgateway:
+spool directory, a fresh receiver is started (a real Pushgateway; ``gateway-unchecked``: one run with
+``--push.disable-consistency-check``; ``remote-write``: VictoriaMetrics), then ``runai-uploader agent`` over them:
 
-* catch-up: the seconds until the agent has delivered every one of them;
-* RSS and threads once it has, and its CPU over an idle window (every pod delivered, nothing written, and
-  found more than NEW_POD_SECONDS ago: the steady state);
-* orphan delay: a "pod" process writes a last value while holding the pod's lock (as its own uploader
-  does), and is killed with SIGKILL; the seconds from the kill to the value on the gateway, the median of
-  --delays pods. Its baseline, in the same run: ``runai-uploader recover`` of such a pod, started the moment
-  it is killed, as a person who noticed at once would (the best case of the manual step the agent replaces).
+* catch-up: the seconds from the agent's start until it has delivered every pod (it logs one ``done`` line per
+  pod: the benchmark counts them on its stderr, which costs the agent nothing), pods/s, and the CPU seconds
+  the agent (its start included) and the receiver spent meanwhile: a receiver whose cost per pod grows with the
+  pods it holds is told apart from the agent;
+* RSS and threads once it has, and its CPU over an idle window (every pod delivered, nothing written, found more
+  than NEW_POD_SECONDS ago: the steady state). The benchmark reads the agent's totals from its page restricted
+  with ``?name[]=`` (a few lines whatever the pods), never the whole page;
+* orphan delay (Pushgateway, up to --delay-pods pods): a "pod" process writes a last value while holding the
+  pod's lock, as its own uploader does, and is killed with SIGKILL; the seconds from the kill to the value on
+  the gateway, the median of --delays pods; beside it ``runai-uploader recover`` started at the kill.
 
-The 0-pod row is the agent's fixed cost: the other rows' RSS ratio is against it.
+With --baseline REV the agent of git revision REV runs too, on the --baseline-pods sizes, in the same run.
+Linear catch-up: the time per pod at the largest size is within 1.5x of the time per pod at the smallest.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import signal
-import statistics
-import subprocess
+import shutil
 import sys
 import tempfile
-import time
-import urllib.request
-import uuid
+from typing import Any
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from harness import Pushgateway, free_port, job_env, metric_name, process_cpu_seconds, wait_for  # noqa: E402
+from benchmarks._agent_run import Receiver, run_agent  # noqa: E402
+from benchmarks._hot_path import unpack_revision  # noqa: E402
 from runai.reporter.spool import SpoolWriter  # noqa: E402
-from uploader.agent.config import NEW_POD_SECONDS  # noqa: E402
 
-# A pod: it writes its last value while holding its lock, as its own uploader would, says so, and waits to die.
-_POD = r"""
-import sys, time
-from runai.reporter.spool import PodLock, SpoolWriter
-lock = PodLock(sys.argv[1])
-writer = SpoolWriter(sys.argv[1], sys.argv[2])
-assert lock.acquire()
-writer.write_metric('last', 42.0)
-print('ready', flush=True)
-time.sleep(600)
-"""
+REPORTS = 20
 
 
 def _dead_pods(spool: str, count: int) -> None:
-    for _ in range(count):
-        pod = f"dead-{uuid.uuid4()}"
+    for i in range(count):
+        pod = f"dead-{i:06d}"
         writer = SpoolWriter(os.path.join(spool, pod), pod)
-        for i in range(20):
-            writer.write_metric("loss", float(i))
+        for j in range(REPORTS):
+            writer.write_metric("loss", float(j))
         writer.close()
 
 
-def _scrape(port: int) -> dict[str, float]:
-    """The agent's samples, summed by name (pending over every pod, say)."""
-    from prometheus_client.parser import text_string_to_metric_families
+def measure(root: str, pods: int, receiver: str, idle: float, delays: int, code: str | None,
+            max_deliveries: int | None, limit: float) -> dict[str, Any]:
+    spool = os.path.join(root, f"spool-{pods}-{'baseline' if code else 'today'}")
+    os.makedirs(spool, mode=0o700)
+    _dead_pods(spool, pods)
+    try:
+        with Receiver(root, receiver) as rx:
+            row = run_agent(rx, spool, pods, idle, 0 if receiver == "remote-write" else delays, code,
+                            max_deliveries, limit)
+    finally:
+        shutil.rmtree(spool, ignore_errors=True)
+    row.update(pods=pods, code="baseline" if code else "today", receiver=receiver)
+    return row
 
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-        text = r.read().decode()
-    out: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out[s.name] = out.get(s.name, 0.0) + s.value
+
+def _fmt(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def print_table(rows: list[dict[str, Any]], idle: float) -> None:
+    print(f"node agent catch-up: N dead pods ({REPORTS} reports each); {os.cpu_count()} CPUs; "
+          f"idle CPU over {idle:.0f} s; CPU seconds include the agent's start")
+    print(f"{'receiver':>17} {'code':>8} {'pods':>6} {'catch-up s':>10} {'pods/s':>7} {'ms/pod':>7} "
+          f"{'agent CPU s':>11} {'receiver CPU s':>14} {'RSS MiB':>8} {'threads':>7} {'idle CPU %':>10} "
+          f"{'orphan s':>8} {'recover s':>9}")
+    for r in rows:
+        per_pod = None if r["catch_up"] is None else 1000 * r["catch_up"] / r["pods"]
+        rate = None if r["catch_up"] is None else r["pods"] / r["catch_up"]
+        print(f"{r['receiver']:>17} {r['code']:>8} {r['pods']:>6} {_fmt(r['catch_up'], '10.2f')} {_fmt(rate, '7.0f')} "
+              f"{_fmt(per_pod, '7.2f')} {r['agent_cpu']:>11.2f} {r['receiver_cpu']:>14.2f} "
+              f"{_fmt(r.get('rss'), '8.1f')} {_fmt(r.get('threads'), '7')} {_fmt(r.get('cpu'), '10.3f')} "
+              f"{_fmt(r.get('delay'), '8.2f')} {_fmt(r.get('recover'), '9.2f')}")
+    for (receiver, code), done in _series(rows).items():
+        if len(done) >= 2:
+            small, large = done[0], done[-1]
+            ratio = (large["catch_up"] / large["pods"]) / (small["catch_up"] / small["pods"])
+            print(f"{receiver}, {code}: time per pod at {large['pods']:,} pods / at {small['pods']:,} pods = "
+                  f"{ratio:.2f} (linear: <= 1.5)")
+
+
+def _series(rows: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """The finished rows by (receiver, code), each by size."""
+    out: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in sorted(rows, key=lambda r: r["pods"]):
+        if r["catch_up"] is not None:
+            out.setdefault((r["receiver"], r["code"]), []).append(r)
     return out
 
 
-def _status(pid: int, key: str) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    return 0
+_NAMES = {"gateway": "Pushgateway", "gateway-unchecked": "Pushgateway, no consistency check",
+          "remote-write": "VictoriaMetrics (remote write)"}
 
 
-def _orphan(spool: str) -> tuple[str, subprocess.Popen[str]]:
-    pod = f"orphan-{uuid.uuid4()}"
-    proc = subprocess.Popen([sys.executable, "-c", _POD, os.path.join(spool, pod), pod], env=job_env(),
-                            stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-    return pod, proc
+def plot(rows: list[dict[str, Any]], path: str) -> None:
+    import matplotlib
 
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
-def _orphan_delay(gw: Pushgateway, spool: str, recover: bool) -> float:
-    """Seconds from an orphaned pod's death to its last value on the gateway (by the agent, or by recover)."""
-    pod, proc = _orphan(spool)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    killed = time.monotonic()
-    if recover:
-        subprocess.run([sys.executable, "-m", "uploader", "recover", f"--spool-dir={spool}", f"--pod-uuid={pod}",
-                        f"--gateway={gw.address}"], env=job_env(), check=True, capture_output=True, timeout=120)
-    wait_for(lambda: gw.value(pod, metric_name("last")) == 42.0, 60, f"{pod}'s last value")
-    return time.monotonic() - killed
-
-
-def measure(gw: Pushgateway, root: str, pods: int, idle: float, delays: int) -> dict[str, float]:
-    spool = os.path.join(root, f"spool-{pods}")
-    os.makedirs(spool, mode=0o700)
-    _dead_pods(spool, pods)
-    port = free_port()
-    agent = subprocess.Popen([sys.executable, "-m", "uploader", "agent", f"--spool-dir={spool}",
-                              f"--gateway={gw.address}", f"--metrics-port={port}"],
-                             env=job_env(), stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        started = time.monotonic()
-
-        def caught_up() -> bool:
-            try:
-                samples = _scrape(port)
-            except OSError:
-                return False
-            return samples.get("runai_uploader_delivered_reports_total", 0) >= 20 * pods and \
-                samples.get("runai_uploader_pending_reports", 0) == 0
-
-        wait_for(caught_up, 600, f"the agent to deliver {pods} dead pods")
-        catch_up = time.monotonic() - started if pods else 0.0
-        wait_for(lambda: _scrape(port).get("runai_uploader_pods") == pods, 60, "every pod followed")
-        # Steady state: past the first seconds in which a pod just found is looked at every second.
-        wait_for(lambda: time.monotonic() - started > NEW_POD_SECONDS, NEW_POD_SECONDS + 1, "the pods to settle")
-        cpu0, t0 = process_cpu_seconds(agent.pid), time.monotonic()
-        time.sleep(idle)  # the measurement window itself, not a synchronisation
-        cpu = (process_cpu_seconds(agent.pid) - cpu0) / (time.monotonic() - t0)
-        rss, threads = _status(agent.pid, "VmRSS") / 1024, _status(agent.pid, "Threads")
-        agent_delays = [_orphan_delay(gw, spool, recover=False) for _ in range(delays)]
-    finally:
-        agent.send_signal(signal.SIGTERM)
-        agent.wait(timeout=30)
-    recover_delays = [_orphan_delay(gw, spool, recover=True) for _ in range(delays)]
-    return {"pods": pods, "catch_up": catch_up, "rss": rss, "threads": threads, "cpu": 100 * cpu,
-            "delay": statistics.median(agent_delays), "delay_max": max(agent_delays),
-            "recover": statistics.median(recover_delays)}
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=110)
+    colours = dict(zip(_NAMES, ("tab:blue", "tab:green", "tab:orange"), strict=True))
+    for (receiver, code), done in _series(rows).items():
+        xs, ys = [r["pods"] for r in done], [r["catch_up"] for r in done]
+        colour = colours[receiver]
+        ax.plot(xs, ys, "o-" if code == "today" else "s--", color=colour, alpha=1 if code == "today" else 0.6,
+                label=f"{_NAMES[receiver]}, {'this change' if code == 'today' else 'before'}")
+        if code == "today" and len(done) > 1:  # linear from the smallest size
+            ax.plot([0, xs[-1]], [0, ys[0] / xs[0] * xs[-1]], ":", color=colour, alpha=0.7)
+    ax.axhline(60, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("dead pods (20 reports each); dotted: linear from the smallest size; dashed: one minute")
+    ax.set_ylabel("seconds until all delivered")
+    ax.set_title(f"Node agent catch-up ({os.cpu_count()} cores, shared with other work)")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    ax.ticklabel_format(style="plain", axis="x")
+    fig.tight_layout()
+    fig.savefig(path)
+    print(f"wrote {path}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pods", default="10,100,1000", help="pod directories, comma-separated (default: %(default)s)")
+    parser.add_argument("--pods", default="1000,2000,5000,10000", help="sizes, comma-separated (default: %(default)s)")
+    parser.add_argument("--receivers", default="gateway",
+                        help="comma-separated, of gateway, gateway-unchecked (a Pushgateway with "
+                             "--push.disable-consistency-check), remote-write (VictoriaMetrics) (default: %(default)s)")
     parser.add_argument("--idle-seconds", type=float, default=10.0, help="the idle CPU window (default: 10)")
-    parser.add_argument("--delays", type=int, default=5, help="orphaned pods timed per size (default: 5)")
-    parser.add_argument("--quick", action="store_true", help="10 and 100 pods, a 3 s window, 3 delays")
+    parser.add_argument("--delays", type=int, default=5, help="orphaned pods timed per size, gateway only (default: 5)")
+    parser.add_argument("--delay-pods", type=int, default=1000, help="orphan delays up to this size (default: 1000)")
+    parser.add_argument("--max-deliveries", type=int, help="the agent's --max-deliveries (default: its own)")
+    parser.add_argument("--limit", type=float, default=600.0, help="seconds a catch-up may take (default: 600)")
+    parser.add_argument("--baseline", metavar="REV", help="also run the agent of this git revision")
+    parser.add_argument("--baseline-pods", default="1000,2000", help="its sizes (default: %(default)s)")
+    parser.add_argument("--plot", metavar="PNG", help="draw catch-up time against pods into this PNG")
+    parser.add_argument("--save", metavar="JSON", help="write the rows measured into this file")
+    parser.add_argument("--load", metavar="JSON", action="append", default=[],
+                        help="add the rows another run saved to the table and the plot (repeatable)")
+    parser.add_argument("--quick", action="store_true", help="100 and 300 pods, a 3 s window, 2 delays")
     args = parser.parse_args()
-    sizes = [10, 100] if args.quick else [int(n) for n in args.pods.split(",")]
-    idle, delays = (3.0, 3) if args.quick else (args.idle_seconds, args.delays)
+    sizes = [100, 300] if args.quick else [int(n) for n in args.pods.split(",") if n]
+    idle, delays = (3.0, 2) if args.quick else (args.idle_seconds, args.delays)
+    rows = []
     with tempfile.TemporaryDirectory(prefix="agent-scale-") as root:
-        gw = Pushgateway(root).start()
-        try:
-            rows = [measure(gw, root, n, idle, delays) for n in [0, *sizes]]
-        finally:
-            gw.stop()
-    base = rows[0]["rss"]
-    print(f"node agent over N dead pod directories (idle CPU over {idle:.0f} s; orphan delay: median of {delays}; "
-          f"{os.cpu_count()} CPUs)")
-    print(f"{'pods':>6} {'catch-up s':>10} {'RSS MiB':>8} {'x 0 pods':>8} {'threads':>7} {'idle CPU %':>10} "
-          f"{'orphan s':>9} {'max s':>6} {'recover s':>9} {'agent/recover':>13}")
-    for r in rows:
-        print(f"{r['pods']:>6} {r['catch_up']:>10.2f} {r['rss']:>8.1f} {r['rss'] / base:>8.2f} {r['threads']:>7} "
-              f"{r['cpu']:>10.3f} {r['delay']:>9.2f} {r['delay_max']:>6.2f} {r['recover']:>9.2f} "
-              f"{r['delay'] / r['recover']:>13.2f}")
+        base = unpack_revision(args.baseline, root) if args.baseline else None
+        runs = [(n, None) for n in sizes] + [(int(n), base) for n in args.baseline_pods.split(",") if base]
+        for receiver in args.receivers.split(","):
+            if receiver not in _NAMES:
+                parser.error(f"--receivers: {receiver!r} is none of {', '.join(_NAMES)}")
+            for n, code in runs:
+                rows.append(measure(root, n, receiver, idle, delays if n <= args.delay_pods else 0, code,
+                                    args.max_deliveries, args.limit))
+                print(f"  {receiver} {rows[-1]['code']} {n} pods: {_fmt(rows[-1]['catch_up'], '.2f')} s", flush=True)
+    if args.save:
+        with open(args.save, "w") as f:
+            json.dump(rows, f, indent=1)
+    for path in args.load:
+        with open(path) as f:
+            rows += json.load(f)
+    print_table(rows, idle)
+    if args.plot:
+        plot(rows, args.plot)
 
 
 if __name__ == "__main__":

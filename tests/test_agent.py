@@ -89,7 +89,9 @@ def test_pod_created_after_start_is_found_and_delivered(env, gateway, proxy, sta
     wait_for(lambda: gateway.value(late, metric_name("loss")) == 39, 15, "the new pod's reports on the gateway")
     assert time.monotonic() - started < 15
     assert agent.sample("runai_uploader_pods") == 1
-    assert agent.sample("runai_uploader_delivered_reports_total", podUUID=late, sink="gateway") == 40
+    # Counted after the checkpoint, which comes after the gateway's answer: a moment after the value shows there.
+    wait_for(lambda: agent.sample("runai_uploader_delivered_reports_total", podUUID=late, sink="gateway") == 40, 10,
+             "the 40 reports counted")
 
 
 def test_live_pod_is_left_to_its_uploader_until_that_dies(env, gateway, proxy, start_agent, spool_dir, pod,

@@ -1,8 +1,12 @@
 """The node agent (``runai-uploader agent``): one per node, delivering every pod no live uploader holds.
 
 * :mod:`.config`: its defaults and timings (standard library only: ``--help`` reads them);
-* :mod:`.pods`: :class:`~.pods.Agent`, each pod's state (idle, active, taken, refused) and the loop over them;
-* :mod:`.judge`: a pod judged from stat, headers and checkpoints, reading a bounded block at most;
+* :mod:`.pods`: :class:`~.pods.Agent`, each pod's state (idle, active, queued, taken, refused) and the loop
+  over them;
+* :mod:`.schedule`: what each pass looks at: the pods due (a heap), the delivery slots' queue, the state counts;
+* :mod:`.judge`: a pod judged from stat, headers and checkpoints, reading a bounded block at most, and what
+  the agent keeps of each judgement (:class:`~.judge.PodJudge`);
+* :mod:`.idle`: idle pods watched through one inotify instance, not polled;
 * :mod:`.delivery`: :class:`~.delivery.PodDelivery`, one taken pod delivered in a thread;
 * :mod:`.metrics`: its Prometheus metrics, fed by the deliveries' hooks;
 * :mod:`.watch`: its one watch, on the spool directory;

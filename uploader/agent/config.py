@@ -5,8 +5,9 @@ Standard library only: ``runai-uploader agent --help`` reads them.
 from __future__ import annotations
 
 __all__ = [
-    "GRACE_SECONDS", "IDLE_POLL_SECONDS", "LOCK_POLL_SECONDS", "MAX_DELIVERIES", "METRICS_ADDRESS", "MIN_SLEEP_SECONDS",
-    "NEW_POD_SECONDS", "POLL_SECONDS", "REFUSED_POLL_SECONDS", "REJUDGE_SECONDS", "ROOT_POLL_SECONDS", "STOP_SECONDS",
+    "GRACE_SECONDS", "IDLE_POLL_SECONDS", "IDLE_WATCHED_POLL_SECONDS", "LOCK_POLL_SECONDS", "MAX_DELIVERIES",
+    "METRICS_ADDRESS", "MIN_SLEEP_SECONDS", "NEW_POD_SECONDS", "POLL_SECONDS", "REFUSED_POLL_SECONDS",
+    "REJUDGE_SECONDS", "ROOT_POLL_SECONDS", "STOP_SECONDS",
 ]
 
 # -- what its options default to ---------------------------------------------------
@@ -19,12 +20,12 @@ METRICS_ADDRESS = "127.0.0.1"  # where its metrics are served unless told (in a 
 
 LOCK_POLL_SECONDS = 1.0  # an active pod's lock is probed this often: takeover within about a second
 IDLE_POLL_SECONDS = 3.0  # an idle pod's directory mtime is compared this often (one stat): + a push, under 5 s
+IDLE_WATCHED_POLL_SECONDS = 60.0  # an idle pod watched by inotify is still looked at this often: events are hints
 ROOT_POLL_SECONDS = 5.0  # the spool directory is listed this often besides its watch
 NEW_POD_SECONDS = 10.0  # a pod found this recently is looked at every LOCK_POLL_SECONDS even when idle
 REJUDGE_SECONDS = 5.0  # a pod another uploader serves is judged again this often, if its files changed
 REFUSED_POLL_SECONDS = 60.0  # a refused pod directory (unsafe, failing) is looked at again this often
 STOP_SECONDS = 1.0  # what the deliveries get to stop; with the metrics server's 0.5 s, SIGTERM ends it in 2 s
-# The shortest sleep between two passes over the pods, unless an event wakes the agent: each pod's next check
-# is due at its own time, and waking for each one would walk a thousand pods a thousand times per poll.
+# The shortest sleep between two passes, unless an event wakes the agent: each pass takes all the pods due.
 MIN_SLEEP_SECONDS = 0.25
 POLL_SECONDS = 0.5  # how often a delivered pod's directory is read (it is not watched: see .delivery)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from dataclasses import replace
 from typing import Callable
 
@@ -24,10 +25,11 @@ from runai.reporter.settings import Settings
 from runai.reporter.spool import PodLock
 
 from ..delivery import build_uploader, follower_options
+from ..delivery.service import EXIT_DELIVERED
 from .config import POLL_SECONDS
 from .metrics import AgentMetrics, PodHooks
 
-__all__ = ["PodDelivery"]
+__all__ = ["PodDelivery", "stop_all"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +54,9 @@ class PodDelivery:
                                         hooks=PodHooks(metrics, self.pod))
         self._thread = threading.Thread(target=self._run, name=f"pod {self.pod}", daemon=True)
         self.failed = False  # its run raised (set before the thread ends)
+        # Everything delivered and every writer gone when it ended (not stopped): the pod is idle, and the agent
+        # need not judge it again (its next idle look lists it, and judges only what changed).
+        self.delivered = False
 
     @property
     def alive(self) -> bool:
@@ -70,6 +75,7 @@ class PodDelivery:
     def _run(self) -> None:
         try:
             status = self._uploader.run()
+            self.delivered = status == EXIT_DELIVERED
             logger.info("pod %s: done (status %d): %d reports delivered by the agent", self.pod, status,
                         self._uploader.delivered_records)
         except Exception:  # one pod's failure must not end the agent; it refuses the pod, tried again later
@@ -87,3 +93,16 @@ class PodDelivery:
             # Another sink's loop changed its followed files while this one counted them; its own next commit
             # sets the figures.
             pass
+
+
+def stop_all(deliveries: list[PodDelivery], seconds: float) -> None:
+    """Stop *deliveries*, and give them *seconds* in all to end."""
+    for delivery in deliveries:
+        delivery.stop()
+    deadline = time.monotonic() + seconds
+    for delivery in deliveries:
+        delivery.join(max(0.0, deadline - time.monotonic()))
+    late = [d.pod for d in deliveries if d.alive]
+    if late:
+        logger.warning("stopping with %d deliveries still ending (%s): their checkpoints are written only "
+                       "after a receiver's answer, so nothing is lost", len(late), ", ".join(late))

@@ -10,16 +10,27 @@ pod's undelivered lines: exact for the usual few, a lower bound beyond.
 """
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from runai.reporter.safefs import open_in_pod_dir
 from runai.reporter.spool import BadSpoolError, End, Header, SpoolTail, checkpoint_path, decode, spool_file_names
 
+from ..delivery.intent import intended_sinks
 from ..delivery.pending import refusal
+from .config import REJUDGE_SECONDS
 
-__all__ = ["COUNT_BYTES", "Judged", "Signature", "dir_mtime", "judge_pod", "listing_signature", "pod_dirs"]
+if TYPE_CHECKING:
+    from .metrics import AgentMetrics
+    from .schedule import Pod
+
+__all__ = ["COUNT_BYTES", "Judged", "PodJudge", "Signature", "dir_mtime", "judge_pod", "listing_signature",
+           "pod_dirs", "printable"]
+
+logger = logging.getLogger(__name__)
 
 COUNT_BYTES = 1 << 20  # a pod's undelivered bytes read to count its reports; past them the count is a lower bound
 
@@ -52,6 +63,62 @@ def judge_pod(pod_dir: str, sinks: tuple[str, ...]) -> Judged:
     return judged
 
 
+class PodJudge:
+    """Judges the agent's pods for *sinks*, keeping on each :class:`~.schedule.Pod` what the next look compares
+    (its files, directory mtime, signature, grace), and setting its pending gauges in *metrics*.
+
+    *grace*: the seconds a new live writer's job has to start its own uploader.
+    """
+
+    def __init__(self, sinks: tuple[str, ...], metrics: AgentMetrics, grace: float, any_receiver: bool = False) -> None:
+        self._sinks, self._any_receiver = sinks, any_receiver
+        self._metrics = metrics
+        self._grace = grace
+
+    def listing_changed(self, pod: Pod) -> bool:
+        """Whether the pod's spool files changed since it was judged (one stat unless its directory did)."""
+        mtime = dir_mtime(pod.path)
+        if mtime == pod.mtime:
+            return False
+        pod.mtime = mtime
+        return frozenset(spool_file_names(pod.path)) != pod.files
+
+    def held(self, pod: Pod, now: float) -> Judged | None:
+        """Judge a pod another uploader serves, for its gauges: only if its files changed since (else None)."""
+        signature = listing_signature(pod.path)
+        if signature == pod.signature:
+            pod.next_judge = now + REJUDGE_SECONDS
+            return None
+        status = self.judge(pod, now)
+        if not status.refused:
+            pod.signature = signature
+        return status
+
+    def judge(self, pod: Pod, now: float) -> Judged:
+        """Judge the pod from its files and checkpoints, and set its gauges unless it is refused."""
+        pod.mtime = dir_mtime(pod.path)  # before listing: a change after it is seen next time
+        pod.sinks, skipped = intended_sinks(self._sinks, pod.path, any_receiver=self._any_receiver)
+        if skipped:  # idle until its files change (a new job under the same pod may name other receivers)
+            if pod.skipped != skipped:
+                logger.info("pod %s: %s", printable(pod.name), skipped)
+            pod.skipped, pod.files = skipped, frozenset(spool_file_names(pod.path))
+            return Judged(files=pod.files)
+        pod.skipped = None
+        status = judge_pod(pod.path, pod.sinks)
+        self._metrics.judged.inc()
+        pod.next_judge, pod.signature = now + REJUDGE_SECONDS, None
+        if status.refused:
+            return status
+        if status.writers_alive and status.files - pod.files:
+            # Counted from the newest live file's birth, not from now: a pod the agent noticed late (an idle
+            # pod is looked at every IDLE_POLL_SECONDS) must not wait a whole grace more.
+            born = time.time() if status.newest_birth is None else status.newest_birth
+            pod.grace_until = now + self._grace - max(0.0, time.time() - born)
+        pod.files = status.files
+        self._metrics.set_pending(pod.name, status.reports_pending, status.bytes_pending)
+        return status
+
+
 def listing_signature(pod_dir: str) -> Signature:
     """What must change before a judgment can: each spool file's name, size and mtime, and its checkpoint's."""
     out = []
@@ -68,6 +135,11 @@ def pod_dirs(spool_dir: str) -> set[str]:
             return {e.name for e in entries if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)}
     except OSError:
         return set()  # not there yet: it is looked for again at the next poll
+
+
+def printable(name: str) -> str:
+    """A directory's name as its bytes, escaped where they are not ASCII text (the log stays one clean line)."""
+    return os.fsencode(name).decode("ascii", "backslashreplace")
 
 
 def dir_mtime(path: str) -> int:

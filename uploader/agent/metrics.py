@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from typing import Any, Mapping
+
+from .schedule import IDLE, QUEUED, REFUSED, TAKEN
 
 __all__ = ["AgentMetrics", "PodHooks"]
 
@@ -41,6 +43,18 @@ class AgentMetrics:
         self.refused = Gauge("runai_uploader_refused_pods",
                              "pod directories the agent cannot deliver (unsafe, a bad name, failing): see its log",
                              registry=self.registry)
+        # Totals over pods, cheap to read whatever their number (a scrape can ask for these alone, with
+        # /metrics?name[]=runai_uploader_idle_pods): how far a catch-up is, and what it costs.
+        self.idle = Gauge("runai_uploader_idle_pods", "pod directories with everything delivered and no writer alive",
+                          registry=self.registry)
+        self.queued = Gauge("runai_uploader_queued_pods", "pods free to deliver, waiting for a delivery slot",
+                            registry=self.registry)
+        self.delivering = Gauge("runai_uploader_delivering_pods", "pods the agent is delivering now",
+                                registry=self.registry)
+        self.watched = Gauge("runai_uploader_watched_pods", "idle pods watched for new files (the others are polled)",
+                             registry=self.registry)
+        self.judged = Counter("runai_uploader_judged_pods", "times the agent judged a pod from its files",
+                              registry=self.registry)
         self._sinks: dict[str, set[str]] = {}  # pod -> the sinks it has series for (to remove them)
         self._lock = threading.Lock()
         self._server: Any = None
@@ -62,6 +76,14 @@ class AgentMetrics:
 
     def push_failed(self, sink: str) -> None:
         self.push_failures.labels(sink).inc()
+
+    def set_states(self, states: Mapping[str, int], watched: int) -> None:
+        """The gauges of pods by state, from the agent's counts (by :mod:`.schedule`'s state names)."""
+        self.watched.set(watched)
+        self.refused.set(states.get(REFUSED, 0))
+        self.idle.set(states.get(IDLE, 0))
+        self.queued.set(states.get(QUEUED, 0))
+        self.delivering.set(states.get(TAKEN, 0))
 
     def forget(self, pod: str) -> None:
         """Remove every series of *pod* (its directory is gone)."""

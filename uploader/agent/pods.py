@@ -7,78 +7,67 @@ the pods of jobs whose uploader died, with nobody running ``recover``.
 Liveness is the pod lock itself (:class:`~runai.reporter.spool.PodLock`, an
 ``flock``), never a pid: the agent runs in another pid namespace. Per pod:
 
-* *idle*: everything delivered and no writer alive. Nothing can change but a new
-  spool file (a writer that comes back writes a new one), so the agent only
-  compares the directory's mtime every :data:`IDLE_POLL_SECONDS`: about no CPU
-  for a thousand idle pods.
-* *active*: reports pending or writers alive. Its lock is probed (a shared lock,
-  which never disturbs its holder) every :data:`LOCK_POLL_SECONDS`; once it is
-  free, the agent takes the lock and delivers (:class:`PodDelivery`, a thread),
-  so it takes over within about a second of an uploader's death. A spool file
-  new to the agent whose writer is alive gets :data:`GRACE_SECONDS` for its job
-  to start its own uploader first, counted from the file's birth (its header's
-  time), not from when the agent noticed it.
-* *taken*: the agent's delivery runs until the writers are gone and everything
-  is delivered (it retries an unreachable sink for ever), then hands the lock off
-  as any uploader does and the pod is judged again.
+* *idle*: everything delivered, no writer alive. Only a new spool file can change
+  that: its directory is watched (:mod:`.idle`), its mtime compared every
+  :data:`IDLE_POLL_SECONDS` where it cannot be.
+* *active*: reports pending or writers alive. Its lock is probed (shared: its
+  holder is never disturbed) every :data:`LOCK_POLL_SECONDS`. A new live writer
+  gets :data:`GRACE_SECONDS` from its file's birth to start its own uploader.
+* *queued*: free to take, waiting for one of ``--max-deliveries`` slots, in order
+  (judged once; taking its lock is the probe).
+* *taken*: delivered (:class:`PodDelivery`, a thread) until its writers are gone
+  and everything is delivered (an unreachable sink is retried for ever); the lock
+  is handed off as any uploader does, and the pod is idle (unjudged) if all was
+  delivered, else judged again.
 
-New pod directories are seen at once through a watch on the spool directory, and
-within :data:`ROOT_POLL_SECONDS` without one. Judging a pod reads a bounded block
-of it (:mod:`.judge`); a pod that fails in any way is refused (looked at again
-every minute), never the agent's end. Timings are in :mod:`.config`.
+New pod directories are seen at once through one inotify watch on the spool
+directory, and within :data:`ROOT_POLL_SECONDS` without it. Each pass looks only
+at the pods due (:mod:`.schedule`): a catch-up costs each pod a bounded
+amount of work. Judging reads a bounded block at most (:mod:`.judge`); a
+pod that fails in any way is refused (looked at again every minute). The
+timings named here are in :mod:`.config`.
 """
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 from runai.reporter.settings import ConfigError, Settings, check_pod_uuid
-from runai.reporter.spool import PodLock, holder_pid, spool_file_names
+from runai.reporter.spool import PodLock, holder_pid
 
-from ..delivery.intent import intended_sinks, restrict
+from ..delivery.intent import restrict
 from ..runtime.wakeup import Wakeup
-from .config import (GRACE_SECONDS, IDLE_POLL_SECONDS, LOCK_POLL_SECONDS, MAX_DELIVERIES, MIN_SLEEP_SECONDS,
-                     NEW_POD_SECONDS, REFUSED_POLL_SECONDS, REJUDGE_SECONDS, ROOT_POLL_SECONDS, STOP_SECONDS)
-from .delivery import PodDelivery
-from .judge import Judged, Signature, dir_mtime, judge_pod, listing_signature, pod_dirs
+from .config import (
+    GRACE_SECONDS,
+    IDLE_POLL_SECONDS,
+    LOCK_POLL_SECONDS,
+    MAX_DELIVERIES,
+    MIN_SLEEP_SECONDS,
+    NEW_POD_SECONDS,
+    REFUSED_POLL_SECONDS,
+    ROOT_POLL_SECONDS,
+    STOP_SECONDS,
+)
+from .delivery import PodDelivery, stop_all
+from .idle import IdleWatch
+from .judge import Judged, PodJudge, pod_dirs, printable
 from .metrics import AgentMetrics
+from .schedule import ACTIVE, IDLE, QUEUED, REFUSED, TAKEN, DueTimes, Pod, Slots, States
 from .watch import RootWatch
 
 __all__ = ["Agent"]
 
 logger = logging.getLogger(__name__)
 
-_IDLE, _ACTIVE, _TAKEN, _REFUSED = "idle", "active", "taken", "refused"
-
-
-@dataclass
-class _Pod:
-    name: str
-    path: str
-    found: float  # when the agent found it (monotonic)
-    state: str = _ACTIVE  # until judged
-    files: frozenset[str] = frozenset()  # its spool files when last judged
-    mtime: int = -1  # its directory's mtime (ns) when last listed
-    grace_until: float = 0.0
-    next_check: float = 0.0
-    next_judge: float = 0.0
-    signature: Signature | None = None  # its files when last judged (see _held)
-    refused: str | None = None  # why it was last refused (logged once per reason)
-    sinks: tuple[str, ...] = ()  # the agent's sinks its job named (delivery.intent), when last judged
-    skipped: str | None = None  # why it is not delivered here: its job named none of them (logged once)
-    delivery: PodDelivery | None = None
-
 
 class Agent:
     """Follows every pod directory under *spool_dir*; ``run()`` until ``stop()`` (safe in a signal handler).
 
-    *settings_for(pod)* gives a pod's settings (raising ConfigError for a pod that cannot be delivered);
-    *sinks* are the configured sinks' names; each pod is judged and delivered for those of them its job named
-    (all of them with *any_receiver*, or for a pod written before spool headers said).
+    *settings_for(pod)* gives a pod's settings (ConfigError: it cannot be delivered); *sinks* are the configured
+    sinks' names: each pod goes to those its job named (every one with *any_receiver*, or for a pod written before
+    spool headers said).
     """
 
     def __init__(self, spool_dir: str, settings_for: Callable[[str], Settings], sinks: tuple[str, ...],
@@ -87,15 +76,17 @@ class Agent:
         self.spool_dir = spool_dir
         self.metrics = metrics
         self._settings_for = settings_for
-        self._sinks, self._any_receiver = sinks, any_receiver
-        self._max_deliveries = max_deliveries  # pods delivered at once (a thread and a connection each)
-        self._grace = grace  # seconds a new live writer's job has to start its own uploader
-        self._pods: dict[str, _Pod] = {}
+        self._sinks = sinks
+        # grace: for a new live writer's job to start its own uploader
+        self._judging = PodJudge(sinks, metrics, grace, any_receiver)
+        self._pods: dict[str, Pod] = {}
         self._wake = Wakeup()
-        self._stopping = False
-        self._root_changed = True
-        self._next_root_scan = 0.0
+        # A pass looks only at the pods due, the deliveries that ended, and the queue (see .schedule).
+        self._due, self._states = DueTimes(), States()  # (the pods in each state: for the gauges)
+        self._slots = Slots(max_deliveries, self._wake.set)  # pods delivered at once (a thread and connection each)
+        self._stopping, self._root_changed, self._next_root_scan = False, True, 0.0
         self._watch = RootWatch(spool_dir, self._root_event) if use_watchdog else None
+        self._idle_watch = IdleWatch(self._wake.set, enabled=use_watchdog)
 
     def stop(self) -> None:
         # A plain flag and the self-pipe: a signal handler may call this (see Wakeup).
@@ -105,18 +96,26 @@ class Agent:
     def run(self) -> int:
         """Deliver until stopped; 0 (what is not delivered stays on disk, for the next agent or uploader)."""
         self._wake.open()
+        self._idle_watch.start()
         logger.info("agent started on %s (sinks: %s)", self.spool_dir, ", ".join(self._sinks))
         try:
             while not self._stopping:
                 self._wake.clear()
                 now = time.monotonic()
                 self._discover(now)
-                for pod in list(self._pods.values()):
+                for name in self._idle_watch.changed():  # a new entry in an idle pod's directory (only idle
+                    self._due.set(name, now)  # pods are watched: see _tend_safely): looked at now
+                for pod in filter(None, map(self._pods.get, self._due.pop_due(now))):
                     if self._stopping:
                         break
-                    self._tend_safely(pod, now)
-                self.metrics.refused.set(sum(1 for p in self._pods.values() if p.state == _REFUSED))
-                self._wake.wait(self._sleep(time.monotonic()))
+                    # Deliveries start (and slots free) while the pass goes on: a first pass over 10,000 pods
+                    # must not judge them all before the first delivery.
+                    self._take_queued()
+                    self._tend_safely(pod, time.monotonic())
+                self._take_queued()
+                self.metrics.set_states(self._states, self._idle_watch.count)
+                due = min(self._due.next_due(), self._next_root_scan)
+                self._wake.wait(max(MIN_SLEEP_SECONDS, due - time.monotonic()))
         finally:
             self._shutdown()
         return 0
@@ -136,52 +135,59 @@ class Agent:
             watch.start()
         names = pod_dirs(self.spool_dir)
         for name in names - self._pods.keys():
-            pod = self._pods[name] = _Pod(name, os.path.join(self.spool_dir, name), now, next_check=now)
+            self._pods[name] = pod = self._states.add(Pod(name, os.path.join(self.spool_dir, name), now))
             try:
                 check_pod_uuid(name, "the pod directory's name")
             except ConfigError as exc:  # a name is never given series: it could break the metrics page
                 self._refuse(pod, now, str(exc))
-                pod.next_check = math.inf  # a name does not change
+                self._due.discard(name)  # a name does not change
                 continue
+            self._due.set(name, now)
             logger.debug("pod %s: found", name)
         for name in self._pods.keys() - names:
             if self._pods[name].delivery is None:  # a delivery notices by itself, and ends
-                del self._pods[name]
+                self._states[self._pods.pop(name).state] -= 1
+                self._due.discard(name)  # (left in the queue, if there: skipped when its turn comes)
+                self._idle_watch.unwatch(name)
                 self.metrics.forget(name)
-                logger.info("pod %s: its directory is gone", _printable(name))  # maybe a refused name
+                logger.info("pod %s: its directory is gone", printable(name))  # maybe a refused name
         self.metrics.pods.set(len(self._pods))
 
     # -- each pod ----------------------------------------------------------------
 
-    def _tend_safely(self, pod: _Pod, now: float) -> None:
+    def _tend_safely(self, pod: Pod, now: float) -> None:
         try:
-            self._tend(pod, now)
+            if pod.state == IDLE and not self._judging.listing_changed(pod):
+                self._idle(pod, now)
+            else:
+                self._check(pod, now)
         except Exception as exc:  # one pod (whatever its owner planted there) must never end the agent
             self._refuse(pod, now, f"judging it failed: {exc!r}", trace=True)
+        if pod.state != IDLE:
+            self._idle_watch.unwatch(pod.name)
 
-    def _tend(self, pod: _Pod, now: float) -> None:
-        if pod.delivery is not None:
-            if pod.delivery.alive:
-                return
-            failed, pod.delivery, pod.state, pod.next_check = pod.delivery.failed, None, _ACTIVE, now
-            if failed:  # its traceback is logged: tried again in a minute, not every second
+    def _idle(self, pod: Pod, now: float) -> None:
+        # A directory just made is often still empty (its job creates its spool file next): looked at sooner.
+        self._states.move(pod, IDLE)
+        later = self._idle_watch.next_look(pod.name, pod.path, IDLE_POLL_SECONDS)
+        self._due.set(pod.name, now + (LOCK_POLL_SECONDS if now - pod.found < NEW_POD_SECONDS else later))
+
+    def _reap(self) -> None:
+        """The pods whose delivery ended: their slots free; each idle if all was delivered, else looked at now."""
+        for pod in filter(None, map(self._pods.get, self._slots.pop_ended())):
+            if pod.delivery is None:
+                continue
+            delivery, pod.delivery, now = pod.delivery, None, time.monotonic()
+            if delivery.failed:  # its traceback is logged: tried again in a minute, not every second
                 self._refuse(pod, now, "its delivery failed")
-                return
-        if now < pod.next_check:
-            return
-        if pod.state == _IDLE and not self._listing_changed(pod):
-            pod.next_check = now + (LOCK_POLL_SECONDS if now - pod.found < NEW_POD_SECONDS else IDLE_POLL_SECONDS)
-            return
-        self._check(pod, now)
+            elif delivery.delivered:  # not judged again: its next idle look lists it (mtime -1: unknown)
+                self._idle(pod, now)
+                pod.mtime = -1
+            else:
+                self._states.move(pod, ACTIVE)
+                self._due.set(pod.name, now)
 
-    def _listing_changed(self, pod: _Pod) -> bool:
-        mtime = dir_mtime(pod.path)
-        if mtime == pod.mtime:
-            return False
-        pod.mtime = mtime
-        return frozenset(spool_file_names(pod.path)) != pod.files
-
-    def _check(self, pod: _Pod, now: float) -> None:
+    def _check(self, pod: Pod, now: float) -> None:
         """Probe the lock; judge the pod; take it when nobody delivers what it holds."""
         try:
             holder = holder_pid(pod.path)
@@ -189,69 +195,61 @@ class Agent:
             self._refuse(pod, now, f"its lock cannot be probed: {exc}")  # says what to do
             return
         if holder is not None:  # a live uploader serves it
-            pod.state, pod.next_check = _ACTIVE, now + LOCK_POLL_SECONDS
+            self._states.move(pod, ACTIVE)
+            self._due.set(pod.name, now + LOCK_POLL_SECONDS)
             if now >= pod.next_judge:
-                self._held(pod, now)
+                self._judge(pod, now, held=True)
             return
         status = self._judge(pod, now)
         if status is None:
             return
         if not (status.writers_alive or status.reports_pending or status.bytes_pending):
-            # A directory just made is often still empty (its job creates its spool file next): look again soon.
-            poll = LOCK_POLL_SECONDS if now - pod.found < NEW_POD_SECONDS else IDLE_POLL_SECONDS
-            pod.state, pod.next_check, pod.refused = _IDLE, now + poll, None
+            self._idle(pod, now)
+            pod.refused = None
             return
-        pod.state = _ACTIVE
+        self._states.move(pod, ACTIVE)
         if status.writers_alive and now < pod.grace_until:
             # Its own uploader may be starting; looked at again every second meanwhile (a writer dying in its
             # grace is taken at once).
-            pod.next_check = min(pod.grace_until, now + LOCK_POLL_SECONDS)
+            self._due.set(pod.name, min(pod.grace_until, now + LOCK_POLL_SECONDS))
             return
-        pod.next_check = now + LOCK_POLL_SECONDS
-        self._take(pod, status)
+        # Queued for a delivery slot, in order, and not looked at again while it waits: re-judging every
+        # waiting pod each second made a catch-up quadratic. Taking its lock, when its turn comes, is the probe.
+        pod.queued = status
+        self._states.move(pod, QUEUED)
+        self._slots.queue(pod.name)
 
-    def _held(self, pod: _Pod, now: float) -> None:
-        """Judge a pod another uploader serves, for its gauges: only if its files changed since."""
-        signature = listing_signature(pod.path)
-        if signature == pod.signature:
-            pod.next_judge = now + REJUDGE_SECONDS
-            return
-        if self._judge(pod, now) is not None:
-            pod.signature = signature
-
-    def _judge(self, pod: _Pod, now: float) -> Judged | None:
-        """Judge the pod from its files and checkpoints (and set its gauges); None if the directory is refused."""
-        pod.mtime = dir_mtime(pod.path)  # before listing: a change after it is seen next time
-        pod.sinks, skipped = intended_sinks(self._sinks, pod.path, any_receiver=self._any_receiver)
-        if skipped:  # idle until its files change (a new job under the same pod may name other receivers)
-            if pod.skipped != skipped:
-                logger.info("pod %s: %s", pod.name, skipped)
-            pod.skipped, pod.files, pod.state = skipped, frozenset(spool_file_names(pod.path)), _IDLE
-            pod.next_check = now + IDLE_POLL_SECONDS
-            return None
-        pod.skipped = None
-        status = judge_pod(pod.path, pod.sinks)
-        pod.next_judge, pod.signature = now + REJUDGE_SECONDS, None
-        if status.refused:
+    def _judge(self, pod: Pod, now: float, held: bool = False) -> Judged | None:
+        """Judge the pod (a held one only if its files changed); None if it is refused, or held and unchanged."""
+        status = self._judging.held(pod, now) if held else self._judging.judge(pod, now)
+        if status is not None and status.refused:
             self._refuse(pod, now, status.refused)
             return None
-        if status.writers_alive and status.files - pod.files:
-            # Counted from the newest live file's birth, not from now: a pod the agent noticed late (an idle
-            # pod is looked at every IDLE_POLL_SECONDS) must not wait a whole grace more.
-            born = time.time() if status.newest_birth is None else status.newest_birth
-            pod.grace_until = now + self._grace - max(0.0, time.time() - born)
-        pod.files = status.files
-        self.metrics.set_pending(pod.name, status.reports_pending, status.bytes_pending)
         return status
 
-    def _refuse(self, pod: _Pod, now: float, why: str, trace: bool = False) -> None:
+    def _refuse(self, pod: Pod, now: float, why: str, trace: bool = False) -> None:
         if pod.refused != why:  # logged once: it is looked at again every minute
-            logger.error("pod %s: cannot deliver it: %s", _printable(pod.name), why, exc_info=trace)
-        pod.refused, pod.state, pod.next_check = why, _REFUSED, now + REFUSED_POLL_SECONDS
+            logger.error("pod %s: cannot deliver it: %s", printable(pod.name), why, exc_info=trace)
+        pod.refused = why
+        self._states.move(pod, REFUSED)
+        self._due.set(pod.name, now + REFUSED_POLL_SECONDS)
 
-    def _take(self, pod: _Pod, status: Judged) -> None:
-        if sum(1 for p in self._pods.values() if p.delivery is not None) >= self._max_deliveries:
-            return  # tried again at the next lock poll
+    def _take_queued(self) -> None:
+        """Free the slots of the deliveries that ended; start delivering queued pods, in order, into free ones."""
+        self._reap()
+        while not self._stopping and (name := self._slots.next_queued(self._states[TAKEN])) is not None:
+            pod = self._pods.get(name)
+            if pod is None or pod.queued is None:
+                continue  # gone meanwhile
+            status, pod.queued = pod.queued, None
+            self._states.move(pod, ACTIVE)
+            self._due.set(pod.name, time.monotonic() + LOCK_POLL_SECONDS)  # unless taken, looked at again then
+            try:
+                self._take(pod, status)
+            except Exception as exc:  # as in _tend_safely: one pod must never end the agent
+                self._refuse(pod, time.monotonic(), f"taking it failed: {exc!r}", trace=True)
+
+    def _take(self, pod: Pod, status: Judged) -> None:
         try:
             settings = restrict(self._settings_for(pod.name), pod.sinks)
         except ConfigError as exc:
@@ -261,7 +259,7 @@ class Agent:
         try:
             if not lock.acquire():
                 return  # its own uploader took it meanwhile
-            delivery = PodDelivery(settings, lock, self.metrics, self._wake.set)
+            delivery = PodDelivery(settings, lock, self.metrics, lambda: self._slots.ended(pod.name))
         except Exception as exc:  # this pod, not the agent: refused (a traceback a minute, not one a second)
             lock.release()
             self._refuse(pod, time.monotonic(), f"cannot start delivering it: {exc!r}", trace=True)
@@ -269,32 +267,15 @@ class Agent:
         logger.info("pod %s: no uploader holds it; delivering %s%d pending reports (%d writers alive)",
                     pod.name, "" if status.counted_all else "at least ", status.reports_pending,
                     status.writers_alive)
-        pod.delivery, pod.state, pod.refused = delivery, _TAKEN, None
+        pod.delivery, pod.refused = delivery, None
+        self._states.move(pod, TAKEN)
+        self._due.discard(pod.name)  # looked at again when its delivery ends
         delivery.start()
 
-    # -- timing and stopping -----------------------------------------------------------
-
-    def _sleep(self, now: float) -> float:
-        due = min((p.next_check for p in self._pods.values() if p.delivery is None), default=self._next_root_scan)
-        return max(MIN_SLEEP_SECONDS, min(due, self._next_root_scan) - now)
-
     def _shutdown(self) -> None:
+        self._idle_watch.stop()
         if self._watch is not None:
             self._watch.stop()
-        deliveries = [p.delivery for p in self._pods.values() if p.delivery is not None]
-        for delivery in deliveries:
-            delivery.stop()
-        deadline = time.monotonic() + STOP_SECONDS
-        for delivery in deliveries:
-            delivery.join(max(0.0, deadline - time.monotonic()))
-        late = [d.pod for d in deliveries if d.alive]
-        if late:
-            logger.warning("stopping with %d deliveries still ending (%s): their checkpoints are written only "
-                           "after a receiver's answer, so nothing is lost", len(late), ", ".join(late))
+        stop_all([p.delivery for p in self._pods.values() if p.delivery is not None], STOP_SECONDS)
         self._wake.close()
         logger.info("agent stopped")
-
-
-def _printable(name: str) -> str:
-    """A directory's name as its bytes, escaped where they are not ASCII text (the log stays one clean line)."""
-    return os.fsencode(name).decode("ascii", "backslashreplace")
