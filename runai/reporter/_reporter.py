@@ -19,8 +19,10 @@ from ._checks import CHECKED_NAMES, check_name, checked_metric, parameter_value
 from ._health import DeliveryWatch
 from ._launch import ensure_uploader, reap, startup_failure
 from ._local import announce
-from .settings import (ENV_GATEWAY_URL, ENV_REMOTE_WRITE_URL, Settings, check_keywords, history_command, load_settings,
-                       recover_command, warn_insecure_auth)
+from ._setting_argv import history_command, recover_command
+from ._setting_fields import Settings, check_keywords
+from ._validate import ENV_GATEWAY_URL, ENV_REMOTE_WRITE_URL
+from .settings import load_settings, warn_insecure_auth
 from .spool import GATEWAY, LOG_NAME, REMOTE_WRITE, SpoolWriter, delivery_state
 
 __all__ = ["Reporter"]
