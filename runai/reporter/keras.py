@@ -30,8 +30,9 @@ except ModuleNotFoundError as _exc:
             "KERAS_BACKEND=torch, jax or tensorflow", name=_exc.name) from _exc
     raise
 
-from ._autolog import AUTOLOG_DEFAULTS, AutologCallbackMixin, with_callback
-from ._autolog import AutologState as _Autolog
+from ._autolog import AUTOLOG_DEFAULTS, AutologCallbackMixin
+from ._autolog_fit import AutologState as _Autolog
+from ._autolog_fit import with_callback
 from ._reporter import Reporter as _BaseReporter
 
 __all__ = [
