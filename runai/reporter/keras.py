@@ -5,8 +5,9 @@
 ``fit`` call gets a :class:`ReporterCallback` appended to a *copy* of its
 callbacks. ``disableAutolog()`` puts the exact original methods back.
 
-This is the only module of the package that imports Keras; what is reported,
-and how ``fit``'s arguments are bound, is in ``_autolog.py``, which does not.
+This is the only module of the package that imports Keras; what is reported
+is in ``_autolog.py``, and how ``fit``'s arguments are bound in ``_autolog_fit.py``,
+which do not.
 Names and defaults follow runai 0.4.1; ``docs/keras.md`` lists every reported name.
 """
 from __future__ import annotations
