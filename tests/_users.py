@@ -38,3 +38,14 @@ def _venv(path: str, base_python: str, *requirements: str) -> str:
 def _forged_spool(pod: str, name: str, value: float) -> bytes:
     """A whole, valid spool file for *pod* holding one metric."""
     return encode_header("f" * 32, pod, 1) + encode_metric(1, 1, name, value) + encode_end(2, 2)
+
+
+def _as_attacker(*argv: str) -> None:
+    """Run the command *argv* as ATTACKER (gid ATTACKER too, no other groups)."""
+    assert SETPRIV is not None
+    subprocess.run([SETPRIV, f"--reuid={ATTACKER}", f"--regid={ATTACKER}", "--clear-groups", *argv],
+                   check=True, timeout=30, capture_output=True)
+
+
+def _everything_under(path: str) -> list[str]:
+    return sorted(os.path.relpath(os.path.join(d, n), path) for d, dirs, files in os.walk(path) for n in dirs + files)

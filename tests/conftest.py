@@ -1,6 +1,6 @@
 """Fixtures: a real Pushgateway per session (and per test where a test stops it), the fault proxy, Prometheus
-and VictoriaMetrics receivers, the node agent, a private spool directory per test, and a check that no
-uploader outlives its test.
+and VictoriaMetrics receivers, the node agent, a private spool directory per test, the shared directories of
+the other-uid attacks (tests/_users.py), and a check that no uploader outlives its test.
 
 And the ``e2e`` marker's guard: a test that starts a real server or process must be marked ``e2e``
 (``pytest -m "not e2e"`` runs the others alone, in seconds). A test using a fixture that starts a server fails
@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import socket
+import shutil
 import sys
+import tempfile
 import uuid
 from typing import Any, Iterator
 
@@ -163,6 +165,25 @@ def _reset_global_reporter() -> Iterator[None]:
     if reporter._global is not None:
         reporter._global.finish(timeout=5)
         reporter._global = None
+
+
+@pytest.fixture
+def shared_tmp() -> Iterator[str]:
+    """A world-writable sticky directory, as /tmp is: the TMPDIR of every user in the attack."""
+    path = tempfile.mkdtemp(prefix="runai-shared-", dir="/tmp")
+    os.chmod(path, 0o1777)
+    yield path
+    kill_uploaders(path)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def elsewhere(shared_tmp: str) -> str:
+    """A root-owned sticky directory the attacker would like the spool in (as /dev/shm is)."""
+    path = os.path.join(shared_tmp, "elsewhere")
+    os.mkdir(path)
+    os.chmod(path, 0o1777)
+    return path
 
 
 @pytest.fixture

@@ -99,7 +99,7 @@ def test_a_gateway_s_refusals_never_make_a_clock_skew_warning(spool_dir: str, po
     writer.write_metric("loss", 1.0)
     writer.close()
     assert "%(levelname)s" in LOG_FORMAT
-    line = ("2026-01-01 00:00:00,000 ERROR pid=1 uploader.delivery.service: {who} rejected metric 'loss' (pushed as "
+    line = ("2026-01-01 00:00:00,000 ERROR pid=1 uploader.delivery.push: {who} rejected metric 'loss' (pushed as "
             "reporter_push_gateway_metric_loss); the other reports are not affected: {answer}\n")
     log = os.path.join(spool_dir, pod, "uploader.log")
     with open(log, "w") as f:

@@ -15,7 +15,7 @@ from harness import FaultProxy, Prometheus, wait_for
 from runai.reporter.spool import Metric, Parameter
 from tests._remote_write import LOSS, LOSS_LABELS, POD, _raw, expected, losses, ms
 from tests._tls import PASSWORD, USER, _certificates
-from uploader.sinks.remote_write import sink as remote_write
+from uploader.sinks.remote_write import samples as remote_write_samples
 from uploader.sinks.remote_write import ReceiverError, RemoteWriter
 
 pytestmark = pytest.mark.e2e
@@ -106,7 +106,7 @@ def test_a_resend_to_prometheus_is_no_refusal(prometheus: Prometheus, strict_pro
 
 def test_what_a_failed_push_delivered_is_not_sent_again(strict_prometheus: Prometheus,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(remote_write, "MAX_WRITE_SAMPLES", 100)  # three requests, small enough to bisect fast
+    monkeypatch.setattr(remote_write_samples, "MAX_WRITE_SAMPLES", 100)  # three requests, small enough to bisect fast
     now = time.time()
     records = losses(250, now - 100, step=0.1)
     proxy = FaultProxy(strict_prometheus.address).start()

@@ -92,6 +92,6 @@ def test_finish_returns_on_a_full_disk(env: dict[str, str], small_disk: str, tmp
     assert int(lost) > 0
     warnings = _warnings(err)
     assert sum("reports are being lost" in w for w in warnings) == 1, warnings  # the writer's, once
-    from_finish = [w for w in warnings if "runai.reporter._reporter" in w]
+    from_finish = [w for w in warnings if "runai.reporter._finish" in w]
     assert len(from_finish) == 1, warnings
     assert "timed out" in from_finish[0] and f"{lost} more were lost" in from_finish[0]

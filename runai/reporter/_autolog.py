@@ -1,14 +1,12 @@
-"""Keras autologging without Keras: what is reported and how ``fit``'s arguments get the callback.
+"""Keras autologging without Keras: what is reported.
 
 The reporting logic of the autolog callback (mixed into Keras' ``Callback``
-class by :mod:`runai.reporter.keras`, the only module that imports Keras), its
-options, the state :func:`~runai.reporter.keras.autolog` installs, and the
-binding of ``fit``'s arguments by name.
+class by :mod:`runai.reporter.keras`, the only module that imports Keras) and
+its options. How ``fit``'s arguments get the callback is :mod:`._autolog_fit`.
 """
 from __future__ import annotations
 
 import bisect
-import inspect
 import logging
 import threading
 from typing import Any, Callable, Mapping
@@ -19,7 +17,7 @@ from . import _names as names
 from ._names import FailureLog, report_name, to_number
 from ._reporter import Reporter
 
-__all__ = ["AUTOLOG_DEFAULTS", "AutologCallbackMixin", "AutologState", "with_callback"]
+__all__ = ["AUTOLOG_DEFAULTS", "AutologCallbackMixin"]
 
 # Autologging's warnings keep the logger users know and filter on (docs/keras.md):
 # the Keras module's, not this one's.
@@ -39,7 +37,6 @@ AUTOLOG_DEFAULTS: Mapping[str, bool] = {
     "loss_method": False,
     "epsilon": False,
 }
-_DEFAULT_BATCH_SIZE = 32  # what Keras' fit uses on arrays when given none
 
 
 class AutologCallbackMixin:
@@ -225,55 +222,3 @@ class AutologCallbackMixin:
         epochs = self.params.get("epochs")
         if self.options["epoch"] and epochs:
             self._metric(names.TRAINING_PROGRESS, 1.0 if epochs_done is None else min(1.0, epochs_done / epochs))
-
-
-class AutologState:
-    """What autolog() installed: the reporter, the options and the originals."""
-
-    def __init__(self, reporter: Reporter | None, every_n_steps: int, options: dict[str, bool]) -> None:
-        self.reporter = reporter
-        self.every_n_steps = every_n_steps
-        self.options = options
-        # (class, attribute) -> the class's own attribute before patching, or
-        # keras.py's _INHERITED when it only inherited it (then deleting ours restores it).
-        self.originals: dict[tuple[type, str], object] = {}
-
-
-def with_callback(active: AutologState, callback_class: type, signature: inspect.Signature, model: Any,
-                  args: tuple[Any, ...], kwargs: dict[str, Any],
-                  flatten: Callable[[Any], list[Any]]) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """fit's arguments with the reporter's callback added to a copy of the callbacks.
-
-    *flatten* is Keras' ``keras.tree.flatten``, passed in: this module does not import Keras.
-    """
-    bound = signature.bind_partial(model, *args, **kwargs)
-    given = bound.arguments.get("callbacks")
-    callbacks = list(given) if given is not None else []  # a copy: the user's list stays as it was
-    if any(isinstance(c, AutologCallbackMixin) for c in callbacks):
-        return args, kwargs  # the user passed one already: not logged twice
-    callbacks.append(callback_class(active.reporter, every_n_steps=active.every_n_steps,
-                                    batch_size=_batch_size(bound.arguments, flatten), **active.options))
-    bound.arguments["callbacks"] = callbacks
-    return bound.args[1:], bound.kwargs  # without the model, which the caller passes itself
-
-
-def _batch_size(arguments: Mapping[str, Any], flatten: Callable[[Any], list[Any]]) -> int | None:
-    """The batch size ``fit`` will use, where it can be told from its arguments (bound by name)."""
-    given = arguments.get("batch_size")
-    if given is not None:
-        return int(given)
-    x = arguments.get("x", arguments.get("generator"))
-    if x is None:
-        return None
-    size = getattr(x, "batch_size", None)  # torch DataLoader, many PyDatasets
-    if isinstance(size, int) and not isinstance(size, bool):
-        return size
-    if hasattr(x, "element_spec"):  # tf.data: the static leading dimension, if any
-        try:
-            first = next(iter(flatten(x.element_spec)))
-            return int(first.shape[0]) if first.shape[0] is not None else None
-        except Exception:  # the batch size is unknown then
-            return None
-    if hasattr(x, "__array__") or isinstance(x, (list, tuple, dict)):
-        return _DEFAULT_BATCH_SIZE  # arrays: fit's default
-    return None  # a generator: unknown until it yields

@@ -15,7 +15,8 @@ from typing import Any, Callable, Iterator, Mapping
 from . import _names as names
 from ._names import FailureLog, report_name, to_number
 from ._reporter import Reporter
-from .settings import Settings, check_keywords, load_settings
+from ._setting_fields import Settings, check_keywords
+from .settings import load_settings
 
 __all__ = [
     "SHORT_FINISH_S", "IntegrationReporter", "count_leaf_modules", "flatten_params", "optimizer_name",

@@ -23,7 +23,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-from .settings import Settings, command_line
+from ._setting_argv import command_line
+from ._setting_fields import Settings
 from .spool import LOG_NAME, holder_pid, last_line, open_log
 
 __all__ = ["ensure_uploader", "reap", "startup_failure", "uploader_command"]

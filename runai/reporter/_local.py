@@ -12,13 +12,10 @@ import datetime
 import secrets
 import sys
 import threading
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
+from ._setting_fields import Settings
 from ._validate import ENV_GATEWAY_URL, ENV_QUIET, ENV_REMOTE_WRITE_URL
-
-if TYPE_CHECKING:
-    from .settings import Settings  # settings imports local_run_id from here
 
 __all__ = ["announce", "local_run_id", "redact_url", "start_line"]
 

@@ -5,8 +5,9 @@
 ``fit`` call gets a :class:`ReporterCallback` appended to a *copy* of its
 callbacks. ``disableAutolog()`` puts the exact original methods back.
 
-This is the only module of the package that imports Keras; what is reported,
-and how ``fit``'s arguments are bound, is in ``_autolog.py``, which does not.
+This is the only module of the package that imports Keras; what is reported
+is in ``_autolog.py``, and how ``fit``'s arguments are bound in ``_autolog_fit.py``,
+which do not.
 Names and defaults follow runai 0.4.1; ``docs/keras.md`` lists every reported name.
 """
 from __future__ import annotations
@@ -30,8 +31,9 @@ except ModuleNotFoundError as _exc:
             "KERAS_BACKEND=torch, jax or tensorflow", name=_exc.name) from _exc
     raise
 
-from ._autolog import AUTOLOG_DEFAULTS, AutologCallbackMixin, with_callback
-from ._autolog import AutologState as _Autolog
+from ._autolog import AUTOLOG_DEFAULTS, AutologCallbackMixin
+from ._autolog_fit import AutologState as _Autolog
+from ._autolog_fit import with_callback
 from ._reporter import Reporter as _BaseReporter
 
 __all__ = [

@@ -21,16 +21,15 @@ import time
 from collections import Counter
 from typing import Callable
 
-from runai.reporter.spool import PodLock, Report, refused_by
+from runai.reporter.spool import PodLock
 
 from ..runtime.wakeup import Wakeup
-from ..sinks import Refusal, Sink
-from ..sinks.exposition import exposition_name
-from ..sinks.http import StatusError
+from ..sinks import Sink
 from .followed import TORN_LINE, FollowedFiles
 from .handoff import hand_off
 from .hooks import NO_HOOKS, DeliveryHooks
 from .options import FOLLOWER, DeliveryOptions
+from .push import Pushing
 from .scan import MAX_PENDING_VALUES, Scanner
 from .schedule import Schedule
 from .watch import SpoolWatch
@@ -43,7 +42,7 @@ EXIT_DELIVERED = 0
 EXIT_PENDING = 1  # gave up with reports still pending; they stay on disk
 
 
-class Uploader:
+class Uploader(Pushing):
     """Delivers one pod directory's spool files to one sink, as *options* say.
 
     *all_sinks*: every sink of the pod (a delivered file is deleted only once each has it); *on_progress* is
@@ -209,72 +208,6 @@ class Uploader:
 
     def _flush_wanted(self) -> bool:
         return not self.follow or self._files.ending()
-
-    def _deliver(self) -> bool:
-        held = self._scanner.latest.values()
-        sources = {id(record): path for record, path in held}  # the file each refusal is counted against
-        sink, records = self.sink, [record for record, _ in held]
-        resent: frozenset[int] = frozenset()
-        if sink.marks_sending:
-            resent = self._files.resent(held)
-            self._files.mark_sending()
-        self._retry_after = None
-        try:
-            rejected = sink.push(records, resent)
-        except OSError as exc:
-            self._retry_after = exc.retry_after if isinstance(exc, StatusError) else None
-            self._hooks.push_failed(sink.name)
-            if sink.marks_sending and not sink.reached:
-                self._files.unmark()
-            if not self._stopping:
-                self._note_failure(exc)
-            return False
-        if records:
-            self._hooks.pushed(sink.name)
-        for record, refusal in rejected:
-            self._refused(record, refusal, sources[id(record)])
-        self._scanner.latest.clear()
-        return self._commit()
-
-    def _refused(self, record: Report, refusal: Refusal, path: str) -> None:
-        """Count and log (once per name) a report refused by name."""
-        entry = self._files.get(path)
-        if entry is not None:  # always: a file with values held is read past its checkpoint, so followed
-            entry.refused += 1
-        # A name may hold lone surrogates: keep it printable for logs and summaries.
-        name = ascii(exposition_name(record))[1:-1]
-        if name not in self.rejected:
-            who = refused_by(self.sink.receiver) if isinstance(refusal, StatusError) else "cannot push"
-            logger.error("%s %s %s (pushed as %s); the other reports are not affected: %s",
-                         who, record.kind, ascii(record.name), name, refusal)
-        self.rejected[name] = str(refusal)
-
-    def _commit(self) -> bool:
-        """Write the checkpoint of every file read further than its last one."""
-        records, size, error = self._files.commit()
-        self.delivered_records += records
-        self.delivered_bytes += size
-        if records:
-            self._hooks.delivered(self.sink.name, records)
-        if error is not None:
-            self.last_error = str(error)
-        if self.on_progress is not None:
-            self.undelivered_at_commit = self._files.pending_bytes()
-            self.on_progress(self.delivered_records, self.delivered_bytes)
-        return error is None
-
-    def _note_failure(self, exc: OSError) -> None:
-        first = not self.last_error
-        self.last_error = str(exc)
-        if isinstance(exc, StatusError):
-            kind = "answered with an error"
-        elif isinstance(exc, TimeoutError):
-            kind = "did not answer in time"
-        else:
-            kind = "is unreachable"
-        log = logger.warning if first else logger.debug
-        log("%s %s %s (%s); retrying with backoff, nothing is lost",
-            self.sink.receiver, self.sink.url, kind, exc)
 
     # -- finishing --------------------------------------------------------
 

@@ -23,7 +23,6 @@ once, VictoriaMetrics with deduplication on), while skipping would lose data.
 """
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
@@ -31,8 +30,8 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable, NamedTuple
 
-from ..safefs import open_at, open_in_pod_dir, open_pod_dir
-from ._fds import unlink_quietly
+from ..safefs import open_in_pod_dir
+from ._replace import replace_file
 from .names import checkpoint_path
 
 __all__ = [
@@ -54,7 +53,6 @@ SINKS = (GATEWAY, REMOTE_WRITE)  # every sink a checkpoint can hold progress for
 CHECKPOINT_VERSION = 2  # the newest format this module reads and writes
 
 _MAX_BYTES = 4096  # a checkpoint is about 150 bytes a sink; read no more than this of whatever is there
-_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL  # a temp file is always new: never one planted before
 _STRIPES = 64
 
 
@@ -68,7 +66,6 @@ def _new_locks() -> tuple[threading.RLock, ...]:
 # own thread that holds one. A forked child must not inherit one held by a thread it lacks.
 _LOCKS = _new_locks()
 _fork_hook_registered = False
-_chown_warned = False  # root without CAP_CHOWN is warned of once
 
 
 def _reset_locks() -> None:
@@ -148,7 +145,10 @@ def store_checkpoint(spool_path: str, ckpt: Checkpoint, sink: str = GATEWAY) -> 
     path = checkpoint_path(spool_path)
     with _lock(path):
         others = {name: entry for name, entry in _usable_entries(path, ckpt.spool_id).items() if name != sink}
-        _replace(path, sink, _encode(ckpt, sink, others))
+        # A temp name per sink: two sinks' stores can never write into one temp file, whatever the locking.
+        name = os.path.basename(path)
+        tmp = f".{name}.tmp" if sink == GATEWAY else f".{name}.{sink}.tmp"
+        replace_file(path, tmp, _encode(ckpt, sink, others))
 
 
 def _lock(path: str) -> threading.RLock:
@@ -246,52 +246,3 @@ def _fields(ckpt: Checkpoint, keep_id: bool = False) -> dict[str, object]:
     if not ckpt.sent_seq:
         del fields["sent_seq"]  # the usual case; and older uploaders' files stay byte for byte the same
     return fields
-
-
-def _replace(path: str, sink: str, data: bytes) -> None:
-    """Atomically make *data* the content of *path*: temp file, fsync, rename (raises OSError)."""
-    pod_dir, name = os.path.split(path)
-    # A temp name per sink: two sinks' stores can never write into one temp file, whatever the locking.
-    tmp = f".{name}.tmp" if sink == GATEWAY else f".{name}.{sink}.tmp"
-    dir_fd = open_pod_dir(pod_dir)
-    try:
-        try:
-            fd = open_at(dir_fd, tmp, _CREATE, where=pod_dir)
-        except FileExistsError:  # left by a crash mid-store (or planted): unlink the name, never follow it
-            os.unlink(tmp, dir_fd=dir_fd)
-            fd = open_at(dir_fd, tmp, _CREATE, where=pod_dir)
-        try:
-            try:
-                _owned_like_the_pod_dir(fd, dir_fd)
-                if os.write(fd, data) != len(data):  # a full disk: never rename a cut checkpoint into place
-                    raise OSError(errno.ENOSPC, f"short write of {tmp}")
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            # rename(2) replaces the name itself: a symlink planted there is replaced, not followed.
-            os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        except BaseException:
-            unlink_quietly(tmp, dir_fd)  # best effort: the next store removes it anyway
-            raise
-    finally:
-        os.close(dir_fd)
-
-
-def _owned_like_the_pod_dir(fd: int, dir_fd: int) -> None:
-    """As root (the node agent), give the checkpoint the pod directory's owner.
-
-    Else the job's own uploader, run as the job's user, could not read it
-    (mode 0600) and would replay the whole file.
-    """
-    if os.geteuid() != 0:
-        return
-    owner = os.fstat(dir_fd)
-    if owner.st_uid != 0 or owner.st_gid != 0:
-        try:
-            os.fchown(fd, owner.st_uid, owner.st_gid)
-        except PermissionError as exc:  # root without CAP_CHOWN: the checkpoint still counts
-            global _chown_warned
-            log = logger.debug if _chown_warned else logger.warning
-            _chown_warned = True
-            log("cannot give checkpoints to the pod directory's owner, uid %d (%s: grant CAP_CHOWN); that "
-                "user's own uploader will not read them and will resend what they cover", owner.st_uid, exc)

@@ -16,6 +16,7 @@ import time
 from typing import Any, Callable, Container
 
 from ._fds import create_spool_file, retire, size_of, wait_for_calls, watch_forks
+from ._fork import _Forking
 from ._rotation import SpoolFile, _Rotating
 from .records import encode_end, encode_metric, encode_parameter, now_us
 
@@ -39,7 +40,7 @@ _ROTATION_CHECK_MASK = 0xFFF
 _IN_FLIGHT_SECONDS = 2.0
 
 
-class SpoolWriter(_Rotating):
+class SpoolWriter(_Rotating, _Forking):
     """Appends records to this process's own spool file in a pod directory.
 
     It holds a shared ``flock`` on its file while open; the uploader takes that as "this writer is alive", and
@@ -170,15 +171,6 @@ class SpoolWriter(_Rotating):
             # it was read above, and the store may have undone its _slow = True: never let it go back.
             self._slow = True
 
-    @property
-    def _forked(self) -> bool:  # set by the fork hook in a child (_fds.after_fork): its next report opens its own file
-        return self._fork_pending
-
-    @_forked.setter
-    def _forked(self, value: bool) -> None:
-        self._fork_pending = value
-        self._recheck()
-
     def _tick(self, ts_us: int) -> None:
         # Several threads may get here at once; on_tick guards itself.
         self._tick_at_us = ts_us + 1_000_000
@@ -227,11 +219,6 @@ class SpoolWriter(_Rotating):
             retire(open_fds, self._devnull_fds)
             self._rotated, self._released, self._devnull_fds = [], [], []
 
-    def _close_fd(self) -> None:
-        fd, self._fd = self._fd, -1
-        if fd >= 0:
-            os.close(fd)
-
     def _open(self) -> None:
         try:
             self._fd, self.path, self.spool_id = self._create()
@@ -246,27 +233,6 @@ class SpoolWriter(_Rotating):
     def _create(self) -> tuple[int, str, str]:
         """A new, locked spool file with its header: (fd, path, spool_id)."""
         return create_spool_file(self.pod_dir, self.pod_uuid, self.receivers)
-
-    def _after_fork(self) -> None:
-        # The child shares the parent's descriptor; writing through it would interleave two sequence counters
-        # in one file. Start its own file.
-        self._slow_lock = threading.RLock()  # a thread of the parent may have held it
-        with self._slow_lock:
-            if not self._forked:
-                return
-            self._drop_inherited()  # the parent keeps its locks and files
-            self._released, self._markers = [], 0
-            self._forked = self._torn = self._warned = False
-            self._seq, self.lost, self.records = itertools.count(1), 0, 0
-            self._recheck()
-            self._open()
-
-    def _drop_inherited(self) -> None:
-        """Close a forked child's copies of the parent's descriptors."""
-        self._close_fd()
-        for fd in [entry[0] for entry in self._rotated] + self._devnull_fds:
-            os.close(fd)
-        self._rotated, self._devnull_fds = [], []
 
     def _lose(self, exc: OSError) -> None:
         with self._slow_lock:

@@ -13,33 +13,30 @@ keeps one value per timestamp. That holds within one push; the spool is read in
 whole milliseconds for this sink (:class:`uploader.delivery.scan.Scanner`) so that a
 millisecond's reports go in one push.
 
-What each answer of a receiver means is :mod:`.receiver_answers`.
+How reports become samples and requests is :mod:`.samples`; what each answer of a receiver means is
+:mod:`.receiver_answers`.
 """
 from __future__ import annotations
 
 import logging
-import operator
 from itertools import chain
-from typing import AbstractSet, Iterator, NamedTuple, Sequence
+from typing import AbstractSet, Sequence
 
 import cramjam
 
 from runai.reporter import __version__
 from runai.reporter.settings import ENV_RW_BEARER_TOKEN_FILE, ConfigError, Settings, check_pod_uuid, read_secret_file
-from runai.reporter.spool import METRIC, REMOTE_WRITE, Report
+from runai.reporter.spool import REMOTE_WRITE, Report
 
 from .. import RECEIVERS, Refusal
 from ..http import KeepAliveHandler, StatusError
-from ..exposition import JOB, encoded_size, exposition_name
 from .receiver_answers import LongValues, ReceiverError, may_have_arrived
-from .write_request import MAX_SAMPLE_BYTES, encode_labels, encode_write_request
+from .samples import Point, batches, to_points
+from .write_request import encode_write_request
 
-__all__ = ["MAX_WRITE_BYTES", "MAX_WRITE_SAMPLES", "ReceiverError", "RemoteWriter"]
+__all__ = ["ReceiverError", "RemoteWriter"]
 
 logger = logging.getLogger(__name__)
-
-MAX_WRITE_SAMPLES = 10_000  # samples in one request; more are sent in several
-MAX_WRITE_BYTES = 1 << 20  # of one request's protobuf, before compression
 
 _HEADERS = [
     ("Content-Encoding", "snappy"),
@@ -47,21 +44,6 @@ _HEADERS = [
     ("X-Prometheus-Remote-Write-Version", "0.1.0"),
     ("User-Agent", f"runai-uploader/{__version__}"),
 ]
-
-
-_MS, _SEQ, _LABELS = operator.itemgetter(0), operator.itemgetter(1), operator.itemgetter(4)  # of a _Point
-
-
-class _Point(NamedTuple):
-    """One report as a sample: sorted by (ms, seq), and bound for the series *series*."""
-
-    ms: int
-    seq: int
-    series: tuple[str, ...]
-    value: float
-    labels: bytes  # the series' encoded labels
-    record: Report
-    resent: bool  # an earlier uploader's push covered it, and may have stored it
 
 
 class RemoteWriter:
@@ -96,7 +78,7 @@ class RemoteWriter:
                                               ca_file=ca_file)
         self._sent: set[tuple[tuple[str, ...], int, float]] = set()  # delivered by a push that then raised
         self._unsure: set[tuple[tuple[str, ...], int, float]] = set()  # sent in requests whose answer never came
-        self._delivered: list[list[_Point]] = []  # by the push under way
+        self._delivered: list[list[Point]] = []  # by the push under way
         self._long_values = LongValues()  # warns of a parameter value VictoriaMetrics would cut short
 
     @classmethod
@@ -134,12 +116,12 @@ class RemoteWriter:
         """
         refused: list[tuple[Report, Refusal]] = []
         self.reached = False
-        points = self._points(records, refused, resent)
+        points = to_points(records, refused, resent, self._sent, self.pod_uuid, self._long_values)
         again = [point for point in points if point.resent] if resent else []
         if again:
             points = [point for point in points if not point.resent]
         try:
-            for batch in chain(self._batches(again), self._batches(points)):
+            for batch in chain(batches(again), batches(points)):
                 refused += self._write(batch)
         except BaseException:
             # Delivered before the failure: the caller sends these again, and a Prometheus
@@ -153,66 +135,7 @@ class RemoteWriter:
             self._delivered.clear()
         return refused
 
-    @staticmethod
-    def _batches(points: list[_Point]) -> Iterator[list[_Point]]:
-        """*points* in runs of at most MAX_WRITE_SAMPLES and MAX_WRITE_BYTES (an upper bound of)."""
-        batch: list[_Point] = []
-        series: set[tuple[str, ...]] = set()
-        size = 0
-        for point in points:
-            grows = MAX_SAMPLE_BYTES + (0 if point.series in series else len(point.labels) + 8)
-            if batch and (len(batch) >= MAX_WRITE_SAMPLES or size + grows > MAX_WRITE_BYTES):
-                yield batch
-                batch, series, size = [], set(), 0
-                grows = MAX_SAMPLE_BYTES + len(point.labels) + 8
-            batch.append(point)
-            series.add(point.series)
-            size += grows
-        if batch:
-            yield batch
-
-    def _points(self, records: Sequence[Report], refused: list[tuple[Report, Refusal]],
-                resent: AbstractSet[int]) -> list[_Point]:
-        """*records* as samples in time order, one per series and millisecond (the last), less those sent."""
-        # A drain passes millions of records through here: locals, no attribute lookups per record, and
-        # points built with tuple.__new__ (a NamedTuple's own __new__ is Python code).
-        known: dict[object, tuple[tuple[str, ...], bytes]] = {}  # a metric's name, or a parameter's series
-        points: list[_Point] = []
-        append, new = points.append, tuple.__new__
-        for record in records:
-            seq, ts, kind, name, value = record[:5]
-            key: object = name if kind == METRIC else (kind, name, str(value))
-            found = known.get(key)
-            if found is None:
-                series = (METRIC, name) if kind == METRIC else (kind, name, str(value))
-                try:
-                    found = known[key] = (series, self._labels(record))
-                except ValueError as exc:
-                    refused.append((record, exc))
-                    continue
-            append(new(_Point, (round(ts * 1e6) // 1000, seq, found[0], float(value) if kind == METRIC else 1.0,
-                                found[1], record, id(record) in resent)))
-        points.sort(key=_SEQ)  # (ms, seq) as two stable sorts on one field each: no key tuple per point
-        points.sort(key=_MS)
-        # One per series and millisecond: the first's place, the last's point (the labels name the series).
-        last = dict(zip(zip(map(_LABELS, points), map(_MS, points), strict=True), points, strict=True))
-        if not self._sent:
-            return list(last.values())
-        return [point for point in last.values() if (point.series, point.ms, point.value) not in self._sent]
-
-    def _labels(self, record: Report) -> bytes:
-        encoded_size(record)  # ValueError for a name Prometheus cannot take, or a value not UTF-8
-        if record.kind == METRIC:
-            labels = [("metric_name", record.name), ("push_gateway_type", "metric")]
-        else:
-            self._long_values.check(record.name, str(record.value))
-            labels = [("param_name", record.name), ("param_value", str(record.value)),
-                      ("push_gateway_type", "parameter")]
-        labels += [("__name__", exposition_name(record)), ("job", JOB), ("podUUID", self.pod_uuid)]
-        # Sorted by name (the spec); an empty value means no label, as a scrape reads one.
-        return encode_labels(sorted((name, value) for name, value in labels if value))
-
-    def _write(self, batch: list[_Point], twice: bool = False) -> list[tuple[Report, Refusal]]:
+    def _write(self, batch: list[Point], twice: bool = False) -> list[tuple[Report, Refusal]]:
         """Send *batch*, splitting it around refused samples; *twice*: a 5xx on it means its content."""
         if not batch:
             return []
@@ -236,7 +159,7 @@ class RemoteWriter:
         middle = len(batch) // 2
         return self._write(batch[:middle], twice=True) + self._write(batch[middle:], twice=True)
 
-    def _write_in_parts(self, batch: list[_Point], twice: bool) -> list[tuple[Report, Refusal]]:
+    def _write_in_parts(self, batch: list[Point], twice: bool) -> list[tuple[Report, Refusal]]:
         """A batch that timed out, split as the gateway sink splits one: only once one sample alone got through,
         so that a receiver that cannot take even one is retried, never given ever smaller requests."""
         refused = self._write(batch[:1], twice)  # raises if the receiver is slow or down
@@ -244,7 +167,7 @@ class RemoteWriter:
         middle = len(rest) // 2
         return refused + self._write(rest[:middle], twice) + self._write(rest[middle:], twice)
 
-    def _try_send(self, batch: list[_Point]) -> None:
+    def _try_send(self, batch: list[Point]) -> None:
         try:
             self._send(batch)
         except OSError as exc:
@@ -254,7 +177,7 @@ class RemoteWriter:
             raise
         self.reached = True
 
-    def _judge_alone(self, point: _Point, exc: ReceiverError, twice: bool) -> list[tuple[Report, Refusal]]:
+    def _judge_alone(self, point: Point, exc: ReceiverError, twice: bool) -> list[tuple[Report, Refusal]]:
         maybe_stored = point.resent or (point.series, point.ms, point.value) in self._unsure
         if exc.already_there or (maybe_stored and exc.there_if_resent):
             return []  # sent before: the receiver has it
@@ -264,7 +187,7 @@ class RemoteWriter:
             return self._write([point], twice=True)
         raise exc  # an error that names no sample, on one sample: the receiver is in trouble, not the sample
 
-    def _send(self, batch: list[_Point]) -> None:
+    def _send(self, batch: list[Point]) -> None:
         # By series, keyed by its encoded labels (one per series, and a bytes object keeps its hash: no
         # tuple hashed per sample), in time order as the batch is, so each series' samples are too.
         series: dict[bytes, list[tuple[int, float]]] = {}
