@@ -137,10 +137,9 @@ class RemoteWriter:
 
     def _write(self, batch: list[Point], twice: bool = False) -> list[tuple[Report, Refusal]]:
         """Send *batch*, splitting it around refused samples; *twice*: a 5xx on it means its content."""
-        if not batch:
-            return []
         try:
-            self._try_send(batch)
+            if batch:
+                self._try_send(batch)
             return []
         except TimeoutError:
             if len(batch) == 1:
