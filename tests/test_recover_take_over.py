@@ -4,9 +4,11 @@ uploader is delivering it" message names the option and the pid. Against a real 
 dead URL, and a real Pushgateway."""
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -88,3 +90,38 @@ def test_cli_errors_name_the_option_as_well_as_the_variable(env: dict[str, str])
     assert "set reporterRemoteWriteURL (or --remote-write)" in no_receiver.stderr
     bad = recover(env, "--pod-uuid=../x")
     assert bad.stderr.startswith("runai-uploader: error: --pod-uuid='../x' cannot be used as a directory name")
+
+
+def test_a_lock_on_another_file_system_with_the_same_inode_is_no_holder(tmp_path: Path) -> None:
+    # An inode number alone names a file on every file system: a pod's owner could name in its lock file the pid of
+    # any process holding an flock on an inode of the same number elsewhere, and have root's --take-over signal it.
+    mounts = [tmp_path / "a", tmp_path / "b"]
+    for where in mounts:
+        where.mkdir()
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(where)],
+                          capture_output=True).returncode != 0:
+            for mounted in mounts[:mounts.index(where)]:
+                subprocess.run(["umount", str(mounted)], check=True)
+            pytest.skip("mounting a tmpfs needs root (CAP_SYS_ADMIN)")
+    try:
+        pod_dir = mounts[0] / "pod"
+        pod_dir.mkdir(mode=0o700)
+        lock_fd = os.open(pod_dir / "uploader.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        inode = os.fstat(lock_fd).st_ino
+        os.close(lock_fd)
+        other = -1
+        for i in range(1000):  # a fresh tmpfs numbers its inodes in order: the same number comes soon
+            fd = os.open(mounts[1] / f"daemon{i}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+            if os.fstat(fd).st_ino == inode:
+                other = fd
+                break
+            os.close(fd)
+        assert other >= 0, f"no file of inode {inode} on the second tmpfs"
+        fcntl.flock(other, fcntl.LOCK_EX)
+        try:
+            assert lock_holders(str(pod_dir)) == set()
+        finally:
+            os.close(other)
+    finally:
+        for where in mounts:
+            subprocess.run(["umount", "-l", str(where)], check=True)

@@ -176,24 +176,41 @@ def _take_over(settings: Settings, lock: PodLock, timeout: float, stopper: StopO
         result.error = (f"its job is still running ({writers} writers alive), and its uploader (pid {holder}) "
                         "delivers what it writes: --take-over stops an uploader only once the job's writers are gone")
         return False
-    if not holder or holder not in lock_holders(settings.pod_dir):
-        # 0: it wrote no pid; not among the holders: another pid namespace (a node agent's container), or reused
-        result.error = (f"the pid its lock file names ({holder}) is not seen holding the lock from here (another "
-                        "container's uploader, such as a node agent's?): stop that uploader where it runs, then "
-                        "run recover again")
-        return False
-    try:
-        os.kill(holder, signal.SIGTERM)
-    except ProcessLookupError:
-        pass  # it ended meanwhile: its lock is free, or about to be
-    except PermissionError as exc:
-        result.error = f"cannot stop its uploader (pid {holder}): {exc.strerror}; run recover as its user or root"
+    error = _stop_holder(settings.pod_dir, holder) if holder else _NOT_SEEN.format(holder=holder)
+    if error or not holder:
+        result.error = error or result.error
         return False
     listener.taking_over(settings.pod_uuid, holder, timeout)
     if lock.acquire(timeout=timeout, stopped=stopper.stopped):
         return True
     result.error = f"its uploader (pid {holder}) was sent SIGTERM but still held the pod after {timeout:.0f} s"
     return False
+
+
+# 0: it wrote no pid; not among the holders: another pid namespace (a node agent's container), or reused.
+_NOT_SEEN = ("the pid its lock file names ({holder}) is not seen holding the lock from here (another container's "
+             "uploader, such as a node agent's?): stop that uploader where it runs, then run recover again")
+
+
+def _stop_holder(pod_dir: str, holder: int) -> str | None:
+    """SIGTERM the uploader *holder* once the kernel shows it holding *pod_dir*'s lock; why not, or None."""
+    try:
+        pidfd = os.pidfd_open(holder)  # pinned before the check: a pid reused after it is never signalled
+    except ProcessLookupError:
+        return None  # it ended meanwhile: its lock is free, or about to be
+    except OSError as exc:
+        return f"cannot stop its uploader (pid {holder}): {exc.strerror}"
+    try:
+        if holder not in lock_holders(pod_dir):
+            return _NOT_SEEN.format(holder=holder)
+        signal.pidfd_send_signal(pidfd, signal.SIGTERM)
+    except ProcessLookupError:
+        pass  # it ended meanwhile
+    except PermissionError as exc:
+        return f"cannot stop its uploader (pid {holder}): {exc.strerror}; run recover as its user or root"
+    finally:
+        os.close(pidfd)
+    return None
 
 
 def _deliver(settings: Settings, timeout: float, stopper: StopOnSignals,

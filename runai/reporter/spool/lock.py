@@ -98,9 +98,11 @@ def lock_holders(pod_dir: str) -> set[int]:
     except OSError:
         return set()
     try:
-        inode = os.fstat(fd).st_ino
+        st = os.fstat(fd)
     finally:
         os.close(fd)
+    # The device as well as the inode: an inode number alone names a file on every other file system too.
+    key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
     try:
         with open("/proc/locks", encoding="ascii", errors="replace") as f:
             lines = f.read().splitlines()
@@ -111,6 +113,6 @@ def lock_holders(pod_dir: str) -> set[int]:
         # "1: FLOCK  ADVISORY  WRITE 5112 fe:00:2146997 0 EOF"; a waiter's line has "->" after the number.
         fields = line.split()
         if len(fields) >= 6 and fields[1:4:2] == ["FLOCK", "WRITE"] and fields[4].isdigit() \
-                and fields[5].rsplit(":", 1)[-1] == str(inode):
+                and fields[5] == key:
             holders.add(int(fields[4]))
     return holders
