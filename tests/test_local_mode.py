@@ -13,8 +13,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from runai.reporter import Reporter
-from runai.reporter._local import redact_url
+from runai.reporter import ConfigError, Reporter
+from runai.reporter.settings import redact_url
 from runai.reporter.spool import LOG_NAME, SpoolWriter, receiver_kinds
 from harness import FaultProxy, Pushgateway, free_port, job_env, metric_name, parameter_name, wait_for
 from tests._helpers import closed_spool, spool_records, uploader_cli
@@ -130,6 +130,30 @@ def test_the_start_line_names_the_receivers_without_credentials(spool_dir: str, 
                     f"http://{gateway.address} and the remote-write receiver http://127.0.0.1:{dead}/api/v1/write "
                     "(reporterQuiet=1 hides this)")
     assert "sekrit" not in line
+
+
+@pytest.mark.e2e
+def test_a_token_in_the_remote_write_url_is_never_printed_nor_logged(spool_dir: str, pod: str) -> None:
+    # finish()'s timeout warning, the command it suggests, and the uploader's log name the receiver: never its query.
+    remote_write = f"http://127.0.0.1:{free_port()}/api/v1/write?api_key=SUPERSECRET"
+    env = _local_env(spool_dir, podUUID=pod, reporterRemoteWriteURL=remote_write, reporterRetryTimeout="3")
+    job = _run("import logging, runai.reporter as r\nlogging.basicConfig()\nrep = r.Reporter()\n"
+               "rep.reportMetric('loss', 1.0)\nimport time; time.sleep(1.5)\nrep.finish(timeout=1)", env)
+    assert job.returncode == 0, job.stderr
+    assert "finish() timed out" in job.stderr and "127.0.0.1" in job.stderr
+    with open(os.path.join(spool_dir, pod, LOG_NAME), encoding="utf-8") as f:
+        log = f.read()
+    assert "pushing to http://127.0.0.1" in log
+    assert "SUPERSECRET" not in job.stderr + job.stdout + log
+
+
+def test_a_malformed_url_with_credentials_is_refused_without_showing_them() -> None:
+    for keyword, url in (("remote_write_url", "http://user:s3cret@host:99999/api/v1/write"),
+                         ("remote_write_url", "http://host:99999/api/v1/write?token=s3cret"),
+                         ("gateway_url", "http://user:s3cret@host:99999")):
+        with pytest.raises(ConfigError) as raised:
+            Reporter(pod_uuid="p", **{keyword: url})
+        assert "s3cret" not in str(raised.value) and "host" in str(raised.value)
 
 
 @pytest.mark.e2e

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from runai.reporter.settings import Settings, warn_insecure_auth
+from runai.reporter.settings import Settings, redact_url, warn_insecure_auth
 from runai.reporter.spool import PodLock, holder_pid
 
 from .delivery import build_uploader, follower_options
@@ -43,7 +43,7 @@ def follow(settings: Settings) -> int | None:
     try:
         uploader = build_uploader(settings, follower_options(settings), lock=lock)
         logger.info("uploader started for pod %s, pushing to %s", settings.pod_uuid,
-                    " and ".join(url for url in (settings.gateway_url, settings.remote_write_url) if url))
+                    " and ".join(redact_url(url) for url in (settings.gateway_url, settings.remote_write_url) if url))
         with StopOnSignals() as stopper:
             stopper.watch(uploader)
             status = uploader.run()

@@ -12,6 +12,7 @@ import time
 
 from ._health import DeliveryWatch
 from ._launch import ensure_uploader, reap, startup_failure
+from ._redact import redact_url
 from ._setting_argv import history_command, recover_command
 from ._setting_fields import Settings
 from ._validate import ENV_GATEWAY_URL, ENV_REMOTE_WRITE_URL
@@ -104,7 +105,8 @@ class FinishVerdict:
             "finish() timed out after %.1f s with %d of %d reports not yet delivered to %s%s%s; they are safe in %s "
             "and %s. To upload them yourself, run: %s",
             timeout, writer.records - delivered, writer.records,
-            " and ".join(url for url in (settings.gateway_url, settings.remote_write_url) if url), cause, lost,
+            " and ".join(redact_url(url) for url in (settings.gateway_url, settings.remote_write_url) if url),
+            cause, lost,
             writer.path,
             uploader, recover_command(settings.spool_dir, settings.pod_uuid, settings.gateway_url,
                                       settings.remote_write_url),

@@ -13,7 +13,7 @@ import os
 import re
 import threading
 
-from ._local import redact_url
+from ._redact import redact_url
 from .spool import LOG_FORMAT, LOG_NAME, open_log
 
 __all__ = ["DeliveryWatch"]

@@ -12,12 +12,12 @@ import datetime
 import secrets
 import sys
 import threading
-from urllib.parse import urlsplit, urlunsplit
 
+from ._redact import redact_url
 from ._setting_fields import Settings
 from ._validate import ENV_GATEWAY_URL, ENV_QUIET, ENV_REMOTE_WRITE_URL
 
-__all__ = ["announce", "local_run_id", "redact_url", "start_line"]
+__all__ = ["announce", "local_run_id", "start_line"]
 
 # One per process, made on first use: the non-scoped API and every Reporter of the process share it, and so
 # does a forked child (it inherits this module's state). A process started afresh (torchrun's ranks,
@@ -34,20 +34,6 @@ def local_run_id() -> str:
             now = datetime.datetime.now(datetime.timezone.utc)
             _run_id = f"local-{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
         return _run_id
-
-
-def redact_url(url: str) -> str:
-    """*url* fit to print: no user or password, no query (tokens travel there) and no fragment."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"[{host}]" if ":" in host else host
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    if port is not None:
-        netloc += f":{port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def start_line(settings: Settings) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import shlex
 from typing import TYPE_CHECKING, Any, Iterable
 
+from ._redact import redact_url
 from ._setting_fields import Settings, options_of
 
 if TYPE_CHECKING:
@@ -50,7 +51,9 @@ def recover_command(spool_dir: str, pod_uuid: str, gateway_url: str | None,
                     remote_write_url: str | None = None) -> str:
     """The exact shell command that uploads what a pod left behind (to each sink whose URL is given)."""
     options = options_of(Settings)
-    values = dict(spool_dir=spool_dir, pod_uuid=pod_uuid, gateway_url=gateway_url, remote_write_url=remote_write_url)
+    # A URL's credentials and query (a token) are never printed: such a command needs them put back by hand.
+    values = dict(spool_dir=spool_dir, pod_uuid=pod_uuid, gateway_url=gateway_url and redact_url(gateway_url),
+                  remote_write_url=remote_write_url and redact_url(remote_write_url))
     # OPTION=VALUE: a value starting with '-' must not read as an option.
     return shlex.join(["runai-uploader", "recover", *(f"{options[name][0]}={value}"
                                                       for name, value in values.items() if value is not None)])

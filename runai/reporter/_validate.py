@@ -12,6 +12,7 @@ import tempfile
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
+from ._redact import shown_url
 from .safefs import UnsafePathError, check_path, open_pod_dir, open_root
 
 __all__ = [
@@ -106,7 +107,7 @@ def normalize_gateway_url(url: object, source: str = ENV_GATEWAY_URL) -> str:
         port = -1
     if parts.scheme not in ("http", "https") or not parts.hostname or port == -1 or parts.query or parts.fragment:
         raise ConfigError(
-            f"{source}={url!r} is not a Pushgateway address: use host:port or http(s)://host:port[/path]"
+            f"{source}={shown_url(str(url))!r} is not a Pushgateway address: use host:port or http(s)://host:port[/path]"
         )
     if parts.username is not None or parts.password is not None:
         # A URL is logged and shown; credentials belong where they are not.
@@ -124,7 +125,7 @@ def normalize_remote_write_url(url: object, source: str = ENV_REMOTE_WRITE_URL) 
     except ValueError:
         port = -1
     if parts.scheme not in ("http", "https") or not parts.hostname or port == -1 or parts.fragment:
-        raise ConfigError(f"{source}={url!r} is not a remote-write URL: use http(s)://host:port/path, "
+        raise ConfigError(f"{source}={shown_url(str(url))!r} is not a remote-write URL: use http(s)://host:port/path, "
                           "such as http://prometheus:9090/api/v1/write")
     if parts.username is not None or parts.password is not None:
         raise ConfigError(f"{source} must not contain credentials: set {ENV_RW_USERNAME} and {ENV_RW_PASSWORD} "

@@ -20,18 +20,57 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from ._credentials import check_credentials, check_remote_write_credentials, read_secret_file
 from ._local import local_run_id
-from ._setting_argv import (add_options, command_line, command_line_settings, history_command, option_names,
-                            recover_command)
+from ._redact import redact_url
+from ._setting_argv import (
+    add_options,
+    command_line,
+    command_line_settings,
+    history_command,
+    option_names,
+    recover_command,
+)
 from ._setting_fields import (
-    DEFAULT_FINISH_TIMEOUT, DEFAULT_FSYNC_INTERVAL, DEFAULT_HISTORY_BYTES, DEFAULT_PUSH_INTERVAL,
-    DEFAULT_PUSH_TIMEOUT, DEFAULT_RETRY_TIMEOUT, DEFAULT_SPOOL_FILE_BYTES, Setting, Settings, check_keywords,
-    options_of, setting, settings_of,
+    DEFAULT_FINISH_TIMEOUT,
+    DEFAULT_FSYNC_INTERVAL,
+    DEFAULT_HISTORY_BYTES,
+    DEFAULT_PUSH_INTERVAL,
+    DEFAULT_PUSH_TIMEOUT,
+    DEFAULT_RETRY_TIMEOUT,
+    DEFAULT_SPOOL_FILE_BYTES,
+    Setting,
+    Settings,
+    check_keywords,
+    options_of,
+    setting,
+    settings_of,
 )
 from ._validate import (
-    ENV_CA_FILE, ENV_FINISH_TIMEOUT, ENV_FSYNC, ENV_FSYNC_INTERVAL, ENV_GATEWAY_URL, ENV_HISTORY_BYTES, ENV_PASSWORD,
-    ENV_PASSWORD_FILE, ENV_POD_UUID, ENV_PUSH_INTERVAL, ENV_PUSH_TIMEOUT, ENV_QUIET, ENV_REMOTE_WRITE_URL,
-    ENV_RETRY_TIMEOUT, ENV_RW_BEARER_TOKEN_FILE, ENV_RW_CA_FILE, ENV_SPOOL_DIR, ENV_SPOOL_FILE_BYTES, ENV_USERNAME,
-    FSYNC_POLICIES, ConfigError, check_pod_dir, check_pod_uuid, check_sinks, default_spool_dir, normalize_gateway_url,
+    ENV_CA_FILE,
+    ENV_FINISH_TIMEOUT,
+    ENV_FSYNC,
+    ENV_FSYNC_INTERVAL,
+    ENV_GATEWAY_URL,
+    ENV_HISTORY_BYTES,
+    ENV_PASSWORD,
+    ENV_PASSWORD_FILE,
+    ENV_POD_UUID,
+    ENV_PUSH_INTERVAL,
+    ENV_PUSH_TIMEOUT,
+    ENV_QUIET,
+    ENV_REMOTE_WRITE_URL,
+    ENV_RETRY_TIMEOUT,
+    ENV_RW_BEARER_TOKEN_FILE,
+    ENV_RW_CA_FILE,
+    ENV_SPOOL_DIR,
+    ENV_SPOOL_FILE_BYTES,
+    ENV_USERNAME,
+    FSYNC_POLICIES,
+    ConfigError,
+    check_pod_dir,
+    check_pod_uuid,
+    check_sinks,
+    default_spool_dir,
+    normalize_gateway_url,
     resolve_spool_dir,
 )
 
@@ -46,7 +85,8 @@ __all__ = [
     "ENV_RW_BEARER_TOKEN_FILE", "ENV_SPOOL_DIR", "ENV_SPOOL_FILE_BYTES", "ENV_USERNAME", "FSYNC_POLICIES",
     "ConfigError", "Setting", "Settings", "add_options", "check_keywords", "check_pod_uuid", "command_line",
     "command_line_settings", "default_spool_dir", "history_command", "load_settings", "normalize_gateway_url",
-    "option_names", "read_secret_file", "recover_command", "resolve_spool_dir", "setting", "settings_from_args",
+    "option_names", "read_secret_file", "recover_command", "redact_url", "resolve_spool_dir", "setting",
+    "settings_from_args",
     "warn_insecure_auth",
 ]
 

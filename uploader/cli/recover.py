@@ -12,7 +12,7 @@ import sys
 from collections import Counter
 from typing import Callable
 
-from runai.reporter.settings import Settings, add_options, resolve_spool_dir
+from runai.reporter.settings import Settings, add_options, redact_url, resolve_spool_dir
 
 from ..delivery.intent import ANY_RECEIVER
 from ..recovery import Outcome, Recovered, recover_pods
@@ -125,7 +125,8 @@ def _busy(r: Recovered, timeout: float) -> str:
 
 
 def _unreachable(r: Recovered, timeout: float) -> str:
-    return (f"{r.receiver} {r.url} unreachable for {timeout:g} s ({r.error}); {r.pending} reports still pending, "
+    return (f"{r.receiver} {redact_url(r.url)} unreachable for {timeout:g} s ({r.error}); "
+            f"{r.pending} reports still pending, "
             f"delivered {r.delivered}. Nothing is lost: check the URL; if it is right, the receiver is down: run this "
             f"again once it is up (or with a longer --timeout); `runai-uploader status` shows the pod's last error")
 

@@ -14,6 +14,7 @@ import threading
 from collections import Counter
 from typing import TYPE_CHECKING, Callable
 
+from runai.reporter.settings import redact_url
 from runai.reporter.spool import PodLock
 
 from .handoff import hand_off
@@ -76,7 +77,7 @@ class SinkLoops:
             try:
                 results[i] = loop.run()
             except BaseException:
-                logger.exception("the uploader loop for %s failed", loop.sink.url)
+                logger.exception("the uploader loop for %s failed", redact_url(loop.sink.url))
                 results[i] = 1
                 self.stop()  # never leave the other loops running unwatched
                 raise

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
+from runai.reporter.settings import redact_url
 from runai.reporter.spool import Report, refused_by
 
 from ..sinks import Refusal, Sink
@@ -103,4 +104,4 @@ class Pushing:
             kind = "is unreachable"
         log = logger.warning if first else logger.debug
         log("%s %s %s (%s); retrying with backoff, nothing is lost",
-            self.sink.receiver, self.sink.url, kind, exc)
+            self.sink.receiver, redact_url(self.sink.url), kind, exc)
