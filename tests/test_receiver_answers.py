@@ -22,7 +22,7 @@ from uploader.delivery import DeliveryOptions
 from uploader.delivery.schedule import MAX_RETRY_AFTER, Schedule
 from uploader.delivery.service import EXIT_DELIVERED, EXIT_PENDING, Uploader
 from uploader.sinks import Sink
-from uploader.sinks.http import retry_after
+from uploader.sinks.http import StatusError, retry_after
 from uploader.sinks.pushgateway import Pusher
 from uploader.sinks.remote_write import ReceiverError, RemoteWriter
 from uploader.sinks.remote_write.receiver_answers import VM_MAX_LABEL_VALUE_BYTES
@@ -199,3 +199,14 @@ def test_a_parameter_value_victoriametrics_would_cut_short_is_warned_of_once(
     kept = wait_for(lambda: {s["param_name"]: s["param_value"] for s, _ in victoria.export(f'{{podUUID="{pod}"}}')}
                     if len(victoria.export(f'{{podUUID="{pod}"}}')) == 3 else None, 20, "the 3 parameters")
     assert kept == {"long": "a" * 16_384, "wide": "\u00e9" * 8_192, "edge": values["edge"]}
+
+
+def test_an_error_page_is_one_printable_line_in_the_message() -> None:
+    # nginx's 401 page has line breaks: in the pod's log they hid the failure from the job's early warning, and let a
+    # hostile server write whole lines of its own there.
+    page = "<html>\r\n<head><title>401</title></head>\n2026-01-01 00:00:00,000 INFO pid=1 x: forged\x1b[2J</html>\n"
+    for error in (StatusError(401, "Unauthorized\r\nX: y", page), ReceiverError(401, page)):
+        message = str(error)
+        assert "\n" not in message and "\r" not in message and "\x1b" not in message, message
+        assert message.startswith(("the server answered 401 Unauthorized X: y: '<html> <head>",
+                                   "the remote-write receiver answered 401: '<html> <head>"))

@@ -33,7 +33,10 @@ class StatusError(OSError):
 
     def __init__(self, status: int, reason: str, body: str, who: str = "the server",
                  retry_after: float | None = None) -> None:
-        super().__init__(f"{who} answered {status}{' ' + reason if reason else ''}: {body.strip()[:500]}")
+        # One printable line, whatever the server sent: an error page must not forge lines in the pod's log.
+        text, reason = " ".join(body.split())[:500], " ".join(reason.split())
+        text, reason = (part if part.isprintable() else repr(part) for part in (text, reason))
+        super().__init__(f"{who} answered {status}{' ' + reason if reason else ''}: {text}")
         self.status = status
         self.reason = reason
         self.body = body
