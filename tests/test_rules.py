@@ -52,8 +52,9 @@ def test_promtool_unit_tests_pass() -> None:
 _LOSS = '"(?i)(.*[_.-])?loss([_.-].*)?"'
 
 
-@pytest.mark.parametrize("change", [("15 * 60", "25 * 60"), (_LOSS, '"(?i).*loss.*"'), (_LOSS, '"(.*[_.-])?loss([_.-].*)?"'),
-                                    ("> -Inf < Inf", "> 0"), ("for: 15m", "for: 5m")])
+@pytest.mark.parametrize("change", [("15 * 60", "25 * 60"), (_LOSS, '"(?i).*loss.*"'),
+                                    (_LOSS, '"(.*[_.-])?loss([_.-].*)?"'), ("> -Inf < Inf", "> 0"),
+                                    ("for: 15m", "for: 5m")])
 @pytest.mark.e2e
 def test_the_unit_tests_fail_for_a_broken_rule(tmp_path: Any, change: tuple[str, str]) -> None:
     with open(RULES) as f:
