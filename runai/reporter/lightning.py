@@ -125,6 +125,10 @@ class RunaiLogger(_Logger):
         if names.EPOCH in metrics and not self._fitting():
             # Lightning adds its current_epoch, one past the last after a fit: the bar would overrun.
             metrics = {key: value for key, value in metrics.items() if key != names.EPOCH}
+        elif self._trainer is not None and self._fitting():
+            # The step beside the metrics, so that history's step axis places each at its own step (the batch
+            # hook reports it only every _STEP_EVERY_S).
+            self._out.guard(lambda: self._steps(self._trainer), "log_metrics")
         self._out.metrics(metrics)
 
     # -- from _Hooks, on the reporting rank -----------------------------------
