@@ -18,6 +18,8 @@ Faults (set :attr:`FaultProxy.fault`):
 * ``"answer"``: answer the next :attr:`answer_times` pushes with :attr:`answer_status` and
   :attr:`answer_headers` (a redirect, a 408, a 429 with ``Retry-After``) without forwarding them,
   then forward;
+* ``"answer_after_400"``: forward until the gateway answers a push 400, then play ``"answer"`` (a gateway
+  that refuses one value, then restarts behind an ingress answering 504);
 * ``"stall_on"``: hold a push whose body contains :attr:`stall_bytes` for :attr:`slow_seconds` without
   forwarding it, then drop the connection (a receiver that chokes on one value); forward the others.
 
@@ -141,6 +143,8 @@ class FaultProxy:
                 if fault is not None and self._inject(fault, body):
                     return
                 status, headers, data = self._upstream(body)
+                if fault == "answer_after_400" and status == 400:
+                    proxy.fault = "answer"
                 if is_push and 200 <= status < 300:
                     values = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
                     with proxy._lock:

@@ -6,12 +6,15 @@ count of judgments is, and it does not depend on how fast the machine is.
 """
 from __future__ import annotations
 
+import logging
 import os
+import threading
 import urllib.request
 import uuid
 import pytest
 
 from harness import Pushgateway, metric_name, wait_for
+from runai.reporter.settings import load_settings
 from runai.reporter.spool import SpoolWriter
 from tests._agent import Agent
 from tests._helpers import closed_spool
@@ -111,3 +114,53 @@ def test_the_idle_watch_names_the_directories_that_got_a_new_entry(tmp_path) -> 
         assert watch.count == 2
     finally:
         watch.stop()
+
+
+def test_the_idle_watch_cap_is_a_quarter_of_the_users_watches_at_most_the_constant(tmp_path) -> None:
+    from uploader.agent.config import MAX_IDLE_WATCHES
+    from uploader.agent.idle import system_watch_cap, watch_cap
+
+    assert watch_cap(8192) == 2048 and watch_cap(3) == 0 and watch_cap(10 * MAX_IDLE_WATCHES) == MAX_IDLE_WATCHES
+    fs_limit, user_ns_limit = tmp_path / "max_user_watches", tmp_path / "max_inotify_watches"
+    fs_limit.write_text("1000\n")
+    user_ns_limit.write_text("400\n")
+    assert system_watch_cap((str(fs_limit), str(user_ns_limit))) == 100  # the lower limit applies
+    assert system_watch_cap((str(fs_limit), str(tmp_path / "absent"))) == 250
+    assert system_watch_cap((str(tmp_path / "absent"),)) == 2048  # unknown: the old kernels' 8,192 assumed
+
+
+@pytest.mark.e2e
+def test_idle_pods_past_the_watch_cap_are_polled_and_still_delivered(gateway: Pushgateway, spool_dir: str,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    from uploader.agent.metrics import AgentMetrics
+    from uploader.agent.pods import Agent as NodeAgent
+
+    caplog.set_level(logging.WARNING, logger="uploader")
+    pods = _dead_pods(spool_dir, 5)
+    metrics = AgentMetrics()
+    env = {"reporterGatewayURL": gateway.address, "reporterSpoolDir": spool_dir}
+    agent = NodeAgent(spool_dir, lambda pod: load_settings(environ=env, for_writing=False, pod_uuid=pod), ("gateway",),
+                      metrics, max_idle_watches=2)
+    thread = threading.Thread(target=agent.run, daemon=True)
+    thread.start()
+
+    def idle_and_watched() -> tuple[float | None, float | None]:
+        return (metrics.registry.get_sample_value("runai_uploader_idle_pods"),
+                metrics.registry.get_sample_value("runai_uploader_watched_pods"))
+
+    try:
+        wait_for(lambda: idle_and_watched() == (5, 2), 30, "the 5 pods delivered, idle, 2 of them watched")
+        # Their jobs come back (restarted containers), write and die without an uploader: the 3 pods past the
+        # cap are polled (every 3 s), and delivered too.
+        for pod in pods:
+            writer = SpoolWriter(os.path.join(spool_dir, pod), pod)
+            writer.write_metric("loss", 99.0)
+            writer.close()
+        wait_for(lambda: all(gateway.value(pod, metric_name("loss")) == 99 for pod in pods), 30, "the new files")
+        wait_for(lambda: idle_and_watched() == (5, 2), 30, "the 5 pods idle again, 2 of them watched")
+    finally:
+        agent.stop()
+        thread.join(10)
+    assert not thread.is_alive()
+    capped = [r.getMessage() for r in caplog.records if "the agent's cap" in r.getMessage()]
+    assert len(capped) == 1 and capped[0].startswith("2 idle pods watched"), capped

@@ -180,6 +180,38 @@ def test_a_gateway_that_answers_nothing_in_time_costs_two_timeouts_per_halving(g
         proxy.stop()
 
 
+@pytest.mark.e2e
+def test_a_504_hiccup_after_a_refusal_refuses_nothing_else_and_everything_arrives_once_it_ends(
+        gateway: Pushgateway, pod: str) -> None:
+    clash = metric_name(f"clash_{pod.replace('-', '_')}")
+    # The same name is a counter in another group: the gateway answers 400 to any push of it.
+    assert gateway.push_text(f"job/other/instance/{pod}", f"# TYPE {clash} counter\n{clash} 1\n") == 200
+    proxy = FaultProxy(gateway.address).start()
+    # Right after that 400, an ingress answers 504 to the next 12 pushes (the gateway restarting).
+    proxy.fault, proxy.answer_status, proxy.answer_headers, proxy.answer_times = "answer_after_400", 504, [], 12
+    pusher = Pusher(f"http://{proxy.address}", pod, timeout=5)
+    records = [Metric(i, time.time(), "metric", f"m{i:02d}", float(i)) for i in range(63)]
+    records.append(Metric(63, time.time(), "metric", clash[len(metric_name("")):], 1.0))
+    outages = 0
+    try:
+        for _ in range(20):  # the uploader's retries, without its backoff
+            try:
+                refused = pusher.push(records)
+                break
+            except OSError:
+                outages += 1
+        else:
+            pytest.fail("the gateway never took the push")
+    finally:
+        pusher.close()
+        proxy.stop()
+    # Before: the lone values whose pushes met the 504s were refused by name for good (22 of 64).
+    assert [record.name for record, _ in refused] == [records[-1].name] and outages > 0
+    series = gateway.series(pod)
+    assert all(series[metric_name(f"m{i:02d}")][1] == float(i) for i in range(63))
+    gateway.delete_group(pod)
+
+
 # -- point 11: VictoriaMetrics cuts long label values short, and says nothing ------------------------------
 
 @pytest.mark.e2e

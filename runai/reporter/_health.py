@@ -29,7 +29,10 @@ _RECEIVERS = ("the gateway", "the remote-write receiver")
 _MESSAGE_FIELD = LOG_FORMAT.split(" ").index("%(message)s") + 1
 _LEVEL_FIELD = LOG_FORMAT.split(" ").index("%(levelname)s") + 1
 _READ_MAX = 64 * 1024  # read per tick at most: a log that grew more than this since is read from its tail
-_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s()]+")
+_RELAY_MAX = 300  # characters of a logged failure relayed, cut before any pattern looks at it
+# A scheme of at most 32 characters: an unbounded one made a run like "a.a.a..." take quadratic time. No \b
+# before it, so that a longer run before "://" still ends in a URL that is redacted.
+_URL = re.compile(r"[a-z][a-z0-9+.-]{0,31}://[^\s()]+")
 _HTTP = re.compile(r"answered (\d{3})\b")
 _ERRNO = re.compile(r"\[Errno -?\d+\] ([^\]>)]+)")
 
@@ -100,6 +103,7 @@ class DeliveryWatch:
             self._resumed(message, tell)
 
     def _failed(self, what: str, tell: bool) -> None:
+        what = _cut(what)
         receiver = _receiver(what)
         if receiver in self._failing:
             return
@@ -118,7 +122,12 @@ class DeliveryWatch:
         if not self._failing:
             self.last_cause = None
         if tell:
-            logger.info("delivery resumed: %s", message)
+            logger.info("delivery resumed: %s", _cut(message))
+
+
+def _cut(text: str) -> str:
+    """*text* cut at :data:`_RELAY_MAX` characters: a garbled line must make neither a tick slow nor a warning huge."""
+    return text if len(text) <= _RELAY_MAX else text[:_RELAY_MAX] + "..."
 
 
 def _receiver(message: str) -> str:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 __all__ = [
     "GRACE_SECONDS", "IDLE_POLL_SECONDS", "IDLE_WATCHED_POLL_SECONDS", "LOCK_POLL_SECONDS", "MAX_DELIVERIES",
-    "METRICS_ADDRESS", "MIN_SLEEP_SECONDS", "NEW_POD_SECONDS", "POLL_SECONDS", "REFUSED_POLL_SECONDS",
-    "REJUDGE_SECONDS", "ROOT_POLL_SECONDS", "STOP_SECONDS",
+    "MAX_IDLE_WATCHES", "METRICS_ADDRESS", "MIN_SLEEP_SECONDS", "NEW_POD_SECONDS", "POLL_SECONDS",
+    "REFUSED_POLL_SECONDS", "REJUDGE_SECONDS", "ROOT_POLL_SECONDS", "STOP_SECONDS",
 ]
 
 # -- what its options default to ---------------------------------------------------
@@ -29,3 +29,9 @@ STOP_SECONDS = 1.0  # what the deliveries get to stop; with the metrics server's
 # The shortest sleep between two passes, unless an event wakes the agent: each pass takes all the pods due.
 MIN_SLEEP_SECONDS = 0.25
 POLL_SECONDS = 0.5  # how often a delivered pod's directory is read (it is not watched: see .delivery)
+
+# -- what it takes from the node ---------------------------------------------------------
+
+# Idle pods watched by inotify at most (about 1 KiB of kernel memory each), and never more than a quarter of the
+# user's fs.inotify.max_user_watches: the agent runs as root, and the kubelet and containerd need root's watches.
+MAX_IDLE_WATCHES = 16_384

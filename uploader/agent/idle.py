@@ -7,9 +7,11 @@ Watched, an idle pod costs nothing until an entry is created or moved into its
 directory; the agent then looks at it at once. The watch is only a hint (the
 look itself decides, and a watched pod is still looked at every
 ``IDLE_WATCHED_POLL_SECONDS``, in :mod:`.config`), so correctness never
-depends on an event. Where inotify or its watches run out
-(``fs.inotify.max_user_watches``), the pods beyond are polled as before; it is
-said once in the log.
+depends on an event. The agent takes at most :func:`watch_cap` watches (a
+quarter of ``fs.inotify.max_user_watches``, at most ``MAX_IDLE_WATCHES``): run
+as root, it shares that per-user limit with the kubelet and containerd, which
+fail without watches. Past the cap, or where inotify or its watches run out,
+the pods beyond are polled as before; it is said once in the log.
 
 Only idle pods are watched: an active pod's uploader writes its checkpoints
 (new entries, by rename) on every push, and those events would be noise.
@@ -26,9 +28,9 @@ import threading
 from collections import deque
 from typing import Callable
 
-from .config import IDLE_WATCHED_POLL_SECONDS
+from .config import IDLE_WATCHED_POLL_SECONDS, MAX_IDLE_WATCHES
 
-__all__ = ["IdleWatch"]
+__all__ = ["IdleWatch", "system_watch_cap", "watch_cap"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +38,29 @@ _IN_MOVED_TO, _IN_CREATE, _IN_Q_OVERFLOW, _IN_IGNORED = 0x80, 0x100, 0x4000, 0x8
 _IN_ONLYDIR, _IN_DONT_FOLLOW = 0x01000000, 0x02000000
 _MASK = _IN_CREATE | _IN_MOVED_TO | _IN_ONLYDIR | _IN_DONT_FOLLOW
 _EVENT = struct.Struct("iIII")  # wd, mask, cookie, len (of the name that follows)
+# The per-user limit, and the same for the user namespace the agent runs in (the lower one applies).
+_LIMITS = ("/proc/sys/fs/inotify/max_user_watches", "/proc/sys/user/max_inotify_watches")
+_ASSUMED_LIMIT = 8192  # where neither can be read: the kernel's default before 5.11
+_AT_CAP = (f"the agent's cap (a quarter of fs.inotify.max_user_watches, at most {MAX_IDLE_WATCHES}: the node's "
+           "other programs need theirs)")
+
+
+def watch_cap(max_user_watches: int) -> int:
+    """The most idle pods watched under a per-user limit of *max_user_watches*: a quarter of it, at most
+    :data:`~.config.MAX_IDLE_WATCHES`."""
+    return max(0, min(MAX_IDLE_WATCHES, max_user_watches // 4))
+
+
+def system_watch_cap(limits: tuple[str, ...] = _LIMITS) -> int:
+    """:func:`watch_cap` of this system's limit: the lowest of the files *limits* that can be read."""
+    values = []
+    for path in limits:
+        try:
+            with open(path) as f:
+                values.append(int(f.read()))
+        except (OSError, ValueError):
+            pass
+    return watch_cap(min(values, default=_ASSUMED_LIMIT))
 
 
 class IdleWatch:
@@ -45,9 +70,10 @@ class IdleWatch:
     thread passes on watch descriptors, never touches the tables.
     """
 
-    def __init__(self, wake: Callable[[], None], enabled: bool = True) -> None:
+    def __init__(self, wake: Callable[[], None], enabled: bool = True, max_watches: int | None = None) -> None:
         self._wake = wake
         self._enabled = enabled  # else every idle pod is polled
+        self._max_watches = max_watches  # None: system_watch_cap(), when started
         self._fd = -1
         self._names: dict[int, str] = {}  # watch descriptor -> pod name
         self._wds: dict[str, int] = {}
@@ -70,6 +96,8 @@ class IdleWatch:
             logger.warning("idle pods are polled (inotify is unavailable: %s)", exc)
             return
         self._fd = fd
+        if self._max_watches is None:
+            self._max_watches = system_watch_cap()
         self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC)
         self._thread = threading.Thread(target=self._read, name="idle pods watch", daemon=True)
         self._thread.start()
@@ -80,17 +108,22 @@ class IdleWatch:
             return True
         if self._fd < 0 or self._full:
             return False
+        if len(self._wds) >= (self._max_watches or 0):
+            self._warn_once(_AT_CAP)
+            return False
         wd = self._libc.inotify_add_watch(self._fd, os.fsencode(path), _MASK)
         if wd < 0:
-            code = ctypes.get_errno()
-            if code == errno.ENOSPC:
-                self._full, warned, self._warned = True, self._warned, True
-                if not warned:
-                    logger.warning("%d idle pods watched, and no more watches (fs.inotify.max_user_watches): "
-                                   "the others are polled", len(self._wds))
+            if ctypes.get_errno() == errno.ENOSPC:
+                self._full = True
+                self._warn_once("and no more watches (fs.inotify.max_user_watches)")
             return False  # else gone, or not a directory: its next look says
         self._names[wd], self._wds[name] = name, wd
         return True
+
+    def _warn_once(self, why: str) -> None:
+        if not self._warned:
+            self._warned = True
+            logger.warning("%d idle pods watched, %s: the others are polled", len(self._wds), why)
 
     @property
     def count(self) -> int:

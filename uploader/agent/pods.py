@@ -72,7 +72,7 @@ class Agent:
 
     def __init__(self, spool_dir: str, settings_for: Callable[[str], Settings], sinks: tuple[str, ...],
                  metrics: AgentMetrics, *, max_deliveries: int = MAX_DELIVERIES, grace: float = GRACE_SECONDS,
-                 use_watchdog: bool = True, any_receiver: bool = False) -> None:
+                 use_watchdog: bool = True, any_receiver: bool = False, max_idle_watches: int | None = None) -> None:
         self.spool_dir = spool_dir
         self.metrics = metrics
         self._settings_for = settings_for
@@ -86,7 +86,8 @@ class Agent:
         self._slots = Slots(max_deliveries, self._wake.set)  # pods delivered at once (a thread and connection each)
         self._stopping, self._root_changed, self._next_root_scan = False, True, 0.0
         self._watch = RootWatch(spool_dir, self._root_event) if use_watchdog else None
-        self._idle_watch = IdleWatch(self._wake.set, enabled=use_watchdog)
+        # max_idle_watches: None, the system's cap (see .idle.watch_cap)
+        self._idle_watch = IdleWatch(self._wake.set, enabled=use_watchdog, max_watches=max_idle_watches)
 
     def stop(self) -> None:
         # A plain flag and the self-pipe: a signal handler may call this (see Wakeup).

@@ -90,8 +90,9 @@ class Pusher:
         halved until the refused records stand alone, which lets every other
         record through. A batch that times out, or that a proxy answers with
         504, is halved too (see :meth:`_timed_out`): a value that alone stalls
-        a push is refused by name once another got through, and a gateway
-        that takes nothing in time is slow or down (raised).
+        a push is refused by name once another got through and an empty push
+        right after it is answered in time; a gateway that takes nothing in
+        time is slow or down (raised).
         A record that cannot be encoded (say, a lone surrogate in a parameter
         value) or is bigger than a push may be is refused without being sent
         (with a ValueError saying why).
@@ -140,17 +141,20 @@ class Pusher:
     def _timed_out(self, records: Sequence[Report], exc: OSError) -> list[tuple[Report, Refusal]]:
         """*records*' push timed out: find what the gateway takes, or raise if it takes nothing in time.
 
-        A lone value whose push times out while another push of this one got an answer stalls the
-        gateway by itself (say, a proxy in front chokes on it): refused by name. Until something is
+        A lone value whose push times out while another push of this one got an answer, and the empty
+        push sent right after it is answered in time (:meth:`_probe`), stalls the gateway by itself
+        (say, a proxy in front chokes on it): refused by name. Until something is
         answered, the second half is tried whole before the first is halved again, so that a stalling
         value first is no reason to retry the whole batch for ever, and a gateway that is down costs
         about two timeouts per halving, not one per value.
         """
         if len(records) == 1:
             if self._answered:
+                self._probe()
                 return [(records[0], ValueError(
                     f"not delivered: a push of it alone had no answer in time ({exc}) while the gateway answered "
-                    "other pushes: it stalls the gateway or a proxy in front of it"))]
+                    "other pushes, an empty one right after it included: it stalls the gateway or a proxy in front "
+                    "of it"))]
             raise exc  # even one value is too slow, and nothing else got through: an outage, retried
         middle = len(records) // 2
         first, second = records[:middle], records[middle:]
@@ -164,6 +168,16 @@ class Pusher:
             refused = self._push_batch(first)  # raises when nothing of it is answered in time either
             return refused + self._push_batch(second)
         return refused + self._push_batch(first)
+
+    def _probe(self) -> None:
+        """Raise unless the gateway takes an empty push in time, before a lone value is refused for stalling.
+
+        Another push answered earlier is no proof that the gateway still answers: a proxy in front of it
+        may answer 504 for a while (the gateway restarting). Only a prompt answer now makes the value's
+        own stall the reason; otherwise the timeout or error is raised, and the push retried with backoff.
+        An empty push changes nothing but the group's push time.
+        """
+        self._send(())
 
     def _send(self, records: Sequence[Report]) -> None:
         registry = CollectorRegistry(auto_describe=False)
