@@ -233,3 +233,11 @@ def test_a_parameter_value_over_the_limit_is_refused_at_once(env: dict[str, str]
     assert params == ["fits"]
     assert max(os.path.getsize(os.path.join(spool_dir, pod, n)) for n in os.listdir(os.path.join(spool_dir, pod))
                if n.endswith(".jsonl")) < 2 * VALUE_LIMIT
+
+
+def test_a_tensor_or_array_value_is_refused_with_the_fix_named(spool_dir: str) -> None:
+    import numpy
+
+    with Reporter(pod_uuid="p", spool_dir=spool_dir, quiet=True) as reporter:
+        with pytest.raises(TypeError, match=r"not ndarray: report float\(value\) \(a tensor's or array's \.item\(\)\)"):
+            reporter.reportMetric("loss", numpy.array(0.5))

@@ -41,7 +41,8 @@ def _metric_value(value: object) -> float:
     if kind is float:
         return value  # type: ignore[return-value]
     if kind is not int and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
-        raise TypeError(f"a metric value must be a real number (int or float), not {kind.__name__}")
+        raise TypeError(f"a metric value must be a real number (int or float), not {kind.__name__}: "
+                        "report float(value) (a tensor's or array's .item())")
     try:
         return float(value)  # type: ignore[arg-type]
     except OverflowError:

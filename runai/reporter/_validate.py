@@ -73,7 +73,8 @@ def check_pod_uuid(pod_uuid: object, source: str = ENV_POD_UUID) -> str:
     the spool directory (a separator, ``..``, NUL) is refused.
     """
     if not isinstance(pod_uuid, str) or not pod_uuid.strip():
-        raise ConfigError(f"{source} is not set: set it to the pod's UUID (Run:AI sets it in every job's pod)")
+        raise ConfigError(f"{source} is not set: set it to the pod's UUID (Run:AI sets it in every job's pod; "
+                          "on a laptop, `runai-uploader status` lists the pods in the spool)")
     bad = [c for c in pod_uuid if c in "/\\" or ord(c) < 32 or ord(c) == 127]
     if bad or pod_uuid in (".", "..") or pod_uuid.startswith(".."):
         raise ConfigError(
