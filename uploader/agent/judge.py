@@ -15,7 +15,16 @@ import time
 from dataclasses import dataclass
 
 from runai.reporter.safefs import open_in_pod_dir
-from runai.reporter.spool import BadSpoolError, End, Header, SpoolTail, checkpoint_path, decode, spool_file_names
+from runai.reporter.spool import (
+    BadSpoolError,
+    End,
+    Header,
+    SpoolTail,
+    checkpoint_path,
+    decode,
+    other_pod,
+    spool_file_names,
+)
 
 from ..delivery.pending import refusal
 
@@ -49,6 +58,8 @@ def judge_pod(pod_dir: str, sinks: tuple[str, ...]) -> Judged:
     budget = COUNT_BYTES
     for name in names:
         budget -= _judge_file(os.path.join(pod_dir, name), sinks, judged, budget)
+        if judged.refused:
+            return judged
     return judged
 
 
@@ -95,6 +106,12 @@ def _judge_file(path: str, sinks: tuple[str, ...], judged: Judged, budget: int) 
                 return 0  # still being created
         except (BadSpoolError, OSError):
             return 0  # never a spool file: nothing in it can be delivered
+        foreign = other_pod(tail)
+        if foreign is not None:
+            # Refused whole, logged once and counted (runai_uploader_refused_pods): only the directory's
+            # owner can write there, so the refusal costs nobody else.
+            judged.refused = f"{os.path.basename(path)}: {foreign}"
+            return 0
         size, header_end = tail.size(), tail.offset
         if tail.writer_alive():
             judged.writers_alive += 1

@@ -22,6 +22,7 @@ from runai.reporter.spool import (
     SpoolTail,
     is_spool_file,
     open_spool,
+    other_pod,
     store_checkpoint,
 )
 
@@ -240,6 +241,13 @@ class FollowedFiles:
         if opened is None:
             return None  # still being created; the next scan tries again
         tail = opened.tail
+        foreign = other_pod(tail)
+        if foreign is not None:  # never pushed under this pod's name: said once, as for a file that is no spool
+            tail.close()
+            logger.error("ignoring %s: %s", path, foreign)
+            self._closed.add(path)
+            self.ignored[path] = foreign
+            return None
         start = tail.offset  # a fresh file is read from its header's end; a resumed one, from its checkpoint
         acked = opened.checkpoint or Checkpoint(tail.spool_id, 0, 0, 0)
         entry = self._files[path] = FollowedFile(path, tail, acked, alive=tail.writer_alive(),
