@@ -174,9 +174,9 @@ def test_the_agent_never_lists_a_directory_swapped_in_for_a_pod_it_delivers(gate
         os.rename(pod_dir, f"{pod_dir}.moved")
         os.symlink(private, pod_dir)  # the pod's owner swaps a symlink in for its directory
         wait_for(lambda: f"cannot list {pod_dir}" in agent.stderr(), 10, "the delivery's listing refused")
-        for i in range(2):  # the agent's loop turns, and the delivery polls its directory, for seconds meanwhile
-            dead_job(spool_dir, f"{pod}-later{i}", 2)
-            wait_for(lambda: gateway.value(f"{pod}-later{i}", metric_name("loss")) == 1, 15, "a later pod")
+        for later in (f"{pod}-later0", f"{pod}-later1"):  # the agent's loop, and the delivery's polls, go on
+            dead_job(spool_dir, later, 2)
+            wait_for(lambda name=later: gateway.value(name, metric_name("loss")) == 1, 15, "a later pod")
         log = agent.stderr()
         assert "secretname" not in log, "the agent listed another user's directory through a swapped symlink"
         assert log.count(f"cannot list {pod_dir}") == 1, "a listing failing every poll is logged once a minute"
