@@ -6,7 +6,8 @@ from __future__ import annotations
 
 __all__ = [
     "GRACE_SECONDS", "IDLE_POLL_SECONDS", "LOCK_POLL_SECONDS", "MAX_DELIVERIES", "METRICS_ADDRESS", "MIN_SLEEP_SECONDS",
-    "NEW_POD_SECONDS", "POLL_SECONDS", "REFUSED_POLL_SECONDS", "REJUDGE_SECONDS", "ROOT_POLL_SECONDS", "STOP_SECONDS",
+    "NEW_POD_SECONDS", "POLL_SECONDS", "REFUSED_POLL_SECONDS", "REJUDGE_SECONDS", "ROOT_POLL_SECONDS", "STALE_SECONDS",
+    "STOP_SECONDS",
 ]
 
 # -- what its options default to ---------------------------------------------------
@@ -28,3 +29,6 @@ STOP_SECONDS = 1.0  # what the deliveries get to stop; with the metrics server's
 # is due at its own time, and waking for each one would walk a thousand pods a thousand times per poll.
 MIN_SLEEP_SECONDS = 0.25
 POLL_SECONDS = 0.5  # how often a delivered pod's directory is read (it is not watched: see .delivery)
+# /healthz answers 503 once the main loop has not turned for this long: it turns at least every
+# ROOT_POLL_SECONDS, and judging a pod reads a bounded block; twelve times that is a wedge, not a slow disk.
+STALE_SECONDS = 60.0
