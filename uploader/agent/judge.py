@@ -10,6 +10,7 @@ pod's undelivered lines: exact for the usual few, a lower bound beyond.
 """
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -27,8 +28,14 @@ from runai.reporter.spool import (
 )
 
 from ..delivery.pending import refusal
+from ..runtime.ratelog import RateLimitedLog
 
 __all__ = ["COUNT_BYTES", "Judged", "Signature", "dir_mtime", "judge_pod", "listing_signature", "pod_dirs"]
+
+logger = logging.getLogger(__name__)
+
+_LISTING_FAILURES = RateLimitedLog(logger)
+_last_listing: dict[str, frozenset[str]] = {}  # spool directory -> its last listing that succeeded
 
 COUNT_BYTES = 1 << 20  # a pod's undelivered bytes read to count its reports; past them the count is a lower bound
 
@@ -73,12 +80,24 @@ def listing_signature(pod_dir: str) -> Signature:
 
 
 def pod_dirs(spool_dir: str) -> set[str]:
-    """The pod directories under *spool_dir* (not their symlinks: refusal() refuses those anyway)."""
+    """The pod directories under *spool_dir* (not their symlinks: refusal() refuses those anyway).
+
+    Only a spool directory that is not there (yet) has none: any other failure (EMFILE, ENFILE, EIO) gives the
+    last listing that succeeded, so that no pod is forgotten (its series dropped, its delivery never started)
+    because this process ran out of descriptors. That failure is logged once a minute.
+    """
     try:
         with os.scandir(spool_dir) as entries:
-            return {e.name for e in entries if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)}
-    except OSError:
-        return set()  # not there yet: it is looked for again at the next poll
+            names = {e.name for e in entries if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)}
+    except (FileNotFoundError, NotADirectoryError):
+        names = set()  # not there yet: it is looked for again at the next poll
+    except OSError as exc:
+        _LISTING_FAILURES.log(logging.ERROR, spool_dir, "cannot list %s (%s): its pods are taken as they were",
+                              spool_dir, exc)
+        return set(_last_listing.get(spool_dir, ()))
+    _LISTING_FAILURES.clear(spool_dir)
+    _last_listing[spool_dir] = frozenset(names)
+    return names
 
 
 def dir_mtime(path: str) -> int:

@@ -23,6 +23,7 @@ from typing import Callable
 from runai.reporter.safefs import list_pod_dir
 from runai.reporter.spool import PodLock, Report, refused_by
 
+from ..runtime.descriptors import out_of_descriptors
 from ..runtime.ratelog import RateLimitedLog
 from ..runtime.wakeup import Wakeup
 from ..sinks import Refusal, Sink
@@ -271,14 +272,14 @@ class Uploader:
         return error is None
 
     def _note_failure(self, exc: OSError) -> None:
-        first = not self.last_error
-        self.last_error = str(exc)
+        first, local = not self.last_error, out_of_descriptors(exc)
+        self.last_error = local or str(exc)
         if isinstance(exc, StatusError):
             kind = "answered with an error"
         elif isinstance(exc, TimeoutError):
             kind = "did not answer in time"
         else:
-            kind = "is unreachable"
+            kind = "cannot be tried: " + local if local else "is unreachable"
         log = logger.warning if first else logger.debug
         log("%s %s %s (%s); retrying with backoff, nothing is lost",
             self.sink.receiver, self.sink.url, kind, exc)
