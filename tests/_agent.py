@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from typing import Callable
 
 from harness import free_port, job_env, wait_for
 
@@ -13,14 +14,16 @@ from harness import free_port, job_env, wait_for
 class Agent:
     """``runai-uploader agent`` as a subprocess, its stderr in a file, its metrics on a free port."""
 
-    def __init__(self, spool_dir: str, gateway: str, log: str, *options: str) -> None:
+    def __init__(self, spool_dir: str, gateway: str, log: str, *options: str,
+                 preexec: Callable[[], None] | None = None) -> None:
         self.port = free_port()
         self.log = log
         with open(log, "ab") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "uploader", "agent", f"--spool-dir={spool_dir}", f"--gateway={gateway}",
                  f"--metrics-port={self.port}", "--metrics-address=127.0.0.1", *options],
-                env=job_env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+                env=job_env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                preexec_fn=preexec)  # a limit set in the child (RLIMIT_NOFILE), say
         wait_for(self._serving, 30, "the agent's metrics endpoint")
 
     def _serving(self) -> bool:

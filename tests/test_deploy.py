@@ -76,8 +76,8 @@ def test_a_broken_manifest_is_refused() -> None:
 
 def test_every_kind_is_there_and_every_file_is_rendered() -> None:
     assert sorted(doc["kind"] for doc in _documents()) == [
-        "ConfigMap", "DaemonSet", "Deployment", "Job", "PersistentVolumeClaim", "PrometheusRule", "Service",
-        "Service", "ServiceMonitor", "ServiceMonitor"]
+        "ConfigMap", "DaemonSet", "Deployment", "Job", "NetworkPolicy", "PersistentVolumeClaim", "PriorityClass",
+        "PrometheusRule", "Service", "Service", "ServiceMonitor", "ServiceMonitor"]
     listed = set()
     for directory in KUSTOMIZATIONS:
         with open(os.path.join(directory, "kustomization.yaml"), encoding="utf-8") as f:
@@ -204,3 +204,29 @@ def test_the_configmap_names_the_pushgateway_which_keeps_its_groups() -> None:
     (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
     claim = _kind("PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"])
     assert "ReadWriteOnce" in claim["spec"]["accessModes"]
+
+
+def test_the_agent_runs_hardened_with_a_liveness_probe_of_its_loop_and_a_priority() -> None:
+    from uploader.agent.config import STALE_SECONDS
+
+    pod = _pod("DaemonSet")
+    (agent,) = pod["containers"]
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    assert _kind("PriorityClass", pod["priorityClassName"])["value"] > 0
+    probe = agent["livenessProbe"]
+    assert probe["httpGet"] == {"path": "/healthz", "port": agent["ports"][0]["name"]}
+    # The kubelet restarts it only after the loop's own bound, never before it.
+    assert probe["periodSeconds"] * probe["failureThreshold"] >= STALE_SECONDS
+    assert agent["resources"]["limits"]["memory"]
+
+
+def test_the_network_policy_admits_only_prometheus_to_the_agents_metrics_port() -> None:
+    policy = _kind("NetworkPolicy", "runai-uploader-agent")["spec"]
+    assert policy["podSelector"] == _kind("DaemonSet")["spec"]["selector"]
+    assert policy["policyTypes"] == ["Ingress"]
+    (rule,) = policy["ingress"]
+    (agent,) = _pod("DaemonSet")["containers"]
+    assert rule["ports"] == [{"port": agent["ports"][0]["name"], "protocol": "TCP"}]
+    (source,) = rule["from"]
+    assert source["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}

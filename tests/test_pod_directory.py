@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from harness import Pushgateway, metric_name
+from harness import Pushgateway, metric_name, wait_for
 from runai.reporter import ConfigError, Reporter
 from runai.reporter.spool import SpoolWriter, checkpoint_path
 from tests._helpers import uploader_cli
@@ -152,3 +152,34 @@ def test_root_recovering_a_users_pod_never_writes_through_a_planted_hard_link(tm
     done = uploader_cli(env, "recover", f"--pod-uuid={pod}", "--timeout", "5")
     assert _unchanged(target), "root wrote through a hard link in a user's pod directory"
     assert done.returncode == 1 and "uploader.lock" in done.stderr and "links" in done.stderr, done.stderr
+
+
+@needs_root
+def test_the_agent_never_lists_a_directory_swapped_in_for_a_pod_it_delivers(gateway: Pushgateway, start_agent,
+                                                                           spool_dir: str, pod: str,
+                                                                           tmp_path) -> None:
+    from tests._helpers import dead_job
+
+    pod_dir = os.path.join(spool_dir, pod)
+    writer = SpoolWriter(pod_dir, pod)  # a live writer whose job started no uploader: the agent delivers it
+    try:
+        writer.write_metric("real", 1.0)
+        agent = start_agent(gateway.address, "--grace-seconds=0")
+        wait_for(lambda: gateway.value(pod, metric_name("real")) == 1.0, 15, "the agent delivering the pod")
+        private = tmp_path / "private"  # another user's private directory, which root can read
+        os.mkdir(private, 0o700)
+        (private / "w1-secretname.jsonl").write_bytes(_forged_spool(pod, "forged", 666.0))
+        for path in (private, private / "w1-secretname.jsonl"):
+            os.chown(path, VICTIM, VICTIM)
+        os.rename(pod_dir, f"{pod_dir}.moved")
+        os.symlink(private, pod_dir)  # the pod's owner swaps a symlink in for its directory
+        wait_for(lambda: f"cannot list {pod_dir}" in agent.stderr(), 10, "the delivery's listing refused")
+        for later in (f"{pod}-later0", f"{pod}-later1"):  # the agent's loop, and the delivery's polls, go on
+            dead_job(spool_dir, later, 2)
+            wait_for(lambda name=later: gateway.value(name, metric_name("loss")) == 1, 15, "a later pod")
+        log = agent.stderr()
+        assert "secretname" not in log, "the agent listed another user's directory through a swapped symlink"
+        assert log.count(f"cannot list {pod_dir}") == 1, "a listing failing every poll is logged once a minute"
+        assert gateway.value(pod, metric_name("forged")) is None
+    finally:
+        writer.close()

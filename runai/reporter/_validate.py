@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from ._redact import shown_url
 from .safefs import UnsafePathError, check_path, open_pod_dir, open_root
+from .spool.delivery import foreign_spool
 
 __all__ = [
     "ConfigError", "check_pod_dir", "check_pod_uuid", "check_sinks", "default_spool_dir", "normalize_gateway_url",
@@ -204,6 +205,12 @@ def check_pod_dir(spool_dir: str, pod_uuid: str, for_writing: bool = True) -> No
     if for_writing and owner != os.geteuid():  # root may read another user's private pod directory, never write
         raise ConfigError(f"{ENV_SPOOL_DIR}: {pod_dir!r} belongs to uid {owner}, not to this user "
                           f"(uid {os.geteuid()}): use another {ENV_POD_UUID} or {ENV_SPOOL_DIR}, or remove it")
+    # Ours, but made for another pod (a job that squatted this name, or a copy): what we wrote there would
+    # be refused with that pod's files, or mixed with them. A restart of this pod finds only its own headers.
+    foreign = foreign_spool(pod_dir) if for_writing else None
+    if foreign is not None:
+        raise ConfigError(f"{ENV_SPOOL_DIR}: {pod_dir!r} is not this pod's own directory ({foreign}): check "
+                          f"{ENV_POD_UUID} is this pod's UUID, and move that file away or use another {ENV_POD_UUID}")
 
 
 def _writable_dir(path: str) -> bool:

@@ -7,7 +7,7 @@ from __future__ import annotations
 __all__ = [
     "GRACE_SECONDS", "IDLE_POLL_SECONDS", "IDLE_WATCHED_POLL_SECONDS", "LOCK_POLL_SECONDS", "MAX_DELIVERIES",
     "MAX_IDLE_WATCHES", "METRICS_ADDRESS", "MIN_SLEEP_SECONDS", "NEW_POD_SECONDS", "POLL_SECONDS",
-    "REFUSED_POLL_SECONDS", "REJUDGE_SECONDS", "ROOT_POLL_SECONDS", "STOP_SECONDS",
+    "REFUSED_POLL_SECONDS", "REJUDGE_SECONDS", "ROOT_POLL_SECONDS", "STALE_SECONDS", "STOP_SECONDS",
 ]
 
 # -- what its options default to ---------------------------------------------------
@@ -29,6 +29,9 @@ STOP_SECONDS = 1.0  # what the deliveries get to stop; with the metrics server's
 # The shortest sleep between two passes, unless an event wakes the agent: each pass takes all the pods due.
 MIN_SLEEP_SECONDS = 0.25
 POLL_SECONDS = 0.5  # how often a delivered pod's directory is read (it is not watched: see .delivery)
+# /healthz answers 503 once the main loop has not turned for this long: it turns at least every
+# ROOT_POLL_SECONDS, and judging a pod reads a bounded block; twelve times that is a wedge, not a slow disk.
+STALE_SECONDS = 60.0
 
 # -- what it takes from the node ---------------------------------------------------------
 

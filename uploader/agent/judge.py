@@ -17,10 +17,20 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from runai.reporter.safefs import open_in_pod_dir
-from runai.reporter.spool import BadSpoolError, End, Header, SpoolTail, checkpoint_path, decode, spool_file_names
+from runai.reporter.spool import (
+    BadSpoolError,
+    End,
+    Header,
+    SpoolTail,
+    checkpoint_path,
+    decode,
+    other_pod,
+    spool_file_names,
+)
 
 from ..delivery.intent import intended_sinks
 from ..delivery.pending import refusal
+from ..runtime.ratelog import RateLimitedLog
 from .config import REJUDGE_SECONDS
 
 if TYPE_CHECKING:
@@ -31,6 +41,9 @@ __all__ = ["COUNT_BYTES", "Judged", "PodJudge", "Signature", "dir_mtime", "judge
            "pod_dirs", "printable"]
 
 logger = logging.getLogger(__name__)
+
+_LISTING_FAILURES = RateLimitedLog(logger)
+_last_listing: dict[str, frozenset[str]] = {}  # spool directory -> its last listing that succeeded
 
 COUNT_BYTES = 1 << 20  # a pod's undelivered bytes read to count its reports; past them the count is a lower bound
 
@@ -60,6 +73,8 @@ def judge_pod(pod_dir: str, sinks: tuple[str, ...]) -> Judged:
     budget = COUNT_BYTES
     for name in names:
         budget -= _judge_file(os.path.join(pod_dir, name), sinks, judged, budget)
+        if judged.refused:
+            return judged
     return judged
 
 
@@ -129,12 +144,24 @@ def listing_signature(pod_dir: str) -> Signature:
 
 
 def pod_dirs(spool_dir: str) -> set[str]:
-    """The pod directories under *spool_dir* (not their symlinks: refusal() refuses those anyway)."""
+    """The pod directories under *spool_dir* (not their symlinks: refusal() refuses those anyway).
+
+    Only a spool directory that is not there (yet) has none: any other failure (EMFILE, ENFILE, EIO) gives the
+    last listing that succeeded, so that no pod is forgotten (its series dropped, its delivery never started)
+    because this process ran out of descriptors. That failure is logged once a minute.
+    """
     try:
         with os.scandir(spool_dir) as entries:
-            return {e.name for e in entries if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)}
-    except OSError:
-        return set()  # not there yet: it is looked for again at the next poll
+            names = {e.name for e in entries if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)}
+    except (FileNotFoundError, NotADirectoryError):
+        names = set()  # not there yet: it is looked for again at the next poll
+    except OSError as exc:
+        _LISTING_FAILURES.log(logging.ERROR, spool_dir, "cannot list %s (%s): its pods are taken as they were",
+                              spool_dir, exc)
+        return set(_last_listing.get(spool_dir, ()))
+    _LISTING_FAILURES.clear(spool_dir)
+    _last_listing[spool_dir] = frozenset(names)
+    return names
 
 
 def printable(name: str) -> str:
@@ -167,6 +194,12 @@ def _judge_file(path: str, sinks: tuple[str, ...], judged: Judged, budget: int) 
                 return 0  # still being created
         except (BadSpoolError, OSError):
             return 0  # never a spool file: nothing in it can be delivered
+        foreign = other_pod(tail)
+        if foreign is not None:
+            # Refused whole, logged once and counted (runai_uploader_refused_pods): only the directory's
+            # owner can write there, so the refusal costs nobody else.
+            judged.refused = f"{os.path.basename(path)}: {foreign}"
+            return 0
         size, header_end = tail.size(), tail.offset
         if tail.writer_alive():
             judged.writers_alive += 1

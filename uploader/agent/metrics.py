@@ -13,6 +13,8 @@ from typing import Any, Mapping
 
 from .schedule import IDLE, QUEUED, REFUSED, TAKEN
 
+from .endpoint import Heartbeat, MetricsServer
+
 __all__ = ["AgentMetrics", "PodHooks"]
 
 
@@ -57,8 +59,8 @@ class AgentMetrics:
                               registry=self.registry)
         self._sinks: dict[str, set[str]] = {}  # pod -> the sinks it has series for (to remove them)
         self._lock = threading.Lock()
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
+        self.heartbeat = Heartbeat()  # the main loop beats it each turn; /healthz answers 503 when it is stale
+        self._server: MetricsServer | None = None
 
     # -- updates (any thread) ------------------------------------------------
 
@@ -102,18 +104,23 @@ class AgentMetrics:
     # -- the endpoint ----------------------------------------------------------
 
     def serve(self, address: str, port: int) -> int:
-        """Serve ``/metrics`` on *address*:*port* (0: a free one) in a daemon thread; the port it listens on."""
-        from prometheus_client import start_http_server
+        """Serve ``/metrics`` and ``/healthz`` on *address*:*port* (0: a free one) in a daemon thread (see
+        :mod:`.endpoint`); the port it listens on."""
+        self._server = MetricsServer(address, port, self.render, self.heartbeat)
+        return self._server.port
 
-        self._server, self._thread = start_http_server(port, addr=address, registry=self.registry)
-        return int(self._server.server_port)
+    def render(self, accept: str) -> tuple[bytes, str]:
+        """The page, in the format *accept* (an Accept header) asks for, and its content type."""
+        from prometheus_client.exposition import choose_encoder
+
+        encoder, content_type = choose_encoder(accept)
+        return encoder(self.registry), content_type
 
     def close(self) -> None:
         """Stop serving (safe to call twice)."""
         server, self._server = self._server, None
         if server is not None:
-            server.shutdown()
-            server.server_close()
+            server.close()
 
 
 class PodHooks:

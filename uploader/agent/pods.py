@@ -38,6 +38,7 @@ from runai.reporter.settings import ConfigError, Settings, check_pod_uuid
 from runai.reporter.spool import PodLock, holder_pid
 
 from ..delivery.intent import restrict
+from ..runtime.ratelog import RateLimitedLog
 from ..runtime.wakeup import Wakeup
 from .config import (
     GRACE_SECONDS,
@@ -88,6 +89,7 @@ class Agent:
         self._watch = RootWatch(spool_dir, self._root_event) if use_watchdog else None
         # max_idle_watches: None, the system's cap (see .idle.watch_cap)
         self._idle_watch = IdleWatch(self._wake.set, enabled=use_watchdog, max_watches=max_idle_watches)
+        self._gone = RateLimitedLog(logger)
 
     def stop(self) -> None:
         # A plain flag and the self-pipe: a signal handler may call this (see Wakeup).
@@ -102,6 +104,7 @@ class Agent:
         try:
             while not self._stopping:
                 self._wake.clear()
+                self.metrics.heartbeat.beat()  # /healthz: the loop turns
                 now = time.monotonic()
                 self._discover(now)
                 for name in self._idle_watch.changed():  # a new entry in an idle pod's directory (only idle
@@ -151,7 +154,8 @@ class Agent:
                 self._due.discard(name)  # (left in the queue, if there: skipped when its turn comes)
                 self._idle_watch.unwatch(name)
                 self.metrics.forget(name)
-                logger.info("pod %s: its directory is gone", printable(name))  # maybe a refused name
+                # (a line a minute at most: a directory renamed in a loop would flood the log)
+                self._gone.log(logging.INFO, "gone", "pod %s: its directory is gone", printable(name))
         self.metrics.pods.set(len(self._pods))
 
     # -- each pod ----------------------------------------------------------------

@@ -7,6 +7,7 @@ file that cannot be a spool file is ignored, once, with the reason.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from collections import Counter
@@ -22,9 +23,12 @@ from runai.reporter.spool import (
     SpoolTail,
     is_spool_file,
     open_spool,
+    other_pod,
     store_checkpoint,
 )
 
+from ..runtime.descriptors import FOLLOWED_DESCRIPTORS
+from ..runtime.ratelog import RateLimitedLog
 from .retention import History
 
 __all__ = ["FollowedFile", "FollowedFiles", "TORN_LINE"]
@@ -83,6 +87,9 @@ class FollowedFiles:
         self._skipped_retired: Counter[str] = Counter()  # skip reasons of files no longer followed
         # delivered files of gone writers, trimmed to a bound (each deleted once all sinks have it)
         self._history = History(history_bytes, all_sinks or (sink,))
+        # Set by a scan that left a spool file unopened for want of a descriptor: not everything was read.
+        self.deferred = False
+        self._failures = RateLimitedLog(logger)
 
     def __iter__(self) -> Iterator[FollowedFile]:
         return iter(self._files.values())
@@ -112,6 +119,7 @@ class FollowedFiles:
             self._skipped_retired[TORN_LINE] += 1
         self._skipped_retired.update(tail.skip_reasons)
         tail.close()
+        FOLLOWED_DESCRIPTORS.give()
         del self._files[path]
         self._closed.add(path)
         self._history.add(path, tail.spool_id)
@@ -196,6 +204,8 @@ class FollowedFiles:
     def close(self) -> None:
         for entry in self._files.values():
             entry.tail.close()
+            FOLLOWED_DESCRIPTORS.give()
+        self._files.clear()
 
     # -- what is pending ----------------------------------------------------
 
@@ -226,6 +236,22 @@ class FollowedFiles:
     # -- opening --------------------------------------------------------------
 
     def _open(self, path: str) -> FollowedFile | None:
+        if not FOLLOWED_DESCRIPTORS.take():
+            # The process's share of descriptors for followed files is taken (by this pod or others): the file
+            # waits on disk until delivered ones are retired; the rest stay for checkpoints and sockets.
+            self._defer("every descriptor for followed files is in use (%d)", FOLLOWED_DESCRIPTORS.limit())
+            return None
+        entry = self._open_counted(path)
+        if entry is None:
+            FOLLOWED_DESCRIPTORS.give()
+        return entry
+
+    def _defer(self, msg: str, *args: object) -> None:
+        self.deferred = True
+        self._failures.log(logging.WARNING, "defer", "%s: " + msg + "; the other spool files are read later",
+                           self.pod_dir, *args)
+
+    def _open_counted(self, path: str) -> FollowedFile | None:
         try:
             opened = open_spool(path, sink=self.sink)
         except (IsADirectoryError, UnsafePathError, BadSpoolError) as exc:
@@ -235,11 +261,21 @@ class FollowedFiles:
             self.ignored[path] = str(exc)
             return None
         except OSError as exc:
-            logger.warning("cannot open %s: %s", path, exc)
+            if exc.errno in (errno.EMFILE, errno.ENFILE):  # this process or the system: never the file's fault
+                self._defer("out of descriptors (%s)", exc.strerror)
+            else:
+                logger.warning("cannot open %s: %s", path, exc)
             return None
         if opened is None:
             return None  # still being created; the next scan tries again
         tail = opened.tail
+        foreign = other_pod(tail)
+        if foreign is not None:  # never pushed under this pod's name: said once, as for a file that is no spool
+            tail.close()
+            logger.error("ignoring %s: %s", path, foreign)
+            self._closed.add(path)
+            self.ignored[path] = foreign
+            return None
         start = tail.offset  # a fresh file is read from its header's end; a resumed one, from its checkpoint
         acked = opened.checkpoint or Checkpoint(tail.spool_id, 0, 0, 0)
         entry = self._files[path] = FollowedFile(path, tail, acked, alive=tail.writer_alive(),

@@ -10,7 +10,7 @@ import os
 from typing import NamedTuple
 
 from runai.reporter.safefs import UnsafePathError, open_pod_dir
-from runai.reporter.spool import BadSpoolError, delivery_state, holder_pid, open_spool, spool_file_names
+from runai.reporter.spool import BadSpoolError, delivery_state, holder_pid, open_spool, other_pod, spool_file_names
 
 __all__ = ["Pending", "lock_refusal", "pending", "refusal"]
 
@@ -60,6 +60,8 @@ def pending(pod_dir: str, sinks: tuple[str, ...]) -> Pending:
         if opened is None:
             continue  # no complete header yet: nothing to count
         with opened.tail as tail:
+            if other_pod(tail) is not None:
+                continue  # another pod's (or forged): never delivered here, so nothing pending
             writers += tail.writer_alive()
             reports += delivery_state(path, tail.spool_id, tail.size(), reader=tail, sinks=sinks).pending
     return Pending(None, writers, reports)

@@ -12,6 +12,7 @@ from typing import Callable
 from runai.reporter.settings import redact_url
 from runai.reporter.spool import Report, refused_by
 
+from ..runtime.descriptors import out_of_descriptors
 from ..sinks import Refusal, Sink
 from ..sinks.exposition import exposition_name
 from ..sinks.http import StatusError
@@ -94,14 +95,14 @@ class Pushing:
         return error is None
 
     def _note_failure(self, exc: OSError) -> None:
-        first = not self.last_error
-        self.last_error = str(exc)
+        first, local = not self.last_error, out_of_descriptors(exc)
+        self.last_error = local or str(exc)
         if isinstance(exc, StatusError):
             kind = "answered with an error"
         elif isinstance(exc, TimeoutError):
             kind = "did not answer in time"
         else:
-            kind = "is unreachable"
+            kind = "cannot be tried: " + local if local else "is unreachable"
         log = logger.warning if first else logger.debug
         log("%s %s %s (%s); retrying with backoff, nothing is lost",
             self.sink.receiver, redact_url(self.sink.url), kind, exc)

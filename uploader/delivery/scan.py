@@ -62,6 +62,7 @@ class Scanner:
         """Read what is new in the spool files among *names*; False if the budget ran out before the end."""
         budget = self.scan_bytes
         self._held_until = None
+        self.files.deferred = False
         for name in names:
             entry = self.files.follow(name, check_liveness)
             if entry is None:
@@ -83,7 +84,7 @@ class Scanner:
                 self._again()  # come straight back for the rest
             elif entry.retirable():
                 self.files.retire(entry)
-        return budget > 0
+        return budget > 0 and not self.files.deferred  # a file left unopened (no descriptor): not drained
 
     def _read(self, entry: FollowedFile, budget: int) -> int | None:
         """Read one block of *entry* into :attr:`latest`; the bytes it counts against *budget*, None at the end."""

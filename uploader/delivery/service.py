@@ -16,13 +16,14 @@ loop per sink; the pod's lock is this loop's when it is the only one.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections import Counter
 from typing import Callable
 
+from runai.reporter.safefs import list_pod_dir
 from runai.reporter.spool import PodLock
 
+from ..runtime.ratelog import RateLimitedLog
 from ..runtime.wakeup import Wakeup
 from ..sinks import Sink
 from .followed import TORN_LINE, FollowedFiles
@@ -73,6 +74,7 @@ class Uploader(Pushing):
         self.rejected: dict[str, str] = {}  # exposition name (printable) -> the receiver's answer, or why not sent
         self.last_error = ""
         self._retry_after: float | None = None  # the wait the last failed push's receiver asked for
+        self._list_failures = RateLimitedLog(logger)  # a listing that fails every poll: a line a minute
 
         self._schedule = Schedule(push_interval=options.push_interval, retry_timeout=options.retry_timeout,
                                   poll_interval=options.poll_interval, backoff=options.backoff,
@@ -192,13 +194,18 @@ class Uploader(Pushing):
 
     def _list_pod_dir(self) -> list[str] | None:
         try:
-            return sorted(os.listdir(self.pod_dir))
+            # Through the checked descriptor, as its files are opened: never through a symlink swapped in
+            # for the directory (root would list another user's private directory).
+            names = sorted(list_pod_dir(self.pod_dir))
         except FileNotFoundError:
             # Nothing left to deliver from, nor to wait for.
             logger.error("the pod directory %s was removed; exiting", self.pod_dir)
             self.stop()
-        except OSError as exc:
-            logger.error("cannot list %s: %s", self.pod_dir, exc)
+        except OSError as exc:  # swapped for a symlink, made unsafe, out of descriptors: tried each poll
+            self._list_failures.log(logging.ERROR, "list", "cannot list %s: %s", self.pod_dir, exc)
+        else:
+            self._list_failures.clear("list")
+            return names
         return None
 
     # -- delivering -------------------------------------------------------

@@ -16,7 +16,7 @@ uploader imports it, never the other way round. Documented in
 from __future__ import annotations
 
 from .checkpoint import GATEWAY, REMOTE_WRITE, SINKS, Checkpoint, load_checkpoint, load_progress, store_checkpoint
-from .delivery import Delivery, OpenSpool, delivery_state, open_spool, receiver_kinds
+from .delivery import Delivery, OpenSpool, delivery_state, foreign_spool, open_spool, other_pod, receiver_kinds
 from .lock import PodLock, holder_pid, lock_holders
 from .log import LOG_FORMAT, last_error, last_line, last_refusal, open_log, read_tail, refused_by
 from .names import (
@@ -93,6 +93,7 @@ __all__ = [
     "encode_header",
     "encode_metric",
     "encode_parameter",
+    "foreign_spool",
     "holder_pid",
     "is_spool_file",
     "last_error",
@@ -104,6 +105,7 @@ __all__ = [
     "now_us",
     "open_log",
     "open_spool",
+    "other_pod",
     "read_tail",
     "receiver_kinds",
     "refused_by",

@@ -16,7 +16,9 @@ from .checkpoint import GATEWAY, Checkpoint, load_progress
 from .names import spool_file_names
 from .reader import BadSpoolError, SpoolTail
 
-__all__ = ["Delivery", "OpenSpool", "delivery_state", "open_spool", "receiver_kinds"]
+__all__ = ["Delivery", "OpenSpool", "delivery_state", "foreign_spool", "open_spool", "other_pod", "receiver_kinds"]
+
+FOREIGN_CHECK_FILES = 1000  # headers a writer reads to tell its pod directory is its own (a restart has a few)
 
 
 class OpenSpool(NamedTuple):
@@ -64,6 +66,39 @@ def receiver_kinds(pod_dir: str) -> frozenset[str] | None:
             kinds.update(tail.receivers)
             known = True
     return frozenset(kinds) if known else None
+
+
+def other_pod(tail: SpoolTail) -> str | None:
+    """Why the spool file *tail* (its header read) is not its directory's pod's, or None if it is.
+
+    The directory's name is the podUUID every report of it is delivered under: a file whose header
+    names another pod (or none) was written for another pod, or forged, and is never delivered as this one.
+    """
+    pod = os.path.basename(os.path.dirname(tail.path))
+    if tail.pod_uuid == pod:
+        return None
+    named = "no pod" if tail.pod_uuid is None else f"pod {tail.pod_uuid[:100]!r}"
+    return (f"its header names {named}, not {pod!r} (its directory's name): written for another pod or forged, "
+            "it is never delivered under this pod's name; remove it")
+
+
+def foreign_spool(pod_dir: str) -> str | None:
+    """Why *pod_dir* is not this pod's own (a spool file in it names another pod), or None.
+
+    The first :data:`FOREIGN_CHECK_FILES` spool files are read, their header only.
+    """
+    for name in spool_file_names(pod_dir)[:FOREIGN_CHECK_FILES]:
+        try:
+            opened = open_spool(os.path.join(pod_dir, name), resume=False)
+        except (OSError, BadSpoolError):
+            continue  # gone, or no spool: nothing in it is delivered anyway
+        if opened is None:
+            continue
+        with opened.tail as tail:
+            why = other_pod(tail)
+        if why is not None:
+            return f"{name}: {why}"
+    return None
 
 
 @dataclass(frozen=True)

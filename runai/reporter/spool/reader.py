@@ -51,6 +51,7 @@ class SpoolTail(OwnedFd):
         self.path = path
         self.spool_id = ""
         self.receivers: tuple[str, ...] | None = None  # the header's (see records.Header)
+        self.pod_uuid: str | None = None  # the header's: the pod its writer reported for
         self.offset = 0  # bytes consumed, always at a line boundary
         self.records = 0  # reports read (header and end marker excluded)
         self.last_seq = 0
@@ -94,7 +95,7 @@ class SpoolTail(OwnedFd):
             raise BadSpoolError(f"the first line is not a spool header ({exc})") from None
         if not isinstance(record, Header):
             raise BadSpoolError("the first line is not a spool header")
-        self.spool_id, self.receivers = record.spool_id, record.receivers
+        self.spool_id, self.receivers, self.pod_uuid = record.spool_id, record.receivers, record.pod_uuid
         self.offset = len(line) + 1
         return True
 

@@ -131,6 +131,7 @@ class Header(_NotAReport):
     # The kinds of receiver the job was configured with (GATEWAY, REMOTE_WRITE; empty: none, local mode);
     # None for a file written before headers said (unknown).
     receivers: tuple[str, ...] | None = None
+    pod_uuid: str | None = None  # the pod its writer reported for (None: the header names none)
 
 
 Report = Union[Metric, Parameter]  # what a reader yields, and the uploader pushes
@@ -273,7 +274,8 @@ def _header(seq: int, ts: float, obj: dict[str, object]) -> Header:
     kinds = obj.get("receivers")
     # Anything but a list of names reads as unknown, as a header without the field does.
     known = tuple(kinds) if isinstance(kinds, list) and all(isinstance(kind, str) for kind in kinds) else None
-    return Header(seq, ts, HEADER, spool_id, known)
+    pod = obj.get("pod_uuid")
+    return Header(seq, ts, HEADER, spool_id, known, pod if isinstance(pod, str) else None)
 
 
 _BUILDERS: dict[str, Callable[[int, float, dict[str, object]], Record]] = {
