@@ -18,8 +18,8 @@ import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
-from urllib.parse import urlsplit
+from typing import Any, Callable, Sequence
+from urllib.parse import parse_qs, urlsplit
 
 from .config import STALE_SECONDS
 
@@ -55,9 +55,9 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128  # a burst of connects waits in the kernel, not 1 s for a SYN resent
 
-    def __init__(self, address: tuple[str, int], render: Callable[[str], tuple[bytes, str]],
+    def __init__(self, address: tuple[str, int], render: Callable[[str, Sequence[str]], tuple[bytes, str]],
                  heartbeat: Heartbeat) -> None:
-        self.render = render  # the Accept header -> (the page, its content type)
+        self.render = render  # the Accept header and the names asked for -> (the page, its content type)
         self.heartbeat = heartbeat
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self._lock = threading.Lock()
@@ -122,7 +122,8 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/healthz":
             self._healthz()
         elif path in ("/metrics", "/"):
-            body, content_type = self.server.render(self.headers.get("Accept", ""))
+            names = parse_qs(urlsplit(self.path).query).get("name[]", [])
+            body, content_type = self.server.render(self.headers.get("Accept", ""), names)
             self._answer(200, body, content_type)
         else:
             self._answer(404, b"not found: /metrics or /healthz\n")
@@ -149,7 +150,7 @@ class _Handler(BaseHTTPRequestHandler):
 class MetricsServer:
     """Serves *render*'s page and *heartbeat*'s health on *address*:*port* (0: a free one) in a daemon thread."""
 
-    def __init__(self, address: str, port: int, render: Callable[[str], tuple[bytes, str]],
+    def __init__(self, address: str, port: int, render: Callable[[str, Sequence[str]], tuple[bytes, str]],
                  heartbeat: Heartbeat) -> None:
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
         server_class = type("_Server", (_Server,), {"address_family": family})

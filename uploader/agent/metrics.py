@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from .schedule import IDLE, QUEUED, REFUSED, TAKEN
 
@@ -109,12 +109,13 @@ class AgentMetrics:
         self._server = MetricsServer(address, port, self.render, self.heartbeat)
         return self._server.port
 
-    def render(self, accept: str) -> tuple[bytes, str]:
-        """The page, in the format *accept* (an Accept header) asks for, and its content type."""
+    def render(self, accept: str, names: Sequence[str] = ()) -> tuple[bytes, str]:
+        """The page, in the format *accept* (an Accept header) asks for, and its content type; only the series
+        *names* where given (``/metrics?name[]=...``, as prometheus_client's own server does: a cheap poll)."""
         from prometheus_client.exposition import choose_encoder
 
         encoder, content_type = choose_encoder(accept)
-        return encoder(self.registry), content_type
+        return encoder(self.registry.restricted_registry(names) if names else self.registry), content_type
 
     def close(self) -> None:
         """Stop serving (safe to call twice)."""
