@@ -61,7 +61,11 @@ def test_a_backlog_longer_than_the_slots_is_judged_once_per_pod_and_idle_pods_co
     assert judged == PODS, f"{judged:.0f} judgments for {PODS} pods"
 
     # Idle, the pods are looked at (a stat each, every few seconds) but never judged; a new pod is, once.
-    late = _dead_pods(spool_dir, 1)[0]
+    # (made beside the spool and moved in whole: an agent that saw its directory still empty would judge it twice)
+    staging = os.path.join(os.path.dirname(spool_dir), "staging")
+    os.makedirs(staging, mode=0o700)
+    late = _dead_pods(staging, 1)[0]
+    os.rename(os.path.join(staging, late), os.path.join(spool_dir, late))
     wait_for(lambda: _totals(agent)["runai_uploader_idle_pods"] == PODS + 1, 30, "the late pod delivered")
     assert gateway.value(late, metric_name("m")) == REPORTS - 1
     assert _totals(agent)["runai_uploader_judged_pods_total"] == PODS + 1
