@@ -13,7 +13,8 @@ PIP_EXTRAS=test,keras,lightning,transformers  # lightning, transformers, acceler
 EXTRA_APT=(prometheus victoria-metrics prometheus-alertmanager podman runc mmdebstrap)
 command -v kubectl >/dev/null 2>&1 || EXTRA_APT+=(kubernetes-client)
 source "$(dirname "$0")/_setup.sh"
-echo "==> ruff check, mypy --strict (mypy.ini) and lint-imports (.importlinter) over runai/ and uploader/"
+echo "==> ruff format --check, ruff check (isort included), mypy --strict (mypy.ini) and lint-imports (.importlinter)"
+.venv/bin/ruff format --check .
 .venv/bin/ruff check .
 .venv/bin/python -m mypy
 PYTHONPATH=. .venv/bin/lint-imports
