@@ -1,4 +1,5 @@
 """Packaging for runai (the reporter library) and uploader (its background process)."""
+
 from __future__ import annotations
 
 import os
@@ -46,15 +47,26 @@ setup(
         # accelerate: the Trainer needs it to train on torch.
         "transformers": ["transformers>=4.40", "accelerate"],
         # ruff and mypy pinned: CI fails on their findings, and a newer release may add some.
-        "test": ["pytest>=7", "numpy", "hypothesis", "cryptography", "bcrypt", "matplotlib", "markdown-it-py",
-                 # protobuf: the official runtime decodes the hand-encoded remote-write requests in a test.
-                 "protobuf>=4.25", "ruff==0.17.6", "mypy==2.4.1",
-                 # validates deploy/kubernetes/ offline against the Kubernetes schemas it bundles (tests/test_deploy.py)
-                 "kubernetes-validate==1.37.0", "PyYAML",
-                 # the layers contract of .importlinter: imports run down, never sideways (docs/architecture.md)
-                 "import-linter==2.17",
-                 # builds docs/grafana/runai-reporter-dashboard.json (docs/grafana/dashboard.py); needs 3.11
-                 "grafana-foundation-sdk==1769699998!10.1.0; python_version >= '3.11'"],
+        "test": [
+            "pytest>=7",
+            "numpy",
+            "hypothesis",
+            "cryptography",
+            "bcrypt",
+            "matplotlib",
+            "markdown-it-py",
+            # protobuf: the official runtime decodes the hand-encoded remote-write requests in a test.
+            "protobuf>=4.25",
+            "ruff==0.17.6",
+            "mypy==2.4.1",
+            # validates deploy/kubernetes/ offline against the Kubernetes schemas it bundles (tests/test_deploy.py)
+            "kubernetes-validate==1.37.0",
+            "PyYAML",
+            # the layers contract of .importlinter: imports run down, never sideways (docs/architecture.md)
+            "import-linter==2.17",
+            # builds docs/grafana/runai-reporter-dashboard.json (docs/grafana/dashboard.py); needs 3.11
+            "grafana-foundation-sdk==1769699998!10.1.0; python_version >= '3.11'",
+        ],
         "plot": ["matplotlib"],
         "bench": ["matplotlib"],
     },

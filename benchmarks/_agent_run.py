@@ -1,4 +1,5 @@
 """One node agent run for benchmarks/agent_scale.py: its receiver, its catch-up, its steady state, orphan delays."""
+
 from __future__ import annotations
 
 import os
@@ -13,7 +14,14 @@ import uuid
 from typing import Any
 
 from harness import (
-    REPO, Pushgateway, VictoriaMetrics, free_port, job_env, metric_name, process_cpu_seconds, wait_for,
+    REPO,
+    Pushgateway,
+    VictoriaMetrics,
+    free_port,
+    job_env,
+    metric_name,
+    process_cpu_seconds,
+    wait_for,
 )
 from uploader.agent.config import NEW_POD_SECONDS
 
@@ -99,8 +107,16 @@ def totals(port: int) -> dict[str, float]:
     return {k: float(v) for k, v in (line.rsplit(" ", 1) for line in lines if line and not line.startswith("#"))}
 
 
-def run_agent(rx: Receiver, spool: str, pods: int, idle: float, delays: int, code: str | None,
-              max_deliveries: int | None, limit: float) -> dict[str, Any]:
+def run_agent(
+    rx: Receiver,
+    spool: str,
+    pods: int,
+    idle: float,
+    delays: int,
+    code: str | None,
+    max_deliveries: int | None,
+    limit: float,
+) -> dict[str, Any]:
     """Start the agent (of *code*, a revision's unpacked tree, or today's) over *spool*; its figures."""
     port = free_port()
     cmd = [sys.executable, "-m", "uploader", "agent", f"--spool-dir={spool}", rx.option, f"--metrics-port={port}"]
@@ -108,8 +124,15 @@ def run_agent(rx: Receiver, spool: str, pods: int, idle: float, delays: int, cod
     receiver0 = rx.cpu()
     started = time.monotonic()
     # From *code*'s directory: `python -m` puts the working directory first on sys.path, before PYTHONPATH.
-    agent = subprocess.Popen(cmd, env=_env(code), cwd=code or REPO, stdin=subprocess.DEVNULL,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    agent = subprocess.Popen(
+        cmd,
+        env=_env(code),
+        cwd=code or REPO,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     done = _DoneLines(agent, pods)
     row: dict[str, Any] = {"catch_up": None}
     try:
@@ -132,8 +155,9 @@ def run_agent(rx: Receiver, spool: str, pods: int, idle: float, delays: int, cod
     return row
 
 
-def _steady(agent: subprocess.Popen[str], port: int, pods: int, started: float, idle: float,
-            gauges: bool) -> dict[str, Any]:
+def _steady(
+    agent: subprocess.Popen[str], port: int, pods: int, started: float, idle: float, gauges: bool
+) -> dict[str, Any]:
     """RSS, threads and idle CPU once every pod is delivered (and idle, by the agent's gauge when it has one)."""
     if gauges:
         wait_for(lambda: totals(port).get("runai_uploader_idle_pods") == pods, 60, "every pod idle")
@@ -142,8 +166,11 @@ def _steady(agent: subprocess.Popen[str], port: int, pods: int, started: float, 
     cpu0, t0 = process_cpu_seconds(agent.pid), time.monotonic()
     time.sleep(idle)  # the measurement window itself, not a synchronisation
     cpu = (process_cpu_seconds(agent.pid) - cpu0) / (time.monotonic() - t0)
-    return {"cpu": 100 * cpu, "rss": _proc_status(agent.pid, "VmRSS") / 1024,
-            "threads": _proc_status(agent.pid, "Threads")}
+    return {
+        "cpu": 100 * cpu,
+        "rss": _proc_status(agent.pid, "VmRSS") / 1024,
+        "threads": _proc_status(agent.pid, "Threads"),
+    }
 
 
 def _median(values: list[float]) -> float:
@@ -153,14 +180,28 @@ def _median(values: list[float]) -> float:
 def _orphan_delay(gw: Pushgateway, spool: str, recover: bool = False) -> float:
     """Seconds from an orphaned pod's death to its last value on the gateway (by the agent, or by recover)."""
     pod = f"orphan-{uuid.uuid4()}"
-    proc = subprocess.Popen([sys.executable, "-c", _POD, os.path.join(spool, pod), pod], env=job_env(),
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _POD, os.path.join(spool, pod), pod], env=job_env(), stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed = time.monotonic()
     if recover:
-        subprocess.run([sys.executable, "-m", "uploader", "recover", f"--spool-dir={spool}", f"--pod-uuid={pod}",
-                        f"--gateway={gw.address}"], env=job_env(), check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "uploader",
+                "recover",
+                f"--spool-dir={spool}",
+                f"--pod-uuid={pod}",
+                f"--gateway={gw.address}",
+            ],
+            env=job_env(),
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
     wait_for(lambda: gw.value(pod, metric_name("last")) == 42.0, 60, f"{pod}'s last value")
     return time.monotonic() - killed

@@ -1,4 +1,5 @@
 """Measurements shared by more than one benchmark script."""
+
 from __future__ import annotations
 
 import os
@@ -9,9 +10,9 @@ import time
 import uuid
 from typing import Callable
 
+from harness import Pushgateway, job_env
 from runai.reporter import Reporter
 from runai.reporter.spool import SpoolWriter
-from harness import Pushgateway, job_env
 
 
 def finish_seconds(gw: Pushgateway, spool: str, n: int) -> float:
@@ -24,8 +25,9 @@ def finish_seconds(gw: Pushgateway, spool: str, n: int) -> float:
     return time.perf_counter() - t0
 
 
-def recover_seconds(gw: Pushgateway | None, spool: str, n: int, code: str | None = None,
-                    remote_write_url: str | None = None) -> float:
+def recover_seconds(
+    gw: Pushgateway | None, spool: str, n: int, code: str | None = None, remote_write_url: str | None = None
+) -> float:
     """Write a finished spool of *n* records (100 names), then time `runai-uploader recover` on it.
 
     The wall-clock seconds of :func:`recover_times`.
@@ -33,8 +35,9 @@ def recover_seconds(gw: Pushgateway | None, spool: str, n: int, code: str | None
     return recover_times(gw, spool, n, code, remote_write_url)[0]
 
 
-def recover_times(gw: Pushgateway | None, spool: str, n: int, code: str | None = None,
-                  remote_write_url: str | None = None) -> tuple[float, float]:
+def recover_times(
+    gw: Pushgateway | None, spool: str, n: int, code: str | None = None, remote_write_url: str | None = None
+) -> tuple[float, float]:
     """Write a finished spool of *n* records (100 names), then time `runai-uploader recover` on it:
     (wall-clock seconds, CPU seconds of the uploader process, user and system). The CPU time is what a
     machine shared with other work disturbs least.
@@ -60,8 +63,9 @@ def recover_times(gw: Pushgateway | None, spool: str, n: int, code: str | None =
     t0 = time.perf_counter()
     # In *code*'s directory: `python -m` puts the working directory first on sys.path, before PYTHONPATH,
     # so run from the repository it would import today's uploader whatever *code* says.
-    subprocess.run([sys.executable, "-m", "uploader", "recover"], env=env, check=True, capture_output=True,
-                   timeout=600, cwd=code)
+    subprocess.run(
+        [sys.executable, "-m", "uploader", "recover"], env=env, check=True, capture_output=True, timeout=600, cwd=code
+    )
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the uploader, waited for by run()
     return wall, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime

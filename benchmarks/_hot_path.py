@@ -1,5 +1,6 @@
 """The hot-path rows of benchmarks/run.py: CPU per report, each mode in a child process of its own, beside
 the floor (a raw write), runai 0.4.1 and, with ``--baseline REV``, the library at another git revision."""
+
 from __future__ import annotations
 
 import json
@@ -110,8 +111,24 @@ print(json.dumps({"us": (c1 - c0) / n * 1e6, "ok": ok}))
 def fetch_041(work: str) -> str | None:
     """Download and unpack runai 0.4.1's sdist into *work* (never into the repository)."""
     try:
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
-                        "runai==0.4.1", "-d", work], check=True, capture_output=True, timeout=180)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                "runai==0.4.1",
+                "-d",
+                work,
+            ],
+            check=True,
+            capture_output=True,
+            timeout=180,
+        )
         with tarfile.open(os.path.join(work, "runai-0.4.1.tar.gz")) as sdist:
             sdist.extractall(work, filter="data")
     except (OSError, subprocess.SubprocessError, tarfile.TarError) as exc:
@@ -124,14 +141,16 @@ def unpack_revision(rev: str, work: str) -> str:
     """The repository as it was at git revision *rev*, unpacked into *work* (never into the repository)."""
     target = os.path.join(work, "baseline")
     os.makedirs(target)
-    archive = subprocess.run(["git", "-C", REPO, "archive", "--format=tar", rev], check=True,
-                             capture_output=True, timeout=60).stdout
+    archive = subprocess.run(
+        ["git", "-C", REPO, "archive", "--format=tar", rev], check=True, capture_output=True, timeout=60
+    ).stdout
     subprocess.run(["tar", "-x", "-C", target], input=archive, check=True, timeout=60)
     return target
 
 
-def child(mode: str, n: int, gateway: str, spool: str, runai_041: str | None = None,
-          baseline: str | None = None) -> dict[str, float]:
+def child(
+    mode: str, n: int, gateway: str, spool: str, runai_041: str | None = None, baseline: str | None = None
+) -> dict[str, float]:
     """One child's figures: "us" (CPU per report), and "design_us" (the design floor's, same process) for
     the modes that measure it beside their own."""
     env = job_env(podUUID=f"bench-{uuid.uuid4()}", reporterGatewayURL=gateway, reporterSpoolDir=spool)
@@ -143,8 +162,15 @@ def child(mode: str, n: int, gateway: str, spool: str, runai_041: str | None = N
         assert baseline is not None
         mode = mode.split("@", 1)[0]
         env["PYTHONPATH"] = baseline
-    out = subprocess.run([sys.executable, "-c", _CHILD, mode, str(n)], env=env, capture_output=True, text=True,
-                         check=True, timeout=600, cwd=spool)
+    out = subprocess.run(
+        [sys.executable, "-c", _CHILD, mode, str(n)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+        cwd=spool,
+    )
     line = [x for x in out.stdout.splitlines() if x.startswith("{")][-1]
     result = json.loads(line)
     if not result.pop("ok"):
@@ -152,8 +178,9 @@ def child(mode: str, n: int, gateway: str, spool: str, runai_041: str | None = N
     return {key: float(value) for key, value in result.items()}
 
 
-def hot_path(gw: Pushgateway, spool: str, runs: int, n: int, runai_041: str | None,
-             baseline: tuple[str, str] | None = None) -> list[tuple[str, str, str]]:
+def hot_path(
+    gw: Pushgateway, spool: str, runs: int, n: int, runai_041: str | None, baseline: tuple[str, str] | None = None
+) -> list[tuple[str, str, str]]:
     modes = {"floor": n, "loop": n, "metric": n, "parameter": n, "forked": n, "pushadd": max(200, n // 50)}
     if baseline is not None:
         modes["metric@baseline"] = n
@@ -181,11 +208,20 @@ def hot_path(gw: Pushgateway, spool: str, runs: int, n: int, runai_041: str | No
         "metric@baseline": f"reportMetric at {baseline[0] if baseline else ''}, first report to finish()",
     }
     design = statistics.median(designs)
-    rows = [(f"CPU/report: {labels['floor']}", f"{floor:.2f} us (1.0x floor)", ""),
-            ("CPU/report: design floor: the line by one f-string + os.write", f"{design:.2f} us ({design / floor:.1f}x "
-             "floor; measured in the loop's and the job's processes)", "")]
-    targets = {"loop": "<= 1.15x design", "metric": "<= 1.4x design", "parameter": "<= 3x floor",
-               "forked": "<= 3x floor"}
+    rows = [
+        (f"CPU/report: {labels['floor']}", f"{floor:.2f} us (1.0x floor)", ""),
+        (
+            "CPU/report: design floor: the line by one f-string + os.write",
+            f"{design:.2f} us ({design / floor:.1f}x floor; measured in the loop's and the job's processes)",
+            "",
+        ),
+    ]
+    targets = {
+        "loop": "<= 1.15x design",
+        "metric": "<= 1.4x design",
+        "parameter": "<= 3x floor",
+        "forked": "<= 3x floor",
+    }
     for mode, values in samples.items():
         if mode == "floor":
             continue
@@ -193,8 +229,9 @@ def hot_path(gw: Pushgateway, spool: str, runs: int, n: int, runai_041: str | No
         versus = ""
         if mode in versus_design:  # the median of each run's ratio to the floor measured in its own process
             versus = f", {statistics.median(versus_design[mode]):.2f}x design"
-        rows.append((f"CPU/report: {labels[mode]}", f"{med:.2f} us ({med / floor:.1f}x floor{versus})",
-                     targets.get(mode, "")))
+        rows.append(
+            (f"CPU/report: {labels[mode]}", f"{med:.2f} us ({med / floor:.1f}x floor{versus})", targets.get(mode, ""))
+        )
     if baseline is not None:
         ratio = statistics.median(samples["metric"]) / statistics.median(samples["metric@baseline"])
         rows.append((f"  reportMetric now / at {baseline[0]} (ratio of medians)", f"{ratio:.3f}", "<= 1.10"))

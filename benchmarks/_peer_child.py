@@ -7,6 +7,7 @@
 
 Standard library only beside the logger itself: the interpreter may be a venv holding nothing else.
 """
+
 from __future__ import annotations
 
 import glob
@@ -39,6 +40,7 @@ def _children() -> list[int]:
 # Each logger: setup(work) -> (the loop over n reports, finish). The loops are written out per logger, so
 # that no wrapper's call is counted against any of them.
 
+
 def _os_write(work: str) -> tuple[Callable[[int], None], Callable[[], None]]:
     fd = os.open(os.path.join(work, "floor.jsonl"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     line = b'{"seq":1,"ts_us":1795748321159200,"kind":"metric","name":"loss","value":1000.123456789}\n'
@@ -46,6 +48,7 @@ def _os_write(work: str) -> tuple[Callable[[int], None], Callable[[], None]]:
     def loop(n: int, write: Callable[[int, bytes], int] = os.write) -> None:
         for _ in range(n):
             write(fd, line)
+
     return loop, lambda: None
 
 
@@ -68,6 +71,7 @@ def _runai(work: str) -> tuple[Callable[[int], None], Callable[[], None]]:
     def finish() -> None:
         if not reporter.finish():
             raise SystemExit("runai: finish() did not deliver every report")
+
     return loop, finish
 
 
@@ -80,6 +84,7 @@ def _wandb(work: str) -> tuple[Callable[[int], None], Callable[[], None]]:
         log = run.log
         for i in range(n):
             log({NAME: 0.123456789 + i})
+
     return loop, run.finish
 
 
@@ -92,6 +97,7 @@ def _mlflow(work: str, synchronous: bool = True) -> tuple[Callable[[int], None],
         log = mlflow.log_metric
         for i in range(n):
             log(NAME, 0.123456789 + i, step=i, synchronous=synchronous)
+
     return loop, mlflow.end_run
 
 
@@ -117,7 +123,7 @@ def _wandb_records(buf: bytes) -> list[bytes]:
         if kind == 0:  # zeros: padding to the block's end
             off += left
             continue
-        data = buf[off + 7:off + 7 + length]
+        data = buf[off + 7 : off + 7 + length]
         if len(data) < length:
             break
         off += 7 + length

@@ -1,5 +1,6 @@
 """The rows of benchmarks/run.py after the hot path: finish(), latency, staleness, pushes, gateway load,
 drain, the uploader's footprint and Keras' overhead. Each returns its table rows (name, result, target)."""
+
 from __future__ import annotations
 
 import os
@@ -26,8 +27,13 @@ def finish_time(gw: Pushgateway, spool: str, runs: int, n: int) -> list[tuple[st
         t0 = time.perf_counter()
         assert reporter.finish()
         times.append(time.perf_counter() - t0)
-    return [(f"finish() after {n:,} reports, gateway up", f"median {statistics.median(times):.3f} s, "
-             f"max {max(times):.3f} s", "<= 1 s")]
+    return [
+        (
+            f"finish() after {n:,} reports, gateway up",
+            f"median {statistics.median(times):.3f} s, max {max(times):.3f} s",
+            "<= 1 s",
+        )
+    ]
 
 
 def _visible(gw: Pushgateway, pod: str, value: float, deadline: float) -> None:
@@ -50,7 +56,8 @@ def latency(gw: Pushgateway, spool: str, samples: int) -> list[tuple[str, str, s
         t0 = time.perf_counter()
         registry = CollectorRegistry()
         Gauge(metric_name("lat"), "", ["metric_name", "push_gateway_type"], registry=registry).labels(
-            "lat", "metric").set(i)
+            "lat", "metric"
+        ).set(i)
         pushadd_to_gateway(gw.address, job="reporter_pod_info", registry=registry, grouping_key={"podUUID": base_pod})
         _visible(gw, base_pod, i, t0 + 10)
         base.append(time.perf_counter() - t0)
@@ -59,8 +66,10 @@ def latency(gw: Pushgateway, spool: str, samples: int) -> list[tuple[str, str, s
         xs = sorted(xs)
         return f"median {statistics.median(xs) * 1e3:.1f} ms, max {xs[-1] * 1e3:.1f} ms (n={len(xs)})"
 
-    return [("report -> visible on gateway, after a quiet spell", fmt(ours), "median <= 10 ms"),
-            ("  baseline: synchronous pushadd per report", fmt(base), "")]
+    return [
+        ("report -> visible on gateway, after a quiet spell", fmt(ours), "median <= 10 ms"),
+        ("  baseline: synchronous pushadd per report", fmt(base), ""),
+    ]
 
 
 def staleness(gw: Pushgateway, spool: str, seconds: float, rate: int = 1000) -> list[tuple[str, str, str]]:
@@ -99,9 +108,13 @@ def staleness(gw: Pushgateway, spool: str, seconds: float, rate: int = 1000) -> 
     ages.sort()
     p99 = ages[min(len(ages) - 1, int(len(ages) * 0.99))]
     bound = reporter.settings.push_interval + 0.020
-    return [(f"staleness under a {rate:,}/s stream ({len(ages)} samples)",
-             f"median {statistics.median(ages) * 1e3:.0f} ms, p99 {p99 * 1e3:.0f} ms, max {ages[-1] * 1e3:.0f} ms",
-             f"<= {bound * 1e3:.0f} ms")]
+    return [
+        (
+            f"staleness under a {rate:,}/s stream ({len(ages)} samples)",
+            f"median {statistics.median(ages) * 1e3:.0f} ms, p99 {p99 * 1e3:.0f} ms, max {ages[-1] * 1e3:.0f} ms",
+            f"<= {bound * 1e3:.0f} ms",
+        )
+    ]
 
 
 def pushes(gw: Pushgateway, spool: str, n: int, seconds: float) -> list[tuple[str, str, str]]:
@@ -121,9 +134,13 @@ def pushes(gw: Pushgateway, spool: str, n: int, seconds: float) -> list[tuple[st
     finally:
         proxy.stop()
     bound = duration / reporter.settings.push_interval + 2
-    return [(f"pushes for {n:,} reports over {duration:.1f} s", f"{proxy.pushes} pushes "
-             f"({proxy.push_bytes / max(1, proxy.pushes):.0f} B each); 0.4.1 would make {n:,}",
-             f"<= {bound:.0f}")]
+    return [
+        (
+            f"pushes for {n:,} reports over {duration:.1f} s",
+            f"{proxy.pushes} pushes ({proxy.push_bytes / max(1, proxy.pushes):.0f} B each); 0.4.1 would make {n:,}",
+            f"<= {bound:.0f}",
+        )
+    ]
 
 
 def gateway_load(gw: Pushgateway, spool: str, seconds: float) -> list[tuple[str, str, str]]:
@@ -146,25 +163,41 @@ def gateway_load(gw: Pushgateway, spool: str, seconds: float) -> list[tuple[str,
         finally:
             proxy.stop()
         per_second = proxy.pushes / duration
-        rows.append((f"gateway load at {rate:,} reports/s ({sent:,} in {duration:.1f} s)",
-                     f"{per_second:.2f} pushes/s, {proxy.push_bytes / max(1, proxy.pushes):.0f} B/push",
-                     f"<= {1 / reporter.settings.push_interval:.0f}/s (+1 at the end)"))
+        rows.append(
+            (
+                f"gateway load at {rate:,} reports/s ({sent:,} in {duration:.1f} s)",
+                f"{per_second:.2f} pushes/s, {proxy.push_bytes / max(1, proxy.pushes):.0f} B/push",
+                f"<= {1 / reporter.settings.push_interval:.0f}/s (+1 at the end)",
+            )
+        )
     return rows
 
 
 def drain(gw: Pushgateway, spool: str, sizes: tuple[int, ...]) -> list[tuple[str, str, str]]:
     """finish() after N reports, and recover's throughput over a spool written beforehand."""
-    rows = [(f"finish() after {n:,} reports", f"{finish_seconds(gw, spool, n):.3f} s",
-             "<= 5 s at 1e6" if n == 1_000_000 else "") for n in sizes]
+    rows = [
+        (
+            f"finish() after {n:,} reports",
+            f"{finish_seconds(gw, spool, n):.3f} s",
+            "<= 5 s at 1e6" if n == 1_000_000 else "",
+        )
+        for n in sizes
+    ]
     n = sizes[-1]
     elapsed = recover_seconds(gw, spool, n)
-    rows.append((f"drain: recover of {n:,} records (100 names), gateway up",
-                 f"{n / elapsed:,.0f} records/s ({elapsed:.2f} s incl. interpreter start)", ">= 200,000/s"))
+    rows.append(
+        (
+            f"drain: recover of {n:,} records (100 names), gateway up",
+            f"{n / elapsed:,.0f} records/s ({elapsed:.2f} s incl. interpreter start)",
+            ">= 200,000/s",
+        )
+    )
     return rows
 
 
-def drain_versus(gw: Pushgateway, spool: str, n: int, runs: int,
-                 baseline: tuple[str, str]) -> list[tuple[str, str, str]]:
+def drain_versus(
+    gw: Pushgateway, spool: str, n: int, runs: int, baseline: tuple[str, str]
+) -> list[tuple[str, str, str]]:
     """recover's throughput now and at a baseline revision, runs interleaved, as medians and their ratio."""
     rev, code = baseline
     now, then = [], []
@@ -186,8 +219,9 @@ def footprint(gw: Pushgateway, spool: str, window: float) -> list[tuple[str, str
     rows = []
     proxy = FaultProxy(gw.address).start()
     try:
-        reporter = Reporter(pod_uuid=f"bench-{uuid.uuid4()}", gateway_url=proxy.address, spool_dir=spool,
-                            retry_timeout=1)
+        reporter = Reporter(
+            pod_uuid=f"bench-{uuid.uuid4()}", gateway_url=proxy.address, spool_dir=spool, retry_timeout=1
+        )
         reporter.reportMetric("warmup", 0)
         pid = wait_for(lambda: uploader_pids(reporter.settings.pod_uuid), 10, "the uploader")[0]
         wait_for(lambda: any(n.endswith(".ckpt") for n in os.listdir(reporter.settings.pod_dir)), 10, "a push")
@@ -203,8 +237,9 @@ def footprint(gw: Pushgateway, spool: str, window: float) -> list[tuple[str, str
         c0 = process_cpu_seconds(pid)
         time.sleep(window)
         down = (process_cpu_seconds(pid) - c0) / window
-        rows.append((f"uploader CPU while the gateway is down ({window:.0f} s)", f"{down * 100:.2f}% of a core",
-                     "no busy loop"))
+        rows.append(
+            (f"uploader CPU while the gateway is down ({window:.0f} s)", f"{down * 100:.2f}% of a core", "no busy loop")
+        )
         proxy.heal()
         assert reporter.finish(timeout=30)
     finally:
@@ -217,11 +252,19 @@ def keras_row(quick: bool) -> list[tuple[str, str, str]]:
     script = os.path.join(HERE, "keras_overhead.py")
     env = dict(os.environ, KERAS_BACKEND=os.environ.get("KERAS_BACKEND", "torch"))
     try:
-        out = subprocess.run([sys.executable, script, *(["--quick"] if quick else [])], env=env, capture_output=True,
-                             text=True, timeout=900, check=True).stdout
+        out = subprocess.run(
+            [sys.executable, script, *(["--quick"] if quick else [])],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=True,
+        ).stdout
     except (OSError, subprocess.SubprocessError) as exc:
         return [("Keras fit with and without autolog", f"not measured ({exc})", "<= 1.02x")]
     ratio = next(line for line in out.splitlines() if line.startswith("overhead of autolog"))
     cpu = next(line for line in out.splitlines() if line.startswith("the callback's own CPU"))
-    return [("Keras fit with/without autolog (every batch)", ratio.split(": ", 1)[1].split(",")[0], "<= 1.02x"),
-            ("  the callback's own CPU per batch", cpu.split(": ", 1)[1].split(", on")[0], "")]
+    return [
+        ("Keras fit with/without autolog (every batch)", ratio.split(": ", 1)[1].split(",")[0], "<= 1.02x"),
+        ("  the callback's own CPU per batch", cpu.split(": ", 1)[1].split(", on")[0], ""),
+    ]

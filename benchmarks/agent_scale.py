@@ -22,6 +22,7 @@ spool directory, a fresh receiver is started (a real Pushgateway; ``gateway-unch
 With --baseline REV the agent of git revision REV runs too, on the --baseline-pods sizes, in the same run.
 Linear catch-up: the time per pod at the largest size is within 1.5x of the time per pod at the smallest.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,15 +52,24 @@ def _dead_pods(spool: str, count: int) -> None:
         writer.close()
 
 
-def measure(root: str, pods: int, receiver: str, idle: float, delays: int, code: str | None,
-            max_deliveries: int | None, limit: float) -> dict[str, Any]:
+def measure(
+    root: str,
+    pods: int,
+    receiver: str,
+    idle: float,
+    delays: int,
+    code: str | None,
+    max_deliveries: int | None,
+    limit: float,
+) -> dict[str, Any]:
     spool = os.path.join(root, f"spool-{pods}-{'baseline' if code else 'today'}")
     os.makedirs(spool, mode=0o700)
     _dead_pods(spool, pods)
     try:
         with Receiver(root, receiver) as rx:
-            row = run_agent(rx, spool, pods, idle, 0 if receiver == "remote-write" else delays, code,
-                            max_deliveries, limit)
+            row = run_agent(
+                rx, spool, pods, idle, 0 if receiver == "remote-write" else delays, code, max_deliveries, limit
+            )
     finally:
         shutil.rmtree(spool, ignore_errors=True)
     row.update(pods=pods, code="baseline" if code else "today", receiver=receiver)
@@ -71,24 +81,32 @@ def _fmt(value: Any, spec: str) -> str:
 
 
 def print_table(rows: list[dict[str, Any]], idle: float) -> None:
-    print(f"node agent catch-up: N dead pods ({REPORTS} reports each); {os.cpu_count()} CPUs; "
-          f"idle CPU over {idle:.0f} s; CPU seconds include the agent's start")
-    print(f"{'receiver':>17} {'code':>8} {'pods':>6} {'catch-up s':>10} {'pods/s':>7} {'ms/pod':>7} "
-          f"{'agent CPU s':>11} {'receiver CPU s':>14} {'RSS MiB':>8} {'threads':>7} {'idle CPU %':>10} "
-          f"{'orphan s':>8} {'recover s':>9}")
+    print(
+        f"node agent catch-up: N dead pods ({REPORTS} reports each); {os.cpu_count()} CPUs; "
+        f"idle CPU over {idle:.0f} s; CPU seconds include the agent's start"
+    )
+    print(
+        f"{'receiver':>17} {'code':>8} {'pods':>6} {'catch-up s':>10} {'pods/s':>7} {'ms/pod':>7} "
+        f"{'agent CPU s':>11} {'receiver CPU s':>14} {'RSS MiB':>8} {'threads':>7} {'idle CPU %':>10} "
+        f"{'orphan s':>8} {'recover s':>9}"
+    )
     for r in rows:
         per_pod = None if r["catch_up"] is None else 1000 * r["catch_up"] / r["pods"]
         rate = None if r["catch_up"] is None else r["pods"] / r["catch_up"]
-        print(f"{r['receiver']:>17} {r['code']:>8} {r['pods']:>6} {_fmt(r['catch_up'], '10.2f')} {_fmt(rate, '7.0f')} "
-              f"{_fmt(per_pod, '7.2f')} {r['agent_cpu']:>11.2f} {r['receiver_cpu']:>14.2f} "
-              f"{_fmt(r.get('rss'), '8.1f')} {_fmt(r.get('threads'), '7')} {_fmt(r.get('cpu'), '10.3f')} "
-              f"{_fmt(r.get('delay'), '8.2f')} {_fmt(r.get('recover'), '9.2f')}")
+        print(
+            f"{r['receiver']:>17} {r['code']:>8} {r['pods']:>6} {_fmt(r['catch_up'], '10.2f')} {_fmt(rate, '7.0f')} "
+            f"{_fmt(per_pod, '7.2f')} {r['agent_cpu']:>11.2f} {r['receiver_cpu']:>14.2f} "
+            f"{_fmt(r.get('rss'), '8.1f')} {_fmt(r.get('threads'), '7')} {_fmt(r.get('cpu'), '10.3f')} "
+            f"{_fmt(r.get('delay'), '8.2f')} {_fmt(r.get('recover'), '9.2f')}"
+        )
     for (receiver, code), done in _series(rows).items():
         if len(done) >= 2:
             small, large = done[0], done[-1]
             ratio = (large["catch_up"] / large["pods"]) / (small["catch_up"] / small["pods"])
-            print(f"{receiver}, {code}: time per pod at {large['pods']:,} pods / at {small['pods']:,} pods = "
-                  f"{ratio:.2f} (linear: <= 1.5)")
+            print(
+                f"{receiver}, {code}: time per pod at {large['pods']:,} pods / at {small['pods']:,} pods = "
+                f"{ratio:.2f} (linear: <= 1.5)"
+            )
 
 
 def _series(rows: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
@@ -100,8 +118,11 @@ def _series(rows: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, 
     return out
 
 
-_NAMES = {"gateway": "Pushgateway", "gateway-unchecked": "Pushgateway, no consistency check",
-          "remote-write": "VictoriaMetrics (remote write)"}
+_NAMES = {
+    "gateway": "Pushgateway",
+    "gateway-unchecked": "Pushgateway, no consistency check",
+    "remote-write": "VictoriaMetrics (remote write)",
+}
 
 
 def plot(rows: list[dict[str, Any]], path: str) -> None:
@@ -115,8 +136,14 @@ def plot(rows: list[dict[str, Any]], path: str) -> None:
     for (receiver, code), done in _series(rows).items():
         xs, ys = [r["pods"] for r in done], [r["catch_up"] for r in done]
         colour = colours[receiver]
-        ax.plot(xs, ys, "o-" if code == "today" else "s--", color=colour, alpha=1 if code == "today" else 0.6,
-                label=f"{_NAMES[receiver]}, {'this change' if code == 'today' else 'before'}")
+        ax.plot(
+            xs,
+            ys,
+            "o-" if code == "today" else "s--",
+            color=colour,
+            alpha=1 if code == "today" else 0.6,
+            label=f"{_NAMES[receiver]}, {'this change' if code == 'today' else 'before'}",
+        )
         if code == "today" and len(done) > 1:  # linear from the smallest size
             ax.plot([0, xs[-1]], [0, ys[0] / xs[0] * xs[-1]], ":", color=colour, alpha=0.7)
     ax.axhline(60, color="grey", lw=0.8, ls="--")
@@ -134,9 +161,12 @@ def plot(rows: list[dict[str, Any]], path: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pods", default="1000,2000,5000,10000", help="sizes, comma-separated (default: %(default)s)")
-    parser.add_argument("--receivers", default="gateway",
-                        help="comma-separated, of gateway, gateway-unchecked (a Pushgateway with "
-                             "--push.disable-consistency-check), remote-write (VictoriaMetrics) (default: %(default)s)")
+    parser.add_argument(
+        "--receivers",
+        default="gateway",
+        help="comma-separated, of gateway, gateway-unchecked (a Pushgateway with "
+        "--push.disable-consistency-check), remote-write (VictoriaMetrics) (default: %(default)s)",
+    )
     parser.add_argument("--idle-seconds", type=float, default=10.0, help="the idle CPU window (default: 10)")
     parser.add_argument("--delays", type=int, default=5, help="orphaned pods timed per size, gateway only (default: 5)")
     parser.add_argument("--delay-pods", type=int, default=1000, help="orphan delays up to this size (default: 1000)")
@@ -146,8 +176,13 @@ def main() -> None:
     parser.add_argument("--baseline-pods", default="1000,2000", help="its sizes (default: %(default)s)")
     parser.add_argument("--plot", metavar="PNG", help="draw catch-up time against pods into this PNG")
     parser.add_argument("--save", metavar="JSON", help="write the rows measured into this file")
-    parser.add_argument("--load", metavar="JSON", action="append", default=[],
-                        help="add the rows another run saved to the table and the plot (repeatable)")
+    parser.add_argument(
+        "--load",
+        metavar="JSON",
+        action="append",
+        default=[],
+        help="add the rows another run saved to the table and the plot (repeatable)",
+    )
     parser.add_argument("--quick", action="store_true", help="100 and 300 pods, a 3 s window, 2 delays")
     args = parser.parse_args()
     sizes = [100, 300] if args.quick else [int(n) for n in args.pods.split(",") if n]
@@ -160,8 +195,18 @@ def main() -> None:
             if receiver not in _NAMES:
                 parser.error(f"--receivers: {receiver!r} is none of {', '.join(_NAMES)}")
             for n, code in runs:
-                rows.append(measure(root, n, receiver, idle, delays if n <= args.delay_pods else 0, code,
-                                    args.max_deliveries, args.limit))
+                rows.append(
+                    measure(
+                        root,
+                        n,
+                        receiver,
+                        idle,
+                        delays if n <= args.delay_pods else 0,
+                        code,
+                        args.max_deliveries,
+                        args.limit,
+                    )
+                )
                 print(f"  {receiver} {rows[-1]['code']} {n} pods: {_fmt(rows[-1]['catch_up'], '.2f')} s", flush=True)
     if args.save:
         with open(args.save, "w") as f:

@@ -6,6 +6,7 @@ Needs matplotlib (a benchmark-only dependency: ``pip install '.[bench]'``).
 Prints a table and writes a PNG; both curves should be straight lines: the
 cost per report does not grow with the number of reports.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,9 @@ from harness import Pushgateway  # noqa: E402
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="up to 100,000 reports")
-    parser.add_argument("--out", default=os.path.join(REPO, "docs", "design", "cost-growth.png"),
-                        help="the PNG to write")
+    parser.add_argument(
+        "--out", default=os.path.join(REPO, "docs", "design", "cost-growth.png"), help="the PNG to write"
+    )
     args = parser.parse_args(argv)
     try:
         import matplotlib

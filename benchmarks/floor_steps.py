@@ -8,6 +8,7 @@ that adds a call); the last row is a real Reporter's reportMetric (its uploader 
 Pushgateway this script starts on 127.0.0.1). Rows alternate within each run; figures are the median and the
 minimum over runs, and their ratio to the design floor's.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,30 +31,74 @@ _LINE = 'f\'{{"seq":{seq},"ts_us":{ts},"kind":"metric","name":"{name}","value":{
 # Cumulative: each step's code is the previous one's plus one thing.
 STEPS = [
     ("design floor: one f-string + os.write", ["seq = i", "ts = ns() // 1000", f"w(fd, {_LINE})"]),
-    ("+ a call of a Python function (2 arguments)", ["call(name, v)", "seq = i", "ts = ns() // 1000",
-                                                     f"w(fd, {_LINE})"]),
-    ("+ the name and value checks (a known name, a float)",
-     ["call(name, v)", "if type(name) is not str or name not in s.names or type(v) is not float: pass",
-      "seq = i", "ts = ns() // 1000", f"w(fd, {_LINE})"]),
-    ("+ the rare-path flag", ["call(name, v)",
-                              "if type(name) is not str or name not in s.names or type(v) is not float: pass",
-                              "if s.slow: pass", "seq = i", "ts = ns() // 1000", f"w(fd, {_LINE})"]),
-    ("+ the sequence counter and the rotation mask",
-     ["call(name, v)", "if type(name) is not str or name not in s.names or type(v) is not float: pass",
-      "if s.slow: pass", "seq = next(s.seq)", "if not seq & 0xFFF: pass", "ts = ns() // 1000", f"w(fd, {_LINE})"]),
-    ("+ the finiteness test",
-     ["call(name, v)", "if type(name) is not str or name not in s.names or type(v) is not float: pass",
-      "if s.slow: pass", "seq = next(s.seq)", "if not seq & 0xFFF: pass", "ts = ns() // 1000",
-      f"d = {_LINE} if isfinite(v) else b''", "w(fd, d)"]),
-    ("+ the short-write check and the tick's clock test",
-     ["call(name, v)", "if type(name) is not str or name not in s.names or type(v) is not float: pass",
-      "if s.slow: pass", "seq = next(s.seq)", "if not seq & 0xFFF: pass", "ts = ns() // 1000",
-      f"d = {_LINE} if isfinite(v) else b''", "if w(s.fd, d) != len(d): pass", "if ts >= s.tick_at: pass"]),
+    (
+        "+ a call of a Python function (2 arguments)",
+        ["call(name, v)", "seq = i", "ts = ns() // 1000", f"w(fd, {_LINE})"],
+    ),
+    (
+        "+ the name and value checks (a known name, a float)",
+        [
+            "call(name, v)",
+            "if type(name) is not str or name not in s.names or type(v) is not float: pass",
+            "seq = i",
+            "ts = ns() // 1000",
+            f"w(fd, {_LINE})",
+        ],
+    ),
+    (
+        "+ the rare-path flag",
+        [
+            "call(name, v)",
+            "if type(name) is not str or name not in s.names or type(v) is not float: pass",
+            "if s.slow: pass",
+            "seq = i",
+            "ts = ns() // 1000",
+            f"w(fd, {_LINE})",
+        ],
+    ),
+    (
+        "+ the sequence counter and the rotation mask",
+        [
+            "call(name, v)",
+            "if type(name) is not str or name not in s.names or type(v) is not float: pass",
+            "if s.slow: pass",
+            "seq = next(s.seq)",
+            "if not seq & 0xFFF: pass",
+            "ts = ns() // 1000",
+            f"w(fd, {_LINE})",
+        ],
+    ),
+    (
+        "+ the finiteness test",
+        [
+            "call(name, v)",
+            "if type(name) is not str or name not in s.names or type(v) is not float: pass",
+            "if s.slow: pass",
+            "seq = next(s.seq)",
+            "if not seq & 0xFFF: pass",
+            "ts = ns() // 1000",
+            f"d = {_LINE} if isfinite(v) else b''",
+            "w(fd, d)",
+        ],
+    ),
+    (
+        "+ the short-write check and the tick's clock test",
+        [
+            "call(name, v)",
+            "if type(name) is not str or name not in s.names or type(v) is not float: pass",
+            "if s.slow: pass",
+            "seq = next(s.seq)",
+            "if not seq & 0xFFF: pass",
+            "ts = ns() // 1000",
+            f"d = {_LINE} if isfinite(v) else b''",
+            "if w(s.fd, d) != len(d): pass",
+            "if ts >= s.tick_at: pass",
+        ],
+    ),
     ("reportMetric of a Reporter, as a user calls it", ["reporter.reportMetric(name, v)"]),
     # The spool file is in the pod directory the uploader watches: while its watch is idle (not yet
     # switched to streaming, see uploader/delivery/watch.py) each write(2) there also queues an inotify event.
-    ("design floor, its file in the watched pod directory", ["seq = i", "ts = ns() // 1000",
-                                                              f"w(pod_fd, {_LINE})"]),
+    ("design floor, its file in the watched pod directory", ["seq = i", "ts = ns() // 1000", f"w(pod_fd, {_LINE})"]),
 ]
 
 
@@ -79,18 +124,36 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="runai-floor-") as work:
         gw = Pushgateway(work).start()
         try:
-            reporter = Reporter(pod_uuid=f"floor-{uuid.uuid4()}", gateway_url=gw.address,
-                                spool_dir=os.path.join(work, "spool"))
+            reporter = Reporter(
+                pod_uuid=f"floor-{uuid.uuid4()}", gateway_url=gw.address, spool_dir=os.path.join(work, "spool")
+            )
             reporter.reportMetric("loss", 0.0)
             fd = os.open(os.path.join(work, "floor.jsonl"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             # Not a spool file (no .jsonl): the uploader's watch sees its writes, its reader ignores them.
-            pod_fd = os.open(os.path.join(reporter.settings.pod_dir, "floor.bin"),
-                             os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            env = {"w": os.write, "ns": time.time_ns, "fd": fd, "pod_fd": pod_fd, "name": "loss", "s": _State(fd),
-                   "call": _noop, "isfinite": math.isfinite, "reporter": reporter}
-            timers = [(label, timeit.Timer("for i in range(n):\n    v = 0.123456789 + i\n" +
-                                           "".join(f"    {line}\n" for line in body), globals={**env, "n": args.n}))
-                      for label, body in STEPS]
+            pod_fd = os.open(
+                os.path.join(reporter.settings.pod_dir, "floor.bin"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
+            )
+            env = {
+                "w": os.write,
+                "ns": time.time_ns,
+                "fd": fd,
+                "pod_fd": pod_fd,
+                "name": "loss",
+                "s": _State(fd),
+                "call": _noop,
+                "isfinite": math.isfinite,
+                "reporter": reporter,
+            }
+            timers = [
+                (
+                    label,
+                    timeit.Timer(
+                        "for i in range(n):\n    v = 0.123456789 + i\n" + "".join(f"    {line}\n" for line in body),
+                        globals={**env, "n": args.n},
+                    ),
+                )
+                for label, body in STEPS
+            ]
             samples: dict[str, list[float]] = {label: [] for label, _ in STEPS}
             for _ in range(args.runs):
                 for label, timer in timers:

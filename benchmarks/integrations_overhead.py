@@ -14,6 +14,7 @@ integration's own CPU per step (``time.thread_time`` around its hooks, on the
 training thread) as a share of a step, and the time ``finish()`` took at the
 end of each run, which the fit time includes. Starts its own Pushgateway on 127.0.0.1.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,6 +57,7 @@ class _Clock:
 def _timed_hook(clock: _Clock, hook: Callable[..., Any], steps: int) -> Callable[..., None]:
     def timed(*args: Any, **kwargs: Any) -> None:
         clock.timed(lambda: hook(*args, **kwargs), steps=steps)
+
     return timed
 
 
@@ -64,7 +66,7 @@ def _alternate(makers: dict[str, Callable[[], Callable[[], Any]]], runs: int) ->
     times: dict[str, list[float]] = {label: [] for label in makers}
     rows = list(makers.items())
     for i in range(runs):  # the order alternates, so no row always runs first
-        for label, make in (rows if i % 2 == 0 else rows[::-1]):
+        for label, make in rows if i % 2 == 0 else rows[::-1]:
             run = make()
             t0 = time.perf_counter()
             run()
@@ -92,8 +94,11 @@ def lightning(settings: dict[str, str], runs: int) -> tuple[dict[str, list[float
             for callback in model.trainer.callbacks:
                 if type(callback).__name__ == "_Hooks" and "on_train_batch_end" not in vars(callback):
                     for hook in ("on_train_epoch_start", "on_train_batch_end", "on_train_epoch_end"):
-                        setattr(callback, hook, _timed_hook(clock, getattr(callback, hook),
-                                                            steps=int(hook == "on_train_batch_end")))
+                        setattr(
+                            callback,
+                            hook,
+                            _timed_hook(clock, getattr(callback, hook), steps=int(hook == "on_train_batch_end")),
+                        )
 
         def finalize(self, status: str) -> None:
             clock.finishing(lambda: super(Timed, self).finalize(status))
@@ -126,15 +131,28 @@ def lightning(settings: dict[str, str], runs: int) -> tuple[dict[str, list[float
     steps = len(data)
 
     def fit(logger: Any) -> Callable[[], Any]:
-        trainer = pl.Trainer(max_epochs=1, logger=logger, log_every_n_steps=1, accelerator="cpu", devices=1,
-                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+        trainer = pl.Trainer(
+            max_epochs=1,
+            logger=logger,
+            log_every_n_steps=1,
+            accelerator="cpu",
+            devices=1,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
         model = Model()
         return lambda: trainer.fit(model, data)
 
     fit(False)()  # warm-up: first-call costs hit no row
-    times = _alternate({"Lightning, no logger": lambda: fit(False),
-                        "Lightning, a no-op Logger (Lightning's own logging)": lambda: fit(Noop()),
-                        "Lightning, RunaiLogger": lambda: fit(Timed(**settings))}, runs)
+    times = _alternate(
+        {
+            "Lightning, no logger": lambda: fit(False),
+            "Lightning, a no-op Logger (Lightning's own logging)": lambda: fit(Noop()),
+            "Lightning, RunaiLogger": lambda: fit(Timed(**settings)),
+        },
+        runs,
+    )
     return times, clock, steps
 
 
@@ -159,45 +177,73 @@ def transformers(settings: dict[str, str], runs: int, work: str) -> tuple[dict[s
     samples, batch = 2048, 16
     ids = torch.randint(0, 128, (samples, 32), generator=torch.Generator().manual_seed(0))
     dataset = [{"input_ids": ids[i], "labels": ids[i].sum() % 2} for i in range(samples)]
-    config = BertConfig(vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=128, max_position_embeddings=32, num_labels=2)
+    config = BertConfig(
+        vocab_size=128,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=128,
+        max_position_embeddings=32,
+        num_labels=2,
+    )
 
     def train(callbacks: list[Any]) -> Callable[[], Any]:
-        args = TrainingArguments(output_dir=os.path.join(work, "hf"), num_train_epochs=1, logging_steps=1,
-                                 per_device_train_batch_size=batch, report_to="none", save_strategy="no",
-                                 use_cpu=True, disable_tqdm=True, seed=0)
-        trainer = Trainer(model=BertForSequenceClassification(config), args=args, train_dataset=dataset,
-                          callbacks=callbacks)
+        args = TrainingArguments(
+            output_dir=os.path.join(work, "hf"),
+            num_train_epochs=1,
+            logging_steps=1,
+            per_device_train_batch_size=batch,
+            report_to="none",
+            save_strategy="no",
+            use_cpu=True,
+            disable_tqdm=True,
+            seed=0,
+        )
+        trainer = Trainer(
+            model=BertForSequenceClassification(config), args=args, train_dataset=dataset, callbacks=callbacks
+        )
         trainer.remove_callback(PrinterCallback)  # it prints every log entry: not what is measured
         return trainer.train
 
     train([])()  # warm-up
-    times = _alternate({"Transformers, no callback": lambda: train([]),
-                        "Transformers, RunaiCallback": lambda: train([Timed(**settings)])}, runs)
+    times = _alternate(
+        {
+            "Transformers, no callback": lambda: train([]),
+            "Transformers, RunaiCallback": lambda: train([Timed(**settings)]),
+        },
+        runs,
+    )
     return times, clock, samples // batch
 
 
 def _table(times: dict[str, list[float]], clock: _Clock, steps: int, runs: int) -> list[str]:
     (base_label, base), (label, logged) = next(iter(times.items())), list(times.items())[-1]
     base_median = statistics.median(base)
-    lines = [f"\n{base_label.split(',')[0] + ': ' + str(steps) + ' steps per run':56s}  {'median':>16s}  "
-             f"{'min':>16s}"]
+    lines = [f"\n{base_label.split(',')[0] + ': ' + str(steps) + ' steps per run':56s}  {'median':>16s}  {'min':>16s}"]
     for row, xs in times.items():
-        lines.append(f"{row:56s}  {statistics.median(xs):7.3f}s {statistics.median(xs) / base_median:6.3f}x  "
-                     f"{min(xs):7.3f}s {min(xs) / min(base):6.3f}x")
+        lines.append(
+            f"{row:56s}  {statistics.median(xs):7.3f}s {statistics.median(xs) / base_median:6.3f}x  "
+            f"{min(xs):7.3f}s {min(xs) / min(base):6.3f}x"
+        )
     ratio = statistics.median(logged) / base_median
-    lines.append(f"overhead of {label.split(', ')[1]} (ratio of medians): {ratio:.4f}x, target <= {TARGET}x; "
-                 f"{runs} runs each")
+    lines.append(
+        f"overhead of {label.split(', ')[1]} (ratio of medians): {ratio:.4f}x, target <= {TARGET}x; {runs} runs each"
+    )
     per_step = clock.cpu / max(1, clock.steps)
     share = per_step / (base_median / steps) * 100
-    lines.append(f"its own CPU per step: {per_step * 1e6:.0f} us = {share:.2f}% of a step (target <= 2%), "
-                 f"on the training thread")
+    lines.append(
+        f"its own CPU per step: {per_step * 1e6:.0f} us = {share:.2f}% of a step (target <= 2%), on the training thread"
+    )
     if len(clock.finishes) == len(logged):  # the same run's finish(), which waits for the gateway
         less = [t - f for t, f in zip(logged, clock.finishes, strict=True)]
-        lines.append(f"{label + ', less its finish()':56s}  {statistics.median(less):7.3f}s "
-                     f"{statistics.median(less) / base_median:6.3f}x  {min(less):7.3f}s {min(less) / min(base):6.3f}x")
-        lines.append(f"finish() at the end of a run (delivery included): median "
-                     f"{statistics.median(clock.finishes) * 1e3:.0f} ms, once per run, in the run's time above")
+        lines.append(
+            f"{label + ', less its finish()':56s}  {statistics.median(less):7.3f}s "
+            f"{statistics.median(less) / base_median:6.3f}x  {min(less):7.3f}s {min(less) / min(base):6.3f}x"
+        )
+        lines.append(
+            f"finish() at the end of a run (delivery included): median "
+            f"{statistics.median(clock.finishes) * 1e3:.0f} ms, once per run, in the run's time above"
+        )
     return lines
 
 
@@ -228,16 +274,22 @@ def main(argv: list[str] | None = None) -> int:
 def rows(quick: bool) -> list[tuple[str, str, str]]:
     """benchmarks/run.py's rows, from this script in its own process (the frameworks are heavy)."""
     try:
-        out = subprocess.run([sys.executable, os.path.abspath(__file__), *(["--quick"] if quick else [])],
-                             capture_output=True, text=True, timeout=1200, check=True).stdout
+        out = subprocess.run(
+            [sys.executable, os.path.abspath(__file__), *(["--quick"] if quick else [])],
+            capture_output=True,
+            text=True,
+            timeout=1200,
+            check=True,
+        ).stdout
     except (OSError, subprocess.SubprocessError) as exc:
         return [("Lightning / Transformers integrations", f"not measured ({exc})", f"<= {TARGET}x")]
     found = []
     for line in out.splitlines():
         if line.startswith("overhead of "):
             what, ratio = line.split(" (ratio of medians): ")
-            found.append((f"{what[len('overhead of '):]} with/without (every step)", ratio.split(",")[0],
-                          f"<= {TARGET}x"))
+            found.append(
+                (f"{what[len('overhead of ') :]} with/without (every step)", ratio.split(",")[0], f"<= {TARGET}x")
+            )
         elif line.startswith("its own CPU per step"):
             found.append(("  its own CPU per step", line.split(": ", 1)[1].split(" (target")[0], "<= 2% of a step"))
     return found

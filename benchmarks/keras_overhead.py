@@ -9,6 +9,7 @@ costs. Runs alternate so drift in machine load hits every row alike. Prints
 medians, minimums and their ratios, and the callback's own CPU per batch.
 Starts its own Pushgateway on 127.0.0.1.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,14 @@ class _TimedCallback(rk.ReporterCallback):
 
 
 def build() -> keras.Model:
-    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(512, activation="relu"),
-                              keras.layers.Dense(512, activation="relu"), keras.layers.Dense(1, activation="sigmoid")])
+    model = keras.Sequential(
+        [
+            keras.Input((64,)),
+            keras.layers.Dense(512, activation="relu"),
+            keras.layers.Dense(512, activation="relu"),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ]
+    )
     model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
     return model
 
@@ -67,8 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     x = rng.random((4096, 64), dtype=np.float32)
     y = (x.mean(axis=1) > 0.5).astype("float32")
     fit_args = dict(batch_size=64, epochs=1, verbose=0)
-    times: dict[str, list[float]] = {"without autolog": [], "Keras' thread-pool dispatch alone (no-op callback)": [],
-                                     "with the runai callback, every batch": []}
+    times: dict[str, list[float]] = {
+        "without autolog": [],
+        "Keras' thread-pool dispatch alone (no-op callback)": [],
+        "with the runai callback, every batch": [],
+    }
     with tempfile.TemporaryDirectory(prefix="runai-keras-bench-") as work:
         gateway = Pushgateway(work).start()
         try:
@@ -78,11 +88,13 @@ def main(argv: list[str] | None = None) -> int:
                 makers = [
                     ("without autolog", list),
                     ("Keras' thread-pool dispatch alone (no-op callback)", lambda: [_NoopAsync()]),
-                    ("with the runai callback, every batch",
-                     lambda: [_TimedCallback(reporter, batch_size=fit_args["batch_size"])]),
+                    (
+                        "with the runai callback, every batch",
+                        lambda: [_TimedCallback(reporter, batch_size=fit_args["batch_size"])],
+                    ),
                 ]
                 for i in range(runs):  # the order alternates, so no row always runs first
-                    for label, make in (makers if i % 2 == 0 else makers[::-1]):
+                    for label, make in makers if i % 2 == 0 else makers[::-1]:
                         callbacks = make()
                         t0 = time.perf_counter()
                         model.fit(x, y, callbacks=callbacks, **fit_args)
@@ -100,8 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     logged = statistics.median(times["with the runai callback, every batch"])
     print(f"\noverhead of autolog (ratio of medians): {logged / base_median:.4f}x, target <= 1.02x; {runs} runs each")
     share = per_batch / (base_median / steps) * 100
-    print(f"the callback's own CPU per batch: {per_batch * 1e6:.0f} us = {share:.2f}% "
-          f"of a step, on Keras' worker thread, off the training loop")
+    print(
+        f"the callback's own CPU per batch: {per_batch * 1e6:.0f} us = {share:.2f}% "
+        f"of a step, on Keras' worker thread, off the training loop"
+    )
     print(f"all reports delivered: {delivered}")
     return 0
 

@@ -16,6 +16,7 @@ Columns:
   durable       a second run SIGKILLs the training process right after the N-th call returns; once the
                 logger's own helper processes have exited, how many of the N reports are on disk
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,12 +46,16 @@ IMPORTS = {"runai": "runai.reporter", "wandb": "wandb", "mlflow": "mlflow", "mlf
 
 
 def _env(logger: str, work: str, gateway: str) -> dict[str, str]:
-    env = job_env(podUUID=f"peers-{uuid.uuid4()}", reporterGatewayURL=gateway,
-                  reporterSpoolDir=os.path.join(work, "spool"))
+    env = job_env(
+        podUUID=f"peers-{uuid.uuid4()}", reporterGatewayURL=gateway, reporterSpoolDir=os.path.join(work, "spool")
+    )
     env.update(
         HOME=work,  # nothing written outside the run's directory, whatever a logger keeps in ~
-        WANDB_MODE="offline", WANDB_SILENT="true", WANDB_DIR=work,
-        WANDB_CONFIG_DIR=os.path.join(work, "wandb-config"), WANDB_CACHE_DIR=os.path.join(work, "wandb-cache"),
+        WANDB_MODE="offline",
+        WANDB_SILENT="true",
+        WANDB_DIR=work,
+        WANDB_CONFIG_DIR=os.path.join(work, "wandb-config"),
+        WANDB_CACHE_DIR=os.path.join(work, "wandb-cache"),
         WANDB_DATA_DIR=os.path.join(work, "wandb-data"),
         MLFLOW_TRACKING_URI="file://" + os.path.join(work, "mlruns"),
         # MLflow 3 refuses a file store unless asked: the local store a new user gets without a database.
@@ -60,8 +65,14 @@ def _env(logger: str, work: str, gateway: str) -> dict[str, str]:
 
 
 def _child(python: str, what: str, logger: str, n: int, work: str, gateway: str) -> dict[str, object]:
-    out = subprocess.run([python, CHILD, what, logger, str(n), work], env=_env(logger, work, gateway),
-                         capture_output=True, text=True, timeout=900, cwd=work)
+    out = subprocess.run(
+        [python, CHILD, what, logger, str(n), work],
+        env=_env(logger, work, gateway),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=work,
+    )
     lines = [x for x in out.stdout.splitlines() if x.startswith("{")]
     if out.returncode != 0 or not lines:
         raise RuntimeError(f"{logger} {what}: exit {out.returncode}\n{out.stderr[-2000:]}")
@@ -80,8 +91,14 @@ def _alive(pid: int) -> bool:
 def durable(python: str, logger: str, n: int, base: str, gateway: str) -> int:
     """Reports on disk after a SIGKILL right after the n-th call, once the logger's helpers have exited."""
     work = tempfile.mkdtemp(prefix=f"kill-{logger}-", dir=base)
-    proc = subprocess.run([python, CHILD, "kill", logger, str(n), work], env=_env(logger, work, gateway),
-                          capture_output=True, text=True, timeout=900, cwd=work)
+    proc = subprocess.run(
+        [python, CHILD, "kill", logger, str(n), work],
+        env=_env(logger, work, gateway),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=work,
+    )
     if proc.returncode != -9:
         raise RuntimeError(f"{logger} kill: exit {proc.returncode}, not SIGKILL\n{proc.stderr[-2000:]}")
     helpers = json.loads(proc.stdout.splitlines()[0])["children"]
@@ -95,8 +112,12 @@ def installed(python: str, logger: str) -> bool:
     if module is None:
         return True
     env = job_env()
-    return subprocess.run([python, "-c", f"import {module}"], env=env, capture_output=True, timeout=120,
-                          cwd=REPO).returncode == 0
+    return (
+        subprocess.run(
+            [python, "-c", f"import {module}"], env=env, capture_output=True, timeout=120, cwd=REPO
+        ).returncode
+        == 0
+    )
 
 
 def measure(python: str, n: int, runs: int, base: str, gateway: str) -> dict[str, dict[str, object]]:
@@ -111,14 +132,23 @@ def measure(python: str, n: int, runs: int, base: str, gateway: str) -> dict[str
             flush[name].append(float(result["flush_s"]))  # type: ignore[arg-type]
         for name in loggers:
             kept[name].append(durable(python, name, n, base, gateway))
-    return {name: {"us": statistics.median(cpu[name]), "us_runs": cpu[name], "flush_s": statistics.median(flush[name]),
-                   "kept": kept[name]} for name in loggers} | {
-        name: {"missing": True} for name in LABELS if name not in loggers}
+    return {
+        name: {
+            "us": statistics.median(cpu[name]),
+            "us_runs": cpu[name],
+            "flush_s": statistics.median(flush[name]),
+            "kept": kept[name],
+        }
+        for name in loggers
+    } | {name: {"missing": True} for name in LABELS if name not in loggers}
 
 
 def table(results: dict[str, dict[str, object]], n: int, runs: int) -> str:
-    rows = [f"| logger | CPU/report, µs (median of {runs}) | runs | last call → flushed | "
-            f"durable on return: of {n:,} reports after SIGKILL |", "|---|---|---|---|---|"]
+    rows = [
+        f"| logger | CPU/report, µs (median of {runs}) | runs | last call → flushed | "
+        f"durable on return: of {n:,} reports after SIGKILL |",
+        "|---|---|---|---|---|",
+    ]
     for name, r in results.items():
         if r.get("missing"):
             rows.append(f"| {LABELS[name]} | not installed in this Python | | | |")
@@ -127,8 +157,10 @@ def table(results: dict[str, dict[str, object]], n: int, runs: int) -> str:
         assert isinstance(kept, list)
         verdict = "yes" if min(kept) == n else "no"
         runs_text = " / ".join(f"{x:.1f}" for x in r["us_runs"])  # type: ignore[attr-defined]
-        rows.append(f"| {LABELS[name]} | {r['us']:.1f} | {runs_text} | {float(r['flush_s']) * 1e3:.1f} ms "  # type: ignore[arg-type]
-                    f"| {verdict}: {min(kept):,} kept (each run: {', '.join(f'{k:,}' for k in kept)}) |")
+        rows.append(
+            f"| {LABELS[name]} | {r['us']:.1f} | {runs_text} | {float(r['flush_s']) * 1e3:.1f} ms "  # type: ignore[arg-type]
+            f"| {verdict}: {min(kept):,} kept (each run: {', '.join(f'{k:,}' for k in kept)}) |"
+        )
     return "\n".join(rows)
 
 
@@ -141,8 +173,11 @@ def plot(results: dict[str, dict[str, object]], path: str, title: str) -> None:
     names = [name for name, r in results.items() if not r.get("missing")]
     values = [float(results[name]["us"]) for name in names]  # type: ignore[arg-type]
     fig, ax = plt.subplots(figsize=(8, 3.2))
-    bars = ax.barh([LABELS[name] for name in names], values, color=["#888" if n == "os.write" else
-                                                                    "#2a7" if n == "runai" else "#c63" for n in names])
+    bars = ax.barh(
+        [LABELS[name] for name in names],
+        values,
+        color=["#888" if n == "os.write" else "#2a7" if n == "runai" else "#c63" for n in names],
+    )
     ax.set_xscale("log")
     ax.invert_yaxis()
     ax.set_xlabel("training-process CPU per report, µs (log scale; first call to finish)")
@@ -156,9 +191,11 @@ def plot(results: dict[str, dict[str, object]], path: str, title: str) -> None:
 
 def _versions(python: str) -> str:
     """Python's version and each peer's, as PYTHON has them."""
-    code = ("import sys, importlib.metadata as m\n"
-            "def v(p):\n    try: return m.version(p)\n    except m.PackageNotFoundError: return 'absent'\n"
-            "print(f'python {sys.version.split()[0]}, wandb {v(\"wandb\")}, mlflow-skinny {v(\"mlflow-skinny\")}')")
+    code = (
+        "import sys, importlib.metadata as m\n"
+        "def v(p):\n    try: return m.version(p)\n    except m.PackageNotFoundError: return 'absent'\n"
+        'print(f\'python {sys.version.split()[0]}, wandb {v("wandb")}, mlflow-skinny {v("mlflow-skinny")}\')'
+    )
     return subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=120).stdout.strip()
 
 
@@ -166,8 +203,10 @@ def interpreter(path: str) -> str:
     """PATH made absolute against the caller's cwd: each logger's child runs in a directory of its own."""
     python = os.path.abspath(path)  # not realpath: a venv's python is a symlink that must stay one
     if not (os.path.isfile(python) and os.access(python, os.X_OK)):
-        raise SystemExit(f"peers.py: --python {path}: no executable at {python}; create the peers' venv first "
-                         "(see benchmarks/requirements-peers.txt) or pass its python's path")
+        raise SystemExit(
+            f"peers.py: --python {path}: no executable at {python}; create the peers' venv first "
+            "(see benchmarks/requirements-peers.txt) or pass its python's path"
+        )
     return python
 
 
@@ -192,8 +231,10 @@ def main(argv: list[str] | None = None) -> int:
                 gw.stop()
     print(table(results, args.n, args.runs))
     versions = _versions(args.python)
-    print(f"\n{args.n:,} reports per run, {args.runs} runs alternating; {versions} ({args.python}); "
-          f"{os.cpu_count()} CPUs; {time.perf_counter() - started:.0f} s")
+    print(
+        f"\n{args.n:,} reports per run, {args.runs} runs alternating; {versions} ({args.python}); "
+        f"{os.cpu_count()} CPUs; {time.perf_counter() - started:.0f} s"
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"n": args.n, "runs": args.runs, "results": results}, f, indent=1)

@@ -11,6 +11,7 @@ Prometheus taking remote writes (Debian's prometheus, with an out-of-order
 window), and prints one table. Figures are medians over repeated runs: the machines are
 noisy, so compare ratios within one run, not absolute numbers across runs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,20 +23,30 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from benchmarks._hot_path import fetch_041, hot_path, unpack_revision  # noqa: E402
-from benchmarks.integrations_overhead import rows as integrations_rows  # noqa: E402
-from benchmarks._rows import (  # noqa: E402
-    drain, drain_versus, finish_time, footprint, gateway_load, keras_row, latency, pushes, staleness,
-)
 from benchmarks._remote_write_rows import rw_drain, rw_footprint, rw_latency  # noqa: E402
+from benchmarks._rows import (  # noqa: E402
+    drain,
+    drain_versus,
+    finish_time,
+    footprint,
+    gateway_load,
+    keras_row,
+    latency,
+    pushes,
+    staleness,
+)
+from benchmarks.integrations_overhead import rows as integrations_rows  # noqa: E402
 from harness import Prometheus, Pushgateway, reap_uploaders  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer runs and samples")
-    parser.add_argument("--baseline", metavar="REV",
-                        help="also run the hot path and the drains (remote write's too) at this git revision, "
-                             "interleaved")
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also run the hot path and the drains (remote write's too) at this git revision, interleaved",
+    )
     only = parser.add_mutually_exclusive_group()
     only.add_argument("--hot-path-only", action="store_true", help="only the hot-path rows")
     only.add_argument("--remote-write-only", action="store_true", help="only the remote-write sink's rows")
@@ -51,8 +62,14 @@ def main(argv: list[str] | None = None) -> int:
             baseline = (args.baseline, unpack_revision(args.baseline, work)) if args.baseline else None
             if args.remote_write_only:
                 return _print_table(_remote_write(gw, receiver, spool, args.quick, baseline), runs)
-            rows = hot_path(gw, spool, runs, 20_000 if args.quick else 100_000,
-                            None if args.hot_path_only else fetch_041(work), baseline)
+            rows = hot_path(
+                gw,
+                spool,
+                runs,
+                20_000 if args.quick else 100_000,
+                None if args.hot_path_only else fetch_041(work),
+                baseline,
+            )
             if baseline is not None:
                 rows += drain_versus(gw, spool, 20_000 if args.quick else 100_000, runs, baseline)
             if args.hot_path_only:
@@ -77,12 +94,15 @@ def main(argv: list[str] | None = None) -> int:
     return _print_table(rows, runs)
 
 
-def _remote_write(gw: Pushgateway, receiver: Prometheus, spool: str, quick: bool,
-                  baseline: tuple[str, str] | None = None) -> list[tuple[str, str, str]]:
+def _remote_write(
+    gw: Pushgateway, receiver: Prometheus, spool: str, quick: bool, baseline: tuple[str, str] | None = None
+) -> list[tuple[str, str, str]]:
     """Issue 12's rows: the remote-write sink against a real Prometheus, beside the gateway (and *baseline*)."""
-    return (rw_drain(gw, receiver, spool, 100_000 if quick else 1_000_000, 5 if quick else 3, baseline)
-            + rw_latency(receiver, spool, 8 if quick else 20)
-            + rw_footprint(gw, receiver, spool, 3.0 if quick else 10.0))
+    return (
+        rw_drain(gw, receiver, spool, 100_000 if quick else 1_000_000, 5 if quick else 3, baseline)
+        + rw_latency(receiver, spool, 8 if quick else 20)
+        + rw_footprint(gw, receiver, spool, 3.0 if quick else 10.0)
+    )
 
 
 def _print_table(rows: list[tuple[str, str, str]], runs: int) -> int:

@@ -8,6 +8,7 @@ gateway is polled for every pod's latest value, which is the wall-clock time it
 was reported, to measure staleness. Prints a table: delivery, staleness, the
 gateway's CPU, the reports actually achieved, and where the machine's CPU went.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -80,9 +81,24 @@ def main(argv: list[str] | None = None) -> int:
             env = job_env()
             for k in range(args.processes):
                 group = pods[k :: args.processes]
-                jobs.append(subprocess.Popen(
-                    [sys.executable, "-c", _WRITERS, str(args.rate), str(args.seconds), work, gateway.address, *group],
-                    env=env, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE))
+                jobs.append(
+                    subprocess.Popen(
+                        [
+                            sys.executable,
+                            "-c",
+                            _WRITERS,
+                            str(args.rate),
+                            str(args.seconds),
+                            work,
+                            gateway.address,
+                            *group,
+                        ],
+                        env=env,
+                        text=True,
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE,
+                    )
+                )
             for job in jobs:
                 assert job.stdout is not None and job.stdout.readline().strip() == "ready"
             wait_for(lambda: len(uploader_pids(work)) >= args.pods, 120, "every pod's uploader to start")
@@ -106,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
             results = [json.loads(job.communicate(timeout=600)[0].splitlines()[-1]) for job in jobs]
             delivered = all(r["ok"] for r in results)
             last_ok = sum(
-                1 for g in gateway.groups() for r in results
+                1
+                for g in gateway.groups()
+                for r in results
                 if g.get(metric_name("now")) and float(g[metric_name("now")]["metrics"][0]["value"]) == r["last"]
             )
         finally:
@@ -126,8 +144,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'achieved':48s}  {achieved:,.0f} reports/s in all ({achieved / args.pods:,.0f} per pod)")
     print(f"{'everything delivered (finish() True everywhere)':48s}  {delivered}")
     print(f"{'pods whose last value is on the gateway':48s}  {last_ok} of {args.pods}")
-    print(f"{'staleness of the values shown':48s}  median {statistics.median(ages):.2f} s, p99 {p99:.2f} s "
-          f"({len(ages)} samples)" if ages else "no samples")
+    print(
+        f"{'staleness of the values shown':48s}  median {statistics.median(ages):.2f} s, p99 {p99:.2f} s "
+        f"({len(ages)} samples)"
+        if ages
+        else "no samples"
+    )
     print(f"{'gateway CPU':48s}  {gw_cpu * 100:.0f}% of a core")
     print(f"{'machine CPU busy (all processes)':48s}  {busy * 100:.0f}% of {os.cpu_count()} cores")
     return 0 if delivered else 1

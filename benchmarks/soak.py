@@ -9,6 +9,7 @@ plus the files still being written or delivered. Reports are paced (default
 deleted, so a writer outrunning the uploader grows the disk use by its
 backlog, by design. Starts its own Pushgateway.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,9 +22,9 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from harness import Pushgateway, metric_name, uploader_pids, wait_for  # noqa: E402
 from runai.reporter import Reporter  # noqa: E402
 from runai.reporter.settings import DEFAULT_HISTORY_BYTES, DEFAULT_SPOOL_FILE_BYTES  # noqa: E402
-from harness import Pushgateway, metric_name, uploader_pids, wait_for  # noqa: E402
 
 MIB = 1 << 20
 
@@ -42,8 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 million reports, 8 MiB files, 32 MiB history")
     parser.add_argument("--reports", type=int, help="how many reports (default: 10 million)")
-    parser.add_argument("--rate", type=float, default=200_000,
-                        help="reports per second (default: 200,000; the uploader's sustained drain rate bounds it)")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=200_000,
+        help="reports per second (default: 200,000; the uploader's sustained drain rate bounds it)",
+    )
     args = parser.parse_args(argv)
     reports = args.reports or (1_000_000 if args.quick else 10_000_000)
     file_bytes = 8 * MIB if args.quick else DEFAULT_SPOOL_FILE_BYTES
@@ -51,8 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="runai-soak-") as work:
         gateway = Pushgateway(work).start()
         try:
-            reporter = Reporter(pod_uuid="soak", gateway_url=gateway.address, spool_dir=work,
-                                spool_file_bytes=file_bytes, history_bytes=history)
+            reporter = Reporter(
+                pod_uuid="soak",
+                gateway_url=gateway.address,
+                spool_dir=work,
+                spool_file_bytes=file_bytes,
+                history_bytes=history,
+            )
             peak = [0]
             done = threading.Event()
 
@@ -93,8 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'last value on the gateway':44s}  {last:,.0f} (expected {reports - 1:,})")
     print(f"{'peak disk use (sampled every 0.1 s)':44s}  {peak[0] / MIB:.1f} MiB")
     print(f"{'disk use after the uploader exited':44s}  {final / MIB:.1f} MiB")
-    print(f"{'bound: history + 2 files + last second':44s}  {bound / MIB:.1f} MiB "
-          f"({history / MIB:.0f} + 2 x {file_bytes / MIB:.0f} + {recent / MIB:.0f})")
+    print(
+        f"{'bound: history + 2 files + last second':44s}  {bound / MIB:.1f} MiB "
+        f"({history / MIB:.0f} + 2 x {file_bytes / MIB:.0f} + {recent / MIB:.0f})"
+    )
     ok = delivered and last == reports - 1 and peak[0] <= bound and final <= history
     print(f"\nwithin the bound and all delivered: {ok}")
     return 0 if ok else 1

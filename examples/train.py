@@ -3,6 +3,7 @@
 It reports a parameter, the loss and the global step every step, and a
 validation loss every 20 steps, then waits for delivery with finish().
 """
+
 import argparse
 import math
 import random

@@ -9,6 +9,7 @@ Standard library only, and independent of the library under test, so that
 ``scripts/demo.py`` and ``benchmarks/`` can use it as well as ``tests/``. Not
 shipped: setup.py lists the packages it installs, and this is not one of them.
 """
+
 from __future__ import annotations
 
 from .alertmanager import Alertmanager, Webhook
@@ -21,7 +22,20 @@ from .victoriametrics import VictoriaMetrics
 from .waiting import wait_for
 
 __all__ = [
-    "REPO", "Alertmanager", "FaultProxy", "Prometheus", "Pushgateway", "VictoriaMetrics", "Webhook", "free_port",
-    "job_env", "kill_uploaders", "metric_name", "parameter_name", "process_cpu_seconds", "reap_uploaders",
-    "uploader_pids", "wait_for",
+    "REPO",
+    "Alertmanager",
+    "FaultProxy",
+    "Prometheus",
+    "Pushgateway",
+    "VictoriaMetrics",
+    "Webhook",
+    "free_port",
+    "job_env",
+    "kill_uploaders",
+    "metric_name",
+    "parameter_name",
+    "process_cpu_seconds",
+    "reap_uploaders",
+    "uploader_pids",
+    "wait_for",
 ]

@@ -1,5 +1,6 @@
 """A real Alertmanager (Debian's ``prometheus-alertmanager``) on 127.0.0.1 whose one receiver is a webhook,
 and :class:`Webhook`, a test HTTP server on 127.0.0.1 that keeps what it is sent."""
+
 from __future__ import annotations
 
 import http.server
@@ -85,10 +86,15 @@ receivers:
         send_resolved: true
 """)
         # --cluster.listen-address= turns gossip off: otherwise it binds 0.0.0.0:9094, one per machine.
-        return [binary("prometheus-alertmanager", "alertmanager"), f"--config.file={self.config_path}",
-                f"--storage.path={self.data_dir}", f"--web.listen-address={self.address}",
-                "--cluster.listen-address=", "--log.level=warn",
-                f"--web.external-url=http://{self.address}"]
+        return [
+            binary("prometheus-alertmanager", "alertmanager"),
+            f"--config.file={self.config_path}",
+            f"--storage.path={self.data_dir}",
+            f"--web.listen-address={self.address}",
+            "--cluster.listen-address=",
+            "--log.level=warn",
+            f"--web.external-url=http://{self.address}",
+        ]
 
     def stop(self) -> None:
         super().stop()

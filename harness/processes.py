@@ -1,5 +1,6 @@
 """The processes tests, benchmarks and the demo start and watch: a job's environment, the uploader
 processes a run leaves (found by a marker in their command line), a process's CPU time."""
+
 from __future__ import annotations
 
 import os

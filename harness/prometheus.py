@@ -1,5 +1,6 @@
 """A real Prometheus (Debian's ``prometheus``) on 127.0.0.1 that scrapes a :class:`Pushgateway`, or takes
 remote writes, or both, and may evaluate rule files and send alerts to an Alertmanager; and its HTTP API."""
+
 from __future__ import annotations
 
 import base64
@@ -36,11 +37,20 @@ class Prometheus(LocalServer):
 
     what = "Prometheus"
 
-    def __init__(self, log_dir: str, gateway: Pushgateway | None = None, port: int | None = None,
-                 scrape_interval: float = 1.0, remote_write: bool = False,
-                 out_of_order_window: str | None = None, web_config: str | None = None,
-                 ca_file: str | None = None, auth: tuple[str, str] | None = None,
-                 rule_files: Sequence[str] = (), alertmanager: str | None = None) -> None:
+    def __init__(
+        self,
+        log_dir: str,
+        gateway: Pushgateway | None = None,
+        port: int | None = None,
+        scrape_interval: float = 1.0,
+        remote_write: bool = False,
+        out_of_order_window: str | None = None,
+        web_config: str | None = None,
+        ca_file: str | None = None,
+        auth: tuple[str, str] | None = None,
+        rule_files: Sequence[str] = (),
+        alertmanager: str | None = None,
+    ) -> None:
         super().__init__(log_dir, port)
         self.rule_files = list(rule_files)
         self.alertmanager = alertmanager
@@ -64,10 +74,15 @@ class Prometheus(LocalServer):
     def command(self) -> list[str]:
         with open(self.config_path, "w") as f:
             f.write(self._config())
-        return [binary("prometheus"), f"--config.file={self.config_path}",
-                f"--storage.tsdb.path={self.data_dir}", f"--web.listen-address={self.address}",
-                "--log.level=warn", *(["--web.enable-remote-write-receiver"] if self.remote_write else []),
-                *([f"--web.config.file={self.web_config}"] if self.web_config else [])]
+        return [
+            binary("prometheus"),
+            f"--config.file={self.config_path}",
+            f"--storage.tsdb.path={self.data_dir}",
+            f"--web.listen-address={self.address}",
+            "--log.level=warn",
+            *(["--web.enable-remote-write-receiver"] if self.remote_write else []),
+            *([f"--web.config.file={self.web_config}"] if self.web_config else []),
+        ]
 
     def _config(self) -> str:
         interval = f"{int(self.scrape_interval * 1000)}ms"
@@ -119,14 +134,21 @@ class Prometheus(LocalServer):
         data = self._api("query", query=selector, time=f"{at:.3f}")
         if data["resultType"] != "matrix":
             raise ValueError(f"{selector!r} is a {data['resultType']}, not a range vector")
-        return [(series["metric"], [(round(float(t) * 1000), float(v)) for t, v in series["values"]])
-                for series in data["result"]]
+        return [
+            (series["metric"], [(round(float(t) * 1000), float(v)) for t, v in series["values"]])
+            for series in data["result"]
+        ]
 
     def query_range(self, expr: str, seconds: float) -> list[dict[str, Any]]:
         """*expr* over the last *seconds*, at the scrape interval."""
         end = time.time()
-        return self._api("query_range", query=expr, start=end - seconds, end=end,  # type: ignore[no-any-return]
-                         step=self.scrape_interval)["result"]
+        return self._api(
+            "query_range",
+            query=expr,
+            start=end - seconds,
+            end=end,  # type: ignore[no-any-return]
+            step=self.scrape_interval,
+        )["result"]
 
     def wait_until_scraping(self, timeout: float = 30) -> None:
         """Wait for the first scrape of the gateway (Prometheus starts its targets a few seconds late)."""

@@ -28,6 +28,7 @@ Faults (set :attr:`FaultProxy.fault`):
 :attr:`largest_push` is the biggest body forwarded, :attr:`most_values` the
 most sample lines in one.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -169,7 +170,8 @@ class FaultProxy:
                 elif fault == "413" and len(body) > proxy.max_body:
                     self._answer(413, b"request entity too large\n", [])
                 elif (fault == "hold_big" and len(body) > proxy.max_body) or (
-                        fault == "stall_on" and proxy.stall_bytes in body):
+                    fault == "stall_on" and proxy.stall_bytes in body
+                ):
                     proxy._release.wait(proxy.slow_seconds)
                     self.close_connection = True
                 elif fault == "answer" and self._answer_times_left():
@@ -208,4 +210,3 @@ class FaultProxy:
             do_GET = do_POST = do_PUT = do_DELETE = _forward
 
         return Handler
-

@@ -1,5 +1,6 @@
 """A real Pushgateway (Debian's ``prometheus-pushgateway``) on 127.0.0.1, and the series names the reporter
 pushes to it."""
+
 from __future__ import annotations
 
 import base64
@@ -30,9 +31,15 @@ class Pushgateway(LocalServer):
 
     what = "Pushgateway"
 
-    def __init__(self, log_dir: str, port: int | None = None, extra_args: tuple[str, ...] = (),
-                 web_config: str | None = None, ca_file: str | None = None,
-                 auth: tuple[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        log_dir: str,
+        port: int | None = None,
+        extra_args: tuple[str, ...] = (),
+        web_config: str | None = None,
+        ca_file: str | None = None,
+        auth: tuple[str, str] | None = None,
+    ) -> None:
         super().__init__(log_dir, port)
         self.extra_args = extra_args + ((f"--web.config.file={web_config}",) if web_config else ())
         self.scheme = "https" if ca_file else "http"
@@ -40,8 +47,12 @@ class Pushgateway(LocalServer):
         self._auth = "Basic " + base64.b64encode(":".join(auth).encode()).decode() if auth else None
 
     def command(self) -> list[str]:
-        return [binary("prometheus-pushgateway", "pushgateway"), f"--web.listen-address={self.address}",
-                "--persistence.file=", *self.extra_args]
+        return [
+            binary("prometheus-pushgateway", "pushgateway"),
+            f"--web.listen-address={self.address}",
+            "--persistence.file=",
+            *self.extra_args,
+        ]
 
     def groups(self) -> list[dict[str, Any]]:
         with self._open("/api/v1/metrics") as r:

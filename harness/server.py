@@ -1,5 +1,6 @@
 """A server child process on 127.0.0.1 (a free port, a ``/-/ready`` endpoint, its output in a log file):
 what the Pushgateway and Prometheus helpers share."""
+
 from __future__ import annotations
 
 import os
@@ -27,8 +28,9 @@ def binary(*names: str) -> str:
         path = shutil.which(name)
         if path:
             return path
-    raise RuntimeError(f"{names[0]} is not installed: run the README's test command, which installs Debian's "
-                       f"{names[0]} with apt-get")
+    raise RuntimeError(
+        f"{names[0]} is not installed: run the README's test command, which installs Debian's {names[0]} with apt-get"
+    )
 
 
 class LocalServer:
@@ -64,8 +66,7 @@ class LocalServer:
 
     def start(self, ready_timeout: float = 30) -> Any:
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL)
+            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         try:
             wait_for(self._ready, ready_timeout, f"the {self.what} on {self.address} to be ready")
         except BaseException:

@@ -1,5 +1,6 @@
 """A real VictoriaMetrics single node (Debian's ``victoria-metrics``) on 127.0.0.1, taking remote writes,
 and the raw samples it holds."""
+
 from __future__ import annotations
 
 import json
@@ -40,9 +41,14 @@ class VictoriaMetrics(LocalServer):
         return f"{self.url}/api/v1/write"
 
     def command(self) -> list[str]:
-        return [binary("victoria-metrics"), f"-httpListenAddr={self.address}", f"-storageDataPath={self.data_dir}",
-                "-retentionPeriod=100y", "-loggerLevel=ERROR",
-                *([f"-dedup.minScrapeInterval={self.dedup}"] if self.dedup else [])]
+        return [
+            binary("victoria-metrics"),
+            f"-httpListenAddr={self.address}",
+            f"-storageDataPath={self.data_dir}",
+            "-retentionPeriod=100y",
+            "-loggerLevel=ERROR",
+            *([f"-dedup.minScrapeInterval={self.dedup}"] if self.dedup else []),
+        ]
 
     def stop(self) -> None:
         super().stop()

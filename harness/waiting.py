@@ -1,4 +1,5 @@
 """Polling for a condition, with a deadline: how tests, benchmarks and the demo wait."""
+
 from __future__ import annotations
 
 import time

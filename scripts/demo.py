@@ -9,6 +9,7 @@
 
 Run through ``scripts/demo.sh``, which installs what it needs first.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,10 +61,15 @@ print("finish() delivered everything:", reporter.finish())
 QUERIES = [
     ("the last loss", f'reporter_push_gateway_metric_loss{{podUUID="{POD}"}}'),
     ("the last accuracy", f'reporter_push_gateway_metric_accuracy{{podUUID="{POD}"}}'),
-    ("the training progress", f'max by (podUUID) (last_over_time('
-                              f'reporter_push_gateway_metric_training_progress{{podUUID="{POD}"}}[1h]))'),
-    ("every parameter", f'max by (podUUID, param_name, param_value) (last_over_time('
-                        f'{{job="reporter_pod_info", push_gateway_type="parameter", podUUID="{POD}"}}[1h]))'),
+    (
+        "the training progress",
+        f'max by (podUUID) (last_over_time(reporter_push_gateway_metric_training_progress{{podUUID="{POD}"}}[1h]))',
+    ),
+    (
+        "every parameter",
+        f"max by (podUUID, param_name, param_value) (last_over_time("
+        f'{{job="reporter_pod_info", push_gateway_type="parameter", podUUID="{POD}"}}[1h]))',
+    ),
 ]
 COUNT = f'count_over_time(reporter_push_gateway_metric_loss{{podUUID="{POD}"}}[1h])'
 CURVES = ("loss", "val_loss")  # drawn from Prometheus, over the spool's reports
@@ -75,8 +81,13 @@ def step(text: str) -> None:
 
 def spool_reports(env: dict[str, str], name: str) -> list[dict[str, object]]:
     """Every report of *name* the local spool holds (runai-uploader history --json)."""
-    done = subprocess.run([sys.executable, "-m", "uploader", "history", "--json", "--metric", name], env=env,
-                          check=True, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "uploader", "history", "--json", "--metric", name],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return json.loads(done.stdout)  # type: ignore[no-any-return]
 
 
@@ -99,8 +110,10 @@ def show_count(prometheus: Prometheus, env: dict[str, str]) -> None:
         return
     ms = [round(float(r["ts"]) * 1e6) // 1000 for r in reports]  # type: ignore[arg-type]
     same = sum(a == b for a, b in zip(ms, ms[1:], strict=False))
-    print(f"{same} of them shared a millisecond with the next, and Prometheus keeps one sample per series per "
-          "millisecond (docs/api.md, runai-uploader status counts them)")
+    print(
+        f"{same} of them shared a millisecond with the next, and Prometheus keeps one sample per series per "
+        "millisecond (docs/api.md, runai-uploader status counts them)"
+    )
 
 
 def plot(prometheus: Prometheus, env: dict[str, str], gateway_last: float | None, path: str) -> None:
@@ -114,20 +127,35 @@ def plot(prometheus: Prometheus, env: dict[str, str], gateway_last: float | None
     start: float | None = None  # the first loss sample's time: x is seconds into the training
     try:
         for ax, name in zip(axes, CURVES, strict=True):
-            found = prometheus.samples(f'reporter_push_gateway_metric_{name}{{podUUID="{POD}"}}[1h]',
-                                       at=time.time() + 1)
+            found = prometheus.samples(
+                f'reporter_push_gateway_metric_{name}{{podUUID="{POD}"}}[1h]', at=time.time() + 1
+            )
             points = found[0][1] if found else []
             start = start if start is not None or not points else points[0][0] / 1000
             at = start or 0.0
-            ax.plot([ms / 1000 - at for ms, _ in points], [v for _, v in points],
-                    linewidth=1.2, label=f"Prometheus, by remote write: {len(points)} samples")
+            ax.plot(
+                [ms / 1000 - at for ms, _ in points],
+                [v for _, v in points],
+                linewidth=1.2,
+                label=f"Prometheus, by remote write: {len(points)} samples",
+            )
             reports = spool_reports(env, name)
-            ax.plot([float(r["ts"]) - at for r in reports],  # type: ignore[arg-type]
-                    [float(r["value"]) for r in reports], ".", markersize=3,  # type: ignore[arg-type]
-                    label=f"the local spool: {len(reports)} reports")
+            ax.plot(
+                [float(r["ts"]) - at for r in reports],  # type: ignore[arg-type]
+                [float(r["value"]) for r in reports],
+                ".",
+                markersize=3,  # type: ignore[arg-type]
+                label=f"the local spool: {len(reports)} reports",
+            )
             if name == "loss" and gateway_last is not None and points:
-                ax.plot([points[-1][0] / 1000 - at], [gateway_last], "o",
-                        markersize=9, fillstyle="none", label="the Pushgateway: the last value only (0.4.1)")
+                ax.plot(
+                    [points[-1][0] / 1000 - at],
+                    [gateway_last],
+                    "o",
+                    markersize=9,
+                    fillstyle="none",
+                    label="the Pushgateway: the last value only (0.4.1)",
+                )
             ax.set_ylabel(name)
             ax.grid(True, alpha=0.3)
             ax.legend(fontsize="small")
@@ -141,24 +169,40 @@ def plot(prometheus: Prometheus, env: dict[str, str], gateway_last: float | None
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--plot", default=os.path.join(REPO, "demo-output", "loss.png"),
-                        help="where to write the loss-curve PNG (default: demo-output/loss.png)")
+    parser.add_argument(
+        "--plot",
+        default=os.path.join(REPO, "demo-output", "loss.png"),
+        help="where to write the loss-curve PNG (default: demo-output/loss.png)",
+    )
     args = parser.parse_args(argv)
     work = tempfile.mkdtemp(prefix="runai-demo-")
     spool = os.path.join(work, "spool")
     started = time.monotonic()
     try:
         with Pushgateway(work) as gateway, Prometheus(work, remote_write=True) as prometheus:
-            step(f"started a Pushgateway on {gateway.address} and a Prometheus on {prometheus.address} "
-                 "that takes remote writes (--web.enable-remote-write-receiver)")
-            env = dict(os.environ, KERAS_BACKEND="torch", podUUID=POD, reporterGatewayURL=gateway.address,
-                       reporterRemoteWriteURL=prometheus.write_url, reporterSpoolDir=spool, PYTHONPATH=REPO)
-            step("training a small Keras model with runai.reporter.keras autologging (torch backend), "
-                 "reporting to both receivers")
+            step(
+                f"started a Pushgateway on {gateway.address} and a Prometheus on {prometheus.address} "
+                "that takes remote writes (--web.enable-remote-write-receiver)"
+            )
+            env = dict(
+                os.environ,
+                KERAS_BACKEND="torch",
+                podUUID=POD,
+                reporterGatewayURL=gateway.address,
+                reporterRemoteWriteURL=prometheus.write_url,
+                reporterSpoolDir=spool,
+                PYTHONPATH=REPO,
+            )
+            step(
+                "training a small Keras model with runai.reporter.keras autologging (torch backend), "
+                "reporting to both receivers"
+            )
             subprocess.run([sys.executable, "-c", TRAINING], env=env, check=True)
 
-            step(f"the gateway's last values ({gateway.url}/metrics, pod {POD}): what runai 0.4.1 delivered, "
-                 "one value per name")
+            step(
+                f"the gateway's last values ({gateway.url}/metrics, pod {POD}): what runai 0.4.1 delivered, "
+                "one value per name"
+            )
             for line in gateway.exposition().splitlines():
                 if line.startswith("reporter_push_gateway_") and f'podUUID="{POD}"' in line:
                     print("   ", line)
@@ -172,8 +216,10 @@ def main(argv: list[str] | None = None) -> int:
             plot(prometheus, env, gateway.value(POD, "reporter_push_gateway_metric_loss"), args.plot)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    step(f"stopped Prometheus and the Pushgateway, removed {work}; done in {time.monotonic() - started:.0f} s. "
-         f"The plot is {args.plot}")
+    step(
+        f"stopped Prometheus and the Pushgateway, removed {work}; done in {time.monotonic() - started:.0f} s. "
+        f"The plot is {args.plot}"
+    )
     return 0
 
 

@@ -1,4 +1,5 @@
 """``runai-uploader agent`` run as a real subprocess, for the agent's tests (the ``start_agent`` fixture)."""
+
 from __future__ import annotations
 
 import signal
@@ -14,16 +15,30 @@ from harness import free_port, job_env, wait_for
 class Agent:
     """``runai-uploader agent`` as a subprocess, its stderr in a file, its metrics on a free port."""
 
-    def __init__(self, spool_dir: str, gateway: str, log: str, *options: str,
-                 preexec: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, spool_dir: str, gateway: str, log: str, *options: str, preexec: Callable[[], None] | None = None
+    ) -> None:
         self.port = free_port()
         self.log = log
         with open(log, "ab") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "uploader", "agent", f"--spool-dir={spool_dir}", f"--gateway={gateway}",
-                 f"--metrics-port={self.port}", "--metrics-address=127.0.0.1", *options],
-                env=job_env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                preexec_fn=preexec)  # a limit set in the child (RLIMIT_NOFILE), say
+                [
+                    sys.executable,
+                    "-m",
+                    "uploader",
+                    "agent",
+                    f"--spool-dir={spool_dir}",
+                    f"--gateway={gateway}",
+                    f"--metrics-port={self.port}",
+                    "--metrics-address=127.0.0.1",
+                    *options,
+                ],
+                env=job_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                preexec_fn=preexec,
+            )  # a limit set in the child (RLIMIT_NOFILE), say
         wait_for(self._serving, 30, "the agent's metrics endpoint")
 
     def _serving(self) -> bool:
@@ -40,8 +55,11 @@ class Agent:
 
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
             text = r.read().decode()
-        return {(s.name, tuple(sorted(s.labels.items()))): s.value
-                for family in text_string_to_metric_families(text) for s in family.samples}
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
 
     def sample(self, name: str, **labels: str) -> float | None:
         return self.scrape().get((name, tuple(sorted(labels.items()))))

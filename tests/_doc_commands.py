@@ -4,6 +4,7 @@ A command is a line of a ```sh, ```bash or ```shell block, or a `$ ` line of a `
 A ```text line that starts with `runai-uploader COMMAND` is a usage synopsis: its options are checked, it is
 never run.
 """
+
 from __future__ import annotations
 
 import ast

@@ -4,6 +4,7 @@ spool files and their contents, checkpoints as stored.
 The real servers, the fault proxy and the process helpers that benchmarks and
 the demo use too live in the top-level ``harness`` package.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,23 +22,49 @@ from runai.reporter import Reporter
 from runai.reporter.spool import SpoolFile, SpoolTail, SpoolWriter, checkpoint_path
 
 __all__ = [
-    "checkpoint", "cli_env", "closed_spool", "dead_job", "DEAD_JOB", "_finish_job", "finished_spool",
-    "peak_rss_mib", "read_all", "recover", "_spool", "spool_lines", "spool_records", "start_job", "start_uploader",
-    "_stop_and_time", "uploader_cli", "wait_for_give_up", "_warnings",
+    "checkpoint",
+    "cli_env",
+    "closed_spool",
+    "dead_job",
+    "DEAD_JOB",
+    "_finish_job",
+    "finished_spool",
+    "peak_rss_mib",
+    "read_all",
+    "recover",
+    "_spool",
+    "spool_lines",
+    "spool_records",
+    "start_job",
+    "start_uploader",
+    "_stop_and_time",
+    "uploader_cli",
+    "wait_for_give_up",
+    "_warnings",
 ]
 
 
 def uploader_cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """``runai-uploader ARGS`` (as ``python -m uploader``) with *env* over this process's environment."""
-    return subprocess.run([sys.executable, "-m", "uploader", *args], env=job_env(**env), text=True,
-                          capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "uploader", *args],
+        env=job_env(**env),
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def start_job(code: str, env: dict[str, str], *, wrapper: tuple[str, ...] = ()) -> subprocess.Popen[str]:
     """Run *code* in a fresh interpreter, as a training job would run."""
     return subprocess.Popen(
-        [*wrapper, sys.executable, "-c", code], env=env, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+        [*wrapper, sys.executable, "-c", code],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
     )
 
 
@@ -117,18 +144,32 @@ def cli_env(spool_dir: str, pod: str, gateway_url: str) -> dict[str, str]:
 
 
 def start_uploader(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "uploader", *args], env=job_env(**env), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-m", "uploader", *args],
+        env=job_env(**env),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
 
 
-def peak_rss_mib(env: dict[str, str], *args: str,
-                 timeout: float = 120) -> tuple[subprocess.CompletedProcess[str], float]:
+def peak_rss_mib(
+    env: dict[str, str], *args: str, timeout: float = 120
+) -> tuple[subprocess.CompletedProcess[str], float]:
     """Run ``runai-uploader ARGS``; its result and its peak resident memory (MiB), as the kernel counted it."""
-    wrapper = ("import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]).returncode; "
-               "print('PEAK_RSS_KIB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(code)")
-    done = subprocess.run([sys.executable, "-c", wrapper, sys.executable, "-m", "uploader", *args],
-                          env=job_env(**env), text=True, capture_output=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+    wrapper = (
+        "import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]).returncode; "
+        "print('PEAK_RSS_KIB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(code)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", wrapper, sys.executable, "-m", "uploader", *args],
+        env=job_env(**env),
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
     peak = next(line for line in done.stdout.splitlines() if line.startswith("PEAK_RSS_KIB"))
     return done, int(peak.split()[1]) / 1024
 
@@ -192,7 +233,11 @@ os.kill(os.getpid(), signal.SIGKILL)
 def dead_job(spool_dir: str, pod: str, reports: int, damage: str = "") -> str:
     """Run DEAD_JOB; *damage* (with escapes) is appended raw before the kill. Returns the pod directory."""
     pod_dir = os.path.join(spool_dir, pod)
-    done = subprocess.run([sys.executable, "-c", DEAD_JOB, pod_dir, pod, str(reports), damage],
-                          env=job_env(), capture_output=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", DEAD_JOB, pod_dir, pod, str(reports), damage],
+        env=job_env(),
+        capture_output=True,
+        timeout=60,
+    )
     assert done.returncode == -9, done.stderr
     return pod_dir

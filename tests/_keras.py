@@ -1,5 +1,6 @@
 """What the Keras tests share: a small model, its data, the reports it left, and autologging switched off
 after each test (an autouse fixture: a module imports it to use it)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -33,8 +34,9 @@ def data() -> tuple[np.ndarray, np.ndarray]:
 
 
 def model(learning_rate: Any = 0.01) -> Any:
-    m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"),
-                          keras.layers.Dense(1, activation="sigmoid")])
+    m = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(1, activation="sigmoid")]
+    )
     m.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="binary_crossentropy", metrics=["accuracy"])
     return m
 

@@ -1,5 +1,6 @@
 """What the Lightning tests share: a tiny module and its data (the same source the subprocesses run), and
 the reports."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,4 +1,5 @@
 """A raw HTTP server on 127.0.0.1 that reads each request whole, then misbehaves: for the hostile-gateway tests."""
+
 from __future__ import annotations
 
 import socket
@@ -77,8 +78,11 @@ class RawGateway:
                         return
                     data += chunk
                 head, data = data.split(b"\r\n\r\n", 1)
-                length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                              if line.lower().startswith(b"content-length:"))
+                length = next(
+                    int(line.split(b":", 1)[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
                 while len(data) < length:
                     chunk = client.recv(1 << 20)
                     if not chunk:

@@ -1,4 +1,5 @@
 """What the remote-write sink tests share: the series they send, the request's decoding, and a capturing sink."""
+
 from __future__ import annotations
 
 import urllib.error
@@ -18,11 +19,19 @@ POD = "rw-pod-1"
 
 LOSS = f'reporter_push_gateway_metric_loss{{podUUID="{POD}"}}'
 
-LOSS_LABELS = {"__name__": "reporter_push_gateway_metric_loss", "job": "reporter_pod_info", "podUUID": POD,
-               "metric_name": "loss", "push_gateway_type": "metric"}
+LOSS_LABELS = {
+    "__name__": "reporter_push_gateway_metric_loss",
+    "job": "reporter_pod_info",
+    "podUUID": POD,
+    "metric_name": "loss",
+    "push_gateway_type": "metric",
+}
 
-HEADERS = {"Content-Encoding": "snappy", "Content-Type": "application/x-protobuf",
-           "X-Prometheus-Remote-Write-Version": "0.1.0"}
+HEADERS = {
+    "Content-Encoding": "snappy",
+    "Content-Type": "application/x-protobuf",
+    "X-Prometheus-Remote-Write-Version": "0.1.0",
+}
 
 
 def ms(record: Report) -> int:
@@ -51,14 +60,12 @@ def exported(victoria: VictoriaMetrics) -> int:
 def _raw(url: str, series: list[tuple[list[tuple[str, str]], list[tuple[int, float]]]]) -> tuple[int, str]:
     """One request of *series* ([(labels, [(ms, value)])]), as the spec has it: (status, answer)."""
     body = encode_write_request([(encode_labels(sorted(labels)), samples) for labels, samples in series])
-    request = urllib.request.Request(url, data=bytes(cramjam.snappy.compress_raw(body)), method="POST",
-                                     headers=HEADERS)
+    request = urllib.request.Request(url, data=bytes(cramjam.snappy.compress_raw(body)), method="POST", headers=HEADERS)
     try:
         with urllib.request.urlopen(request, timeout=10) as r:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
-
 
 
 def _message_classes() -> dict[str, Any]:
@@ -67,11 +74,15 @@ def _message_classes() -> dict[str, Any]:
     F = descriptor_pb2.FieldDescriptorProto
     fields = {
         "WriteRequest": [("timeseries", 1, F.TYPE_MESSAGE, F.LABEL_REPEATED, ".rwtest.TimeSeries")],
-        "TimeSeries": [("labels", 1, F.TYPE_MESSAGE, F.LABEL_REPEATED, ".rwtest.Label"),
-                       ("samples", 2, F.TYPE_MESSAGE, F.LABEL_REPEATED, ".rwtest.Sample")],
+        "TimeSeries": [
+            ("labels", 1, F.TYPE_MESSAGE, F.LABEL_REPEATED, ".rwtest.Label"),
+            ("samples", 2, F.TYPE_MESSAGE, F.LABEL_REPEATED, ".rwtest.Sample"),
+        ],
         "Label": [("name", 1, F.TYPE_STRING, F.LABEL_OPTIONAL, ""), ("value", 2, F.TYPE_STRING, F.LABEL_OPTIONAL, "")],
-        "Sample": [("value", 1, F.TYPE_DOUBLE, F.LABEL_OPTIONAL, ""),
-                   ("timestamp", 2, F.TYPE_INT64, F.LABEL_OPTIONAL, "")],
+        "Sample": [
+            ("value", 1, F.TYPE_DOUBLE, F.LABEL_OPTIONAL, ""),
+            ("timestamp", 2, F.TYPE_INT64, F.LABEL_OPTIONAL, ""),
+        ],
     }
     for name, specs in fields.items():
         message = proto.message_type.add(name=name)

@@ -1,5 +1,6 @@
 """What the tests of jobs delivering through the remote-write sink share: the job, its settings, what it reported,
 and what a Prometheus receiver holds of it."""
+
 from __future__ import annotations
 
 import os
@@ -28,10 +29,17 @@ print(r.finish(timeout=float(sys.argv[3])))
 """
 
 
-def run_job(env: dict[str, str], reports: int, end: str, finish_timeout: float = 60,
-            pause: float = 0.002) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", JOB, str(reports), end, str(finish_timeout), str(pause)], env=env,
-                          text=True, capture_output=True, timeout=120, stdin=subprocess.DEVNULL)
+def run_job(
+    env: dict[str, str], reports: int, end: str, finish_timeout: float = 60, pause: float = 0.002
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", JOB, str(reports), end, str(finish_timeout), str(pause)],
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def job_settings(spool_dir: str, pod: str, **urls: str) -> dict[str, str]:
@@ -45,8 +53,11 @@ def job_settings(spool_dir: str, pod: str, **urls: str) -> dict[str, str]:
 
 def expected(pod_dir: str) -> list[tuple[int, float]]:
     """The spool's loss reports as samples: (the report's millisecond, its value), in time order."""
-    return sorted((round(r.ts * 1e6) // 1000, float(r.value)) for r in spool_records(pod_dir)
-                  if getattr(r, "name", None) == "loss")
+    return sorted(
+        (round(r.ts * 1e6) // 1000, float(r.value))
+        for r in spool_records(pod_dir)
+        if getattr(r, "name", None) == "loss"
+    )
 
 
 def covered(pod_dir: str, sink: str) -> bool:

@@ -6,11 +6,12 @@ And the ``e2e`` marker's guard: a test that starts a real server or process must
 (``pytest -m "not e2e"`` runs the others alone, in seconds). A test using a fixture that starts a server fails
 before the fixture runs; a test that starts a process or listens on a socket fails at its end.
 """
+
 from __future__ import annotations
 
 import os
-import socket
 import shutil
+import socket
 import sys
 import tempfile
 import uuid
@@ -34,11 +35,24 @@ from harness import (  # noqa: E402
 from tests._agent import Agent  # noqa: E402
 
 # Fixtures (here and in test modules) that start a real server or process, directly or through a fixture.
-SERVER_FIXTURES = frozenset({
-    "gateway", "own_gateway", "proxy", "start_agent", "strict_prometheus", "victoria",  # here
-    "prometheus", "receiver", "stack", "secure_gateway", "full_listener", "bare_python", "world_python",
-    "small_disk",
-})
+SERVER_FIXTURES = frozenset(
+    {
+        "gateway",
+        "own_gateway",
+        "proxy",
+        "start_agent",
+        "strict_prometheus",
+        "victoria",  # here
+        "prometheus",
+        "receiver",
+        "stack",
+        "secure_gateway",
+        "full_listener",
+        "bare_python",
+        "world_python",
+        "small_disk",
+    }
+)
 # Audit events (PEP 578) of starting another program.
 PROCESS_EVENTS = frozenset({"subprocess.Popen", "os.posix_spawn", "os.spawn", "os.exec", "os.system", "os.forkpty"})
 
@@ -90,8 +104,11 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     e2e = item.get_closest_marker("e2e") is not None
     servers = sorted(SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())))
     if servers and not e2e:
-        pytest.fail(f"{item.nodeid} uses {', '.join(servers)} (starting a real server or process): mark it "
-                    f"@pytest.mark.e2e (or the module, pytestmark = pytest.mark.e2e)", pytrace=False)
+        pytest.fail(
+            f"{item.nodeid} uses {', '.join(servers)} (starting a real server or process): mark it "
+            f"@pytest.mark.e2e (or the module, pytestmark = pytest.mark.e2e)",
+            pytrace=False,
+        )
     _guard.watch(not e2e)
 
 
@@ -104,8 +121,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = outcome.get_result()
     if started and report.passed:
         report.outcome = "failed"
-        report.longrepr = (f"{item.nodeid} started {'; '.join(dict.fromkeys(started))} without the e2e marker: "
-                           f"mark it @pytest.mark.e2e (or the module, pytestmark = pytest.mark.e2e)")
+        report.longrepr = (
+            f"{item.nodeid} started {'; '.join(dict.fromkeys(started))} without the e2e marker: "
+            f"mark it @pytest.mark.e2e (or the module, pytestmark = pytest.mark.e2e)"
+        )
 
 
 @pytest.fixture(scope="session")

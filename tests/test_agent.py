@@ -3,6 +3,7 @@ takes over the pods whose uploader died.
 
 "Pods" are real processes: a training job (a Reporter, or a bare spool writer) and its own uploader, killed
 whole with SIGKILL as a dying pod's are."""
+
 from __future__ import annotations
 
 import os
@@ -53,14 +54,18 @@ def _kill_group(pid: int) -> None:
         pass
 
 
-def test_dead_pod_is_delivered_once_the_gateway_is_back(env, gateway, proxy, start_agent, spool_dir, pod,
-                                                         tmp_path) -> None:
+def test_dead_pod_is_delivered_once_the_gateway_is_back(
+    env, gateway, proxy, start_agent, spool_dir, pod, tmp_path
+) -> None:
     proxy.refuse()  # the gateway is down for the whole life of the pod
     # A long grace: however slowly the job's own uploader starts on a loaded machine, the agent leaves it the pod.
     agent = start_agent(proxy.address, "--grace-seconds=30")
     pod_dir, marker = os.path.join(spool_dir, pod), str(tmp_path / "reported")
-    job = subprocess.Popen([sys.executable, "-c", REPORTING_JOB, marker, "300"],
-                           env=job_env(**{**env, "reporterGatewayURL": proxy.address}), start_new_session=True)
+    job = subprocess.Popen(
+        [sys.executable, "-c", REPORTING_JOB, marker, "300"],
+        env=job_env(**{**env, "reporterGatewayURL": proxy.address}),
+        start_new_session=True,
+    )
     try:
         wait_for(lambda: os.path.exists(marker), 30, "the job's reports")
         uploader = wait_for(lambda: holder_pid(pod_dir), 15, "the job's own uploader")
@@ -73,8 +78,11 @@ def test_dead_pod_is_delivered_once_the_gateway_is_back(env, gateway, proxy, sta
     wait_for(lambda: holder_pid(pod_dir) == agent.proc.pid, 10, "the agent to take the dead pod")
     proxy.heal()
     healed = time.monotonic()
-    wait_for(lambda: gateway.value(pod, metric_name("loss")) == 299
-             and gateway.value(pod, parameter_name("optimizer")) == 1, 15, "every last value on the gateway")
+    wait_for(
+        lambda: gateway.value(pod, metric_name("loss")) == 299 and gateway.value(pod, parameter_name("optimizer")) == 1,
+        15,
+        "every last value on the gateway",
+    )
     assert time.monotonic() - healed < 15
     wait_for(lambda: pod_status(spool_dir, pod).reports_pending == 0, 10, "the checkpoint to cover the spool")
     assert pod_status(spool_dir, pod).reports_delivered == 301
@@ -90,12 +98,16 @@ def test_pod_created_after_start_is_found_and_delivered(env, gateway, proxy, sta
     assert time.monotonic() - started < 15
     assert agent.sample("runai_uploader_pods") == 1
     # Counted after the checkpoint, which comes after the gateway's answer: a moment after the value shows there.
-    wait_for(lambda: agent.sample("runai_uploader_delivered_reports_total", podUUID=late, sink="gateway") == 40, 10,
-             "the 40 reports counted")
+    wait_for(
+        lambda: agent.sample("runai_uploader_delivered_reports_total", podUUID=late, sink="gateway") == 40,
+        10,
+        "the 40 reports counted",
+    )
 
 
-def test_live_pod_is_left_to_its_uploader_until_that_dies(env, gateway, proxy, start_agent, spool_dir, pod,
-                                                          tmp_path) -> None:
+def test_live_pod_is_left_to_its_uploader_until_that_dies(
+    env, gateway, proxy, start_agent, spool_dir, pod, tmp_path
+) -> None:
     own = FaultProxy(gateway.address).start()  # the pod's own uploader pushes through this one, the agent not
     pod_dir = os.path.join(spool_dir, pod)
     job = subprocess.Popen([sys.executable, "-c", STEPPING_JOB, pod_dir, pod], env=job_env(), process_group=0)
@@ -103,8 +115,18 @@ def test_live_pod_is_left_to_its_uploader_until_that_dies(env, gateway, proxy, s
     try:
         wait_for(lambda: spool_file_names(pod_dir), 30, "the job's spool file")
         uploader = subprocess.Popen(
-            [sys.executable, "-m", "uploader", "run", f"--spool-dir={spool_dir}", f"--pod-uuid={pod}",
-             f"--gateway={own.address}"], env=job_env(), process_group=job.pid)  # in the pod's process group
+            [
+                sys.executable,
+                "-m",
+                "uploader",
+                "run",
+                f"--spool-dir={spool_dir}",
+                f"--pod-uuid={pod}",
+                f"--gateway={own.address}",
+            ],
+            env=job_env(),
+            process_group=job.pid,
+        )  # in the pod's process group
         wait_for(lambda: holder_pid(pod_dir) == uploader.pid, 30, "the pod's own uploader")
         agent = start_agent(proxy.address)
         # The agent judges the pod (its gauge), and probes its lock every second for a few seconds meanwhile.
@@ -139,8 +161,9 @@ def test_metrics_count_pending_failures_and_deliveries(env, gateway, proxy, star
     proxy.refuse()
     agent = start_agent(proxy.address)
     dead_job(spool_dir, pod, 25)
-    wait_for(lambda: (agent.sample("runai_uploader_push_failures_total", sink="gateway") or 0) >= 2, 15,
-             "failed pushes")
+    wait_for(
+        lambda: (agent.sample("runai_uploader_push_failures_total", sink="gateway") or 0) >= 2, 15, "failed pushes"
+    )
     assert agent.sample("runai_uploader_pending_reports", podUUID=pod) == 25
     assert (agent.sample("runai_uploader_pending_bytes", podUUID=pod) or 0) > 0
     assert agent.sample("runai_uploader_pods") == 1
@@ -149,17 +172,24 @@ def test_metrics_count_pending_failures_and_deliveries(env, gateway, proxy, star
     wait_for(lambda: agent.sample("runai_uploader_pending_reports", podUUID=pod) == 0, 15, "pending to go to 0")
     samples = agent.scrape()
     assert {name for name, _ in samples} >= {
-        "runai_uploader_pending_reports", "runai_uploader_pending_bytes", "runai_uploader_delivered_reports_total",
-        "runai_uploader_push_failures_total", "runai_uploader_last_success_timestamp_seconds", "runai_uploader_pods"}
+        "runai_uploader_pending_reports",
+        "runai_uploader_pending_bytes",
+        "runai_uploader_delivered_reports_total",
+        "runai_uploader_push_failures_total",
+        "runai_uploader_last_success_timestamp_seconds",
+        "runai_uploader_pods",
+    }
     assert agent.sample("runai_uploader_pending_bytes", podUUID=pod) == 0
     assert agent.sample("runai_uploader_delivered_reports_total", podUUID=pod, sink="gateway") == 25
-    assert (agent.sample("runai_uploader_last_success_timestamp_seconds", podUUID=pod, sink="gateway") or 0) >= \
-        before - 1
+    assert (
+        agent.sample("runai_uploader_last_success_timestamp_seconds", podUUID=pod, sink="gateway") or 0
+    ) >= before - 1
     assert gateway.value(pod, metric_name("loss")) == 24
 
 
-def test_sigterm_stops_within_2_s_and_a_restart_resends_nothing(env, gateway, proxy, start_agent, spool_dir,
-                                                                 pod) -> None:
+def test_sigterm_stops_within_2_s_and_a_restart_resends_nothing(
+    env, gateway, proxy, start_agent, spool_dir, pod
+) -> None:
     agent = start_agent(proxy.address)
     dead_job(spool_dir, pod, 30)
     wait_for(lambda: gateway.value(pod, metric_name("loss")) == 29, 15, "the first pod delivered")
@@ -186,8 +216,9 @@ def test_sigterm_stops_within_2_s_and_a_restart_resends_nothing(env, gateway, pr
     assert again.sample("runai_uploader_delivered_reports_total", podUUID=busy, sink="gateway") == 10
 
 
-def test_a_new_live_writer_gets_its_grace_before_the_agent_takes_its_pod(env, proxy, start_agent, spool_dir,
-                                                                           pod) -> None:
+def test_a_new_live_writer_gets_its_grace_before_the_agent_takes_its_pod(
+    env, proxy, start_agent, spool_dir, pod
+) -> None:
     from uploader.agent.config import GRACE_SECONDS
 
     agent = start_agent(proxy.address)
@@ -207,8 +238,9 @@ def test_a_new_live_writer_gets_its_grace_before_the_agent_takes_its_pod(env, pr
     wait_for(lambda: holder_pid(pod_dir) is None, 15, "the agent to let the finished pod go")
 
 
-def test_each_sink_gets_the_dead_pod_and_its_own_counts(env, gateway, proxy, start_agent, spool_dir, pod,
-                                                         tmp_path) -> None:
+def test_each_sink_gets_the_dead_pod_and_its_own_counts(
+    env, gateway, proxy, start_agent, spool_dir, pod, tmp_path
+) -> None:
     from harness import Prometheus
     from tests._remote_write_jobs import expected, samples
 
@@ -216,9 +248,14 @@ def test_each_sink_gets_the_dead_pod_and_its_own_counts(env, gateway, proxy, sta
     with Prometheus(str(tmp_path / "prometheus"), remote_write=True, out_of_order_window="2h") as receiver:
         agent = start_agent(proxy.address, f"--remote-write={receiver.write_url}")
         dead_job(spool_dir, pod, 30)
-        wait_for(lambda: agent.sample("runai_uploader_pending_reports", podUUID=pod) == 0
-                 and agent.sample("runai_uploader_delivered_reports_total", podUUID=pod, sink="remote_write") == 30,
-                 15, "the pod delivered to both sinks")
+        wait_for(
+            lambda: (
+                agent.sample("runai_uploader_pending_reports", podUUID=pod) == 0
+                and agent.sample("runai_uploader_delivered_reports_total", podUUID=pod, sink="remote_write") == 30
+            ),
+            15,
+            "the pod delivered to both sinks",
+        )
         assert agent.sample("runai_uploader_delivered_reports_total", podUUID=pod, sink="gateway") == 30
         assert gateway.value(pod, metric_name("loss")) == 29
         # Every report at its own millisecond (reports of one millisecond keep the last), ending with the last.
@@ -228,8 +265,9 @@ def test_each_sink_gets_the_dead_pod_and_its_own_counts(env, gateway, proxy, sta
             assert agent.sample("runai_uploader_last_success_timestamp_seconds", podUUID=pod, sink=sink)
 
 
-def test_the_grace_counts_from_the_spool_files_birth_not_from_when_the_agent_noticed(env, proxy, start_agent,
-                                                                                     spool_dir, pod) -> None:
+def test_the_grace_counts_from_the_spool_files_birth_not_from_when_the_agent_noticed(
+    env, proxy, start_agent, spool_dir, pod
+) -> None:
     from runai.reporter.spool import PodLock, decode
 
     # The agent may notice a pod late: an idle one is looked at every 5 s. A job whose spool file is older than

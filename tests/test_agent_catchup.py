@@ -4,6 +4,7 @@ The agent once judged every pod waiting for a slot again every second (and walke
 delivery's end): a catch-up of N pods cost N² work. Timing is no test on a shared machine; the agent's own
 count of judgments is, and it does not depend on how fast the machine is.
 """
+
 from __future__ import annotations
 
 import logging
@@ -11,6 +12,7 @@ import os
 import threading
 import urllib.request
 import uuid
+
 import pytest
 
 from harness import Pushgateway, metric_name, wait_for
@@ -33,8 +35,12 @@ def _dead_pods(spool_dir: str, count: int) -> list[str]:
 
 def _totals(agent: Agent) -> dict[str, float]:
     """The agent's totals over pods, read from a page restricted to them: a few lines whatever the pods."""
-    names = ("runai_uploader_pods", "runai_uploader_idle_pods", "runai_uploader_queued_pods",
-             "runai_uploader_judged_pods_total")
+    names = (
+        "runai_uploader_pods",
+        "runai_uploader_idle_pods",
+        "runai_uploader_queued_pods",
+        "runai_uploader_judged_pods_total",
+    )
     query = "&".join(f"name[]={name}" for name in names)
     with urllib.request.urlopen(f"http://127.0.0.1:{agent.port}/metrics?{query}", timeout=5) as r:
         lines = r.read().decode().splitlines()
@@ -45,7 +51,8 @@ def _totals(agent: Agent) -> dict[str, float]:
 
 @pytest.mark.e2e
 def test_a_backlog_longer_than_the_slots_is_judged_once_per_pod_and_idle_pods_cost_no_judgment(
-        own_gateway: Pushgateway, spool_dir: str, start_agent) -> None:
+    own_gateway: Pushgateway, spool_dir: str, start_agent
+) -> None:
     gateway = own_gateway.start()
     pods = _dead_pods(spool_dir, PODS)
     # Two slots: most pods wait in the queue for seconds, where each used to be judged again every second.
@@ -74,8 +81,9 @@ def test_a_backlog_longer_than_the_slots_is_judged_once_per_pod_and_idle_pods_co
 
 
 @pytest.mark.e2e
-def test_an_idle_pod_is_watched_and_a_new_spool_file_in_it_is_delivered(own_gateway: Pushgateway, spool_dir: str,
-                                                                         start_agent) -> None:
+def test_an_idle_pod_is_watched_and_a_new_spool_file_in_it_is_delivered(
+    own_gateway: Pushgateway, spool_dir: str, start_agent
+) -> None:
     gateway = own_gateway.start()
     pod = _dead_pods(spool_dir, 1)[0]
     agent = start_agent(gateway.address)
@@ -134,8 +142,9 @@ def test_the_idle_watch_cap_is_a_quarter_of_the_users_watches_at_most_the_consta
 
 
 @pytest.mark.e2e
-def test_idle_pods_past_the_watch_cap_are_polled_and_still_delivered(gateway: Pushgateway, spool_dir: str,
-                                                                     caplog: pytest.LogCaptureFixture) -> None:
+def test_idle_pods_past_the_watch_cap_are_polled_and_still_delivered(
+    gateway: Pushgateway, spool_dir: str, caplog: pytest.LogCaptureFixture
+) -> None:
     from uploader.agent.metrics import AgentMetrics
     from uploader.agent.pods import Agent as NodeAgent
 
@@ -143,14 +152,21 @@ def test_idle_pods_past_the_watch_cap_are_polled_and_still_delivered(gateway: Pu
     pods = _dead_pods(spool_dir, 5)
     metrics = AgentMetrics()
     env = {"reporterGatewayURL": gateway.address, "reporterSpoolDir": spool_dir}
-    agent = NodeAgent(spool_dir, lambda pod: load_settings(environ=env, for_writing=False, pod_uuid=pod), ("gateway",),
-                      metrics, max_idle_watches=2)
+    agent = NodeAgent(
+        spool_dir,
+        lambda pod: load_settings(environ=env, for_writing=False, pod_uuid=pod),
+        ("gateway",),
+        metrics,
+        max_idle_watches=2,
+    )
     thread = threading.Thread(target=agent.run, daemon=True)
     thread.start()
 
     def idle_and_watched() -> tuple[float | None, float | None]:
-        return (metrics.registry.get_sample_value("runai_uploader_idle_pods"),
-                metrics.registry.get_sample_value("runai_uploader_watched_pods"))
+        return (
+            metrics.registry.get_sample_value("runai_uploader_idle_pods"),
+            metrics.registry.get_sample_value("runai_uploader_watched_pods"),
+        )
 
     try:
         wait_for(lambda: idle_and_watched() == (5, 2), 30, "the 5 pods delivered, idle, 2 of them watched")

@@ -1,5 +1,6 @@
 """The agent's HTTP endpoint: ``/healthz`` fails when the main loop is wedged, idle connections are bounded and
 dropped (issue 22, points 5 and 14)."""
+
 from __future__ import annotations
 
 import socket

@@ -1,4 +1,5 @@
 """What one pod (whatever its owner planted there) must never do to the node agent and the other pods."""
+
 from __future__ import annotations
 
 import os
@@ -20,8 +21,9 @@ def _as_another_user(*paths: str) -> None:
             os.lchown(path, 54321, 54321)
 
 
-def test_a_planted_lock_file_refuses_its_pod_and_never_ends_the_agent(env, gateway, start_agent, spool_dir,
-                                                                     pod, tmp_path) -> None:
+def test_a_planted_lock_file_refuses_its_pod_and_never_ends_the_agent(
+    env, gateway, start_agent, spool_dir, pod, tmp_path
+) -> None:
     # A pod whose uploader.lock is a symlink, there when the agent starts: at start, it must not crash-loop.
     evil = os.path.join(spool_dir, "evil")
     os.mkdir(evil, 0o700)
@@ -45,8 +47,9 @@ def test_a_planted_lock_file_refuses_its_pod_and_never_ends_the_agent(env, gatew
     assert log.count("pod evil: cannot deliver it") == 1, "a refusal is logged once"
 
 
-def test_a_huge_backlog_held_by_its_uploader_stalls_no_other_pod_nor_sigterm(env, gateway, start_agent,
-                                                                             spool_dir, pod) -> None:
+def test_a_huge_backlog_held_by_its_uploader_stalls_no_other_pod_nor_sigterm(
+    env, gateway, start_agent, spool_dir, pod
+) -> None:
     from runai.reporter.spool import PodLock
 
     # A pod of 3 reports made a 2 GiB sparse file (no disk used), its lock held by "its own uploader" (this
@@ -58,8 +61,11 @@ def test_a_huge_backlog_held_by_its_uploader_stalls_no_other_pod_nor_sigterm(env
     assert lock.acquire()
     try:
         agent = start_agent(gateway.address)
-        wait_for(lambda: agent.sample("runai_uploader_pending_reports", podUUID=f"{pod}-big") == 3, 10,
-                 "the held pod judged (its reports a lower bound)")
+        wait_for(
+            lambda: agent.sample("runai_uploader_pending_reports", podUUID=f"{pod}-big") == 3,
+            10,
+            "the held pod judged (its reports a lower bound)",
+        )
         started = time.monotonic()
         dead_job(spool_dir, pod, 5)
         wait_for(lambda: gateway.value(pod, metric_name("loss")) == 4, 5, "another pod delivered meanwhile")
@@ -81,8 +87,9 @@ def _bytes_read(pid: int) -> int:
         return next(int(line.split()[1]) for line in f if line.startswith("rchar:"))
 
 
-def test_a_pod_dir_named_with_undecodable_bytes_is_refused_and_metrics_still_serve(env, gateway, start_agent,
-                                                                                   spool_dir, pod) -> None:
+def test_a_pod_dir_named_with_undecodable_bytes_is_refused_and_metrics_still_serve(
+    env, gateway, start_agent, spool_dir, pod
+) -> None:
     agent = start_agent(gateway.address)
     os.rename(dead_job(spool_dir, "bad", 2), os.path.join(os.fsencode(spool_dir), b"evil\xff"))
     dead_job(spool_dir, pod, 2)
@@ -106,8 +113,8 @@ def test_a_refused_pod_is_counted_in_the_metrics(env, gateway, start_agent, spoo
 def test_a_pod_failing_in_any_other_way_is_refused_and_the_agent_goes_on(spool_dir, pod) -> None:
     import threading
 
-    from uploader.agent.pods import Agent as NodeAgent
     from uploader.agent.metrics import AgentMetrics
+    from uploader.agent.pods import Agent as NodeAgent
 
     def settings_for(name: str):
         raise RuntimeError(f"a bug, for {name}")  # whatever a pod makes fail: not a ConfigError

@@ -1,4 +1,5 @@
 """The public API: what reportMetric and reportParameter accept, refuse and record, and how settings are read."""
+
 from __future__ import annotations
 
 import json
@@ -117,8 +118,9 @@ def test_aliases_exist() -> None:
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("receiver", ["reporterGatewayURL", "reporterRemoteWriteURL"])
-def test_a_missing_pod_uuid_is_named_where_a_receiver_is_set(monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
-                                                             receiver: str) -> None:
+def test_a_missing_pod_uuid_is_named_where_a_receiver_is_set(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], receiver: str
+) -> None:
     # A cluster job without its podUUID is misconfigured: guessing one would misfile its data (local mode
     # names its own pod only when no receiver is set either: tests/test_local_mode.py).
     monkeypatch.delenv("podUUID")
@@ -140,11 +142,14 @@ def test_invalid_gateway_url_is_refused(monkeypatch: pytest.MonkeyPatch, env: di
         Reporter()
 
 
-@pytest.mark.parametrize("url,expected", [
-    ("gw:9091", "http://gw:9091"),
-    ("http://gw:9091/", "http://gw:9091"),
-    ("https://gw.example:443/prefix", "https://gw.example:443/prefix"),
-])
+@pytest.mark.parametrize(
+    "url,expected",
+    [
+        ("gw:9091", "http://gw:9091"),
+        ("http://gw:9091/", "http://gw:9091"),
+        ("https://gw.example:443/prefix", "https://gw.example:443/prefix"),
+    ],
+)
 def test_gateway_url_forms(url: str, expected: str) -> None:
     from runai.reporter.settings import normalize_gateway_url
 
@@ -162,10 +167,16 @@ def test_keyword_arguments_override_environment(env: dict[str, str], tmp_path: o
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("var,value", [("reporterPushInterval", "soon"), ("reporterPushInterval", "0"),
-                                       ("reporterFinishTimeout", "-1"), ("reporterPushInterval", "nan")])
-def test_invalid_numbers_are_named(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], var: str,
-                                   value: str) -> None:
+@pytest.mark.parametrize(
+    "var,value",
+    [
+        ("reporterPushInterval", "soon"),
+        ("reporterPushInterval", "0"),
+        ("reporterFinishTimeout", "-1"),
+        ("reporterPushInterval", "nan"),
+    ],
+)
+def test_invalid_numbers_are_named(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], var: str, value: str) -> None:
     monkeypatch.setenv(var, value)
     with pytest.raises(ConfigError, match=var):
         Reporter()
@@ -190,8 +201,9 @@ def test_import_is_light_and_starts_nothing() -> None:
         "heavy = [m for m in sys.modules if m.split('.')[0] in ('prometheus_client', 'watchdog')]\n"
         "print(heavy, threading.active_count())\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], env=job_env(), capture_output=True, text=True, check=True,
-                         cwd=REPO)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=job_env(), capture_output=True, text=True, check=True, cwd=REPO
+    )
     assert out.stdout.strip() == "[] 1"
 
 
@@ -200,8 +212,9 @@ VALUE_LIMIT = 64 << 10
 
 
 @pytest.mark.e2e
-def test_a_parameter_value_that_is_not_utf8_is_refused(env: dict[str, str], gateway: Pushgateway, pod: str,
-                                                        spool_dir: str) -> None:
+def test_a_parameter_value_that_is_not_utf8_is_refused(
+    env: dict[str, str], gateway: Pushgateway, pod: str, spool_dir: str
+) -> None:
     """Issue 10, point 4: a lone surrogate went into the spool and crashed every push of the pod."""
     reporter = Reporter()
     with pytest.raises(ValueError, match="cannot be encoded as UTF-8.*errors='replace'"):
@@ -214,8 +227,9 @@ def test_a_parameter_value_that_is_not_utf8_is_refused(env: dict[str, str], gate
 
 
 @pytest.mark.e2e
-def test_a_parameter_value_over_the_limit_is_refused_at_once(env: dict[str, str], gateway: Pushgateway, pod: str,
-                                                             spool_dir: str) -> None:
+def test_a_parameter_value_over_the_limit_is_refused_at_once(
+    env: dict[str, str], gateway: Pushgateway, pod: str, spool_dir: str
+) -> None:
     """Issue 10, point 5: a 30-million-character value made a 189 MB spool line."""
     from runai.reporter import spool
 
@@ -231,8 +245,14 @@ def test_a_parameter_value_over_the_limit_is_refused_at_once(env: dict[str, str]
     assert reporter.finish(timeout=20) is True
     params = [r.name for r in spool_records(os.path.join(spool_dir, pod)) if r.kind == "parameter"]
     assert params == ["fits"]
-    assert max(os.path.getsize(os.path.join(spool_dir, pod, n)) for n in os.listdir(os.path.join(spool_dir, pod))
-               if n.endswith(".jsonl")) < 2 * VALUE_LIMIT
+    assert (
+        max(
+            os.path.getsize(os.path.join(spool_dir, pod, n))
+            for n in os.listdir(os.path.join(spool_dir, pod))
+            if n.endswith(".jsonl")
+        )
+        < 2 * VALUE_LIMIT
+    )
 
 
 def test_a_tensor_or_array_value_is_refused_with_the_fix_named(spool_dir: str) -> None:

@@ -1,4 +1,5 @@
 """Checkpoints: the per-sink format, format 1 read and written as before, and what a damaged entry costs."""
+
 from __future__ import annotations
 
 import json
@@ -71,13 +72,20 @@ def test_a_push_under_way_is_recorded_for_its_sink_alone_and_only_while_it_is(tm
     store_checkpoint(spool, Checkpoint("id", 90, 2, 9), REMOTE_WRITE)  # the push delivered: no mark left
     with open(checkpoint_path(spool), "rb") as f:
         assert "sent_seq" not in f.read().decode()
-    _write(spool, {"version": 2, "spool_id": "id", "sinks": {"remote_write": {
-        "offset": 60, "records": 1, "last_seq": 2, "sent_seq": "9"}}})
+    _write(
+        spool,
+        {
+            "version": 2,
+            "spool_id": "id",
+            "sinks": {"remote_write": {"offset": 60, "records": 1, "last_seq": 2, "sent_seq": "9"}},
+        },
+    )
     assert load_progress(spool, "id") == {}  # a damaged mark is a damaged entry: replayed, never trusted
 
 
 def test_a_caller_that_polls_is_not_warned_of_a_damaged_checkpoint_each_time(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     spool = _spool(tmp_path)
     _write(spool, b"{damaged")
     with caplog.at_level(logging.DEBUG, logger="runai"):
@@ -114,8 +122,7 @@ def test_storing_one_sink_keeps_the_others(tmp_path: Path) -> None:
     store_checkpoint(spool, Checkpoint("id", 30, 3, 3), REMOTE_WRITE)
     assert load_checkpoint(spool, "id") == Checkpoint("id", 10, 1, 1)  # kept, from format 1
     store_checkpoint(spool, Checkpoint("id", 50, 5, 5))
-    assert load_progress(spool, "id") == {GATEWAY: Checkpoint("id", 50, 5, 5),
-                                          REMOTE_WRITE: Checkpoint("id", 30, 3, 3)}
+    assert load_progress(spool, "id") == {GATEWAY: Checkpoint("id", 50, 5, 5), REMOTE_WRITE: Checkpoint("id", 30, 3, 3)}
     # An entry for another spool file is nobody's progress here: a store for this one does not carry it over.
     store_checkpoint(spool, Checkpoint("new-id", 7, 1, 1))
     assert load_progress(spool, "new-id") == {GATEWAY: Checkpoint("new-id", 7, 1, 1)}
@@ -136,9 +143,19 @@ def test_a_corrupt_entry_costs_only_its_own_sink(tmp_path: Path, caplog: pytest.
     assert load_progress(spool, "id") == {GATEWAY: Checkpoint("id", 90, 2, 3), REMOTE_WRITE: Checkpoint("id", 60, 1, 2)}
 
 
-@pytest.mark.parametrize("damage", [b"", b"\0" * 10, b"[]", b'{"version": 3, "spool_id": "id", "sinks": {}}',
-                                    b'{"version": true, "spool_id": "id"}', b'{"version": 2, "spool_id": 1}',
-                                    b'{"version": 2, "spool_id": "id", "sinks": []}', b"[" * 4096])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        b"",
+        b"\0" * 10,
+        b"[]",
+        b'{"version": 3, "spool_id": "id", "sinks": {}}',
+        b'{"version": true, "spool_id": "id"}',
+        b'{"version": 2, "spool_id": 1}',
+        b'{"version": 2, "spool_id": "id", "sinks": []}',
+        b"[" * 4096,
+    ],
+)
 def test_a_damaged_file_replays_every_sink_and_a_store_replaces_it(tmp_path: Path, damage: bytes) -> None:
     spool = _spool(tmp_path)
     _write(spool, damage)
@@ -169,8 +186,10 @@ def test_delivery_is_covered_only_when_every_sink_covers_the_file(spool_dir: str
     store_checkpoint(path, Checkpoint(sid, first_report_end, 1, 1, False, 2), REMOTE_WRITE)
     both = delivery_state(path, sid, size, sinks=SINKS)
     assert not both.covered and (both.records, both.refused, both.bytes_delivered) == (1, 3, first_report_end)
-    assert both.sinks == {GATEWAY: Checkpoint(sid, size, 3, 4, True, 1),
-                          REMOTE_WRITE: Checkpoint(sid, first_report_end, 1, 1, False, 2)}
+    assert both.sinks == {
+        GATEWAY: Checkpoint(sid, size, 3, 4, True, 1),
+        REMOTE_WRITE: Checkpoint(sid, first_report_end, 1, 1, False, 2),
+    }
     opened = open_spool(path, resume=False)
     assert opened is not None
     with opened.tail as tail:  # counted from the least advanced sink: two reports (and the end line) left
@@ -225,8 +244,7 @@ def test_checkpoint_round_trip_and_tolerant_load(tmp_path) -> None:
     assert load_checkpoint(spool, "id", spool_size=200) == ckpt
     assert load_checkpoint(spool, "other-id") is None
     assert load_checkpoint(spool, "id", spool_size=100) is None  # past the end
-    for damage in (b"", b"\0" * 10, b'{"spool_id": "id"',
-                   b'{"spool_id":"id","offset":"x","records":1,"last_seq":1}'):
+    for damage in (b"", b"\0" * 10, b'{"spool_id": "id"', b'{"spool_id":"id","offset":"x","records":1,"last_seq":1}'):
         with open(checkpoint_path(spool), "wb") as f:
             f.write(damage)
         assert load_checkpoint(spool, "id") is None

@@ -1,5 +1,6 @@
 """The uploader and its checkpoints: a damaged or foreign one means a replay, and
 a checkpoint covers only what the gateway acknowledged."""
+
 from __future__ import annotations
 
 import json
@@ -11,22 +12,28 @@ from harness import FaultProxy, Pushgateway, metric_name, parameter_name
 from runai.reporter import Reporter
 from runai.reporter.spool import SpoolWriter, checkpoint_path, load_checkpoint
 from tests._helpers import checkpoint, cli_env, finished_spool, recover, start_uploader
-from uploader.sinks.pushgateway import Pusher
-from uploader.delivery.service import EXIT_PENDING, Uploader
 from uploader.delivery import DeliveryOptions
+from uploader.delivery.service import EXIT_PENDING, Uploader
+from uploader.sinks.pushgateway import Pusher
 
 pytestmark = pytest.mark.e2e
 
 
-@pytest.mark.parametrize("damage", [b"", b"\0" * 64, b"{not json", b'{"spool_id":"SAME","offset":4',
-                                    b'{"spool_id":"x","offset":5,"records":1,"last_seq":1}',
-                                    b'{"spool_id":"SAME","offset":99999999,"records":1,"last_seq":1}',
-                                    b'{"spool_id":"SAME","offset":7,"records":1,"last_seq":1}',
-                                    b"only-temp"],
-                         ids=["empty", "nul", "garbage", "truncated", "other-file", "past-end", "mid-line",
-                              "only-temp"])
-def test_corrupt_checkpoint_means_replay(env: dict[str, str], gateway: Pushgateway, pod: str,
-                                         damage: bytes) -> None:
+@pytest.mark.parametrize(
+    "damage",
+    [
+        b"",
+        b"\0" * 64,
+        b"{not json",
+        b'{"spool_id":"SAME","offset":4',
+        b'{"spool_id":"x","offset":5,"records":1,"last_seq":1}',
+        b'{"spool_id":"SAME","offset":99999999,"records":1,"last_seq":1}',
+        b'{"spool_id":"SAME","offset":7,"records":1,"last_seq":1}',
+        b"only-temp",
+    ],
+    ids=["empty", "nul", "garbage", "truncated", "other-file", "past-end", "mid-line", "only-temp"],
+)
+def test_corrupt_checkpoint_means_replay(env: dict[str, str], gateway: Pushgateway, pod: str, damage: bytes) -> None:
     with Reporter() as reporter:
         for i in range(10):
             reporter.reportMetric("loss", i)
@@ -46,8 +53,9 @@ def test_corrupt_checkpoint_means_replay(env: dict[str, str], gateway: Pushgatew
     assert gateway.series(pod)[parameter_name("opt")][0]["param_value"] == "adam"
 
 
-def test_a_checkpoint_of_a_replaced_spool_file_is_not_applied(env: dict[str, str], gateway: Pushgateway,
-                                                              pod: str) -> None:
+def test_a_checkpoint_of_a_replaced_spool_file_is_not_applied(
+    env: dict[str, str], gateway: Pushgateway, pod: str
+) -> None:
     from runai.reporter.spool import encode_header
 
     with Reporter() as reporter:
@@ -56,7 +64,8 @@ def test_a_checkpoint_of_a_replaced_spool_file_is_not_applied(env: dict[str, str
     old_size = os.path.getsize(path)
     # Another file now stands at that path, larger than the old checkpoint's offset.
     lines = [encode_header("f" * 32, pod, 1)] + [
-        f'{{"seq":{i},"ts_us":{i},"kind":"metric","name":"replaced","value":{i}}}\n'.encode() for i in range(1, 40)]
+        f'{{"seq":{i},"ts_us":{i},"kind":"metric","name":"replaced","value":{i}}}\n'.encode() for i in range(1, 40)
+    ]
     with open(path, "wb") as f:
         f.write(b"".join(lines))
     assert os.path.getsize(path) > old_size
@@ -68,8 +77,9 @@ def test_a_checkpoint_of_a_replaced_spool_file_is_not_applied(env: dict[str, str
 
 # 1e999 overflowed int(); 1.5 and true were taken for offset 1: a checkpoint's numbers are JSON integers.
 @pytest.mark.parametrize("damage", ["1e999", "-1e999", "1.5", "true"])
-def test_a_checkpoint_with_a_number_out_of_range_is_replayed_not_a_crash(gateway: Pushgateway, spool_dir: str,
-                                                                          pod: str, damage: str) -> None:
+def test_a_checkpoint_with_a_number_out_of_range_is_replayed_not_a_crash(
+    gateway: Pushgateway, spool_dir: str, pod: str, damage: str
+) -> None:
     path = finished_spool(spool_dir, pod, {"x": 7.0})
     spool_id = json.loads(open(path).readline())["spool_id"]
     with open(checkpoint_path(path), "w") as f:
@@ -85,17 +95,20 @@ def test_a_checkpoint_with_a_number_out_of_range_is_replayed_not_a_crash(gateway
     assert gateway.value(pod, metric_name("x")) == 7.0
 
 
-def test_a_checkpoint_covers_only_what_the_gateway_acknowledged(tmp_path: os.PathLike[str], gateway: Pushgateway,
-                                                                proxy: FaultProxy, pod: str) -> None:
+def test_a_checkpoint_covers_only_what_the_gateway_acknowledged(
+    tmp_path: os.PathLike[str], gateway: Pushgateway, proxy: FaultProxy, pod: str
+) -> None:
     pod_dir = os.path.join(str(tmp_path), pod)
     writer = SpoolWriter(pod_dir, pod)
     for i in range(5000):
         writer.write_metric(f"m{i}", float(i))
     writer.close()
     proxy.fault, proxy.fail_after = "fail_after", 3
-    uploader = Uploader(pod_dir, Pusher(f"http://{proxy.address}", pod, timeout=5),
-                        DeliveryOptions(follow=False, use_watchdog=False, retry_timeout=0.5, backoff=(0.01, 0.05),
-                                        max_pending=1000))
+    uploader = Uploader(
+        pod_dir,
+        Pusher(f"http://{proxy.address}", pod, timeout=5),
+        DeliveryOptions(follow=False, use_watchdog=False, retry_timeout=0.5, backoff=(0.01, 0.05), max_pending=1000),
+    )
     assert uploader.run() == EXIT_PENDING
     ckpt = checkpoint(writer.path)
     assert ckpt is not None and 0 < ckpt["records"] < 5000  # some delivered, the rest still pending

@@ -1,4 +1,5 @@
 """Storing a checkpoint safely: concurrent stores, failed writes, forks, signal handlers, planted links, root."""
+
 from __future__ import annotations
 
 import errno
@@ -162,8 +163,9 @@ def test_a_failed_checkpoint_write_keeps_the_old_one(tmp_path, monkeypatch) -> N
     assert load_checkpoint(spool, "id") == old
 
 
-def test_a_checkpoint_replaced_while_it_is_opened_is_never_called_unsafe(spool_dir: str, pod: str,
-                                                                         caplog: pytest.LogCaptureFixture) -> None:
+def test_a_checkpoint_replaced_while_it_is_opened_is_never_called_unsafe(
+    spool_dir: str, pod: str, caplog: pytest.LogCaptureFixture
+) -> None:
     """A rename replacing the checkpoint between open() and fstat() leaves the opened file with no name."""
     from runai.reporter.spool import Checkpoint, store_checkpoint
 

@@ -1,4 +1,5 @@
 """The command line as a whole: its help."""
+
 from __future__ import annotations
 
 import subprocess
@@ -12,6 +13,7 @@ pytestmark = pytest.mark.e2e
 
 
 def test_help_lists_the_subcommands() -> None:
-    done = subprocess.run([sys.executable, "-m", "uploader", "--help"], env=job_env(), capture_output=True,
-                          text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "uploader", "--help"], env=job_env(), capture_output=True, text=True, check=True
+    )
     assert "run" in done.stdout and "recover" in done.stdout

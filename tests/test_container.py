@@ -5,6 +5,7 @@ No image registry is reachable from CI: the base is Debian bookworm's python3, m
 its capabilities only, a read-only root, the ConfigMap's variables), on the host's network, and delivers to a
 real Pushgateway on 127.0.0.1.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,8 +21,17 @@ from typing import Iterator
 import pytest
 import yaml
 
-from harness import (REPO, Pushgateway, free_port, job_env, kill_uploaders, metric_name, parameter_name,
-                     uploader_pids, wait_for)
+from harness import (
+    REPO,
+    Pushgateway,
+    free_port,
+    job_env,
+    kill_uploaders,
+    metric_name,
+    parameter_name,
+    uploader_pids,
+    wait_for,
+)
 from runai.reporter import __version__
 
 pytestmark = pytest.mark.e2e
@@ -77,8 +87,15 @@ def _base(engine: list[str]) -> str:
         if not shutil.which("mmdebstrap"):
             pytest.fail("mmdebstrap is not installed: apt-get install mmdebstrap (scripts/test.sh installs it)")
         os.makedirs(CACHE, exist_ok=True)
-        _sh("mmdebstrap", "--quiet", "--format=tar", "--variant=minbase", "--include=python3,python3-venv",
-            "bookworm", tarball + ".part")
+        _sh(
+            "mmdebstrap",
+            "--quiet",
+            "--format=tar",
+            "--variant=minbase",
+            "--include=python3,python3-venv",
+            "bookworm",
+            tarball + ".part",
+        )
         os.replace(tarball + ".part", tarball)
     _sh(*engine, "import", tarball, BASE)
     return BASE
@@ -100,11 +117,14 @@ def image() -> Iterator[tuple[list[str], str]]:
 
 def test_the_image_holds_the_package_and_no_build_tools(image: tuple[list[str], str]) -> None:
     engine, tag = image
-    check = ("import importlib.util as u, os, shutil, runai.reporter as r; "
-             "print(os.getuid(), r.__version__, [m for m in ('torch', 'pip', 'setuptools') if u.find_spec(m)], "
-             "[t for t in ('gcc', 'cc', 'make') if shutil.which(t)])")
-    done = _sh(*engine, "run", "--rm", *_run_args(engine), "--network=none", "--entrypoint", "python3", tag,
-               "-c", check)
+    check = (
+        "import importlib.util as u, os, shutil, runai.reporter as r; "
+        "print(os.getuid(), r.__version__, [m for m in ('torch', 'pip', 'setuptools') if u.find_spec(m)], "
+        "[t for t in ('gcc', 'cc', 'make') if shutil.which(t)])"
+    )
+    done = _sh(
+        *engine, "run", "--rm", *_run_args(engine), "--network=none", "--entrypoint", "python3", tag, "-c", check
+    )
     assert done.stdout.strip().split(maxsplit=2) == ["65534", __version__, "[] []"]  # nobody by default
     version = _sh(*engine, "run", "--rm", *_run_args(engine), "--network=none", tag, "--version")
     assert __version__ in version.stdout + version.stderr  # the entry point is runai-uploader
@@ -115,9 +135,14 @@ def _dead_pod(spool_dir: str, pod: str, reports: int) -> None:
     ready = os.path.join(spool_dir, f".{pod}.ready")
     down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     env = job_env(podUUID=pod, reporterGatewayURL=down, reporterSpoolDir=spool_dir)
-    job = subprocess.Popen([sys.executable, "-c", DYING_JOB, ready, str(reports)], env=env,
-                           stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                           start_new_session=True)
+    job = subprocess.Popen(
+        [sys.executable, "-c", DYING_JOB, ready, str(reports)],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         wait_for(lambda: os.path.exists(ready) or job.poll() is not None, 60, "the job's reports")
         assert job.poll() is None, job.stderr.read() if job.stderr else ""
@@ -147,12 +172,13 @@ def _pending(port: int, pod: str) -> float | None:
     except OSError:
         return None
     prefix = f'runai_uploader_pending_reports{{podUUID="{pod}"}} '
-    values = [float(line[len(prefix):]) for line in page.splitlines() if line.startswith(prefix)]
+    values = [float(line[len(prefix) :]) for line in page.splitlines() if line.startswith(prefix)]
     return values[0] if values else None
 
 
 def test_the_agent_container_delivers_a_dead_pod_and_stops_on_sigterm(
-        image: tuple[list[str], str], gateway: Pushgateway, spool_dir: str, pod: str) -> None:
+    image: tuple[list[str], str], gateway: Pushgateway, spool_dir: str, pod: str
+) -> None:
     engine, tag = image
     reports = 50
     _dead_pod(spool_dir, pod, reports)
@@ -161,13 +187,34 @@ def test_the_agent_container_delivers_a_dead_pod_and_stops_on_sigterm(
     args, caps = _agent_command(port)
     name = f"runai-agent-{uuid.uuid4().hex[:12]}"
     # As the DaemonSet runs it: root with its capabilities only, a read-only root, the ConfigMap's variables.
-    _sh(*engine, "run", "--detach", "--name", name, *_run_args(engine), "--network=host", "--read-only",
-        "--user=0", "--cap-drop=ALL", *[f"--cap-add={c}" for c in caps], "--security-opt=no-new-privileges",
-        "--volume", f"{spool_dir}:{SPOOL}", "--env", f"reporterGatewayURL={gateway.url}",
-        "--env", f"reporterSpoolDir={SPOOL}", tag, *args)
+    _sh(
+        *engine,
+        "run",
+        "--detach",
+        "--name",
+        name,
+        *_run_args(engine),
+        "--network=host",
+        "--read-only",
+        "--user=0",
+        "--cap-drop=ALL",
+        *[f"--cap-add={c}" for c in caps],
+        "--security-opt=no-new-privileges",
+        "--volume",
+        f"{spool_dir}:{SPOOL}",
+        "--env",
+        f"reporterGatewayURL={gateway.url}",
+        "--env",
+        f"reporterSpoolDir={SPOOL}",
+        tag,
+        *args,
+    )
     try:
-        expected = {metric_name("loss"): 1.0 / reports, metric_name("epoch"): reports - 1.0,
-                    parameter_name("optimizer"): 1.0}
+        expected = {
+            metric_name("loss"): 1.0 / reports,
+            metric_name("epoch"): reports - 1.0,
+            parameter_name("optimizer"): 1.0,
+        }
 
         def delivered() -> bool:
             return {k: v for k, (_, v) in gateway.series(pod).items()} == expected

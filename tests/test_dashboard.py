@@ -2,6 +2,7 @@
 panel's query (its variables substituted with what Prometheus lists for them) answers right after real
 Keras, Lightning and Transformers runs, each run twice: once through a Pushgateway that Prometheus scrapes
 (honor_labels), once remote-written into the same Prometheus, which loads deploy/prometheus/rules.yml."""
+
 from __future__ import annotations
 
 import json
@@ -30,7 +31,8 @@ import sys
 SINKS = (("-gw", {"gateway_url": sys.argv[1]}), ("-rw", {"remote_write_url": sys.argv[2]}))
 """
 JOBS = {
-    "keras": SINKS + """
+    "keras": SINKS
+    + """
 import numpy as np, keras
 import runai.reporter.keras as rk
 x = np.random.default_rng(0).random((64, 4), dtype=np.float32)
@@ -43,7 +45,8 @@ for suffix, sink in SINKS:
         m.fit(x, y, batch_size=16, epochs=3, validation_split=0.25, verbose=0)
     assert reporter.finish()
 """,
-    "lightning": SINKS + """
+    "lightning": SINKS
+    + """
 import torch, lightning.pytorch as pl
 from torch import nn
 from runai.reporter.lightning import RunaiLogger
@@ -71,7 +74,8 @@ for suffix, sink in SINKS:
                log_every_n_steps=1, enable_checkpointing=False, enable_progress_bar=False,
                enable_model_summary=False, default_root_dir=sys.argv[3]).fit(Tiny(), data)
 """,
-    "hf": SINKS + """
+    "hf": SINKS
+    + """
 import torch
 from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
 from runai.reporter.transformers import RunaiCallback
@@ -154,15 +158,25 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]
         env = job_env(reporterSpoolDir=os.path.join(work, "spool"), KERAS_BACKEND="torch")
         for name in ("podUUID", "reporterGatewayURL", "reporterRemoteWriteURL"):
             env.pop(name, None)
-        jobs = {framework: subprocess.Popen([sys.executable, "-c", code, gateway.address, server.write_url, work],
-                                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                            stdin=subprocess.DEVNULL)
-                for framework, code in JOBS.items()}
+        jobs = {
+            framework: subprocess.Popen(
+                [sys.executable, "-c", code, gateway.address, server.write_url, work],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                stdin=subprocess.DEVNULL,
+            )
+            for framework, code in JOBS.items()
+        }
         for framework, job in jobs.items():
             _, err = job.communicate(timeout=240)
             assert job.returncode == 0, f"{framework}: {err[-3000:]}"
-        wait_for(lambda: progress(server) == {pod: 1.0 for pod in PODS}, 30,
-                 "every pod's runai:training_progress:ratio to be 1 (a scrape and a rule evaluation)")
+        wait_for(
+            lambda: progress(server) == {pod: 1.0 for pod in PODS},
+            30,
+            "every pod's runai:training_progress:ratio to be 1 (a scrape and a rule evaluation)",
+        )
         yield server
 
 
@@ -219,8 +233,9 @@ def test_every_panel_answers_right_after_keras_lightning_and_hf_runs(prometheus:
         assert [name for name in losses if any(k.startswith(f"{pod} ") for k in answers[name])], pod
     assert {"accuracy", "val_accuracy", "train_acc"} <= set(values_of(prometheus, "accuracy"))
     assert {f"{pod} number_of_layers" for pod in PODS} <= set(answers["Batch size and layers"])
-    assert {pod for key in answers["Parameters"] for pod in PODS if key.startswith(f"{pod} optimizer_name ")} \
-        == set(PODS)
+    assert {pod for key in answers["Parameters"] for pod in PODS if key.startswith(f"{pod} optimizer_name ")} == set(
+        PODS
+    )
     # Each name on its own panel: total_flos (about 1e3 here, 1e9 for real models) is not beside a loss.
     assert "total_flos" in values_of(prometheus, "metric") and "total_flos" not in losses
     print(f"{len(answers)} panels answered in {time.monotonic() - started:.3f} s")

@@ -1,4 +1,5 @@
 """End to end against a real Pushgateway: the 0.4.1 wire format, a job that exits or is killed, a dead pod recovered."""
+
 from __future__ import annotations
 
 import os
@@ -35,20 +36,37 @@ runai.reporter.finish()
 
 
 def run_job(code: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=job_env(**env), text=True,
-                          capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=job_env(**env),
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def assert_seed_values(gateway: Pushgateway, pod: str) -> None:
     series = gateway.series(pod)
     labels, value = series[metric_name("batch_size")]
     assert value == 100
-    assert labels == {"job": "reporter_pod_info", "podUUID": pod, "instance": "",
-                      "metric_name": "batch_size", "push_gateway_type": "metric"}
+    assert labels == {
+        "job": "reporter_pod_info",
+        "podUUID": pod,
+        "instance": "",
+        "metric_name": "batch_size",
+        "push_gateway_type": "metric",
+    }
     labels, value = series[parameter_name("loss_method")]
     assert value == 1
-    assert labels == {"job": "reporter_pod_info", "podUUID": pod, "instance": "", "param_name": "loss_method",
-                      "param_value": "categorical_crossentropy", "push_gateway_type": "parameter"}
+    assert labels == {
+        "job": "reporter_pod_info",
+        "podUUID": pod,
+        "instance": "",
+        "param_name": "loss_method",
+        "param_value": "categorical_crossentropy",
+        "push_gateway_type": "parameter",
+    }
 
 
 def test_help_and_type_are_those_of_041(env: dict[str, str], gateway: Pushgateway, pod: str) -> None:
@@ -62,38 +80,46 @@ def test_help_and_type_are_those_of_041(env: dict[str, str], gateway: Pushgatewa
 
 
 @pytest.mark.parametrize("code", [SEED_SCOPED, SEED_NON_SCOPED], ids=["scoped", "non-scoped"])
-def test_seed_examples_deliver_in_the_041_wire_format(env: dict[str, str], gateway: Pushgateway, pod: str,
-                                                      code: str) -> None:
+def test_seed_examples_deliver_in_the_041_wire_format(
+    env: dict[str, str], gateway: Pushgateway, pod: str, code: str
+) -> None:
     done = run_job(code, env)
     assert done.returncode == 0, done.stderr
     # No surprise output: the start line only, one (the non-scoped API makes one Reporter), as issue 21 asks.
-    assert done.stdout == "" and done.stderr == (f"runai.reporter: pod {pod}, spool {env['reporterSpoolDir']}/{pod}: "
-                                                 f"reporting to the gateway http://{gateway.address} "
-                                                 "(reporterQuiet=1 hides this)\n")
+    assert done.stdout == "" and done.stderr == (
+        f"runai.reporter: pod {pod}, spool {env['reporterSpoolDir']}/{pod}: "
+        f"reporting to the gateway http://{gateway.address} "
+        "(reporterQuiet=1 hides this)\n"
+    )
     assert_seed_values(gateway, pod)  # already there when the job returned
 
 
 def test_exit_without_finish_still_delivers(env: dict[str, str], gateway: Pushgateway, pod: str) -> None:
-    done = run_job("""
+    done = run_job(
+        """
         import runai.reporter
         for i in range(5000):
             runai.reporter.reportMetric('loss', i / 10)
         runai.reporter.reportParameter('note', 'no finish() call')
-    """, env)
+    """,
+        env,
+    )
     assert done.returncode == 0, done.stderr
     assert gateway.value(pod, metric_name("loss")) == 499.9
     assert gateway.series(pod)[parameter_name("note")][0]["param_value"] == "no finish() call"
 
 
-def test_sigkill_mid_stream_uploader_delivers_last_value(env: dict[str, str], gateway: Pushgateway,
-                                                          pod: str) -> None:
-    job = start_job("""
+def test_sigkill_mid_stream_uploader_delivers_last_value(env: dict[str, str], gateway: Pushgateway, pod: str) -> None:
+    job = start_job(
+        """
 import signal, runai.reporter
 for i in range(20000):
     runai.reporter.reportMetric('step', i)
 print('reported', flush=True)
 signal.pause()
-""", job_env(**env))
+""",
+        job_env(**env),
+    )
     try:
         assert job.stdout is not None
         assert job.stdout.readline().strip() == "reported"
@@ -108,8 +134,9 @@ signal.pause()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="unshare --pid needs root")
-def test_pod_death_with_gateway_down_then_recover(env: dict[str, str], own_gateway: Pushgateway,
-                                                  spool_dir: str, pod: str) -> None:
+def test_pod_death_with_gateway_down_then_recover(
+    env: dict[str, str], own_gateway: Pushgateway, spool_dir: str, pod: str
+) -> None:
     env = {**env, "reporterGatewayURL": own_gateway.address}  # not started: the gateway is down
     code = """
 import signal, runai.reporter
@@ -150,16 +177,19 @@ signal.pause()
     assert own_gateway.series(pod) == {}  # it sent nothing
 
 
-def test_job_output_is_not_held_by_the_uploader(env: dict[str, str], own_gateway: Pushgateway,
-                                                spool_dir: str) -> None:
+def test_job_output_is_not_held_by_the_uploader(env: dict[str, str], own_gateway: Pushgateway, spool_dir: str) -> None:
     # The gateway is down, so the uploader outlives the job; a caller capturing
     # the job's output must still see EOF when the job exits.
     started = time.monotonic()
-    done = run_job("""
+    done = run_job(
+        """
         import runai.reporter
         runai.reporter.reportMetric('a', 1)
         print('finished', runai.reporter.finish(timeout=0.5))
-    """, {**env, "reporterGatewayURL": own_gateway.address, "reporterRetryTimeout": "1"}, timeout=20)
+    """,
+        {**env, "reporterGatewayURL": own_gateway.address, "reporterRetryTimeout": "1"},
+        timeout=20,
+    )
     assert time.monotonic() - started < 15
     assert done.stdout == "finished False\n"
     assert uploader_pids(spool_dir) or True  # it may or may not have given up yet; the fixture waits for it

@@ -3,6 +3,7 @@
 Unit tests: no server, no subprocess. The fake is a small class that satisfies the
 Sink Protocol (uploader.sinks.Sink); the loop calls the hooks, nothing is wrapped.
 """
+
 from __future__ import annotations
 
 from typing import AbstractSet, Sequence
@@ -40,8 +41,9 @@ class FakeSink:
             self.reached = False
             raise ConnectionRefusedError("the fake receiver is down")
         self.reached = True
-        refused: list[tuple[Report, Refusal]] = [(r, ValueError("not sent: a fake refusal")) for r in records
-                                                 if r.name == self.refuse]
+        refused: list[tuple[Report, Refusal]] = [
+            (r, ValueError("not sent: a fake refusal")) for r in records if r.name == self.refuse
+        ]
         self.received += [r for r in records if r.name != self.refuse]
         return refused
 
@@ -65,8 +67,9 @@ def sample(metrics: AgentMetrics, name: str, **labels: str) -> float | None:
 
 
 @pytest.mark.parametrize("sink_name", [GATEWAY, REMOTE_WRITE])
-def test_the_agents_hooks_count_failed_pushes_successes_and_delivered_reports(tmp_path, pod: str,
-                                                                              sink_name: str) -> None:
+def test_the_agents_hooks_count_failed_pushes_successes_and_delivered_reports(
+    tmp_path, pod: str, sink_name: str
+) -> None:
     pod_dir = str(tmp_path / pod)
     spool(pod_dir, pod, ["loss"], 5)
     metrics = AgentMetrics()

@@ -2,6 +2,7 @@
 
 Unit tests: a log file written here, read by a DeliveryWatch; no uploader, no receiver.
 """
+
 from __future__ import annotations
 
 import logging
@@ -23,7 +24,8 @@ def _append(pod_dir: str, line: str) -> None:
 
 @pytest.mark.parametrize("who", ["something", "the gateway"])
 def test_a_64_kb_hostile_failure_line_is_relayed_cut_short_without_quadratic_regex_work(
-        tmp_path: os.PathLike[str], caplog: pytest.LogCaptureFixture, who: str) -> None:
+    tmp_path: os.PathLike[str], caplog: pytest.LogCaptureFixture, who: str
+) -> None:
     caplog.set_level(logging.INFO, logger="runai")
     pod_dir = str(tmp_path)
     _append(pod_dir, "")
@@ -31,7 +33,9 @@ def test_a_64_kb_hostile_failure_line_is_relayed_cut_short_without_quadratic_reg
     # A run of "a." under the 64 KiB read per tick: before, the URL pattern tried a scheme from each "a" to the
     # end of the run (quadratic: seconds), and the whole 64 KB was relayed.
     run = "a." * 16_000  # twice: 64 KB
-    _append(pod_dir, f"2026-01-01 00:00:00,000 WARNING pid=1 uploader.delivery.push: {who} {run} (http://{run}){_FAILING}")
+    _append(
+        pod_dir, f"2026-01-01 00:00:00,000 WARNING pid=1 uploader.delivery.push: {who} {run} (http://{run}){_FAILING}"
+    )
     started = time.perf_counter()
     watch.poll()
     assert time.perf_counter() - started < 0.5  # generous: the work is now linear in 300 characters

@@ -1,5 +1,6 @@
 """deploy/kubernetes/: what `kubectl kustomize` renders is schema-valid (kubernetes-validate, offline), the custom
 resources are well formed, and the manifests fit together."""
+
 from __future__ import annotations
 
 import functools
@@ -26,8 +27,20 @@ KUBERNETES = "1.30"
 # The Prometheus Operator's custom resources: kubernetes-validate has no schema for them, _check_custom has
 # what the operator requires. The PrometheusRule's rules themselves are promtool's to check (tests/test_rules.py).
 CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule"}
-ENDPOINT_FIELDS = {"port", "path", "interval", "scrapeTimeout", "scheme", "honorLabels", "honorTimestamps",
-                   "relabelings", "metricRelabelings", "tlsConfig", "bearerTokenSecret", "basicAuth"}
+ENDPOINT_FIELDS = {
+    "port",
+    "path",
+    "interval",
+    "scrapeTimeout",
+    "scheme",
+    "honorLabels",
+    "honorTimestamps",
+    "relabelings",
+    "metricRelabelings",
+    "tlsConfig",
+    "bearerTokenSecret",
+    "basicAuth",
+}
 RULE_FIELDS = {"alert", "record", "expr", "for", "keep_firing_for", "labels", "annotations"}
 
 
@@ -36,8 +49,10 @@ def _render_command(directory: str) -> list[str]:
         return ["kubectl", "kustomize", directory]
     if shutil.which("kustomize"):
         return ["kustomize", "build", directory]
-    raise RuntimeError("neither kubectl nor kustomize is installed: run the README's test command, which installs "
-                       "Debian's kubernetes-client with apt-get")
+    raise RuntimeError(
+        "neither kubectl nor kustomize is installed: run the README's test command, which installs "
+        "Debian's kubernetes-client with apt-get"
+    )
 
 
 @functools.cache
@@ -76,8 +91,19 @@ def test_a_broken_manifest_is_refused() -> None:
 
 def test_every_kind_is_there_and_every_file_is_rendered() -> None:
     assert sorted(doc["kind"] for doc in _documents()) == [
-        "ConfigMap", "DaemonSet", "Deployment", "Job", "NetworkPolicy", "PersistentVolumeClaim", "PriorityClass",
-        "PrometheusRule", "Service", "Service", "ServiceMonitor", "ServiceMonitor"]
+        "ConfigMap",
+        "DaemonSet",
+        "Deployment",
+        "Job",
+        "NetworkPolicy",
+        "PersistentVolumeClaim",
+        "PriorityClass",
+        "PrometheusRule",
+        "Service",
+        "Service",
+        "ServiceMonitor",
+        "ServiceMonitor",
+    ]
     listed = set()
     for directory in KUSTOMIZATIONS:
         with open(os.path.join(directory, "kustomization.yaml"), encoding="utf-8") as f:

@@ -5,6 +5,7 @@ script of the repository that answers `--help` with every option the command use
 likewise, an extra setup.py defines. The read-only commands (`runai-uploader status`, `history`) run against a
 real spool. A program that needs a server or a cluster is allow-listed below, with the reason.
 """
+
 from __future__ import annotations
 
 import functools
@@ -19,7 +20,6 @@ import pytest
 
 from harness import REPO, job_env
 from runai.reporter.spool import SpoolWriter
-
 from tests._doc_commands import (
     Shown,
     every_command,
@@ -86,7 +86,8 @@ def test_every_command_parses_and_names_a_real_program(command: Shown) -> None:
     assert parsed.returncode == 0, f"{command}: bash -n: {parsed.stderr.strip()}"
     for argv in simple_commands(command.text):
         assert not any(word.startswith("[") for word in argv), (
-            f"{command}: a usage synopsis: show it in a ```text block, or the command as one would run it")
+            f"{command}: a usage synopsis: show it in a ```text block, or the command as one would run it"
+        )
         problem = _problem(argv)
         assert problem is None, f"{command}: {problem}"
 
@@ -107,9 +108,15 @@ def test_every_program_answers_help_with_the_options_shown(command: Shown) -> No
 
 def _runnable(command: Shown) -> bool:
     argvs = simple_commands(command.text)
-    return (command.page not in RUN_WHOLE and not command.synopsis and len(argvs) == 1
-            and argvs[0][0] == "runai-uploader" and len(argvs[0]) > 1
-            and argvs[0][1] in RUNNABLE and not has_placeholder(argvs[0]))
+    return (
+        command.page not in RUN_WHOLE
+        and not command.synopsis
+        and len(argvs) == 1
+        and argvs[0][0] == "runai-uploader"
+        and len(argvs[0]) > 1
+        and argvs[0][1] in RUNNABLE
+        and not has_placeholder(argvs[0])
+    )
 
 
 @pytest.mark.e2e
@@ -125,13 +132,20 @@ def test_the_read_only_commands_run_on_a_real_spool(command: Shown, tmp_path) ->
     shim.parent.mkdir()
     shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m uploader "$@"\n')
     shim.chmod(shim.stat().st_mode | stat.S_IXUSR)
-    env = job_env(podUUID=pod, reporterSpoolDir=str(spool), reporterGatewayURL="127.0.0.1:9",
-                  PATH=f"{shim.parent}{os.pathsep}{os.environ['PATH']}", MPLBACKEND="Agg")
-    done = subprocess.run(["bash", "-c", command.text], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=120)
+    env = job_env(
+        podUUID=pod,
+        reporterSpoolDir=str(spool),
+        reporterGatewayURL="127.0.0.1:9",
+        PATH=f"{shim.parent}{os.pathsep}{os.environ['PATH']}",
+        MPLBACKEND="Agg",
+    )
+    done = subprocess.run(
+        ["bash", "-c", command.text], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, f"{command}: exits {done.returncode}:\n{done.stdout[-1000:]}{done.stderr[-2000:]}"
     assert "doc-pod" in done.stdout or "loss" in done.stdout or list(tmp_path.glob("*.png")), (
-        f"{command}: printed nothing of the spool and wrote no plot:\n{done.stdout[-1000:]}")
+        f"{command}: printed nothing of the spool and wrote no plot:\n{done.stdout[-1000:]}"
+    )
 
 
 def _problem(argv: list[str]) -> str | None:
@@ -201,6 +215,7 @@ def _help_target(argv: list[str]) -> tuple[str, ...] | None:
 
 @functools.cache
 def _help(target: tuple[str, ...]) -> tuple[int, str]:
-    done = subprocess.run([*target, "--help"], cwd=REPO, env=job_env(KERAS_BACKEND="torch"), capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [*target, "--help"], cwd=REPO, env=job_env(KERAS_BACKEND="torch"), capture_output=True, text=True, timeout=300
+    )
     return done.returncode, done.stdout + done.stderr

@@ -1,5 +1,6 @@
 """The docs: every page renders as Markdown, the docs index links to each, no link is dead, and every test a
 page names (``tests/test_x.py``, ``test_x.py::test_name``) exists."""
+
 from __future__ import annotations
 
 import ast
@@ -17,9 +18,14 @@ PAGES = sorted(glob.glob(os.path.join(REPO, "docs", "**", "*.md"), recursive=Tru
 MARKDOWN = [os.path.join(REPO, "README.md"), os.path.join(REPO, "CONTRIBUTING.md"), *PAGES]
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 # Every Markdown file of the repository that may name a test, wherever a page moves.
-NAMING_TESTS = sorted({*MARKDOWN, *glob.glob(os.path.join(REPO, "*.md")),
-                       *glob.glob(os.path.join(REPO, "docs", "**", "*.md"), recursive=True),
-                       *glob.glob(os.path.join(REPO, "deploy", "**", "*.md"), recursive=True)})
+NAMING_TESTS = sorted(
+    {
+        *MARKDOWN,
+        *glob.glob(os.path.join(REPO, "*.md")),
+        *glob.glob(os.path.join(REPO, "docs", "**", "*.md"), recursive=True),
+        *glob.glob(os.path.join(REPO, "deploy", "**", "*.md"), recursive=True),
+    }
+)
 # A test module (tests/ optional), with or without one of its tests; or a test named without its module.
 TEST_REFERENCE = re.compile(r"(?<![\w/.])(?:tests/)?(test_\w+\.py)(?:::(test_\w+))?|(?<![\w.])::(test_\w+)")
 
@@ -81,8 +87,11 @@ def defined_tests(module: str) -> set[str] | None:
     path = os.path.join(REPO, "tests", module)
     if not os.path.exists(path):
         return None
-    return {node.name for node in ast.parse(read(path)).body
-            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name.startswith(("test", "Test"))}
+    return {
+        node.name
+        for node in ast.parse(read(path)).body
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name.startswith(("test", "Test"))
+    }
 
 
 def test_every_test_a_page_names_exists() -> None:

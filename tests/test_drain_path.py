@@ -4,6 +4,7 @@ millisecond.
 
 The last test runs the real uploader (``runai-uploader recover``) against a real Prometheus 2.42.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,35 +22,46 @@ T0 = 1_764_000_000_000_000  # µs, Nov 2025
 
 
 def _metrics(count: int, per_ms: int = 1, names: int = 1, t0: int = T0) -> list[bytes]:
-    return [encode_metric(seq, t0 + (seq // per_ms) * 1000 + seq % per_ms, f"m{seq % names}", seq * 0.5)
-            for seq in range(1, count + 1)]
+    return [
+        encode_metric(seq, t0 + (seq // per_ms) * 1000 + seq % per_ms, f"m{seq % names}", seq * 0.5)
+        for seq in range(1, count + 1)
+    ]
 
 
 def test_a_block_of_writer_metrics_decodes_as_decode_reads_each_line() -> None:
-    lines = [encode_metric(1, 0, "a", 0.0), encode_metric(2, 1, "_b9", -1.5e-300), encode_metric(3, 2, "c", 1e308),
-             encode_metric(10**17, 10**17, "d", -0.0), encode_metric(4, T0, "loss", 123456789.125)]
+    lines = [
+        encode_metric(1, 0, "a", 0.0),
+        encode_metric(2, 1, "_b9", -1.5e-300),
+        encode_metric(3, 2, "c", 1e308),
+        encode_metric(10**17, 10**17, "d", -0.0),
+        encode_metric(4, T0, "loss", 123456789.125),
+    ]
     block = b"".join(lines)[:-1]
     fast = decode_metrics(block)
     assert fast == [decode(line[:-1]) for line in lines]
     assert [type(r) for r in fast or ()] == [type(decode(lines[0][:-1]))] * len(lines)
 
 
-@pytest.mark.parametrize("odd", [
-    encode_parameter(5, T0, "p", "v"),  # another kind
-    encode_metric(5, T0, "m", float("nan")),  # a non-finite value, spelt as a string
-    encode_metric(10**18, T0, "m", 1.0),  # 19 digits: decode() checks the 2**63 bound itself
-    encode_end(5, T0),
-    b'{"seq": 5,"ts_us":1,"kind":"metric","name":"m","value":1.0}\n',  # other spacing
-    b"\n",  # an empty line
-    b"garbage\n",
-])
+@pytest.mark.parametrize(
+    "odd",
+    [
+        encode_parameter(5, T0, "p", "v"),  # another kind
+        encode_metric(5, T0, "m", float("nan")),  # a non-finite value, spelt as a string
+        encode_metric(10**18, T0, "m", 1.0),  # 19 digits: decode() checks the 2**63 bound itself
+        encode_end(5, T0),
+        b'{"seq": 5,"ts_us":1,"kind":"metric","name":"m","value":1.0}\n',  # other spacing
+        b"\n",  # an empty line
+        b"garbage\n",
+    ],
+)
 def test_a_block_with_any_other_line_is_left_to_decode_line_by_line(odd: bytes) -> None:
     assert decode_metrics(b"".join([*_metrics(3), odd, *_metrics(2)])[:-1]) is None
 
 
 @pytest.mark.e2e
 def test_recover_ends_each_push_between_milliseconds_so_each_keeps_its_last_report(
-        tmp_path: Any, spool_dir: str, pod: str) -> None:
+    tmp_path: Any, spool_dir: str, pod: str
+) -> None:
     """150,000 reports of 3 series, 15 a millisecond, over 8 MiB: 3 pushes at least (recover reads
     4 MiB a push, about 50,000 of these lines). A push that cut a millisecond in two would give
     Prometheus a second sample of a series at a millisecond it has: refused as a duplicate (a 400,

@@ -1,4 +1,5 @@
 """finish() and the job's exit: what is delivered, how long finish() waits, and what it says when it cannot."""
+
 from __future__ import annotations
 
 import logging
@@ -40,15 +41,19 @@ def test_gateway_down_then_up(env: dict[str, str], own_gateway: Pushgateway, pod
         for i in range(100):
             reporter.reportMetric("loss", i)
         uploader_log = os.path.join(reporter.settings.pod_dir, "uploader.log")
-        wait_for(lambda: os.path.exists(uploader_log) and "unreachable" in open(uploader_log).read(), 10,
-                 "the uploader to meet the dead gateway")
+        wait_for(
+            lambda: os.path.exists(uploader_log) and "unreachable" in open(uploader_log).read(),
+            10,
+            "the uploader to meet the dead gateway",
+        )
         own_gateway.start()
         assert reporter.finish(timeout=30) is True
     assert own_gateway.value(pod, metric_name("loss")) == 99
 
 
-def test_finish_timeout_with_gateway_down(env: dict[str, str], own_gateway: Pushgateway, spool_dir: str,
-                                          caplog: pytest.LogCaptureFixture) -> None:
+def test_finish_timeout_with_gateway_down(
+    env: dict[str, str], own_gateway: Pushgateway, spool_dir: str, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING, logger="runai")
     reporter = Reporter(gateway_url=own_gateway.address, retry_timeout=2)
     for i in range(500):
@@ -69,8 +74,9 @@ def test_finish_timeout_with_gateway_down(env: dict[str, str], own_gateway: Push
     assert "giving up" in log and "runai-uploader recover" in log
 
 
-def test_non_scoped_report_after_finish_starts_a_new_reporter(env: dict[str, str], gateway: Pushgateway,
-                                                              pod: str) -> None:
+def test_non_scoped_report_after_finish_starts_a_new_reporter(
+    env: dict[str, str], gateway: Pushgateway, pod: str
+) -> None:
     runai.reporter.reportMetric("a", 1)
     first = runai.reporter._global
     assert runai.reporter.finish() is True
@@ -102,19 +108,28 @@ os.write(1, b"the first finish() returned\\n")
 
 
 @pytest.mark.parametrize("api", ["reporter", "module"])
-def test_finish_in_a_sigterm_handler_does_not_wait_for_the_running_one(env: dict[str, str], pod: str,
-                                                                         spool_dir: str, api: str) -> None:
+def test_finish_in_a_sigterm_handler_does_not_wait_for_the_running_one(
+    env: dict[str, str], pod: str, spool_dir: str, api: str
+) -> None:
     """Issue 10, point 2: the handler's finish() deadlocked on _finish_lock (Reporter), or
     answered True at once with nothing delivered (the module-level finish())."""
     down = f"127.0.0.1:{free_port()}"  # nothing listens: finish() keeps waiting
-    proc = subprocess.Popen([sys.executable, "-c", SIGTERM_JOB, api],
-                            env=job_env(**{**env, "reporterGatewayURL": down, "reporterRetryTimeout": "1"}),
-                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SIGTERM_JOB, api],
+        env=job_env(**{**env, "reporterGatewayURL": down, "reporterRetryTimeout": "1"}),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
     try:
         pod_dir = os.path.join(spool_dir, pod)
         # The end record is written by the first finish(), which then waits for the uploader.
-        wait_for(lambda: os.path.isdir(pod_dir) and any(r.kind == "end" for r in spool_records(pod_dir)), 20,
-                 "the job's finish() to close its spool")
+        wait_for(
+            lambda: os.path.isdir(pod_dir) and any(r.kind == "end" for r in spool_records(pod_dir)),
+            20,
+            "the job's finish() to close its spool",
+        )
         proc.send_signal(signal.SIGTERM)
         out, err = _finish_job(proc, 15, "finish(timeout=2) in a SIGTERM handler")
     finally:

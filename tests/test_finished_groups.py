@@ -1,13 +1,14 @@
 """docs/operations.md, "Finished jobs on the gateway": a finished pod's group stays on the gateway, and the page's
 own DELETE command, run as written, removes that group and no other."""
-from __future__ import annotations
 
-import pytest
+from __future__ import annotations
 
 import os
 import re
 import shlex
 import subprocess
+
+import pytest
 
 import runai.reporter
 from harness import REPO, Pushgateway, metric_name, parameter_name, wait_for
@@ -18,14 +19,15 @@ OPERATIONS = os.path.join(REPO, "docs", "operations.md")
 def _delete_command() -> str:
     with open(OPERATIONS, encoding="utf-8") as f:
         text = f.read()
-    section = text[text.index("## Finished jobs on the gateway"):]
+    section = text[text.index("## Finished jobs on the gateway") :]
     (command,) = re.findall(r"^curl .*-X DELETE .*$", section, re.M)
     return command
 
 
 @pytest.mark.e2e
-def test_the_documented_delete_removes_a_finished_pods_group_only(env: dict[str, str], gateway: Pushgateway,
-                                                                  pod: str) -> None:
+def test_the_documented_delete_removes_a_finished_pods_group_only(
+    env: dict[str, str], gateway: Pushgateway, pod: str
+) -> None:
     with runai.reporter.Reporter() as reporter:
         reporter.reportMetric("loss", 0.125)
         reporter.reportParameter("optimizer", "adam")

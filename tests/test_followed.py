@@ -1,4 +1,5 @@
 """The uploader's per-file records (uploader/followed.py), with failures injected as OSErrors."""
+
 from __future__ import annotations
 
 import os
@@ -10,8 +11,9 @@ import uploader.delivery.followed as followed
 from runai.reporter.spool import SpoolWriter, load_checkpoint
 
 
-def test_refusals_survive_a_checkpoint_that_could_not_be_written(tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_refusals_survive_a_checkpoint_that_could_not_be_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The gateway refused a value, and the disk refused the checkpoint that records it: the next
     # checkpoint must still count the refusal, or finish() would report a clean delivery.
     pod_dir = str(tmp_path / "pod")

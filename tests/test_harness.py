@@ -1,4 +1,5 @@
 """The test harness: its imports run one way, and its process helpers see and reap real uploaders."""
+
 from __future__ import annotations
 
 import ast
@@ -44,8 +45,9 @@ def test_the_shipped_packages_never_import_the_harness(folder: str) -> None:
 def test_reap_uploaders_kills_what_did_not_exit_and_says_so(tmp_path: os.PathLike[str]) -> None:
     marker = str(tmp_path)
     # Not an uploader: a process whose command line looks like one to uploader_pids.
-    stuck = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "uploader", "run", marker],
-                             stdin=subprocess.DEVNULL)
+    stuck = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", "uploader", "run", marker], stdin=subprocess.DEVNULL
+    )
     try:
         wait_for(lambda: uploader_pids(marker) == [stuck.pid], 10, "the stand-in uploader")
         with pytest.raises(AssertionError, match="timed out after 0.2 s waiting for the stand-in to exit"):
@@ -58,8 +60,9 @@ def test_reap_uploaders_kills_what_did_not_exit_and_says_so(tmp_path: os.PathLik
 
 
 @pytest.mark.e2e
-def test_leftover_uploaders_helper_finds_real_processes(env: dict[str, str], own_gateway: Pushgateway,
-                                                        spool_dir: str) -> None:
+def test_leftover_uploaders_helper_finds_real_processes(
+    env: dict[str, str], own_gateway: Pushgateway, spool_dir: str
+) -> None:
     # The autouse guard relies on uploader_pids(); prove it sees a live uploader.
     reporter = Reporter(gateway_url=own_gateway.address)
     reporter.reportMetric("x", 1)

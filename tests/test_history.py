@@ -1,4 +1,5 @@
 """`runai-uploader history`: every report from the local spool, whether or not the gateway was reachable."""
+
 from __future__ import annotations
 
 import csv
@@ -11,9 +12,9 @@ import time
 
 import pytest
 
+from harness import job_env
 from runai.reporter import Reporter
 from runai.reporter.spool import writer as spool_writer
-from harness import job_env
 from tests._helpers import uploader_cli
 
 pytestmark = pytest.mark.e2e
@@ -62,8 +63,8 @@ def test_history_plot_writes_a_png(env: dict[str, str], tmp_path, x_axis: str, m
     assert "accuracy, loss" in done.stdout
     # The curves are drawn: many pixels in matplotlib's first line colour (#1f77b4), in both halves.
     pixels = matplotlib.image.imread(str(out))[:, :, :3]
-    line = (abs(pixels - (0x1F / 255, 0x77 / 255, 0xB4 / 255)).sum(axis=2) < 0.1)
-    top, bottom = line[: len(line) // 2].sum(), line[len(line) // 2:].sum()
+    line = abs(pixels - (0x1F / 255, 0x77 / 255, 0xB4 / 255)).sum(axis=2) < 0.1
+    top, bottom = line[: len(line) // 2].sum(), line[len(line) // 2 :].sum()
     assert top > 300 and bottom > 300, (top, bottom)
 
 
@@ -75,8 +76,12 @@ def test_history_into_a_closed_pipe_stops_quietly(env: dict[str, str]) -> None:
     for i in range(20_000):  # far more than a pipe buffer holds
         writer.write_metric("loss", i)
     writer.close()
-    proc = subprocess.Popen([sys.executable, "-m", "uploader", "history", "--csv"], env=job_env(**env),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uploader", "history", "--csv"],
+        env=job_env(**env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert proc.stdout is not None and proc.stderr is not None
     assert proc.stdout.readline().startswith(b"time,ts,seq,")
     proc.stdout.close()  # as `head -1` does
@@ -108,5 +113,6 @@ def test_history_plot_without_matplotlib_says_how_to_install_it(env: dict[str, s
     out = tmp_path / "curves.png"
     done = history({**env, "PYTHONPATH": f"{shadow.parent}:{job_env()['PYTHONPATH']}"}, "--plot", str(out))
     assert done.returncode == 2 and not out.exists()
-    assert done.stderr == ("runai-uploader: --plot draws with matplotlib, which is not installed: "
-                           "pip install 'runai[plot]'\n")
+    assert done.stderr == (
+        "runai-uploader: --plot draws with matplotlib, which is not installed: pip install 'runai[plot]'\n"
+    )

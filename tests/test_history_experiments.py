@@ -1,6 +1,7 @@
 """`runai-uploader history` as an experiment tool: a header row, the job's own step on the x axis (train and
 validation curves on one axis), runs that shared a podUUID kept apart (--run), several pods overlaid in one plot.
 Against real jobs (fresh interpreters) writing real spools."""
+
 from __future__ import annotations
 
 import csv
@@ -35,8 +36,9 @@ def _job(spool_dir: str, pod: str, steps: int, offset: float) -> None:
     env = job_env(podUUID=pod, reporterSpoolDir=spool_dir)
     for name in ("reporterGatewayURL", "reporterRemoteWriteURL"):
         env.pop(name, None)  # local mode: no uploader needed
-    done = subprocess.run([sys.executable, "-c", _JOB, str(steps), str(offset)], env=env, capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", _JOB, str(steps), str(offset)], env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
 
 
@@ -78,8 +80,19 @@ def test_history_plots_steps_and_overlays_pods(env: dict[str, str], spool_dir: s
     _job(spool_dir, pod, 60, 0.0)
     _job(spool_dir, other, 60, 0.5)
     out = tmp_path / "compare.png"
-    done = uploader_cli(env, "history", f"--pod-uuid={pod}", f"--pod-uuid={other}", "--x", "step",
-                        "--metric", "train_loss", "--metric", "val_loss", f"--plot={out}")
+    done = uploader_cli(
+        env,
+        "history",
+        f"--pod-uuid={pod}",
+        f"--pod-uuid={other}",
+        "--x",
+        "step",
+        "--metric",
+        "train_loss",
+        "--metric",
+        "val_loss",
+        f"--plot={out}",
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout == f"wrote {out}: train_loss, val_loss\n"
     # Both pods are drawn: pixels of matplotlib's first and second line colours (#1f77b4, #ff7f0e).

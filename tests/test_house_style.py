@@ -1,4 +1,5 @@
 """House style that a linter does not check: every module of the project stays small enough to read whole."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Keras autologging: real training of a small model (Keras 3, torch backend) against a real Pushgateway."""
+
 from __future__ import annotations
 
 import os
@@ -94,8 +95,9 @@ def test_batch_size_defaults_to_32_on_arrays(env: dict[str, str], gateway: Pushg
 def test_batch_size_of_a_dataset_is_inferred(env: dict[str, str], gateway: Pushgateway, pod: str) -> None:
     torch = pytest.importorskip("torch")
     x, y = data()
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)),
-                                         batch_size=8)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)), batch_size=8
+    )
     with rk.Reporter(autolog=True):
         model().fit(loader, epochs=1, verbose=0, shuffle=False)  # a DataLoader shuffles itself
     assert gateway.value(pod, metric_name("batch_size")) == 8
@@ -148,8 +150,15 @@ def test_batch_callbacks_stay_asynchronous(env: dict[str, str]) -> None:
 def test_batch_ends_out_of_order_are_reported_in_order_and_none_is_lost(env: dict[str, str]) -> None:
     """Keras 3's thread pool may finish batch 2's callback before batch 1's: both are reported, in order."""
     with runai.reporter.Reporter() as reporter:
-        callback = rk.ReporterCallback(reporter, batch_size=None, overall_epochs=False, number_of_layers=False,
-                                       optimizer_name=False, epoch=False, learning_rate=False)
+        callback = rk.ReporterCallback(
+            reporter,
+            batch_size=None,
+            overall_epochs=False,
+            number_of_layers=False,
+            optimizer_name=False,
+            epoch=False,
+            learning_rate=False,
+        )
         callback.set_params({"epochs": 2, "steps": 6})
         for epoch, arrival in ((0, [2, 0, 1, 5, 3, 4]), (1, [0, 1, 2, 3, 4, 5])):
             callback.on_epoch_begin(epoch)
@@ -197,8 +206,14 @@ runai.reporter.finish()
 
 
 def test_the_seed_keras_examples_run_verbatim(env: dict[str, str], gateway: Pushgateway, pod: str) -> None:
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(SEED_KERAS)], env=job_env(**env), text=True,
-                          capture_output=True, timeout=180, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(SEED_KERAS)],
+        env=job_env(**env),
+        text=True,
+        capture_output=True,
+        timeout=180,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 0, done.stderr
     series = gateway.series(pod)
     assert series[metric_name("overall_epochs")][1] == 3  # the last reported fit, not the unlogged one

@@ -1,4 +1,5 @@
 """Keras autologging switched on and off, its options, the user's own callbacks, and fit() failing on either side."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -64,14 +65,16 @@ def test_the_users_callbacks_are_left_alone(env: dict[str, str]) -> None:
 def test_an_explicit_callback_is_not_logged_twice(env: dict[str, str]) -> None:
     x, y = data()
     with rk.Reporter(autolog=True) as reporter:
-        model().fit(x, y, batch_size=BATCH, epochs=1, verbose=0,
-                    callbacks=[rk.ReporterCallback(reporter, batch_size=BATCH)])
+        model().fit(
+            x, y, batch_size=BATCH, epochs=1, verbose=0, callbacks=[rk.ReporterCallback(reporter, batch_size=BATCH)]
+        )
     assert records(reporter, "step") == [float(s) for s in range(STEPS)]
     assert records(reporter, "batch_size") == [float(BATCH)]
 
 
-def test_a_broken_report_path_does_not_stop_fit(env: dict[str, str], tmp_path: Any,
-                                               caplog: pytest.LogCaptureFixture) -> None:
+def test_a_broken_report_path_does_not_stop_fit(
+    env: dict[str, str], tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING)
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")
@@ -107,8 +110,16 @@ def test_options_are_checked(env: dict[str, str]) -> None:
             reporter.autolog(every_n_steps=0)
     assert not rk.autologged()
     assert dict(rk.AUTOLOG_DEFAULTS) == {
-        "accuracy": True, "loss": True, "learning_rate": True, "epoch": True, "step": True, "batch_size": True,
-        "overall_epochs": True, "optimizer_name": True, "number_of_layers": True, "loss_method": False,
+        "accuracy": True,
+        "loss": True,
+        "learning_rate": True,
+        "epoch": True,
+        "step": True,
+        "batch_size": True,
+        "overall_epochs": True,
+        "optimizer_name": True,
+        "number_of_layers": True,
+        "loss_method": False,
         "epsilon": False,
     }
 
@@ -133,8 +144,9 @@ def test_a_missing_keras_or_backend_says_what_to_do(tmp_path: Any, case: str) ->
         env["PYTHONPATH"] = f"{tmp_path}:{env['PYTHONPATH']}"
     elif importlib.util.find_spec("tensorflow") is not None:
         pytest.skip("tensorflow is installed: Keras' default backend loads")
-    done = subprocess.run([sys.executable, "-c", "import runai.reporter.keras"], env=env, capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", "import runai.reporter.keras"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]
     if case == "no-keras":
@@ -148,23 +160,64 @@ class _Keras2Model:
     """fit and fit_generator with tf_keras' own signatures (tf_keras 2.21.0, tf_keras/src/engine/training.py),
     recording what they are called with; beside the real tf_keras test, which needs TensorFlow."""
 
-    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
-            validation_split=0.0, validation_data=None, shuffle=True, class_weight=None, sample_weight=None,
-            initial_epoch=0, steps_per_epoch=None, validation_steps=None, validation_batch_size=None,
-            validation_freq=1, max_queue_size=10, workers=1, use_multiprocessing=False):
-        self.called = {"x": x, "batch_size": batch_size, "epochs": epochs, "callbacks": callbacks,
-                       "validation_data": validation_data}
+    def fit(
+        self,
+        x=None,
+        y=None,
+        batch_size=None,
+        epochs=1,
+        verbose="auto",
+        callbacks=None,
+        validation_split=0.0,
+        validation_data=None,
+        shuffle=True,
+        class_weight=None,
+        sample_weight=None,
+        initial_epoch=0,
+        steps_per_epoch=None,
+        validation_steps=None,
+        validation_batch_size=None,
+        validation_freq=1,
+        max_queue_size=10,
+        workers=1,
+        use_multiprocessing=False,
+    ):
+        self.called = {
+            "x": x,
+            "batch_size": batch_size,
+            "epochs": epochs,
+            "callbacks": callbacks,
+            "validation_data": validation_data,
+        }
 
-    def fit_generator(self, generator, steps_per_epoch=None, epochs=1, verbose=1,
-                      callbacks=None, validation_data=None, validation_steps=None, validation_freq=1,
-                      class_weight=None, max_queue_size=10, workers=1, use_multiprocessing=False, shuffle=True,
-                      initial_epoch=0):
-        self.called = {"generator": generator, "epochs": epochs, "callbacks": callbacks,
-                       "validation_data": validation_data}
+    def fit_generator(
+        self,
+        generator,
+        steps_per_epoch=None,
+        epochs=1,
+        verbose=1,
+        callbacks=None,
+        validation_data=None,
+        validation_steps=None,
+        validation_freq=1,
+        class_weight=None,
+        max_queue_size=10,
+        workers=1,
+        use_multiprocessing=False,
+        shuffle=True,
+        initial_epoch=0,
+    ):
+        self.called = {
+            "generator": generator,
+            "epochs": epochs,
+            "callbacks": callbacks,
+            "validation_data": validation_data,
+        }
 
 
-def test_positional_arguments_are_bound_by_each_methods_own_signature(env: dict[str, str],
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_positional_arguments_are_bound_by_each_methods_own_signature(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """tf_keras' fit_generator takes callbacks as its 5th argument, not 6th, and has no batch_size: by position,
     the callback replaced validation_data and epochs was taken for the batch size."""
     state = rk._Autolog(None, 1, {})

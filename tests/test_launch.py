@@ -1,5 +1,6 @@
 """The training process starts its uploader: restarted when killed, backing off when it cannot start or crashes,
 with a log it may not be able to open, on the argv it always had."""
+
 from __future__ import annotations
 
 import os
@@ -24,8 +25,9 @@ from tests._helpers import _finish_job, _warnings
 
 
 @pytest.mark.e2e
-def test_a_killed_uploader_is_replaced_while_the_job_reports(env: dict[str, str], gateway: Pushgateway, pod: str,
-                                                            spool_dir: str) -> None:
+def test_a_killed_uploader_is_replaced_while_the_job_reports(
+    env: dict[str, str], gateway: Pushgateway, pod: str, spool_dir: str
+) -> None:
     """Issue 10, point 11: a dead uploader was replaced only by finish()."""
     reporter = Reporter()
     try:
@@ -51,8 +53,6 @@ def test_a_killed_uploader_is_replaced_while_the_job_reports(env: dict[str, str]
     assert gateway.value(pod, metric_name("step")) == step
 
 
-
-
 @pytest.fixture(scope="session")
 def bare_python(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A real interpreter with no packages at all: no prometheus_client, no watchdog."""
@@ -73,12 +73,19 @@ print(reporter.finish(timeout=8), flush=True)
 
 
 @pytest.mark.e2e
-def test_an_uploader_that_cannot_start_says_why(env: dict[str, str], pod: str, spool_dir: str,
-                                               bare_python: str) -> None:
+def test_an_uploader_that_cannot_start_says_why(
+    env: dict[str, str], pod: str, spool_dir: str, bare_python: str
+) -> None:
     """Issue 10, point 12: its error went to /dev/null, it was respawned every 0.5 s, and
     finish() said "the uploader keeps trying"."""
-    proc = subprocess.Popen([bare_python, "-c", STARTLESS_JOB], env=job_env(**env), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [bare_python, "-c", STARTLESS_JOB],
+        env=job_env(**env),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
     out, err = _finish_job(proc, 40, "finish(timeout=8) without an uploader")
     assert proc.returncode == 0, err
     assert out.strip() == "False"
@@ -124,8 +131,14 @@ def test_an_uploader_killed_by_a_signal_at_start_is_restarted_with_backoff(env: 
     starts = tmp_path / "starts"
     job_environ = job_env(**env, UPLOADER_STARTS=str(starts))
     job_environ["PYTHONPATH"] = os.pathsep.join((str(site), job_environ["PYTHONPATH"]))
-    proc = subprocess.Popen([sys.executable, "-c", REPORTING_JOB], env=job_environ, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", REPORTING_JOB],
+        env=job_environ,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
     out, err = _finish_job(proc, 40, "a job whose uploader always crashes")
     assert out.strip() == "False", err
     count = len(starts.read_text().split())
@@ -137,8 +150,9 @@ def test_an_uploader_killed_by_a_signal_at_start_is_restarted_with_backoff(env: 
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("kind", ["directory", "symlink"])
-def test_a_bad_uploader_log_does_not_stop_a_reporters_delivery(gateway: Pushgateway, spool_dir: str, pod: str,
-                                                               kind: str) -> None:
+def test_a_bad_uploader_log_does_not_stop_a_reporters_delivery(
+    gateway: Pushgateway, spool_dir: str, pod: str, kind: str
+) -> None:
     """The Reporter starts the uploader with uploader.log as its stderr: a log it cannot open must cost only the
     log, not the start of the uploader."""
     from runai.reporter import Reporter
@@ -160,13 +174,26 @@ def test_a_bad_uploader_log_does_not_stop_a_reporters_delivery(gateway: Pushgate
 def test_the_uploaders_argv_keeps_its_order(tmp_path: object) -> None:
     # ps, /proc/PID/cmdline and scripts matching `uploader run --spool-dir=...` see the options in the order
     # they always had: the spool root first, then the pod, the gateway and the rest.
-    settings = load_settings(pod_uuid="pod-1", gateway_url="127.0.0.1:9", spool_dir=str(tmp_path),
-                             push_interval=0.1, fsync="interval", fsync_interval=1e-05, history_bytes=5000,
-                             environ={})
+    settings = load_settings(
+        pod_uuid="pod-1",
+        gateway_url="127.0.0.1:9",
+        spool_dir=str(tmp_path),
+        push_interval=0.1,
+        fsync="interval",
+        fsync_interval=1e-05,
+        history_bytes=5000,
+        environ={},
+    )
     argv = uploader_command(settings)
     assert argv[0] == sys.executable and argv[4:6] == ["uploader", "run"]
     assert argv[6:] == [
-        f"--spool-dir={tmp_path}", "--pod-uuid=pod-1", "--gateway=http://127.0.0.1:9", "--push-interval=0.1",
-        "--retry-timeout=600.0", "--push-timeout=10.0", "--fsync=interval", "--fsync-interval=1e-05",
+        f"--spool-dir={tmp_path}",
+        "--pod-uuid=pod-1",
+        "--gateway=http://127.0.0.1:9",
+        "--push-interval=0.1",
+        "--retry-timeout=600.0",
+        "--push-timeout=10.0",
+        "--fsync=interval",
+        "--fsync-interval=1e-05",
         "--history-bytes=5000",
     ]

@@ -1,4 +1,5 @@
 """PyTorch Lightning: real training of a tiny module on CPU with RunaiLogger, against a real Pushgateway."""
+
 from __future__ import annotations
 
 import contextlib
@@ -69,17 +70,22 @@ def test_a_failed_run_still_delivers_what_was_reported(env: dict[str, str], gate
     reported = spool_records(os.path.join(env["reporterSpoolDir"], pod))
     assert reported[-1].kind == "end"
     # The step where it failed (reported on the exception), one batch into the second epoch.
-    wait_for(lambda: gateway.value(pod, metric_name("global_step")) == trainer.global_step == STEPS + 1, 10,
-             "the failed run's last step on the gateway")
+    wait_for(
+        lambda: gateway.value(pod, metric_name("global_step")) == trainer.global_step == STEPS + 1,
+        10,
+        "the failed run's last step on the gateway",
+    )
     assert gateway.value(pod, metric_name("epoch")) == 1
     # A failed run is not done: its progress stays where it failed (the RunaiTrainingStalled alert's cue).
     assert gateway.value(pod, metric_name("training_progress")) == (STEPS + 1) / (EPOCHS * STEPS)
     assert gateway.value(pod, metric_name("train_loss")) == pytest.approx(
-        [r.value for r in reported if r.name == "train_loss"][-1])
+        [r.value for r in reported if r.name == "train_loss"][-1]
+    )
 
 
-def test_a_failure_inside_the_logger_is_logged_once(env: dict[str, str], gateway: Pushgateway, pod: str,
-                                                    caplog: pytest.LogCaptureFixture) -> None:
+def test_a_failure_inside_the_logger_is_logged_once(
+    env: dict[str, str], gateway: Pushgateway, pod: str, caplog: pytest.LogCaptureFixture
+) -> None:
     class TooLong(Tiny):
         def training_step(self, batch: Any, batch_idx: int) -> Any:
             self.log("x" * 300, 1.0)  # longer than a report name may be: the reporter refuses it
@@ -94,7 +100,9 @@ def test_a_failure_inside_the_logger_is_logged_once(env: dict[str, str], gateway
     assert gateway.value(pod, metric_name("epoch")) == EPOCHS - 1  # and the rest still arrived
 
 
-DDP_SCRIPT = MODULE + """
+DDP_SCRIPT = (
+    MODULE
+    + """
 import json, os, sys
 import lightning.pytorch as pl
 from runai.reporter.lightning import RunaiLogger
@@ -106,24 +114,35 @@ if __name__ == "__main__":
     with open(os.path.join(os.environ["MARKS"], f"rank{trainer.global_rank}.json"), "w") as f:
         json.dump({"pid": os.getpid(), "rank": trainer.global_rank, "world": trainer.world_size}, f)
 """
+)
 
 
 def _pod_families(gateway: Pushgateway, pod: str) -> dict[str, int]:
     """{family name: number of series} of the pod's group."""
     (group,) = [g for g in gateway.groups() if g["labels"].get("podUUID") == pod]
-    return {name: len(f["metrics"]) for name, f in group.items() if isinstance(f, dict) and "metrics" in f
-            and name.startswith("reporter_")}
+    return {
+        name: len(f["metrics"])
+        for name, f in group.items()
+        if isinstance(f, dict) and "metrics" in f and name.startswith("reporter_")
+    }
 
 
-def test_ddp_reports_once_per_pod_from_rank_zero(env: dict[str, str], gateway: Pushgateway, pod: str,
-                                                 tmp_path: Any) -> None:
+def test_ddp_reports_once_per_pod_from_rank_zero(
+    env: dict[str, str], gateway: Pushgateway, pod: str, tmp_path: Any
+) -> None:
     script, marks = tmp_path / "train_ddp.py", tmp_path / "marks"
     script.write_text(DDP_SCRIPT)
     marks.mkdir()
     all_ranks_pod = pod + "-all"
-    done = subprocess.run([sys.executable, str(script)], env=job_env(**env, MARKS=str(marks),
-                          ALL_RANKS_POD=all_ranks_pod), cwd=tmp_path, text=True,
-                          capture_output=True, timeout=240, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        env=job_env(**env, MARKS=str(marks), ALL_RANKS_POD=all_ranks_pod),
+        cwd=tmp_path,
+        text=True,
+        capture_output=True,
+        timeout=240,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = {json.loads(p.read_text())["rank"]: json.loads(p.read_text()) for p in marks.iterdir()}
     assert sorted(ranks) == [0, 1] and ranks[0]["world"] == 2 and ranks[0]["pid"] != ranks[1]["pid"]
@@ -155,7 +174,10 @@ sys.meta_path.insert(0, _Block())
 
 def test_pytorch_lightning_alone(env: dict[str, str], gateway: Pushgateway, pod: str) -> None:
     """With only the older pytorch_lightning package, RunaiLogger is one of its loggers and reports."""
-    code = BLOCK + MODULE + textwrap.dedent("""
+    code = (
+        BLOCK
+        + MODULE
+        + textwrap.dedent("""
         import pytorch_lightning as old
         from runai.reporter.lightning import RunaiLogger
         assert issubclass(RunaiLogger, old.loggers.Logger), RunaiLogger.__mro__
@@ -163,8 +185,15 @@ def test_pytorch_lightning_alone(env: dict[str, str], gateway: Pushgateway, pod:
         trainer.fit(make_module(old.LightningModule)(), loader())
         assert "lightning" not in sys.modules and "lightning.pytorch" not in sys.modules
     """)
-    done = subprocess.run([sys.executable, "-c", "BLOCKED = {'lightning'}\n" + code], env=job_env(**env), text=True,
-                          capture_output=True, timeout=180, stdin=subprocess.DEVNULL)
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", "BLOCKED = {'lightning'}\n" + code],
+        env=job_env(**env),
+        text=True,
+        capture_output=True,
+        timeout=180,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert gateway.value(pod, metric_name("epoch")) == 0
     assert gateway.value(pod, metric_name("overall_epochs")) == 1
@@ -176,8 +205,9 @@ def test_importing_without_lightning_says_what_to_install() -> None:
     done = subprocess.run([sys.executable, "-c", code], env=job_env(), capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]
-    assert last == ("ModuleNotFoundError: runai.reporter.lightning needs PyTorch Lightning: "
-                    "pip install 'runai[lightning]'")
+    assert last == (
+        "ModuleNotFoundError: runai.reporter.lightning needs PyTorch Lightning: pip install 'runai[lightning]'"
+    )
     assert isinstance(ModuleNotFoundError(), ImportError)  # what `except ImportError` catches
 
 
@@ -210,10 +240,12 @@ def test_validate_test_and_predict_after_fit(env: dict[str, str], gateway: Pushg
     assert len(records(pod_dir, "number_of_layers")) == 1 and len(records(pod_dir, "lr", "parameter")) == 1
 
 
-def test_with_the_gateway_down_only_a_finished_fit_waits(monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
-                                                         pod: str) -> None:
+def test_with_the_gateway_down_only_a_finished_fit_waits(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], pod: str
+) -> None:
     """A failed fit and a validate() end their stream in about 2 s, not reporterFinishTimeout; predict() at once."""
     import socket
+
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))
         port = unused.getsockname()[1]
@@ -222,8 +254,11 @@ def test_with_the_gateway_down_only_a_finished_fit_waits(monkeypatch: pytest.Mon
     monkeypatch.setenv("reporterRetryTimeout", "1")
     module, trainer = _Stages(fail_at=1), pl.Trainer(max_epochs=1, logger=RunaiLogger(), **QUIET)
     seconds = {}
-    for stage, call in (("fit", lambda: trainer.fit(module, loader())), ("validate", lambda: trainer.validate(
-            module, loader())), ("predict", lambda: trainer.predict(module, loader()))):
+    for stage, call in (
+        ("fit", lambda: trainer.fit(module, loader())),
+        ("validate", lambda: trainer.validate(module, loader())),
+        ("predict", lambda: trainer.predict(module, loader())),
+    ):
         start = time.monotonic()
         with pytest.raises(RuntimeError) if stage == "fit" else contextlib.nullcontext():
             call()

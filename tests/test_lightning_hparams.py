@@ -1,4 +1,5 @@
 """RunaiLogger's hyperparameters, learning rates and epochs, a gateway that is down, and a rescheduled pod."""
+
 from __future__ import annotations
 
 import logging
@@ -41,10 +42,12 @@ def test_epoch_step_and_learning_rate_without_self_log(env: dict[str, str], gate
     assert records(pod_dir, "learning_rate") == pytest.approx([0.1, 0.01, 0.001])  # before the scheduler steps
 
 
-def test_resumed_fit_reports_the_restored_learning_rate(env: dict[str, str], gateway: Pushgateway, pod: str,
-                                                         tmp_path: Any) -> None:
-    first = pl.Trainer(max_epochs=2, logger=False, default_root_dir=str(tmp_path), **{**QUIET,
-                       "enable_checkpointing": True})
+def test_resumed_fit_reports_the_restored_learning_rate(
+    env: dict[str, str], gateway: Pushgateway, pod: str, tmp_path: Any
+) -> None:
+    first = pl.Trainer(
+        max_epochs=2, logger=False, default_root_dir=str(tmp_path), **{**QUIET, "enable_checkpointing": True}
+    )
     first.fit(_Scheduled(), loader())
     resumed = pl.Trainer(max_epochs=3, logger=RunaiLogger(), default_root_dir=str(tmp_path), **QUIET)
     resumed.fit(_Scheduled(), loader(), ckpt_path=first.checkpoint_callback.best_model_path)
@@ -53,8 +56,7 @@ def test_resumed_fit_reports_the_restored_learning_rate(env: dict[str, str], gat
     assert records(pod_dir, "epoch") == [2]
 
 
-def test_a_tensor_learning_rate_is_reported_as_its_number(env: dict[str, str], gateway: Pushgateway,
-                                                          pod: str) -> None:
+def test_a_tensor_learning_rate_is_reported_as_its_number(env: dict[str, str], gateway: Pushgateway, pod: str) -> None:
     class TensorRate(Tiny):
         def configure_optimizers(self) -> Any:
             return torch.optim.Adam(self.parameters(), lr=torch.tensor(0.01))
@@ -63,8 +65,9 @@ def test_a_tensor_learning_rate_is_reported_as_its_number(env: dict[str, str], g
     assert gateway.series(pod)[parameter_name("learning_rate")][0]["param_value"] == "0.01"
 
 
-def test_odd_hyperparameters_never_break_training(env: dict[str, str], gateway: Pushgateway, pod: str,
-                                                  caplog: pytest.LogCaptureFixture) -> None:
+def test_odd_hyperparameters_never_break_training(
+    env: dict[str, str], gateway: Pushgateway, pod: str, caplog: pytest.LogCaptureFixture
+) -> None:
     class Unresolvable(Mapping[str, Any]):  # as an OmegaConf DictConfig with an interpolation that fails
         def __getitem__(self, key: str) -> Any:
             raise KeyError(key)
@@ -88,14 +91,20 @@ def test_odd_hyperparameters_never_break_training(env: dict[str, str], gateway: 
     assert gateway.value(pod, metric_name("epoch")) == 0
 
 
-def test_a_rescheduled_pod_resumes_from_last(env: dict[str, str], gateway: Pushgateway, pod: str,
-                                             tmp_path: Any) -> None:
+def test_a_rescheduled_pod_resumes_from_last(
+    env: dict[str, str], gateway: Pushgateway, pod: str, tmp_path: Any
+) -> None:
     """The checkpoint directory does not depend on the podUUID: a new pod of the job finds ckpt_path="last"."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     def fit(epochs: int, pod_uuid: str, **kwargs: Any) -> Any:
-        trainer = pl.Trainer(max_epochs=epochs, logger=RunaiLogger(pod_uuid=pod_uuid), default_root_dir=str(tmp_path),
-                             callbacks=[ModelCheckpoint(save_last=True)], **{**QUIET, "enable_checkpointing": True})
+        trainer = pl.Trainer(
+            max_epochs=epochs,
+            logger=RunaiLogger(pod_uuid=pod_uuid),
+            default_root_dir=str(tmp_path),
+            callbacks=[ModelCheckpoint(save_last=True)],
+            **{**QUIET, "enable_checkpointing": True},
+        )
         trainer.fit(Tiny(), loader(), **kwargs)
         return trainer
 

@@ -1,6 +1,7 @@
 """The first hour (issue 21): local mode, the start line, early warning of failed delivery, the receivers a
 spool header records, and ConfigError's public name. Against real parts: jobs in fresh interpreters, the real
 uploader, a real Pushgateway (behind the fault proxy where it must fail)."""
+
 from __future__ import annotations
 
 import logging
@@ -13,10 +14,10 @@ from typing import Any, Iterator
 
 import pytest
 
+from harness import FaultProxy, Pushgateway, free_port, job_env, metric_name, parameter_name, wait_for
 from runai.reporter import ConfigError, Reporter
 from runai.reporter.settings import redact_url
 from runai.reporter.spool import LOG_NAME, SpoolWriter, receiver_kinds
-from harness import FaultProxy, Pushgateway, free_port, job_env, metric_name, parameter_name, wait_for
 from tests._helpers import closed_spool, spool_records, uploader_cli
 
 _RECEIVER_VARIABLES = ("podUUID", "reporterGatewayURL", "reporterRemoteWriteURL", "reporterQuiet")
@@ -33,8 +34,9 @@ def _local_env(spool_dir: str, **extra: str) -> dict[str, str]:
 
 
 def _run(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", code], env=env, text=True, capture_output=True, timeout=60,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-c", code], env=env, text=True, capture_output=True, timeout=60, stdin=subprocess.DEVNULL
+    )
 
 
 _LOCAL_JOB = r"""
@@ -55,7 +57,8 @@ print("UPLOADER IMPORTED", "uploader" in sys.modules)
 
 @pytest.mark.e2e
 def test_local_mode_keeps_everything_in_the_spool_and_recover_delivers_it_later(
-        spool_dir: str, gateway: Pushgateway, tmp_path: Any) -> None:
+    spool_dir: str, gateway: Pushgateway, tmp_path: Any
+) -> None:
     job = _run(_LOCAL_JOB, _local_env(spool_dir))
     assert job.returncode == 0, job.stderr
     # One pod for the whole process: the non-scoped API and the Reporter share its run id.
@@ -79,8 +82,7 @@ def test_local_mode_keeps_everything_in_the_spool_and_recover_delivers_it_later(
     assert receiver_kinds(pod_dir) == frozenset()  # the headers say: no receiver
 
     # Later, as `wandb sync` does: recover sends it all to a real gateway, and history reads it.
-    done = uploader_cli({}, "recover", f"--spool-dir={spool_dir}", f"--pod-uuid={pod}",
-                        f"--gateway={gateway.address}")
+    done = uploader_cli({}, "recover", f"--spool-dir={spool_dir}", f"--pod-uuid={pod}", f"--gateway={gateway.address}")
     assert done.returncode == 0, done.stderr
     assert gateway.value(pod, metric_name("loss")) == pytest.approx(0.01)
     labels, _ = gateway.series(pod)[parameter_name("optimizer")]
@@ -106,8 +108,9 @@ def test_each_process_gets_its_own_run_id(spool_dir: str) -> None:
 
 @pytest.mark.e2e
 def test_a_pod_uuid_set_in_local_mode_is_used(spool_dir: str, pod: str) -> None:
-    job = _run("import runai.reporter as r; r.reportMetric('a', 1); print(r.finish())",
-               _local_env(spool_dir, podUUID=pod))
+    job = _run(
+        "import runai.reporter as r; r.reportMetric('a', 1); print(r.finish())", _local_env(spool_dir, podUUID=pod)
+    )
     assert job.stdout.strip() == "True", job.stderr
     assert os.listdir(spool_dir) == [pod]
 
@@ -116,19 +119,25 @@ def test_a_pod_uuid_set_in_local_mode_is_used(spool_dir: str, pod: str) -> None:
 
 
 @pytest.mark.e2e
-def test_the_start_line_names_the_receivers_without_credentials(spool_dir: str, gateway: Pushgateway,
-                                                                pod: str) -> None:
+def test_the_start_line_names_the_receivers_without_credentials(spool_dir: str, gateway: Pushgateway, pod: str) -> None:
     dead = free_port()
     remote_write = f"http://127.0.0.1:{dead}/api/v1/write?token=sekrit"
-    env = _local_env(spool_dir, podUUID=pod, reporterGatewayURL=gateway.address,
-                     reporterRemoteWriteURL=remote_write, reporterRetryTimeout="1")
+    env = _local_env(
+        spool_dir,
+        podUUID=pod,
+        reporterGatewayURL=gateway.address,
+        reporterRemoteWriteURL=remote_write,
+        reporterRetryTimeout="1",
+    )
     job = _run("import runai.reporter as r; r.Reporter().finish(timeout=0)", env)
     assert job.returncode == 0, job.stderr
     # (finish()'s timeout warning follows, through logging's last-resort handler: nothing configured logging)
     (line,) = [line for line in job.stderr.splitlines() if line.startswith("runai.reporter: ")]
-    assert line == (f"runai.reporter: pod {pod}, spool {os.path.join(spool_dir, pod)}: reporting to the gateway "
-                    f"http://{gateway.address} and the remote-write receiver http://127.0.0.1:{dead}/api/v1/write "
-                    "(reporterQuiet=1 hides this)")
+    assert line == (
+        f"runai.reporter: pod {pod}, spool {os.path.join(spool_dir, pod)}: reporting to the gateway "
+        f"http://{gateway.address} and the remote-write receiver http://127.0.0.1:{dead}/api/v1/write "
+        "(reporterQuiet=1 hides this)"
+    )
     assert "sekrit" not in line
 
 
@@ -137,8 +146,11 @@ def test_a_token_in_the_remote_write_url_is_never_printed_nor_logged(spool_dir: 
     # finish()'s timeout warning, the command it suggests, and the uploader's log name the receiver: never its query.
     remote_write = f"http://127.0.0.1:{free_port()}/api/v1/write?api_key=SUPERSECRET"
     env = _local_env(spool_dir, podUUID=pod, reporterRemoteWriteURL=remote_write, reporterRetryTimeout="3")
-    job = _run("import logging, runai.reporter as r\nlogging.basicConfig()\nrep = r.Reporter()\n"
-               "rep.reportMetric('loss', 1.0)\nimport time; time.sleep(1.5)\nrep.finish(timeout=1)", env)
+    job = _run(
+        "import logging, runai.reporter as r\nlogging.basicConfig()\nrep = r.Reporter()\n"
+        "rep.reportMetric('loss', 1.0)\nimport time; time.sleep(1.5)\nrep.finish(timeout=1)",
+        env,
+    )
     assert job.returncode == 0, job.stderr
     assert "finish() timed out" in job.stderr and "127.0.0.1" in job.stderr
     with open(os.path.join(spool_dir, pod, LOG_NAME), encoding="utf-8") as f:
@@ -148,20 +160,24 @@ def test_a_token_in_the_remote_write_url_is_never_printed_nor_logged(spool_dir: 
 
 
 def test_a_malformed_url_with_credentials_is_refused_without_showing_them() -> None:
-    for keyword, url in (("remote_write_url", "http://user:s3cret@host:99999/api/v1/write"),
-                         ("remote_write_url", "http://host:99999/api/v1/write?token=s3cret"),
-                         ("gateway_url", "http://user:s3cret@host:99999")):
+    for keyword, url in (
+        ("remote_write_url", "http://user:s3cret@host:99999/api/v1/write"),
+        ("remote_write_url", "http://host:99999/api/v1/write?token=s3cret"),
+        ("gateway_url", "http://user:s3cret@host:99999"),
+    ):
         with pytest.raises(ConfigError) as raised:
             Reporter(pod_uuid="p", **{keyword: url})
         assert "s3cret" not in str(raised.value) and "host" in str(raised.value)
 
 
 @pytest.mark.e2e
-def test_the_start_line_is_silenced_by_reporter_quiet(spool_dir: str, capfd: pytest.CaptureFixture[str],
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_start_line_is_silenced_by_reporter_quiet(
+    spool_dir: str, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     for value in ("1", "true", "YES"):
-        job = _run("import runai.reporter as r; r.reportMetric('a', 1); r.finish()",
-                   _local_env(spool_dir, reporterQuiet=value))
+        job = _run(
+            "import runai.reporter as r; r.reportMetric('a', 1); r.finish()", _local_env(spool_dir, reporterQuiet=value)
+        )
         assert (job.returncode, job.stderr) == (0, "")
     job = _run("import runai.reporter as r; r.Reporter()", _local_env(spool_dir, reporterQuiet="maybe"))
     assert "runai.reporter.ConfigError: reporterQuiet='maybe' is not a yes/no value" in job.stderr
@@ -199,12 +215,16 @@ def relayed(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixtu
 
 
 def _told(caplog: pytest.LogCaptureFixture, level: int, text: str) -> list[str]:
-    return [r.getMessage() for r in caplog.records
-            if r.name.startswith("runai.reporter") and r.levelno == level and text in r.getMessage()]
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name.startswith("runai.reporter") and r.levelno == level and text in r.getMessage()
+    ]
 
 
 def _report_until(reporter: Reporter, condition: Any, timeout: float, what: str) -> Any:
     """Report as a training loop does (every few ms to 0.1 s) until *condition* holds: the tick runs on reports."""
+
     def reported() -> Any:
         reporter.reportMetric("loss", 1.0)
         return condition()
@@ -214,12 +234,14 @@ def _report_until(reporter: Reporter, condition: Any, timeout: float, what: str)
 
 @pytest.mark.e2e
 def test_a_refused_connection_is_one_warning_within_10_s_and_finish_names_the_cause(
-        spool_dir: str, pod: str, relayed: pytest.LogCaptureFixture) -> None:
+    spool_dir: str, pod: str, relayed: pytest.LogCaptureFixture
+) -> None:
     dead = f"127.0.0.1:{free_port()}"
     started = time.monotonic()
     reporter = Reporter(pod_uuid=pod, gateway_url=dead, spool_dir=spool_dir, retry_timeout=1, quiet=True)
-    (warning,) = _report_until(reporter, lambda: _told(relayed, logging.WARNING, "delivery is failing"), 10,
-                               "the warning of a failed push")
+    (warning,) = _report_until(
+        reporter, lambda: _told(relayed, logging.WARNING, "delivery is failing"), 10, "the warning of a failed push"
+    )
     assert time.monotonic() - started < 10
     assert f"the gateway http://{dead} is unreachable (connection refused)" in warning, warning
     assert reporter.finish(timeout=1) is False
@@ -229,18 +251,24 @@ def test_a_refused_connection_is_one_warning_within_10_s_and_finish_names_the_ca
 
 
 @pytest.mark.e2e
-def test_an_http_401_is_told_and_so_is_the_recovery(spool_dir: str, pod: str, gateway: Pushgateway,
-                                                    relayed: pytest.LogCaptureFixture) -> None:
+def test_an_http_401_is_told_and_so_is_the_recovery(
+    spool_dir: str, pod: str, gateway: Pushgateway, relayed: pytest.LogCaptureFixture
+) -> None:
     proxy = FaultProxy(gateway.address).start()
     try:
         proxy.fault = "401"
         reporter = Reporter(pod_uuid=pod, gateway_url=proxy.address, spool_dir=spool_dir, quiet=True)
-        (warning,) = _report_until(reporter, lambda: _told(relayed, logging.WARNING, "delivery is failing"), 10,
-                                   "the warning of a refused push")
+        (warning,) = _report_until(
+            reporter,
+            lambda: _told(relayed, logging.WARNING, "delivery is failing"),
+            10,
+            "the warning of a refused push",
+        )
         assert f"the gateway http://{proxy.address} answered with an error (HTTP 401)" in warning, warning
         proxy.fault = None
-        (info,) = _report_until(reporter, lambda: _told(relayed, logging.INFO, "delivery resumed"), 20,
-                                "the info line of delivery resumed")
+        (info,) = _report_until(
+            reporter, lambda: _told(relayed, logging.INFO, "delivery resumed"), 20, "the info line of delivery resumed"
+        )
         assert info.startswith("delivery resumed: the gateway is reachable again after"), info
         assert reporter.finish(timeout=30) is True
         assert gateway.value(pod, metric_name("loss")) == 1.0
@@ -253,8 +281,7 @@ def test_an_http_401_is_told_and_so_is_the_recovery(spool_dir: str, pod: str, ga
 
 
 @pytest.mark.e2e
-def test_headers_record_the_kinds_of_receiver_never_their_urls(env: dict[str, str], spool_dir: str,
-                                                               pod: str) -> None:
+def test_headers_record_the_kinds_of_receiver_never_their_urls(env: dict[str, str], spool_dir: str, pod: str) -> None:
     with Reporter(quiet=True) as reporter:
         reporter.reportMetric("a", 1)
     assert receiver_kinds(reporter.settings.pod_dir) == frozenset({"gateway"})

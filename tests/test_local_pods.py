@@ -1,6 +1,7 @@
 """Local mode, the uploader's side: ``status`` shows a pod whose job named no receiver as kept locally, ``recover``
 delivers it later by remote write (every report a sample, but for those of one name in the same millisecond, which
 ``status`` counts), and ``history`` reads it. Against a real job and a real Prometheus taking remote writes."""
+
 from __future__ import annotations
 
 import json
@@ -26,7 +27,8 @@ print(r.finish())
 
 
 def test_a_local_pod_is_kept_locally_until_recover_delivers_it_by_remote_write(
-        spool_dir: str, strict_prometheus: Prometheus, tmp_path) -> None:
+    spool_dir: str, strict_prometheus: Prometheus, tmp_path
+) -> None:
     env = job_env(reporterSpoolDir=spool_dir, reporterQuiet="1")
     for name in ("podUUID", "reporterGatewayURL", "reporterRemoteWriteURL"):
         env.pop(name, None)

@@ -1,6 +1,7 @@
 """A model-based test: random reports, writer kills, uploader kills and restarts, and
 gateway outages. Once everything settles, the gateway must hold the last complete
 report of each name, and nothing else."""
+
 from __future__ import annotations
 
 import math
@@ -11,16 +12,15 @@ import threading
 import uuid
 
 import hypothesis.strategies as st
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
-import pytest
-
-from runai.reporter.spool import SpoolWriter, encode_metric
 from harness import FaultProxy, Pushgateway, metric_name, parameter_name
-from uploader.sinks.pushgateway import Pusher
-from uploader.delivery.service import EXIT_DELIVERED, Uploader
+from runai.reporter.spool import SpoolWriter, encode_metric
 from uploader.delivery import DeliveryOptions
+from uploader.delivery.service import EXIT_DELIVERED, Uploader
+from uploader.sinks.pushgateway import Pusher
 
 pytestmark = pytest.mark.e2e
 
@@ -28,8 +28,7 @@ NAMES = st.sampled_from(["loss", "acc", "lr", "x_1"])
 METRIC_VALUES = st.floats(allow_nan=True, allow_infinity=True, width=64)
 # Label values: any text the exposition format can carry (quotes, backslashes,
 # newlines and unicode included); other control characters are left out.
-PARAMETER_VALUES = st.text(st.characters(blacklist_categories=("Cs", "Cc")) | st.sampled_from("\n\"\\"),
-                           max_size=20)
+PARAMETER_VALUES = st.text(st.characters(blacklist_categories=("Cs", "Cc")) | st.sampled_from('\n"\\'), max_size=20)
 
 
 class Pipeline(RuleBasedStateMachine):
@@ -86,9 +85,11 @@ class Pipeline(RuleBasedStateMachine):
     @precondition(lambda self: self.thread is None and os.path.isdir(self.pod_dir))
     @rule()
     def start_uploader(self) -> None:
-        self.uploader = Uploader(self.pod_dir, Pusher(f"http://{self.proxy.address}", self.pod, timeout=2),
-                                 DeliveryOptions(push_interval=0.05, poll_interval=0.05, backoff=(0.01, 0.05),
-                                                 use_watchdog=False))
+        self.uploader = Uploader(
+            self.pod_dir,
+            Pusher(f"http://{self.proxy.address}", self.pod, timeout=2),
+            DeliveryOptions(push_interval=0.05, poll_interval=0.05, backoff=(0.01, 0.05), use_watchdog=False),
+        )
         self.thread = threading.Thread(target=self.uploader.run, name="model-uploader")
         self.thread.start()
 
@@ -127,8 +128,11 @@ class Pipeline(RuleBasedStateMachine):
             for writer in self.writers:
                 writer.close()
             if os.path.isdir(self.pod_dir):
-                recovery = Uploader(self.pod_dir, Pusher(f"http://{self.proxy.address}", self.pod),
-                                    DeliveryOptions(follow=False, use_watchdog=False, retry_timeout=20))
+                recovery = Uploader(
+                    self.pod_dir,
+                    Pusher(f"http://{self.proxy.address}", self.pod),
+                    DeliveryOptions(follow=False, use_watchdog=False, retry_timeout=20),
+                )
                 assert recovery.run() == EXIT_DELIVERED
                 assert not recovery.rejected
             series = self.gateway.series(self.pod)
@@ -152,5 +156,9 @@ def _exposed(kind: str, name: str) -> str:
 
 def test_the_pipeline_delivers_the_last_complete_report_of_each_name(gateway: Pushgateway) -> None:
     Pipeline.gateway = gateway
-    run_state_machine_as_test(Pipeline, settings=settings(
-        max_examples=12, stateful_step_count=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]))
+    run_state_machine_as_test(
+        Pipeline,
+        settings=settings(
+            max_examples=12, stateful_step_count=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+        ),
+    )

@@ -1,5 +1,6 @@
 """Out of file descriptors: followed spool files are capped with descriptors in reserve, and EMFILE is never read
 as an empty directory nor as a receiver's fault (issue 22, point 2). Real limits: RLIMIT_NOFILE set in the child."""
+
 from __future__ import annotations
 
 import os
@@ -32,19 +33,27 @@ def _many_files(spool_dir: str, pod: str, count: int) -> None:
         writer.close()
 
 
-def test_recover_delivers_more_spool_files_than_its_descriptor_limit(env: dict[str, str], gateway: Pushgateway,
-                                                                     spool_dir: str, pod: str) -> None:
+def test_recover_delivers_more_spool_files_than_its_descriptor_limit(
+    env: dict[str, str], gateway: Pushgateway, spool_dir: str, pod: str
+) -> None:
     _many_files(spool_dir, pod, 1500)
-    done = subprocess.run([sys.executable, "-m", "uploader", "recover", "--timeout", "60"], env=job_env(**env),
-                          capture_output=True, text=True, timeout=120, preexec_fn=_limited)
+    done = subprocess.run(
+        [sys.executable, "-m", "uploader", "recover", "--timeout", "60"],
+        env=job_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=_limited,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "delivered 1500 reports" in done.stdout, done.stdout + done.stderr
     assert "unreachable" not in done.stderr, done.stderr
     assert gateway.value(pod, metric_name("m1499")) == 1499.0
 
 
-def test_an_agent_out_of_descriptors_still_finds_and_delivers_another_pod(gateway: Pushgateway, spool_dir: str,
-                                                                          pod: str, tmp_path) -> None:
+def test_an_agent_out_of_descriptors_still_finds_and_delivers_another_pod(
+    gateway: Pushgateway, spool_dir: str, pod: str, tmp_path
+) -> None:
     _many_files(spool_dir, f"{pod}-flood", 1500)
     agent = Agent(spool_dir, gateway.address, str(tmp_path / "agent.log"), preexec=_limited)
     try:
@@ -82,8 +91,9 @@ print(sorted(before), [sorted(d) for d in during])
 def test_pod_dirs_out_of_descriptors_gives_the_last_listing_and_logs_once(spool_dir: str, pod: str) -> None:
     for name in (f"{pod}-a", f"{pod}-b"):
         os.mkdir(os.path.join(spool_dir, name), 0o700)
-    done = subprocess.run([sys.executable, "-c", PODS_UNDER_EMFILE, spool_dir], env=job_env(), capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", PODS_UNDER_EMFILE, spool_dir], env=job_env(), capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     names = sorted([f"{pod}-a", f"{pod}-b"])
     assert done.stdout.strip() == f"{names} {[names] * 5}", "EMFILE read as a spool directory without pods"

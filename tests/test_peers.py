@@ -3,6 +3,7 @@
 The peers live in a venv of their own (benchmarks/requirements-peers.txt): $RUNAI_PEERS_PYTHON, or a
 .venv-peers beside the venv running the tests.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,11 +21,16 @@ N = 40
 
 
 def peers_python() -> str:
-    beside = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(sys.executable))), ".venv-peers", "bin",
-                          "python")
+    beside = os.path.join(
+        os.path.dirname(os.path.dirname(os.path.dirname(sys.executable))), ".venv-peers", "bin", "python"
+    )
     for candidate in (os.environ.get("RUNAI_PEERS_PYTHON"), beside, sys.executable):
-        if candidate and os.path.exists(candidate) and subprocess.run(
-                [candidate, "-c", "import wandb, mlflow"], capture_output=True, timeout=120).returncode == 0:
+        if (
+            candidate
+            and os.path.exists(candidate)
+            and subprocess.run([candidate, "-c", "import wandb, mlflow"], capture_output=True, timeout=120).returncode
+            == 0
+        ):
             return candidate
     pytest.skip("wandb and mlflow are not installed (benchmarks/requirements-peers.txt)")
 
@@ -32,9 +38,24 @@ def peers_python() -> str:
 def test_peers_prints_the_table_with_each_logger_measured(tmp_path) -> None:
     python = peers_python()
     figures = tmp_path / "peers.json"
-    out = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "peers.py"), "--python", python,
-                          "-n", str(N), "--runs", "1", "--json", str(figures)], capture_output=True, text=True,
-                         timeout=600, check=True).stdout
+    out = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "benchmarks", "peers.py"),
+            "--python",
+            python,
+            "-n",
+            str(N),
+            "--runs",
+            "1",
+            "--json",
+            str(figures),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    ).stdout
     results = json.loads(figures.read_text())["results"]
     assert set(results) == {"os.write", "runai", "wandb", "mlflow", "mlflow-async"}
     for name, result in results.items():
@@ -50,8 +71,13 @@ def test_peers_prints_the_table_with_each_logger_measured(tmp_path) -> None:
 
 
 def test_a_missing_interpreter_is_refused_naming_the_fix(tmp_path) -> None:
-    out = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "peers.py"), "--python",
-                          "no-such-venv/bin/python"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    out = subprocess.run(
+        [sys.executable, os.path.join(REPO, "benchmarks", "peers.py"), "--python", "no-such-venv/bin/python"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert out.returncode != 0
     assert str(tmp_path / "no-such-venv" / "bin" / "python") in out.stderr
     assert "benchmarks/requirements-peers.txt" in out.stderr
@@ -65,9 +91,25 @@ def test_a_relative_python_is_found_from_the_callers_directory(tmp_path) -> None
     venv_parent = os.path.dirname(os.path.dirname(os.path.dirname(sys.executable)))
     relative = os.path.relpath(sys.executable, venv_parent)
     figures = tmp_path / "peers.json"
-    subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "peers.py"), "--python", relative,
-                    "-n", "5", "--runs", "1", "--json", str(figures)], capture_output=True, text=True,
-                   timeout=600, check=True, cwd=venv_parent)
+    subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "benchmarks", "peers.py"),
+            "--python",
+            relative,
+            "-n",
+            "5",
+            "--runs",
+            "1",
+            "--json",
+            str(figures),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+        cwd=venv_parent,
+    )
     results = json.loads(figures.read_text())["results"]
     assert results["os.write"]["kept"] == [5]
     assert results["runai"]["kept"] == [5]

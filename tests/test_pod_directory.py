@@ -1,5 +1,6 @@
 """A pod directory and the files in it: another user's or a group-writable one refused (and shown so), planted
 symlinks and hard links never followed, root reading a user's pod without writing as its owner."""
+
 from __future__ import annotations
 
 import json
@@ -38,9 +39,9 @@ def _unchanged(path: str) -> bool:
         return f.read() == f"precious {os.path.basename(path)}\n"
 
 
-def test_planted_symlinks_for_checkpoints_and_spool_files_are_not_followed(tmp_path, env: dict[str, str],
-                                                                            gateway: Pushgateway, pod: str,
-                                                                            spool_dir: str) -> None:
+def test_planted_symlinks_for_checkpoints_and_spool_files_are_not_followed(
+    tmp_path, env: dict[str, str], gateway: Pushgateway, pod: str, spool_dir: str
+) -> None:
     pod_dir = os.path.join(spool_dir, pod)
     writer = SpoolWriter(pod_dir, pod)
     writer.write_metric("real", 7.0)
@@ -65,8 +66,9 @@ def test_planted_symlinks_for_checkpoints_and_spool_files_are_not_followed(tmp_p
 
 
 @pytest.mark.parametrize("planted", ["uploader.lock", "uploader.log"])
-def test_a_planted_lock_or_log_symlink_is_not_followed(tmp_path, env: dict[str, str], pod: str, spool_dir: str,
-                                                      planted: str) -> None:
+def test_a_planted_lock_or_log_symlink_is_not_followed(
+    tmp_path, env: dict[str, str], pod: str, spool_dir: str, planted: str
+) -> None:
     pod_dir = os.path.join(spool_dir, pod)
     writer = SpoolWriter(pod_dir, pod)
     writer.write_metric("real", 1.0)
@@ -74,8 +76,12 @@ def test_a_planted_lock_or_log_symlink_is_not_followed(tmp_path, env: dict[str, 
     target = _precious(tmp_path, planted)
     os.symlink(target, os.path.join(pod_dir, planted))
     # `run` opens the log and then the lock; `recover` takes the lock.
-    done = uploader_cli({**env, "reporterRetryTimeout": "1"}, "run" if planted == "uploader.log" else "recover",
-                        "--timeout" if planted == "uploader.lock" else "--push-interval", "1")
+    done = uploader_cli(
+        {**env, "reporterRetryTimeout": "1"},
+        "run" if planted == "uploader.log" else "recover",
+        "--timeout" if planted == "uploader.lock" else "--push-interval",
+        "1",
+    )
     assert _unchanged(target), f"the uploader wrote through {planted}"
     assert "symlink" in done.stderr and planted in done.stderr, done.stderr
     # A planted log costs only the log (`run` logs to stderr and delivers); a planted lock stops the uploader.
@@ -89,8 +95,9 @@ def _spool_with(pod_dir: str, pod: str, count: int) -> None:
     writer.close()
 
 
-def test_a_pod_directory_made_group_writable_is_shown_refused_not_hidden(env: dict[str, str], spool_dir: str,
-                                                                          pod: str) -> None:
+def test_a_pod_directory_made_group_writable_is_shown_refused_not_hidden(
+    env: dict[str, str], spool_dir: str, pod: str
+) -> None:
     pod_dir = os.path.join(spool_dir, pod)
     _spool_with(pod_dir, pod, 10)
     os.chmod(pod_dir, 0o2770)  # what the kubelet does to an fsGroup volume's subdirectory when it mounts it again
@@ -116,7 +123,8 @@ def test_a_pod_directory_made_group_writable_is_shown_refused_not_hidden(env: di
 
 @needs_root
 def test_root_reads_and_recovers_a_users_private_pod_directory_but_never_writes_as_its_owner(
-        env: dict[str, str], spool_dir: str, pod: str, gateway: Pushgateway) -> None:
+    env: dict[str, str], spool_dir: str, pod: str, gateway: Pushgateway
+) -> None:
     pod_dir = os.path.join(spool_dir, pod)
     _spool_with(pod_dir, pod, 10)
     for path in [pod_dir, *(os.path.join(pod_dir, n) for n in os.listdir(pod_dir))]:
@@ -139,8 +147,9 @@ def test_root_reads_and_recovers_a_users_private_pod_directory_but_never_writes_
 
 
 @needs_root
-def test_root_recovering_a_users_pod_never_writes_through_a_planted_hard_link(tmp_path, env: dict[str, str],
-                                                                              spool_dir: str, pod: str) -> None:
+def test_root_recovering_a_users_pod_never_writes_through_a_planted_hard_link(
+    tmp_path, env: dict[str, str], spool_dir: str, pod: str
+) -> None:
     pod_dir = os.path.join(spool_dir, pod)
     _spool_with(pod_dir, pod, 3)
     # The user's "uploader.lock" is a second name of a file that is not theirs (a kernel without
@@ -155,9 +164,9 @@ def test_root_recovering_a_users_pod_never_writes_through_a_planted_hard_link(tm
 
 
 @needs_root
-def test_the_agent_never_lists_a_directory_swapped_in_for_a_pod_it_delivers(gateway: Pushgateway, start_agent,
-                                                                           spool_dir: str, pod: str,
-                                                                           tmp_path) -> None:
+def test_the_agent_never_lists_a_directory_swapped_in_for_a_pod_it_delivers(
+    gateway: Pushgateway, start_agent, spool_dir: str, pod: str, tmp_path
+) -> None:
     from tests._helpers import dead_job
 
     pod_dir = os.path.join(spool_dir, pod)

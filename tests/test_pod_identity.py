@@ -1,5 +1,6 @@
 """A pod's data goes out only under its own name: a spool whose header names another pod is refused (agent,
 ``recover``), and a writer refuses a pod directory that is not its own (issue 22, point 6)."""
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,9 @@ def _plant(pod_dir: str, header_pod: str, name: str, value: float) -> str:
     return path
 
 
-def test_the_agent_refuses_a_spool_naming_another_pod_and_delivers_the_others(gateway: Pushgateway, start_agent,
-                                                                            spool_dir: str, pod: str) -> None:
+def test_the_agent_refuses_a_spool_naming_another_pod_and_delivers_the_others(
+    gateway: Pushgateway, start_agent, spool_dir: str, pod: str
+) -> None:
     victim = f"{pod}-victim"
     # A job of pod "attacker" wrote its report under the victim's name: the directory is named as the victim.
     _plant(os.path.join(spool_dir, victim), f"{pod}-attacker", "loss", 999.0)
@@ -40,9 +42,9 @@ def test_the_agent_refuses_a_spool_naming_another_pod_and_delivers_the_others(ga
     assert f"names pod '{pod}-attacker'" in log, log
 
 
-def test_recover_delivers_a_pods_own_files_and_never_one_naming_another_pod(env: dict[str, str],
-                                                                            gateway: Pushgateway, spool_dir: str,
-                                                                            pod: str) -> None:
+def test_recover_delivers_a_pods_own_files_and_never_one_naming_another_pod(
+    env: dict[str, str], gateway: Pushgateway, spool_dir: str, pod: str
+) -> None:
     pod_dir = os.path.join(spool_dir, pod)
     writer = SpoolWriter(pod_dir, pod)
     writer.write_metric("real", 7.0)
@@ -55,8 +57,9 @@ def test_recover_delivers_a_pods_own_files_and_never_one_naming_another_pod(env:
     assert "names pod 'someone-else'" in done.stderr, done.stderr
 
 
-def test_a_writer_refuses_a_pod_directory_holding_another_pods_spool(env: dict[str, str], spool_dir: str,
-                                                                     pod: str) -> None:
+def test_a_writer_refuses_a_pod_directory_holding_another_pods_spool(
+    env: dict[str, str], spool_dir: str, pod: str
+) -> None:
     # Made before this pod started, by a job with the same uid that used this pod's name.
     pod_dir = os.path.join(spool_dir, pod)
     _plant(pod_dir, "another-pod", "loss", 1.0)
@@ -67,8 +70,9 @@ def test_a_writer_refuses_a_pod_directory_holding_another_pods_spool(env: dict[s
     assert os.listdir(pod_dir) == ["w1-ffffffff.jsonl"], "nothing was written into another pod's directory"
 
 
-def test_a_restarted_container_of_the_same_pod_reuses_its_directory(env: dict[str, str], gateway: Pushgateway,
-                                                                    spool_dir: str, pod: str) -> None:
+def test_a_restarted_container_of_the_same_pod_reuses_its_directory(
+    env: dict[str, str], gateway: Pushgateway, spool_dir: str, pod: str
+) -> None:
     dead_job(spool_dir, pod, 2)  # the first container, killed: its spool stays, its header names this pod
     reporter = Reporter()
     reporter.reportMetric("after_restart", 1.0)

@@ -1,5 +1,6 @@
 """The podUUID: refused where it cannot name a directory or be sent, delivered exactly where it can
 (a leading dash, a space, the longest name the file system allows)."""
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,9 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.mark.parametrize("bad", ["../escape", "a/b", "..", ".", "", "a\0b", "..\\x", "/abs", "  ", "x\n"])
-def test_pod_uuid_path_tricks_are_refused(env: dict[str, str], spool_dir: str, tmp_path: os.PathLike[str],
-                                          bad: str) -> None:
+def test_pod_uuid_path_tricks_are_refused(
+    env: dict[str, str], spool_dir: str, tmp_path: os.PathLike[str], bad: str
+) -> None:
     before = sorted(os.listdir(tmp_path))
     with pytest.raises(ConfigError, match="pod_uuid="):
         Reporter(pod_uuid=bad)
@@ -32,16 +34,18 @@ def test_pod_uuid_path_tricks_are_refused(env: dict[str, str], spool_dir: str, t
     assert os.listdir(spool_dir) == []
 
 
-def test_pod_uuid_from_environment_is_checked_too(monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
-                                                  spool_dir: str) -> None:
+def test_pod_uuid_from_environment_is_checked_too(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], spool_dir: str
+) -> None:
     monkeypatch.setenv("podUUID", "../../etc")
     with pytest.raises(ConfigError, match="podUUID='../../etc' cannot be used as a directory name"):
         runai.reporter.reportMetric("a", 1)
     assert os.listdir(spool_dir) == []
 
 
-def test_a_pod_uuid_that_is_not_utf8_is_refused_at_creation(monkeypatch: pytest.MonkeyPatch,
-                                                            env: dict[str, str]) -> None:
+def test_a_pod_uuid_that_is_not_utf8_is_refused_at_creation(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str]
+) -> None:
     undecodable = os.fsdecode(b"caf\xe9")  # 'caf\udce9': a lone surrogate
     with pytest.raises(ConfigError, match="pod_uuid"):
         Reporter(pod_uuid=undecodable)
@@ -50,8 +54,9 @@ def test_a_pod_uuid_that_is_not_utf8_is_refused_at_creation(monkeypatch: pytest.
         Reporter()
 
 
-def test_a_pod_uuid_longer_than_the_file_system_allows_is_refused(env: dict[str, str], gateway: Pushgateway,
-                                                                  spool_dir: str) -> None:
+def test_a_pod_uuid_longer_than_the_file_system_allows_is_refused(
+    env: dict[str, str], gateway: Pushgateway, spool_dir: str
+) -> None:
     name_max = os.pathconf(spool_dir, "PC_NAME_MAX")
     with pytest.raises(ConfigError, match=f"podUUID.*at most {name_max} bytes"):
         Reporter(pod_uuid="é" * (name_max // 2 + 1))  # few characters, too many bytes
@@ -62,9 +67,9 @@ def test_a_pod_uuid_longer_than_the_file_system_allows_is_refused(env: dict[str,
     assert gateway.value(longest, metric_name("long_pod")) == 1.0
 
 
-def test_the_printed_recover_command_works_for_a_pod_uuid_starting_with_a_dash(env: dict[str, str],
-                                                                               gateway: Pushgateway,
-                                                                               spool_dir: str) -> None:
+def test_the_printed_recover_command_works_for_a_pod_uuid_starting_with_a_dash(
+    env: dict[str, str], gateway: Pushgateway, spool_dir: str
+) -> None:
     pod = f"-{uuid.uuid4()}"
     writer = SpoolWriter(os.path.join(spool_dir, pod), pod)
     writer.write_metric("dashed", 3.0)
@@ -74,21 +79,30 @@ def test_the_printed_recover_command_works_for_a_pod_uuid_starting_with_a_dash(e
     argv = shlex.split(command)
     assert argv[:2] == ["runai-uploader", "recover"]
     # The printed command, run for real (as `python -m uploader`, so that this checkout is what runs).
-    done = subprocess.run([sys.executable, "-m", "uploader", *argv[1:]], env=job_env(), text=True,
-                          capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [sys.executable, "-m", "uploader", *argv[1:]],
+        env=job_env(),
+        text=True,
+        capture_output=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 0, done.stderr
     assert gateway.value(pod, metric_name("dashed")) == 3.0
 
 
-
-def test_the_minimum_prometheus_client_keeps_a_space_in_the_grouping_key(tmp_path, env: dict[str, str],
-                                                                         gateway: Pushgateway,
-                                                                         spool_dir: str) -> None:
+def test_the_minimum_prometheus_client_keeps_a_space_in_the_grouping_key(
+    tmp_path, env: dict[str, str], gateway: Pushgateway, spool_dir: str
+) -> None:
     with open(os.path.join(REPO, "setup.py")) as f:
         (minimum,) = re.findall(r'"prometheus_client>=([0-9.]+)"', f.read())
     python = _venv(str(tmp_path / "venv"), sys.executable, f"prometheus_client=={minimum}", "watchdog>=4")
-    version = subprocess.run([python, "-c", "import importlib.metadata as m; print(m.version('prometheus_client'))"],
-                             text=True, capture_output=True, check=True).stdout.strip()
+    version = subprocess.run(
+        [python, "-c", "import importlib.metadata as m; print(m.version('prometheus_client'))"],
+        text=True,
+        capture_output=True,
+        check=True,
+    ).stdout.strip()
     assert version in (minimum, minimum + ".0")  # the pin installed that very release
 
     pod = f"my pod {uuid.uuid4()}"
@@ -96,8 +110,13 @@ def test_the_minimum_prometheus_client_keeps_a_space_in_the_grouping_key(tmp_pat
     writer.write_metric("spaced", 4.0)
     writer.close()
     # A clean venv: only the pinned prometheus_client and watchdog, and this checkout's code.
-    done = subprocess.run([python, "-m", "uploader", "recover", f"--pod-uuid={pod}", "--timeout", "20"],
-                          env={**job_env(), "PYTHONPATH": REPO}, text=True, capture_output=True, timeout=60)
+    done = subprocess.run(
+        [python, "-m", "uploader", "recover", f"--pod-uuid={pod}", "--timeout", "20"],
+        env={**job_env(), "PYTHONPATH": REPO},
+        text=True,
+        capture_output=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     groups = [g["labels"].get("podUUID") for g in gateway.groups()]
     assert pod.replace(" ", "+") not in groups, f"prometheus_client {minimum} sent the space as '+'"
@@ -130,8 +149,9 @@ def test_an_unencodable_pod_uuid_is_a_clear_error(gateway: Pushgateway, spool_di
     gateway.delete_group(good)
 
 
-def test_a_pod_uuid_with_spaces_gets_its_own_group(monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
-                                                   gateway: Pushgateway, pod: str) -> None:
+def test_a_pod_uuid_with_spaces_gets_its_own_group(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], gateway: Pushgateway, pod: str
+) -> None:
     spaced = f"my pod {pod}"
     with Reporter(pod_uuid=spaced) as reporter:
         reporter.reportMetric("spaced", 3)

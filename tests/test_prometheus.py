@@ -2,6 +2,7 @@
 Prometheus scrapes it (``honor_labels: true``), and PromQL sees what a
 dashboard will see. The sample Grafana dashboard's queries: tests/test_dashboard.py.
 """
+
 from __future__ import annotations
 
 import os
@@ -40,13 +41,20 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Pushgatewa
     """A Pushgateway and a Prometheus scraping it every second, after a Keras job reported to them."""
     work = str(tmp_path_factory.mktemp("e2e"))
     with Pushgateway(work) as gateway, Prometheus(work, gateway, scrape_interval=1.0) as prometheus:
-        env = job_env(podUUID=POD, reporterGatewayURL=gateway.address, reporterSpoolDir=os.path.join(work, "spool"),
-                      KERAS_BACKEND="torch")
+        env = job_env(
+            podUUID=POD,
+            reporterGatewayURL=gateway.address,
+            reporterSpoolDir=os.path.join(work, "spool"),
+            KERAS_BACKEND="torch",
+        )
         done = subprocess.run([sys.executable, "-c", JOB], env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr
         # The job's last report is on the gateway (finish() returned True); wait until a scrape has it.
-        wait_for(lambda: prometheus.query(f'reporter_push_gateway_metric_final_marker{{podUUID="{POD}"}}'), 30,
-                 "Prometheus to scrape the job's last report")
+        wait_for(
+            lambda: prometheus.query(f'reporter_push_gateway_metric_final_marker{{podUUID="{POD}"}}'),
+            30,
+            "Prometheus to scrape the job's last report",
+        )
         yield gateway, prometheus
 
 
@@ -60,8 +68,13 @@ def test_promql_returns_the_metric_with_its_pod(stack: tuple[Pushgateway, Promet
     gateway, prometheus = stack
     labels, value = only(prometheus.query(f'reporter_push_gateway_metric_loss{{podUUID="{POD}"}}'))
     # honor_labels keeps the pushed job and podUUID, and adds no instance or exported_ labels.
-    assert labels == {"__name__": "reporter_push_gateway_metric_loss", "job": "reporter_pod_info", "podUUID": POD,
-                      "metric_name": "loss", "push_gateway_type": "metric"}
+    assert labels == {
+        "__name__": "reporter_push_gateway_metric_loss",
+        "job": "reporter_pod_info",
+        "podUUID": POD,
+        "metric_name": "loss",
+        "push_gateway_type": "metric",
+    }
     assert value == gateway.value(POD, "reporter_push_gateway_metric_loss") and 0 < value < 2
     _, epochs = only(prometheus.query(f'reporter_push_gateway_metric_overall_epochs{{podUUID="{POD}"}}'))
     assert epochs == EPOCHS

@@ -1,5 +1,6 @@
 """The gateway sink's pushes: capped, split on 400, 413, 504 and timeouts, a value refused by name, the rest
 delivered."""
+
 from __future__ import annotations
 
 import http.client
@@ -21,8 +22,9 @@ from uploader.sinks.pushgateway import MAX_PUSH_BYTES, MAX_PUSH_VALUES, Pusher
 pytestmark = pytest.mark.e2e
 
 
-def test_an_unencodable_parameter_is_rejected_and_the_rest_delivered(gateway: Pushgateway, spool_dir: str,
-                                                                      pod: str) -> None:
+def test_an_unencodable_parameter_is_rejected_and_the_rest_delivered(
+    gateway: Pushgateway, spool_dir: str, pod: str
+) -> None:
     # The Reporter refuses such a value; a spool written directly can still hold one.
     path = finished_spool(spool_dir, pod, {"before": 1.0, "bad": os.fsdecode(b"caf\xe9"), "good": "ok", "after": 2.0})
     done = uploader_cli(cli_env(spool_dir, pod, gateway.address), "run")
@@ -37,8 +39,9 @@ def test_an_unencodable_parameter_is_rejected_and_the_rest_delivered(gateway: Pu
     assert "cannot push parameter 'bad'" in log and "cannot be encoded as UTF-8" in log
 
 
-def test_pushes_are_capped_in_bytes_and_values(gateway: Pushgateway, proxy: FaultProxy, spool_dir: str,
-                                               pod: str) -> None:
+def test_pushes_are_capped_in_bytes_and_values(
+    gateway: Pushgateway, proxy: FaultProxy, spool_dir: str, pod: str
+) -> None:
     count = 25_000
     finished_spool(spool_dir, pod, {f"m{i}": float(i) for i in range(count)})
     done = uploader_cli(cli_env(spool_dir, pod, proxy.address), "recover", "--timeout", "30")
@@ -50,8 +53,9 @@ def test_pushes_are_capped_in_bytes_and_values(gateway: Pushgateway, proxy: Faul
     gateway.delete_group(pod)
 
 
-def test_a_413_splits_the_push_and_rejects_only_the_value_too_big(gateway: Pushgateway, proxy: FaultProxy,
-                                                                   spool_dir: str, pod: str) -> None:
+def test_a_413_splits_the_push_and_rejects_only_the_value_too_big(
+    gateway: Pushgateway, proxy: FaultProxy, spool_dir: str, pod: str
+) -> None:
     proxy.fault, proxy.max_body = "413", 8 << 10
     reports: dict[str, float | str] = {f"m{i}": float(i) for i in range(300)}
     reports["big"] = "b" * (10 << 10)  # over the proxy's limit even alone
@@ -97,8 +101,9 @@ class _TimeoutProxy:
                 else:
                     conn = http.client.HTTPConnection(upstream, timeout=10)
                     try:
-                        conn.request("POST", self.path, body=body,
-                                     headers={"Content-Type": self.headers.get("Content-Type", "")})
+                        conn.request(
+                            "POST", self.path, body=body, headers={"Content-Type": self.headers.get("Content-Type", "")}
+                        )
                         response = conn.getresponse()
                         status, data = response.status, response.read()
                     finally:
@@ -137,14 +142,15 @@ def test_a_504_from_a_proxy_splits_the_push_and_everything_arrives(gateway: Push
     assert all(series[metric_name(f"m{i}")][1] == float(i) for i in range(100))
 
 
-def test_a_rejected_metric_does_not_block_the_others(env: dict[str, str], gateway: Pushgateway, pod: str,
-                                                    caplog: pytest.LogCaptureFixture) -> None:
+def test_a_rejected_metric_does_not_block_the_others(
+    env: dict[str, str], gateway: Pushgateway, pod: str, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING, logger="runai")
     clash = metric_name(f"clash_{pod.replace('-', '_')}")
     # The same name already exists as a counter in another group: the gateway answers 400.
     assert gateway.push_text(f"job/other/instance/{pod}", f"# TYPE {clash} counter\n{clash} 1\n") == 200
     with Reporter() as reporter:
-        reporter.reportMetric(clash[len("reporter_push_gateway_metric_"):], 5)
+        reporter.reportMetric(clash[len("reporter_push_gateway_metric_") :], 5)
         for i in range(50):
             reporter.reportMetric("fine", i)
         reporter.reportParameter("opt", "adam")
@@ -157,4 +163,4 @@ def test_a_rejected_metric_does_not_block_the_others(env: dict[str, str], gatewa
     assert clash not in series
     assert any("refused 1" in r.getMessage() for r in caplog.records)
     log = open(os.path.join(reporter.settings.pod_dir, "uploader.log")).read()
-    assert f"the gateway rejected metric '{clash[len('reporter_push_gateway_metric_'):]}'" in log
+    assert f"the gateway rejected metric '{clash[len('reporter_push_gateway_metric_') :]}'" in log

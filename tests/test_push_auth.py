@@ -1,5 +1,6 @@
 """Credentials for the gateway: basic auth over TLS with a real Pushgateway's web config, refused or warned
 configurations, and a password never logged."""
+
 from __future__ import annotations
 
 import os
@@ -22,8 +23,9 @@ def secure_gateway(tmp_path) -> Iterator[Pushgateway]:
     ca, cert, key = _certificates(str(tmp_path))
     config = tmp_path / "web.yml"
     hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
-    config.write_text(f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n"
-                      f"basic_auth_users:\n  {USER}: '{hashed}'\n")
+    config.write_text(
+        f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\nbasic_auth_users:\n  {USER}: '{hashed}'\n"
+    )
     gw = Pushgateway(str(tmp_path), web_config=str(config), ca_file=ca, auth=(USER, PASSWORD)).start()
     gw.ca_file = ca  # type: ignore[attr-defined]
     yield gw
@@ -31,20 +33,25 @@ def secure_gateway(tmp_path) -> Iterator[Pushgateway]:
 
 
 @pytest.fixture
-def secure_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], secure_gateway: Pushgateway,
-               tmp_path) -> dict[str, str]:
+def secure_env(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], secure_gateway: Pushgateway, tmp_path
+) -> dict[str, str]:
     password_file = tmp_path / "password"
     password_file.write_text(PASSWORD + "\n")
-    values = {"reporterGatewayURL": secure_gateway.url, "reporterGatewayUsername": USER,
-              "reporterGatewayPasswordFile": str(password_file),
-              "reporterGatewayCAFile": secure_gateway.ca_file}  # type: ignore[attr-defined]
+    values = {
+        "reporterGatewayURL": secure_gateway.url,
+        "reporterGatewayUsername": USER,
+        "reporterGatewayPasswordFile": str(password_file),
+        "reporterGatewayCAFile": secure_gateway.ca_file,
+    }  # type: ignore[attr-defined]
     for key, value in values.items():
         monkeypatch.setenv(key, value)
     return {**env, **values}
 
 
-def test_basic_auth_over_tls_delivers(secure_env: dict[str, str], secure_gateway: Pushgateway, pod: str,
-                                      spool_dir: str) -> None:
+def test_basic_auth_over_tls_delivers(
+    secure_env: dict[str, str], secure_gateway: Pushgateway, pod: str, spool_dir: str
+) -> None:
     with Reporter() as reporter:
         reporter.reportMetric("secure", 42)
         reporter.reportParameter("mode", "tls")
@@ -64,8 +71,9 @@ def test_basic_auth_over_tls_delivers(secure_env: dict[str, str], secure_gateway
     assert "s3cret" not in repr(reporter.settings)
 
 
-def test_recover_uses_the_same_credentials(secure_env: dict[str, str], secure_gateway: Pushgateway,
-                                           pod: str, spool_dir: str) -> None:
+def test_recover_uses_the_same_credentials(
+    secure_env: dict[str, str], secure_gateway: Pushgateway, pod: str, spool_dir: str
+) -> None:
     with Reporter() as reporter:
         reporter.reportMetric("again", 1)
     secure_gateway.delete_group(pod)
@@ -76,10 +84,9 @@ def test_recover_uses_the_same_credentials(secure_env: dict[str, str], secure_ga
     assert secure_gateway.value(pod, metric_name("again")) == 1
 
 
-def test_a_wrong_password_is_retried_never_dropped_nor_logged(monkeypatch: pytest.MonkeyPatch,
-                                                              secure_env: dict[str, str],
-                                                              secure_gateway: Pushgateway, pod: str,
-                                                              spool_dir: str) -> None:
+def test_a_wrong_password_is_retried_never_dropped_nor_logged(
+    monkeypatch: pytest.MonkeyPatch, secure_env: dict[str, str], secure_gateway: Pushgateway, pod: str, spool_dir: str
+) -> None:
     monkeypatch.delenv("reporterGatewayPasswordFile")
     monkeypatch.setenv("reporterGatewayPassword", "not-the-password")
     reporter = Reporter(retry_timeout=0.5)
@@ -104,8 +111,13 @@ def test_half_configured_auth_is_refused(monkeypatch: pytest.MonkeyPatch, env: d
 
 
 def test_basic_auth_over_plain_http_warns_once_in_the_job_and_in_uploader_log(
-        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, env: dict[str, str], gateway: Pushgateway,
-        pod: str, spool_dir: str) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    env: dict[str, str],
+    gateway: Pushgateway,
+    pod: str,
+    spool_dir: str,
+) -> None:
     # The plain gateway ignores the Authorization header, so delivery works: the risk is the clear text.
     monkeypatch.setenv("reporterGatewayUsername", USER)
     monkeypatch.setenv("reporterGatewayPassword", PASSWORD)

@@ -1,4 +1,5 @@
 """A broken or hostile gateway: refused, reset, failing, slow, trickling, or answering with a huge page."""
+
 from __future__ import annotations
 
 import os
@@ -24,8 +25,9 @@ def uploader_log(reporter: Reporter) -> str:
 
 
 @pytest.mark.parametrize("fault", ["refuse", "reset", "500", "slow"])
-def test_everything_arrives_once_the_gateway_fault_ends(env: dict[str, str], gateway: Pushgateway, pod: str,
-                                                         spool_dir: str, proxy: FaultProxy, fault: str) -> None:
+def test_everything_arrives_once_the_gateway_fault_ends(
+    env: dict[str, str], gateway: Pushgateway, pod: str, spool_dir: str, proxy: FaultProxy, fault: str
+) -> None:
     reporter = Reporter(gateway_url=proxy.address, push_timeout=1)
     reporter.reportMetric("warmup", 1)
     wait_for(lambda: gateway.value(pod, metric_name("warmup")) == 1, 10, "the first push")

@@ -1,6 +1,7 @@
 """docs/quickstart.md runs as written: each of its three paths (`## 1.`, `## 2.`, `## 3.`) is its ```sh blocks,
 run in order by bash, with the real Pushgateway and Prometheus commands it shows (on free ports instead of 9091 and
 9090), the real example job and the real `runai-uploader`. The page cannot go stale."""
+
 from __future__ import annotations
 
 import json
@@ -40,9 +41,14 @@ def test_the_page_has_three_paths_and_its_example_is_the_repositorys() -> None:
     with open(os.path.join(REPO, "examples", "train.py"), encoding="utf-8") as f:
         example = f.read()
     # The page's Python block reports as the example does.
-    (_, block), = python_blocks(PAGE)
-    for call in ("Reporter()", "reportParameter(\"optimizer\", \"adam\")", "reportMetric(\"loss\"",
-                 "reportMetric(\"global_step\", step)", ".finish()"):
+    ((_, block),) = python_blocks(PAGE)
+    for call in (
+        "Reporter()",
+        'reportParameter("optimizer", "adam")',
+        'reportMetric("loss"',
+        'reportMetric("global_step", step)',
+        ".finish()",
+    ):
         assert call in block and call in example, call
 
 
@@ -58,15 +64,25 @@ def _run_path(index: int, tmp_path) -> subprocess.CompletedProcess[str]:
         shim = tmp_path / "bin" / name
         shim.write_text(f'#!/bin/sh\nexec {run} "$@"\n')
         shim.chmod(shim.stat().st_mode | stat.S_IXUSR)
-    env = job_env(reporterSpoolDir=str(tmp_path / "spool"), MPLBACKEND="Agg",
-                  PATH=f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    env = job_env(
+        reporterSpoolDir=str(tmp_path / "spool"),
+        MPLBACKEND="Agg",
+        PATH=f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}",
+    )
     for name in ("podUUID", "reporterGatewayURL", "reporterRemoteWriteURL"):
         env.pop(name, None)
     # The servers a path starts in the background stop with it; a command that fails ends it.
     stop = "trap 'status=$?; kill $(jobs -p) 2>/dev/null || true; wait || true; exit $status' EXIT"
     wrapped = f"set -eo pipefail\n{stop}\n{script}"
-    done = subprocess.run(["bash", "-c", wrapped], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=180, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        ["bash", "-c", wrapped],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 0, f"{heading}:\n{script}\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
     return done
 
@@ -76,8 +92,7 @@ def test_path_1_a_laptop_with_no_server(tmp_path) -> None:
     done = _run_path(0, tmp_path)
     assert "finish() returned True" in done.stdout
     assert "runai.reporter: pod laptop-run-1, spool " in done.stderr and "kept locally" in done.stderr
-    assert "pod laptop-run-1: kept locally (its job named no receiver): 0 reports delivered, 411 pending" \
-        in done.stdout
+    assert "pod laptop-run-1: kept locally (its job named no receiver): 0 reports delivered, 411 pending" in done.stdout
     table = [line for line in done.stdout.splitlines() if " val_loss " in line]
     assert len(table) == 10 and [line.split()[2] for line in table] == [str(s) for s in range(20, 201, 20)]
     assert (tmp_path / "laptop-run-1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -95,6 +110,6 @@ def test_path_2_to_a_pushgateway(tmp_path) -> None:
 def test_path_3_every_report_into_prometheus_by_remote_write(tmp_path) -> None:
     done = _run_path(2, tmp_path)
     assert "finish() returned True" in done.stdout
-    answer, _ = json.JSONDecoder().raw_decode(done.stdout[done.stdout.index('{"status"'):])  # curl ends no line
+    answer, _ = json.JSONDecoder().raw_decode(done.stdout[done.stdout.index('{"status"') :])  # curl ends no line
     assert [r["value"][1] for r in answer["data"]["result"]] == ["200"]  # every loss report, a sample each
     assert "pod remote-write-run-1: 411 reports delivered, 0 pending" in done.stdout

@@ -4,6 +4,7 @@ Real receivers on 127.0.0.1 (a Pushgateway, VictoriaMetrics), with the fault pro
 the answer must be one no real receiver gives on demand: a redirect, a 408, a 429 with ``Retry-After``, a
 push that stalls on one value.
 """
+
 from __future__ import annotations
 
 import email.utils
@@ -53,10 +54,12 @@ def deliver(pod_dir: str, sink: Sink, options: DeliveryOptions = ONCE) -> tuple[
 
 # -- point 8: a 3xx refuses the sender, a 408 is transient; neither drops nor splits ----------------------
 
+
 @pytest.mark.e2e
 @pytest.mark.parametrize("status", [301, 302, 307, 308, 408])
 def test_a_redirect_or_408_from_remote_write_is_retried_never_refused_nor_split(
-        victoria: VictoriaMetrics, tmp_path: os.PathLike[str], pod: str, status: int) -> None:
+    victoria: VictoriaMetrics, tmp_path: os.PathLike[str], pod: str, status: int
+) -> None:
     proxy = FaultProxy(victoria.address).start()
     try:
         proxy.fault, proxy.answer_status, proxy.answer_times = "answer", status, 1_000_000
@@ -95,13 +98,17 @@ def test_the_receivers_own_status_words_decide_retry_or_refusal() -> None:
 
 # -- point 9: Retry-After -----------------------------------------------------------------------------------
 
+
 def _second_try_after(proxy: FaultProxy, pod_dir: str, pod: str, header: str) -> float:
     """Seconds between the push answered 429 with Retry-After *header* and the next, through the real loop."""
     proxy.fault, proxy.answer_status, proxy.answer_times = "answer", 429, 1
     proxy.answer_headers = [("Retry-After", header)]
     proxy.push_times.clear()
-    code, _ = deliver(pod_dir, Pusher(f"http://{proxy.address}", pod, timeout=5),
-                      DeliveryOptions(follow=False, use_watchdog=False, retry_timeout=60, backoff=(0.05, 5.0)))
+    code, _ = deliver(
+        pod_dir,
+        Pusher(f"http://{proxy.address}", pod, timeout=5),
+        DeliveryOptions(follow=False, use_watchdog=False, retry_timeout=60, backoff=(0.05, 5.0)),
+    )
     assert code == EXIT_DELIVERED
     first, second = proxy.push_times
     return second - first
@@ -109,7 +116,8 @@ def _second_try_after(proxy: FaultProxy, pod_dir: str, pod: str, header: str) ->
 
 @pytest.mark.e2e
 def test_a_429_s_retry_after_is_honoured_in_seconds_and_as_an_http_date(
-        gateway: Pushgateway, tmp_path: os.PathLike[str], pod: str) -> None:
+    gateway: Pushgateway, tmp_path: os.PathLike[str], pod: str
+) -> None:
     proxy = FaultProxy(gateway.address).start()
     try:
         pod_dir = os.path.join(str(tmp_path), pod)
@@ -142,9 +150,11 @@ def test_retry_after_is_read_in_seconds_or_as_a_date_and_bounded() -> None:
 
 # -- point 10: a value that stalls a push, sent first ---------------------------------------------------
 
+
 @pytest.mark.e2e
 def test_a_value_that_stalls_every_push_is_refused_by_name_and_the_value_behind_it_delivered(
-        gateway: Pushgateway, spool_dir: str, pod: str) -> None:
+    gateway: Pushgateway, spool_dir: str, pod: str
+) -> None:
     proxy = FaultProxy(gateway.address).start()
     proxy.fault, proxy.stall_bytes, proxy.slow_seconds = "stall_on", b"chokes-the-proxy", 60
     try:
@@ -166,8 +176,7 @@ def test_a_value_that_stalls_every_push_is_refused_by_name_and_the_value_behind_
 
 
 @pytest.mark.e2e
-def test_a_gateway_that_answers_nothing_in_time_costs_two_timeouts_per_halving(gateway: Pushgateway,
-                                                                               pod: str) -> None:
+def test_a_gateway_that_answers_nothing_in_time_costs_two_timeouts_per_halving(gateway: Pushgateway, pod: str) -> None:
     proxy = FaultProxy(gateway.address).start()
     proxy.fault, proxy.stall_bytes, proxy.slow_seconds = "stall_on", b"", 60  # every push stalls
     try:
@@ -182,7 +191,8 @@ def test_a_gateway_that_answers_nothing_in_time_costs_two_timeouts_per_halving(g
 
 @pytest.mark.e2e
 def test_a_504_hiccup_after_a_refusal_refuses_nothing_else_and_everything_arrives_once_it_ends(
-        gateway: Pushgateway, pod: str) -> None:
+    gateway: Pushgateway, pod: str
+) -> None:
     clash = metric_name(f"clash_{pod.replace('-', '_')}")
     # The same name is a counter in another group: the gateway answers 400 to any push of it.
     assert gateway.push_text(f"job/other/instance/{pod}", f"# TYPE {clash} counter\n{clash} 1\n") == 200
@@ -191,7 +201,7 @@ def test_a_504_hiccup_after_a_refusal_refuses_nothing_else_and_everything_arrive
     proxy.fault, proxy.answer_status, proxy.answer_headers, proxy.answer_times = "answer_after_400", 504, [], 12
     pusher = Pusher(f"http://{proxy.address}", pod, timeout=5)
     records = [Metric(i, time.time(), "metric", f"m{i:02d}", float(i)) for i in range(63)]
-    records.append(Metric(63, time.time(), "metric", clash[len(metric_name("")):], 1.0))
+    records.append(Metric(63, time.time(), "metric", clash[len(metric_name("")) :], 1.0))
     outages = 0
     try:
         for _ in range(20):  # the uploader's retries, without its backoff
@@ -214,9 +224,11 @@ def test_a_504_hiccup_after_a_refusal_refuses_nothing_else_and_everything_arrive
 
 # -- point 11: VictoriaMetrics cuts long label values short, and says nothing ------------------------------
 
+
 @pytest.mark.e2e
 def test_a_parameter_value_victoriametrics_would_cut_short_is_warned_of_once(
-        victoria: VictoriaMetrics, pod: str, caplog: pytest.LogCaptureFixture) -> None:
+    victoria: VictoriaMetrics, pod: str, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING, logger="uploader")
     now = time.time()
     values = {"long": "a" * 20_000, "wide": "\u00e9" * 10_000, "edge": "b" * VM_MAX_LABEL_VALUE_BYTES}
@@ -228,8 +240,15 @@ def test_a_parameter_value_victoriametrics_would_cut_short_is_warned_of_once(
     assert len(warned) == 2 and "'long'" in warned[0] and "20000 bytes" in warned[0] and "'wide'" in warned[1]
     # What the warning is about, measured: the receiver answered 204 and kept 16,384 bytes of each.
     victoria.force_flush()
-    kept = wait_for(lambda: {s["param_name"]: s["param_value"] for s, _ in victoria.export(f'{{podUUID="{pod}"}}')}
-                    if len(victoria.export(f'{{podUUID="{pod}"}}')) == 3 else None, 20, "the 3 parameters")
+    kept = wait_for(
+        lambda: (
+            {s["param_name"]: s["param_value"] for s, _ in victoria.export(f'{{podUUID="{pod}"}}')}
+            if len(victoria.export(f'{{podUUID="{pod}"}}')) == 3
+            else None
+        ),
+        20,
+        "the 3 parameters",
+    )
     assert kept == {"long": "a" * 16_384, "wide": "\u00e9" * 8_192, "edge": values["edge"]}
 
 
@@ -240,5 +259,9 @@ def test_an_error_page_is_one_printable_line_in_the_message() -> None:
     for error in (StatusError(401, "Unauthorized\r\nX: y", page), ReceiverError(401, page)):
         message = str(error)
         assert "\n" not in message and "\r" not in message and "\x1b" not in message, message
-        assert message.startswith(("the server answered 401 Unauthorized X: y: '<html> <head>",
-                                   "the remote-write receiver answered 401: '<html> <head>"))
+        assert message.startswith(
+            (
+                "the server answered 401 Unauthorized X: y: '<html> <head>",
+                "the remote-write receiver answered 401: '<html> <head>",
+            )
+        )

@@ -1,6 +1,7 @@
 """Receivers follow the job's intent: ``recover --all`` and the node agent send a pod only to the receivers of the
 kinds its job named in its spool headers (``--any-receiver`` overrides); a pod written before headers said so goes
 everywhere, as before. Against a real Pushgateway and the real agent."""
+
 from __future__ import annotations
 
 import os
@@ -37,15 +38,18 @@ def test_a_pod_goes_only_to_the_receivers_its_job_named(spool_dir: str) -> None:
     assert [sinks(key, both) for key in _PODS] == [(GATEWAY,), (REMOTE_WRITE,), both, (), both]
     assert sinks("rw", (GATEWAY,)) == () and sinks("rw", (GATEWAY,), any_receiver=True) == (GATEWAY,)
     skipped = intended_sinks((GATEWAY,), os.path.join(spool_dir, pods["rw"])).skipped
-    assert skipped == ("not sent to the gateway: its job sent only to the remote-write receiver; give --remote-write "
-                       "to send it there, or --any-receiver to send it to the gateway too")
+    assert skipped == (
+        "not sent to the gateway: its job sent only to the remote-write receiver; give --remote-write "
+        "to send it there, or --any-receiver to send it to the gateway too"
+    )
     local = intended_sinks((GATEWAY,), os.path.join(spool_dir, pods["local"])).skipped
     assert local is not None and "kept locally" in local and f"--pod-uuid={pods['local']}" in local
 
 
 @pytest.mark.e2e
-def test_recover_all_does_not_push_a_remote_write_only_pod_to_the_gateway(env: dict[str, str], gateway: Pushgateway,
-                                                                          spool_dir: str, pod: str) -> None:
+def test_recover_all_does_not_push_a_remote_write_only_pod_to_the_gateway(
+    env: dict[str, str], gateway: Pushgateway, spool_dir: str, pod: str
+) -> None:
     pods = _write_pods(spool_dir, pod)
     done = recover(env, "--all")
     assert done.returncode == 0, done.stderr
@@ -63,12 +67,16 @@ def test_recover_all_does_not_push_a_remote_write_only_pod_to_the_gateway(env: d
 
 
 @pytest.mark.e2e
-def test_the_agent_sends_a_pod_only_to_the_receivers_its_job_named(env: dict[str, str], gateway: Pushgateway,
-                                                                   start_agent, spool_dir: str, pod: str) -> None:
+def test_the_agent_sends_a_pod_only_to_the_receivers_its_job_named(
+    env: dict[str, str], gateway: Pushgateway, start_agent, spool_dir: str, pod: str
+) -> None:
     pods = _write_pods(spool_dir, pod)
     agent = start_agent(gateway.address)
-    wait_for(lambda: all(gateway.value(pods[key], metric_name("loss")) == 1 for key in ("gw", "both", "old")), 30,
-             "the agent delivering the gateway's pods")
+    wait_for(
+        lambda: all(gateway.value(pods[key], metric_name("loss")) == 1 for key in ("gw", "both", "old")),
+        30,
+        "the agent delivering the gateway's pods",
+    )
     wait_for(lambda: f"pod {pods['rw']}: not sent to the gateway" in agent.stderr(), 15, "the agent naming the skip")
     assert f"pod {pods['local']}: not sent: its job named no receiver" in agent.stderr()
     # The judging of the skipped pods came before the deliveries above ended: they were never sent.

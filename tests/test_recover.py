@@ -1,4 +1,5 @@
 """`runai-uploader recover`: its progress, its summary, one pod or all, and its errors."""
+
 from __future__ import annotations
 
 import fcntl
@@ -23,8 +24,13 @@ def recover_on_a_terminal(env: dict[str, str]) -> tuple[int, str]:
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))  # rows, columns
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "uploader", "recover"], env=job_env(**env, TERM="xterm"),
-                                stdin=slave, stdout=slave, stderr=slave)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "uploader", "recover"],
+            env=job_env(**env, TERM="xterm"),
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+        )
     finally:
         os.close(slave)
     out = bytearray()
@@ -44,8 +50,7 @@ def recover_on_a_terminal(env: dict[str, str]) -> tuple[int, str]:
 
 
 @pytest.mark.e2e
-def test_recover_draws_a_bar_on_a_terminal(env: dict[str, str], gateway: Pushgateway, pod: str,
-                                           spool_dir: str) -> None:
+def test_recover_draws_a_bar_on_a_terminal(env: dict[str, str], gateway: Pushgateway, pod: str, spool_dir: str) -> None:
     dead_job(spool_dir, pod, 20_000)
     status, out = recover_on_a_terminal(env)
     assert status == 0, out
@@ -56,38 +61,47 @@ def test_recover_draws_a_bar_on_a_terminal(env: dict[str, str], gateway: Pushgat
 
 
 @pytest.mark.e2e
-def test_recover_writes_plain_lines_when_not_on_a_terminal(env: dict[str, str], gateway: Pushgateway, pod: str,
-                                                           spool_dir: str) -> None:
+def test_recover_writes_plain_lines_when_not_on_a_terminal(
+    env: dict[str, str], gateway: Pushgateway, pod: str, spool_dir: str
+) -> None:
     dead_job(spool_dir, pod, 20_000)
     done = uploader_cli(env, "recover")
     assert done.returncode == 0, done.stderr
     assert "\r" not in done.stdout + done.stderr and "###" not in done.stdout + done.stderr
-    assert done.stdout.splitlines()[-1] == ("summary: 1 pod, 20,000 reports delivered, 0 skipped as corrupt, "
-                                            "0 names rejected by the gateway, 0 still pending")
+    assert done.stdout.splitlines()[-1] == (
+        "summary: 1 pod, 20,000 reports delivered, 0 skipped as corrupt, "
+        "0 names rejected by the gateway, 0 still pending"
+    )
 
 
 @pytest.mark.e2e
-def test_recover_summary_counts_what_it_skipped_and_why(env: dict[str, str], gateway: Pushgateway, pod: str,
-                                                        spool_dir: str) -> None:
-    garbage = (r"this is not json\n"
-               r'{"seq":7,"ts_us":1,"kind":"metric","name":"nofields"}\n'
-               r'{"seq":8,"ts_us":1,"kind":"metric","name":"bad","value":"12"}\n'
-               r'{"seq":9,"ts_us":1,"kind":"metric","name":"torn","va')
+def test_recover_summary_counts_what_it_skipped_and_why(
+    env: dict[str, str], gateway: Pushgateway, pod: str, spool_dir: str
+) -> None:
+    garbage = (
+        r"this is not json\n"
+        r'{"seq":7,"ts_us":1,"kind":"metric","name":"nofields"}\n'
+        r'{"seq":8,"ts_us":1,"kind":"metric","name":"bad","value":"12"}\n'
+        r'{"seq":9,"ts_us":1,"kind":"metric","name":"torn","va'
+    )
     pod_dir = dead_job(spool_dir, pod, 50, garbage)
     with open(os.path.join(pod_dir, "w1-notaspool.jsonl"), "wb") as f:
         f.write(b"no header here\n")
     done = uploader_cli(env, "recover")
     assert done.returncode == 0, done.stderr
-    summary = done.stdout[done.stdout.index("summary:"):].splitlines()
-    assert summary[0] == ("summary: 1 pod, 50 reports delivered, 4 skipped as corrupt, "
-                          "0 names rejected by the gateway, 0 still pending")
+    summary = done.stdout[done.stdout.index("summary:") :].splitlines()
+    assert summary[0] == (
+        "summary: 1 pod, 50 reports delivered, 4 skipped as corrupt, 0 names rejected by the gateway, 0 still pending"
+    )
     assert sorted(summary[1:4]) == [
         "  skipped 1: an incomplete last line (the writer died mid-record)",
         "  skipped 1: not a spool record",
         "  skipped 2: metric record without a name or a numeric value",
     ]
-    assert summary[4] == (f"  ignored file {pod_dir}/w1-notaspool.jsonl: the first line is not a spool header "
-                          "(not a spool record: Expecting value: line 1 column 1 (char 0))")
+    assert summary[4] == (
+        f"  ignored file {pod_dir}/w1-notaspool.jsonl: the first line is not a spool header "
+        "(not a spool record: Expecting value: line 1 column 1 (char 0))"
+    )
     assert gateway.value(pod, metric_name("loss")) == 49
     assert gateway.value(pod, metric_name("torn")) is None and gateway.value(pod, metric_name("bad")) is None
 
@@ -104,16 +118,19 @@ def test_recover_summary_adds_up_every_pod(env: dict[str, str], gateway: Pushgat
 
 
 @pytest.mark.e2e
-def test_recover_summary_counts_what_is_still_pending(env: dict[str, str], own_gateway: Pushgateway, pod: str,
-                                                    spool_dir: str) -> None:
+def test_recover_summary_counts_what_is_still_pending(
+    env: dict[str, str], own_gateway: Pushgateway, pod: str, spool_dir: str
+) -> None:
     from runai.reporter.spool import PodLock
 
     pod_dir = dead_job(spool_dir, pod, 30)
     down = {**env, "reporterGatewayURL": own_gateway.address}  # not started: connections are refused
     done = uploader_cli(down, "recover", "--timeout", "0.5")
     assert done.returncode == 1
-    assert "summary: 1 pod, 0 reports delivered, 0 skipped as corrupt, 0 names rejected by the gateway, " \
-           "30 still pending" in done.stdout
+    assert (
+        "summary: 1 pod, 0 reports delivered, 0 skipped as corrupt, 0 names rejected by the gateway, "
+        "30 still pending" in done.stdout
+    )
     with PodLock(pod_dir) as lock:  # a live uploader holds the pod
         assert lock.acquire()
         held = uploader_cli(env, "recover", "--timeout", "0.5")
@@ -181,8 +198,9 @@ def test_progress_is_plain_on_a_dumb_terminal_or_a_file(monkeypatch, tmp_path) -
 
 
 @pytest.mark.e2e
-def test_recover_waits_for_a_running_uploader(env: dict[str, str], gateway: Pushgateway, spool_dir: str,
-                                              pod: str) -> None:
+def test_recover_waits_for_a_running_uploader(
+    env: dict[str, str], gateway: Pushgateway, spool_dir: str, pod: str
+) -> None:
     from runai.reporter.spool import PodLock
 
     with Reporter() as reporter:

@@ -2,6 +2,7 @@
 (SIGTERM, then its lock within the timeout) and delivers with the receivers it was given; without it, the "an
 uploader is delivering it" message names the option and the pid. Against a real job, its real uploader retrying a
 dead URL, and a real Pushgateway."""
+
 from __future__ import annotations
 
 import fcntl
@@ -32,12 +33,18 @@ print(r.finish(timeout=0.5), flush=True)
 """
 
 
-def test_take_over_stops_a_stuck_uploader_once_the_job_is_gone(env: dict[str, str], gateway: Pushgateway,
-                                                                spool_dir: str, pod: str, tmp_path) -> None:
+def test_take_over_stops_a_stuck_uploader_once_the_job_is_gone(
+    env: dict[str, str], gateway: Pushgateway, spool_dir: str, pod: str, tmp_path
+) -> None:
     pod_dir = os.path.join(spool_dir, pod)
     dead = f"127.0.0.1:{free_port()}"  # nothing listens: every push is refused
-    job = subprocess.Popen([sys.executable, "-c", _JOB], text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                           env=job_env(**{**env, "reporterGatewayURL": dead, "reporterRetryTimeout": "600"}))
+    job = subprocess.Popen(
+        [sys.executable, "-c", _JOB],
+        text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=job_env(**{**env, "reporterGatewayURL": dead, "reporterRetryTimeout": "600"}),
+    )
     try:
         assert job.stdout is not None and job.stdout.readline() == "reported\n"
         uploader = wait_for(lambda: holder_pid(pod_dir), 30, "the job's uploader")
@@ -98,9 +105,13 @@ def test_a_lock_on_another_file_system_with_the_same_inode_is_no_holder(tmp_path
     mounts = [tmp_path / "a", tmp_path / "b"]
     for where in mounts:
         where.mkdir()
-        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(where)],
-                          capture_output=True).returncode != 0:
-            for mounted in mounts[:mounts.index(where)]:
+        if (
+            subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(where)], capture_output=True
+            ).returncode
+            != 0
+        ):
+            for mounted in mounts[: mounts.index(where)]:
                 subprocess.run(["umount", str(mounted)], check=True)
             pytest.skip("mounting a tmpfs needs root (CAP_SYS_ADMIN)")
     try:

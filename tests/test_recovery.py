@@ -1,4 +1,5 @@
 """uploader.recovery in-process: results and events, never printing (the CLI prints them)."""
+
 from __future__ import annotations
 
 import os
@@ -6,10 +7,9 @@ import socket
 
 import pytest
 
-from runai.reporter.settings import ConfigError, Settings, load_settings
-from runai.reporter.spool import PodLock
-from runai.reporter.spool import SpoolWriter
 from harness import Pushgateway
+from runai.reporter.settings import ConfigError, Settings, load_settings
+from runai.reporter.spool import PodLock, SpoolWriter
 from uploader.recovery import Outcome, Recovered, pending_on_disk, recover_pod, recover_pods
 from uploader.runtime.signals import StopOnSignals
 
@@ -62,7 +62,8 @@ def _spool(spool_dir: str, pod: str, reports: int) -> None:
 
 @pytest.mark.e2e
 def test_recover_pod_delivers_and_reports_progress_without_printing(
-        spool_dir: str, pod: str, gateway: Pushgateway, capfd: pytest.CaptureFixture[str]) -> None:
+    spool_dir: str, pod: str, gateway: Pushgateway, capfd: pytest.CaptureFixture[str]
+) -> None:
     _spool(spool_dir, pod, 5)
     listener = _Listener()
     result = recover_pod(_settings(spool_dir, pod, gateway.address), 10, StopOnSignals(), listener)
@@ -110,7 +111,9 @@ def test_recover_pods_goes_on_after_a_refused_pod_and_stops_on_a_signal(spool_di
 
     results = recover_pods(["a", "b"], settings_for, spool_dir, 1, StopOnSignals(), listener)
     assert [(r.pod, r.outcome, r.error) for r in results] == [
-        ("a", Outcome.REFUSED, "no settings for a"), ("b", Outcome.REFUSED, "no settings for b")]
+        ("a", Outcome.REFUSED, "no settings for a"),
+        ("b", Outcome.REFUSED, "no settings for b"),
+    ]
     assert listener.results == results
     stopper = StopOnSignals()
     stopper.signum = 15

@@ -2,6 +2,7 @@
 clock-skew warning against a real Prometheus receiver made to refuse present-day samples as too old.
 
 Real jobs (subprocesses with a Reporter) and the real uploader, as in tests/test_remote_write_jobs.py."""
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,9 @@ def status_json(env: dict[str, str]) -> dict[str, Any]:
 
 
 @pytest.mark.e2e
-def test_a_job_s_1000_reports_reach_victoria_metrics_each_at_its_own_time(tmp_path: Any, spool_dir: str,
-                                                                           pod: str) -> None:
+def test_a_job_s_1000_reports_reach_victoria_metrics_each_at_its_own_time(
+    tmp_path: Any, spool_dir: str, pod: str
+) -> None:
     with VictoriaMetrics(str(tmp_path)) as vm:
         env = job_settings(spool_dir, pod, reporterRemoteWriteURL=vm.write_url)
         done = run_job(env, 1000, "finish")
@@ -56,8 +58,9 @@ def test_a_job_s_1000_reports_reach_victoria_metrics_each_at_its_own_time(tmp_pa
 
 
 @pytest.mark.e2e
-def test_status_warns_of_clock_skew_when_recent_samples_are_refused_as_too_old(tmp_path: Any, spool_dir: str,
-                                                                               pod: str) -> None:
+def test_status_warns_of_clock_skew_when_recent_samples_are_refused_as_too_old(
+    tmp_path: Any, spool_dir: str, pod: str
+) -> None:
     with Prometheus(str(tmp_path), remote_write=True, out_of_order_window="30m") as receiver:
         # Another pod, its clock hours ahead, writes one sample through the sink: the receiver takes it.
         skewed = RemoteWriter(receiver.write_url, "pod-with-a-fast-clock")
@@ -69,8 +72,7 @@ def test_status_warns_of_clock_skew_when_recent_samples_are_refused_as_too_old(t
         done = run_job(env, 20, "finish", finish_timeout=30)
         assert done.returncode == 0, done.stderr
         # Every present-day sample was refused as too old (and counted, so the job is not stalled by it).
-        assert receiver.samples(f'reporter_push_gateway_metric_loss{{podUUID="{pod}"}}[1h]',
-                                at=time.time() + 1) == []
+        assert receiver.samples(f'reporter_push_gateway_metric_loss{{podUUID="{pod}"}}[1h]', at=time.time() + 1) == []
         with open(os.path.join(spool_dir, pod, "uploader.log")) as f:
             assert "too old" in f.read()
 
@@ -89,7 +91,6 @@ def test_status_warns_of_clock_skew_when_recent_samples_are_refused_as_too_old(t
     assert clock_skew(pod_dir, files, now=time.time() + 2 * 3600) is None
 
 
-
 def test_a_gateway_s_refusals_never_make_a_clock_skew_warning(spool_dir: str, pod: str) -> None:
     """Gateway-only output stays as it was: only the remote-write receiver's "too old" refusals count."""
     from runai.reporter.spool import LOG_FORMAT, SpoolWriter
@@ -99,13 +100,16 @@ def test_a_gateway_s_refusals_never_make_a_clock_skew_warning(spool_dir: str, po
     writer.write_metric("loss", 1.0)
     writer.close()
     assert "%(levelname)s" in LOG_FORMAT
-    line = ("2026-01-01 00:00:00,000 ERROR pid=1 uploader.delivery.push: {who} rejected metric 'loss' (pushed as "
-            "reporter_push_gateway_metric_loss); the other reports are not affected: {answer}\n")
+    line = (
+        "2026-01-01 00:00:00,000 ERROR pid=1 uploader.delivery.push: {who} rejected metric 'loss' (pushed as "
+        "reporter_push_gateway_metric_loss); the other reports are not affected: {answer}\n"
+    )
     log = os.path.join(spool_dir, pod, "uploader.log")
     with open(log, "w") as f:
         f.write(line.format(who="the gateway", answer="the gateway answered 400: sample too old, out of bounds"))
     assert pod_status(spool_dir, pod).clock_skew is None
     with open(log, "a") as f:
-        f.write(line.format(who="the remote-write receiver",
-                            answer="the remote-write receiver answered 400: out of bounds"))
+        f.write(
+            line.format(who="the remote-write receiver", answer="the remote-write receiver answered 400: out of bounds")
+        )
     assert pod_status(spool_dir, pod).clock_skew is not None

@@ -3,6 +3,7 @@ receivers (Debian's Prometheus 2.42 with ``--web.enable-remote-write-receiver``,
 
 Each job spaces its reports 2 ms apart: reports of one series in the same millisecond keep the last (as
 documented), and these tests want every report to stand as its own sample."""
+
 from __future__ import annotations
 
 import json
@@ -30,12 +31,19 @@ def receiver(tmp_path: Any) -> Iterator[Prometheus]:
         yield server
 
 
-def test_a_job_s_1000_reports_reach_prometheus_each_at_its_own_time(receiver: Prometheus, spool_dir: str,
-                                                                     pod: str) -> None:
+def test_a_job_s_1000_reports_reach_prometheus_each_at_its_own_time(
+    receiver: Prometheus, spool_dir: str, pod: str
+) -> None:
     env = job_settings(spool_dir, pod)
     code = JOB.replace("Reporter()", f"Reporter(remote_write_url={receiver.write_url!r})")
-    done = subprocess.run([sys.executable, "-c", code, "1000", "finish", "60"], env=env, text=True,
-                          capture_output=True, timeout=120, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [sys.executable, "-c", code, "1000", "finish", "60"],
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr
     want = expected(os.path.join(spool_dir, pod))
     assert len(want) == 1000 and len({ms for ms, _ in want}) == 1000
@@ -56,7 +64,8 @@ def pod_counts(env: dict[str, str]) -> tuple[int, int]:
 
 
 def test_recover_backfills_an_outage_with_the_original_times_and_then_sends_nothing(
-        tmp_path: Any, spool_dir: str, pod: str) -> None:
+    tmp_path: Any, spool_dir: str, pod: str
+) -> None:
     receiver = Prometheus(str(tmp_path), remote_write=True, out_of_order_window="2h")  # down for now
     env = job_settings(spool_dir, pod, reporterRemoteWriteURL=receiver.write_url, reporterRetryTimeout="1")
     killed = run_job(env, 500, "kill")
@@ -87,7 +96,8 @@ def test_recover_backfills_an_outage_with_the_original_times_and_then_sends_noth
 
 
 def test_both_sinks_get_everything_the_gateway_its_last_value_the_tsdb_every_value(
-        receiver: Prometheus, gateway: Pushgateway, spool_dir: str, pod: str) -> None:
+    receiver: Prometheus, gateway: Pushgateway, spool_dir: str, pod: str
+) -> None:
     env = job_settings(spool_dir, pod, reporterGatewayURL=gateway.address, reporterRemoteWriteURL=receiver.write_url)
     done = run_job(env, 1000, "finish")
     assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr
@@ -98,10 +108,16 @@ def test_both_sinks_get_everything_the_gateway_its_last_value_the_tsdb_every_val
 
 
 def test_a_receiver_that_is_down_delays_neither_the_gateway_nor_its_checkpoints(
-        tmp_path: Any, gateway: Pushgateway, spool_dir: str, pod: str) -> None:
+    tmp_path: Any, gateway: Pushgateway, spool_dir: str, pod: str
+) -> None:
     receiver = Prometheus(str(tmp_path), remote_write=True, out_of_order_window="2h")  # down for now
-    env = job_settings(spool_dir, pod, reporterGatewayURL=gateway.address, reporterRemoteWriteURL=receiver.write_url,
-                       reporterRetryTimeout="60")
+    env = job_settings(
+        spool_dir,
+        pod,
+        reporterGatewayURL=gateway.address,
+        reporterRemoteWriteURL=receiver.write_url,
+        reporterRetryTimeout="60",
+    )
     done = run_job(env, 200, "finish", finish_timeout=3)
     # finish() waits for every configured sink: with one down it times out, honestly.
     assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr
@@ -115,11 +131,19 @@ def test_a_receiver_that_is_down_delays_neither_the_gateway_nor_its_checkpoints(
         wait_for(lambda: not uploader_pids(spool_dir), 30, "the uploader to exit")
 
 
-def test_a_delivered_file_is_deleted_only_once_every_sink_has_it(tmp_path: Any, gateway: Pushgateway,
-                                                                spool_dir: str, pod: str) -> None:
+def test_a_delivered_file_is_deleted_only_once_every_sink_has_it(
+    tmp_path: Any, gateway: Pushgateway, spool_dir: str, pod: str
+) -> None:
     receiver = Prometheus(str(tmp_path), remote_write=True, out_of_order_window="2h")  # down for now
-    env = job_settings(spool_dir, pod, reporterGatewayURL=gateway.address, reporterRemoteWriteURL=receiver.write_url,
-                       reporterRetryTimeout="60", reporterSpoolFileBytes="65536", reporterHistoryBytes="4096")
+    env = job_settings(
+        spool_dir,
+        pod,
+        reporterGatewayURL=gateway.address,
+        reporterRemoteWriteURL=receiver.write_url,
+        reporterRetryTimeout="60",
+        reporterSpoolFileBytes="65536",
+        reporterHistoryBytes="4096",
+    )
     done = run_job(env, 20_000, "finish", finish_timeout=3, pause=0)
     assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr
     pod_dir = os.path.join(spool_dir, pod)
@@ -143,14 +167,16 @@ def prometheus_last(prometheus: Prometheus, pod: str) -> float | None:
 
 
 def test_a_resend_after_a_crash_between_the_receiver_s_2xx_and_the_checkpoint_is_no_refusal(
-        tmp_path: Any, spool_dir: str, pod: str) -> None:
+    tmp_path: Any, spool_dir: str, pod: str
+) -> None:
     # Without an out-of-order window, Prometheus answers a resend of stored samples "out of order sample" (400),
     # the very answer a sample too late to store gets: only the uploader's own record can tell them apart.
     with Prometheus(str(tmp_path), remote_write=True) as strict:
         proxy = FaultProxy(strict.address).start()
         proxy.refuse()  # its port kept: the job's uploader gets nowhere, and gives up
-        env = job_settings(spool_dir, pod, reporterRemoteWriteURL=f"http://{proxy.address}/api/v1/write",
-                           reporterRetryTimeout="1")
+        env = job_settings(
+            spool_dir, pod, reporterRemoteWriteURL=f"http://{proxy.address}/api/v1/write", reporterRetryTimeout="1"
+        )
         try:
             killed = run_job(env, 500, "kill")
             assert killed.returncode == -signal.SIGKILL, killed.stderr
@@ -159,9 +185,13 @@ def test_a_resend_after_a_crash_between_the_receiver_s_2xx_and_the_checkpoint_is
             want = expected(pod_dir)
             proxy.fault, proxy.slow_seconds = "slow", 120  # Prometheus stores the request; its 2xx is held
             proxy.start()
-            crashing = subprocess.Popen([sys.executable, "-m", "uploader", "recover", "--timeout=60"],
-                                        env=job_env(**env), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL)
+            crashing = subprocess.Popen(
+                [sys.executable, "-m", "uploader", "recover", "--timeout=60"],
+                env=job_env(**env),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             try:
                 wait_for(lambda: proxy.pushes >= 1, 30, "Prometheus to store the first request")
             finally:
@@ -204,13 +234,20 @@ print(r.finish(timeout=60))
 
 
 def test_reports_of_one_millisecond_keep_the_last_even_when_the_uploader_reads_between_them(
-        tmp_path: Any, spool_dir: str, pod: str) -> None:
+    tmp_path: Any, spool_dir: str, pod: str
+) -> None:
     # Without an out-of-order window Prometheus keeps the first sample of a millisecond sent in two requests
     # (the second is "duplicate sample for timestamp"): the uploader must read each millisecond whole.
     with Prometheus(str(tmp_path), remote_write=True) as strict:
         env = job_settings(spool_dir, pod, reporterRemoteWriteURL=strict.write_url, reporterPushInterval="0.001")
-        done = subprocess.run([sys.executable, "-c", PAIRS, "400"], env=env, text=True, capture_output=True,
-                              timeout=120, stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            [sys.executable, "-c", PAIRS, "400"],
+            env=env,
+            text=True,
+            capture_output=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+        )
         assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr
         last: dict[int, tuple[int, float]] = {}
         per_ms: Counter[int] = Counter()

@@ -2,6 +2,7 @@
 
 What the receiver answers is measured with plain requests first (``_raw``) and asserted, so that a
 receiver that changes its answers fails here, not silently in the sink's judgement of them."""
+
 from __future__ import annotations
 
 import ssl
@@ -15,8 +16,8 @@ from harness import FaultProxy, Prometheus, wait_for
 from runai.reporter.spool import Metric, Parameter
 from tests._remote_write import LOSS, LOSS_LABELS, POD, _raw, expected, losses, ms
 from tests._tls import PASSWORD, USER, _certificates
-from uploader.sinks.remote_write import samples as remote_write_samples
 from uploader.sinks.remote_write import ReceiverError, RemoteWriter
+from uploader.sinks.remote_write import samples as remote_write_samples
 
 pytestmark = pytest.mark.e2e
 
@@ -45,8 +46,10 @@ def test_a_sample_too_old_for_prometheus_is_refused_by_name_and_the_rest_is_stor
     _raw(prometheus.write_url, [([("__name__", "probe")], [(ms_now, 1.0)])])
     # Measured: 2.42 answers 500 "too old sample" for one sample older than the window, and stores
     # nothing of that request, not even another series' good sample.
-    assert _raw(prometheus.write_url, [([("__name__", "probe")], [(ms_now - 7_200_000, 2.0)]),
-                                       ([("__name__", "other")], [(ms_now, 3.0)])]) == (500, "too old sample\n")
+    assert _raw(
+        prometheus.write_url,
+        [([("__name__", "probe")], [(ms_now - 7_200_000, 2.0)]), ([("__name__", "other")], [(ms_now, 3.0)])],
+    ) == (500, "too old sample\n")
     assert prometheus.samples("other[3h]", at=now + 1) == []
 
     records = losses(300, now - 60, step=0.2)
@@ -65,8 +68,10 @@ def test_out_of_order_samples_in_one_request_arrive_sorted(strict_prometheus: Pr
     now = time.time()
     ms_now = int(now * 1000)
     # Measured: without a window, a series' samples out of order within one request are dropped, with a 204.
-    assert _raw(strict_prometheus.write_url, [([("__name__", "probe")], [(ms_now, 1.0), (ms_now - 1000, 2.0)])]) \
-        == (204, "")
+    assert _raw(strict_prometheus.write_url, [([("__name__", "probe")], [(ms_now, 1.0), (ms_now - 1000, 2.0)])]) == (
+        204,
+        "",
+    )
     assert strict_prometheus.samples("probe[1h]", at=now + 1) == [({"__name__": "probe"}, [(ms_now, 1.0)])]
 
     records = losses(500, now - 100, step=0.2)
@@ -96,7 +101,9 @@ def test_a_resend_to_prometheus_is_no_refusal(prometheus: Prometheus, strict_pro
     earlier = Metric(last.seq - 1000, last.ts, "metric", "loss", 42.0)
     for server in (prometheus, strict_prometheus):
         assert _raw(server.write_url, [(sorted(LOSS_LABELS.items()), [(ms(last), 42.0)])]) == (
-            400, "duplicate sample for timestamp\n")
+            400,
+            "duplicate sample for timestamp\n",
+        )
         writer = RemoteWriter(server.write_url, POD)
         assert writer.push([earlier]) == []
         assert writer.pushes == 0
@@ -104,8 +111,9 @@ def test_a_resend_to_prometheus_is_no_refusal(prometheus: Prometheus, strict_pro
         assert samples == expected(records)
 
 
-def test_what_a_failed_push_delivered_is_not_sent_again(strict_prometheus: Prometheus,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_what_a_failed_push_delivered_is_not_sent_again(
+    strict_prometheus: Prometheus, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(remote_write_samples, "MAX_WRITE_SAMPLES", 100)  # three requests, small enough to bisect fast
     now = time.time()
     records = losses(250, now - 100, step=0.1)
@@ -132,12 +140,14 @@ def test_basic_auth_and_tls_to_a_real_prometheus(tmp_path: Any) -> None:
     ca, cert, key = _certificates(str(tmp_path))
     config = tmp_path / "web.yml"
     hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
-    config.write_text(f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n"
-                      f"basic_auth_users:\n  {USER}: '{hashed}'\n")
+    config.write_text(
+        f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\nbasic_auth_users:\n  {USER}: '{hashed}'\n"
+    )
     now = time.time()
     records = losses(50, now - 10)
-    with Prometheus(str(tmp_path), remote_write=True, web_config=str(config), ca_file=ca,
-                    auth=(USER, PASSWORD)) as server:
+    with Prometheus(
+        str(tmp_path), remote_write=True, web_config=str(config), ca_file=ca, auth=(USER, PASSWORD)
+    ) as server:
         assert server.write_url.startswith("https://")
         writer = RemoteWriter(server.write_url, POD, username=USER, password=PASSWORD, ca_file=ca)
         assert writer.push(records) == []
@@ -154,8 +164,9 @@ def test_basic_auth_and_tls_to_a_real_prometheus(tmp_path: Any) -> None:
             RemoteWriter(server.write_url, POD, username=USER, password=PASSWORD).push(records[:1])
 
 
-def test_a_sample_from_the_future_makes_prometheus_refuse_the_present(prometheus: Prometheus,
-                                                                      strict_prometheus: Prometheus) -> None:
+def test_a_sample_from_the_future_makes_prometheus_refuse_the_present(
+    prometheus: Prometheus, strict_prometheus: Prometheus
+) -> None:
     """Why pods need synchronised clocks: one report 3 h ahead moves the head, and the present is then
     too old (with a 1 h window: 500 "too old sample") or out of bounds (without one: 400)."""
     now = time.time()
@@ -190,8 +201,9 @@ def test_a_request_whose_answer_never_came_is_no_refusal_when_sent_again(strict_
         writer = RemoteWriter(f"http://{proxy.address}/api/v1/write", POD, timeout=1.0)
         now = time.time()
         records = losses(50, now - 60)
-        healer = threading.Thread(target=lambda: (wait_for(lambda: proxy.pushes >= 1, 30, "a stored request"),
-                                                  setattr(proxy, "fault", None)))
+        healer = threading.Thread(
+            target=lambda: (wait_for(lambda: proxy.pushes >= 1, 30, "a stored request"), setattr(proxy, "fault", None))
+        )
         healer.start()
         # The request times out, is split, and its parts come back "out of order sample": they are there.
         assert writer.push(records) == []

@@ -1,5 +1,6 @@
 """The remote-write request (uploader/write_request.py, uploader/remote_write.py) without a receiver: its bytes,
 checked by the official protobuf runtime, its caps, and what each answer makes of the samples."""
+
 from __future__ import annotations
 
 import math
@@ -21,8 +22,10 @@ from uploader.sinks.remote_write.write_request import encode_labels, encode_writ
 def test_the_official_runtime_decodes_every_field_and_serialises_the_same_bytes() -> None:
     classes = _message_classes()
     series = [
-        ([("__name__", "a"), ("job", "j"), ("param_value", "ünï \"q\"\n" + "x" * 300)],
-         [(0, 0.0), (1, -0.0), (1_700_000_000_123, math.pi), (2**62, math.inf), (-5, -math.inf), (7, 1e-300)]),
+        (
+            [("__name__", "a"), ("job", "j"), ("param_value", 'ünï "q"\n' + "x" * 300)],
+            [(0, 0.0), (1, -0.0), (1_700_000_000_123, math.pi), (2**62, math.inf), (-5, -math.inf), (7, 1e-300)],
+        ),
         ([("__name__", "b")], [(-(2**63), 1.0), (2**63 - 1, math.nan)]),
         ([("__name__", "c")], []),
     ]
@@ -36,18 +39,25 @@ def test_the_official_runtime_decodes_every_field_and_serialises_the_same_bytes(
             assert math.copysign(1, sample.value) == math.copysign(1, value)  # -0.0 kept
             assert sample.value == value or math.isnan(sample.value) and math.isnan(value)
     # Byte for byte what the runtime writes: field order, defaults left out, varints and lengths.
-    official = classes["WriteRequest"](timeseries=[
-        classes["TimeSeries"](labels=[classes["Label"](name=n, value=v) for n, v in labels],
-                              samples=[classes["Sample"](timestamp=t, value=v) for t, v in samples])
-        for labels, samples in series])
+    official = classes["WriteRequest"](
+        timeseries=[
+            classes["TimeSeries"](
+                labels=[classes["Label"](name=n, value=v) for n, v in labels],
+                samples=[classes["Sample"](timestamp=t, value=v) for t, v in samples],
+            )
+            for labels, samples in series
+        ]
+    )
     assert official.SerializeToString(deterministic=True) == ours
 
 
 def test_a_request_is_a_snappy_block_of_sorted_labels_and_time_ordered_samples() -> None:
     now = time.time()
     records: list[Report] = [
-        Metric(3, now + 2, "metric", "loss", 3.0), Metric(1, now, "metric", "loss", 1.0),
-        Parameter(2, now + 1, "parameter", "lr", "0.1"), Metric(4, now + 1, "metric", "acc", 0.5),
+        Metric(3, now + 2, "metric", "loss", 3.0),
+        Metric(1, now, "metric", "loss", 1.0),
+        Parameter(2, now + 1, "parameter", "lr", "0.1"),
+        Metric(4, now + 1, "metric", "acc", 0.5),
         Metric(6, now + 1.0004, "metric", "acc", 0.75),  # the same millisecond as seq 4 (or the next): the last wins
         Metric(5, now + 1.0004, "metric", "acc", 0.6),
     ]
@@ -68,8 +78,16 @@ def test_a_request_is_a_snappy_block_of_sorted_labels_and_time_ordered_samples()
     assert [t for t, _ in acc] == sorted({ms(r) for r in records[3:]})
     assert acc[-1] == (ms(records[4]), 0.75)  # seq 6 beat seq 5 at the same millisecond
     assert got["reporter_push_gateway_parameter_lr"] == (
-        {"__name__": "reporter_push_gateway_parameter_lr", "job": "reporter_pod_info", "podUUID": POD,
-         "param_name": "lr", "param_value": "0.1", "push_gateway_type": "parameter"}, [(ms(records[2]), 1.0)])
+        {
+            "__name__": "reporter_push_gateway_parameter_lr",
+            "job": "reporter_pod_info",
+            "podUUID": POD,
+            "param_name": "lr",
+            "param_value": "0.1",
+            "push_gateway_type": "parameter",
+        },
+        [(ms(records[2]), 1.0)],
+    )
 
 
 def test_a_sample_s_millisecond_is_the_spool_line_s_microseconds_floored() -> None:
@@ -120,8 +138,10 @@ def test_outages_raise_and_other_client_errors_refuse_without_retrying() -> None
 
 @pytest.mark.e2e
 def test_the_training_process_never_imports_the_sink_s_dependencies() -> None:
-    code = ("import sys, runai.reporter, runai.reporter.spool\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('cramjam', 'google', 'uploader')))")
+    code = (
+        "import sys, runai.reporter, runai.reporter.spool\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('cramjam', 'google', 'uploader')))"
+    )
     done = subprocess.run([sys.executable, "-c", code], env=job_env(), capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stdout.strip()) == (0, "[]"), done.stderr
 
@@ -129,6 +149,7 @@ def test_the_training_process_never_imports_the_sink_s_dependencies() -> None:
 def test_the_ca_file_is_used_whatever_the_scheme_s_case(tmp_path: Any) -> None:
     # http.client is given an https connection for "HTTPS://" too; its CA file must not be dropped.
     from uploader.sinks.http import KeepAliveHandler
+
     missing = str(tmp_path / "missing-ca.pem")
     for url in ("https://receiver/api/v1/write", "HTTPS://receiver/api/v1/write"):
         with pytest.raises(FileNotFoundError):
@@ -144,8 +165,12 @@ class _SlowForBig(_Capture):
         self.most = most
 
     def _post(self, body: bytes) -> None:
-        samples = len(_message_classes()["WriteRequest"].FromString(
-            bytes(cramjam.snappy.decompress_raw(body))).timeseries[0].samples)
+        samples = len(
+            _message_classes()["WriteRequest"]
+            .FromString(bytes(cramjam.snappy.decompress_raw(body)))
+            .timeseries[0]
+            .samples
+        )
         if samples > self.most:
             raise TimeoutError("the receiver did not answer in full in time")
         super()._post(body)

@@ -1,5 +1,6 @@
 """The remote-write sink against a real VictoriaMetrics single node (Debian's ``victoria-metrics``), and what each
 receiver keeps of unusual values."""
+
 from __future__ import annotations
 
 import math
@@ -29,8 +30,7 @@ def test_victoriametrics_holds_all_1000_reports_at_their_own_times(victoria: Vic
     assert_twelve_digits(samples, expected(records))
 
 
-def test_what_each_receiver_keeps_of_unusual_values(strict_prometheus: Prometheus,
-                                                     victoria: VictoriaMetrics) -> None:
+def test_what_each_receiver_keeps_of_unusual_values(strict_prometheus: Prometheus, victoria: VictoriaMetrics) -> None:
     now = time.time()
     values = [1.0, math.nan, math.inf, -math.inf, -0.0, 5e-324, 0.1 + 0.2]
     records = [Metric(i, now - 10 + i, "metric", "loss", value) for i, value in enumerate(values)]
@@ -62,8 +62,11 @@ def test_a_resend_to_victoriametrics_is_no_refusal(victoria: VictoriaMetrics, tm
         writer = RemoteWriter(deduplicating.write_url, POD)
         assert writer.push(records) == [] and writer.push(records) == []
         deduplicating.force_flush()
-        wait_for(lambda: deduplicating.own_metric('vm_deduplicated_samples_total{type="merge"}') == len(records),
-                 10, "VictoriaMetrics to drop the resent copies")
+        wait_for(
+            lambda: deduplicating.own_metric('vm_deduplicated_samples_total{type="merge"}') == len(records),
+            10,
+            "VictoriaMetrics to drop the resent copies",
+        )
         [(_, samples)] = deduplicating.export(LOSS)
         assert_twelve_digits(samples, expected(records))
 

@@ -2,6 +2,7 @@
 class-level patches, the finished error whatever the arguments, no fast path reopened by a finish() that lands
 mid-recheck, and help() on an instance's reportMetric. Each test passed before the change and failed with it
 until fixed (an adversarial review's findings)."""
+
 from __future__ import annotations
 
 import dis
@@ -62,6 +63,7 @@ def test_finish_inside_recheck_does_not_reopen_the_fast_path(env: dict[str, str]
                 fired.append(True)
                 reporter.finish(timeout=10)
             return opcode
+
         return opcode
 
     sys.settrace(tracer)

@@ -1,5 +1,6 @@
 """The reporter at its edges (issue 22, points 12 and 13): hyperparameters of every float dtype, integrations that
 cannot report a name, and reports racing finish() on real threads."""
+
 from __future__ import annotations
 
 import json
@@ -44,8 +45,9 @@ def test_a_hyperparameter_is_the_shortest_decimal_of_its_own_dtype() -> None:
 
 
 @pytest.mark.e2e
-def test_an_integration_logs_each_name_it_cannot_report_once(env: dict[str, str], gateway: Pushgateway, pod: str,
-                                                             caplog: pytest.LogCaptureFixture) -> None:
+def test_an_integration_logs_each_name_it_cannot_report_once(
+    env: dict[str, str], gateway: Pushgateway, pod: str, caplog: pytest.LogCaptureFixture
+) -> None:
     class Odd(Tiny):
         def training_step(self, batch: Any, batch_idx: int) -> Any:
             self.log("a" * 300, 1.0)  # names longer than a report name may be: refused every step
@@ -54,8 +56,9 @@ def test_an_integration_logs_each_name_it_cannot_report_once(env: dict[str, str]
 
     caplog.set_level(logging.WARNING, logger="runai")
     module = Odd()
-    module.save_hyperparameters({"big": torch.tensor(65520.0, dtype=torch.bfloat16),
-                                 "wd": torch.tensor(0.1, dtype=torch.bfloat16)})
+    module.save_hyperparameters(
+        {"big": torch.tensor(65520.0, dtype=torch.bfloat16), "wd": torch.tensor(0.1, dtype=torch.bfloat16)}
+    )
     trainer = pl.Trainer(max_epochs=2, logger=RunaiLogger(), **QUIET)
     trainer.fit(module, loader())
     warnings = [r.getMessage() for r in caplog.records if r.name == "runai.reporter.lightning"]
@@ -68,6 +71,7 @@ def test_an_integration_logs_each_name_it_cannot_report_once(env: dict[str, str]
 
 
 # -- point 13: a report racing finish() lands, or raises -------------------------------------------------------
+
 
 def _written(path: str) -> tuple[set[float], bool]:
     """The metric values in the spool file *path* before its end marker, and whether anything follows it."""

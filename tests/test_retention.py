@@ -1,27 +1,25 @@
 """Bounded disk: spool rotation, delivered history kept under a bound, and the durability policies."""
+
 from __future__ import annotations
 
 import os
 
 import pytest
 
-from runai.reporter import ConfigError, Reporter
-from runai.reporter.spool import decode
 from harness import Pushgateway, metric_name, uploader_pids, wait_for
+from runai.reporter import ConfigError, Reporter
+from runai.reporter.spool import decode, load_checkpoint
 from tests._helpers import spool_records, wait_for_give_up
-from runai.reporter.spool import load_checkpoint
 
 KIB = 1024
 
 
 def spool_files(pod_dir: str) -> list[str]:
-    return sorted((os.path.join(pod_dir, n) for n in os.listdir(pod_dir) if n.endswith(".jsonl")),
-                  key=os.path.getmtime)
+    return sorted((os.path.join(pod_dir, n) for n in os.listdir(pod_dir) if n.endswith(".jsonl")), key=os.path.getmtime)
 
 
 @pytest.mark.e2e
-def test_a_writer_rotates_its_spool_file(env: dict[str, str], gateway: Pushgateway, pod: str,
-                                         spool_dir: str) -> None:
+def test_a_writer_rotates_its_spool_file(env: dict[str, str], gateway: Pushgateway, pod: str, spool_dir: str) -> None:
     with Reporter(spool_file_bytes=64 * KIB, history_bytes=1 << 30) as reporter:
         for i in range(20_000):
             reporter.reportMetric("loss", i)
@@ -43,8 +41,9 @@ def test_a_writer_rotates_its_spool_file(env: dict[str, str], gateway: Pushgatew
 
 
 @pytest.mark.e2e
-def test_delivered_history_is_kept_under_its_bound(env: dict[str, str], gateway: Pushgateway, pod: str,
-                                                   spool_dir: str) -> None:
+def test_delivered_history_is_kept_under_its_bound(
+    env: dict[str, str], gateway: Pushgateway, pod: str, spool_dir: str
+) -> None:
     bound = 1024 * KIB  # room for two or three of the ~360 KiB files
     with Reporter(spool_file_bytes=64 * KIB, history_bytes=bound) as reporter:
         for i in range(40_000):  # about 3.5 MiB of spool
@@ -61,10 +60,12 @@ def test_delivered_history_is_kept_under_its_bound(env: dict[str, str], gateway:
 
 
 @pytest.mark.e2e
-def test_undelivered_data_is_never_deleted(env: dict[str, str], own_gateway: Pushgateway, pod: str,
-                                           spool_dir: str) -> None:
-    reporter = Reporter(gateway_url=own_gateway.address, spool_file_bytes=64 * KIB, history_bytes=64 * KIB,
-                        retry_timeout=0.5)
+def test_undelivered_data_is_never_deleted(
+    env: dict[str, str], own_gateway: Pushgateway, pod: str, spool_dir: str
+) -> None:
+    reporter = Reporter(
+        gateway_url=own_gateway.address, spool_file_bytes=64 * KIB, history_bytes=64 * KIB, retry_timeout=0.5
+    )
     for i in range(20_000):
         reporter.reportMetric("loss", i)
     assert reporter.finish(timeout=0.5) is False
@@ -88,14 +89,15 @@ def test_fsync_always_syncs_every_report(env: dict[str, str], monkeypatch: pytes
 
 
 @pytest.mark.e2e
-def test_fsync_interval_is_done_by_the_uploader(tmp_path, gateway: Pushgateway, pod: str,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fsync_interval_is_done_by_the_uploader(
+    tmp_path, gateway: Pushgateway, pod: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import threading
 
     from runai.reporter.spool import SpoolWriter
-    from uploader.sinks.pushgateway import Pusher
-    from uploader.delivery.service import Uploader
     from uploader.delivery import DeliveryOptions
+    from uploader.delivery.service import Uploader
+    from uploader.sinks.pushgateway import Pusher
 
     synced: list[str] = []
     real_fsync = os.fsync
@@ -107,8 +109,9 @@ def test_fsync_interval_is_done_by_the_uploader(tmp_path, gateway: Pushgateway, 
     pod_dir = str(tmp_path / pod)
     writer = SpoolWriter(pod_dir, pod)
     monkeypatch.setattr(os, "fsync", recording_fsync)
-    uploader = Uploader(pod_dir, Pusher(gateway.url, pod), DeliveryOptions(fsync_interval=0.05, use_watchdog=False,
-                        poll_interval=0.05))
+    uploader = Uploader(
+        pod_dir, Pusher(gateway.url, pod), DeliveryOptions(fsync_interval=0.05, use_watchdog=False, poll_interval=0.05)
+    )
     thread = threading.Thread(target=uploader.run)
     thread.start()
     try:

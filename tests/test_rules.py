@@ -1,5 +1,6 @@
 """deploy/prometheus/rules.yml: promtool's checks and unit tests, the PrometheusRule rendered from it, and end
 to end a real job's NaN loss alerting through a real Prometheus and a real Alertmanager to a webhook."""
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,10 @@ def test_every_rule_is_there_with_no_wait_on_the_loss() -> None:
     with open(RULES) as f:
         rules = [rule for group in yaml.safe_load(f)["groups"] for rule in group["rules"]]
     assert [r["alert"] for r in rules if "alert" in r] == ALERTS
-    assert [r["record"] for r in rules if "record" in r] == ["runai:training_progress:ratio",
-                                                              "runai:last_report:timestamp_seconds"]
+    assert [r["record"] for r in rules if "record" in r] == [
+        "runai:training_progress:ratio",
+        "runai:last_report:timestamp_seconds",
+    ]
     (loss,) = [r for r in rules if r.get("alert") == "RunaiTrainingLossNotFinite"]
     assert "for" not in loss  # fires at the first evaluation that sees the value
 
@@ -52,9 +55,16 @@ def test_promtool_unit_tests_pass() -> None:
 _LOSS = '"(?i)(.*[_.-])?loss([_.-].*)?"'
 
 
-@pytest.mark.parametrize("change", [("15 * 60", "25 * 60"), (_LOSS, '"(?i).*loss.*"'),
-                                    (_LOSS, '"(.*[_.-])?loss([_.-].*)?"'), ("> -Inf < Inf", "> 0"),
-                                    ("for: 15m", "for: 5m")])
+@pytest.mark.parametrize(
+    "change",
+    [
+        ("15 * 60", "25 * 60"),
+        (_LOSS, '"(?i).*loss.*"'),
+        (_LOSS, '"(.*[_.-])?loss([_.-].*)?"'),
+        ("> -Inf < Inf", "> 0"),
+        ("for: 15m", "for: 5m"),
+    ],
+)
 @pytest.mark.e2e
 def test_the_unit_tests_fail_for_a_broken_rule(tmp_path: Any, change: tuple[str, str]) -> None:
     with open(RULES) as f:
@@ -68,8 +78,12 @@ def test_the_unit_tests_fail_for_a_broken_rule(tmp_path: Any, change: tuple[str,
 
 @pytest.mark.e2e
 def test_the_prometheusrule_is_the_rendering_of_rules_yml() -> None:
-    done = subprocess.run([sys.executable, os.path.join(RULES_DIR, "render_rule.py"), "--check"],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, os.path.join(RULES_DIR, "render_rule.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     with open(RULES) as f, open(PROMETHEUS_RULE) as g:
         rules, resource = yaml.safe_load(f), yaml.safe_load(g)
@@ -84,8 +98,9 @@ def test_the_rendering_check_fails_on_a_stale_file(tmp_path: Any) -> None:
     (tmp_path / "rules.yml").write_text((tmp_path / "rules.yml").read_text().replace("for: 15m", "for: 30m"))
     os.makedirs(tmp_path.parent / "kubernetes", exist_ok=True)
     shutil.copy(PROMETHEUS_RULE, tmp_path.parent / "kubernetes" / "prometheusrule.yaml")
-    done = subprocess.run([sys.executable, str(tmp_path / "render_rule.py"), "--check"], capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, str(tmp_path / "render_rule.py"), "--check"], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 1 and "is not the rendering" in done.stderr
 
 
@@ -110,31 +125,49 @@ def run_job(spool_dir: str, pod: str, name: str, **sink: str) -> None:
     env = job_env(podUUID=pod, reporterSpoolDir=spool_dir, **sink)
     for setting in {"reporterGatewayURL", "reporterRemoteWriteURL"} - set(sink):
         env.pop(setting, None)
-    done = subprocess.run([sys.executable, "-c", NAN_JOB, name], env=env, capture_output=True, text=True,
-                          timeout=120, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [sys.executable, "-c", NAN_JOB, name],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr
 
 
 @pytest.mark.e2e
 def test_a_nan_loss_reaches_the_webhook_as_an_alert(tmp_path: Any, spool_dir: str) -> None:
     work = str(tmp_path)
-    with Webhook() as webhook, Alertmanager(work, webhook.url) as alertmanager, Pushgateway(work) as gateway, \
-            Prometheus(work, gateway, remote_write=True, rule_files=[RULES],
-                       alertmanager=alertmanager.address) as prometheus:
+    with (
+        Webhook() as webhook,
+        Alertmanager(work, webhook.url) as alertmanager,
+        Pushgateway(work) as gateway,
+        Prometheus(
+            work, gateway, remote_write=True, rule_files=[RULES], alertmanager=alertmanager.address
+        ) as prometheus,
+    ):
         prometheus.wait_until_scraping()
         # One pod through the gateway (scraped), one remote-written into the same Prometheus.
         run_job(spool_dir, "nan-gw", "loss", reporterGatewayURL=gateway.address)
         run_job(spool_dir, "nan-rw", "val_loss", reporterRemoteWriteURL=prometheus.write_url)
 
         def firing() -> dict[str, dict[str, Any]]:
-            return {a["labels"]["podUUID"]: a for a in webhook.alerts()
-                    if a["labels"]["alertname"] == "RunaiTrainingLossNotFinite" and a["status"] == "firing"}
+            return {
+                a["labels"]["podUUID"]: a
+                for a in webhook.alerts()
+                if a["labels"]["alertname"] == "RunaiTrainingLossNotFinite" and a["status"] == "firing"
+            }
 
         wait_for(lambda: len(firing()) == 2, 60, "the webhook to receive both pods' RunaiTrainingLossNotFinite")
         alerts = firing()
         for pod, name in (("nan-gw", "loss"), ("nan-rw", "val_loss")):
-            assert alerts[pod]["labels"] == {"alertname": "RunaiTrainingLossNotFinite", "podUUID": pod,
-                                             "metric_name": name, "severity": "warning"}
+            assert alerts[pod]["labels"] == {
+                "alertname": "RunaiTrainingLossNotFinite",
+                "podUUID": pod,
+                "metric_name": name,
+                "severity": "warning",
+            }
             assert alerts[pod]["annotations"]["summary"] == f"Pod {pod} reports {name} = NaN"
         # Nothing else fired: no other pod, no other rule.
         assert {a["labels"]["alertname"] for a in webhook.alerts()} == {"RunaiTrainingLossNotFinite"}

@@ -1,4 +1,5 @@
 """The uploader's schedule: push timing, backoff with jitter, and the give-up rule, on made-up times."""
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """The uploader loop in-process, against the real gateway, with injected failures."""
+
 from __future__ import annotations
 
 import errno
@@ -6,12 +7,11 @@ import os
 
 import pytest
 
-from runai.reporter.spool import SpoolWriter
 from harness import Pushgateway, metric_name
-from runai.reporter.spool import checkpoint_path, load_checkpoint
-from uploader.sinks.pushgateway import Pusher
-from uploader.delivery.service import EXIT_DELIVERED, EXIT_PENDING, Uploader
+from runai.reporter.spool import SpoolWriter, checkpoint_path, load_checkpoint
 from uploader.delivery import DeliveryOptions
+from uploader.delivery.service import EXIT_DELIVERED, EXIT_PENDING, Uploader
+from uploader.sinks.pushgateway import Pusher
 
 pytestmark = pytest.mark.e2e
 
@@ -24,8 +24,7 @@ def finished_spool(pod_dir: str, pod: str, n: int) -> SpoolWriter:
     return writer
 
 
-def test_checkpoint_write_failure_is_retried_not_skipped(tmp_path, gateway: Pushgateway, pod: str,
-                                                         monkeypatch) -> None:
+def test_checkpoint_write_failure_is_retried_not_skipped(tmp_path, gateway: Pushgateway, pod: str, monkeypatch) -> None:
     pod_dir = str(tmp_path / pod)
     writer = finished_spool(pod_dir, pod, 50)
     real_fsync, failures = os.fsync, []
@@ -37,8 +36,9 @@ def test_checkpoint_write_failure_is_retried_not_skipped(tmp_path, gateway: Push
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", flaky_fsync)
-    uploader = Uploader(pod_dir, Pusher(gateway.url, pod),
-                        DeliveryOptions(follow=False, backoff=(0.01, 0.05), use_watchdog=False))
+    uploader = Uploader(
+        pod_dir, Pusher(gateway.url, pod), DeliveryOptions(follow=False, backoff=(0.01, 0.05), use_watchdog=False)
+    )
     assert uploader.run() == EXIT_DELIVERED
     assert len(failures) == 2
     ckpt = load_checkpoint(writer.path, writer.spool_id)
@@ -49,8 +49,11 @@ def test_checkpoint_write_failure_is_retried_not_skipped(tmp_path, gateway: Push
 def test_unreachable_gateway_gives_up_and_keeps_everything(tmp_path, own_gateway: Pushgateway, pod: str) -> None:
     pod_dir = str(tmp_path / pod)
     writer = finished_spool(pod_dir, pod, 10)
-    uploader = Uploader(pod_dir, Pusher(own_gateway.url, pod, timeout=1),
-                        DeliveryOptions(follow=False, retry_timeout=0.3, backoff=(0.01, 0.05), use_watchdog=False))
+    uploader = Uploader(
+        pod_dir,
+        Pusher(own_gateway.url, pod, timeout=1),
+        DeliveryOptions(follow=False, retry_timeout=0.3, backoff=(0.01, 0.05), use_watchdog=False),
+    )
     assert uploader.run() == EXIT_PENDING
     assert "Connection refused" in uploader.last_error
     assert uploader.pending_records() == 10

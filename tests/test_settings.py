@@ -1,4 +1,5 @@
 """Settings are defined once: the environment, keywords, the uploader's argv and the CLI all come from the fields."""
+
 from __future__ import annotations
 
 import argparse
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 
 import runai.reporter._reporter as reporter_module
+from harness import REPO, uploader_pids, wait_for
 from runai.reporter import ConfigError, Reporter
 from runai.reporter._launch import uploader_command
 from runai.reporter.settings import (
@@ -25,7 +27,6 @@ from runai.reporter.settings import (
     settings_from_args,
     warn_insecure_auth,
 )
-from harness import REPO, uploader_pids, wait_for
 from uploader import cli
 
 
@@ -65,8 +66,9 @@ def test_a_fake_setting_is_a_keyword_that_wins_over_the_environment(base: dict[s
         check_keywords(["colour"], "f()")  # the real settings have no colour
 
 
-def test_a_fake_setting_reaches_the_reporter_and_the_uploaders_argv(monkeypatch: pytest.MonkeyPatch,
-                                                                   base: dict[str, str]) -> None:
+def test_a_fake_setting_reaches_the_reporter_and_the_uploaders_argv(
+    monkeypatch: pytest.MonkeyPatch, base: dict[str, str]
+) -> None:
     for key, value in base.items():
         monkeypatch.setenv(key, value)
     started: list[Settings] = []
@@ -94,27 +96,46 @@ def test_a_fake_setting_round_trips_through_argv_and_the_cli_options(base: dict[
     assert "colour" in command_line_settings(_Fake) and "colour" not in command_line_settings()
 
 
-def test_the_real_uploader_command_round_trips_through_the_real_cli(monkeypatch: pytest.MonkeyPatch,
-                                                                    base: dict[str, str], spool_dir: str) -> None:
+def test_the_real_uploader_command_round_trips_through_the_real_cli(
+    monkeypatch: pytest.MonkeyPatch, base: dict[str, str], spool_dir: str
+) -> None:
     secrets = {"reporterGatewayUsername": "user", "reporterGatewayPassword": "secret"}
     for key, value in {**base, **secrets}.items():
         monkeypatch.setenv(key, value)
     # Every setting that travels on argv differs from its default; a dashed pod UUID must survive too.
-    settings = load_settings(pod_uuid="-dashed", gateway_url="https://gw.invalid:9443/prefix",
-                             push_interval=2.5, retry_timeout=7, push_timeout=3, fsync="interval",
-                             fsync_interval=0.25, history_bytes=1 << 20)
+    settings = load_settings(
+        pod_uuid="-dashed",
+        gateway_url="https://gw.invalid:9443/prefix",
+        push_interval=2.5,
+        retry_timeout=7,
+        push_timeout=3,
+        fsync="interval",
+        fsync_interval=0.25,
+        history_bytes=1 << 20,
+    )
     assert settings.password == "secret"
     argv = uploader_command(settings)
     assert argv[4:6] == ["uploader", "run"]
     assert not any("secret" in a for a in argv)  # secrets come from the environment only
     defaults = {f.name: f.default for f in dataclasses.fields(Settings)}
     travels = set(command_line_settings())
-    assert travels == {"pod_uuid", "gateway_url", "spool_dir", "push_interval", "retry_timeout", "push_timeout",
-                       "fsync", "fsync_interval", "history_bytes",  # what travelled before settings were one
-                       "remote_write_url"}  # the second sink's URL (issue 12): unset here, so not on argv
+    assert travels == {
+        "pod_uuid",
+        "gateway_url",
+        "spool_dir",
+        "push_interval",
+        "retry_timeout",
+        "push_timeout",
+        "fsync",
+        "fsync_interval",
+        "history_bytes",  # what travelled before settings were one
+        "remote_write_url",
+    }  # the second sink's URL (issue 12): unset here, so not on argv
     assert not any(a.startswith("--remote-write") for a in argv)
-    assert all(getattr(settings, name) != defaults[name] for name in travels - {"pod_uuid", "gateway_url",
-                                                                                 "spool_dir", "remote_write_url"})
+    assert all(
+        getattr(settings, name) != defaults[name]
+        for name in travels - {"pod_uuid", "gateway_url", "spool_dir", "remote_write_url"}
+    )
     args = cli._parser().parse_args(argv[5:])
     assert cli._settings(args) == settings
 
@@ -198,13 +219,16 @@ def test_at_least_one_sink_is_required_and_the_error_names_both(base: dict[str, 
         load_settings(environ=base, remote_write_url="tsdb:9090")  # a full URL is required
 
 
-def test_the_remote_write_url_travels_on_argv_and_its_secrets_never_do(monkeypatch: pytest.MonkeyPatch,
-                                                                       base: dict[str, str],
-                                                                       tmp_path: Any) -> None:
+def test_the_remote_write_url_travels_on_argv_and_its_secrets_never_do(
+    monkeypatch: pytest.MonkeyPatch, base: dict[str, str], tmp_path: Any
+) -> None:
     token = tmp_path / "token"
     token.write_text("t0ken\n")
-    secrets = {"reporterRemoteWriteUsername": "user", "reporterRemoteWritePassword": "s3cret",
-               "reporterRemoteWriteTenant": "team-a"}
+    secrets = {
+        "reporterRemoteWriteUsername": "user",
+        "reporterRemoteWritePassword": "s3cret",
+        "reporterRemoteWriteTenant": "team-a",
+    }
     environ = {k: v for k, v in base.items() if k != "reporterGatewayURL"}
     for key, value in {**environ, **secrets}.items():
         monkeypatch.setenv(key, value)
@@ -217,25 +241,30 @@ def test_the_remote_write_url_travels_on_argv_and_its_secrets_never_do(monkeypat
     command = recover_command(settings.spool_dir, settings.pod_uuid, None, RW_URL)
     assert f"--remote-write={RW_URL}" in command and "--gateway" not in command
     with pytest.raises(ConfigError, match="reporterRemoteWriteUsername or reporterRemoteWriteBearerTokenFile"):
-        load_settings(environ={**environ, **secrets, "reporterRemoteWriteBearerTokenFile": str(token)},
-                      remote_write_url=RW_URL)
+        load_settings(
+            environ={**environ, **secrets, "reporterRemoteWriteBearerTokenFile": str(token)}, remote_write_url=RW_URL
+        )
     with pytest.raises(ConfigError, match="reporterRemoteWriteCAFile is set but reporterRemoteWriteURL"):
         load_settings(environ={**environ, "reporterRemoteWriteCAFile": str(token)}, remote_write_url=RW_URL)
     password_file = tmp_path / "password"
     password_file.write_text("from-file\n")
-    from_file = load_settings(environ={**environ, "reporterRemoteWriteUsername": "u",
-                                       "reporterRemoteWritePasswordFile": str(password_file)},
-                              remote_write_url=RW_URL)
+    from_file = load_settings(
+        environ={**environ, "reporterRemoteWriteUsername": "u", "reporterRemoteWritePasswordFile": str(password_file)},
+        remote_write_url=RW_URL,
+    )
     assert from_file.rw_password == "from-file"
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)  # named by mistake: refused at once, never waited on
     with pytest.raises(ConfigError, match="reporterRemoteWritePasswordFile=.* is not a file"):
-        load_settings(environ={**environ, "reporterRemoteWriteUsername": "u",
-                               "reporterRemoteWritePasswordFile": str(fifo)}, remote_write_url=RW_URL)
+        load_settings(
+            environ={**environ, "reporterRemoteWriteUsername": "u", "reporterRemoteWritePasswordFile": str(fifo)},
+            remote_write_url=RW_URL,
+        )
 
 
 def test_remote_write_basic_auth_over_plain_http_warns_without_the_password(
-        base: dict[str, str], caplog: pytest.LogCaptureFixture) -> None:
+    base: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
     environ = {**base, "reporterRemoteWriteUsername": "user", "reporterRemoteWritePassword": "s3cret"}
     with caplog.at_level("WARNING", logger="runai.reporter"):
         warn_insecure_auth(load_settings(environ=environ, remote_write_url=RW_URL))

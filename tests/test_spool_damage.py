@@ -1,5 +1,6 @@
 """A damaged spool file delivered by the real uploader: partial, garbage, NUL, out-of-range and overlong lines
 cost only themselves."""
+
 from __future__ import annotations
 
 import os
@@ -50,8 +51,9 @@ def test_garbage_lines_are_skipped_and_never_pushed(env: dict[str, str], gateway
     assert log.count("which is not a valid record") == 4
 
 
-def test_a_nul_filled_tail_is_never_pushed(env: dict[str, str], own_gateway: Pushgateway, pod: str,
-                                           spool_dir: str) -> None:
+def test_a_nul_filled_tail_is_never_pushed(
+    env: dict[str, str], own_gateway: Pushgateway, pod: str, spool_dir: str
+) -> None:
     reporter = Reporter(gateway_url=own_gateway.address, retry_timeout=0.5)
     for i in range(5):
         reporter.reportMetric("kept", i)
@@ -67,14 +69,18 @@ def test_a_nul_filled_tail_is_never_pushed(env: dict[str, str], own_gateway: Pus
     assert own_gateway.value(pod, metric_name("kept")) == 4
 
 
-@pytest.mark.parametrize("line", [
-    b'{"seq":2,"ts_us":1' + b"0" * 400 + b',"kind":"metric","name":"bad","value":1.5}',
-    b'{"seq":1' + b"0" * 400 + b',"ts_us":1,"kind":"parameter","name":"bad","value":"v"}',
-    b'{"seq":9223372036854775808,"ts_us":1,"kind":"metric","name":"bad","value":1.5}',
-    b'{"seq":-1,"ts_us":1,"kind":"metric","name":"bad","value":1.5}',
-])
-def test_a_spool_line_with_a_number_out_of_range_is_skipped(gateway: Pushgateway, spool_dir: str, pod: str,
-                                                            line: bytes) -> None:
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"seq":2,"ts_us":1' + b"0" * 400 + b',"kind":"metric","name":"bad","value":1.5}',
+        b'{"seq":1' + b"0" * 400 + b',"ts_us":1,"kind":"parameter","name":"bad","value":"v"}',
+        b'{"seq":9223372036854775808,"ts_us":1,"kind":"metric","name":"bad","value":1.5}',
+        b'{"seq":-1,"ts_us":1,"kind":"metric","name":"bad","value":1.5}',
+    ],
+)
+def test_a_spool_line_with_a_number_out_of_range_is_skipped(
+    gateway: Pushgateway, spool_dir: str, pod: str, line: bytes
+) -> None:
     writer = SpoolWriter(os.path.join(spool_dir, pod), pod)
     writer.write_metric("good", 1.0)
     os.write(writer._fd, line + b"\n")
@@ -90,7 +96,8 @@ def test_a_spool_line_with_a_number_out_of_range_is_skipped(gateway: Pushgateway
 
 
 def test_an_overlong_line_is_skipped_and_an_unterminated_tail_is_never_read_whole(
-        gateway: Pushgateway, spool_dir: str, pod: str) -> None:
+    gateway: Pushgateway, spool_dir: str, pod: str
+) -> None:
     writer = SpoolWriter(os.path.join(spool_dir, pod), pod)
     writer.write_metric("before", 1.0)
     os.write(writer._fd, b"\0" * (2 * MAX_LINE_BYTES) + b"\n")  # too long, but it ends

@@ -1,4 +1,5 @@
 """Reading a spool file: headers, end markers, torn tails, the delivery state, and whole milliseconds."""
+
 from __future__ import annotations
 
 import os
@@ -44,8 +45,9 @@ def test_a_file_without_a_valid_header_is_refused(tmp_path) -> None:
 
 def test_end_marker_is_read(tmp_path) -> None:
     path = tmp_path / "w1.jsonl"
-    path.write_bytes(encode_header("id", "pod", 1_000_000) + encode_metric(1, 1_000_000, "m", 1.0)
-                     + encode_end(2, 1_000_000))
+    path.write_bytes(
+        encode_header("id", "pod", 1_000_000) + encode_metric(1, 1_000_000, "m", 1.0) + encode_end(2, 1_000_000)
+    )
     tail = SpoolTail(str(path))
     assert tail.read_header()
     assert len(tail.read()) == 1 and tail.ended and tail.records == 1 and tail.last_seq == 2
@@ -59,9 +61,11 @@ def test_last_error_reads_the_level_after_the_time(spool_dir: str, pod: str) -> 
     os.mkdir(pod_dir, 0o700)
     assert last_error(pod_dir) is None  # no log
     with open(os.path.join(pod_dir, LOG_NAME), "w") as f:
-        f.write("2026-01-01 00:00:00,000 WARNING pid=1 uploader.service: the gateway is unreachable\n"
-                "2026-01-01 00:00:01,000 INFO pid=1 uploader.service: a message that says ERROR \n"
-                "  File \"x.py\", line 1, in f: raise ValueError(' ERROR ')\n\n")
+        f.write(
+            "2026-01-01 00:00:00,000 WARNING pid=1 uploader.service: the gateway is unreachable\n"
+            "2026-01-01 00:00:01,000 INFO pid=1 uploader.service: a message that says ERROR \n"
+            "  File \"x.py\", line 1, in f: raise ValueError(' ERROR ')\n\n"
+        )
     assert last_error(pod_dir) == "2026-01-01 00:00:00,000 WARNING pid=1 uploader.service: the gateway is unreachable"
     assert last_line(pod_dir) == "File \"x.py\", line 1, in f: raise ValueError(' ERROR ')"
 

@@ -1,4 +1,5 @@
 """The spool's line format: what encode writes and decode reads back, on the fast path and the general one."""
+
 from __future__ import annotations
 
 import json
@@ -41,22 +42,43 @@ def test_parameter_values_round_trip_as_one_line(value: str) -> None:
     assert decode(line[:-1]) == (3, 2.0, "parameter", "p", value, "")
 
 
-@pytest.mark.parametrize("line", [
-    b"", b"garbage", b"[]", b"null", b'{"seq":1}', b'{"seq":"1","ts_us":1,"kind":"metric","name":"a","value":1}',
-    b'{"seq":1,"ts_us":1,"kind":"metric","name":"a","value":"1"}', b'{"seq":1,"ts_us":1,"kind":"metric","value":1}',
-    b'{"seq":1,"ts_us":1,"kind":"parameter","name":"a","value":1}', b'{"seq":1,"ts_us":1,"kind":"what"}',
-    b'{"seq":0,"ts_us":1,"kind":"header","version":99,"spool_id":"x"}', b"\0\0\0",
-    b'{"seq":1,"ts_us":1,"kind":"metric",', b'{"seq":1,"ts":1.5,"kind":"metric","name":"a","value":1}',
-    b'{"seq":1,"ts_us":1.5,"kind":"metric","name":"a","value":1}', b"[" * 100_000,
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"",
+        b"garbage",
+        b"[]",
+        b"null",
+        b'{"seq":1}',
+        b'{"seq":"1","ts_us":1,"kind":"metric","name":"a","value":1}',
+        b'{"seq":1,"ts_us":1,"kind":"metric","name":"a","value":"1"}',
+        b'{"seq":1,"ts_us":1,"kind":"metric","value":1}',
+        b'{"seq":1,"ts_us":1,"kind":"parameter","name":"a","value":1}',
+        b'{"seq":1,"ts_us":1,"kind":"what"}',
+        b'{"seq":0,"ts_us":1,"kind":"header","version":99,"spool_id":"x"}',
+        b"\0\0\0",
+        b'{"seq":1,"ts_us":1,"kind":"metric",',
+        b'{"seq":1,"ts":1.5,"kind":"metric","name":"a","value":1}',
+        b'{"seq":1,"ts_us":1.5,"kind":"metric","name":"a","value":1}',
+        b"[" * 100_000,
+    ],
+)
 def test_decode_refuses_what_is_not_a_record(line: bytes) -> None:
     with pytest.raises(ValueError):
         decode(line)
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["metric", "parameter"]), st.sampled_from(["a", "b", "c_1"]),
-                          st.floats(allow_nan=False, width=32)), max_size=30))
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["metric", "parameter"]),
+            st.sampled_from(["a", "b", "c_1"]),
+            st.floats(allow_nan=False, width=32),
+        ),
+        max_size=30,
+    )
+)
 def test_writer_and_reader_agree(tmp_path_factory, reports) -> None:
     writer = SpoolWriter(str(tmp_path_factory.mktemp("pod")), "pod")
     for kind, name, value in reports:
@@ -70,9 +92,16 @@ def test_writer_and_reader_agree(tmp_path_factory, reports) -> None:
     assert [r.seq for r in records] == list(range(1, len(reports) + 1))
 
 
-@given(st.integers(0, 2**64), st.integers(0, 2**62), st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,20}", fullmatch=True),
-       st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(-10**20, 10**20),
-                 st.sampled_from(["1E5", "-0", "1e+300", "2.5e-3", "01", "1.", ".5", "+1", "1e", "--1"])))
+@given(
+    st.integers(0, 2**64),
+    st.integers(0, 2**62),
+    st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,20}", fullmatch=True),
+    st.one_of(
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.integers(-(10**20), 10**20),
+        st.sampled_from(["1E5", "-0", "1e+300", "2.5e-3", "01", "1.", ".5", "+1", "1e", "--1"]),
+    ),
+)
 def test_decode_fast_path_agrees_with_json(seq: int, ts_us: int, name: str, value: object) -> None:
     text = value if isinstance(value, str) else repr(value)
     line = f'{{"seq":{seq},"ts_us":{ts_us},"kind":"metric","name":"{name}","value":{text}}}'.encode()
@@ -123,10 +152,22 @@ def test_every_decoded_line_still_has_the_fields_of_the_single_record_type() -> 
     # them off any line (a header's spool_id, an end marker's empty one) must keep working.
     from runai.reporter.spool import decode, encode_end, encode_header, encode_metric, encode_parameter
 
-    for line in (encode_header("id", "pod", 1), encode_metric(1, 1, "m", 1.5), encode_parameter(2, 1, "p", "v"),
-                 encode_end(3, 1)):
+    for line in (
+        encode_header("id", "pod", 1),
+        encode_metric(1, 1, "m", 1.5),
+        encode_parameter(2, 1, "p", "v"),
+        encode_end(3, 1),
+    ):
         record = decode(line[:-1])
         fields = (record.seq, record.ts, record.kind, record.name, record.value, record.spool_id)
-        assert fields == (fields[0], fields[1], record.kind, *{
-            "header": ("", None, "id"), "metric": ("m", 1.5, ""), "parameter": ("p", "v", ""), "end": ("", None, ""),
-        }[record.kind])
+        assert fields == (
+            fields[0],
+            fields[1],
+            record.kind,
+            *{
+                "header": ("", None, "id"),
+                "metric": ("m", 1.5, ""),
+                "parameter": ("p", "v", ""),
+                "end": ("", None, ""),
+            }[record.kind],
+        )

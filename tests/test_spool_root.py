@@ -1,5 +1,6 @@
 """Who may own the spool root (issue 10's local attacks, tried for real with a second and a third uid):
 the shared temp fallback taken over, a symlink on its path. A shared volume's are test_spool_root_volume.py's."""
+
 from __future__ import annotations
 
 import os
@@ -29,24 +30,41 @@ def world_python() -> Iterator[str]:
     os.chmod(path, 0o755)
     try:
         python = _venv(os.path.join(path, "venv"), base, "prometheus_client>=0.25", "watchdog>=4")
-        site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                              check=True, text=True, capture_output=True, timeout=30).stdout.strip()
+        site = subprocess.run(
+            [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            check=True,
+            text=True,
+            capture_output=True,
+            timeout=30,
+        ).stdout.strip()
         for package in ("runai", "uploader"):
-            shutil.copytree(os.path.join(REPO, package), os.path.join(site, package),
-                            ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(
+                os.path.join(REPO, package), os.path.join(site, package), ignore=shutil.ignore_patterns("__pycache__")
+            )
         subprocess.run(["chmod", "-R", "a+rX", path], check=True, timeout=30)
         yield python
     finally:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _as(uid: int, python: str, code: str, *args: str, env: dict[str, str] | None = None,
-        stdin: int | None = subprocess.DEVNULL) -> subprocess.Popen[str]:
+def _as(
+    uid: int,
+    python: str,
+    code: str,
+    *args: str,
+    env: dict[str, str] | None = None,
+    stdin: int | None = subprocess.DEVNULL,
+) -> subprocess.Popen[str]:
     """Run Python *code* as *uid* (group too, no supplementary groups), in a fresh interpreter."""
     assert SETPRIV is not None
-    return subprocess.Popen([SETPRIV, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", python, "-c", code, *args],
-                            env=env if env is not None else job_env(), text=True, stdin=stdin,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [SETPRIV, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", python, "-c", code, *args],
+        env=env if env is not None else job_env(),
+        text=True,
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _run_as(uid: int, python: str, code: str, *args: str) -> None:
@@ -86,8 +104,9 @@ for name in (".w1-ffffffff.ckpt.tmp", "uploader.log", "uploader.lock"):
 
 
 @needs_root
-def test_another_user_cannot_take_over_the_shared_temp_spool(shared_tmp: str, world_python: str,
-                                                              gateway: Pushgateway, pod: str) -> None:
+def test_another_user_cannot_take_over_the_shared_temp_spool(
+    shared_tmp: str, world_python: str, gateway: Pushgateway, pod: str
+) -> None:
     # The victim keeps a file of their own; the attacker cannot read it, only point symlinks at it.
     home = os.path.join(shared_tmp, "victim-home")
     os.mkdir(home, 0o700)
@@ -101,8 +120,11 @@ def test_another_user_cannot_take_over_the_shared_temp_spool(shared_tmp: str, wo
     _run_as(ATTACKER, world_python, "import os, sys; os.mkdir(sys.argv[1]); os.chmod(sys.argv[1], 0o777)", root)
 
     # No writable home: the reporter falls back to <TMPDIR>/runai-reporter-<uid>.
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("reporter") and k not in ("XDG_STATE_HOME", "PYTHONPATH")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("reporter") and k not in ("XDG_STATE_HOME", "PYTHONPATH")
+    }
     env.update(HOME="/nonexistent", TMPDIR=shared_tmp, podUUID=pod, reporterGatewayURL=gateway.address)
     job = _as(VICTIM, world_python, VICTIM_JOB, env=env, stdin=subprocess.PIPE)
     assert job.stdout is not None and job.stdin is not None
@@ -120,8 +142,11 @@ def test_another_user_cannot_take_over_the_shared_temp_spool(shared_tmp: str, wo
             return f.read() == "precious\n"
 
     # Whatever the victim's uploaders do, they do it before they exit (or the harm shows first).
-    wait_for(lambda: not uploader_pids(shared_tmp) or not intact() or gateway.value(pod, metric_name("forged")),
-             30, "the victim's uploaders to exit")
+    wait_for(
+        lambda: not uploader_pids(shared_tmp) or not intact() or gateway.value(pod, metric_name("forged")),
+        30,
+        "the victim's uploaders to exit",
+    )
     assert intact(), "the victim's file was written through a planted symlink"
     assert gateway.value(pod, metric_name("forged")) is None, "a forged value was pushed as the victim"
     assert first.startswith("REFUSED"), f"the job used a spool root another user owns: {first + out + err}"
@@ -130,9 +155,9 @@ def test_another_user_cannot_take_over_the_shared_temp_spool(shared_tmp: str, wo
 
 
 @needs_root
-def test_another_users_symlink_at_the_temp_fallback_is_refused(shared_tmp: str, elsewhere: str, pod: str,
-                                                               gateway: Pushgateway,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_another_users_symlink_at_the_temp_fallback_is_refused(
+    shared_tmp: str, elsewhere: str, pod: str, gateway: Pushgateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Before this user's first job, the attacker points this user's fallback spool root at a directory that
     # passes every check on its own: root-owned and sticky.
     link = os.path.join(shared_tmp, f"runai-reporter-{os.getuid()}")
@@ -146,5 +171,3 @@ def test_another_users_symlink_at_the_temp_fallback_is_refused(shared_tmp: str, 
     assert "reporterSpoolDir" in str(refused.value) and link in str(refused.value), refused.value
     assert f"symlink of uid {ATTACKER}" in str(refused.value)
     assert _everything_under(elsewhere) == [], "the reporter wrote where the attacker's symlink pointed"
-
-

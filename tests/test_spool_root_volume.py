@@ -1,6 +1,7 @@
 """Who may own the spool root on a volume shared with other users (issue 10's local attacks, tried for real
 with a second uid): a group-writable root refused, and the Kubernetes recipe (a private subdirectory on an
 fsGroup volume) never following a group member's swap. The temp fallback's attacks are test_spool_root.py's."""
+
 from __future__ import annotations
 
 import os
@@ -15,9 +16,9 @@ from tests._users import ATTACKER, _as_attacker, _everything_under, needs_root
 pytestmark = pytest.mark.e2e
 
 
-def test_a_group_writable_root_is_refused_and_a_private_subdirectory_works(tmp_path, env: dict[str, str],
-                                                                            gateway: Pushgateway,
-                                                                            pod: str) -> None:
+def test_a_group_writable_root_is_refused_and_a_private_subdirectory_works(
+    tmp_path, env: dict[str, str], gateway: Pushgateway, pod: str
+) -> None:
     # A Kubernetes volume with fsGroup: root-owned, group-writable, setgid, no sticky bit.
     volume = tmp_path / "volume"
     volume.mkdir()
@@ -58,8 +59,9 @@ def _steal(volume: str, private: str, target: str) -> None:
 
 
 @needs_root
-def test_the_kubernetes_recipe_refuses_a_group_members_swap_at_creation(fsgroup_volume: str, elsewhere: str,
-                                                                        pod: str, gateway: Pushgateway) -> None:
+def test_the_kubernetes_recipe_refuses_a_group_members_swap_at_creation(
+    fsgroup_volume: str, elsewhere: str, pod: str, gateway: Pushgateway
+) -> None:
     private = os.path.join(fsgroup_volume, f"runai-spool-{os.getuid()}")
     os.mkdir(private, 0o700)  # the documented recipe: mkdir -m 0700 -p /data/runai-spool-$(id -u)
     _steal(fsgroup_volume, private, elsewhere)
@@ -68,20 +70,20 @@ def test_the_kubernetes_recipe_refuses_a_group_members_swap_at_creation(fsgroup_
     assert "reporterSpoolDir" in str(refused.value) and f"symlink of uid {ATTACKER}" in str(refused.value)
     # A spool root still to be created below the attacker's symlink: refused before anything is created.
     with pytest.raises(ConfigError, match=f"symlink of uid {ATTACKER}"):
-        Reporter(spool_dir=os.path.join(private, "sub"), pod_uuid=pod, gateway_url=gateway.address,
-                 finish_timeout=5)
+        Reporter(spool_dir=os.path.join(private, "sub"), pod_uuid=pod, gateway_url=gateway.address, finish_timeout=5)
     assert _everything_under(elsewhere) == []
 
 
 @needs_root
-def test_the_kubernetes_recipe_never_follows_a_swap_in_the_middle_of_a_job(fsgroup_volume: str, elsewhere: str,
-                                                                           pod: str, gateway: Pushgateway,
-                                                                           caplog: pytest.LogCaptureFixture) -> None:
+def test_the_kubernetes_recipe_never_follows_a_swap_in_the_middle_of_a_job(
+    fsgroup_volume: str, elsewhere: str, pod: str, gateway: Pushgateway, caplog: pytest.LogCaptureFixture
+) -> None:
     private = os.path.join(fsgroup_volume, f"runai-spool-{os.getuid()}")
     os.mkdir(private, 0o700)
     # Small spool files: the writer starts new ones (in the pod directory, resolved again) as the job goes on.
-    reporter = Reporter(spool_dir=private, pod_uuid=pod, gateway_url=gateway.address, finish_timeout=5,
-                        spool_file_bytes=4096)
+    reporter = Reporter(
+        spool_dir=private, pod_uuid=pod, gateway_url=gateway.address, finish_timeout=5, spool_file_bytes=4096
+    )
     try:
         reporter.reportMetric("before_swap", 1.0)
         wait_for(lambda: gateway.value(pod, metric_name("before_swap")) == 1.0, 15, "the first report")
@@ -103,7 +105,14 @@ def test_the_kubernetes_recipe_never_follows_a_swap_in_the_middle_of_a_job(fsgro
     stolen = os.path.join(fsgroup_volume, "stolen", pod)
     assert all(os.lstat(os.path.join(stolen, n)).st_uid == 0 for n in os.listdir(stolen))
     # The reports are in the renamed directory, still private: recovered from there (docs/operations.md).
-    done = uploader_cli({"reporterGatewayURL": gateway.address}, "recover", "--all", "--spool-dir",
-                        os.path.dirname(stolen), "--timeout", "20")
+    done = uploader_cli(
+        {"reporterGatewayURL": gateway.address},
+        "recover",
+        "--all",
+        "--spool-dir",
+        os.path.dirname(stolen),
+        "--timeout",
+        "20",
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert gateway.value(pod, metric_name("after_swap")) == 1.0

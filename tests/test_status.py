@@ -1,4 +1,5 @@
 """`runai-uploader status`: what the local spool says about each pod."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,9 @@ os.kill(os.getpid(), signal.SIGKILL)
 
 
 @pytest.mark.e2e
-def test_status_shows_a_crashed_pod_until_it_is_recovered(env: dict[str, str], own_gateway: Pushgateway,
-                                                          pod: str, spool_dir: str) -> None:
+def test_status_shows_a_crashed_pod_until_it_is_recovered(
+    env: dict[str, str], own_gateway: Pushgateway, pod: str, spool_dir: str
+) -> None:
     env = {**env, "reporterGatewayURL": own_gateway.address, "reporterRetryTimeout": "0.5"}
     crash = subprocess.run([sys.executable, "-c", CRASH], env=job_env(**env), capture_output=True, timeout=60)
     assert crash.returncode == -9
@@ -67,12 +69,35 @@ def test_pod_status_is_typed_and_its_json_keeps_the_documented_keys(spool_dir: s
     assert (status.reports_pending, status.reports_delivered, status.spool_files[0].finished) == (1, 0, True)
     as_json = status.to_json()
     assert list(as_json) == [
-        "pod_uuid", "pod_dir", "refused", "uploader_pid", "writers_alive", "reports_delivered", "reports_pending",
-        "bytes_delivered", "bytes_pending", "last_delivered", "last_error", "recover_command", "spool_files",
-        "clock_skew", "receivers", "same_ms",
+        "pod_uuid",
+        "pod_dir",
+        "refused",
+        "uploader_pid",
+        "writers_alive",
+        "reports_delivered",
+        "reports_pending",
+        "bytes_delivered",
+        "bytes_pending",
+        "last_delivered",
+        "last_error",
+        "recover_command",
+        "spool_files",
+        "clock_skew",
+        "receivers",
+        "same_ms",
     ]
     assert list(as_json["spool_files"][0]) == [
-        "path", "writer_pid", "writer_alive", "finished", "size", "reports_delivered", "reports_pending",
-        "bytes_delivered", "bytes_pending", "last_delivered", "error", "same_ms",
+        "path",
+        "writer_pid",
+        "writer_alive",
+        "finished",
+        "size",
+        "reports_delivered",
+        "reports_pending",
+        "bytes_delivered",
+        "bytes_pending",
+        "last_delivered",
+        "error",
+        "same_ms",
     ]
     assert json.loads(json.dumps(as_json)) == as_json

@@ -1,5 +1,6 @@
 """Hugging Face Transformers: a tiny BERT built from a config (nothing downloaded), trained on CPU with
 RunaiCallback against a real Pushgateway."""
+
 from __future__ import annotations
 
 import logging
@@ -15,11 +16,16 @@ transformers = pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
 
 from transformers import (  # noqa: E402
-    BertConfig, BertForSequenceClassification, Trainer, TrainerCallback, TrainerState, TrainingArguments,
+    BertConfig,
+    BertForSequenceClassification,
+    Trainer,
+    TrainerCallback,
+    TrainerState,
+    TrainingArguments,
 )
 
-from runai.reporter.transformers import RunaiCallback  # noqa: E402
 from harness import Pushgateway, job_env, metric_name, parameter_name  # noqa: E402
+from runai.reporter.transformers import RunaiCallback  # noqa: E402
 from tests._helpers import spool_records  # noqa: E402
 
 pytestmark = pytest.mark.e2e
@@ -41,17 +47,36 @@ class _Synthetic(torch.utils.data.Dataset):
 
 
 def _model() -> Any:
-    config = BertConfig(vocab_size=32, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=32, max_position_embeddings=16, num_labels=2)
+    config = BertConfig(
+        vocab_size=32,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=16,
+        num_labels=2,
+    )
     return BertForSequenceClassification(config)
 
 
 def _trainer(output_dir: str, callbacks: list[Any], data: Any = None, **arguments: Any) -> Any:
-    args = TrainingArguments(**{"num_train_epochs": EPOCHS, **arguments}, output_dir=output_dir,
-                             per_device_train_batch_size=BATCH, logging_steps=1, report_to="none", save_strategy="no",
-                             use_cpu=True, disable_tqdm=True)
-    return Trainer(model=_model(), args=args, train_dataset=_Synthetic() if data is None else data,
-                   eval_dataset=_Synthetic(), callbacks=callbacks)
+    args = TrainingArguments(
+        **{"num_train_epochs": EPOCHS, **arguments},
+        output_dir=output_dir,
+        per_device_train_batch_size=BATCH,
+        logging_steps=1,
+        report_to="none",
+        save_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    return Trainer(
+        model=_model(),
+        args=args,
+        train_dataset=_Synthetic() if data is None else data,
+        eval_dataset=_Synthetic(),
+        callbacks=callbacks,
+    )
 
 
 def test_two_epochs_report_the_ui_names(env: dict[str, str], gateway: Pushgateway, pod: str, tmp_path: Any) -> None:
@@ -78,14 +103,16 @@ def test_two_epochs_report_the_ui_names(env: dict[str, str], gateway: Pushgatewa
     epochs = [r.value for r in spool_records(os.path.join(env["reporterSpoolDir"], pod)) if r.name == "epoch"]
     assert epochs[:STEPS] == pytest.approx([(i + 1) / STEPS for i in range(STEPS)])  # fractional, as the Trainer counts
     # Where epoch / overall_epochs needs the convention, training_progress is the fraction done itself.
-    progress = [r.value for r in spool_records(os.path.join(env["reporterSpoolDir"], pod))
-                if r.name == "training_progress"]
-    assert progress[:EPOCHS * STEPS] == pytest.approx([(i + 1) / (EPOCHS * STEPS) for i in range(EPOCHS * STEPS)])
+    progress = [
+        r.value for r in spool_records(os.path.join(env["reporterSpoolDir"], pod)) if r.name == "training_progress"
+    ]
+    assert progress[: EPOCHS * STEPS] == pytest.approx([(i + 1) / (EPOCHS * STEPS) for i in range(EPOCHS * STEPS)])
     assert value[metric_name("training_progress")] == 1.0
 
 
-def test_training_arguments_are_reported_as_parameters_once(env: dict[str, str], gateway: Pushgateway, pod: str,
-                                                             tmp_path: Any) -> None:
+def test_training_arguments_are_reported_as_parameters_once(
+    env: dict[str, str], gateway: Pushgateway, pod: str, tmp_path: Any
+) -> None:
     trainer = _trainer(str(tmp_path / "out"), [RunaiCallback()], hub_token="hf_sekrit", seed=7)
     trainer.train()
     reported = [r for r in spool_records(os.path.join(env["reporterSpoolDir"], pod)) if r.kind == "parameter"]
@@ -114,8 +141,9 @@ class _BadKey(TrainerCallback):
             logs["x" * 300] = 1.0
 
 
-def test_a_failure_inside_the_callback_is_logged_once(env: dict[str, str], gateway: Pushgateway, pod: str,
-                                                      tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_failure_inside_the_callback_is_logged_once(
+    env: dict[str, str], gateway: Pushgateway, pod: str, tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING, logger="runai")
     trainer = _trainer(str(tmp_path / "out"), [_BadKey(), RunaiCallback()])
     trainer.train()
@@ -133,8 +161,14 @@ def _state(world_zero: bool) -> Any:
 
 def test_only_world_process_zero_reports(env: dict[str, str], tmp_path: Any) -> None:
     """The hooks as the Trainer calls them on process 1 of 2: no report, no spool file; all_ranks=True: _rank1."""
-    args = SimpleNamespace(process_index=1, num_train_epochs=2, max_steps=-1, per_device_train_batch_size=4,
-                           learning_rate=0.1, optim="adamw_torch")
+    args = SimpleNamespace(
+        process_index=1,
+        num_train_epochs=2,
+        max_steps=-1,
+        per_device_train_batch_size=4,
+        learning_rate=0.1,
+        optim="adamw_torch",
+    )
     pod_dir = os.path.join(env["reporterSpoolDir"], env["podUUID"])
     quiet = RunaiCallback()
     for hook in (quiet.on_train_begin, quiet.on_log, quiet.on_train_end):
@@ -158,10 +192,14 @@ class _Stream(torch.utils.data.IterableDataset):  # type: ignore[type-arg]  # to
         return iter(data[i] for i in range(SAMPLES))
 
 
-@pytest.mark.parametrize("bound", [{"max_steps": 6}, {"num_train_epochs": 1.5}, {"max_steps": 6, "data": "stream"}],
-                         ids=["max_steps", "fractional_epochs", "max_steps_without_length"])
-def test_the_progress_bar_ends_at_one(env: dict[str, str], gateway: Pushgateway, pod: str, tmp_path: Any,
-                                      bound: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "bound",
+    [{"max_steps": 6}, {"num_train_epochs": 1.5}, {"max_steps": 6, "data": "stream"}],
+    ids=["max_steps", "fractional_epochs", "max_steps_without_length"],
+)
+def test_the_progress_bar_ends_at_one(
+    env: dict[str, str], gateway: Pushgateway, pod: str, tmp_path: Any, bound: dict[str, Any]
+) -> None:
     data = _Stream() if bound.pop("data", None) else None
     trainer = _trainer(str(tmp_path / "out"), [RunaiCallback()], data, **bound)
     trainer.train()
@@ -173,8 +211,9 @@ def test_the_progress_bar_ends_at_one(env: dict[str, str], gateway: Pushgateway,
     assert first[0] == (1.0 if data is not None else 1.5)
 
 
-def test_evaluate_after_train_ends_its_stream(env: dict[str, str], gateway: Pushgateway, pod: str,
-                                              tmp_path: Any) -> None:
+def test_evaluate_after_train_ends_its_stream(
+    env: dict[str, str], gateway: Pushgateway, pod: str, tmp_path: Any
+) -> None:
     trainer = _trainer(str(tmp_path / "out"), [RunaiCallback()], eval_strategy="epoch")
     trainer.train()
     metrics = trainer.evaluate()
@@ -185,15 +224,19 @@ def test_evaluate_after_train_ends_its_stream(env: dict[str, str], gateway: Push
 
 
 def test_importing_without_transformers_says_what_to_install() -> None:
-    code = ("import sys\n"
-            "class _Block:\n"
-            "    def find_spec(self, name, path=None, target=None):\n"
-            "        if name.split('.')[0] == 'transformers':\n"
-            "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
-            "sys.meta_path.insert(0, _Block())\n"
-            "import runai.reporter.transformers\n")
+    code = (
+        "import sys\n"
+        "class _Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'transformers':\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, _Block())\n"
+        "import runai.reporter.transformers\n"
+    )
     done = subprocess.run([sys.executable, "-c", code], env=job_env(), capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]
-    assert last == ("ModuleNotFoundError: runai.reporter.transformers needs Hugging Face Transformers: "
-                    "pip install 'runai[transformers]'")
+    assert last == (
+        "ModuleNotFoundError: runai.reporter.transformers needs Hugging Face Transformers: "
+        "pip install 'runai[transformers]'"
+    )

@@ -1,5 +1,6 @@
 """The uploader's loop (`runai-uploader run` and the Uploader class): following, polling, coalescing, giving up,
 its log, its descriptor limit and its memory."""
+
 from __future__ import annotations
 
 import errno
@@ -18,15 +19,14 @@ from runai.reporter import Reporter
 from runai.reporter.spool import SpoolWriter
 from tests._helpers import _stop_and_time, cli_env, finished_spool, peak_rss_mib, start_uploader
 from tests._raw_gateway import RawGateway
-from uploader.sinks.pushgateway import MAX_PUSH_BYTES, MAX_PUSH_VALUES, Pusher
-from uploader.delivery.service import Uploader
 from uploader.delivery import DeliveryOptions
+from uploader.delivery.service import Uploader
+from uploader.sinks.pushgateway import MAX_PUSH_BYTES, MAX_PUSH_VALUES, Pusher
 
 pytestmark = pytest.mark.e2e
 
 
-def test_a_stopped_uploader_catches_up(env: dict[str, str], gateway: Pushgateway, pod: str,
-                                       spool_dir: str) -> None:
+def test_a_stopped_uploader_catches_up(env: dict[str, str], gateway: Pushgateway, pod: str, spool_dir: str) -> None:
     reporter = Reporter()
     reporter.reportMetric("x", -1)
     wait_for(lambda: gateway.value(pod, metric_name("x")) == -1, 10, "the first push")
@@ -42,8 +42,9 @@ def test_a_stopped_uploader_catches_up(env: dict[str, str], gateway: Pushgateway
     assert gateway.value(pod, metric_name("x")) == 49_999
 
 
-def test_without_inotify_the_uploader_polls(tmp_path, gateway: Pushgateway, pod: str, monkeypatch,
-                                            caplog: pytest.LogCaptureFixture) -> None:
+def test_without_inotify_the_uploader_polls(
+    tmp_path, gateway: Pushgateway, pod: str, monkeypatch, caplog: pytest.LogCaptureFixture
+) -> None:
     import watchdog.observers
 
     def exhausted(*args: object, **kwargs: object) -> None:
@@ -66,8 +67,9 @@ def test_without_inotify_the_uploader_polls(tmp_path, gateway: Pushgateway, pod:
     assert any("file events are unavailable" in r.getMessage() for r in caplog.records)
 
 
-def test_uploader_exits_when_its_pod_directory_is_removed(env: dict[str, str], gateway: Pushgateway, pod: str,
-                                                          spool_dir: str) -> None:
+def test_uploader_exits_when_its_pod_directory_is_removed(
+    env: dict[str, str], gateway: Pushgateway, pod: str, spool_dir: str
+) -> None:
     import shutil
 
     reporter = Reporter()
@@ -92,18 +94,24 @@ def _soft_open_files_limit(pid: int) -> tuple[int, int]:
     return int(fields[3]), int(fields[4])
 
 
-def test_the_uploader_raises_its_open_files_limit_to_the_hard_limit(gateway: Pushgateway, spool_dir: str,
-                                                                     pod: str) -> None:
+def test_the_uploader_raises_its_open_files_limit_to_the_hard_limit(
+    gateway: Pushgateway, spool_dir: str, pod: str
+) -> None:
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if hard <= 256:
         pytest.skip("the hard limit on open files leaves no room to raise")
     writer = SpoolWriter(os.path.join(spool_dir, pod), pod)  # stays open: `run` keeps following
     try:
         writer.write_metric("x", 3.0)
-        proc = subprocess.Popen([sys.executable, "-m", "uploader", "run"],
-                                env=job_env(**cli_env(spool_dir, pod, gateway.address)), text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                                preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "uploader", "run"],
+            env=job_env(**cli_env(spool_dir, pod, gateway.address)),
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)),
+        )
         try:
             _wait_delivered(gateway, pod, "x", 3.0)
             assert _soft_open_files_limit(proc.pid) == (hard, hard)
@@ -113,11 +121,8 @@ def test_the_uploader_raises_its_open_files_limit_to_the_hard_limit(gateway: Pus
         writer.close()
 
 
-
-
 @pytest.mark.parametrize("kind", ["directory", "symlink", "fifo"])
-def test_a_bad_uploader_log_does_not_stop_delivery(gateway: Pushgateway, spool_dir: str, pod: str,
-                                                    kind: str) -> None:
+def test_a_bad_uploader_log_does_not_stop_delivery(gateway: Pushgateway, spool_dir: str, pod: str, kind: str) -> None:
     finished_spool(spool_dir, pod, {"x": 5.0})
     log = os.path.join(spool_dir, pod, "uploader.log")
     if kind == "directory":
@@ -133,8 +138,9 @@ def test_a_bad_uploader_log_does_not_stop_delivery(gateway: Pushgateway, spool_d
     assert gateway.value(pod, metric_name("x")) == 5.0
 
 
-def test_a_stray_entry_named_like_a_spool_file_is_warned_about_once(gateway: Pushgateway, spool_dir: str,
-                                                                     pod: str) -> None:
+def test_a_stray_entry_named_like_a_spool_file_is_warned_about_once(
+    gateway: Pushgateway, spool_dir: str, pod: str
+) -> None:
     pod_dir = os.path.join(spool_dir, pod)
     writer = SpoolWriter(pod_dir, pod)  # stays open: `run` keeps scanning
     try:
@@ -164,8 +170,10 @@ def test_500000_distinct_names_in_bounded_memory(spool_dir: str, pod: str) -> No
     with RawGateway("accept") as sink:
         # `run`, as the Reporter starts it (it reads 64 MiB per scan; `recover` reads 4 MiB).
         done, peak = peak_rss_mib(cli_env(spool_dir, pod, sink.url), "run", timeout=300)
-    print(f"peak RSS for {count} distinct names: {peak:.0f} MiB; {sink.requests} pushes, the largest "
-          f"{sink.largest_body} bytes and {sink.most_values} values")
+    print(
+        f"peak RSS for {count} distinct names: {peak:.0f} MiB; {sink.requests} pushes, the largest "
+        f"{sink.largest_body} bytes and {sink.most_values} values"
+    )
     assert done.returncode == 0, done.stderr
     assert sink.values == count
     assert sink.largest_body <= MAX_PUSH_BYTES and sink.most_values <= MAX_PUSH_VALUES

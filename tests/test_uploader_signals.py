@@ -1,4 +1,5 @@
 """SIGTERM and stop() end the uploader within 2 s: mid-push, mid-connect, mid-scan, and under a lock."""
+
 from __future__ import annotations
 
 import os
@@ -16,9 +17,9 @@ from harness import Pushgateway, job_env, wait_for
 from runai.reporter.spool import SpoolWriter, checkpoint_path, encode_metric
 from tests._helpers import _stop_and_time, cli_env, finished_spool, start_uploader
 from tests._raw_gateway import RawGateway
-from uploader.sinks.pushgateway import Pusher
-from uploader.delivery.service import EXIT_PENDING, Uploader
 from uploader.delivery import DeliveryOptions
+from uploader.delivery.service import EXIT_PENDING, Uploader
+from uploader.sinks.pushgateway import Pusher
 
 
 def _sigterm_mid_push(spool_dir: str, pod: str, command: str) -> tuple[float, int, str]:
@@ -86,21 +87,29 @@ sys.exit(code)
 
 
 @pytest.mark.e2e
-def test_a_signal_while_the_main_thread_holds_a_lock_does_not_deadlock(gateway: Pushgateway, spool_dir: str,
-                                                                        pod: str) -> None:
+def test_a_signal_while_the_main_thread_holds_a_lock_does_not_deadlock(
+    gateway: Pushgateway, spool_dir: str, pod: str
+) -> None:
     writer = SpoolWriter(os.path.join(spool_dir, pod), pod)  # stays open: `run` keeps following
     try:
         writer.write_metric("x", 1.0)
-        proc = subprocess.Popen([sys.executable, "-c", _SIGNAL_UNDER_A_LOCK],
-                                env=job_env(**cli_env(spool_dir, pod, gateway.address)), text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _SIGNAL_UNDER_A_LOCK],
+            env=job_env(**cli_env(spool_dir, pod, gateway.address)),
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+        )
         try:
             out, err = proc.communicate(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
             out, err = proc.communicate()
-            pytest.fail("the uploader deadlocked: SIGTERM arrived while its main thread held a threading.Event's "
-                        "lock, and the handler waited for that lock")
+            pytest.fail(
+                "the uploader deadlocked: SIGTERM arrived while its main thread held a threading.Event's "
+                "lock, and the handler waited for that lock"
+            )
     finally:
         writer.close()
     assert "signalled in Event." in out and "(never)" not in out, out + err
@@ -125,8 +134,9 @@ def test_stop_cuts_a_push_in_flight(tmp_path: os.PathLike[str], pod: str) -> Non
     writer.write_metric("x", 1.0)
     writer.close()
     with RawGateway("hold") as held:
-        uploader = Uploader(pod_dir, Pusher(held.url, pod, timeout=60),
-                            DeliveryOptions(follow=False, use_watchdog=False))
+        uploader = Uploader(
+            pod_dir, Pusher(held.url, pod, timeout=60), DeliveryOptions(follow=False, use_watchdog=False)
+        )
         results: list[int] = []
         thread = threading.Thread(target=lambda: results.append(uploader.run()), daemon=True)
         thread.start()
@@ -178,8 +188,9 @@ def full_listener() -> Iterator[int]:
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("command", ["run", "recover"])
-def test_sigterm_during_a_tcp_connect_ends_the_uploader_within_2s(spool_dir: str, pod: str, full_listener: int,
-                                                                  command: str) -> None:
+def test_sigterm_during_a_tcp_connect_ends_the_uploader_within_2s(
+    spool_dir: str, pod: str, full_listener: int, command: str
+) -> None:
     finished_spool(spool_dir, pod, {"x": 1.0})
     stuck = _syn_sent_to(full_listener)
     proc = start_uploader(cli_env(spool_dir, pod, f"127.0.0.1:{full_listener}"), command, "--push-timeout=30")
@@ -220,8 +231,9 @@ def test_sigterm_during_a_scan_of_a_big_backlog_ends_run_within_2s(spool_dir: st
 
 
 @pytest.mark.e2e
-def test_sigterm_while_looking_for_the_end_of_a_huge_unterminated_line_ends_run_within_2s(spool_dir: str,
-                                                                                          pod: str) -> None:
+def test_sigterm_while_looking_for_the_end_of_a_huge_unterminated_line_ends_run_within_2s(
+    spool_dir: str, pod: str
+) -> None:
     path = finished_spool(spool_dir, pod, {"x": 1.0})
     with open(path, "r+b") as f:  # a sparse NUL tail without a newline: searched, never held
         f.truncate(os.path.getsize(path) + (8 << 30))

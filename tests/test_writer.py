@@ -1,5 +1,6 @@
 """The spool writer in the training process: a failing disk, threads, forks, several writers of one pod,
 a closed writer's descriptors, and the order of one writer's reports."""
+
 from __future__ import annotations
 
 import errno
@@ -101,8 +102,10 @@ def test_close_never_lets_a_late_report_into_a_reused_descriptor(tmp_path) -> No
         wait_for(lambda w=writer: os.path.getsize(w.path) > 4096, 10, "the threads to report")
         writer.close()
         # Files the program opens right after close(): the lowest free numbers, the spool's among them.
-        victims = [os.open(str(tmp_path / f"victim{trial}-{i}"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-                   for i in range(4)]
+        victims = [
+            os.open(str(tmp_path / f"victim{trial}-{i}"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            for i in range(4)
+        ]
         stop.set()
         for t in threads:
             t.join()
@@ -117,6 +120,7 @@ def test_threads_report_concurrently_without_loss(env: dict[str, str]) -> None:
     per_thread, threads = 5000, 8
 
     with Reporter() as reporter:
+
         def work(i: int) -> None:
             for n in range(per_thread):
                 reporter.reportMetric(f"t{i}", n)
@@ -149,12 +153,14 @@ print(os.waitstatus_to_exitcode(status), runai.reporter.finish(timeout=20))
 
 
 @pytest.mark.e2e
-def test_a_forked_child_gets_its_own_spool_file(env: dict[str, str], gateway: Pushgateway, pod: str,
-                                                spool_dir: str) -> None:
+def test_a_forked_child_gets_its_own_spool_file(
+    env: dict[str, str], gateway: Pushgateway, pod: str, spool_dir: str
+) -> None:
     from harness import job_env
 
-    done = subprocess.run([sys.executable, "-c", FORK_JOB], env=job_env(**env), capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", FORK_JOB], env=job_env(**env), capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["0", "True"]
     assert gateway.value(pod, metric_name("child")) == 2
@@ -187,8 +193,7 @@ def test_many_writers_of_one_pod_are_all_delivered(env: dict[str, str], gateway:
 
 
 @pytest.mark.e2e
-def test_two_processes_report_for_one_pod(env: dict[str, str], gateway: Pushgateway, pod: str,
-                                          spool_dir: str) -> None:
+def test_two_processes_report_for_one_pod(env: dict[str, str], gateway: Pushgateway, pod: str, spool_dir: str) -> None:
     code = """
 import sys, runai.reporter
 with runai.reporter.Reporter() as r:
@@ -199,9 +204,17 @@ with runai.reporter.Reporter() as r:
         r.reportMetric('shared', i)
     print(r.finish(), flush=True)
 """
-    jobs = [subprocess.Popen([sys.executable, "-c", code.format(rank=rank)], env=job_env(**env), text=True,
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            for rank in range(2)]
+    jobs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code.format(rank=rank)],
+            env=job_env(**env),
+            text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for rank in range(2)
+    ]
     try:
         for job in jobs:
             assert job.stdout is not None and job.stdout.readline().strip() == "ready"
@@ -221,8 +234,7 @@ with runai.reporter.Reporter() as r:
 
 
 @pytest.mark.e2e
-def test_a_clock_stepping_back_does_not_make_an_older_value_win(gateway: Pushgateway, spool_dir: str,
-                                                                pod: str) -> None:
+def test_a_clock_stepping_back_does_not_make_an_older_value_win(gateway: Pushgateway, spool_dir: str, pod: str) -> None:
     job = f"""
 import runai.reporter.spool.writer as spool
 now = [spool._time_ns()]

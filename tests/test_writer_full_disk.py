@@ -1,4 +1,5 @@
 """A full disk (a real 256 KiB tmpfs): reports are lost and counted, training and finish() go on."""
+
 from __future__ import annotations
 
 import errno
@@ -26,16 +27,18 @@ pytestmark = pytest.mark.e2e
 def small_disk(tmp_path) -> Iterator[str]:
     mount = str(tmp_path / "small")
     os.makedirs(mount)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", mount],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", mount], capture_output=True, text=True
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}): the disk-full test needs root and mount")
     yield mount
     subprocess.run(["umount", "-l", mount], check=False)
 
 
-def test_a_full_disk_loses_reports_but_never_training(env: dict[str, str], gateway: Pushgateway, pod: str,
-                                                      small_disk: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_full_disk_loses_reports_but_never_training(
+    env: dict[str, str], gateway: Pushgateway, pod: str, small_disk: str, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING, logger="runai")
     filler = os.path.join(small_disk, "filler")
     reporter = Reporter(spool_dir=small_disk)

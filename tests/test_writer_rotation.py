@@ -1,4 +1,5 @@
 """Rotation of the writer's spool file under signals and descriptor exhaustion."""
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,14 @@ print(json.dumps({"closed": writer.closed, "fd": writer._fd, "files": [f.path fo
 @pytest.mark.e2e
 def test_finish_from_a_signal_handler_inside_a_rotation_leaves_no_stray_file(spool_dir: str) -> None:
     pod_dir = os.path.join(spool_dir, "pod")
-    done = subprocess.run([sys.executable, "-c", _FINISH_IN_ROTATION, pod_dir], env=job_env(), text=True,
-                          capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [sys.executable, "-c", _FINISH_IN_ROTATION, pod_dir],
+        env=job_env(),
+        text=True,
+        capture_output=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 0, done.stderr
     state = json.loads(done.stdout)
     assert state["closed"] and state["fd"] == -1, state
@@ -46,7 +53,6 @@ def test_finish_from_a_signal_handler_inside_a_rotation_leaves_no_stray_file(spo
     for path in on_disk:
         with open(path, "rb") as f:
             assert json.loads(f.read().splitlines()[-1])["kind"] == "end", path
-
 
 
 _EMFILE = """
@@ -81,13 +87,20 @@ print("released")
 
 @pytest.mark.e2e
 def test_out_of_descriptors_a_report_does_not_raise_and_the_release_is_retried(spool_dir: str) -> None:
-    done = subprocess.run([sys.executable, "-c", _EMFILE, os.path.join(spool_dir, "pod")], env=job_env(),
-                          text=True, capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [sys.executable, "-c", _EMFILE, os.path.join(spool_dir, "pod")],
+        env=job_env(),
+        text=True,
+        capture_output=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 0 and "released" in done.stdout, done.stderr
 
 
 def test_close_from_a_signal_handler_during_the_rotations_swap_leaves_no_live_file(
-        spool_dir: str, pod: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    spool_dir: str, pod: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """close() run at the last call inside a rotation (where a signal handler's finish() could run it)."""
     from runai.reporter.spool import writer as spool
 

@@ -6,6 +6,7 @@ is cheap on purpose: ``--help`` needs neither ``prometheus_client`` nor
 commands import those only when they run. The training process never imports this
 package: what both sides share lives in :mod:`runai.reporter`.
 """
+
 from __future__ import annotations
 
 __all__: list[str] = []

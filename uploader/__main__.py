@@ -1,4 +1,5 @@
 """``python -m uploader``: the same as the ``runai-uploader`` command."""
+
 from __future__ import annotations
 
 import sys

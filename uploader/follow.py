@@ -4,6 +4,7 @@ A Reporter starts this in the background. It logs to the pod's log file,
 takes the pod's lock (or leaves the pod to the uploader that holds it), and
 delivers until done or stopped by a signal.
 """
+
 from __future__ import annotations
 
 import logging
@@ -42,15 +43,22 @@ def follow(settings: Settings) -> int | None:
     warn_insecure_auth(settings)  # now that logging goes to uploader.log
     try:
         uploader = build_uploader(settings, follower_options(settings), lock=lock)
-        logger.info("uploader started for pod %s, pushing to %s", settings.pod_uuid,
-                    " and ".join(redact_url(url) for url in (settings.gateway_url, settings.remote_write_url) if url))
+        logger.info(
+            "uploader started for pod %s, pushing to %s",
+            settings.pod_uuid,
+            " and ".join(redact_url(url) for url in (settings.gateway_url, settings.remote_write_url) if url),
+        )
         with StopOnSignals() as stopper:
             stopper.watch(uploader)
             status = uploader.run()
         if stopper.signum is not None:
             logger.info("stopped by signal %d", stopper.signum)
-        logger.info("uploader exiting with status %d: %d reports delivered, %d pending",
-                    status, uploader.delivered_records, uploader.pending_records())
+        logger.info(
+            "uploader exiting with status %d: %d reports delivered, %d pending",
+            status,
+            uploader.delivered_records,
+            uploader.pending_records(),
+        )
         return status
     finally:
         lock.release()

@@ -5,6 +5,7 @@ per pod and tells a :class:`RecoveryListener` what happens as it happens
 (waiting for a running uploader, progress, each pod's result). The command
 line prints them.
 """
+
 from __future__ import annotations
 
 import enum
@@ -24,8 +25,7 @@ from .delivery.loops import SinkLoops
 from .delivery.pending import pending
 from .runtime.signals import StopOnSignals
 
-__all__ = ["Outcome", "ProgressSink", "Recovered", "RecoveryListener", "pending_on_disk",
-           "recover_pod", "recover_pods"]
+__all__ = ["Outcome", "ProgressSink", "Recovered", "RecoveryListener", "pending_on_disk", "recover_pod", "recover_pods"]
 
 _RECOVER_SCAN_BYTES = 4 << 20  # about 50,000 reports, a push and a checkpoint each
 
@@ -91,9 +91,17 @@ class RecoveryListener(Protocol):
         """One pod is done, delivered or not."""
 
 
-def recover_pods(pods: Iterable[str], settings_for: Callable[[str], Settings], spool_dir: str, timeout: float,
-                 stopper: StopOnSignals, listener: RecoveryListener, *, take_over: bool = False,
-                 follow_intent: bool = False) -> list[Recovered]:
+def recover_pods(
+    pods: Iterable[str],
+    settings_for: Callable[[str], Settings],
+    spool_dir: str,
+    timeout: float,
+    stopper: StopOnSignals,
+    listener: RecoveryListener,
+    *,
+    take_over: bool = False,
+    follow_intent: bool = False,
+) -> list[Recovered]:
     """Recover each of *pods* in turn, until done or *stopper* has stopped; one result per pod tried.
 
     *follow_intent* (``recover --all``): each pod goes only to the receivers of the kinds its job named
@@ -123,8 +131,9 @@ def recover_pods(pods: Iterable[str], settings_for: Callable[[str], Settings], s
     return results
 
 
-def recover_pod(settings: Settings, timeout: float, stopper: StopOnSignals, listener: RecoveryListener, *,
-                take_over: bool = False) -> Recovered:
+def recover_pod(
+    settings: Settings, timeout: float, stopper: StopOnSignals, listener: RecoveryListener, *, take_over: bool = False
+) -> Recovered:
     """Deliver everything *settings*' pod has pending, waiting up to *timeout* s for its uploader or gateway.
 
     With *take_over*, a live uploader holding the pod is stopped (SIGTERM) once the pod's writers are all gone,
@@ -132,8 +141,9 @@ def recover_pod(settings: Settings, timeout: float, stopper: StopOnSignals, list
     """
     pod = settings.pod_uuid
     urls = " and ".join(url for url in (settings.gateway_url, settings.remote_write_url) if url)
-    receiver = "receivers" if len(settings.sinks) > 1 else "gateway" if settings.gateway_url else \
-        "remote-write receiver"
+    receiver = (
+        "receivers" if len(settings.sinks) > 1 else "gateway" if settings.gateway_url else "remote-write receiver"
+    )
     result = Recovered(pod, pod_dir=settings.pod_dir, url=urls, receiver=receiver)
     if not spool_file_names(settings.pod_dir):
         result.outcome = Outcome.EMPTY
@@ -167,14 +177,22 @@ def recover_pod(settings: Settings, timeout: float, stopper: StopOnSignals, list
     return result
 
 
-def _take_over(settings: Settings, lock: PodLock, timeout: float, stopper: StopOnSignals,
-               listener: RecoveryListener, result: Recovered) -> bool:
+def _take_over(
+    settings: Settings,
+    lock: PodLock,
+    timeout: float,
+    stopper: StopOnSignals,
+    listener: RecoveryListener,
+    result: Recovered,
+) -> bool:
     """Stop the uploader holding the pod (its writers all gone) and take its lock; False, with why in *result*."""
     writers = pending(settings.pod_dir, settings.sinks).writers_alive
     holder = result.holder
     if writers:
-        result.error = (f"its job is still running ({writers} writers alive), and its uploader (pid {holder}) "
-                        "delivers what it writes: --take-over stops an uploader only once the job's writers are gone")
+        result.error = (
+            f"its job is still running ({writers} writers alive), and its uploader (pid {holder}) "
+            "delivers what it writes: --take-over stops an uploader only once the job's writers are gone"
+        )
         return False
     error = _stop_holder(settings.pod_dir, holder) if holder else _NOT_SEEN.format(holder=holder)
     if error or not holder:
@@ -188,8 +206,10 @@ def _take_over(settings: Settings, lock: PodLock, timeout: float, stopper: StopO
 
 
 # 0: it wrote no pid; not among the holders: another pid namespace (a node agent's container), or reused.
-_NOT_SEEN = ("the pid its lock file names ({holder}) is not seen holding the lock from here (another container's "
-             "uploader, such as a node agent's?): stop that uploader where it runs, then run recover again")
+_NOT_SEEN = (
+    "the pid its lock file names ({holder}) is not seen holding the lock from here (another container's "
+    "uploader, such as a node agent's?): stop that uploader where it runs, then run recover again"
+)
 
 
 def _stop_holder(pod_dir: str, holder: int) -> str | None:
@@ -213,8 +233,9 @@ def _stop_holder(pod_dir: str, holder: int) -> str | None:
     return None
 
 
-def _deliver(settings: Settings, timeout: float, stopper: StopOnSignals,
-             progress: ProgressSink) -> tuple[SinkLoops, bool]:
+def _deliver(
+    settings: Settings, timeout: float, stopper: StopOnSignals, progress: ProgressSink
+) -> tuple[SinkLoops, bool]:
     """Run a one-shot delivery of the pod (its lock held); return it, and whether it delivered everything."""
     # Imported here: the service imports prometheus_client and watchdog, which `--help` does not need.
     from .delivery.service import EXIT_DELIVERED
@@ -227,8 +248,13 @@ def _deliver(settings: Settings, timeout: float, stopper: StopOnSignals,
         progress.update(records, sent, total_bytes=total)
 
     # Smaller steps than a follower's: each commits, so the bar moves while a big spool is read.
-    options = DeliveryOptions(push_interval=settings.push_interval, retry_timeout=timeout, follow=False,
-                              use_watchdog=False, scan_bytes=_RECOVER_SCAN_BYTES)
+    options = DeliveryOptions(
+        push_interval=settings.push_interval,
+        retry_timeout=timeout,
+        follow=False,
+        use_watchdog=False,
+        scan_bytes=_RECOVER_SCAN_BYTES,
+    )
     built = uploader = build_uploader(settings, options, on_progress=on_progress)
     stopper.watch(built)
     try:

@@ -8,6 +8,7 @@ checks; the PrometheusRule's ``spec`` is the same text, indented, comments and a
 
 tests/test_rules.py checks that the file checked in is the rendering.
 """
+
 from __future__ import annotations
 
 import argparse

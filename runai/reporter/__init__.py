@@ -12,6 +12,7 @@ on first use; ``runai.reporter.finish()`` delivers and ends it.
 Importing this package is cheap: it starts no thread and no process, and does
 not import ``prometheus_client`` or ``watchdog``.
 """
+
 from __future__ import annotations
 
 import threading

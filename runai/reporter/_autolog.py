@@ -4,6 +4,7 @@ The reporting logic of the autolog callback (mixed into Keras' ``Callback``
 class by :mod:`runai.reporter.keras`, the only module that imports Keras) and
 its options. How ``fit``'s arguments get the callback is :mod:`._autolog_fit`.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -50,8 +51,14 @@ class AutologCallbackMixin:
     model: Any
     params: dict[str, Any]
 
-    def __init__(self, reporter: Reporter | None = None, *, every_n_steps: int = 1,
-                 batch_size: int | None = None, **options: bool) -> None:
+    def __init__(
+        self,
+        reporter: Reporter | None = None,
+        *,
+        every_n_steps: int = 1,
+        batch_size: int | None = None,
+        **options: bool,
+    ) -> None:
         super().__init__()  # the Keras Callback this is mixed into
         unknown = set(options) - set(AUTOLOG_DEFAULTS)
         if unknown:
@@ -141,8 +148,12 @@ class AutologCallbackMixin:
             self._parameter(names.OPTIMIZER_NAME, type(optimizer).__name__)
         if options["loss_method"] and getattr(model, "loss", None) is not None:
             loss = model.loss
-            self._parameter("loss_method", loss if isinstance(loss, str)
-                            else getattr(loss, "name", None) or getattr(loss, "__name__", type(loss).__name__))
+            self._parameter(
+                "loss_method",
+                loss
+                if isinstance(loss, str)
+                else getattr(loss, "name", None) or getattr(loss, "__name__", type(loss).__name__),
+            )
         epsilon = getattr(optimizer, "epsilon", None)
         if options["epsilon"] and epsilon is not None:
             self._parameter("epsilon", epsilon)

@@ -4,6 +4,7 @@ The state :func:`~runai.reporter.keras.autolog` installs, and the binding of
 ``fit``'s arguments by name: the callback added to a copy of the callbacks,
 with the batch size told from the arguments where it can be.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -29,9 +30,15 @@ class AutologState:
         self.originals: dict[tuple[type, str], object] = {}
 
 
-def with_callback(active: AutologState, callback_class: type, signature: inspect.Signature, model: Any,
-                  args: tuple[Any, ...], kwargs: dict[str, Any],
-                  flatten: Callable[[Any], list[Any]]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+def with_callback(
+    active: AutologState,
+    callback_class: type,
+    signature: inspect.Signature,
+    model: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    flatten: Callable[[Any], list[Any]],
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """fit's arguments with the reporter's callback added to a copy of the callbacks.
 
     *flatten* is Keras' ``keras.tree.flatten``, passed in: this module does not import Keras.
@@ -41,8 +48,14 @@ def with_callback(active: AutologState, callback_class: type, signature: inspect
     callbacks = list(given) if given is not None else []  # a copy: the user's list stays as it was
     if any(isinstance(c, AutologCallbackMixin) for c in callbacks):
         return args, kwargs  # the user passed one already: not logged twice
-    callbacks.append(callback_class(active.reporter, every_n_steps=active.every_n_steps,
-                                    batch_size=_batch_size(bound.arguments, flatten), **active.options))
+    callbacks.append(
+        callback_class(
+            active.reporter,
+            every_n_steps=active.every_n_steps,
+            batch_size=_batch_size(bound.arguments, flatten),
+            **active.options,
+        )
+    )
     bound.arguments["callbacks"] = callbacks
     return bound.args[1:], bound.kwargs  # without the model, which the caller passes itself
 

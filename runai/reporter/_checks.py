@@ -3,6 +3,7 @@
 The Reporter's, kept apart from its lifecycle. A metric is checked here only for a name not seen yet or a
 value that is not a float: the spool writer's hot path skips the call otherwise (see SpoolWriter.write_metric).
 """
+
 from __future__ import annotations
 
 import numbers
@@ -25,8 +26,10 @@ def check_name(name: object) -> str:
     if not isinstance(name, str):
         raise TypeError(f"a report name must be a str, not {type(name).__name__}")
     if len(name) > MAX_NAME_CHARS:
-        raise ValueError(f"the report name {name[:40]!r}... is {len(name)} characters long, more than the "
-                         f"{MAX_NAME_CHARS} a name may have: use a shorter name")
+        raise ValueError(
+            f"the report name {name[:40]!r}... is {len(name)} characters long, more than the "
+            f"{MAX_NAME_CHARS} a name may have: use a shorter name"
+        )
     if not _NAME.match(name):
         raise ValueError(
             f"invalid report name {name!r}: use letters, digits and underscores, not starting with a digit"
@@ -41,8 +44,10 @@ def _metric_value(value: object) -> float:
     if kind is float:
         return value  # type: ignore[return-value]
     if kind is not int and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
-        raise TypeError(f"a metric value must be a real number (int or float), not {kind.__name__}: "
-                        "report float(value) (a tensor's or array's .item())")
+        raise TypeError(
+            f"a metric value must be a real number (int or float), not {kind.__name__}: "
+            "report float(value) (a tensor's or array's .item())"
+        )
     try:
         return float(value)  # type: ignore[arg-type]
     except OverflowError:
@@ -72,5 +77,7 @@ def parameter_value(name: str, value: object) -> str:
         if encoded <= MAX_VALUE_BYTES:
             return text
         size = f"{encoded} bytes as UTF-8"
-    raise ValueError(f"the value of parameter {name!r} is {size}, more than the {MAX_VALUE_BYTES} bytes a "
-                     "parameter value may have: report a shorter value (a summary, a hash or a path)")
+    raise ValueError(
+        f"the value of parameter {name!r} is {size}, more than the {MAX_VALUE_BYTES} bytes a "
+        "parameter value may have: report a shorter value (a summary, a hash or a path)"
+    )

@@ -4,6 +4,7 @@ Private to :mod:`runai.reporter.settings`. Read from the environment only, so
 that secrets never travel on a command line; a file named by mistake (a FIFO,
 a device) is refused, never waited on.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,35 +31,58 @@ __all__ = ["check_credentials", "check_remote_write_credentials", "read_secret_f
 _MAX_SECRET_CHARS = 64 << 10  # a password or token far longer is a file named by mistake (a JWT is a few KiB)
 
 
-def check_credentials(env: Mapping[str, str], url: str | None, username: str | None, password: str | None,
-                      ca_file: str | None) -> tuple[str | None, str | None, str | None]:
+def check_credentials(
+    env: Mapping[str, str], url: str | None, username: str | None, password: str | None, ca_file: str | None
+) -> tuple[str | None, str | None, str | None]:
     """Basic auth and the CA file, checked together: the password may come from a file, and both need the URL."""
-    return _credentials(env, url, username, password, ca_file,
-                        (ENV_GATEWAY_URL, ENV_USERNAME, ENV_PASSWORD, ENV_PASSWORD_FILE, ENV_CA_FILE))
+    return _credentials(
+        env,
+        url,
+        username,
+        password,
+        ca_file,
+        (ENV_GATEWAY_URL, ENV_USERNAME, ENV_PASSWORD, ENV_PASSWORD_FILE, ENV_CA_FILE),
+    )
 
 
-def check_remote_write_credentials(env: Mapping[str, str], url: str | None, username: str | None,
-                                   password: str | None, ca_file: str | None,
-                                   token_file: str | None) -> tuple[str | None, str | None, str | None]:
+def check_remote_write_credentials(
+    env: Mapping[str, str],
+    url: str | None,
+    username: str | None,
+    password: str | None,
+    ca_file: str | None,
+    token_file: str | None,
+) -> tuple[str | None, str | None, str | None]:
     """The remote-write sink's basic auth, bearer token file and CA file, checked as the gateway's are."""
     if token_file is not None:
         if username is not None:
             raise ConfigError(f"set {ENV_RW_USERNAME} or {ENV_RW_BEARER_TOKEN_FILE}, not both")
         if not os.path.isfile(token_file):
             raise ConfigError(f"{ENV_RW_BEARER_TOKEN_FILE}={token_file!r} is not a file")
-    return _credentials(env, url, username, password, ca_file,
-                        (ENV_REMOTE_WRITE_URL, ENV_RW_USERNAME, ENV_RW_PASSWORD, ENV_RW_PASSWORD_FILE, ENV_RW_CA_FILE))
+    return _credentials(
+        env,
+        url,
+        username,
+        password,
+        ca_file,
+        (ENV_REMOTE_WRITE_URL, ENV_RW_USERNAME, ENV_RW_PASSWORD, ENV_RW_PASSWORD_FILE, ENV_RW_CA_FILE),
+    )
 
 
-def _credentials(env: Mapping[str, str], url: str | None, username: str | None, password: str | None,
-                 ca_file: str | None, names: tuple[str, ...]) -> tuple[str | None, str | None, str | None]:
+def _credentials(
+    env: Mapping[str, str],
+    url: str | None,
+    username: str | None,
+    password: str | None,
+    ca_file: str | None,
+    names: tuple[str, ...],
+) -> tuple[str | None, str | None, str | None]:
     env_url, env_user, env_password, env_password_file, env_ca = names
     password_file = env.get(env_password_file) or None
     if password_file and password is None:
         password = read_secret_file(password_file, env_password_file).rstrip("\r\n")
     if (username is None) != (password is None):
-        raise ConfigError(f"set both {env_user} and {env_password} (or {env_password_file}) for basic auth, "
-                          "or neither")
+        raise ConfigError(f"set both {env_user} and {env_password} (or {env_password_file}) for basic auth, or neither")
     if ca_file is not None:
         if url is None or not url.lower().startswith("https://"):
             raise ConfigError(f"{env_ca} is set but {env_url} is not https://")

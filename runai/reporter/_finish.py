@@ -4,6 +4,7 @@ The wait reads the checkpoints of the closed writer's files (each fully delivere
 uploader if the pod's is gone, and ends with at most one warning naming what is pending and the command that
 recovers it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -36,8 +37,9 @@ class FinishVerdict:
         """Wait until the closed writer's files are delivered; the verdict, with one warning if False."""
         writer = self._writer
         if not writer.path:
-            logger.warning("%d reports were lost: the spool could not be created in %s",
-                           writer.lost, self.settings.pod_dir)
+            logger.warning(
+                "%d reports were lost: the spool could not be created in %s", writer.lost, self.settings.pod_dir
+            )
             return False
         if self._watch is None:
             return self._kept_locally()
@@ -55,8 +57,11 @@ class FinishVerdict:
                 return False
             if now >= next_probe:
                 if not os.path.isdir(self.settings.pod_dir):
-                    logger.warning("finish(): the spool directory %s was removed; %d reports cannot be delivered",
-                                   self.settings.pod_dir, writer.records - delivered)
+                    logger.warning(
+                        "finish(): the spool directory %s was removed; %d reports cannot be delivered",
+                        self.settings.pod_dir,
+                        writer.records - delivered,
+                    )
                     return False
                 # The uploader may have died or given up: start another.
                 ensure_uploader(self.settings)
@@ -66,14 +71,27 @@ class FinishVerdict:
         reap()
         if rejected:
             sinks = self.settings.sinks
-            who = ("the gateway" if sinks == (GATEWAY,) else "the remote-write receiver" if sinks == (REMOTE_WRITE,)
-                   else "the gateway and the remote-write receiver (each counts its own)")
-            logger.warning("%s refused %d of this process's values; uploader.log in %s names them",
-                           who, rejected, self.settings.pod_dir)
+            who = (
+                "the gateway"
+                if sinks == (GATEWAY,)
+                else "the remote-write receiver"
+                if sinks == (REMOTE_WRITE,)
+                else "the gateway and the remote-write receiver (each counts its own)"
+            )
+            logger.warning(
+                "%s refused %d of this process's values; uploader.log in %s names them",
+                who,
+                rejected,
+                self.settings.pod_dir,
+            )
             return False
         if writer.lost:
-            logger.warning("%d of %d reports were lost because the spool file %s could not be written",
-                           writer.lost, writer.lost + writer.records, writer.path)
+            logger.warning(
+                "%d of %d reports were lost because the spool file %s could not be written",
+                writer.lost,
+                writer.lost + writer.records,
+                writer.path,
+            )
             return False
         return True
 
@@ -81,35 +99,52 @@ class FinishVerdict:
         """Local mode's verdict: True once the spool is written, said once in the log."""
         writer, settings = self._writer, self.settings
         if writer.lost:
-            logger.warning("%d of %d reports were lost because the spool file %s could not be written",
-                           writer.lost, writer.lost + writer.records, writer.path)
+            logger.warning(
+                "%d of %d reports were lost because the spool file %s could not be written",
+                writer.lost,
+                writer.lost + writer.records,
+                writer.path,
+            )
             return False
-        logger.info("%d reports are kept in %s, not delivered: neither %s nor %s is set. To see them, run: %s; "
-                    "to deliver them later: %s", writer.records, settings.pod_dir, ENV_GATEWAY_URL,
-                    ENV_REMOTE_WRITE_URL, history_command(settings.spool_dir, settings.pod_uuid),
-                    recover_command(settings.spool_dir, settings.pod_uuid, "HOST:PORT"))
+        logger.info(
+            "%d reports are kept in %s, not delivered: neither %s nor %s is set. To see them, run: %s; "
+            "to deliver them later: %s",
+            writer.records,
+            settings.pod_dir,
+            ENV_GATEWAY_URL,
+            ENV_REMOTE_WRITE_URL,
+            history_command(settings.spool_dir, settings.pod_uuid),
+            recover_command(settings.spool_dir, settings.pod_uuid, "HOST:PORT"),
+        )
         return True
 
     def _warn_timeout(self, timeout: float, delivered: int) -> None:
         writer, settings = self._writer, self.settings
         failure = startup_failure(settings.pod_dir)
-        uploader = ("the uploader keeps trying" if failure is None else
-                    f"the uploader could not start or keep running ({failure}; {LOG_NAME} in {settings.pod_dir} "
-                    "has the details)")
-        lost = "" if not writer.lost else (f"; {writer.lost} more were lost because the spool file could not be "
-                                           "written")
+        uploader = (
+            "the uploader keeps trying"
+            if failure is None
+            else f"the uploader could not start or keep running ({failure}; {LOG_NAME} in {settings.pod_dir} "
+            "has the details)"
+        )
+        lost = (
+            "" if not writer.lost else (f"; {writer.lost} more were lost because the spool file could not be written")
+        )
         assert self._watch is not None  # local mode never waits
         self._watch.poll(tell=False)  # a failure the job ended too soon to hear of: told in this one warning
         cause = "" if self._watch.last_cause is None else f" (the last failure: {self._watch.last_cause})"
         logger.warning(
             "finish() timed out after %.1f s with %d of %d reports not yet delivered to %s%s%s; they are safe in %s "
             "and %s. To upload them yourself, run: %s",
-            timeout, writer.records - delivered, writer.records,
+            timeout,
+            writer.records - delivered,
+            writer.records,
             " and ".join(redact_url(url) for url in (settings.gateway_url, settings.remote_write_url) if url),
-            cause, lost,
+            cause,
+            lost,
             writer.path,
-            uploader, recover_command(settings.spool_dir, settings.pod_uuid, settings.gateway_url,
-                                      settings.remote_write_url),
+            uploader,
+            recover_command(settings.spool_dir, settings.pod_uuid, settings.gateway_url, settings.remote_write_url),
         )
 
     def _delivery(self) -> tuple[int, int, bool]:

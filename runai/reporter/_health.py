@@ -6,6 +6,7 @@ there on its once-a-second tick (never on a report of its own) and repeats
 it in its log: one warning naming the receiver and the cause, one info line
 when delivery resumes. ``finish()``'s timeout warning names the last cause.
 """
+
 from __future__ import annotations
 
 import logging
@@ -111,8 +112,13 @@ class DeliveryWatch:
         who, _, error = what.partition(" (")
         self.last_cause = f"{_URL.sub(lambda m: redact_url(m.group()), who)} ({_cause(error.removesuffix(')'))})"
         if tell:
-            logger.warning("delivery is failing: %s; the reports are safe in the spool and the uploader keeps "
-                           "retrying (%s in %s has the details)", self.last_cause, LOG_NAME, self.pod_dir)
+            logger.warning(
+                "delivery is failing: %s; the reports are safe in the spool and the uploader keeps "
+                "retrying (%s in %s has the details)",
+                self.last_cause,
+                LOG_NAME,
+                self.pod_dir,
+            )
 
     def _resumed(self, message: str, tell: bool) -> None:
         receiver = _receiver(message)

@@ -5,6 +5,7 @@ first use in the process that reports (so a rank that does not report never
 creates a spool file), and finished when the framework says training ended.
 Framework-free: the framework modules pass in what they know.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,7 +20,11 @@ from ._setting_fields import Settings, check_keywords
 from .settings import load_settings
 
 __all__ = [
-    "SHORT_FINISH_S", "IntegrationReporter", "count_leaf_modules", "flatten_params", "optimizer_name",
+    "SHORT_FINISH_S",
+    "IntegrationReporter",
+    "count_leaf_modules",
+    "flatten_params",
+    "optimizer_name",
     "parameter_value",
 ]
 
@@ -175,8 +180,9 @@ def parameter_value(value: object) -> str | int | float:
     if number != number:  # NaN equals no text read back: the search below would never end
         return "nan"
     narrow = _narrow(number, *form)
-    return next(text for text in (f"{number:.{digits}g}" for digits in range(1, 18))
-                if _narrow(float(text), *form) == narrow)
+    return next(
+        text for text in (f"{number:.{digits}g}" for digits in range(1, 18)) if _narrow(float(text), *form) == narrow
+    )
 
 
 def flatten_params(params: Mapping[str, Any], prefix: str = "", depth: int = 0) -> Iterator[tuple[str, Any]]:

@@ -12,6 +12,7 @@ directory first on the import path, and an ``uploader.py`` there would run
 instead. A short bootstrap drops every relative entry from ``sys.path``
 first (``-P`` would do, but only from Python 3.11).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -120,8 +121,12 @@ def ensure_uploader(settings: Settings) -> None:
     except OSError as exc:
         _note_failure(pod_dir, f"{sys.executable} could not be started: {exc}")
         if _failures[pod_dir].count == 1:
-            logger.warning("cannot start the uploader for pod %s (%s); reports stay in %s for recovery",
-                           settings.pod_uuid, exc, pod_dir)
+            logger.warning(
+                "cannot start the uploader for pod %s (%s); reports stay in %s for recovery",
+                settings.pod_uuid,
+                exc,
+                pod_dir,
+            )
     finally:
         _lock.release()
 
@@ -158,9 +163,13 @@ def _reap() -> None:
             _failures.pop(pod_dir, None)  # it ran well for a while: start over at the shortest pause
         # Killed by a signal counts too: one that crashes at start (SIGSEGV), or
         # the OOM killer, must not be restarted every second for ever.
-        why = (f"it exited with status {code}" if code > 0 else
-               f"it was killed by {signal.Signals(-code).name}" if -code in _SIGNALS else
-               f"it was killed by signal {-code}")
+        why = (
+            f"it exited with status {code}"
+            if code > 0
+            else f"it was killed by {signal.Signals(-code).name}"
+            if -code in _SIGNALS
+            else f"it was killed by signal {-code}"
+        )
         _note_failure(pod_dir, f"{why}: {_last_log_line(pod_dir)}")
 
 
@@ -187,8 +196,9 @@ def _spawn(argv: list[str], pod_dir: str) -> int:
         # its own log handling, and its stderr goes nowhere.
         if pod_dir not in _log_warned:
             _log_warned.add(pod_dir)
-            logger.warning("cannot open %s in %s (%s); the uploader's start-up errors will not be recorded",
-                           LOG_NAME, pod_dir, exc)
+            logger.warning(
+                "cannot open %s in %s (%s); the uploader's start-up errors will not be recorded", LOG_NAME, pod_dir, exc
+            )
         log = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
     devnull = os.devnull
     try:
@@ -205,8 +215,11 @@ def _spawn(argv: list[str], pod_dir: str) -> int:
         )
     except OSError as exc:
         with contextlib.suppress(OSError):
-            os.write(log, f"{time.strftime('%Y-%m-%d %H:%M:%S')} ERROR the uploader could not be started: "
-                          f"{sys.executable}: {exc}\n".encode())
+            os.write(
+                log,
+                f"{time.strftime('%Y-%m-%d %H:%M:%S')} ERROR the uploader could not be started: "
+                f"{sys.executable}: {exc}\n".encode(),
+            )
         raise
     finally:
         os.close(log)

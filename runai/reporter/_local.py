@@ -6,6 +6,7 @@ own to file them under (:func:`local_run_id`). The start line says where the
 reports go: it is the one write to stderr the library makes itself, since it
 never configures logging (``reporterQuiet=1`` silences it).
 """
+
 from __future__ import annotations
 
 import datetime
@@ -38,11 +39,19 @@ def local_run_id() -> str:
 
 def start_line(settings: Settings) -> str:
     """What a Reporter of *settings* prints when created: its pod, its spool and where its reports go."""
-    receivers = [f"{who} {redact_url(url)}" for who, url in (("the gateway", settings.gateway_url),
-                                                            ("the remote-write receiver", settings.remote_write_url))
-                 if url is not None]
-    where = (f"reporting to {' and '.join(receivers)}" if receivers else
-             f"kept locally, not delivered (neither {ENV_GATEWAY_URL} nor {ENV_REMOTE_WRITE_URL} is set)")
+    receivers = [
+        f"{who} {redact_url(url)}"
+        for who, url in (
+            ("the gateway", settings.gateway_url),
+            ("the remote-write receiver", settings.remote_write_url),
+        )
+        if url is not None
+    ]
+    where = (
+        f"reporting to {' and '.join(receivers)}"
+        if receivers
+        else f"kept locally, not delivered (neither {ENV_GATEWAY_URL} nor {ENV_REMOTE_WRITE_URL} is set)"
+    )
     return f"runai.reporter: pod {settings.pod_uuid}, spool {settings.pod_dir}: {where} ({ENV_QUIET}=1 hides this)"
 
 

@@ -4,14 +4,27 @@ One home for the Keras autolog (``_autolog.py``) and the Lightning and
 Transformers integrations: none of them spells these names or sanitizes on its own.
 Framework-free: it imports no training framework.
 """
+
 from __future__ import annotations
 
 import logging
 import re
 
 __all__ = [
-    "ACCURACY", "BATCH_SIZE", "EPOCH", "GLOBAL_STEP", "LEARNING_RATE", "LOSS", "NUMBER_OF_LAYERS", "OPTIMIZER_NAME",
-    "OVERALL_EPOCHS", "STEP", "TRAINING_PROGRESS", "FailureLog", "report_name", "to_number",
+    "ACCURACY",
+    "BATCH_SIZE",
+    "EPOCH",
+    "GLOBAL_STEP",
+    "LEARNING_RATE",
+    "LOSS",
+    "NUMBER_OF_LAYERS",
+    "OPTIMIZER_NAME",
+    "OVERALL_EPOCHS",
+    "STEP",
+    "TRAINING_PROGRESS",
+    "FailureLog",
+    "report_name",
+    "to_number",
 ]
 
 # The UI's progress bar is epoch / overall_epochs.
@@ -71,8 +84,14 @@ class FailureLog:
             return
         places.add(place)
         if len(places) > self.MAX_PLACES:
-            self._log.warning("%s failed in %d places; training continues, later failures are not logged",
-                              self._what, self.MAX_PLACES)
+            self._log.warning(
+                "%s failed in %d places; training continues, later failures are not logged", self._what, self.MAX_PLACES
+            )
             return
-        self._log.warning("%s failed in %s (%s: %s); training continues, later failures there are not logged",
-                          self._what, where, type(exc).__name__, exc)
+        self._log.warning(
+            "%s failed in %s (%s: %s); training continues, later failures there are not logged",
+            self._what,
+            where,
+            type(exc).__name__,
+            exc,
+        )

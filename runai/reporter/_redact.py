@@ -1,4 +1,5 @@
 """Printing a receiver's URL without what must stay secret: a user, a password, a query (tokens travel there)."""
+
 from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit

@@ -4,6 +4,7 @@ The hot path is ``reportMetric`` -> validate -> ``SpoolWriter.write_metric``:
 no network, no threads, no buffering. Everything else (reading the spool,
 pushing, retrying) happens in the uploader process.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -13,8 +14,8 @@ from types import TracebackType
 from typing import Any, ClassVar
 
 from ._checks import CHECKED_NAMES, check_name, checked_metric, parameter_value
-from ._health import DeliveryWatch
 from ._finish import FinishVerdict
+from ._health import DeliveryWatch
 from ._launch import ensure_uploader
 from ._local import announce
 from ._setting_fields import Settings, check_keywords
@@ -55,11 +56,17 @@ class Reporter:
         # Local mode (no receiver): no uploader, no tick. Otherwise the writer's tick (about once a second, from
         # a report) starts a new uploader if the pod's died during the job, and relays delivery trouble.
         self._watch = DeliveryWatch(settings.pod_dir) if settings.sinks else None
-        self._writer = SpoolWriter(settings.pod_dir, settings.pod_uuid,
-                                   max_bytes=settings.spool_file_bytes, fsync=settings.fsync == "always",
-                                   on_tick=None if self._watch is None else partial(_tick, settings, self._watch),
-                                   check=checked_metric, names=CHECKED_NAMES, closed_error=_FINISHED,
-                                   receivers=settings.sinks)
+        self._writer = SpoolWriter(
+            settings.pod_dir,
+            settings.pod_uuid,
+            max_bytes=settings.spool_file_bytes,
+            fsync=settings.fsync == "always",
+            on_tick=None if self._watch is None else partial(_tick, settings, self._watch),
+            check=checked_metric,
+            names=CHECKED_NAMES,
+            closed_error=_FINISHED,
+            receivers=settings.sinks,
+        )
         # A report is one Python call, not two (~3% of a report): the writer checks a metric through
         # checked_metric (for a new name or a non-float) and raises _FINISHED once closed, as reportMetric
         # would. A subclass's own reportMetric stays in the path.

@@ -4,6 +4,7 @@ The argv a Reporter starts its uploader with (:func:`command_line`), the CLI's a
 (:func:`add_options`), and the commands a message tells a user to run (:func:`recover_command`,
 :func:`history_command`).
 """
+
 from __future__ import annotations
 
 import shlex
@@ -37,8 +38,9 @@ def command_line(settings: Settings) -> list[str]:
     return [f"{options[name][0]}={getattr(settings, name)}" for name in names if getattr(settings, name) is not None]
 
 
-def add_options(parser: argparse.ArgumentParser, names: Iterable[str] | None = None, *,
-                settings_class: type[Settings] = Settings) -> None:
+def add_options(
+    parser: argparse.ArgumentParser, names: Iterable[str] | None = None, *, settings_class: type[Settings] = Settings
+) -> None:
     """Add the options of the settings *names* (default: all that have one, in definition order) to *parser*."""
     options = options_of(settings_class)
     for name in options if names is None else names:
@@ -47,16 +49,24 @@ def add_options(parser: argparse.ArgumentParser, names: Iterable[str] | None = N
         parser.add_argument(option, choices=spec.choices, help=spec.help, **extra)
 
 
-def recover_command(spool_dir: str, pod_uuid: str, gateway_url: str | None,
-                    remote_write_url: str | None = None) -> str:
+def recover_command(spool_dir: str, pod_uuid: str, gateway_url: str | None, remote_write_url: str | None = None) -> str:
     """The exact shell command that uploads what a pod left behind (to each sink whose URL is given)."""
     options = options_of(Settings)
     # A URL's credentials and query (a token) are never printed: such a command needs them put back by hand.
-    values = dict(spool_dir=spool_dir, pod_uuid=pod_uuid, gateway_url=gateway_url and redact_url(gateway_url),
-                  remote_write_url=remote_write_url and redact_url(remote_write_url))
+    values = dict(
+        spool_dir=spool_dir,
+        pod_uuid=pod_uuid,
+        gateway_url=gateway_url and redact_url(gateway_url),
+        remote_write_url=remote_write_url and redact_url(remote_write_url),
+    )
     # OPTION=VALUE: a value starting with '-' must not read as an option.
-    return shlex.join(["runai-uploader", "recover", *(f"{options[name][0]}={value}"
-                                                      for name, value in values.items() if value is not None)])
+    return shlex.join(
+        [
+            "runai-uploader",
+            "recover",
+            *(f"{options[name][0]}={value}" for name, value in values.items() if value is not None),
+        ]
+    )
 
 
 def history_command(spool_dir: str, pod_uuid: str) -> str:

@@ -4,6 +4,7 @@ A field names its environment variable, its keyword argument (the field's name),
 option (if it travels on one), its default, the option's help, and how a raw value is checked. What is derived
 from the fields is elsewhere: loading (:mod:`.settings`) and the uploader's command line (:mod:`._setting_argv`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,19 +13,56 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from ._validate import (
-    ENV_CA_FILE, ENV_FINISH_TIMEOUT, ENV_FSYNC, ENV_FSYNC_INTERVAL, ENV_GATEWAY_URL, ENV_HISTORY_BYTES, ENV_PASSWORD,
-    ENV_POD_UUID, ENV_PUSH_INTERVAL, ENV_PUSH_TIMEOUT, ENV_QUIET, ENV_REMOTE_WRITE_URL, ENV_RETRY_TIMEOUT,
-    ENV_RW_BEARER_TOKEN_FILE, ENV_RW_CA_FILE, ENV_RW_PASSWORD, ENV_RW_TENANT, ENV_RW_USERNAME, ENV_SPOOL_DIR,
-    ENV_SPOOL_FILE_BYTES, ENV_USERNAME, FSYNC_POLICIES, check_pod_uuid, normalize_gateway_url,
-    normalize_remote_write_url, parse_bytes, parse_flag, parse_policy, parse_seconds, parse_spool_dir, parse_text,
-    parse_timeout, resolve_spool_dir,
+    ENV_CA_FILE,
+    ENV_FINISH_TIMEOUT,
+    ENV_FSYNC,
+    ENV_FSYNC_INTERVAL,
+    ENV_GATEWAY_URL,
+    ENV_HISTORY_BYTES,
+    ENV_PASSWORD,
+    ENV_POD_UUID,
+    ENV_PUSH_INTERVAL,
+    ENV_PUSH_TIMEOUT,
+    ENV_QUIET,
+    ENV_REMOTE_WRITE_URL,
+    ENV_RETRY_TIMEOUT,
+    ENV_RW_BEARER_TOKEN_FILE,
+    ENV_RW_CA_FILE,
+    ENV_RW_PASSWORD,
+    ENV_RW_TENANT,
+    ENV_RW_USERNAME,
+    ENV_SPOOL_DIR,
+    ENV_SPOOL_FILE_BYTES,
+    ENV_USERNAME,
+    FSYNC_POLICIES,
+    check_pod_uuid,
+    normalize_gateway_url,
+    normalize_remote_write_url,
+    parse_bytes,
+    parse_flag,
+    parse_policy,
+    parse_seconds,
+    parse_spool_dir,
+    parse_text,
+    parse_timeout,
+    resolve_spool_dir,
 )
 from .spool.checkpoint import GATEWAY, REMOTE_WRITE, SINKS
 
 __all__ = [
-    "DEFAULT_FINISH_TIMEOUT", "DEFAULT_FSYNC_INTERVAL", "DEFAULT_HISTORY_BYTES", "DEFAULT_PUSH_INTERVAL",
-    "DEFAULT_PUSH_TIMEOUT", "DEFAULT_RETRY_TIMEOUT", "DEFAULT_SPOOL_FILE_BYTES", "Setting", "Settings",
-    "check_keywords", "options_of", "setting", "settings_of",
+    "DEFAULT_FINISH_TIMEOUT",
+    "DEFAULT_FSYNC_INTERVAL",
+    "DEFAULT_HISTORY_BYTES",
+    "DEFAULT_PUSH_INTERVAL",
+    "DEFAULT_PUSH_TIMEOUT",
+    "DEFAULT_RETRY_TIMEOUT",
+    "DEFAULT_SPOOL_FILE_BYTES",
+    "Setting",
+    "Settings",
+    "check_keywords",
+    "options_of",
+    "setting",
+    "settings_of",
 ]
 
 DEFAULT_PUSH_INTERVAL = 1.0
@@ -54,11 +92,19 @@ class Setting:
     choices: tuple[str, ...] | None  # argparse's choices for the option
 
 
-def setting(*, env: str | None = None, option: str | None = None, default: Any = dataclasses.MISSING,
-            help: str | None = None, parse: Callable[[Any, str], Any] = parse_text,
-            fallback: Callable[[Mapping[str, str]], Any] | None = None, keyword: bool = True,
-            cli_type: Callable[[str], Any] | None = None, choices: tuple[str, ...] | None = None,
-            repr: bool = True) -> Any:
+def setting(
+    *,
+    env: str | None = None,
+    option: str | None = None,
+    default: Any = dataclasses.MISSING,
+    help: str | None = None,
+    parse: Callable[[Any, str], Any] = parse_text,
+    fallback: Callable[[Mapping[str, str]], Any] | None = None,
+    keyword: bool = True,
+    cli_type: Callable[[str], Any] | None = None,
+    choices: tuple[str, ...] | None = None,
+    repr: bool = True,
+) -> Any:
     """A field of :class:`Settings` (or of a subclass) that is a setting: see :class:`Setting`."""
     spec = Setting(env, option, help, parse, fallback, keyword, cli_type, choices)
     return dataclasses.field(default=default, repr=repr, metadata={_KEY: spec})
@@ -72,39 +118,83 @@ def _spool_root_from_environment(env: Mapping[str, str]) -> str:
 class Settings:
     """Everything a reporter or an uploader needs to know about one pod."""
 
-    pod_uuid: str = setting(env=ENV_POD_UUID, option="--pod-uuid", parse=check_pod_uuid,
-                            help="the pod to deliver (default: $podUUID)")
-    gateway_url: str | None = setting(env=ENV_GATEWAY_URL, option="--gateway", parse=normalize_gateway_url,
-                                      fallback=lambda env: None,  # unset: fine if the other sink is set
-                                      help="Pushgateway address, host:port or URL (default: $reporterGatewayURL)")
+    pod_uuid: str = setting(
+        env=ENV_POD_UUID, option="--pod-uuid", parse=check_pod_uuid, help="the pod to deliver (default: $podUUID)"
+    )
+    gateway_url: str | None = setting(
+        env=ENV_GATEWAY_URL,
+        option="--gateway",
+        parse=normalize_gateway_url,
+        fallback=lambda env: None,  # unset: fine if the other sink is set
+        help="Pushgateway address, host:port or URL (default: $reporterGatewayURL)",
+    )
     remote_write_url: str | None = setting(
-        env=ENV_REMOTE_WRITE_URL, option="--remote-write", parse=normalize_remote_write_url, fallback=lambda env: None,
-        help="remote-write receiver URL, such as http://host:9090/api/v1/write (default: $reporterRemoteWriteURL)")
-    spool_dir: str = setting(env=ENV_SPOOL_DIR, option="--spool-dir", parse=parse_spool_dir,
-                             fallback=_spool_root_from_environment,
-                             help="spool root (default: $reporterSpoolDir or the per-user default)")
-    push_interval: float = setting(env=ENV_PUSH_INTERVAL, option="--push-interval", default=DEFAULT_PUSH_INTERVAL,
-                                   parse=parse_seconds, cli_type=float, help="seconds between pushes (default: 1)")
+        env=ENV_REMOTE_WRITE_URL,
+        option="--remote-write",
+        parse=normalize_remote_write_url,
+        fallback=lambda env: None,
+        help="remote-write receiver URL, such as http://host:9090/api/v1/write (default: $reporterRemoteWriteURL)",
+    )
+    spool_dir: str = setting(
+        env=ENV_SPOOL_DIR,
+        option="--spool-dir",
+        parse=parse_spool_dir,
+        fallback=_spool_root_from_environment,
+        help="spool root (default: $reporterSpoolDir or the per-user default)",
+    )
+    push_interval: float = setting(
+        env=ENV_PUSH_INTERVAL,
+        option="--push-interval",
+        default=DEFAULT_PUSH_INTERVAL,
+        parse=parse_seconds,
+        cli_type=float,
+        help="seconds between pushes (default: 1)",
+    )
     finish_timeout: float = setting(env=ENV_FINISH_TIMEOUT, default=DEFAULT_FINISH_TIMEOUT, parse=parse_timeout)
     retry_timeout: float = setting(
-        env=ENV_RETRY_TIMEOUT, option="--retry-timeout", default=DEFAULT_RETRY_TIMEOUT, parse=parse_seconds,
+        env=ENV_RETRY_TIMEOUT,
+        option="--retry-timeout",
+        default=DEFAULT_RETRY_TIMEOUT,
+        parse=parse_seconds,
         cli_type=float,
-        help="seconds to keep retrying an unreachable gateway once the writers are gone (default: 600)")
-    push_timeout: float = setting(env=ENV_PUSH_TIMEOUT, option="--push-timeout", default=DEFAULT_PUSH_TIMEOUT,
-                                  parse=parse_seconds, cli_type=float,
-                                  help="seconds one push may take (default: $reporterPushTimeout or 10)")
+        help="seconds to keep retrying an unreachable gateway once the writers are gone (default: 600)",
+    )
+    push_timeout: float = setting(
+        env=ENV_PUSH_TIMEOUT,
+        option="--push-timeout",
+        default=DEFAULT_PUSH_TIMEOUT,
+        parse=parse_seconds,
+        cli_type=float,
+        help="seconds one push may take (default: $reporterPushTimeout or 10)",
+    )
     # One of FSYNC_POLICIES; see docs/operations.md for each one's loss window.
-    fsync: str = setting(env=ENV_FSYNC, option="--fsync", default="never", parse=parse_policy, choices=FSYNC_POLICIES,
-                         help="durability policy (default: $reporterFsync or never); interval: fsync the spool here")
-    fsync_interval: float = setting(env=ENV_FSYNC_INTERVAL, option="--fsync-interval", default=DEFAULT_FSYNC_INTERVAL,
-                                    parse=parse_seconds, cli_type=float,
-                                    help="seconds between fsyncs with --fsync interval (default: 1)")
+    fsync: str = setting(
+        env=ENV_FSYNC,
+        option="--fsync",
+        default="never",
+        parse=parse_policy,
+        choices=FSYNC_POLICIES,
+        help="durability policy (default: $reporterFsync or never); interval: fsync the spool here",
+    )
+    fsync_interval: float = setting(
+        env=ENV_FSYNC_INTERVAL,
+        option="--fsync-interval",
+        default=DEFAULT_FSYNC_INTERVAL,
+        parse=parse_seconds,
+        cli_type=float,
+        help="seconds between fsyncs with --fsync interval (default: 1)",
+    )
     # A writer starts a new spool file past this size.
     spool_file_bytes: int = setting(env=ENV_SPOOL_FILE_BYTES, default=DEFAULT_SPOOL_FILE_BYTES, parse=parse_bytes)
     # Delivered spool kept per pod; undelivered data is never deleted.
     history_bytes: int = setting(
-        env=ENV_HISTORY_BYTES, option="--history-bytes", default=DEFAULT_HISTORY_BYTES, parse=parse_bytes,
-        cli_type=int, help="delivered spool kept per pod; oldest finished files go first (default: 256 MiB)")
+        env=ENV_HISTORY_BYTES,
+        option="--history-bytes",
+        default=DEFAULT_HISTORY_BYTES,
+        parse=parse_bytes,
+        cli_type=int,
+        help="delivered spool kept per pod; oldest finished files go first (default: 256 MiB)",
+    )
     # Basic auth and TLS. Read from the environment only, so that secrets
     # never have to travel on a command line (world-readable in /proc).
     # load_settings checks them together (see check_credentials), and reads

@@ -4,6 +4,7 @@ Private to :mod:`runai.reporter.settings`, which defines the settings and
 re-exports what is public here (the variable names, :class:`ConfigError`, the
 pod UUID and gateway checks, the spool directory's resolution).
 """
+
 from __future__ import annotations
 
 import math
@@ -17,9 +18,21 @@ from .safefs import UnsafePathError, check_path, open_pod_dir, open_root
 from .spool.delivery import foreign_spool
 
 __all__ = [
-    "ConfigError", "check_pod_dir", "check_pod_uuid", "check_sinks", "default_spool_dir", "normalize_gateway_url",
-    "normalize_remote_write_url", "parse_bytes", "parse_flag", "parse_policy", "parse_seconds", "parse_spool_dir",
-    "parse_text", "parse_timeout", "resolve_spool_dir",
+    "ConfigError",
+    "check_pod_dir",
+    "check_pod_uuid",
+    "check_sinks",
+    "default_spool_dir",
+    "normalize_gateway_url",
+    "normalize_remote_write_url",
+    "parse_bytes",
+    "parse_flag",
+    "parse_policy",
+    "parse_seconds",
+    "parse_spool_dir",
+    "parse_text",
+    "parse_timeout",
+    "resolve_spool_dir",
 ]
 
 ENV_POD_UUID = "podUUID"
@@ -53,7 +66,7 @@ _PRIVATE_SPOOL_HELP = (
     f"set {ENV_SPOOL_DIR} to a directory that only you can write. On a volume shared with other users or "
     "groups (a Kubernetes volume with fsGroup is root-owned and group-writable), have the job create a private "
     f"subdirectory first, for example `mkdir -m 0700 -p /VOLUME/runai-spool-$(id -u)`, and set {ENV_SPOOL_DIR} "
-    "to it (see docs/operations.md, \"Security: who may use the spool directory\")"
+    'to it (see docs/operations.md, "Security: who may use the spool directory")'
 )
 
 
@@ -74,8 +87,10 @@ def check_pod_uuid(pod_uuid: object, source: str = ENV_POD_UUID) -> str:
     the spool directory (a separator, ``..``, NUL) is refused.
     """
     if not isinstance(pod_uuid, str) or not pod_uuid.strip():
-        raise ConfigError(f"{source} is not set: set it to the pod's UUID (Run:AI sets it in every job's pod; "
-                          "on a laptop, `runai-uploader status` lists the pods in the spool)")
+        raise ConfigError(
+            f"{source} is not set: set it to the pod's UUID (Run:AI sets it in every job's pod; "
+            "on a laptop, `runai-uploader status` lists the pods in the spool)"
+        )
     bad = [c for c in pod_uuid if c in "/\\" or ord(c) < 32 or ord(c) == 127]
     if bad or pod_uuid in (".", "..") or pod_uuid.startswith(".."):
         raise ConfigError(
@@ -85,8 +100,9 @@ def check_pod_uuid(pod_uuid: object, source: str = ENV_POD_UUID) -> str:
     try:
         pod_uuid.encode("utf-8")  # the grouping key on the wire is UTF-8: a lone surrogate would fail every push
     except UnicodeEncodeError:
-        raise ConfigError(f"{source}={pod_uuid!r} is not valid text (it holds undecodable bytes): "
-                          "set it to the pod's UUID") from None
+        raise ConfigError(
+            f"{source}={pod_uuid!r} is not valid text (it holds undecodable bytes): set it to the pod's UUID"
+        ) from None
     return pod_uuid
 
 
@@ -113,8 +129,10 @@ def normalize_gateway_url(url: object, source: str = ENV_GATEWAY_URL) -> str:
         )
     if parts.username is not None or parts.password is not None:
         # A URL is logged and shown; credentials belong where they are not.
-        raise ConfigError(f"{source} must not contain credentials: set {ENV_USERNAME} and {ENV_PASSWORD} "
-                          f"(or {ENV_PASSWORD_FILE}) instead")
+        raise ConfigError(
+            f"{source} must not contain credentials: set {ENV_USERNAME} and {ENV_PASSWORD} "
+            f"(or {ENV_PASSWORD_FILE}) instead"
+        )
     return full.rstrip("/")
 
 
@@ -127,20 +145,26 @@ def normalize_remote_write_url(url: object, source: str = ENV_REMOTE_WRITE_URL) 
     except ValueError:
         port = -1
     if parts.scheme not in ("http", "https") or not parts.hostname or port == -1 or parts.fragment:
-        raise ConfigError(f"{source}={shown_url(str(url))!r} is not a remote-write URL: use http(s)://host:port/path, "
-                          "such as http://prometheus:9090/api/v1/write")
+        raise ConfigError(
+            f"{source}={shown_url(str(url))!r} is not a remote-write URL: use http(s)://host:port/path, "
+            "such as http://prometheus:9090/api/v1/write"
+        )
     if parts.username is not None or parts.password is not None:
-        raise ConfigError(f"{source} must not contain credentials: set {ENV_RW_USERNAME} and {ENV_RW_PASSWORD} "
-                          f"(or {ENV_RW_PASSWORD_FILE}), or {ENV_RW_BEARER_TOKEN_FILE}, instead")
+        raise ConfigError(
+            f"{source} must not contain credentials: set {ENV_RW_USERNAME} and {ENV_RW_PASSWORD} "
+            f"(or {ENV_RW_PASSWORD_FILE}), or {ENV_RW_BEARER_TOKEN_FILE}, instead"
+        )
     return text
 
 
 def check_sinks(gateway_url: str | None, remote_write_url: str | None) -> None:
     """At least one sink must be configured."""
     if gateway_url is None and remote_write_url is None:
-        raise ConfigError(f"{ENV_GATEWAY_URL} is not set: set it to the Pushgateway address, as host:port or "
-                          f"http(s)://host:port, or set {ENV_REMOTE_WRITE_URL} to a remote-write receiver's URL "
-                          "(or both)")
+        raise ConfigError(
+            f"{ENV_GATEWAY_URL} is not set: set it to the Pushgateway address, as host:port or "
+            f"http(s)://host:port, or set {ENV_REMOTE_WRITE_URL} to a remote-write receiver's URL "
+            "(or both)"
+        )
 
 
 def default_spool_dir(environ: Mapping[str, str] | None = None) -> str:
@@ -170,8 +194,9 @@ def _check_spool_root(root: str) -> None:
         else:
             check_path(root)  # what exists of its path: no other user's symlink on the way
     except UnsafePathError as exc:
-        raise ConfigError(f"{ENV_SPOOL_DIR}: {exc}, so another user could read or steer the reports: "
-                          f"{_PRIVATE_SPOOL_HELP}") from None
+        raise ConfigError(
+            f"{ENV_SPOOL_DIR}: {exc}, so another user could read or steer the reports: {_PRIVATE_SPOOL_HELP}"
+        ) from None
     except OSError:
         pass  # not usable at all: the writer warns and counts the lost reports, as for a full disk
 
@@ -188,8 +213,10 @@ def check_pod_dir(spool_dir: str, pod_uuid: str, for_writing: bool = True) -> No
         name_max = 255
     size = len(pod_uuid.encode("utf-8"))
     if size > name_max:
-        raise ConfigError(f"{ENV_POD_UUID} is {size} bytes long, but a directory name on the file system of "
-                          f"{spool_dir!r} can be at most {name_max} bytes: use a shorter pod UUID")
+        raise ConfigError(
+            f"{ENV_POD_UUID} is {size} bytes long, but a directory name on the file system of "
+            f"{spool_dir!r} can be at most {name_max} bytes: use a shorter pod UUID"
+        )
     if not os.path.lexists(pod_dir):
         return
     try:
@@ -203,14 +230,18 @@ def check_pod_dir(spool_dir: str, pod_uuid: str, for_writing: bool = True) -> No
     finally:
         os.close(fd)
     if for_writing and owner != os.geteuid():  # root may read another user's private pod directory, never write
-        raise ConfigError(f"{ENV_SPOOL_DIR}: {pod_dir!r} belongs to uid {owner}, not to this user "
-                          f"(uid {os.geteuid()}): use another {ENV_POD_UUID} or {ENV_SPOOL_DIR}, or remove it")
+        raise ConfigError(
+            f"{ENV_SPOOL_DIR}: {pod_dir!r} belongs to uid {owner}, not to this user "
+            f"(uid {os.geteuid()}): use another {ENV_POD_UUID} or {ENV_SPOOL_DIR}, or remove it"
+        )
     # Ours, but made for another pod (a job that squatted this name, or a copy): what we wrote there would
     # be refused with that pod's files, or mixed with them. A restart of this pod finds only its own headers.
     foreign = foreign_spool(pod_dir) if for_writing else None
     if foreign is not None:
-        raise ConfigError(f"{ENV_SPOOL_DIR}: {pod_dir!r} is not this pod's own directory ({foreign}): check "
-                          f"{ENV_POD_UUID} is this pod's UUID, and move that file away or use another {ENV_POD_UUID}")
+        raise ConfigError(
+            f"{ENV_SPOOL_DIR}: {pod_dir!r} is not this pod's own directory ({foreign}): check "
+            f"{ENV_POD_UUID} is this pod's UUID, and move that file away or use another {ENV_POD_UUID}"
+        )
 
 
 def _writable_dir(path: str) -> bool:
@@ -275,8 +306,7 @@ def parse_flag(value: Any, source: str) -> bool:
     text = str(value).strip().lower()
     if text in _TRUE or text in _FALSE:
         return text in _TRUE
-    raise ConfigError(f"{source}={value!r} is not a yes/no value: use 1 or 0 (true/false, yes/no and on/off "
-                      "work too)")
+    raise ConfigError(f"{source}={value!r} is not a yes/no value: use 1 or 0 (true/false, yes/no and on/off work too)")
 
 
 def parse_spool_dir(value: Any, source: str) -> str:

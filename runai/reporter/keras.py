@@ -10,6 +10,7 @@ is in ``_autolog.py``, and how ``fit``'s arguments are bound in ``_autolog_fit.p
 which do not.
 Names and defaults follow runai 0.4.1; ``docs/keras.md`` lists every reported name.
 """
+
 from __future__ import annotations
 
 import functools
@@ -23,12 +24,15 @@ try:
     import keras
 except ModuleNotFoundError as _exc:
     if _exc.name == "keras":
-        raise ModuleNotFoundError("runai.reporter.keras needs Keras 3: pip install 'runai[keras]'",
-                                  name="keras") from _exc
+        raise ModuleNotFoundError(
+            "runai.reporter.keras needs Keras 3: pip install 'runai[keras]'", name="keras"
+        ) from _exc
     if _exc.name in ("tensorflow", "jax", "torch"):  # Keras is there; its backend is not
         raise ModuleNotFoundError(
             f"Keras cannot load its backend ({_exc}): install it, or pick an installed one with "
-            "KERAS_BACKEND=torch, jax or tensorflow", name=_exc.name) from _exc
+            "KERAS_BACKEND=torch, jax or tensorflow",
+            name=_exc.name,
+        ) from _exc
     raise
 
 from ._autolog import AUTOLOG_DEFAULTS, AutologCallbackMixin
@@ -186,8 +190,9 @@ def _patch(state: _Autolog, cls: type, attr: str, callback_class: type) -> None:
             try:
                 args, kwargs = with_callback(active, callback_class, signature, model, args, kwargs, keras.tree.flatten)
             except Exception as exc:  # never break training
-                logger.warning("runai autologging could not attach to fit (%s: %s); training without it",
-                               type(exc).__name__, exc)
+                logger.warning(
+                    "runai autologging could not attach to fit (%s: %s); training without it", type(exc).__name__, exc
+                )
         return original(model, *args, **kwargs)
 
     fit_with_autolog.__runai_autolog__ = True  # type: ignore[attr-defined]

@@ -5,6 +5,7 @@ where it is installed, else of the older ``pytorch_lightning`` package. The
 only module of the package that imports Lightning; what it reports is listed
 in ``docs/integrations.md``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -32,8 +33,8 @@ else:
             if not (_old.name or "").startswith("pytorch_lightning"):
                 raise
             raise ModuleNotFoundError(
-                "runai.reporter.lightning needs PyTorch Lightning: pip install 'runai[lightning]'",
-                name="lightning") from _old
+                "runai.reporter.lightning needs PyTorch Lightning: pip install 'runai[lightning]'", name="lightning"
+            ) from _old
 
 from . import _names as names
 from ._integration import SHORT_FINISH_S, IntegrationReporter, count_leaf_modules, optimizer_name

@@ -20,6 +20,7 @@ The rules, checked on every open:
   only to read (``create=False``), root may also use one private to another user;
 * a file is a regular file with one name (no hard link), reached without following a symlink.
 """
+
 from __future__ import annotations
 
 import errno
@@ -27,8 +28,15 @@ import os
 import stat
 
 __all__ = [
-    "FILE_MODE", "PRIVATE_DIR_MODE", "UnsafePathError", "check_path", "list_pod_dir", "open_at", "open_in_pod_dir",
-    "open_pod_dir", "open_root",
+    "FILE_MODE",
+    "PRIVATE_DIR_MODE",
+    "UnsafePathError",
+    "check_path",
+    "list_pod_dir",
+    "open_at",
+    "open_in_pod_dir",
+    "open_pod_dir",
+    "open_root",
 ]
 
 PRIVATE_DIR_MODE = 0o700  # every directory the reporter creates
@@ -120,14 +128,20 @@ def open_root(root: str, *, create: bool = False) -> int:
     try:
         info = os.fstat(fd)
         if (info.st_dev, info.st_ino) != (walked.st_dev, walked.st_ino):
-            raise UnsafePathError(f"the spool directory {root!r} changed while it was being checked: "
-                                  "another user may be swapping it; check who can write to its parent")
+            raise UnsafePathError(
+                f"the spool directory {root!r} changed while it was being checked: "
+                "another user may be swapping it; check who can write to its parent"
+            )
         if info.st_uid not in (os.geteuid(), 0):
-            raise UnsafePathError(f"the spool directory {root!r} belongs to uid {info.st_uid}, "
-                                  f"not to this user (uid {os.geteuid()}) or root")
+            raise UnsafePathError(
+                f"the spool directory {root!r} belongs to uid {info.st_uid}, "
+                f"not to this user (uid {os.geteuid()}) or root"
+            )
         if info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX:
-            raise UnsafePathError(f"the spool directory {root!r} (mode {stat.S_IMODE(info.st_mode):04o}) "
-                                  "is writable by other users and has no sticky bit")
+            raise UnsafePathError(
+                f"the spool directory {root!r} (mode {stat.S_IMODE(info.st_mode):04o}) "
+                "is writable by other users and has no sticky bit"
+            )
     except BaseException:
         os.close(fd)
         raise
@@ -161,8 +175,11 @@ def open_pod_dir(pod_dir: str, *, create: bool = False) -> int:
         if not owner_ok or info.st_mode & 0o077:
             # Ours with a wider mode (the kubelet's fsGroup chmod after a restart, say) holds our pending
             # reports: removing it would lose them.
-            fix = (f"if nobody else put anything in it, `chmod -R go= {pod_dir}`" if info.st_uid == os.geteuid()
-                   else "another user may have made it: check what it holds, then remove it")
+            fix = (
+                f"if nobody else put anything in it, `chmod -R go= {pod_dir}`"
+                if info.st_uid == os.geteuid()
+                else "another user may have made it: check what it holds, then remove it"
+            )
             raise UnsafePathError(
                 f"{pod_dir!r} (uid {info.st_uid}, mode {stat.S_IMODE(info.st_mode):04o}) is not a private "
                 f"directory of this user (uid {os.geteuid()}, mode {PRIVATE_DIR_MODE:04o}); {fix}"

@@ -11,6 +11,7 @@ argparse options (:func:`add_options`, :func:`settings_from_args`) and
 Shared by the Reporter and ``runai-uploader``: both agree on where a spool lives and where it goes. This module
 is the public face and does the loading; the fields are defined in :mod:`._setting_fields`, the command line
 is rendered by :mod:`._setting_argv`, and raw values are checked by :mod:`._validate`."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -78,14 +79,50 @@ if TYPE_CHECKING:
     import argparse  # annotations only: importing the reporter stays cheap
 
 __all__ = [
-    "DEFAULT_FINISH_TIMEOUT", "DEFAULT_FSYNC_INTERVAL", "DEFAULT_HISTORY_BYTES", "DEFAULT_PUSH_INTERVAL",
-    "DEFAULT_PUSH_TIMEOUT", "DEFAULT_RETRY_TIMEOUT", "DEFAULT_SPOOL_FILE_BYTES", "ENV_CA_FILE", "ENV_FINISH_TIMEOUT",
-    "ENV_FSYNC", "ENV_FSYNC_INTERVAL", "ENV_GATEWAY_URL", "ENV_HISTORY_BYTES", "ENV_PASSWORD", "ENV_PASSWORD_FILE",
-    "ENV_POD_UUID", "ENV_PUSH_INTERVAL", "ENV_PUSH_TIMEOUT", "ENV_QUIET", "ENV_REMOTE_WRITE_URL", "ENV_RETRY_TIMEOUT",
-    "ENV_RW_BEARER_TOKEN_FILE", "ENV_SPOOL_DIR", "ENV_SPOOL_FILE_BYTES", "ENV_USERNAME", "FSYNC_POLICIES",
-    "ConfigError", "Setting", "Settings", "add_options", "check_keywords", "check_pod_uuid", "command_line",
-    "command_line_settings", "default_spool_dir", "history_command", "load_settings", "normalize_gateway_url",
-    "option_names", "read_secret_file", "recover_command", "redact_url", "resolve_spool_dir", "setting",
+    "DEFAULT_FINISH_TIMEOUT",
+    "DEFAULT_FSYNC_INTERVAL",
+    "DEFAULT_HISTORY_BYTES",
+    "DEFAULT_PUSH_INTERVAL",
+    "DEFAULT_PUSH_TIMEOUT",
+    "DEFAULT_RETRY_TIMEOUT",
+    "DEFAULT_SPOOL_FILE_BYTES",
+    "ENV_CA_FILE",
+    "ENV_FINISH_TIMEOUT",
+    "ENV_FSYNC",
+    "ENV_FSYNC_INTERVAL",
+    "ENV_GATEWAY_URL",
+    "ENV_HISTORY_BYTES",
+    "ENV_PASSWORD",
+    "ENV_PASSWORD_FILE",
+    "ENV_POD_UUID",
+    "ENV_PUSH_INTERVAL",
+    "ENV_PUSH_TIMEOUT",
+    "ENV_QUIET",
+    "ENV_REMOTE_WRITE_URL",
+    "ENV_RETRY_TIMEOUT",
+    "ENV_RW_BEARER_TOKEN_FILE",
+    "ENV_SPOOL_DIR",
+    "ENV_SPOOL_FILE_BYTES",
+    "ENV_USERNAME",
+    "FSYNC_POLICIES",
+    "ConfigError",
+    "Setting",
+    "Settings",
+    "add_options",
+    "check_keywords",
+    "check_pod_uuid",
+    "command_line",
+    "command_line_settings",
+    "default_spool_dir",
+    "history_command",
+    "load_settings",
+    "normalize_gateway_url",
+    "option_names",
+    "read_secret_file",
+    "recover_command",
+    "redact_url",
+    "resolve_spool_dir",
+    "setting",
     "settings_from_args",
     "warn_insecure_auth",
 ]
@@ -94,12 +131,21 @@ logger = logging.getLogger(__name__)
 
 # Local mode names its own pod only when none of these is set: a job that names a receiver is a cluster job,
 # where a missing podUUID is a misconfiguration and a guess would misfile its data.
-_POD_OR_RECEIVER = (("pod_uuid", ENV_POD_UUID), ("gateway_url", ENV_GATEWAY_URL),
-                    ("remote_write_url", ENV_REMOTE_WRITE_URL))
+_POD_OR_RECEIVER = (
+    ("pod_uuid", ENV_POD_UUID),
+    ("gateway_url", ENV_GATEWAY_URL),
+    ("remote_write_url", ENV_REMOTE_WRITE_URL),
+)
 
 
-def load_settings(*, environ: Mapping[str, str] | None = None, for_writing: bool = True,
-                  settings_class: type[Settings] = Settings, local: bool = False, **overrides: object) -> Settings:
+def load_settings(
+    *,
+    environ: Mapping[str, str] | None = None,
+    for_writing: bool = True,
+    settings_class: type[Settings] = Settings,
+    local: bool = False,
+    **overrides: object,
+) -> Settings:
     """Read the settings; keyword arguments (other than None) win over the environment.
 
     *for_writing* False (``status``, ``recover``): root may use another user's private pod directory.
@@ -117,16 +163,21 @@ def load_settings(*, environ: Mapping[str, str] | None = None, for_writing: bool
     if not local:
         check_sinks(values["gateway_url"], values["remote_write_url"])
     values["username"], values["password"], values["ca_file"] = check_credentials(
-        env, values["gateway_url"], values["username"], values["password"], values["ca_file"])
+        env, values["gateway_url"], values["username"], values["password"], values["ca_file"]
+    )
     values["rw_username"], values["rw_password"], values["rw_ca_file"] = check_remote_write_credentials(
-        env, values["remote_write_url"], values["rw_username"], values["rw_password"], values["rw_ca_file"],
-        values["rw_bearer_token_file"])
+        env,
+        values["remote_write_url"],
+        values["rw_username"],
+        values["rw_password"],
+        values["rw_ca_file"],
+        values["rw_bearer_token_file"],
+    )
     settings = settings_class(**values)
     # Belt and braces: whatever check_pod_uuid allowed must still land directly
     # under the spool root once symlinks and '..' are resolved.
     if os.path.dirname(os.path.realpath(settings.pod_dir)) != os.path.realpath(settings.spool_dir):
-        raise ConfigError(f"{ENV_POD_UUID}={settings.pod_uuid!r} would place the spool outside "
-                          f"{settings.spool_dir!r}")
+        raise ConfigError(f"{ENV_POD_UUID}={settings.pod_uuid!r} would place the spool outside {settings.spool_dir!r}")
     check_pod_dir(settings.spool_dir, settings.pod_uuid, for_writing)
     return settings
 
@@ -144,9 +195,14 @@ def _value(f: dataclasses.Field[Any], spec: Setting, keyword: object, env: Mappi
     return spec.parse(raw, source)
 
 
-def settings_from_args(args: argparse.Namespace, *, environ: Mapping[str, str] | None = None,
-                       for_writing: bool = True, settings_class: type[Settings] = Settings,
-                       **overrides: object) -> Settings:
+def settings_from_args(
+    args: argparse.Namespace,
+    *,
+    environ: Mapping[str, str] | None = None,
+    for_writing: bool = True,
+    settings_class: type[Settings] = Settings,
+    **overrides: object,
+) -> Settings:
     """:func:`load_settings` from the options :func:`add_options` added (*overrides* win over them)."""
     keywords: dict[str, Any] = {}
     for name, (option, _) in options_of(settings_class).items():
@@ -159,10 +215,17 @@ def settings_from_args(args: argparse.Namespace, *, environ: Mapping[str, str] |
 
 def warn_insecure_auth(settings: Settings) -> None:
     """Log a warning per sink whose basic auth would send the password in clear text (plain http://)."""
-    for user, url, names in ((settings.username, settings.gateway_url, (ENV_GATEWAY_URL, "gateway", ENV_CA_FILE)),
-                             (settings.rw_username, settings.remote_write_url,
-                              (ENV_REMOTE_WRITE_URL, "receiver", ENV_RW_CA_FILE))):
+    for user, url, names in (
+        (settings.username, settings.gateway_url, (ENV_GATEWAY_URL, "gateway", ENV_CA_FILE)),
+        (settings.rw_username, settings.remote_write_url, (ENV_REMOTE_WRITE_URL, "receiver", ENV_RW_CA_FILE)),
+    ):
         if user is not None and str(url).lower().startswith("http://"):
-            logger.warning("%s is plain http://, so the basic-auth password of %r is sent in clear text: anyone who "
-                           "can see the traffic can read it and push as this user. Use an https:// %s address (and "
-                           "%s if its certificate is private)", names[0], user, names[1], names[2])
+            logger.warning(
+                "%s is plain http://, so the basic-auth password of %r is sent in clear text: anyone who "
+                "can see the traffic can read it and push as this user. Use an https:// %s address (and "
+                "%s if its certificate is private)",
+                names[0],
+                user,
+                names[1],
+                names[2],
+            )

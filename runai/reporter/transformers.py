@@ -5,6 +5,7 @@ included), since the Trainer calls the callbacks it is given either way. The
 only module of the package that imports Transformers; what it reports is
 listed in ``docs/integrations.md``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -15,8 +16,10 @@ try:
 except ModuleNotFoundError as _exc:
     if _exc.name != "transformers":
         raise  # Transformers is there, something it needs is not: its own message says what
-    raise ModuleNotFoundError("runai.reporter.transformers needs Hugging Face Transformers: "
-                              "pip install 'runai[transformers]'", name="transformers") from _exc
+    raise ModuleNotFoundError(
+        "runai.reporter.transformers needs Hugging Face Transformers: pip install 'runai[transformers]'",
+        name="transformers",
+    ) from _exc
 
 from . import _names as names
 from ._integration import SHORT_FINISH_S, IntegrationReporter, count_leaf_modules, optimizer_name
@@ -74,8 +77,7 @@ class RunaiCallback(_TrainerCallback):
             # state.epoch grows by the same fraction each step: at max_steps it is this.
             self._out.metric(names.OVERALL_EPOCHS, state.max_steps * state.epoch / state.global_step)
 
-    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
-               **kwargs: Any) -> None:
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         if not self._reporting(args, state):
             return
         out, logs = self._out, logs or {}
@@ -115,6 +117,8 @@ def _scalar_arguments(args: Any) -> dict[str, Any]:
     """TrainingArguments' scalar fields (numbers, strings, booleans; enums as their values), as W&B and MLflow
     log them: None, lists and dicts are left out, so are secrets (``hub_token``) and what _start reports itself."""
     fields = args.to_dict() if hasattr(args, "to_dict") else dict(vars(args))
-    return {name: value for name, value in fields.items()
-            if isinstance(value, (str, int, float, bool)) and not name.endswith("_token")
-            and name != names.LEARNING_RATE}
+    return {
+        name: value
+        for name, value in fields.items()
+        if isinstance(value, (str, int, float, bool)) and not name.endswith("_token") and name != names.LEARNING_RATE
+    }

@@ -2,12 +2,25 @@
 
 Standard library only: ``runai-uploader agent --help`` reads them.
 """
+
 from __future__ import annotations
 
 __all__ = [
-    "GRACE_SECONDS", "IDLE_POLL_SECONDS", "IDLE_WATCHED_POLL_SECONDS", "LOCK_POLL_SECONDS", "MAX_DELIVERIES",
-    "MAX_IDLE_WATCHES", "METRICS_ADDRESS", "MIN_SLEEP_SECONDS", "NEW_POD_SECONDS", "POLL_SECONDS",
-    "REFUSED_POLL_SECONDS", "REJUDGE_SECONDS", "ROOT_POLL_SECONDS", "STALE_SECONDS", "STOP_SECONDS",
+    "GRACE_SECONDS",
+    "IDLE_POLL_SECONDS",
+    "IDLE_WATCHED_POLL_SECONDS",
+    "LOCK_POLL_SECONDS",
+    "MAX_DELIVERIES",
+    "MAX_IDLE_WATCHES",
+    "METRICS_ADDRESS",
+    "MIN_SLEEP_SECONDS",
+    "NEW_POD_SECONDS",
+    "POLL_SECONDS",
+    "REFUSED_POLL_SECONDS",
+    "REJUDGE_SECONDS",
+    "ROOT_POLL_SECONDS",
+    "STALE_SECONDS",
+    "STOP_SECONDS",
 ]
 
 # -- what its options default to ---------------------------------------------------

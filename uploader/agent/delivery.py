@@ -12,6 +12,7 @@ it delivers. The delivery hands the lock off as ``run``'s does (release, look
 again, take it back if work arrived), so a job that starts its own uploader
 later gets the pod back, and the two never push at once.
 """
+
 from __future__ import annotations
 
 import logging
@@ -41,17 +42,18 @@ class PodDelivery:
     the thread. Its pushes and deliveries are counted in *metrics* through the delivery's hooks.
     """
 
-    def __init__(self, settings: Settings, lock: PodLock, metrics: AgentMetrics,
-                 on_done: Callable[[], None]) -> None:
+    def __init__(self, settings: Settings, lock: PodLock, metrics: AgentMetrics, on_done: Callable[[], None]) -> None:
         self.pod = settings.pod_uuid
         self._lock = lock
         self._metrics = metrics
         self._on_done = on_done
         # Never gives up (retry_timeout), and polls the pod directory (see the module's doc).
-        options = replace(follower_options(settings), retry_timeout=math.inf, use_watchdog=False,
-                          poll_interval=POLL_SECONDS)
-        self._uploader = build_uploader(settings, options, lock=lock, on_progress=self._progress,
-                                        hooks=PodHooks(metrics, self.pod))
+        options = replace(
+            follower_options(settings), retry_timeout=math.inf, use_watchdog=False, poll_interval=POLL_SECONDS
+        )
+        self._uploader = build_uploader(
+            settings, options, lock=lock, on_progress=self._progress, hooks=PodHooks(metrics, self.pod)
+        )
         self._thread = threading.Thread(target=self._run, name=f"pod {self.pod}", daemon=True)
         self.failed = False  # its run raised (set before the thread ends)
         # Everything delivered and every writer gone when it ended (not stopped): the pod is idle, and the agent
@@ -76,8 +78,12 @@ class PodDelivery:
         try:
             status = self._uploader.run()
             self.delivered = status == EXIT_DELIVERED
-            logger.info("pod %s: done (status %d): %d reports delivered by the agent", self.pod, status,
-                        self._uploader.delivered_records)
+            logger.info(
+                "pod %s: done (status %d): %d reports delivered by the agent",
+                self.pod,
+                status,
+                self._uploader.delivered_records,
+            )
         except Exception:  # one pod's failure must not end the agent; it refuses the pod, tried again later
             self.failed = True
             logger.exception("pod %s: delivery failed", self.pod)
@@ -104,5 +110,9 @@ def stop_all(deliveries: list[PodDelivery], seconds: float) -> None:
         delivery.join(max(0.0, deadline - time.monotonic()))
     late = [d.pod for d in deliveries if d.alive]
     if late:
-        logger.warning("stopping with %d deliveries still ending (%s): their checkpoints are written only "
-                       "after a receiver's answer, so nothing is lost", len(late), ", ".join(late))
+        logger.warning(
+            "stopping with %d deliveries still ending (%s): their checkpoints are written only "
+            "after a receiver's answer, so nothing is lost",
+            len(late),
+            ", ".join(late),
+        )

@@ -12,6 +12,7 @@ nothing for :data:`IDLE_SECONDS` is dropped.
 :data:`~.config.STALE_SECONDS` (a :class:`Heartbeat` the loop beats): a wedged
 agent is restarted, not merely one whose port is closed.
 """
+
 from __future__ import annotations
 
 import socket
@@ -55,8 +56,9 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128  # a burst of connects waits in the kernel, not 1 s for a SYN resent
 
-    def __init__(self, address: tuple[str, int], render: Callable[[str, Sequence[str]], tuple[bytes, str]],
-                 heartbeat: Heartbeat) -> None:
+    def __init__(
+        self, address: tuple[str, int], render: Callable[[str, Sequence[str]], tuple[bytes, str]], heartbeat: Heartbeat
+    ) -> None:
         self.render = render  # the Accept header and the names asked for -> (the page, its content type)
         self.heartbeat = heartbeat
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
@@ -150,14 +152,16 @@ class _Handler(BaseHTTPRequestHandler):
 class MetricsServer:
     """Serves *render*'s page and *heartbeat*'s health on *address*:*port* (0: a free one) in a daemon thread."""
 
-    def __init__(self, address: str, port: int, render: Callable[[str, Sequence[str]], tuple[bytes, str]],
-                 heartbeat: Heartbeat) -> None:
+    def __init__(
+        self, address: str, port: int, render: Callable[[str, Sequence[str]], tuple[bytes, str]], heartbeat: Heartbeat
+    ) -> None:
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
         server_class = type("_Server", (_Server,), {"address_family": family})
         self._server = server_class((address, port), render, heartbeat)
         self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.5},
-                                        name="metrics", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.5}, name="metrics", daemon=True
+        )
         self._thread.start()
 
     def close(self) -> None:

@@ -16,6 +16,7 @@ the pods beyond are polled as before; it is said once in the log.
 Only idle pods are watched: an active pod's uploader writes its checkpoints
 (new entries, by rename) on every push, and those events would be noise.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -41,8 +42,10 @@ _EVENT = struct.Struct("iIII")  # wd, mask, cookie, len (of the name that follow
 # The per-user limit, and the same for the user namespace the agent runs in (the lower one applies).
 _LIMITS = ("/proc/sys/fs/inotify/max_user_watches", "/proc/sys/user/max_inotify_watches")
 _ASSUMED_LIMIT = 8192  # where neither can be read: the kernel's default before 5.11
-_AT_CAP = (f"the agent's cap (a quarter of fs.inotify.max_user_watches, at most {MAX_IDLE_WATCHES}: the node's "
-           "other programs need theirs)")
+_AT_CAP = (
+    f"the agent's cap (a quarter of fs.inotify.max_user_watches, at most {MAX_IDLE_WATCHES}: the node's "
+    "other programs need theirs)"
+)
 
 
 def watch_cap(max_user_watches: int) -> int:

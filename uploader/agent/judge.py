@@ -8,6 +8,7 @@ the read takes. So here the pending bytes come from the file sizes and the
 checkpoints, and reports are counted only in the first :data:`COUNT_BYTES` of a
 pod's undelivered lines: exact for the usual few, a lower bound beyond.
 """
+
 from __future__ import annotations
 
 import logging
@@ -37,8 +38,17 @@ if TYPE_CHECKING:
     from .metrics import AgentMetrics
     from .schedule import Pod
 
-__all__ = ["COUNT_BYTES", "Judged", "PodJudge", "Signature", "dir_mtime", "judge_pod", "listing_signature",
-           "pod_dirs", "printable"]
+__all__ = [
+    "COUNT_BYTES",
+    "Judged",
+    "PodJudge",
+    "Signature",
+    "dir_mtime",
+    "judge_pod",
+    "listing_signature",
+    "pod_dirs",
+    "printable",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -156,8 +166,9 @@ def pod_dirs(spool_dir: str) -> set[str]:
     except (FileNotFoundError, NotADirectoryError):
         names = set()  # not there yet: it is looked for again at the next poll
     except OSError as exc:
-        _LISTING_FAILURES.log(logging.ERROR, spool_dir, "cannot list %s (%s): its pods are taken as they were",
-                              spool_dir, exc)
+        _LISTING_FAILURES.log(
+            logging.ERROR, spool_dir, "cannot list %s (%s): its pods are taken as they were", spool_dir, exc
+        )
         return set(_last_listing.get(spool_dir, ()))
     _LISTING_FAILURES.clear(spool_dir)
     _last_listing[spool_dir] = frozenset(names)

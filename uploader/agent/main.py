@@ -1,4 +1,5 @@
 """The ``agent`` command's work: logging to stderr, the metrics endpoint, the agent under the signal stopper."""
+
 from __future__ import annotations
 
 import logging
@@ -17,8 +18,16 @@ __all__ = ["serve_agent"]
 logger = logging.getLogger(__name__)
 
 
-def serve_agent(settings: Settings, settings_for: Callable[[str], Settings], *, metrics_address: str,
-                metrics_port: int | None, max_deliveries: int, grace: float, any_receiver: bool = False) -> int:
+def serve_agent(
+    settings: Settings,
+    settings_for: Callable[[str], Settings],
+    *,
+    metrics_address: str,
+    metrics_port: int | None,
+    max_deliveries: int,
+    grace: float,
+    any_receiver: bool = False,
+) -> int:
     """Run the agent over *settings*' spool directory until SIGTERM or SIGINT; 0."""
     log_lines_to_stderr()
     raise_open_files_limit()
@@ -27,8 +36,15 @@ def serve_agent(settings: Settings, settings_for: Callable[[str], Settings], *, 
     if metrics_port is not None:
         port = metrics.serve(metrics_address, metrics_port)
         logger.info("metrics on http://%s:%d/metrics", metrics_address, port)
-    agent = Agent(settings.spool_dir, settings_for, settings.sinks, metrics, max_deliveries=max_deliveries,
-                  grace=grace, any_receiver=any_receiver)
+    agent = Agent(
+        settings.spool_dir,
+        settings_for,
+        settings.sinks,
+        metrics,
+        max_deliveries=max_deliveries,
+        grace=grace,
+        any_receiver=any_receiver,
+    )
     try:
         with StopOnSignals() as stopper:
             stopper.watch(agent)

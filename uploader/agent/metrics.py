@@ -5,15 +5,15 @@ library registers there ends up on the agent's page, and a test can build two.
 Series of a pod that left the spool directory are removed with it: memory stays
 bounded by the pods on disk, not by every pod the node ever ran.
 """
+
 from __future__ import annotations
 
 import threading
 import time
 from typing import Any, Mapping, Sequence
 
-from .schedule import IDLE, QUEUED, REFUSED, TAKEN
-
 from .endpoint import Heartbeat, MetricsServer
+from .schedule import IDLE, QUEUED, REFUSED, TAKEN
 
 __all__ = ["AgentMetrics", "PodHooks"]
 
@@ -26,37 +26,63 @@ class AgentMetrics:
         from prometheus_client import CollectorRegistry, Counter, Gauge
 
         self.registry = CollectorRegistry()
-        self.pending_reports = Gauge("runai_uploader_pending_reports",
-                                     "reports on disk not yet delivered to every configured sink",
-                                     ["podUUID"], registry=self.registry)
-        self.pending_bytes = Gauge("runai_uploader_pending_bytes", "spool bytes not yet delivered",
-                                   ["podUUID"], registry=self.registry)
+        self.pending_reports = Gauge(
+            "runai_uploader_pending_reports",
+            "reports on disk not yet delivered to every configured sink",
+            ["podUUID"],
+            registry=self.registry,
+        )
+        self.pending_bytes = Gauge(
+            "runai_uploader_pending_bytes", "spool bytes not yet delivered", ["podUUID"], registry=self.registry
+        )
         # prometheus_client appends _total to a counter's name.
-        self.delivered = Counter("runai_uploader_delivered_reports", "reports this agent delivered",
-                                 ["podUUID", "sink"], registry=self.registry)
-        self.push_failures = Counter("runai_uploader_push_failures", "pushes of this agent that failed (retried)",
-                                     ["sink"], registry=self.registry)
-        self.last_success = Gauge("runai_uploader_last_success_timestamp_seconds",
-                                  "when this agent last pushed a pod's reports successfully (Unix time)",
-                                  ["podUUID", "sink"], registry=self.registry)
+        self.delivered = Counter(
+            "runai_uploader_delivered_reports",
+            "reports this agent delivered",
+            ["podUUID", "sink"],
+            registry=self.registry,
+        )
+        self.push_failures = Counter(
+            "runai_uploader_push_failures",
+            "pushes of this agent that failed (retried)",
+            ["sink"],
+            registry=self.registry,
+        )
+        self.last_success = Gauge(
+            "runai_uploader_last_success_timestamp_seconds",
+            "when this agent last pushed a pod's reports successfully (Unix time)",
+            ["podUUID", "sink"],
+            registry=self.registry,
+        )
         self.pods = Gauge("runai_uploader_pods", "pod directories the agent follows", registry=self.registry)
         # Refused pods have no pending series (they cannot be read safely, or their name cannot be a label):
         # this is what an alert sees of them. The agent's log says why, once per pod.
-        self.refused = Gauge("runai_uploader_refused_pods",
-                             "pod directories the agent cannot deliver (unsafe, a bad name, failing): see its log",
-                             registry=self.registry)
+        self.refused = Gauge(
+            "runai_uploader_refused_pods",
+            "pod directories the agent cannot deliver (unsafe, a bad name, failing): see its log",
+            registry=self.registry,
+        )
         # Totals over pods, cheap to read whatever their number (a scrape can ask for these alone, with
         # /metrics?name[]=runai_uploader_idle_pods): how far a catch-up is, and what it costs.
-        self.idle = Gauge("runai_uploader_idle_pods", "pod directories with everything delivered and no writer alive",
-                          registry=self.registry)
-        self.queued = Gauge("runai_uploader_queued_pods", "pods free to deliver, waiting for a delivery slot",
-                            registry=self.registry)
-        self.delivering = Gauge("runai_uploader_delivering_pods", "pods the agent is delivering now",
-                                registry=self.registry)
-        self.watched = Gauge("runai_uploader_watched_pods", "idle pods watched for new files (the others are polled)",
-                             registry=self.registry)
-        self.judged = Counter("runai_uploader_judged_pods", "times the agent judged a pod from its files",
-                              registry=self.registry)
+        self.idle = Gauge(
+            "runai_uploader_idle_pods",
+            "pod directories with everything delivered and no writer alive",
+            registry=self.registry,
+        )
+        self.queued = Gauge(
+            "runai_uploader_queued_pods", "pods free to deliver, waiting for a delivery slot", registry=self.registry
+        )
+        self.delivering = Gauge(
+            "runai_uploader_delivering_pods", "pods the agent is delivering now", registry=self.registry
+        )
+        self.watched = Gauge(
+            "runai_uploader_watched_pods",
+            "idle pods watched for new files (the others are polled)",
+            registry=self.registry,
+        )
+        self.judged = Counter(
+            "runai_uploader_judged_pods", "times the agent judged a pod from its files", registry=self.registry
+        )
         self._sinks: dict[str, set[str]] = {}  # pod -> the sinks it has series for (to remove them)
         self._lock = threading.Lock()
         self.heartbeat = Heartbeat()  # the main loop beats it each turn; /healthz answers 503 when it is stale

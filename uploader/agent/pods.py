@@ -27,6 +27,7 @@ amount of work. Judging reads a bounded block at most (:mod:`.judge`); a
 pod that fails in any way is refused (looked at again every minute). The
 timings named here are in :mod:`.config`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -71,9 +72,19 @@ class Agent:
     spool headers said).
     """
 
-    def __init__(self, spool_dir: str, settings_for: Callable[[str], Settings], sinks: tuple[str, ...],
-                 metrics: AgentMetrics, *, max_deliveries: int = MAX_DELIVERIES, grace: float = GRACE_SECONDS,
-                 use_watchdog: bool = True, any_receiver: bool = False, max_idle_watches: int | None = None) -> None:
+    def __init__(
+        self,
+        spool_dir: str,
+        settings_for: Callable[[str], Settings],
+        sinks: tuple[str, ...],
+        metrics: AgentMetrics,
+        *,
+        max_deliveries: int = MAX_DELIVERIES,
+        grace: float = GRACE_SECONDS,
+        use_watchdog: bool = True,
+        any_receiver: bool = False,
+        max_idle_watches: int | None = None,
+    ) -> None:
         self.spool_dir = spool_dir
         self.metrics = metrics
         self._settings_for = settings_for
@@ -269,9 +280,13 @@ class Agent:
             lock.release()
             self._refuse(pod, time.monotonic(), f"cannot start delivering it: {exc!r}", trace=True)
             return
-        logger.info("pod %s: no uploader holds it; delivering %s%d pending reports (%d writers alive)",
-                    pod.name, "" if status.counted_all else "at least ", status.reports_pending,
-                    status.writers_alive)
+        logger.info(
+            "pod %s: no uploader holds it; delivering %s%d pending reports (%d writers alive)",
+            pod.name,
+            "" if status.counted_all else "at least ",
+            status.reports_pending,
+            status.writers_alive,
+        )
         pod.delivery, pod.refused = delivery, None
         self._states.move(pod, TAKEN)
         self._due.discard(pod.name)  # looked at again when its delivery ends

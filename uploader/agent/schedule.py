@@ -8,6 +8,7 @@ each pod waiting for one of the ``--max-deliveries`` slots. Here a pass costs
 what is due (and log N per pod), a queued pod is judged once, and an idle pod
 costs one look every few seconds, whatever the number of others.
 """
+
 from __future__ import annotations
 
 import heapq

@@ -7,6 +7,7 @@ nothing here. Pods' own changes are found by polling (see :mod:`.pods`).
 
 Imported by the agent alone (never by ``--help``), so watchdog is imported here at the top.
 """
+
 from __future__ import annotations
 
 import logging
@@ -48,8 +49,9 @@ class RootWatch:
         """Start watching; where file events are unavailable, say so once: the agent's poll still finds pods."""
         observer = Observer()
         try:
-            observer.schedule(self._handler, self.spool_dir, recursive=False,
-                              event_filter=[DirCreatedEvent, DirMovedEvent])
+            observer.schedule(
+                self._handler, self.spool_dir, recursive=False, event_filter=[DirCreatedEvent, DirMovedEvent]
+            )
             observer.start()
         except OSError as exc:  # no inotify, or its instances or watches exhausted
             logger.warning("file events are unavailable (%s); polling %s for new pods instead", exc, self.spool_dir)

@@ -6,6 +6,7 @@ spool directory, for ever (one per node); ``status`` and ``history`` read a
 spool. One module per command adds its parser and does its printing; the work
 is in the layers below (docs/architecture.md).
 """
+
 from __future__ import annotations
 
 import argparse

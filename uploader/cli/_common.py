@@ -1,4 +1,5 @@
 """What every command shares: exit statuses, the settings from its options, the subcommand table's type."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,8 +9,17 @@ from typing import Any, TypeAlias
 
 from runai.reporter.settings import ConfigError, Settings, option_names, settings_from_args
 
-__all__ = ["EXIT_BROKEN_PIPE", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "INTERRUPTED",
-           "Commands", "command_settings", "name_options"]
+__all__ = [
+    "EXIT_BROKEN_PIPE",
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "INTERRUPTED",
+    "Commands",
+    "command_settings",
+    "name_options",
+]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -22,8 +32,14 @@ INTERRUPTED = "runai-uploader: interrupted; what was not delivered stays in the 
 Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
-def command_settings(args: argparse.Namespace, pod_uuid: str | None = None, *, for_writing: bool = True,
-                     also: dict[str, str] | None = None, **overrides: Any) -> Settings:
+def command_settings(
+    args: argparse.Namespace,
+    pod_uuid: str | None = None,
+    *,
+    for_writing: bool = True,
+    also: dict[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
     """The settings from the command's options (*pod_uuid*, when given, instead of --pod-uuid), else the environment.
 
     A ConfigError names the command's option as well as the variable (see :func:`name_options`).
@@ -43,11 +59,12 @@ def name_options(message: str, args: argparse.Namespace, also: dict[str, str]) -
         if not hasattr(args, option.lstrip("-").replace("-", "_")):
             continue  # not an option of this command
         if message.startswith(f"{name}=="):  # the keyword the option's value was passed as: "pod_uuid=" "='x'"
-            message = option + message[len(name) + 1:]
+            message = option + message[len(name) + 1 :]
         if env is None:
             continue
         other = f" (or {also[name]})" if name in also else ""
-        message = re.sub(rf"\b{re.escape(env)} is not set\b", f"{env} is not set and no {option}{other} was given",
-                         message)
+        message = re.sub(
+            rf"\b{re.escape(env)} is not set\b", f"{env} is not set and no {option}{other} was given", message
+        )
         message = re.sub(rf"\bset {re.escape(env)} ", f"set {env} (or {option}) ", message)
     return message

@@ -1,4 +1,5 @@
 """``runai-uploader agent``: deliver every pod of the spool directory that no live uploader holds (docs/agent.md)."""
+
 from __future__ import annotations
 
 import argparse
@@ -15,21 +16,38 @@ __all__ = ["add_agent"]
 
 def add_agent(commands: Commands) -> None:
     """The ``agent`` command: the settings every pod shares, and the agent's own options (checked when parsed)."""
-    agent = commands.add_parser("agent", help="deliver every pod of the spool directory that no live uploader "
-                                              "holds, for ever (a node agent: docs/agent.md)")
-    add_options(agent, ("spool_dir", "gateway_url", "remote_write_url", "push_timeout", "push_interval",
-                        "history_bytes"))
+    agent = commands.add_parser(
+        "agent",
+        help="deliver every pod of the spool directory that no live uploader "
+        "holds, for ever (a node agent: docs/agent.md)",
+    )
+    add_options(
+        agent, ("spool_dir", "gateway_url", "remote_write_url", "push_timeout", "push_interval", "history_bytes")
+    )
     agent.add_argument("--metrics-port", type=_port, help="serve the agent's metrics on this port (default: none)")
-    agent.add_argument("--metrics-address", default=METRICS_ADDRESS,
-                       help=f"the address the metrics are served on (default: {METRICS_ADDRESS}; in a pod, its IP)")
-    agent.add_argument("--max-deliveries", type=_at_least_one, default=MAX_DELIVERIES,
-                       help=f"pods delivered at once, a thread each (default: {MAX_DELIVERIES})")
-    agent.add_argument("--grace-seconds", type=_seconds, default=GRACE_SECONDS,
-                       help=f"how long a new live writer's job has to start its own uploader "
-                            f"(default: {GRACE_SECONDS:g})")
-    agent.add_argument(ANY_RECEIVER, action="store_true",
-                       help="send every pod to every receiver given here, whatever its job named (by default a pod "
-                            "goes only to the receivers of the kinds its job named)")
+    agent.add_argument(
+        "--metrics-address",
+        default=METRICS_ADDRESS,
+        help=f"the address the metrics are served on (default: {METRICS_ADDRESS}; in a pod, its IP)",
+    )
+    agent.add_argument(
+        "--max-deliveries",
+        type=_at_least_one,
+        default=MAX_DELIVERIES,
+        help=f"pods delivered at once, a thread each (default: {MAX_DELIVERIES})",
+    )
+    agent.add_argument(
+        "--grace-seconds",
+        type=_seconds,
+        default=GRACE_SECONDS,
+        help=f"how long a new live writer's job has to start its own uploader (default: {GRACE_SECONDS:g})",
+    )
+    agent.add_argument(
+        ANY_RECEIVER,
+        action="store_true",
+        help="send every pod to every receiver given here, whatever its job named (by default a pod "
+        "goes only to the receivers of the kinds its job named)",
+    )
     agent.set_defaults(func=_agent)
 
 
@@ -62,7 +80,12 @@ def _agent(args: argparse.Namespace) -> int:
     settings = command_settings(args, "runai-agent", for_writing=False)
     from ..agent.main import serve_agent  # imports prometheus_client and watchdog, which `--help` does not need
 
-    return serve_agent(settings, lambda pod: command_settings(args, pod, for_writing=False),
-                       metrics_address=args.metrics_address, metrics_port=args.metrics_port,
-                       max_deliveries=args.max_deliveries, grace=args.grace_seconds,
-                       any_receiver=args.any_receiver)
+    return serve_agent(
+        settings,
+        lambda pod: command_settings(args, pod, for_writing=False),
+        metrics_address=args.metrics_address,
+        metrics_port=args.metrics_port,
+        max_deliveries=args.max_deliveries,
+        grace=args.grace_seconds,
+        any_receiver=args.any_receiver,
+    )

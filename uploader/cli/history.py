@@ -1,4 +1,5 @@
 """``runai-uploader history``: every report a pod's spool holds (the model is :mod:`uploader.views.history`)."""
+
 from __future__ import annotations
 
 import argparse
@@ -23,31 +24,53 @@ _TABLE = "{time:32s}  {pod}{run:>9}  {step:>9}  {seq:>8}  {kind:9s}  {name:24s} 
 
 
 def add_history(commands: Commands) -> None:
-    history = commands.add_parser("history",
-                                  help="every report a pod's spool holds, in order (table, CSV, JSON or a plot)")
+    history = commands.add_parser(
+        "history", help="every report a pod's spool holds, in order (table, CSV, JSON or a plot)"
+    )
     add_options(history, ["spool_dir"])
-    history.add_argument("--pod-uuid", action="append", default=[], metavar="POD",
-                         help="the pod (default: $podUUID); repeat to compare pods: a plot overlays them")
-    history.add_argument("--metric", action="append", default=[], metavar="NAME",
-                         help="only this name (a metric or a parameter); repeat for more")
-    history.add_argument("--run", "--writer", action="append", default=[], metavar="RUN",
-                         help="only this run: a writing process, w<pid> as the `run` column shows it (two jobs that "
-                              "shared a podUUID are two runs); repeat for more")
+    history.add_argument(
+        "--pod-uuid",
+        action="append",
+        default=[],
+        metavar="POD",
+        help="the pod (default: $podUUID); repeat to compare pods: a plot overlays them",
+    )
+    history.add_argument(
+        "--metric",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only this name (a metric or a parameter); repeat for more",
+    )
+    history.add_argument(
+        "--run",
+        "--writer",
+        action="append",
+        default=[],
+        metavar="RUN",
+        help="only this run: a writing process, w<pid> as the `run` column shows it (two jobs that "
+        "shared a podUUID are two runs); repeat for more",
+    )
     output = history.add_mutually_exclusive_group()
     output.add_argument("--csv", action="store_true", help="CSV with a header row; the value is in `value`")
     output.add_argument("--json", action="store_true", help="a JSON list of reports")
     output.add_argument("--plot", metavar="FILE.png", help="draw the metrics as a PNG (needs runai[plot])")
-    history.add_argument("--x", choices=X_AXES, default="time",
-                         help="--plot's x axis: the report's time (default), or step: the job's own global_step "
-                              "(or step) reported nearest in time, so that metrics reported at different rates "
-                              "share one axis (where a run reported no step, the n-th report of each name)")
+    history.add_argument(
+        "--x",
+        choices=X_AXES,
+        default="time",
+        help="--plot's x axis: the report's time (default), or step: the job's own global_step "
+        "(or step) reported nearest in time, so that metrics reported at different rates "
+        "share one axis (where a run reported no step, the n-th report of each name)",
+    )
     history.set_defaults(func=_history)
 
 
 def _history(args: argparse.Namespace) -> int:
     root = resolve_spool_dir(args.spool_dir)
-    pods = [check_pod_uuid(pod, "--pod-uuid") for pod in args.pod_uuid] or \
-        [check_pod_uuid(os.environ.get(ENV_POD_UUID), f"--pod-uuid (or {ENV_POD_UUID})")]
+    pods = [check_pod_uuid(pod, "--pod-uuid") for pod in args.pod_uuid] or [
+        check_pod_uuid(os.environ.get(ENV_POD_UUID), f"--pod-uuid (or {ENV_POD_UUID})")
+    ]
     entries = []
     for pod in dict.fromkeys(pods):
         if os.path.lexists(os.path.join(root, pod)):
@@ -71,9 +94,18 @@ def _history(args: argparse.Namespace) -> int:
 
 
 def _row(e: Entry) -> dict[str, object]:
-    return {"time": datetime.datetime.fromtimestamp(e.ts, datetime.timezone.utc).isoformat(), "ts": e.ts,
-            "seq": e.seq, "kind": e.kind, "name": e.name, "value": e.value, "spool_file": e.spool_file,
-            "run": e.run, "step": _number(e.step), "pod_uuid": e.pod}
+    return {
+        "time": datetime.datetime.fromtimestamp(e.ts, datetime.timezone.utc).isoformat(),
+        "ts": e.ts,
+        "seq": e.seq,
+        "kind": e.kind,
+        "name": e.name,
+        "value": e.value,
+        "spool_file": e.spool_file,
+        "run": e.run,
+        "step": _number(e.step),
+        "pod_uuid": e.pod,
+    }
 
 
 def _number(step: float | None) -> float | int | None:
@@ -87,8 +119,18 @@ def _table(rows: list[dict[str, object]], several: bool) -> None:
     def pod(text: object) -> str:
         return f"{text!s:{width}}  " if several else ""
 
-    print(_TABLE.format(time="time (UTC)", pod=pod("pod"), run="run", step="step", seq="seq", kind="kind",
-                        name="name", value="value"))
+    print(
+        _TABLE.format(
+            time="time (UTC)",
+            pod=pod("pod"),
+            run="run",
+            step="step",
+            seq="seq",
+            kind="kind",
+            name="name",
+            value="value",
+        )
+    )
     for row in rows:
         step = "" if row["step"] is None else row["step"]
         print(_TABLE.format(**{**row, "pod": pod(row["pod_uuid"]), "step": step}))
@@ -99,8 +141,10 @@ def _plot(entries: list[Entry], pods: list[str], path: str, x_axis: str) -> int:
     try:
         names = plot_history(entries, f"{what}: every report from the local spool", path, x_axis)
     except ImportError:
-        print("runai-uploader: --plot draws with matplotlib, which is not installed: pip install 'runai[plot]'",
-              file=sys.stderr)
+        print(
+            "runai-uploader: --plot draws with matplotlib, which is not installed: pip install 'runai[plot]'",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     if not names:
         print(f"runai-uploader: no metrics to plot for {what}", file=sys.stderr)

@@ -4,6 +4,7 @@
 this module parses the command and prints a line per pod as it is done, its
 progress, and the summary.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,17 +30,29 @@ __all__ = ["RecoveryPrinter", "add_recover", "print_summary"]
 def add_recover(commands: Commands, common: tuple[str, ...]) -> None:
     recover = commands.add_parser("recover", help="upload everything a pod (or every pod) left undelivered")
     add_options(recover, common)
-    recover.add_argument("--all", action="store_true",
-                         help="recover every pod in the spool directory, each only to the receivers of the kinds its "
-                              "job named (a job that sent only by remote write is not pushed to a gateway)")
-    recover.add_argument(ANY_RECEIVER, action="store_true",
-                         help="with --all: send every pod to every receiver given, whatever its job named")
-    recover.add_argument("--take-over", action="store_true",
-                         help="stop the pod's running uploader (SIGTERM) once the job's writers are gone, and deliver "
-                              "with the receivers given here instead of waiting for it")
-    recover.add_argument("--timeout", type=float, default=60.0,
-                         help="seconds to keep trying the receivers, and to wait for a running uploader or its lock "
-                              "(default: 60)")
+    recover.add_argument(
+        "--all",
+        action="store_true",
+        help="recover every pod in the spool directory, each only to the receivers of the kinds its "
+        "job named (a job that sent only by remote write is not pushed to a gateway)",
+    )
+    recover.add_argument(
+        ANY_RECEIVER,
+        action="store_true",
+        help="with --all: send every pod to every receiver given, whatever its job named",
+    )
+    recover.add_argument(
+        "--take-over",
+        action="store_true",
+        help="stop the pod's running uploader (SIGTERM) once the job's writers are gone, and deliver "
+        "with the receivers given here instead of waiting for it",
+    )
+    recover.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        help="seconds to keep trying the receivers, and to wait for a running uploader or its lock (default: 60)",
+    )
     recover.set_defaults(func=_recover)
 
 
@@ -61,16 +74,26 @@ def _recover(args: argparse.Namespace) -> int:
 
     with StopOnSignals() as stopper:
         # A pod named by itself goes where this command says; --all follows each job's own receivers.
-        results = recover_pods(pods, settings_for, spool_dir, args.timeout, stopper, RecoveryPrinter(args.timeout),
-                               take_over=args.take_over, follow_intent=args.all and not args.any_receiver)
+        results = recover_pods(
+            pods,
+            settings_for,
+            spool_dir,
+            args.timeout,
+            stopper,
+            RecoveryPrinter(args.timeout),
+            take_over=args.take_over,
+            follow_intent=args.all and not args.any_receiver,
+        )
     print_summary(results)
     if stopper.signum is not None:
         print(INTERRUPTED, file=sys.stderr)
         return 128 + stopper.signum
     failed = [r.pod for r in results if not r.ok]
     if failed:
-        print(f"runai-uploader: {len(failed)} of {len(pods)} pods not fully delivered: {', '.join(failed)}",
-              file=sys.stderr)
+        print(
+            f"runai-uploader: {len(failed)} of {len(pods)} pods not fully delivered: {', '.join(failed)}",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
     return EXIT_OK
 
@@ -82,12 +105,18 @@ class RecoveryPrinter:
         self.timeout = timeout
 
     def waiting(self, pod: str, holder: int | None, timeout: float) -> None:
-        print(f"pod {pod}: an uploader (pid {holder}) is delivering it; waiting up to {timeout:.0f} s for it to "
-              f"finish (--take-over stops it and delivers with the receivers given here)", file=sys.stderr)
+        print(
+            f"pod {pod}: an uploader (pid {holder}) is delivering it; waiting up to {timeout:.0f} s for it to "
+            f"finish (--take-over stops it and delivers with the receivers given here)",
+            file=sys.stderr,
+        )
 
     def taking_over(self, pod: str, holder: int, timeout: float) -> None:
-        print(f"pod {pod}: its writers are gone; sent SIGTERM to its uploader (pid {holder}), waiting up to "
-              f"{timeout:.0f} s for it to let go", file=sys.stderr)
+        print(
+            f"pod {pod}: its writers are gone; sent SIGTERM to its uploader (pid {holder}), waiting up to "
+            f"{timeout:.0f} s for it to let go",
+            file=sys.stderr,
+        )
 
     def progress(self, pod: str) -> Progress:
         return Progress(f"pod {pod}", 0, sys.stderr)
@@ -119,16 +148,20 @@ def _notes(r: Recovered) -> str:
 def _busy(r: Recovered, timeout: float) -> str:
     if r.error:  # a take-over refused, or its uploader did not stop in time
         return f"not taken over: {r.error}"
-    return (f"an uploader (pid {r.holder}) is still delivering it after {timeout:g} s: wait for it "
-            f"(`runai-uploader status` shows its progress and last error), or rerun with --take-over to stop it "
-            f"and deliver with the receivers given here")
+    return (
+        f"an uploader (pid {r.holder}) is still delivering it after {timeout:g} s: wait for it "
+        f"(`runai-uploader status` shows its progress and last error), or rerun with --take-over to stop it "
+        f"and deliver with the receivers given here"
+    )
 
 
 def _unreachable(r: Recovered, timeout: float) -> str:
-    return (f"{r.receiver} {redact_url(r.url)} unreachable for {timeout:g} s ({r.error}); "
-            f"{r.pending} reports still pending, "
-            f"delivered {r.delivered}. Nothing is lost: check the URL; if it is right, the receiver is down: run this "
-            f"again once it is up (or with a longer --timeout); `runai-uploader status` shows the pod's last error")
+    return (
+        f"{r.receiver} {redact_url(r.url)} unreachable for {timeout:g} s ({r.error}); "
+        f"{r.pending} reports still pending, "
+        f"delivered {r.delivered}. Nothing is lost: check the URL; if it is right, the receiver is down: run this "
+        f"again once it is up (or with a longer --timeout); `runai-uploader status` shows the pod's last error"
+    )
 
 
 # The outcomes printed to stderr as failures: what each one says.
@@ -152,14 +185,18 @@ def print_summary(results: list[Recovered]) -> None:
     rejected = sum(len(r.rejected) for r in results)
     receivers = {r.receiver for r in results if r.outcome is not Outcome.SKIPPED} or {"gateway"}
     receiver = receivers.pop() if len(receivers) == 1 else "receivers"
-    print(f"summary: {len(results)} pod{'s' if len(results) != 1 else ''}, "
-          f"{sum(r.delivered for r in results):,} reports delivered, "
-          f"{sum(skipped.values()):,} skipped as corrupt, {rejected:,} names rejected by the {receiver}, "
-          f"{sum(r.pending or 0 for r in results):,} still pending{_unknown_pending(results)}")
+    print(
+        f"summary: {len(results)} pod{'s' if len(results) != 1 else ''}, "
+        f"{sum(r.delivered for r in results):,} reports delivered, "
+        f"{sum(skipped.values()):,} skipped as corrupt, {rejected:,} names rejected by the {receiver}, "
+        f"{sum(r.pending or 0 for r in results):,} still pending{_unknown_pending(results)}"
+    )
     not_sent = sum(r.outcome is Outcome.SKIPPED for r in results)
     if not_sent:
-        print(f"  not sent: {not_sent} pod{'s' if not_sent != 1 else ''} whose jobs named other receivers "
-              f"(each named above; {ANY_RECEIVER} sends them anyway)")
+        print(
+            f"  not sent: {not_sent} pod{'s' if not_sent != 1 else ''} whose jobs named other receivers "
+            f"(each named above; {ANY_RECEIVER} sends them anyway)"
+        )
     for reason, count in skipped.most_common():
         print(f"  skipped {count:,}: {reason}")
     for r in results:

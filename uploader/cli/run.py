@@ -1,4 +1,5 @@
 """``runai-uploader run``: follow a pod's spool until its writers are gone (what a Reporter starts)."""
+
 from __future__ import annotations
 
 import argparse

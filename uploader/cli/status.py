@@ -1,4 +1,5 @@
 """``runai-uploader status``: what each pod's spool holds (the model is :mod:`uploader.views.status`)."""
+
 from __future__ import annotations
 
 import argparse
@@ -39,8 +40,9 @@ def _status(args: argparse.Namespace) -> int:
     remote_write = os.environ.get(ENV_REMOTE_WRITE_URL) or None
     # Judged for the sinks configured here and those each checkpoint has progress for.
     configured = tuple(sink for sink, url in ((GATEWAY, gateway), (REMOTE_WRITE, remote_write)) if url)
-    statuses = [pod_status(root, pod, gateway, sinks=configured, found=True, remote_write_url=remote_write)
-                for pod in pods]
+    statuses = [
+        pod_status(root, pod, gateway, sinks=configured, found=True, remote_write_url=remote_write) for pod in pods
+    ]
     if args.json:
         print(json.dumps({"spool_dir": root, "pods": [pod.to_json() for pod in statuses]}, indent=2))
         return EXIT_OK
@@ -58,19 +60,25 @@ def _print_pod(pod: PodStatus) -> None:
     uploader = f"uploader pid {pod.uploader_pid}" if pod.uploader_pid else "no uploader running"
     # A local pod's job named no receiver: its reports are kept, not waiting on a delivery that failed.
     local = "kept locally (its job named no receiver): " if pod.receivers == [] else ""
-    print(f"pod {pod.pod_uuid}: {local}{pod.reports_delivered} reports delivered, {pod.reports_pending} pending; "
-          f"{pod.writers_alive} writers alive; {uploader}; last delivery {pod.last_delivered or 'never'}")
+    print(
+        f"pod {pod.pod_uuid}: {local}{pod.reports_delivered} reports delivered, {pod.reports_pending} pending; "
+        f"{pod.writers_alive} writers alive; {uploader}; last delivery {pod.last_delivered or 'never'}"
+    )
     for f in pod.spool_files:
         state = "alive" if f.writer_alive else ("finished" if f.finished else "gone")
-        print(f"    {os.path.basename(f.path):28s} writer {f.writer_pid or '?':>7} {state:8s} "
-              f"{f.reports_delivered:>9} delivered {f.reports_pending:>9} pending {f.size:>11} bytes")
+        print(
+            f"    {os.path.basename(f.path):28s} writer {f.writer_pid or '?':>7} {state:8s} "
+            f"{f.reports_delivered:>9} delivered {f.reports_pending:>9} pending {f.size:>11} bytes"
+        )
     if pod.last_error:
         print(f"    last error: {pod.last_error}")
     if pod.clock_skew:  # only ever set by a remote-write receiver's refusals
         print(f"    clock skew: {pod.clock_skew}")
     if pod.same_ms:
-        print(f"    same millisecond: {pod.same_ms} reports were each followed by another of their name in the same "
-              "millisecond; a remote-write receiver keeps one sample per series per millisecond, so each run of them "
-              "is one sample, the last (docs/api.md)")
+        print(
+            f"    same millisecond: {pod.same_ms} reports were each followed by another of their name in the same "
+            "millisecond; a remote-write receiver keeps one sample per series per millisecond, so each run of them "
+            "is one sample, the last (docs/api.md)"
+        )
     if pod.recover_command:
         print(f"    to {'deliver it' if local else 'upload what is pending'}: {pod.recover_command}")

@@ -10,6 +10,7 @@
 Nothing here prints or configures logging; ``watchdog`` and the sinks' dependencies
 are imported only once a delivery is built.
 """
+
 from __future__ import annotations
 
 from .build import build_uploader

@@ -3,6 +3,7 @@
 ``prometheus_client``, ``watchdog`` and the remote-write sink's ``cramjam`` are
 imported only when a delivery is built: ``--help`` and argument errors need none.
 """
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -23,9 +24,14 @@ if TYPE_CHECKING:
 __all__ = ["build_uploader"]
 
 
-def build_uploader(settings: Settings, options: DeliveryOptions, *, lock: PodLock | None = None,
-                   on_progress: Callable[[int, int], None] | None = None,
-                   hooks: DeliveryHooks = NO_HOOKS) -> SinkLoops:
+def build_uploader(
+    settings: Settings,
+    options: DeliveryOptions,
+    *,
+    lock: PodLock | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+    hooks: DeliveryHooks = NO_HOOKS,
+) -> SinkLoops:
     """The delivery of *settings*' pod: a :class:`SinkLoops` of one loop per configured sink.
 
     The pod's *lock* (held already, if given) is its one loop's, or its own for several, handed off when done;
@@ -45,11 +51,18 @@ def build_uploader(settings: Settings, options: DeliveryOptions, *, lock: PodLoc
 
     def build() -> list[Uploader]:
         # One fsyncs the spool for all (fsync_interval); each reads, delivers and checkpoints on its own.
-        return [Uploader(settings.pod_dir, build_sink(settings, sink),
-                         options if i == 0 else replace(options, fsync_interval=None), all_sinks=sinks,
-                         on_progress=progress if on_progress is not None else None, hooks=hooks,
-                         lock=lock if one else None)
-                for i, sink in enumerate(sinks)]
+        return [
+            Uploader(
+                settings.pod_dir,
+                build_sink(settings, sink),
+                options if i == 0 else replace(options, fsync_interval=None),
+                all_sinks=sinks,
+                on_progress=progress if on_progress is not None else None,
+                hooks=hooks,
+                lock=lock if one else None,
+            )
+            for i, sink in enumerate(sinks)
+        ]
 
     def pending_on_disk() -> bool:
         left = pending(settings.pod_dir, sinks)

@@ -5,6 +5,7 @@ complete) until it is delivered and its writer is gone; then it is retired
 (kept in the history, or deleted past its bound) and never opened again. A
 file that cannot be a spool file is ignored, once, with the reason.
 """
+
 from __future__ import annotations
 
 import errno
@@ -77,8 +78,14 @@ class FollowedFile:
 class FollowedFiles:
     """The spool files of one pod directory: those followed, by path, and those done with."""
 
-    def __init__(self, pod_dir: str, history_bytes: int | None = None, *, sink: str = GATEWAY,
-                 all_sinks: tuple[str, ...] | None = None) -> None:
+    def __init__(
+        self,
+        pod_dir: str,
+        history_bytes: int | None = None,
+        *,
+        sink: str = GATEWAY,
+        all_sinks: tuple[str, ...] | None = None,
+    ) -> None:
         self.pod_dir = pod_dir
         self.sink = sink  # whose progress the checkpoints read and written here are
         self.ignored: dict[str, str] = {}  # spool files that cannot be read at all -> why
@@ -114,8 +121,7 @@ class FollowedFiles:
         path, tail = entry.path, entry.tail
         torn = tail.unread_bytes()
         if torn:
-            logger.warning("%s: ignoring %d bytes after the last complete line; the writer died mid-record",
-                           path, torn)
+            logger.warning("%s: ignoring %d bytes after the last complete line; the writer died mid-record", path, torn)
             self._skipped_retired[TORN_LINE] += 1
         self._skipped_retired.update(tail.skip_reasons)
         tail.close()
@@ -140,8 +146,9 @@ class FollowedFiles:
         """The ids of the *held* records (each with its file's path) that a dead uploader's push may have delivered."""
         if not any(entry.resent_seq for entry in self._files.values()):
             return frozenset()  # the usual case, at no cost per record
-        return frozenset(id(record) for record, path in held
-                         if (entry := self._files.get(path)) is not None and entry.resent(record))
+        return frozenset(
+            id(record) for record, path in held if (entry := self._files.get(path)) is not None and entry.resent(record)
+        )
 
     def mark_sending(self) -> None:
         """Record in each checkpoint how far the push about to start reaches (:attr:`Checkpoint.sent_seq`).
@@ -184,8 +191,15 @@ class FollowedFiles:
             tail, acked = entry.tail, entry.acked
             # A dead uploader's mark past what this commit covers still says what may be stored.
             carried = entry.resent_seq if entry.resent_seq > tail.last_seq else 0
-            ckpt = Checkpoint(tail.spool_id, tail.offset, tail.records, tail.last_seq, tail.ended,
-                              acked.rejected + entry.refused, carried)
+            ckpt = Checkpoint(
+                tail.spool_id,
+                tail.offset,
+                tail.records,
+                tail.last_seq,
+                tail.ended,
+                acked.rejected + entry.refused,
+                carried,
+            )
             try:
                 store_checkpoint(entry.path, ckpt, sink=self.sink)
             except OSError as exc:
@@ -248,8 +262,9 @@ class FollowedFiles:
 
     def _defer(self, msg: str, *args: object) -> None:
         self.deferred = True
-        self._failures.log(logging.WARNING, "defer", "%s: " + msg + "; the other spool files are read later",
-                           self.pod_dir, *args)
+        self._failures.log(
+            logging.WARNING, "defer", "%s: " + msg + "; the other spool files are read later", self.pod_dir, *args
+        )
 
     def _open_counted(self, path: str) -> FollowedFile | None:
         try:
@@ -278,6 +293,12 @@ class FollowedFiles:
             return None
         start = tail.offset  # a fresh file is read from its header's end; a resumed one, from its checkpoint
         acked = opened.checkpoint or Checkpoint(tail.spool_id, 0, 0, 0)
-        entry = self._files[path] = FollowedFile(path, tail, acked, alive=tail.writer_alive(),
-                                                 resent_seq=acked.sent_seq, start=start if not acked.offset else 0)
+        entry = self._files[path] = FollowedFile(
+            path,
+            tail,
+            acked,
+            alive=tail.writer_alive(),
+            resent_seq=acked.sent_seq,
+            start=start if not acked.offset else 0,
+        )
         return entry

@@ -5,6 +5,7 @@ uploader, and its file already exists: the look after the release finds it.
 One sink's loop looks in memory (a rescan of what it follows); the fan-out over
 several looks at the disk, once every loop is done.
 """
+
 from __future__ import annotations
 
 import logging

@@ -4,6 +4,7 @@ A Protocol with a no-op default, as OpenTelemetry's exporters report their own
 metrics: the loop calls the hooks it is given, and whoever counts (the node
 agent's metrics) implements them, with no wrapper around a sink.
 """
+
 from __future__ import annotations
 
 from typing import Protocol

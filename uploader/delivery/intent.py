@@ -9,6 +9,7 @@ would scrape the gateway too, and count its samples twice). A pod written
 before headers said so goes everywhere, as it always did; ``--any-receiver``
 sends every pod everywhere.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -43,21 +44,30 @@ def intended_sinks(sinks: tuple[str, ...], pod_dir: str, *, any_receiver: bool =
         return Intended(keep)
     given = " and ".join(RECEIVERS[sink] for sink in sinks)
     if not kinds:
-        return Intended((), f"not sent: its job named no receiver (its reports are kept locally); send it by name "
-                            f"(runai-uploader recover --pod-uuid={os.path.basename(pod_dir)} and its receivers), or "
-                            f"give {ANY_RECEIVER} to send it to {given}")
+        return Intended(
+            (),
+            f"not sent: its job named no receiver (its reports are kept locally); send it by name "
+            f"(runai-uploader recover --pod-uuid={os.path.basename(pod_dir)} and its receivers), or "
+            f"give {ANY_RECEIVER} to send it to {given}",
+        )
     named = sorted(kinds & _OPTIONS.keys())
-    return Intended((), f"not sent to {given}: its job sent only to {' and '.join(RECEIVERS[k] for k in named)}; "
-                        f"give {' and '.join(_OPTIONS[k] for k in named)} to send it there, or {ANY_RECEIVER} to "
-                        f"send it to {given} too")
+    return Intended(
+        (),
+        f"not sent to {given}: its job sent only to {' and '.join(RECEIVERS[k] for k in named)}; "
+        f"give {' and '.join(_OPTIONS[k] for k in named)} to send it there, or {ANY_RECEIVER} to "
+        f"send it to {given} too",
+    )
 
 
 def restrict(settings: Settings, sinks: tuple[str, ...]) -> Settings:
     """*settings* with the URLs of the receivers not among *sinks* taken out."""
     if sinks == settings.sinks:
         return settings
-    return dataclasses.replace(settings, gateway_url=settings.gateway_url if GATEWAY in sinks else None,
-                               remote_write_url=settings.remote_write_url if REMOTE_WRITE in sinks else None)
+    return dataclasses.replace(
+        settings,
+        gateway_url=settings.gateway_url if GATEWAY in sinks else None,
+        remote_write_url=settings.remote_write_url if REMOTE_WRITE in sinks else None,
+    )
 
 
 def intended(settings: Settings, *, any_receiver: bool = False) -> tuple[Settings | None, str | None]:

@@ -7,6 +7,7 @@ signal stops them all). With several, the pod lock is handed off only once every
 loop is done (:func:`~.handoff.hand_off`, looking at the disk; then fresh loops
 run if work arrived); a single loop holds the lock and hands it off itself.
 """
+
 from __future__ import annotations
 
 import logging
@@ -38,8 +39,14 @@ class SinkLoops:
     signal handler, and twice.
     """
 
-    def __init__(self, build: Callable[[], list[Uploader]], *, lock: PodLock | None, follow: bool,
-                 pending_on_disk: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        build: Callable[[], list[Uploader]],
+        *,
+        lock: PodLock | None,
+        follow: bool,
+        pending_on_disk: Callable[[], bool],
+    ) -> None:
         self._new_loops = build
         self.lock = lock
         self.follow = follow
@@ -82,8 +89,11 @@ class SinkLoops:
                 self.stop()  # never leave the other loops running unwatched
                 raise
 
-        threads = [threading.Thread(target=run, args=(i, loop), name=f"uploader-{i}", daemon=True)
-                   for i, loop in enumerate(self.loops) if i > 0]
+        threads = [
+            threading.Thread(target=run, args=(i, loop), name=f"uploader-{i}", daemon=True)
+            for i, loop in enumerate(self.loops)
+            if i > 0
+        ]
         for thread in threads:
             thread.start()
         run(0, self.loops[0])  # in the main thread
@@ -106,7 +116,7 @@ class SinkLoops:
     @property
     def delivered_records(self) -> int:
         """Reports delivered to every sink by this run (the least of the sinks' counts)."""
-        return min(sum(u.delivered_records for u in self._all()[i::len(self.loops)]) for i in range(len(self.loops)))
+        return min(sum(u.delivered_records for u in self._all()[i :: len(self.loops)]) for i in range(len(self.loops)))
 
     @property
     def delivered_bytes(self) -> int:
@@ -126,7 +136,7 @@ class SinkLoops:
 
     def skip_reasons(self) -> Counter[str]:
         # Each loop reads every file: one sink's count is the pod's (the first loop of each round is the first sink).
-        return sum((u.skip_reasons() for u in self._all()[::len(self.loops)]), Counter())
+        return sum((u.skip_reasons() for u in self._all()[:: len(self.loops)]), Counter())
 
     def undelivered_bytes(self) -> int:
         # Each loop's count as of its last commit: its followed files are opened, retired and closed

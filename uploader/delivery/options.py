@@ -3,6 +3,7 @@
 Each command builds its own (``run`` follows, ``recover`` drains once, the agent
 never gives up); the settings' part of it is :func:`follower_options`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -35,6 +36,9 @@ FOLLOWER = DeliveryOptions()  # the defaults
 
 def follower_options(settings: Settings) -> DeliveryOptions:
     """A follower's options from *settings* (``run``, and the agent with its own changes)."""
-    return DeliveryOptions(push_interval=settings.push_interval, retry_timeout=settings.retry_timeout,
-                           history_bytes=settings.history_bytes,
-                           fsync_interval=settings.fsync_interval if settings.fsync == "interval" else None)
+    return DeliveryOptions(
+        push_interval=settings.push_interval,
+        retry_timeout=settings.retry_timeout,
+        history_bytes=settings.history_bytes,
+        fsync_interval=settings.fsync_interval if settings.fsync == "interval" else None,
+    )

@@ -4,6 +4,7 @@ Read-only, and no lock taken: safe beside a running uploader. ``status`` shows
 much more (:mod:`uploader.views.status`); this answers two numbers, and why a
 pod directory cannot be used at all.
 """
+
 from __future__ import annotations
 
 import os

@@ -4,6 +4,7 @@ A mixin of :class:`~.service.Uploader`, kept apart so that each module stays one
 push and exit there; what one push does here. After the receiver's 2xx, each file's checkpoint for this
 sink is written: the commit point.
 """
+
 from __future__ import annotations
 
 import logging
@@ -76,8 +77,14 @@ class Pushing:
         name = ascii(exposition_name(record))[1:-1]
         if name not in self.rejected:
             who = refused_by(self.sink.receiver) if isinstance(refusal, StatusError) else "cannot push"
-            logger.error("%s %s %s (pushed as %s); the other reports are not affected: %s",
-                         who, record.kind, ascii(record.name), name, refusal)
+            logger.error(
+                "%s %s %s (pushed as %s); the other reports are not affected: %s",
+                who,
+                record.kind,
+                ascii(record.name),
+                name,
+                refusal,
+            )
         self.rejected[name] = str(refusal)
 
     def _commit(self) -> bool:
@@ -104,5 +111,10 @@ class Pushing:
         else:
             kind = "cannot be tried: " + local if local else "is unreachable"
         log = logger.warning if first else logger.debug
-        log("%s %s %s (%s); retrying with backoff, nothing is lost",
-            self.sink.receiver, redact_url(self.sink.url), kind, exc)
+        log(
+            "%s %s %s (%s); retrying with backoff, nothing is lost",
+            self.sink.receiver,
+            redact_url(self.sink.url),
+            kind,
+            exc,
+        )

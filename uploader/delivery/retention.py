@@ -6,6 +6,7 @@ with its checkpoint. With several sinks, each sink's loop adds the files it
 has delivered; a file is deleted only once its checkpoint says every sink has
 it (the loop of the last sink to get there deletes it).
 """
+
 from __future__ import annotations
 
 import logging
@@ -57,8 +58,7 @@ class History:
                 except FileNotFoundError:
                     pass
                 except OSError as exc:
-                    logger.error("cannot delete %s to keep the history under %d bytes: %s",
-                                 victim, max_bytes, exc)
+                    logger.error("cannot delete %s to keep the history under %d bytes: %s", victim, max_bytes, exc)
             logger.info("deleted delivered spool %s: history over %d bytes", path, max_bytes)
 
 

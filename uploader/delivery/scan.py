@@ -5,6 +5,7 @@ that pushes and checkpoints never wait long behind a big backlog) and a cap
 on the distinct values held (so that memory stays bounded: the rest waits on
 disk until these are delivered).
 """
+
 from __future__ import annotations
 
 import math
@@ -15,7 +16,6 @@ from typing import Callable
 from runai.reporter.spool import SEARCH_BYTES, Report
 
 from .followed import FollowedFile, FollowedFiles
-
 
 __all__ = ["MAX_PENDING_VALUES", "SCAN_BYTES", "Scanner"]
 
@@ -44,9 +44,17 @@ class Scanner:
     has more to read than the budget allowed, to come straight back for it.
     """
 
-    def __init__(self, files: FollowedFiles, stopping: Callable[[], bool], again: Callable[[], None], *,
-                 scan_bytes: int = SCAN_BYTES, max_pending: int = MAX_PENDING_VALUES, coalesce: bool = True,
-                 hold_open: bool = False) -> None:
+    def __init__(
+        self,
+        files: FollowedFiles,
+        stopping: Callable[[], bool],
+        again: Callable[[], None],
+        *,
+        scan_bytes: int = SCAN_BYTES,
+        max_pending: int = MAX_PENDING_VALUES,
+        coalesce: bool = True,
+        hold_open: bool = False,
+    ) -> None:
         self.files = files
         self.scan_bytes = scan_bytes  # read at most about this much before pushing and committing
         self.max_pending = max_pending  # distinct values held before reading pauses
@@ -130,4 +138,3 @@ class Scanner:
         # on the gateway had each been pushed at once.
         if held is None or (record.seq > held[0].seq if path == held[1] else record.ts >= held[0].ts):
             self.latest[key] = (record, path)
-

@@ -4,6 +4,7 @@ Bookkeeping on the monotonic times the loop passes in: no clock, no I/O and
 no logging of its own (the loop logs), so each rule can be tested with
 made-up times.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,8 +28,15 @@ class Schedule:
     ``retry_timeout`` and no writer is alive, the loop gives up.
     """
 
-    def __init__(self, *, push_interval: float = 1.0, retry_timeout: float = 600.0, poll_interval: float = 0.5,
-                 backoff: tuple[float, float] = (0.1, 5.0), fsync_interval: float | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        push_interval: float = 1.0,
+        retry_timeout: float = 600.0,
+        poll_interval: float = 0.5,
+        backoff: tuple[float, float] = (0.1, 5.0),
+        fsync_interval: float | None = None,
+    ) -> None:
         self.push_interval = push_interval
         self.retry_timeout = retry_timeout
         self.poll_interval = poll_interval  # the longest sleep, and how often writers' liveness is checked

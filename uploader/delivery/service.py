@@ -13,6 +13,7 @@ gone and everything is delivered; in recovery mode it exits once everything
 that is on disk now is delivered. :class:`~.loops.SinkLoops` runs one such
 loop per sink; the pod's lock is this loop's when it is the only one.
 """
+
 from __future__ import annotations
 
 import logging
@@ -52,9 +53,17 @@ class Uploader(Pushing):
     ``stop()`` may be called from any thread (or a signal handler), and twice.
     """
 
-    def __init__(self, pod_dir: str, sink: Sink, options: DeliveryOptions = FOLLOWER, *,
-                 all_sinks: tuple[str, ...] | None = None, on_progress: Callable[[int, int], None] | None = None,
-                 hooks: DeliveryHooks = NO_HOOKS, lock: PodLock | None = None) -> None:
+    def __init__(
+        self,
+        pod_dir: str,
+        sink: Sink,
+        options: DeliveryOptions = FOLLOWER,
+        *,
+        all_sinks: tuple[str, ...] | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
+        hooks: DeliveryHooks = NO_HOOKS,
+        lock: PodLock | None = None,
+    ) -> None:
         self.pod_dir = pod_dir
         self.sink = sink
         self.lock = lock
@@ -76,13 +85,24 @@ class Uploader(Pushing):
         self._retry_after: float | None = None  # the wait the last failed push's receiver asked for
         self._list_failures = RateLimitedLog(logger)  # a listing that fails every poll: a line a minute
 
-        self._schedule = Schedule(push_interval=options.push_interval, retry_timeout=options.retry_timeout,
-                                  poll_interval=options.poll_interval, backoff=options.backoff,
-                                  fsync_interval=options.fsync_interval)
+        self._schedule = Schedule(
+            push_interval=options.push_interval,
+            retry_timeout=options.retry_timeout,
+            poll_interval=options.poll_interval,
+            backoff=options.backoff,
+            fsync_interval=options.fsync_interval,
+        )
         self._wake = Wakeup()
         self._stopping = False  # a plain flag: stop() runs in signal handlers
-        self._scanner = Scanner(self._files, lambda: self._stopping, self._wake.set, scan_bytes=options.scan_bytes,
-                                max_pending=options.max_pending, coalesce=sink.coalesces, hold_open=options.follow)
+        self._scanner = Scanner(
+            self._files,
+            lambda: self._stopping,
+            self._wake.set,
+            scan_bytes=options.scan_bytes,
+            max_pending=options.max_pending,
+            coalesce=sink.coalesces,
+            hold_open=options.follow,
+        )
         self._watch = SpoolWatch(pod_dir, self._wake.set)
 
     # -- control ----------------------------------------------------------
@@ -147,8 +167,12 @@ class Uploader(Pushing):
                 # A follower's reports are left for `recover`; recover itself says what to do next.
                 logger.error(
                     "giving up after %.0f s without reaching %s (%s); %d reports stay in %s%s",
-                    schedule.failing_for(now), self.sink.receiver, self.last_error, self.pending_records(),
-                    self.pod_dir, ": run `runai-uploader recover` to upload them" if self.follow else "",
+                    schedule.failing_for(now),
+                    self.sink.receiver,
+                    self.last_error,
+                    self.pending_records(),
+                    self.pod_dir,
+                    ": run `runai-uploader recover` to upload them" if self.follow else "",
                 )
                 return EXIT_PENDING
             self._wake.wait(schedule.sleep(now, due, writers_alive))

@@ -14,6 +14,7 @@ training process about 0.5 us more in the kernel (measured: 1.34 against
 Events only wake the loop; the loop always rescans, and it polls too, so a
 lost or coalesced event never loses data.
 """
+
 from __future__ import annotations
 
 import logging
@@ -52,9 +53,9 @@ class SpoolWatch:
             class _WakeOnSpool(FileSystemEventHandler):
                 def on_any_event(self, event: FileSystemEvent) -> None:
                     # Our own checkpoint and log writes must not wake us.
-                    if str(event.src_path).endswith(SPOOL_SUFFIX) or str(
-                        getattr(event, "dest_path", "")
-                    ).endswith(SPOOL_SUFFIX):
+                    if str(event.src_path).endswith(SPOOL_SUFFIX) or str(getattr(event, "dest_path", "")).endswith(
+                        SPOOL_SUFFIX
+                    ):
                         wake()
 
             self._handler = _WakeOnSpool()
@@ -77,9 +78,12 @@ class SpoolWatch:
         try:
             self._observer.unschedule(self._watch)
             self._watch = self._observer.schedule(
-                self._handler, self.pod_dir, recursive=False,
+                self._handler,
+                self.pod_dir,
+                recursive=False,
                 event_filter=[FileClosedEvent, FileCreatedEvent, FileMovedEvent, FileDeletedEvent]
-                if streaming else None,
+                if streaming
+                else None,
             )
         except OSError as exc:
             logger.warning("cannot change the watch on %s (%s); polling instead", self.pod_dir, exc)

@@ -7,6 +7,7 @@ or the metrics server: every one failed with EMFILE, for every pod. Here at
 most :func:`DescriptorBudget.limit` files are followed at once, process-wide;
 the others wait on disk until delivered ones are retired.
 """
+
 from __future__ import annotations
 
 import errno

@@ -1,4 +1,5 @@
 """Process limits an uploader raises before it follows a pod's files."""
+
 from __future__ import annotations
 
 import logging

@@ -3,6 +3,7 @@ for the agent).
 
 Only the command line calls these: the library never configures logging.
 """
+
 from __future__ import annotations
 
 import io
@@ -34,15 +35,19 @@ def log_to_pod(pod_dir: str) -> logging.Handler:
     """Send INFO and above to *pod_dir*'s log (stderr when it cannot be opened); return the handler."""
     try:
         # Opened without following a symlink, in a checked private directory (see safefs).
-        log: io.TextIOBase | None = open(open_log(pod_dir, os.O_WRONLY | os.O_CREAT | os.O_APPEND), "a",
-                                         encoding="utf-8")
+        log: io.TextIOBase | None = open(
+            open_log(pod_dir, os.O_WRONLY | os.O_CREAT | os.O_APPEND), "a", encoding="utf-8"
+        )
     except OSError as exc:
         # A bad log (a directory, symlink or FIFO in its place) must not stop delivery.
         log, log_error = None, exc
     handler = _log_info(log or sys.stderr, logging.Formatter(LOG_FORMAT))
     if log is None:
-        logger.warning("cannot write the log %s (%s); logging to stderr instead: remove or replace it",
-                       os.path.join(pod_dir, LOG_NAME), log_error)
+        logger.warning(
+            "cannot write the log %s (%s); logging to stderr instead: remove or replace it",
+            os.path.join(pod_dir, LOG_NAME),
+            log_error,
+        )
     return handler
 
 

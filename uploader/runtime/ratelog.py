@@ -1,6 +1,7 @@
 """A failure that repeats on every try, logged once per interval: a log that grows by a line a minute, not a line
 a poll (a pod directory renamed back and forth wrote 5,783 lines in 30 s; descriptors run out wrote 76 MB in 70 s).
 """
+
 from __future__ import annotations
 
 import logging

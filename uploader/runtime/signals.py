@@ -1,4 +1,5 @@
 """Stopping an uploader on SIGTERM or SIGINT, safely from a signal handler."""
+
 from __future__ import annotations
 
 import signal

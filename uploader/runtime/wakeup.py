@@ -1,4 +1,5 @@
 """The self-pipe the uploader loop sleeps on, and that anything may wake."""
+
 from __future__ import annotations
 
 import math

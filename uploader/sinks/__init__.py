@@ -10,6 +10,7 @@ Light on purpose: this module imports neither sink, and the table imports a
 sink's dependencies (prometheus_client, cramjam) only when it builds one, so
 ``status`` may read :data:`RECEIVERS`.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, AbstractSet, Protocol, Sequence, TypeAlias

@@ -13,6 +13,7 @@ change:
 Standard library only: the gateway sink's collector is :mod:`.pushgateway.samples`,
 and the remote-write sink labels its series with the same names.
 """
+
 from __future__ import annotations
 
 import re
@@ -39,8 +40,10 @@ def encoded_size(record: Report) -> int:
     try:
         value = str(record.value).encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise ValueError(f"not sent: its value cannot be encoded as UTF-8 ({exc.reason} at character {exc.start}; "
-                         "undecodable bytes, as os.fsdecode() gives them, do that)") from None
+        raise ValueError(
+            f"not sent: its value cannot be encoded as UTF-8 ({exc.reason} at character {exc.start}; "
+            "undecodable bytes, as os.fsdecode() gives them, do that)"
+        ) from None
     # The name three times (HELP, TYPE, sample), the label values escaped
     # (at most doubled), and the fixed text of the lines.
     return 3 * len(name) + 2 * (len(record.name) + len(value)) + 128

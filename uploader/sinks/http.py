@@ -6,6 +6,7 @@ is prometheus_client's push handler signature, which the remote-write sink calls
 directly. At most :data:`MAX_ANSWER_BYTES` of an answer are read; ``timeout`` bounds a
 whole request, connection to last byte (docs/operations.md, "Limits").
 """
+
 from __future__ import annotations
 
 import base64
@@ -31,8 +32,9 @@ class StatusError(OSError):
     :attr:`retry_after`: the seconds a 429 or 503 asked the sender to wait (its ``Retry-After``), or None.
     """
 
-    def __init__(self, status: int, reason: str, body: str, who: str = "the server",
-                 retry_after: float | None = None) -> None:
+    def __init__(
+        self, status: int, reason: str, body: str, who: str = "the server", retry_after: float | None = None
+    ) -> None:
         # One printable line, whatever the server sent: an error page must not forge lines in the pod's log.
         text, reason = " ".join(body.split())[:500], " ".join(reason.split())
         text, reason = (part if part.isprintable() else repr(part) for part in (text, reason))
@@ -79,8 +81,15 @@ class KeepAliveHandler:
     """
 
     @classmethod
-    def for_url(cls, url: str, *, username: str | None = None, password: str | None = None,
-                bearer_token: str | None = None, ca_file: str | None = None) -> KeepAliveHandler:
+    def for_url(
+        cls,
+        url: str,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        bearer_token: str | None = None,
+        ca_file: str | None = None,
+    ) -> KeepAliveHandler:
         """A handler for *url* with basic auth (*username*, *password*) or a *bearer_token*, and *ca_file*."""
         authorization = None
         if username is not None and password is not None:
@@ -103,8 +112,9 @@ class KeepAliveHandler:
         # would hold a stop or a timeout until then.
         self._connecting: socket.socket | None = None
 
-    def __call__(self, url: str, method: str, timeout: float | None,
-                 headers: list[tuple[str, str]], data: bytes) -> Callable[[], None]:
+    def __call__(
+        self, url: str, method: str, timeout: float | None, headers: list[tuple[str, str]], data: bytes
+    ) -> Callable[[], None]:
         return lambda: self._send(url, method, timeout, headers, data)
 
     def close(self) -> None:
@@ -133,8 +143,9 @@ class KeepAliveHandler:
                 except OSError:
                     pass
 
-    def _connect(self, address: tuple[str, int], timeout: float | None,
-                 source_address: tuple[str, int] | None = None) -> socket.socket:
+    def _connect(
+        self, address: tuple[str, int], timeout: float | None, source_address: tuple[str, int] | None = None
+    ) -> socket.socket:
         """socket.create_connection, publishing each socket to :meth:`_cut` before connecting it."""
         host, port = address
         error: OSError = ConnectionError(f"cannot resolve {host!r}")
@@ -160,8 +171,7 @@ class KeepAliveHandler:
         self._expired = True
         self._cut()
 
-    def _send(self, url: str, method: str, timeout: float | None,
-              headers: list[tuple[str, str]], data: bytes) -> None:
+    def _send(self, url: str, method: str, timeout: float | None, headers: list[tuple[str, str]], data: bytes) -> None:
         if self._aborted:
             raise ConnectionAbortedError("the uploader is stopping; the push was not sent")
         self._expired = False
@@ -193,8 +203,9 @@ class KeepAliveHandler:
         if not 200 <= status < 300:
             raise StatusError(status, reason, body, retry_after=retry_after(wait, time.time()))
 
-    def _attempts(self, url: str, method: str, timeout: float | None,
-                  headers: list[tuple[str, str]], data: bytes) -> tuple[int, str, str, str | None]:
+    def _attempts(
+        self, url: str, method: str, timeout: float | None, headers: list[tuple[str, str]], data: bytes
+    ) -> tuple[int, str, str, str | None]:
         parts = urlsplit(url)
         origin = f"{parts.scheme}://{parts.netloc}"
         path = parts.path + (f"?{parts.query}" if parts.query else "")
@@ -221,8 +232,9 @@ class KeepAliveHandler:
                     raise
         raise AssertionError("unreachable")
 
-    def _request(self, method: str, path: str, headers: list[tuple[str, str]],
-                 data: bytes) -> tuple[int, str, str, str | None]:
+    def _request(
+        self, method: str, path: str, headers: list[tuple[str, str]], data: bytes
+    ) -> tuple[int, str, str, str | None]:
         """(status, reason, the start of the body, its Retry-After header)."""
         assert self._conn is not None
         all_headers = dict(headers)
@@ -241,5 +253,9 @@ class KeepAliveHandler:
             body += chunk
         if response.will_close or not response.isclosed():
             self.close()
-        return (response.status, response.reason, body.decode("utf-8", errors="replace"),
-                response.getheader("Retry-After"))
+        return (
+            response.status,
+            response.reason,
+            body.decode("utf-8", errors="replace"),
+            response.getheader("Retry-After"),
+        )

@@ -1,4 +1,5 @@
 """A sink's name -> what builds it for a pod's settings; each imports its sink's dependencies when called."""
+
 from __future__ import annotations
 
 from typing import Callable

@@ -12,6 +12,7 @@ nearest in time to it. The integrations report the step beside their metrics
 a validation metric reported once an epoch and a training loss reported every
 batch fall on one axis.
 """
+
 from __future__ import annotations
 
 import bisect

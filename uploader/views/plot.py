@@ -3,6 +3,7 @@
 matplotlib is an optional extra (``runai[plot]``), imported only when a plot
 is asked for.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -38,8 +39,14 @@ def plot_history(entries: Iterable[Entry], title: str, path: str, x_axis: str = 
     import matplotlib.pyplot as plt
 
     # Job steps put every name on one axis; counts of reports do not (names are reported at different rates).
-    fig, axes = plt.subplots(len(series), 1, figsize=(8, 2.2 * len(series) + 0.6), dpi=100,
-                             sharex=x_axis == "time" or not counted, squeeze=False)
+    fig, axes = plt.subplots(
+        len(series),
+        1,
+        figsize=(8, 2.2 * len(series) + 0.6),
+        dpi=100,
+        sharex=x_axis == "time" or not counted,
+        squeeze=False,
+    )
     try:
         lines = {key for by_run in series.values() for key in by_run}
         for ax, (name, by_run) in zip(axes[:, 0], sorted(series.items()), strict=True):

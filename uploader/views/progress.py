@@ -4,6 +4,7 @@ On a terminal it redraws one bar in place; anywhere else (a log file, CI) it
 writes a plain line now and then, because carriage returns make logs
 unreadable.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,16 @@ class Progress:
     with :meth:`close`, which leaves the bar's final state on its own line.
     """
 
-    def __init__(self, label: str, total_bytes: int, stream: TextIO, *, bar: bool | None = None,
-                 columns: int | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        label: str,
+        total_bytes: int,
+        stream: TextIO,
+        *,
+        bar: bool | None = None,
+        columns: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.label = label
         self.total_bytes = total_bytes
         self.stream = stream
@@ -51,8 +60,10 @@ class Progress:
                 self._draw_bar()
                 self._last_draw = now
         elif now - (self._last_draw or self._started) >= _LINE_INTERVAL:
-            self.stream.write(f"{self.label}: {self._records:,} reports delivered so far "
-                              f"({self._fraction():.0%} of {_size(self.total_bytes)})\n")
+            self.stream.write(
+                f"{self.label}: {self._records:,} reports delivered so far "
+                f"({self._fraction():.0%} of {_size(self.total_bytes)})\n"
+            )
             self.stream.flush()
             self._last_draw = now
 

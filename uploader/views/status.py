@@ -3,6 +3,7 @@
 Read-only: it takes no lock and writes nothing, so it is safe beside a running
 uploader (whose checkpoints it reads as they are at that moment).
 """
+
 from __future__ import annotations
 
 import datetime
@@ -114,9 +115,15 @@ class PodStatus:
         return asdict(self)
 
 
-def pod_status(spool_dir: str, pod_uuid: str, gateway_url: str | None = None, *,
-               sinks: tuple[str, ...] = (GATEWAY,), found: bool = False,
-               remote_write_url: str | None = None) -> PodStatus:
+def pod_status(
+    spool_dir: str,
+    pod_uuid: str,
+    gateway_url: str | None = None,
+    *,
+    sinks: tuple[str, ...] = (GATEWAY,),
+    found: bool = False,
+    remote_write_url: str | None = None,
+) -> PodStatus:
     """The status of one pod, as documented in docs/operations.md (``status --json``).
 
     Delivered means delivered to every one of *sinks*; pending, not yet to one of them. With *found*, each
@@ -139,8 +146,11 @@ def pod_status(spool_dir: str, pod_uuid: str, gateway_url: str | None = None, *,
         bytes_pending=sum(f.bytes_pending for f in files),
         last_delivered=max(delivered_at) if delivered_at else None,
         last_error=last_error(pod_dir),
-        recover_command=recover_command(spool_dir, pod_uuid, gateway_url or (None if remote_write_url else "HOST:PORT"),
-                                        remote_write_url) if pending else None,
+        recover_command=recover_command(
+            spool_dir, pod_uuid, gateway_url or (None if remote_write_url else "HOST:PORT"), remote_write_url
+        )
+        if pending
+        else None,
         spool_files=files,
         clock_skew=clock_skew(pod_dir, files) if not refused else None,
         receivers=None if refused or (kinds := receiver_kinds(pod_dir)) is None else sorted(kinds),
@@ -167,10 +177,12 @@ def clock_skew(pod_dir: str, files: list[FileStatus], now: float | None = None) 
     now = time.time() if now is None else now
     if newest is None or now - newest > _RECENT_S:
         return None
-    return (f"the remote-write receiver refused samples as too old, yet this spool's newest report is only "
-            f"{max(0, round(now - newest))} s old: a clock ahead of real time (this pod's earlier, or another "
-            f"pod's) has moved the receiver's newest time forward; synchronise the pods' clocks (NTP). "
-            f"The uploader logged: {refused}")
+    return (
+        f"the remote-write receiver refused samples as too old, yet this spool's newest report is only "
+        f"{max(0, round(now - newest))} s old: a clock ahead of real time (this pod's earlier, or another "
+        f"pod's) has moved the receiver's newest time forward; synchronise the pods' clocks (NTP). "
+        f"The uploader logged: {refused}"
+    )
 
 
 def _newest_ts(path: str) -> float | None:

@@ -13,6 +13,7 @@ uploader imports it, never the other way round. Documented in
 * :mod:`.lock`: the pod's singleton uploader lock and its holder;
 * :mod:`.log`: the pod's uploader log.
 """
+
 from __future__ import annotations
 
 from .checkpoint import GATEWAY, REMOTE_WRITE, SINKS, Checkpoint, load_checkpoint, load_progress, store_checkpoint

@@ -5,6 +5,7 @@ its number could be reused by any file the program opens next, and a late
 report would land there. It is pointed at /dev/null instead and closed a
 second later.
 """
+
 from __future__ import annotations
 
 import errno
@@ -23,8 +24,16 @@ from .names import SPOOL_SUFFIX
 from .records import encode_header, now_us
 
 __all__ = [
-    "OwnedFd", "after_fork", "create_spool_file", "point_at_devnull", "retire", "size_of", "unlink_in",
-    "unlink_quietly", "wait_for_calls", "watch_forks",
+    "OwnedFd",
+    "after_fork",
+    "create_spool_file",
+    "point_at_devnull",
+    "retire",
+    "size_of",
+    "unlink_in",
+    "unlink_quietly",
+    "wait_for_calls",
+    "watch_forks",
 ]
 
 
@@ -185,8 +194,11 @@ def wait_for_calls(codes: AbstractSet[CodeType], timeout: float) -> int:
         time.sleep(pause)  # lets them run: they hold the GIL between their system calls
         pause = min(2 * pause, 0.01)
         tops = sys._current_frames()
-        pending = {ident: frame for ident, frame in pending.items() if _call_of(tops.get(ident), {frame.f_code},
-                                                                              frame) is not None}
+        pending = {
+            ident: frame
+            for ident, frame in pending.items()
+            if _call_of(tops.get(ident), {frame.f_code}, frame) is not None
+        }
     return len(pending)
 
 

@@ -4,6 +4,7 @@ A mixin of :class:`~.writer.SpoolWriter`, kept apart so that each module stays o
 report path and lifecycle there, what a child does with the writer it inherited here. The fork hook
 (:func:`._fds.after_fork`) sets ``_forked`` in the child.
 """
+
 from __future__ import annotations
 
 import itertools

@@ -3,6 +3,7 @@
 A reader sees the old file or the new one, never a mix. As root, the new file gets the pod directory's owner.
 Used for checkpoints (:mod:`.checkpoint`), the single commit point of delivery.
 """
+
 from __future__ import annotations
 
 import errno
@@ -63,5 +64,9 @@ def _owned_like_the_pod_dir(fd: int, dir_fd: int) -> None:
             global _chown_warned
             log = logger.debug if _chown_warned else logger.warning
             _chown_warned = True
-            log("cannot give checkpoints to the pod directory's owner, uid %d (%s: grant CAP_CHOWN); that "
-                "user's own uploader will not read them and will resend what they cover", owner.st_uid, exc)
+            log(
+                "cannot give checkpoints to the pod directory's owner, uid %d (%s: grant CAP_CHOWN); that "
+                "user's own uploader will not read them and will resend what they cover",
+                owner.st_uid,
+                exc,
+            )

@@ -3,6 +3,7 @@
 A mixin of :class:`~.writer.SpoolWriter`, kept apart so that each module stays one concept: the writer's
 report path and lifecycle there, the rare switch to a new file here.
 """
+
 from __future__ import annotations
 
 import itertools

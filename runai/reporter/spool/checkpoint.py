@@ -21,6 +21,7 @@ the start" to that sink, and costs no other sink its progress. Replaying is
 harmless (a push replaces values; a remote-write receiver keeps a resent sample
 once, VictoriaMetrics with deduplication on), while skipping would lose data.
 """
+
 from __future__ import annotations
 
 import json
@@ -94,14 +95,16 @@ class _Stored(NamedTuple):
     entries: dict[str, Checkpoint | Exception]
 
 
-def load_checkpoint(spool_path: str, spool_id: str, spool_size: int | None = None, *,
-                    sink: str = GATEWAY) -> Checkpoint | None:
+def load_checkpoint(
+    spool_path: str, spool_id: str, spool_size: int | None = None, *, sink: str = GATEWAY
+) -> Checkpoint | None:
     """The checkpoint of *spool_path* for *sink*, or None to replay it from the start to that sink."""
     return load_progress(spool_path, spool_id, spool_size, sinks=(sink,)).get(sink)
 
 
-def load_progress(spool_path: str, spool_id: str, spool_size: int | None = None, *,
-                  sinks: Iterable[str] = SINKS, quiet: bool = False) -> dict[str, Checkpoint]:
+def load_progress(
+    spool_path: str, spool_id: str, spool_size: int | None = None, *, sinks: Iterable[str] = SINKS, quiet: bool = False
+) -> dict[str, Checkpoint]:
     """The checkpoint of *spool_path* for each of *sinks* that has a usable one (absent: replay to it).
 
     What makes a checkpoint unusable is logged as a warning, unless *quiet*

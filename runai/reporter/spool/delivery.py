@@ -6,6 +6,7 @@ here. The uploader opens files with :func:`open_spool`; ``finish()``,
 ``runai-uploader status`` and ``recover``'s count of what is left judge them
 with :func:`delivery_state`.
 """
+
 from __future__ import annotations
 
 import os
@@ -78,8 +79,10 @@ def other_pod(tail: SpoolTail) -> str | None:
     if tail.pod_uuid == pod:
         return None
     named = "no pod" if tail.pod_uuid is None else f"pod {tail.pod_uuid[:100]!r}"
-    return (f"its header names {named}, not {pod!r} (its directory's name): written for another pod or forged, "
-            "it is never delivered under this pod's name; remove it")
+    return (
+        f"its header names {named}, not {pod!r} (its directory's name): written for another pod or forged, "
+        "it is never delivered under this pod's name; remove it"
+    )
 
 
 def foreign_spool(pod_dir: str) -> str | None:
@@ -128,8 +131,15 @@ class Delivery:
         return 0 if self.checkpoint is None else self.checkpoint.offset
 
 
-def delivery_state(path: str, spool_id: str, size: int, *, reader: SpoolTail | None = None,
-                   sinks: Iterable[str] = (GATEWAY,), quiet: bool = False) -> Delivery:
+def delivery_state(
+    path: str,
+    spool_id: str,
+    size: int,
+    *,
+    reader: SpoolTail | None = None,
+    sinks: Iterable[str] = (GATEWAY,),
+    quiet: bool = False,
+) -> Delivery:
     """How far the spool file *path* (header id *spool_id*, *size* bytes) is delivered to *sinks*.
 
     A file is covered once the checkpoint of every one of *sinks* reaches

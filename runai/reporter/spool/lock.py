@@ -6,6 +6,7 @@ process dies, so a crashed uploader never leaves a stale lock behind. The
 file is opened without following a symlink (see :mod:`runai.reporter.safefs`):
 ``acquire`` truncates it, which must never reach another file.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -112,7 +113,6 @@ def lock_holders(pod_dir: str) -> set[int]:
     for line in lines:
         # "1: FLOCK  ADVISORY  WRITE 5112 fe:00:2146997 0 EOF"; a waiter's line has "->" after the number.
         fields = line.split()
-        if len(fields) >= 6 and fields[1:4:2] == ["FLOCK", "WRITE"] and fields[4].isdigit() \
-                and fields[5] == key:
+        if len(fields) >= 6 and fields[1:4:2] == ["FLOCK", "WRITE"] and fields[4].isdigit() and fields[5] == key:
             holders.add(int(fields[4]))
     return holders

@@ -8,6 +8,7 @@ shows the last error, and the last refusal of a receiver (:func:`refused_by`
 words the start of such a line, for the uploader that writes it and for
 ``status``, which looks for it).
 """
+
 from __future__ import annotations
 
 import os

@@ -5,6 +5,7 @@ a checkpoint beside each (``w<pid>-<id>.ckpt``), the uploader's lock
 (``uploader.lock``) and its log (``uploader.log``). Names starting with a dot
 are temp files, not yet (or no longer) part of the spool.
 """
+
 from __future__ import annotations
 
 from ..safefs import list_pod_dir

@@ -4,6 +4,7 @@ A line is consumed only once its newline is there, so a record the writer is
 still appending (or one a crash cut short) is never decoded half-written.
 Lines that are not valid records are skipped with a warning and never pushed.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -118,8 +119,9 @@ class SpoolTail(OwnedFd):
                 fitting[sink] = ckpt
                 continue
             to = "" if sink == GATEWAY else f" to {sink}"  # the gateway-only warning stays as it was
-            logger.warning("checkpoint of %s does not point at a line start; replaying it from the start%s",
-                           self.path, to)
+            logger.warning(
+                "checkpoint of %s does not point at a line start; replaying it from the start%s", self.path, to
+            )
         return fitting
 
     def resume_at(self, ckpt: Checkpoint) -> None:
@@ -263,8 +265,9 @@ class SpoolTail(OwnedFd):
         self.skipped += 1
         self.skip_reasons[skip_reason(exc)] += 1
         if self.skipped <= _WARN_LINES:
-            logger.warning("%s: skipping the line at byte %d, which is not a valid record (%s)",
-                           self.path, position, exc)
+            logger.warning(
+                "%s: skipping the line at byte %d, which is not a valid record (%s)", self.path, position, exc
+            )
         elif self.skipped == _WARN_LINES + 1:
             logger.warning("%s: more invalid lines; counting them without a warning each", self.path)
 

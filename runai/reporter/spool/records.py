@@ -5,6 +5,7 @@ training process encodes with the ``encode_*`` functions (through
 :class:`~runai.reporter.spool.SpoolWriter`), the uploader decodes with
 :func:`decode`. The format is documented in ``docs/spool-format.md``.
 """
+
 from __future__ import annotations
 
 import json
@@ -207,7 +208,8 @@ def decode(line: bytes) -> Record:
 _WRITER_METRICS = re.compile(
     rb'^\{"seq":(0|[1-9][0-9]{0,17}),"ts_us":(0|[1-9][0-9]{0,17}),"kind":"metric",'
     rb'"name":"([A-Za-z_][A-Za-z0-9_]{0,999})","value":(-?(?:0|[1-9][0-9]{0,399})(?:\.[0-9]{1,400})?'
-    rb'(?:[eE][-+]?[0-9]{1,400})?)\}$', re.MULTILINE
+    rb"(?:[eE][-+]?[0-9]{1,400})?)\}$",
+    re.MULTILINE,
 )
 
 
@@ -223,8 +225,10 @@ def decode_metrics(block: bytes) -> list[Report] | None:
     if len(found) != block.count(b"\n") + 1:
         return None
     new = tuple.__new__  # Metric(...) runs a Python-level __new__: a third of the cost of a record
-    return [new(Metric, (int(seq), int(ts_us) / 1e6, METRIC, name.decode(), float(value), ""))
-            for seq, ts_us, name, value in found]
+    return [
+        new(Metric, (int(seq), int(ts_us) / 1e6, METRIC, name.decode(), float(value), ""))
+        for seq, ts_us, name, value in found
+    ]
 
 
 def _envelope(line: bytes) -> tuple[int, float, object, dict[str, object]]:
@@ -279,7 +283,10 @@ def _header(seq: int, ts: float, obj: dict[str, object]) -> Header:
 
 
 _BUILDERS: dict[str, Callable[[int, float, dict[str, object]], Record]] = {
-    METRIC: _metric, PARAMETER: _parameter, END: _end, HEADER: _header,
+    METRIC: _metric,
+    PARAMETER: _parameter,
+    END: _end,
+    HEADER: _header,
 }
 
 

@@ -4,6 +4,7 @@ Every report becomes one JSON line (see :mod:`.records`), appended with a single
 ``O_APPEND`` descriptor with no user-space buffer: once ``os.write`` returns the line is in the kernel's page
 cache and survives a SIGKILL of the job.
 """
+
 from __future__ import annotations
 
 import errno
@@ -66,10 +67,19 @@ class SpoolWriter(_Rotating, _Forking):
     *receivers*: the kinds of receiver its job was configured with, for every file's header (None: not said).
     """
 
-    def __init__(self, pod_dir: str, pod_uuid: str, *, max_bytes: int = 64 << 20, fsync: bool = False,
-                 on_tick: Callable[[], None] | None = None, check: _Check = _trusted,
-                 names: Container[str] = frozenset(), closed_error: str = "",
-                 receivers: tuple[str, ...] | None = None) -> None:
+    def __init__(
+        self,
+        pod_dir: str,
+        pod_uuid: str,
+        *,
+        max_bytes: int = 64 << 20,
+        fsync: bool = False,
+        on_tick: Callable[[], None] | None = None,
+        check: _Check = _trusted,
+        names: Container[str] = frozenset(),
+        closed_error: str = "",
+        receivers: tuple[str, ...] | None = None,
+    ) -> None:
         self.pod_dir, self.pod_uuid, self.max_bytes, self.receivers = pod_dir, pod_uuid, max_bytes, receivers
         self.path = self.spool_id = ""
         self.lost = 0  # reports that could not be written
@@ -117,8 +127,11 @@ class SpoolWriter(_Rotating, _Forking):
             self._maybe_rotate()
         ts_us = _time_ns() // 1000
         # encode_metric's line, formatted here to save a call; a non-finite value goes through it.
-        data = (f'{{"seq":{seq},"ts_us":{ts_us},"kind":"metric","name":"{name}","value":{value!r}}}\n'.encode()
-                if _isfinite(value) else encode_metric(seq, ts_us, name, value))
+        data = (
+            f'{{"seq":{seq},"ts_us":{ts_us},"kind":"metric","name":"{name}","value":{value!r}}}\n'.encode()
+            if _isfinite(value)
+            else encode_metric(seq, ts_us, name, value)
+        )
         try:
             if _write(self._fd, data) != len(data):
                 self._short_write()

@@ -1,4 +1,5 @@
 """A push's samples: reports as prometheus_client gauges, in runai 0.4.1's names and labels (:mod:`..exposition`)."""
+
 from __future__ import annotations
 
 from typing import Iterator, Sequence
@@ -27,11 +28,11 @@ class Samples(Collector):
     def collect(self) -> Iterator[Metric]:
         for record in self._records:
             if isinstance(record, MetricReport):
-                family = GaugeMetricFamily(exposition_name(record), _HELP,
-                                           labels=("metric_name", "push_gateway_type"))
+                family = GaugeMetricFamily(exposition_name(record), _HELP, labels=("metric_name", "push_gateway_type"))
                 family.add_metric((record.name, "metric"), record.value)
             else:
-                family = GaugeMetricFamily(exposition_name(record), _HELP,
-                                           labels=("param_name", "param_value", "push_gateway_type"))
+                family = GaugeMetricFamily(
+                    exposition_name(record), _HELP, labels=("param_name", "param_value", "push_gateway_type")
+                )
                 family.add_metric((record.name, str(record.value), "parameter"), 1.0)
             yield family

@@ -8,6 +8,7 @@ Limits (docs/operations.md, "Limits"): a push carries at most
 ``timeout`` bounds a whole request, connection to last byte; at most
 :data:`MAX_ANSWER_BYTES` of an answer are read (:mod:`uploader.sinks.http`).
 """
+
 from __future__ import annotations
 
 from typing import AbstractSet, Sequence
@@ -18,8 +19,8 @@ from runai.reporter.settings import Settings, check_pod_uuid
 from runai.reporter.spool import GATEWAY, Report
 
 from .. import RECEIVERS, Refusal
-from ..http import MAX_ANSWER_BYTES, Handler, KeepAliveHandler, StatusError
 from ..exposition import JOB, encoded_size
+from ..http import MAX_ANSWER_BYTES, Handler, KeepAliveHandler, StatusError
 from .samples import Samples
 
 __all__ = ["GatewayError", "Pusher", "MAX_ANSWER_BYTES", "MAX_PUSH_BYTES", "MAX_PUSH_VALUES"]
@@ -53,25 +54,42 @@ class Pusher:
     coalesces = True  # the gateway keeps the latest value of each name
     marks_sending = False  # a push replaces what it names: a resend is never refused
 
-    def __init__(self, url: str, pod_uuid: str, *, timeout: float = 10.0,
-                 handler: Handler | None = None, username: str | None = None, password: str | None = None,
-                 ca_file: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        pod_uuid: str,
+        *,
+        timeout: float = 10.0,
+        handler: Handler | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        ca_file: str | None = None,
+    ) -> None:
         self.url = url
         self.pod_uuid = check_pod_uuid(pod_uuid)  # the grouping key goes on the wire as UTF-8
         self.timeout = timeout  # seconds one request may take, answer included
         self.pushes = 0  # HTTP requests that succeeded
         self.reached = True  # some request of the last push may have reached the gateway
         self._answered = False  # some request of the push under way was answered in time
-        self._own_handler = None if handler is not None else KeepAliveHandler.for_url(
-            url, username=username, password=password, ca_file=ca_file)
+        self._own_handler = (
+            None
+            if handler is not None
+            else KeepAliveHandler.for_url(url, username=username, password=password, ca_file=ca_file)
+        )
         self._handler: Handler = handler or self._own_handler  # type: ignore[assignment]
 
     @classmethod
     def for_settings(cls, settings: Settings) -> Pusher:
         """The gateway sink of *settings*' pod."""
         assert settings.gateway_url is not None  # settings.sinks names it only when it is set
-        return cls(settings.gateway_url, settings.pod_uuid, timeout=settings.push_timeout,
-                   username=settings.username, password=settings.password, ca_file=settings.ca_file)
+        return cls(
+            settings.gateway_url,
+            settings.pod_uuid,
+            timeout=settings.push_timeout,
+            username=settings.username,
+            password=settings.password,
+            ca_file=settings.ca_file,
+        )
 
     def close(self) -> None:
         if self._own_handler is not None:
@@ -151,10 +169,16 @@ class Pusher:
         if len(records) == 1:
             if self._answered:
                 self._probe()
-                return [(records[0], ValueError(
-                    f"not delivered: a push of it alone had no answer in time ({exc}) while the gateway answered "
-                    "other pushes, an empty one right after it included: it stalls the gateway or a proxy in front "
-                    "of it"))]
+                return [
+                    (
+                        records[0],
+                        ValueError(
+                            f"not delivered: a push of it alone had no answer in time ({exc}) while the gateway "
+                            "answered other pushes, an empty one right after it included: it stalls the gateway or "
+                            "a proxy in front of it"
+                        ),
+                    )
+                ]
             raise exc  # even one value is too slow, and nothing else got through: an outage, retried
         middle = len(records) // 2
         first, second = records[:middle], records[middle:]
@@ -206,6 +230,7 @@ def _push_size(record: Report) -> int:
     """An upper bound of *record*'s bytes in a push; ValueError if it cannot be pushed at all."""
     size = encoded_size(record)
     if size > MAX_PUSH_BYTES:
-        raise ValueError(f"not sent: it takes up to {size} bytes in a push, more than one push may carry "
-                         f"({MAX_PUSH_BYTES} bytes)")
+        raise ValueError(
+            f"not sent: it takes up to {size} bytes in a push, more than one push may carry ({MAX_PUSH_BYTES} bytes)"
+        )
     return size

@@ -7,6 +7,7 @@
 
 Importing it imports cramjam (snappy), not prometheus_client.
 """
+
 from __future__ import annotations
 
 from .receiver_answers import ReceiverError

@@ -36,6 +36,7 @@ And one thing a receiver does without saying so: VictoriaMetrics keeps only the 
 :data:`VM_MAX_LABEL_VALUE_BYTES` of a label value and answers 204 (measured); a parameter's value is a
 label, and the reporter takes values up to 64 KiB. :class:`LongValues` warns of each such value once.
 """
+
 from __future__ import annotations
 
 import logging
@@ -79,8 +80,11 @@ class ReceiverError(StatusError):
     def outage(self) -> bool:
         """The receiver is overloaded or away (408, 429, 502, 503, 504), or refuses the sender (3xx, 401, 403,
         404, 405, 407): the request is to be sent again later, not refused."""
-        return self.status in _OUTAGES or self.status in _REFUSES_SENDER or (
-            self.status == 400 and _WRONG_PATH in self._words)
+        return (
+            self.status in _OUTAGES
+            or self.status in _REFUSES_SENDER
+            or (self.status == 400 and _WRONG_PATH in self._words)
+        )
 
     @property
     def content_refused(self) -> bool:
@@ -125,7 +129,11 @@ class LongValues:
         if size <= VM_MAX_LABEL_VALUE_BYTES or key in self._told or len(self._told) >= _LONG_VALUES_TOLD:
             return
         self._told.add(key)
-        logger.warning("parameter %s has a value of %d bytes: a VictoriaMetrics receiver keeps only its first %d "
-                       "(-maxLabelValueLen) and says nothing; Prometheus keeps it whole. Report a shorter value "
-                       "(a summary, a hash or a path) to see all of it there", ascii(name), size,
-                       VM_MAX_LABEL_VALUE_BYTES)
+        logger.warning(
+            "parameter %s has a value of %d bytes: a VictoriaMetrics receiver keeps only its first %d "
+            "(-maxLabelValueLen) and says nothing; Prometheus keeps it whole. Report a shorter value "
+            "(a summary, a hash or a path) to see all of it there",
+            ascii(name),
+            size,
+            VM_MAX_LABEL_VALUE_BYTES,
+        )

@@ -5,6 +5,7 @@ same millisecond keep the last (by ``seq``), since a receiver keeps one value pe
 exactly what a Prometheus scraping the gateway with ``honor_labels: true`` shows
 (:mod:`uploader.sinks.exposition`). Sending them, split around refused samples, is :mod:`.sink`.
 """
+
 from __future__ import annotations
 
 import operator
@@ -38,9 +39,14 @@ class Point(NamedTuple):
     resent: bool  # an earlier uploader's push covered it, and may have stored it
 
 
-def to_points(records: Sequence[Report], refused: list[tuple[Report, Refusal]], resent: AbstractSet[int],
-              sent: AbstractSet[tuple[tuple[str, ...], int, float]], pod_uuid: str,
-              long_values: LongValues) -> list[Point]:
+def to_points(
+    records: Sequence[Report],
+    refused: list[tuple[Report, Refusal]],
+    resent: AbstractSet[int],
+    sent: AbstractSet[tuple[tuple[str, ...], int, float]],
+    pod_uuid: str,
+    long_values: LongValues,
+) -> list[Point]:
     """*records* as samples in time order, one per series and millisecond (the last), less those in *sent*.
 
     A record that cannot be encoded goes to *refused*, with why (a ValueError); *resent*: ids of records an
@@ -62,8 +68,20 @@ def to_points(records: Sequence[Report], refused: list[tuple[Report, Refusal]], 
             except ValueError as exc:
                 refused.append((record, exc))
                 continue
-        append(new(Point, (round(ts * 1e6) // 1000, seq, found[0], float(value) if kind == METRIC else 1.0,
-                            found[1], record, id(record) in resent)))
+        append(
+            new(
+                Point,
+                (
+                    round(ts * 1e6) // 1000,
+                    seq,
+                    found[0],
+                    float(value) if kind == METRIC else 1.0,
+                    found[1],
+                    record,
+                    id(record) in resent,
+                ),
+            )
+        )
     points.sort(key=_SEQ)  # (ms, seq) as two stable sorts on one field each: no key tuple per point
     points.sort(key=_MS)
     # One per series and millisecond: the first's place, the last's point (the labels name the series).
@@ -80,8 +98,7 @@ def series_labels(record: Report, pod_uuid: str, long_values: LongValues) -> byt
         labels = [("metric_name", record.name), ("push_gateway_type", "metric")]
     else:
         long_values.check(record.name, str(record.value))
-        labels = [("param_name", record.name), ("param_value", str(record.value)),
-                  ("push_gateway_type", "parameter")]
+        labels = [("param_name", record.name), ("param_value", str(record.value)), ("push_gateway_type", "parameter")]
     labels += [("__name__", exposition_name(record)), ("job", JOB), ("podUUID", pod_uuid)]
     # Sorted by name (the spec); an empty value means no label, as a scrape reads one.
     return encode_labels(sorted((name, value) for name, value in labels if value))

@@ -16,6 +16,7 @@ millisecond's reports go in one push.
 How reports become samples and requests is :mod:`.samples`; what each answer of a receiver means is
 :mod:`.receiver_answers`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -59,9 +60,18 @@ class RemoteWriter:
     coalesces = False  # every report is a sample at its own time
     marks_sending = True  # a TSDB refuses a sample older than its series' newest: see Sink.marks_sending
 
-    def __init__(self, url: str, pod_uuid: str, *, timeout: float = 10.0, username: str | None = None,
-                 password: str | None = None, bearer_token: str | None = None, tenant: str | None = None,
-                 ca_file: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        pod_uuid: str,
+        *,
+        timeout: float = 10.0,
+        username: str | None = None,
+        password: str | None = None,
+        bearer_token: str | None = None,
+        tenant: str | None = None,
+        ca_file: str | None = None,
+    ) -> None:
         self.url = url
         self.pod_uuid = check_pod_uuid(pod_uuid)  # a series' label: on the wire as UTF-8
         self.timeout = timeout  # seconds one request may take, answer included
@@ -71,11 +81,14 @@ class RemoteWriter:
             raise ValueError("give the remote-write receiver a username and password or a bearer token, not both")
         if tenant and not (tenant.isascii() and tenant.isprintable()):
             # http.client would refuse the header on every request, with a ValueError no push expects.
-            raise ConfigError(f"the remote-write tenant {tenant!r} cannot be sent as X-Scope-OrgID: "
-                              "give one of printable ASCII, on one line")
+            raise ConfigError(
+                f"the remote-write tenant {tenant!r} cannot be sent as X-Scope-OrgID: "
+                "give one of printable ASCII, on one line"
+            )
         self._headers = _HEADERS + ([("X-Scope-OrgID", tenant)] if tenant else [])
-        self._http = KeepAliveHandler.for_url(url, username=username, password=password, bearer_token=bearer_token,
-                                              ca_file=ca_file)
+        self._http = KeepAliveHandler.for_url(
+            url, username=username, password=password, bearer_token=bearer_token, ca_file=ca_file
+        )
         self._sent: set[tuple[tuple[str, ...], int, float]] = set()  # delivered by a push that then raised
         self._unsure: set[tuple[tuple[str, ...], int, float]] = set()  # sent in requests whose answer never came
         self._delivered: list[list[Point]] = []  # by the push under way
@@ -85,10 +98,16 @@ class RemoteWriter:
     def for_settings(cls, settings: Settings) -> RemoteWriter:
         """The remote-write sink of *settings*' pod."""
         assert settings.remote_write_url is not None  # settings.sinks names it only when it is set
-        return cls(settings.remote_write_url, settings.pod_uuid, timeout=settings.push_timeout,
-                   username=settings.rw_username, password=settings.rw_password,
-                   bearer_token=_bearer_token(settings.rw_bearer_token_file), tenant=settings.rw_tenant,
-                   ca_file=settings.rw_ca_file)
+        return cls(
+            settings.remote_write_url,
+            settings.pod_uuid,
+            timeout=settings.push_timeout,
+            username=settings.rw_username,
+            password=settings.rw_password,
+            bearer_token=_bearer_token(settings.rw_bearer_token_file),
+            tenant=settings.rw_tenant,
+            ca_file=settings.rw_ca_file,
+        )
 
     def close(self) -> None:
         self._http.close()
@@ -217,6 +236,5 @@ def _bearer_token(path: str | None) -> str | None:
         return None
     token = read_secret_file(path, ENV_RW_BEARER_TOKEN_FILE).strip()
     if not (token.isascii() and token.isprintable()):
-        raise ConfigError(f"{ENV_RW_BEARER_TOKEN_FILE}={path!r} does not hold one token of printable ASCII on "
-                          "one line")
+        raise ConfigError(f"{ENV_RW_BEARER_TOKEN_FILE}={path!r} does not hold one token of printable ASCII on one line")
     return token
