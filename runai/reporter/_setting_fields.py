@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
+from ._spool_dirs import parse_spool_dir, resolve_spool_dir
 from ._validate import (
     ENV_CA_FILE,
     ENV_FINISH_TIMEOUT,
@@ -42,10 +43,8 @@ from ._validate import (
     parse_flag,
     parse_policy,
     parse_seconds,
-    parse_spool_dir,
     parse_text,
     parse_timeout,
-    resolve_spool_dir,
 )
 from .spool.checkpoint import GATEWAY, REMOTE_WRITE, SINKS
 

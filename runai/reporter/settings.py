@@ -45,6 +45,7 @@ from ._setting_fields import (
     setting,
     settings_of,
 )
+from ._spool_dirs import check_pod_dir, default_spool_dir, resolve_spool_dir
 from ._validate import (
     ENV_CA_FILE,
     ENV_FINISH_TIMEOUT,
@@ -67,12 +68,9 @@ from ._validate import (
     ENV_USERNAME,
     FSYNC_POLICIES,
     ConfigError,
-    check_pod_dir,
     check_pod_uuid,
     check_sinks,
-    default_spool_dir,
     normalize_gateway_url,
-    resolve_spool_dir,
 )
 
 if TYPE_CHECKING:

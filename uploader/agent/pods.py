@@ -100,7 +100,7 @@ class Agent:
         self._watch = RootWatch(spool_dir, self._root_event) if use_watchdog else None
         # max_idle_watches: None, the system's cap (see .idle.watch_cap)
         self._idle_watch = IdleWatch(self._wake.set, enabled=use_watchdog, max_watches=max_idle_watches)
-        self._gone = RateLimitedLog(logger)
+        self._gone = RateLimitedLog(logger)  # a directory renamed in a loop must not flood the log
 
     def stop(self) -> None:
         # A plain flag and the self-pipe: a signal handler may call this (see Wakeup).
@@ -165,7 +165,6 @@ class Agent:
                 self._due.discard(name)  # (left in the queue, if there: skipped when its turn comes)
                 self._idle_watch.unwatch(name)
                 self.metrics.forget(name)
-                # (a line a minute at most: a directory renamed in a loop would flood the log)
                 self._gone.log(logging.INFO, "gone", "pod %s: its directory is gone", printable(name))
         self.metrics.pods.set(len(self._pods))
 
@@ -225,8 +224,7 @@ class Agent:
             return
         self._states.move(pod, ACTIVE)
         if status.writers_alive and now < pod.grace_until:
-            # Its own uploader may be starting; looked at again every second meanwhile (a writer dying in its
-            # grace is taken at once).
+            # Its own uploader may be starting: looked at every second meanwhile (a writer dying in it is taken).
             self._due.set(pod.name, min(pod.grace_until, now + LOCK_POLL_SECONDS))
             return
         # Queued for a delivery slot, in order, and not looked at again while it waits: re-judging every
