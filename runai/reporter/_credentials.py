@@ -28,6 +28,9 @@ from ._validate import (
 
 __all__ = ["check_credentials", "check_remote_write_credentials", "read_secret_file"]
 
+# Each sink's variables, in the order _credentials names them: its URL, user, password, password file, CA file.
+_GATEWAY_NAMES = (ENV_GATEWAY_URL, ENV_USERNAME, ENV_PASSWORD, ENV_PASSWORD_FILE, ENV_CA_FILE)
+_REMOTE_WRITE_NAMES = (ENV_REMOTE_WRITE_URL, ENV_RW_USERNAME, ENV_RW_PASSWORD, ENV_RW_PASSWORD_FILE, ENV_RW_CA_FILE)
 _MAX_SECRET_CHARS = 64 << 10  # a password or token far longer is a file named by mistake (a JWT is a few KiB)
 
 
@@ -35,14 +38,7 @@ def check_credentials(
     env: Mapping[str, str], url: str | None, username: str | None, password: str | None, ca_file: str | None
 ) -> tuple[str | None, str | None, str | None]:
     """Basic auth and the CA file, checked together: the password may come from a file, and both need the URL."""
-    return _credentials(
-        env,
-        url,
-        username,
-        password,
-        ca_file,
-        (ENV_GATEWAY_URL, ENV_USERNAME, ENV_PASSWORD, ENV_PASSWORD_FILE, ENV_CA_FILE),
-    )
+    return _credentials(env, url, username, password, ca_file, _GATEWAY_NAMES)
 
 
 def check_remote_write_credentials(
@@ -59,14 +55,7 @@ def check_remote_write_credentials(
             raise ConfigError(f"set {ENV_RW_USERNAME} or {ENV_RW_BEARER_TOKEN_FILE}, not both")
         if not os.path.isfile(token_file):
             raise ConfigError(f"{ENV_RW_BEARER_TOKEN_FILE}={token_file!r} is not a file")
-    return _credentials(
-        env,
-        url,
-        username,
-        password,
-        ca_file,
-        (ENV_REMOTE_WRITE_URL, ENV_RW_USERNAME, ENV_RW_PASSWORD, ENV_RW_PASSWORD_FILE, ENV_RW_CA_FILE),
-    )
+    return _credentials(env, url, username, password, ca_file, _REMOTE_WRITE_NAMES)
 
 
 def _credentials(

@@ -85,26 +85,14 @@ class FinishVerdict:
                 self.settings.pod_dir,
             )
             return False
-        if writer.lost:
-            logger.warning(
-                "%d of %d reports were lost because the spool file %s could not be written",
-                writer.lost,
-                writer.lost + writer.records,
-                writer.path,
-            )
+        if _lost(writer):
             return False
         return True
 
     def _kept_locally(self) -> bool:
         """Local mode's verdict: True once the spool is written, said once in the log."""
         writer, settings = self._writer, self.settings
-        if writer.lost:
-            logger.warning(
-                "%d of %d reports were lost because the spool file %s could not be written",
-                writer.lost,
-                writer.lost + writer.records,
-                writer.path,
-            )
+        if _lost(writer):
             return False
         logger.info(
             "%d reports are kept in %s, not delivered: neither %s nor %s is set. To see them, run: %s; "
@@ -165,3 +153,15 @@ class FinishVerdict:
             elif state.checkpoint is not None:  # not a file retention deleted: the pod directory may go yet
                 self._covered[spool.path] = (state.records, state.refused)
         return delivered, rejected, done
+
+
+def _lost(writer: SpoolWriter) -> bool:
+    """Whether reports were lost (the spool file could not be written); said in the log."""
+    if writer.lost:
+        logger.warning(
+            "%d of %d reports were lost because the spool file %s could not be written",
+            writer.lost,
+            writer.lost + writer.records,
+            writer.path,
+        )
+    return bool(writer.lost)
