@@ -61,6 +61,7 @@ class FollowedFiles:
         # Set by a scan that left a spool file unopened for want of a descriptor: not everything was read.
         self.deferred = False
         self._failures = RateLimitedLog(logger)
+        self._released = False  # close() gave the descriptors back
 
     def __iter__(self) -> Iterator[FollowedFile]:
         return iter(self._files.values())
@@ -180,10 +181,13 @@ class FollowedFiles:
         return records, size, error
 
     def close(self) -> None:
+        """Close every followed file (safe twice): their descriptors go back, what is pending stays countable."""
+        if self._released:
+            return
+        self._released = True
         for entry in self._files.values():
             entry.tail.close()
             FOLLOWED_DESCRIPTORS.give()
-        self._files.clear()
 
     # -- what is pending ----------------------------------------------------
 

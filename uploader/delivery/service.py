@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from typing import Callable
 
-from runai.reporter.safefs import list_pod_dir
+from runai.reporter.safefs import UnsafePathError, list_pod_dir
 from runai.reporter.spool import PodLock
 
 from ..runtime.ratelog import RateLimitedLog
@@ -225,7 +225,10 @@ class Uploader(Pushing):
             # Nothing left to deliver from, nor to wait for.
             logger.error("the pod directory %s was removed; exiting", self.pod_dir)
             self.stop()
-        except OSError as exc:  # swapped for a symlink, made unsafe, out of descriptors: tried each poll
+        except UnsafePathError as exc:  # swapped for a symlink, or made unsafe: never listed through
+            logger.error("cannot list %s: %s; exiting", self.pod_dir, exc)
+            self.stop()  # what it held is where it was moved to, for recover (docs/operations.md)
+        except OSError as exc:  # out of descriptors, say: tried each poll
             self._list_failures.log(logging.ERROR, "list", "cannot list %s: %s", self.pod_dir, exc)
         else:
             self._list_failures.clear("list")
