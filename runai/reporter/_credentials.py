@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Mapping
+from typing import Mapping, NamedTuple
 
 from ._validate import (
     ENV_CA_FILE,
@@ -26,7 +26,7 @@ from ._validate import (
     ConfigError,
 )
 
-__all__ = ["check_credentials", "check_remote_write_credentials", "read_secret_file"]
+__all__ = ["Credentials", "check_credentials", "check_remote_write_credentials", "read_secret_file"]
 
 # Each sink's variables, in the order _credentials names them: its URL, user, password, password file, CA file.
 _GATEWAY_NAMES = (ENV_GATEWAY_URL, ENV_USERNAME, ENV_PASSWORD, ENV_PASSWORD_FILE, ENV_CA_FILE)
@@ -34,38 +34,32 @@ _REMOTE_WRITE_NAMES = (ENV_REMOTE_WRITE_URL, ENV_RW_USERNAME, ENV_RW_PASSWORD, E
 _MAX_SECRET_CHARS = 64 << 10  # a password or token far longer is a file named by mistake (a JWT is a few KiB)
 
 
-def check_credentials(
-    env: Mapping[str, str], url: str | None, username: str | None, password: str | None, ca_file: str | None
-) -> tuple[str | None, str | None, str | None]:
+class Credentials(NamedTuple):
+    """One sink's URL and credentials: as set, or as checked (the password read from its file, the CA file absolute)."""
+
+    url: str | None
+    username: str | None
+    password: str | None
+    ca_file: str | None
+
+
+def check_credentials(env: Mapping[str, str], given: Credentials) -> Credentials:
     """Basic auth and the CA file, checked together: the password may come from a file, and both need the URL."""
-    return _credentials(env, url, username, password, ca_file, _GATEWAY_NAMES)
+    return _credentials(env, given, _GATEWAY_NAMES)
 
 
-def check_remote_write_credentials(
-    env: Mapping[str, str],
-    url: str | None,
-    username: str | None,
-    password: str | None,
-    ca_file: str | None,
-    token_file: str | None,
-) -> tuple[str | None, str | None, str | None]:
+def check_remote_write_credentials(env: Mapping[str, str], given: Credentials, token_file: str | None) -> Credentials:
     """The remote-write sink's basic auth, bearer token file and CA file, checked as the gateway's are."""
     if token_file is not None:
-        if username is not None:
+        if given.username is not None:
             raise ConfigError(f"set {ENV_RW_USERNAME} or {ENV_RW_BEARER_TOKEN_FILE}, not both")
         if not os.path.isfile(token_file):
             raise ConfigError(f"{ENV_RW_BEARER_TOKEN_FILE}={token_file!r} is not a file")
-    return _credentials(env, url, username, password, ca_file, _REMOTE_WRITE_NAMES)
+    return _credentials(env, given, _REMOTE_WRITE_NAMES)
 
 
-def _credentials(
-    env: Mapping[str, str],
-    url: str | None,
-    username: str | None,
-    password: str | None,
-    ca_file: str | None,
-    names: tuple[str, ...],
-) -> tuple[str | None, str | None, str | None]:
+def _credentials(env: Mapping[str, str], given: Credentials, names: tuple[str, ...]) -> Credentials:
+    url, username, password, ca_file = given
     env_url, env_user, env_password, env_password_file, env_ca = names
     password_file = env.get(env_password_file) or None
     if password_file and password is None:
@@ -78,7 +72,7 @@ def _credentials(
         if not os.path.isfile(ca_file):
             raise ConfigError(f"{env_ca}={ca_file!r} is not a file")
         ca_file = os.path.abspath(ca_file)
-    return username, password, ca_file
+    return Credentials(url, username, password, ca_file)
 
 
 def read_secret_file(path: str, what: str) -> str:

@@ -19,7 +19,7 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any, Mapping
 
-from ._credentials import check_credentials, check_remote_write_credentials, read_secret_file
+from ._credentials import Credentials, check_credentials, check_remote_write_credentials, read_secret_file
 from ._local import local_run_id
 from ._redact import redact_url
 from ._setting_argv import (
@@ -135,6 +135,10 @@ _POD_OR_RECEIVER = (
     ("remote_write_url", ENV_REMOTE_WRITE_URL),
 )
 
+# Each sink's fields of Settings that make its Credentials, in that order.
+_GATEWAY = ("gateway_url", "username", "password", "ca_file")
+_REMOTE_WRITE = ("remote_write_url", "rw_username", "rw_password", "rw_ca_file")
+
 
 def load_settings(
     *,
@@ -160,17 +164,7 @@ def load_settings(
     values = {f.name: _value(f, spec, overrides.get(f.name), env) for f, spec in settings_of(settings_class)}
     if not local:
         check_sinks(values["gateway_url"], values["remote_write_url"])
-    values["username"], values["password"], values["ca_file"] = check_credentials(
-        env, values["gateway_url"], values["username"], values["password"], values["ca_file"]
-    )
-    values["rw_username"], values["rw_password"], values["rw_ca_file"] = check_remote_write_credentials(
-        env,
-        values["remote_write_url"],
-        values["rw_username"],
-        values["rw_password"],
-        values["rw_ca_file"],
-        values["rw_bearer_token_file"],
-    )
+    _check_credentials(values, env)
     settings = settings_class(**values)
     # Belt and braces: whatever check_pod_uuid allowed must still land directly
     # under the spool root once symlinks and '..' are resolved.
@@ -178,6 +172,15 @@ def load_settings(
         raise ConfigError(f"{ENV_POD_UUID}={settings.pod_uuid!r} would place the spool outside {settings.spool_dir!r}")
     check_pod_dir(settings.spool_dir, settings.pod_uuid, for_writing)
     return settings
+
+
+def _check_credentials(values: dict[str, Any], env: Mapping[str, str]) -> None:
+    """Check each sink's credentials in *values* (the fields of _GATEWAY, _REMOTE_WRITE), replacing them checked."""
+    gateway = check_credentials(env, Credentials(*(values[name] for name in _GATEWAY)))
+    remote_write = Credentials(*(values[name] for name in _REMOTE_WRITE))
+    remote_write = check_remote_write_credentials(env, remote_write, values["rw_bearer_token_file"])
+    values.update(zip(_GATEWAY, gateway, strict=True))
+    values.update(zip(_REMOTE_WRITE, remote_write, strict=True))
 
 
 def _value(f: dataclasses.Field[Any], spec: Setting, keyword: object, env: Mapping[str, str]) -> Any:
