@@ -25,64 +25,40 @@ class AgentMetrics:
         # Imported here: the command line's --help and argument errors need no prometheus_client.
         from prometheus_client import CollectorRegistry, Counter, Gauge
 
-        self.registry = CollectorRegistry()
-        self.pending_reports = Gauge(
-            "runai_uploader_pending_reports",
-            "reports on disk not yet delivered to every configured sink",
-            ["podUUID"],
-            registry=self.registry,
+        self.registry = registry = CollectorRegistry()
+
+        # Every series is runai_uploader_<name> (docs/agent.md lists them).
+        def gauge(name: str, doc: str, *labels: str) -> Gauge:
+            return Gauge(f"runai_uploader_{name}", doc, labels, registry=registry)
+
+        def counter(name: str, doc: str, *labels: str) -> Counter:
+            return Counter(f"runai_uploader_{name}", doc, labels, registry=registry)  # the page adds _total
+
+        self.pending_reports = gauge(
+            "pending_reports", "reports on disk not yet delivered to every configured sink", "podUUID"
         )
-        self.pending_bytes = Gauge(
-            "runai_uploader_pending_bytes", "spool bytes not yet delivered", ["podUUID"], registry=self.registry
-        )
-        # prometheus_client appends _total to a counter's name.
-        self.delivered = Counter(
-            "runai_uploader_delivered_reports",
-            "reports this agent delivered",
-            ["podUUID", "sink"],
-            registry=self.registry,
-        )
-        self.push_failures = Counter(
-            "runai_uploader_push_failures",
-            "pushes of this agent that failed (retried)",
-            ["sink"],
-            registry=self.registry,
-        )
-        self.last_success = Gauge(
-            "runai_uploader_last_success_timestamp_seconds",
+        self.pending_bytes = gauge("pending_bytes", "spool bytes not yet delivered", "podUUID")
+        self.delivered = counter("delivered_reports", "reports this agent delivered", "podUUID", "sink")
+        self.push_failures = counter("push_failures", "pushes of this agent that failed (retried)", "sink")
+        self.last_success = gauge(
+            "last_success_timestamp_seconds",
             "when this agent last pushed a pod's reports successfully (Unix time)",
-            ["podUUID", "sink"],
-            registry=self.registry,
+            "podUUID",
+            "sink",
         )
-        self.pods = Gauge("runai_uploader_pods", "pod directories the agent follows", registry=self.registry)
+        self.pods = gauge("pods", "pod directories the agent follows")
         # Refused pods have no pending series (they cannot be read safely, or their name cannot be a label):
         # this is what an alert sees of them. The agent's log says why, once per pod.
-        self.refused = Gauge(
-            "runai_uploader_refused_pods",
-            "pod directories the agent cannot deliver (unsafe, a bad name, failing): see its log",
-            registry=self.registry,
+        self.refused = gauge(
+            "refused_pods", "pod directories the agent cannot deliver (unsafe, a bad name, failing): see its log"
         )
         # Totals over pods, cheap to read whatever their number (a scrape can ask for these alone, with
         # /metrics?name[]=runai_uploader_idle_pods): how far a catch-up is, and what it costs.
-        self.idle = Gauge(
-            "runai_uploader_idle_pods",
-            "pod directories with everything delivered and no writer alive",
-            registry=self.registry,
-        )
-        self.queued = Gauge(
-            "runai_uploader_queued_pods", "pods free to deliver, waiting for a delivery slot", registry=self.registry
-        )
-        self.delivering = Gauge(
-            "runai_uploader_delivering_pods", "pods the agent is delivering now", registry=self.registry
-        )
-        self.watched = Gauge(
-            "runai_uploader_watched_pods",
-            "idle pods watched for new files (the others are polled)",
-            registry=self.registry,
-        )
-        self.judged = Counter(
-            "runai_uploader_judged_pods", "times the agent judged a pod from its files", registry=self.registry
-        )
+        self.idle = gauge("idle_pods", "pod directories with everything delivered and no writer alive")
+        self.queued = gauge("queued_pods", "pods free to deliver, waiting for a delivery slot")
+        self.delivering = gauge("delivering_pods", "pods the agent is delivering now")
+        self.watched = gauge("watched_pods", "idle pods watched for new files (the others are polled)")
+        self.judged = counter("judged_pods", "times the agent judged a pod from its files")
         self._sinks: dict[str, set[str]] = {}  # pod -> the sinks it has series for (to remove them)
         self._lock = threading.Lock()
         self.heartbeat = Heartbeat()  # the main loop beats it each turn; /healthz answers 503 when it is stale
