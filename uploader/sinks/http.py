@@ -17,13 +17,23 @@ import socket
 import ssl
 import threading
 import time
-from typing import Callable
+from typing import Callable, TypedDict, Unpack
 from urllib.parse import urlsplit
 
-__all__ = ["Handler", "KeepAliveHandler", "MAX_ANSWER_BYTES", "StatusError", "retry_after"]
+__all__ = ["Auth", "Handler", "KeepAliveHandler", "MAX_ANSWER_BYTES", "StatusError", "retry_after"]
 
 MAX_ANSWER_BYTES = 64 << 10  # of an answer's body read; past it the connection is dropped
 _ASKS_TO_WAIT = (429, 503)  # the statuses whose Retry-After the delivery loop honours (RFC 9110, RFC 6585)
+
+
+class Auth(TypedDict, total=False):
+    """How a sink proves itself to its receiver, never logged: basic auth (*username* and *password*) or a
+    *bearer_token*; *ca_file* verifies an https receiver."""
+
+    username: str | None
+    password: str | None
+    bearer_token: str | None
+    ca_file: str | None
 
 
 class StatusError(OSError):
@@ -81,23 +91,16 @@ class KeepAliveHandler:
     """
 
     @classmethod
-    def for_url(
-        cls,
-        url: str,
-        *,
-        username: str | None = None,
-        password: str | None = None,
-        bearer_token: str | None = None,
-        ca_file: str | None = None,
-    ) -> KeepAliveHandler:
-        """A handler for *url* with basic auth (*username*, *password*) or a *bearer_token*, and *ca_file*."""
+    def for_url(cls, url: str, **auth: Unpack[Auth]) -> KeepAliveHandler:
+        """A handler for *url* with *auth*: basic auth (*username*, *password*) or a *bearer_token*, and *ca_file*."""
+        username, password, bearer_token = auth.get("username"), auth.get("password"), auth.get("bearer_token")
         authorization = None
         if username is not None and password is not None:
             authorization = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
         elif bearer_token is not None:
             authorization = f"Bearer {bearer_token}"
         # As _attempts reads the scheme (urlsplit lowercases it): "HTTPS://..." must not drop *ca_file*.
-        context = ssl.create_default_context(cafile=ca_file) if urlsplit(url).scheme == "https" else None
+        context = ssl.create_default_context(cafile=auth.get("ca_file")) if urlsplit(url).scheme == "https" else None
         return cls(authorization, context)
 
     def __init__(self, authorization: str | None = None, ssl_context: ssl.SSLContext | None = None) -> None:

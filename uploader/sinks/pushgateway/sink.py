@@ -11,16 +11,17 @@ Limits (docs/operations.md, "Limits"): a push carries at most
 
 from __future__ import annotations
 
-from typing import AbstractSet, Sequence
+from typing import AbstractSet, Sequence, Unpack
 
 from prometheus_client import CollectorRegistry, pushadd_to_gateway
 
-from runai.reporter.settings import Settings, check_pod_uuid
+from runai.reporter.settings import Settings
 from runai.reporter.spool import GATEWAY, Report
 
 from .. import RECEIVERS, Refusal
+from ..base import SinkBase
 from ..exposition import JOB, encoded_size
-from ..http import MAX_ANSWER_BYTES, Handler, KeepAliveHandler, StatusError
+from ..http import MAX_ANSWER_BYTES, Auth, Handler, KeepAliveHandler, StatusError
 from .samples import Samples
 
 __all__ = ["GatewayError", "Pusher", "MAX_ANSWER_BYTES", "MAX_PUSH_BYTES", "MAX_PUSH_VALUES"]
@@ -46,7 +47,7 @@ class GatewayError(StatusError):
         return self.status in _REFUSALS
 
 
-class Pusher:
+class Pusher(SinkBase):
     """Pushes records of one pod to one Pushgateway (a :class:`~uploader.sinks.Sink`)."""
 
     name = GATEWAY
@@ -55,41 +56,19 @@ class Pusher:
     marks_sending = False  # a push replaces what it names: a resend is never refused
 
     def __init__(
-        self,
-        url: str,
-        pod_uuid: str,
-        *,
-        timeout: float = 10.0,
-        handler: Handler | None = None,
-        username: str | None = None,
-        password: str | None = None,
-        ca_file: str | None = None,
+        self, url: str, pod_uuid: str, *, timeout: float = 10.0, handler: Handler | None = None, **auth: Unpack[Auth]
     ) -> None:
-        self.url = url
-        self.pod_uuid = check_pod_uuid(pod_uuid)  # the grouping key goes on the wire as UTF-8
-        self.timeout = timeout  # seconds one request may take, answer included
-        self.pushes = 0  # HTTP requests that succeeded
-        self.reached = True  # some request of the last push may have reached the gateway
+        super().__init__(url, pod_uuid, timeout)
         self._answered = False  # some request of the push under way was answered in time
-        self._own_handler = (
-            None
-            if handler is not None
-            else KeepAliveHandler.for_url(url, username=username, password=password, ca_file=ca_file)
-        )
+        self._own_handler = None if handler is not None else KeepAliveHandler.for_url(url, **auth)
         self._handler: Handler = handler or self._own_handler  # type: ignore[assignment]
 
     @classmethod
     def for_settings(cls, settings: Settings) -> Pusher:
         """The gateway sink of *settings*' pod."""
         assert settings.gateway_url is not None  # settings.sinks names it only when it is set
-        return cls(
-            settings.gateway_url,
-            settings.pod_uuid,
-            timeout=settings.push_timeout,
-            username=settings.username,
-            password=settings.password,
-            ca_file=settings.ca_file,
-        )
+        auth = Auth(username=settings.username, password=settings.password, ca_file=settings.ca_file)
+        return cls(settings.gateway_url, settings.pod_uuid, timeout=settings.push_timeout, **auth)
 
     def close(self) -> None:
         if self._own_handler is not None:

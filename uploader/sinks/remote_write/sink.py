@@ -21,16 +21,17 @@ from __future__ import annotations
 
 import logging
 from itertools import chain
-from typing import AbstractSet, Sequence
+from typing import AbstractSet, Sequence, Unpack
 
 import cramjam
 
 from runai.reporter import __version__
-from runai.reporter.settings import ENV_RW_BEARER_TOKEN_FILE, ConfigError, Settings, check_pod_uuid, read_secret_file
+from runai.reporter.settings import ENV_RW_BEARER_TOKEN_FILE, ConfigError, Settings, read_secret_file
 from runai.reporter.spool import REMOTE_WRITE, Report
 
 from .. import RECEIVERS, Refusal
-from ..http import KeepAliveHandler, StatusError
+from ..base import SinkBase
+from ..http import Auth, KeepAliveHandler, StatusError
 from .receiver_answers import LongValues, ReceiverError, may_have_arrived
 from .samples import Point, batches, to_points
 from .write_request import encode_write_request
@@ -47,7 +48,7 @@ _HEADERS = [
 ]
 
 
-class RemoteWriter:
+class RemoteWriter(SinkBase):
     """Writes reports of one pod to one remote-write receiver, such as ``http://host:9090/api/v1/write``.
 
     A :class:`~uploader.sinks.Sink`. Auth: *username* and *password* (basic), or
@@ -61,23 +62,10 @@ class RemoteWriter:
     marks_sending = True  # a TSDB refuses a sample older than its series' newest: see Sink.marks_sending
 
     def __init__(
-        self,
-        url: str,
-        pod_uuid: str,
-        *,
-        timeout: float = 10.0,
-        username: str | None = None,
-        password: str | None = None,
-        bearer_token: str | None = None,
-        tenant: str | None = None,
-        ca_file: str | None = None,
+        self, url: str, pod_uuid: str, *, timeout: float = 10.0, tenant: str | None = None, **auth: Unpack[Auth]
     ) -> None:
-        self.url = url
-        self.pod_uuid = check_pod_uuid(pod_uuid)  # a series' label: on the wire as UTF-8
-        self.timeout = timeout  # seconds one request may take, answer included
-        self.pushes = 0  # HTTP requests that succeeded
-        self.reached = True  # some request of the last push may have reached the receiver
-        if bearer_token is not None and username is not None:
+        super().__init__(url, pod_uuid, timeout)
+        if auth.get("bearer_token") is not None and auth.get("username") is not None:
             raise ValueError("give the remote-write receiver a username and password or a bearer token, not both")
         if tenant and not (tenant.isascii() and tenant.isprintable()):
             # http.client would refuse the header on every request, with a ValueError no push expects.
@@ -86,9 +74,7 @@ class RemoteWriter:
                 "give one of printable ASCII, on one line"
             )
         self._headers = _HEADERS + ([("X-Scope-OrgID", tenant)] if tenant else [])
-        self._http = KeepAliveHandler.for_url(
-            url, username=username, password=password, bearer_token=bearer_token, ca_file=ca_file
-        )
+        self._http = KeepAliveHandler.for_url(url, **auth)
         self._sent: set[tuple[tuple[str, ...], int, float]] = set()  # delivered by a push that then raised
         self._unsure: set[tuple[tuple[str, ...], int, float]] = set()  # sent in requests whose answer never came
         self._delivered: list[list[Point]] = []  # by the push under way
@@ -98,15 +84,18 @@ class RemoteWriter:
     def for_settings(cls, settings: Settings) -> RemoteWriter:
         """The remote-write sink of *settings*' pod."""
         assert settings.remote_write_url is not None  # settings.sinks names it only when it is set
+        auth = Auth(
+            username=settings.rw_username,
+            password=settings.rw_password,
+            bearer_token=_bearer_token(settings.rw_bearer_token_file),
+            ca_file=settings.rw_ca_file,
+        )
         return cls(
             settings.remote_write_url,
             settings.pod_uuid,
             timeout=settings.push_timeout,
-            username=settings.rw_username,
-            password=settings.rw_password,
-            bearer_token=_bearer_token(settings.rw_bearer_token_file),
             tenant=settings.rw_tenant,
-            ca_file=settings.rw_ca_file,
+            **auth,
         )
 
     def close(self) -> None:
