@@ -27,20 +27,25 @@ logger = logging.getLogger(__name__)
 
 
 class Pushing:
-    """What a push reads and changes of the loop (set by Uploader.__init__)."""
+    """What a push reads and changes of the loop: its own state here, the loop's set by Uploader.__init__."""
 
-    sink: Sink
-    on_progress: Callable[[int, int], None] | None
-    delivered_records: int
-    delivered_bytes: int
-    undelivered_at_commit: int
-    rejected: dict[str, str]
-    last_error: str
-    _hooks: DeliveryHooks
     _files: FollowedFiles
     _scanner: Scanner
     _stopping: bool
-    _retry_after: float | None
+
+    def __init__(self, sink: Sink, on_progress: Callable[[int, int], None] | None, hooks: DeliveryHooks) -> None:
+        self.sink = sink
+        self.on_progress = on_progress
+        self._hooks = hooks
+        # what this run did, for summaries
+        self.delivered_records = 0
+        self.delivered_bytes = 0  # of spool files, header lines included
+        # undelivered_bytes() as of the last commit with an on_progress: what another loop's thread may read
+        # (SinkLoops), since the followed files themselves change under it in this loop's thread
+        self.undelivered_at_commit = 0
+        self.rejected: dict[str, str] = {}  # exposition name (printable) -> the receiver's answer, or why not sent
+        self.last_error = ""
+        self._retry_after: float | None = None  # the wait the last failed push's receiver asked for
 
     def _deliver(self) -> bool:
         held = self._scanner.latest.values()

@@ -64,25 +64,14 @@ class Uploader(Pushing):
         hooks: DeliveryHooks = NO_HOOKS,
         lock: PodLock | None = None,
     ) -> None:
+        super().__init__(sink, on_progress, hooks)
         self.pod_dir = pod_dir
-        self.sink = sink
         self.lock = lock
         self.follow = options.follow
         self.use_watchdog = options.use_watchdog
-        self.on_progress = on_progress
-        self._hooks = hooks
-        # what this run did, for summaries
-        self.delivered_records = 0
-        self.delivered_bytes = 0  # of spool files, header lines included
-        # undelivered_bytes() as of the last commit with an on_progress: what another loop's thread may read
-        # (SinkLoops), since the followed files themselves change under it in this loop's thread
-        self.undelivered_at_commit = 0
         # This loop reads and writes the sink's own checkpoint entries.
         self._files = FollowedFiles(pod_dir, options.history_bytes, sink=sink.name, all_sinks=all_sinks)
         self.ignored_files = self._files.ignored  # spool files that cannot be read at all -> why
-        self.rejected: dict[str, str] = {}  # exposition name (printable) -> the receiver's answer, or why not sent
-        self.last_error = ""
-        self._retry_after: float | None = None  # the wait the last failed push's receiver asked for
         self._list_failures = RateLimitedLog(logger)  # a listing that fails every poll: a line a minute
 
         self._schedule = Schedule(
