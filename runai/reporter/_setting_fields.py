@@ -48,6 +48,7 @@ from ._validate import (
 )
 from .spool.checkpoint import GATEWAY, REMOTE_WRITE, SINKS
 
+# What runai.reporter.settings re-exports of this module (with the fields' environment variables, from ._validate).
 __all__ = [
     "DEFAULT_FINISH_TIMEOUT",
     "DEFAULT_FSYNC_INTERVAL",
@@ -56,12 +57,31 @@ __all__ = [
     "DEFAULT_PUSH_TIMEOUT",
     "DEFAULT_RETRY_TIMEOUT",
     "DEFAULT_SPOOL_FILE_BYTES",
+    "ENV_CA_FILE",
+    "ENV_FINISH_TIMEOUT",
+    "ENV_FSYNC",
+    "ENV_FSYNC_INTERVAL",
+    "ENV_GATEWAY_URL",
+    "ENV_HISTORY_BYTES",
+    "ENV_PASSWORD",
+    "ENV_POD_UUID",
+    "ENV_PUSH_INTERVAL",
+    "ENV_PUSH_TIMEOUT",
+    "ENV_QUIET",
+    "ENV_REMOTE_WRITE_URL",
+    "ENV_RETRY_TIMEOUT",
+    "ENV_RW_BEARER_TOKEN_FILE",
+    "ENV_RW_CA_FILE",
+    "ENV_RW_PASSWORD",
+    "ENV_RW_TENANT",
+    "ENV_RW_USERNAME",
+    "ENV_SPOOL_DIR",
+    "ENV_SPOOL_FILE_BYTES",
+    "ENV_USERNAME",
     "Setting",
     "Settings",
     "check_keywords",
-    "options_of",
     "setting",
-    "settings_of",
 ]
 
 DEFAULT_PUSH_INTERVAL = 1.0

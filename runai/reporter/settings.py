@@ -19,6 +19,7 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any, Mapping
 
+from . import _setting_fields
 from ._credentials import Credentials, check_credentials, check_remote_write_credentials, read_secret_file
 from ._local import local_run_id
 from ._redact import redact_url
@@ -30,42 +31,19 @@ from ._setting_argv import (
     option_names,
     recover_command,
 )
-from ._setting_fields import (
-    DEFAULT_FINISH_TIMEOUT,
-    DEFAULT_FSYNC_INTERVAL,
-    DEFAULT_HISTORY_BYTES,
-    DEFAULT_PUSH_INTERVAL,
-    DEFAULT_PUSH_TIMEOUT,
-    DEFAULT_RETRY_TIMEOUT,
-    DEFAULT_SPOOL_FILE_BYTES,
-    Setting,
-    Settings,
-    check_keywords,
-    options_of,
-    setting,
-    settings_of,
-)
+
+# The public face re-exports the fields' module whole (its __all__: Settings, setting, the defaults, the
+# variables' names), so that its names are listed once, there; those used here are imported by name too.
+from ._setting_fields import *  # noqa: F403
+from ._setting_fields import Setting, Settings, check_keywords, options_of, settings_of
 from ._spool_dirs import check_pod_dir, default_spool_dir, resolve_spool_dir
 from ._validate import (
     ENV_CA_FILE,
-    ENV_FINISH_TIMEOUT,
-    ENV_FSYNC,
-    ENV_FSYNC_INTERVAL,
     ENV_GATEWAY_URL,
-    ENV_HISTORY_BYTES,
-    ENV_PASSWORD,
     ENV_PASSWORD_FILE,
     ENV_POD_UUID,
-    ENV_PUSH_INTERVAL,
-    ENV_PUSH_TIMEOUT,
-    ENV_QUIET,
     ENV_REMOTE_WRITE_URL,
-    ENV_RETRY_TIMEOUT,
-    ENV_RW_BEARER_TOKEN_FILE,
     ENV_RW_CA_FILE,
-    ENV_SPOOL_DIR,
-    ENV_SPOOL_FILE_BYTES,
-    ENV_USERNAME,
     FSYNC_POLICIES,
     ConfigError,
     check_pod_uuid,
@@ -77,37 +55,10 @@ if TYPE_CHECKING:
     import argparse  # annotations only: importing the reporter stays cheap
 
 __all__ = [
-    "DEFAULT_FINISH_TIMEOUT",
-    "DEFAULT_FSYNC_INTERVAL",
-    "DEFAULT_HISTORY_BYTES",
-    "DEFAULT_PUSH_INTERVAL",
-    "DEFAULT_PUSH_TIMEOUT",
-    "DEFAULT_RETRY_TIMEOUT",
-    "DEFAULT_SPOOL_FILE_BYTES",
-    "ENV_CA_FILE",
-    "ENV_FINISH_TIMEOUT",
-    "ENV_FSYNC",
-    "ENV_FSYNC_INTERVAL",
-    "ENV_GATEWAY_URL",
-    "ENV_HISTORY_BYTES",
-    "ENV_PASSWORD",
     "ENV_PASSWORD_FILE",
-    "ENV_POD_UUID",
-    "ENV_PUSH_INTERVAL",
-    "ENV_PUSH_TIMEOUT",
-    "ENV_QUIET",
-    "ENV_REMOTE_WRITE_URL",
-    "ENV_RETRY_TIMEOUT",
-    "ENV_RW_BEARER_TOKEN_FILE",
-    "ENV_SPOOL_DIR",
-    "ENV_SPOOL_FILE_BYTES",
-    "ENV_USERNAME",
     "FSYNC_POLICIES",
     "ConfigError",
-    "Setting",
-    "Settings",
     "add_options",
-    "check_keywords",
     "check_pod_uuid",
     "command_line",
     "command_line_settings",
@@ -120,10 +71,10 @@ __all__ = [
     "recover_command",
     "redact_url",
     "resolve_spool_dir",
-    "setting",
     "settings_from_args",
     "warn_insecure_auth",
 ]
+__all__ += _setting_fields.__all__
 
 logger = logging.getLogger(__name__)
 
