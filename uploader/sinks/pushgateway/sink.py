@@ -48,7 +48,10 @@ class GatewayError(StatusError):
 
 
 class Pusher(SinkBase):
-    """Pushes records of one pod to one Pushgateway (a :class:`~uploader.sinks.Sink`)."""
+    """Pushes records of one pod to one Pushgateway (a :class:`~uploader.sinks.Sink`).
+
+    *auth*: :class:`~uploader.sinks.http.Auth`, none of it ever logged; *handler*, if given, replaces the HTTP side.
+    """
 
     name = GATEWAY
     receiver = RECEIVERS[GATEWAY]
