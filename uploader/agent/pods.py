@@ -85,12 +85,8 @@ class Agent:
         any_receiver: bool = False,
         max_idle_watches: int | None = None,
     ) -> None:
-        self.spool_dir = spool_dir
-        self.metrics = metrics
-        self._settings_for = settings_for
-        self._sinks = sinks
-        # grace: for a new live writer's job to start its own uploader
-        self._judging = PodJudge(sinks, metrics, grace, any_receiver)
+        self.spool_dir, self.metrics, self._settings_for, self._sinks = spool_dir, metrics, settings_for, sinks
+        self._judging = PodJudge(sinks, metrics, grace, any_receiver)  # grace: for a new writer's own uploader
         self._pods: dict[str, Pod] = {}
         self._wake = Wakeup()
         # A pass looks only at the pods due, the deliveries that ended, and the queue (see .schedule).
@@ -274,6 +270,9 @@ class Agent:
             if not lock.acquire():
                 return  # its own uploader took it meanwhile
             delivery = PodDelivery(settings, lock, self.metrics, lambda: self._slots.ended(pod.name))
+        except FileNotFoundError:  # renamed or removed since it was queued: the next listing forgets it
+            lock.release()
+            return
         except Exception as exc:  # this pod, not the agent: refused (a traceback a minute, not one a second)
             lock.release()
             self._refuse(pod, time.monotonic(), f"cannot start delivering it: {exc!r}", trace=True)
