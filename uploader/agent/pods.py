@@ -49,15 +49,15 @@ from .config import (
     MIN_SLEEP_SECONDS,
     NEW_POD_SECONDS,
     REFUSED_POLL_SECONDS,
-    ROOT_POLL_SECONDS,
     STOP_SECONDS,
 )
 from .delivery import PodDelivery, stop_all
+from .discover import Discovery, owner_of
 from .idle import IdleWatch
-from .judge import Judged, PodJudge, pod_dirs, printable
+from .judge import Judged, PodJudge, printable
 from .metrics import AgentMetrics
-from .schedule import ACTIVE, IDLE, QUEUED, REFUSED, TAKEN, DueTimes, Pod, Slots, States
-from .watch import RootWatch
+from .schedule import ACTIVE, IDLE, QUEUED, REFUSED, TAKEN, DueTimes, Pod, States
+from .slots import Slots
 
 __all__ = ["Agent"]
 
@@ -92,8 +92,8 @@ class Agent:
         # A pass looks only at the pods due, the deliveries that ended, and the queue (see .schedule).
         self._due, self._states = DueTimes(), States()  # (the pods in each state: for the gauges)
         self._slots = Slots(max_deliveries, self._wake.set)  # pods delivered at once (a thread and connection each)
-        self._stopping, self._root_changed, self._next_root_scan = False, True, 0.0
-        self._watch = RootWatch(spool_dir, self._root_event) if use_watchdog else None
+        self._stopping = False
+        self._dirs = Discovery(spool_dir, self._wake.set, use_watchdog)
         # max_idle_watches: None, the system's cap (see .idle.watch_cap)
         self._idle_watch = IdleWatch(self._wake.set, enabled=use_watchdog, max_watches=max_idle_watches)
         self._gone = RateLimitedLog(logger)  # a directory renamed in a loop must not flood the log
@@ -125,7 +125,7 @@ class Agent:
                     self._tend_safely(pod, time.monotonic())
                 self._take_queued()
                 self.metrics.set_states(self._states, self._idle_watch.count)
-                due = min(self._due.next_due(), self._next_root_scan)
+                due = min(self._due.next_due(), self._dirs.next_due)
                 self._wake.wait(max(MIN_SLEEP_SECONDS, due - time.monotonic()))
         finally:
             self._shutdown()
@@ -133,20 +133,14 @@ class Agent:
 
     # -- discovery ---------------------------------------------------------------
 
-    def _root_event(self) -> None:
-        self._root_changed = True
-        self._wake.set()
-
     def _discover(self, now: float) -> None:
-        if not self._root_changed and now < self._next_root_scan:
+        changes = self._dirs.changes(now, self._pods.keys())
+        if changes is None:
             return
-        self._root_changed, self._next_root_scan = False, now + ROOT_POLL_SECONDS
-        watch = self._watch
-        if watch is not None and not (watch.active or watch.failed) and os.path.isdir(self.spool_dir):
-            watch.start()
-        names = pod_dirs(self.spool_dir)
-        for name in names - self._pods.keys():
-            self._pods[name] = pod = self._states.add(Pod(name, os.path.join(self.spool_dir, name), now))
+        made, gone = changes
+        for name in made:
+            path = os.path.join(self.spool_dir, name)
+            self._pods[name] = pod = self._states.add(Pod(name, path, now, owner_of(path)))
             try:
                 check_pod_uuid(name, "the pod directory's name")
             except ConfigError as exc:  # a name is never given series: it could break the metrics page
@@ -155,7 +149,7 @@ class Agent:
                 continue
             self._due.set(name, now)
             logger.debug("pod %s: found", name)
-        for name in self._pods.keys() - names:
+        for name in gone:
             if self._pods[name].delivery is None:  # a delivery notices by itself, and ends
                 self._states[self._pods.pop(name).state] -= 1
                 self._due.discard(name)  # (left in the queue, if there: skipped when its turn comes)
@@ -291,8 +285,7 @@ class Agent:
 
     def _shutdown(self) -> None:
         self._idle_watch.stop()
-        if self._watch is not None:
-            self._watch.stop()
+        self._dirs.stop()
         stop_all([p.delivery for p in self._pods.values() if p.delivery is not None], STOP_SECONDS)
         self._wake.close()
         logger.info("agent stopped")

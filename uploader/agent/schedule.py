@@ -1,5 +1,5 @@
 """What each pass of the node agent looks at: the pods due (a heap of times), the deliveries that ended, and the
-pods queued for a delivery slot.
+pods queued for a delivery slot (:mod:`.slots`).
 
 Walking every pod on each wake-up to find the few that are due cost the agent
 work in proportion to all the pods it follows, and it wakes at every delivery's
@@ -14,25 +14,26 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .delivery import PodDelivery
     from .judge import Judged, Signature
 
-__all__ = ["ACTIVE", "IDLE", "QUEUED", "REFUSED", "TAKEN", "DueTimes", "Pod", "Slots", "States"]
+__all__ = ["ACTIVE", "IDLE", "QUEUED", "REFUSED", "TAKEN", "DueTimes", "Pod", "States"]
 
 # queued: free to take, waiting for one of the --max-deliveries slots (judged once, not again while it waits)
 IDLE, ACTIVE, QUEUED, TAKEN, REFUSED = "idle", "active", "queued", "taken", "refused"
 
 
-@dataclass
+@dataclass(slots=True)  # (slots: tens of thousands of them, on a busy node)
 class Pod:
     name: str
     path: str
     found: float  # when the agent found it (monotonic)
+    owner: int = -1  # its directory's uid when found (-1: unknown): what one tenant may hold is counted by it
     state: str = ACTIVE  # until judged
     files: frozenset[str] = frozenset()  # its spool files when last judged
     mtime: int = -1  # its directory's mtime (ns) when last listed
@@ -102,34 +103,3 @@ class DueTimes:
 
     def __len__(self) -> int:
         return len(self._at)
-
-
-class Slots:
-    """The pods queued for one of *size* delivery slots, in order, and the deliveries that ended (from any thread).
-
-    *wake* wakes the agent's loop (called in the delivery's thread when it ends).
-    """
-
-    def __init__(self, size: int, wake: Callable[[], None]) -> None:
-        self.size = size
-        self._wake = wake
-        self._queue: deque[str] = deque()
-        self._ended: deque[str] = deque()
-
-    def queue(self, name: str) -> None:
-        self._queue.append(name)
-
-    def next_queued(self, busy: int) -> str | None:
-        """The next queued name while fewer than *size* are *busy* (it leaves the queue), else None."""
-        return self._queue.popleft() if self._queue and busy < self.size else None
-
-    def ended(self, name: str) -> None:
-        """*name*'s delivery ended: called last in its thread (deque.append takes no lock a reader could hold)."""
-        self._ended.append(name)
-        self._wake()
-
-    def pop_ended(self) -> list[str]:
-        out = []
-        while self._ended:
-            out.append(self._ended.popleft())
-        return out
