@@ -130,11 +130,12 @@ def test_the_real_uploader_command_round_trips_through_the_real_cli(
         "fsync_interval",
         "history_bytes",  # what travelled before settings were one
         "remote_write_url",
-    }  # the second sink's URL (issue 12): unset here, so not on argv
-    assert not any(a.startswith("--remote-write") for a in argv)
+        "own_pod_dir",
+    }  # the second sink's URL (issue 12) and the pod's own directory (issue 22): unset here, so not on argv
+    assert not any(a.startswith(("--remote-write", "--pod-dir")) for a in argv)
     assert all(
         getattr(settings, name) != defaults[name]
-        for name in travels - {"pod_uuid", "gateway_url", "spool_dir", "remote_write_url"}
+        for name in travels - {"pod_uuid", "gateway_url", "spool_dir", "remote_write_url", "own_pod_dir"}
     )
     args = cli._parser().parse_args(argv[5:])
     assert cli._settings(args) == settings

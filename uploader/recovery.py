@@ -157,7 +157,7 @@ def recover_pod(
             listener.waiting(pod, result.holder, timeout)
             taken = lock.acquire(timeout=timeout, stopped=stopper.stopped)
         if not taken:
-            result.outcome, result.pending = Outcome.BUSY, pending_on_disk(settings.spool_dir, pod, settings.sinks)
+            result.outcome, result.pending = Outcome.BUSY, _pending_on_disk(settings)
             return result
     started = time.monotonic()
     try:
@@ -173,7 +173,7 @@ def recover_pod(
     result.outcome = Outcome.STOPPED if stopper.stopped() else Outcome.UNREACHABLE
     result.error = uploader.last_error
     # Counted from disk: the uploader's own count misses what it had not read yet when it gave up.
-    result.pending = pending_on_disk(settings.spool_dir, pod, settings.sinks)
+    result.pending = _pending_on_disk(settings)
     return result
 
 
@@ -186,7 +186,7 @@ def _take_over(
     result: Recovered,
 ) -> bool:
     """Stop the uploader holding the pod (its writers all gone) and take its lock; False, with why in *result*."""
-    writers = pending(settings.pod_dir, settings.sinks).writers_alive
+    writers = pending(settings.pod_dir, settings.sinks, settings.pod_uuid).writers_alive
     holder = result.holder
     if writers:
         result.error = (
@@ -266,4 +266,10 @@ def _deliver(
 def pending_on_disk(spool_dir: str, pod: str, sinks: tuple[str, ...] = (GATEWAY,)) -> int | None:
     """Reports of *pod* not yet delivered to one of *sinks*, counted from disk; None if it cannot be read."""
     left = pending(os.path.join(spool_dir, pod), sinks)
+    return None if left.refused else left.reports
+
+
+def _pending_on_disk(settings: Settings) -> int | None:
+    """:func:`pending_on_disk` of *settings*' pod, wherever its directory is (reporterPodDir)."""
+    left = pending(settings.pod_dir, settings.sinks, settings.pod_uuid)
     return None if left.refused else left.reports

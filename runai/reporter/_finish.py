@@ -101,8 +101,8 @@ class FinishVerdict:
             settings.pod_dir,
             ENV_GATEWAY_URL,
             ENV_REMOTE_WRITE_URL,
-            history_command(settings.spool_dir, settings.pod_uuid),
-            recover_command(settings.spool_dir, settings.pod_uuid, "HOST:PORT"),
+            history_command(settings.spool_dir, settings.pod_uuid, settings.own_pod_dir),
+            recover_command(settings.spool_dir, settings.pod_uuid, "HOST:PORT", pod_dir=settings.own_pod_dir),
         )
         return True
 
@@ -132,7 +132,13 @@ class FinishVerdict:
             lost,
             writer.path,
             uploader,
-            recover_command(settings.spool_dir, settings.pod_uuid, settings.gateway_url, settings.remote_write_url),
+            recover_command(
+                settings.spool_dir,
+                settings.pod_uuid,
+                settings.gateway_url,
+                settings.remote_write_url,
+                settings.own_pod_dir,
+            ),
         )
 
     def _delivery(self) -> tuple[int, int, bool]:

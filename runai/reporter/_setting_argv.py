@@ -49,13 +49,23 @@ def add_options(
         parser.add_argument(option, choices=spec.choices, help=spec.help, **extra)
 
 
-def recover_command(spool_dir: str, pod_uuid: str, gateway_url: str | None, remote_write_url: str | None = None) -> str:
-    """The exact shell command that uploads what a pod left behind (to each sink whose URL is given)."""
+def recover_command(
+    spool_dir: str,
+    pod_uuid: str,
+    gateway_url: str | None,
+    remote_write_url: str | None = None,
+    pod_dir: str | None = None,
+) -> str:
+    """The exact shell command that uploads what a pod left behind (to each sink whose URL is given).
+
+    *pod_dir*: the pod's own directory given directly (``reporterPodDir``), named instead of the spool root.
+    """
     options = options_of(Settings)
     # A URL's credentials and query (a token) are never printed: such a command needs them put back by hand.
     values = dict(
-        spool_dir=spool_dir,
+        spool_dir=None if pod_dir else spool_dir,
         pod_uuid=pod_uuid,
+        own_pod_dir=pod_dir,
         gateway_url=gateway_url and redact_url(gateway_url),
         remote_write_url=remote_write_url and redact_url(remote_write_url),
     )
@@ -69,6 +79,7 @@ def recover_command(spool_dir: str, pod_uuid: str, gateway_url: str | None, remo
     )
 
 
-def history_command(spool_dir: str, pod_uuid: str) -> str:
-    """The exact shell command that lists every report a pod's spool holds."""
-    return shlex.join(["runai-uploader", "history", f"--spool-dir={spool_dir}", f"--pod-uuid={pod_uuid}"])
+def history_command(spool_dir: str, pod_uuid: str, pod_dir: str | None = None) -> str:
+    """The exact shell command that lists every report a pod's spool holds (*pod_dir*: as for recover_command)."""
+    where = f"--pod-dir={pod_dir}" if pod_dir else f"--spool-dir={spool_dir}"
+    return shlex.join(["runai-uploader", "history", where, f"--pod-uuid={pod_uuid}"])

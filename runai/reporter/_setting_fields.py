@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from ._spool_dirs import parse_spool_dir, resolve_spool_dir
+from ._spool_dirs import parse_pod_dir, parse_spool_dir, resolve_spool_dir
 from ._validate import (
     ENV_CA_FILE,
     ENV_FINISH_TIMEOUT,
@@ -21,6 +21,7 @@ from ._validate import (
     ENV_GATEWAY_URL,
     ENV_HISTORY_BYTES,
     ENV_PASSWORD,
+    ENV_POD_DIR,
     ENV_POD_UUID,
     ENV_PUSH_INTERVAL,
     ENV_PUSH_TIMEOUT,
@@ -64,6 +65,7 @@ __all__ = [
     "ENV_GATEWAY_URL",
     "ENV_HISTORY_BYTES",
     "ENV_PASSWORD",
+    "ENV_POD_DIR",
     "ENV_POD_UUID",
     "ENV_PUSH_INTERVAL",
     "ENV_PUSH_TIMEOUT",
@@ -150,6 +152,12 @@ class Settings:
     spool_dir: str = setting(env=ENV_SPOOL_DIR, option="--spool-dir", parse=parse_spool_dir,
                              fallback=_spool_root_from_environment,
                              help="spool root (default: $reporterSpoolDir or the per-user default)")
+    # The pod's own directory given directly, where the spool root is not mounted (a Kubernetes job mounting only
+    # its subPath, whose mountPath cannot name the pod): see pod_dir, and docs/agent.md.
+    own_pod_dir: str | None = setting(
+        env=ENV_POD_DIR, option="--pod-dir", parse=parse_pod_dir, fallback=lambda env: None,
+        help="the pod's own directory, when the spool root is not mounted (default: $reporterPodDir, else "
+             "SPOOL_DIR/POD_UUID)")
     push_interval: float = setting(env=ENV_PUSH_INTERVAL, option="--push-interval", default=DEFAULT_PUSH_INTERVAL,
                                    parse=parse_seconds, cli_type=float, help="seconds between pushes (default: 1)")
     finish_timeout: float = setting(env=ENV_FINISH_TIMEOUT, default=DEFAULT_FINISH_TIMEOUT, parse=parse_timeout)
@@ -190,8 +198,8 @@ class Settings:
 
     @property
     def pod_dir(self) -> str:
-        """The directory holding this pod's spool files and checkpoints."""
-        return os.path.join(self.spool_dir, self.pod_uuid)
+        """The directory holding this pod's spool files and checkpoints: own_pod_dir, else spool_dir/pod_uuid."""
+        return self.own_pod_dir or os.path.join(self.spool_dir, self.pod_uuid)
 
     @property
     def sinks(self) -> tuple[str, ...]:

@@ -11,11 +11,18 @@ import os
 import tempfile
 from typing import Any, Mapping
 
-from ._validate import ENV_POD_UUID, ENV_SPOOL_DIR, ConfigError
+from ._validate import ENV_POD_DIR, ENV_POD_UUID, ENV_SPOOL_DIR, ConfigError
 from .safefs import UnsafePathError, check_path, open_pod_dir, open_root
 from .spool.delivery import foreign_spool
 
-__all__ = ["check_pod_dir", "default_spool_dir", "parse_spool_dir", "resolve_spool_dir"]
+__all__ = [
+    "check_own_pod_dir",
+    "check_pod_dir",
+    "default_spool_dir",
+    "parse_pod_dir",
+    "parse_spool_dir",
+    "resolve_spool_dir",
+]
 
 # How to fix a spool directory that other users could write to.
 _PRIVATE_SPOOL_HELP = (
@@ -76,31 +83,61 @@ def check_pod_dir(spool_dir: str, pod_uuid: str, for_writing: bool = True) -> No
             f"{ENV_POD_UUID} is {size} bytes long, but a directory name on the file system of "
             f"{spool_dir!r} can be at most {name_max} bytes: use a shorter pod UUID"
         )
+    _check_private(pod_dir, pod_uuid, for_writing, ENV_SPOOL_DIR)
+
+
+def check_own_pod_dir(pod_dir: str, pod_uuid: str, for_writing: bool = True) -> None:
+    """Refuse the pod directory given directly (``reporterPodDir``) unless it is private to this user and holds
+    no other pod's spool: checked as one under the spool root is, but its name need not be the pod's."""
+    _check_private(pod_dir, pod_uuid, for_writing, ENV_POD_DIR)
+
+
+def _check_private(pod_dir: str, pod_uuid: str, for_writing: bool, variable: str) -> None:
+    """Refuse an existing *pod_dir* that is not this user's private directory, or holds another pod's spool."""
     if not os.path.lexists(pod_dir):
         return
     try:
         fd = open_pod_dir(pod_dir)
     except UnsafePathError as exc:
-        raise ConfigError(f"{ENV_SPOOL_DIR}: {exc}") from None
+        raise ConfigError(f"{variable}: {exc}{_own_dir_help(variable)}") from None
     except OSError:
-        return  # as above
+        return  # not usable at all: the writer warns and counts the lost reports, as for a full disk
     try:
         owner = os.fstat(fd).st_uid
     finally:
         os.close(fd)
     if for_writing and owner != os.geteuid():  # root may read another user's private pod directory, never write
         raise ConfigError(
-            f"{ENV_SPOOL_DIR}: {pod_dir!r} belongs to uid {owner}, not to this user "
-            f"(uid {os.geteuid()}): use another {ENV_POD_UUID} or {ENV_SPOOL_DIR}, or remove it"
+            f"{variable}: {pod_dir!r} belongs to uid {owner}, not to this user "
+            f"(uid {os.geteuid()}): use another {ENV_POD_UUID} or {variable}, or remove it{_own_dir_help(variable)}"
         )
     # Ours, but made for another pod (a job that squatted this name, or a copy): what we wrote there would
     # be refused with that pod's files, or mixed with them. A restart of this pod finds only its own headers.
-    foreign = foreign_spool(pod_dir) if for_writing else None
+    foreign = foreign_spool(pod_dir, pod_uuid) if for_writing else None
     if foreign is not None:
         raise ConfigError(
-            f"{ENV_SPOOL_DIR}: {pod_dir!r} is not this pod's own directory ({foreign}): check "
-            f"{ENV_POD_UUID} is this pod's UUID, and move that file away or use another {ENV_POD_UUID}"
+            f"{variable}: {pod_dir!r} is not this pod's own directory ({foreign}): check "
+            f"{ENV_POD_UUID} is this pod's UUID, and move that file away or use another {variable}"
         )
+
+
+def _own_dir_help(variable: str) -> str:
+    # A kubelet makes a missing subPath directory itself, as root with mode 0750: the job cannot use that one.
+    if variable != ENV_POD_DIR:
+        return ""
+    return (
+        ". In Kubernetes, an init container running as root must make it before the job starts, owned by the "
+        "job's uid with mode 0700: `install -d -m 0700 -o UID -g GID /spool/$(POD_UID)` "
+        "(see deploy/kubernetes/example-job/job.yaml)"
+    )
+
+
+def parse_pod_dir(value: Any, source: str) -> str:
+    """The pod directory given directly: absolute, and never a file system's root (it needs a parent)."""
+    path = os.path.abspath(os.path.expanduser(str(value)))
+    if os.path.dirname(path) == path:
+        raise ConfigError(f"{source}={value!r} is a file system's root: name the pod's own directory")
+    return path
 
 
 def _writable_dir(path: str) -> bool:

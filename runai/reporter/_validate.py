@@ -30,6 +30,7 @@ __all__ = [
 ENV_POD_UUID = "podUUID"
 ENV_GATEWAY_URL = "reporterGatewayURL"
 ENV_SPOOL_DIR = "reporterSpoolDir"
+ENV_POD_DIR = "reporterPodDir"
 ENV_PUSH_INTERVAL = "reporterPushInterval"
 ENV_FINISH_TIMEOUT = "reporterFinishTimeout"
 ENV_RETRY_TIMEOUT = "reporterRetryTimeout"

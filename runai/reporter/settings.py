@@ -36,7 +36,7 @@ from ._setting_argv import (
 # variables' names), so that its names are listed once, there; those used here are imported by name too.
 from ._setting_fields import *  # noqa: F403
 from ._setting_fields import Setting, Settings, check_keywords, options_of, settings_of
-from ._spool_dirs import check_pod_dir, default_spool_dir, resolve_spool_dir
+from ._spool_dirs import check_own_pod_dir, check_pod_dir, default_spool_dir, parse_pod_dir, resolve_spool_dir
 from ._validate import (
     ENV_CA_FILE,
     ENV_GATEWAY_URL,
@@ -67,6 +67,7 @@ __all__ = [
     "load_settings",
     "normalize_gateway_url",
     "option_names",
+    "parse_pod_dir",
     "read_secret_file",
     "recover_command",
     "redact_url",
@@ -117,6 +118,9 @@ def load_settings(
         check_sinks(values["gateway_url"], values["remote_write_url"])
     _check_credentials(values, env)
     settings = settings_class(**values)
+    if settings.own_pod_dir is not None:  # given directly: its name need not be the pod's, nor its parent the root
+        check_own_pod_dir(settings.own_pod_dir, settings.pod_uuid, for_writing)
+        return settings
     # Belt and braces: whatever check_pod_uuid allowed must still land directly
     # under the spool root once symlinks and '..' are resolved.
     if os.path.dirname(os.path.realpath(settings.pod_dir)) != os.path.realpath(settings.spool_dir):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import signal
 from typing import Any, TypeAlias
 
-from runai.reporter.settings import ConfigError, Settings, option_names, settings_from_args
+from runai.reporter.settings import ENV_POD_DIR, ConfigError, Settings, option_names, settings_from_args
 
 __all__ = [
     "EXIT_BROKEN_PIPE",
@@ -38,16 +39,20 @@ def command_settings(
     *,
     for_writing: bool = True,
     also: dict[str, str] | None = None,
+    one_pod: bool = True,
     **overrides: Any,
 ) -> Settings:
     """The settings from the command's options (*pod_uuid*, when given, instead of --pod-uuid), else the environment.
 
-    A ConfigError names the command's option as well as the variable (see :func:`name_options`).
+    *one_pod* False (the agent, ``recover --all``): each pod is one under the spool root, whatever
+    ``reporterPodDir`` (one pod's own directory) says. A ConfigError names the command's option as well as the
+    variable (see :func:`name_options`).
     """
     if pod_uuid:
         overrides["pod_uuid"] = pod_uuid
+    environ = None if one_pod else {k: v for k, v in os.environ.items() if k != ENV_POD_DIR}
     try:
-        return settings_from_args(args, for_writing=for_writing, **overrides)
+        return settings_from_args(args, environ=environ, for_writing=for_writing, **overrides)
     except ConfigError as exc:
         raise ConfigError(name_options(str(exc), args, also or {})) from None
 

@@ -77,12 +77,12 @@ def _seconds(text: str) -> float:
 
 def _agent(args: argparse.Namespace) -> int:
     # A pod's name is checked when the agent delivers it; this one only checks the other settings, now.
-    settings = command_settings(args, "runai-agent", for_writing=False)
+    settings = command_settings(args, "runai-agent", for_writing=False, one_pod=False)
     from ..agent.main import serve_agent  # imports prometheus_client and watchdog, which `--help` does not need
 
     return serve_agent(
         settings,
-        lambda pod: command_settings(args, pod, for_writing=False),
+        lambda pod: command_settings(args, pod, for_writing=False, one_pod=False),
         metrics_address=args.metrics_address,
         metrics_port=args.metrics_port,
         max_deliveries=args.max_deliveries,

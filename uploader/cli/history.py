@@ -10,7 +10,14 @@ import os
 import sys
 
 from runai.reporter.safefs import open_pod_dir
-from runai.reporter.settings import ENV_POD_UUID, add_options, check_pod_uuid, resolve_spool_dir
+from runai.reporter.settings import (
+    ENV_POD_DIR,
+    ENV_POD_UUID,
+    add_options,
+    check_pod_uuid,
+    parse_pod_dir,
+    resolve_spool_dir,
+)
 
 from ..views.history import Entry, read_history
 from ..views.plot import X_AXES, plot_history
@@ -27,7 +34,7 @@ def add_history(commands: Commands) -> None:
     history = commands.add_parser(
         "history", help="every report a pod's spool holds, in order (table, CSV, JSON or a plot)"
     )
-    add_options(history, ["spool_dir"])
+    add_options(history, ["spool_dir", "own_pod_dir"])
     history.add_argument(
         "--pod-uuid",
         action="append",
@@ -71,11 +78,16 @@ def _history(args: argparse.Namespace) -> int:
     pods = [check_pod_uuid(pod, "--pod-uuid") for pod in args.pod_uuid] or [
         check_pod_uuid(os.environ.get(ENV_POD_UUID), f"--pod-uuid (or {ENV_POD_UUID})")
     ]
+    own = _own_pod_dir(args)
+    if own and len(set(pods)) > 1:
+        print("runai-uploader: --pod-dir is one pod's directory: name one --pod-uuid with it", file=sys.stderr)
+        return EXIT_USAGE
     entries = []
     for pod in dict.fromkeys(pods):
-        if os.path.lexists(os.path.join(root, pod)):
-            os.close(open_pod_dir(os.path.join(root, pod)))  # an unsafe one: main() says why, not "no reports"
-        entries += read_history(os.path.join(root, pod), args.metric, args.run)
+        pod_dir = own or os.path.join(root, pod)
+        if os.path.lexists(pod_dir):
+            os.close(open_pod_dir(pod_dir))  # an unsafe one: main() says why, not "no reports"
+        entries += read_history(pod_dir, args.metric, args.run, pod)
     if args.plot:
         return _plot(entries, pods, args.plot, args.x)
     rows = [_row(e) for e in entries]
@@ -87,10 +99,19 @@ def _history(args: argparse.Namespace) -> int:
         writer.writerows(rows)
     elif not rows:
         runs = f" (run {', '.join(args.run)})" if args.run else ""
-        print(f"no reports for pod {', '.join(pods)}{runs} in {root}")
+        print(f"no reports for pod {', '.join(pods)}{runs} in {own or root}")
     else:
         _table(rows, several=len(set(pods)) > 1)
     return EXIT_OK
+
+
+def _own_pod_dir(args: argparse.Namespace) -> str | None:
+    """--pod-dir; else $reporterPodDir when no pod or root is named (in a job's container: this pod's own)."""
+    if args.pod_dir:
+        return parse_pod_dir(args.pod_dir, "--pod-dir")
+    if args.pod_uuid or args.spool_dir or not os.environ.get(ENV_POD_DIR):
+        return None
+    return parse_pod_dir(os.environ[ENV_POD_DIR], ENV_POD_DIR)
 
 
 def _row(e: Entry) -> dict[str, object]:

@@ -22,14 +22,14 @@ from ..runtime.logsetup import log_to_stderr
 from ..runtime.signals import StopOnSignals
 from ..views.progress import Progress
 from ..views.status import spool_pods
-from ._common import EXIT_FAILED, EXIT_OK, INTERRUPTED, Commands, command_settings
+from ._common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, INTERRUPTED, Commands, command_settings
 
 __all__ = ["RecoveryPrinter", "add_recover", "print_summary"]
 
 
 def add_recover(commands: Commands, common: tuple[str, ...]) -> None:
     recover = commands.add_parser("recover", help="upload everything a pod (or every pod) left undelivered")
-    add_options(recover, common)
+    add_options(recover, [*common, "own_pod_dir"])
     recover.add_argument(
         "--all",
         action="store_true",
@@ -59,6 +59,11 @@ def add_recover(commands: Commands, common: tuple[str, ...]) -> None:
 def _recover(args: argparse.Namespace) -> int:
     log_to_stderr(logging.WARNING)
     raise_open_files_limit()
+    if args.all and args.pod_dir:
+        print(
+            "runai-uploader: --pod-dir is one pod's directory: name the pod with --pod-uuid, not --all", file=sys.stderr
+        )
+        return EXIT_USAGE
     if args.all:
         spool_dir = resolve_spool_dir(args.spool_dir)
         pods = spool_pods(spool_dir)
@@ -70,7 +75,7 @@ def _recover(args: argparse.Namespace) -> int:
         spool_dir, pods = first.spool_dir, [first.pod_uuid]
 
     def settings_for(pod: str) -> Settings:
-        return command_settings(args, pod, for_writing=False)
+        return command_settings(args, pod, for_writing=False, one_pod=not args.all)
 
     with StopOnSignals() as stopper:
         # A pod named by itself goes where this command says; --all follows each job's own receivers.

@@ -60,12 +60,13 @@ def build_uploader(
                 on_progress=progress if on_progress is not None else None,
                 hooks=hooks,
                 lock=lock if one else None,
+                pod=settings.pod_uuid,  # its directory's name only under the spool root (reporterPodDir)
             )
             for i, sink in enumerate(sinks)
         ]
 
     def pending_on_disk() -> bool:
-        left = pending(settings.pod_dir, sinks)
+        left = pending(settings.pod_dir, sinks, settings.pod_uuid)
         return bool(left.writers_alive or left.reports)
 
     loops = SinkLoops(build, lock=None if one else lock, follow=options.follow, pending_on_disk=pending_on_disk)

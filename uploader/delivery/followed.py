@@ -49,8 +49,10 @@ class FollowedFiles:
         *,
         sink: str = GATEWAY,
         all_sinks: tuple[str, ...] | None = None,
+        pod: str | None = None,
     ) -> None:
         self.pod_dir = pod_dir
+        self.pod = pod  # the pod its files are delivered as; None: the directory's name (see other_pod)
         self.sink = sink  # whose progress the checkpoints read and written here are
         self.ignored: dict[str, str] = {}  # spool files that cannot be read at all -> why
         self._files: dict[str, FollowedFile] = {}
@@ -252,7 +254,7 @@ class FollowedFiles:
         if opened is None:
             return None  # still being created; the next scan tries again
         tail = opened.tail
-        foreign = other_pod(tail)
+        foreign = other_pod(tail, self.pod)
         if foreign is not None:  # never pushed under this pod's name: said once, as for a file that is no spool
             tail.close()
             logger.error("ignoring %s: %s", path, foreign)

@@ -46,8 +46,10 @@ def lock_refusal(pod_dir: str) -> tuple[str | None, int | None]:
         return f"its lock cannot be probed: {exc}", None  # UnsafePathError's message says what to do
 
 
-def pending(pod_dir: str, sinks: tuple[str, ...]) -> Pending:
-    """The reports of *pod_dir* not yet delivered to one of *sinks*, and its live writers, from disk."""
+def pending(pod_dir: str, sinks: tuple[str, ...], pod: str | None = None) -> Pending:
+    """The reports of *pod_dir* not yet delivered to one of *sinks*, and its live writers, from disk.
+
+    *pod*: the pod it is delivered as (default: the directory's name; see ``other_pod``)."""
     refused, _ = lock_refusal(pod_dir)
     if refused:
         return Pending(refused)
@@ -61,7 +63,7 @@ def pending(pod_dir: str, sinks: tuple[str, ...]) -> Pending:
         if opened is None:
             continue  # no complete header yet: nothing to count
         with opened.tail as tail:
-            if other_pod(tail) is not None:
+            if other_pod(tail, pod) is not None:
                 continue  # another pod's (or forged): never delivered here, so nothing pending
             writers += tail.writer_alive()
             reports += delivery_state(path, tail.spool_id, tail.size(), reader=tail, sinks=sinks).pending

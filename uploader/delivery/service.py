@@ -49,7 +49,8 @@ class Uploader(Pushing):
 
     *all_sinks*: every sink of the pod (a delivered file is deleted only once each has it); *on_progress* is
     called with (delivered_records, delivered_bytes) after each commit; *hooks* are told of pushes and commits;
-    *lock*: the pod's lock, held, when this is the pod's only loop (it hands the lock off before it exits).
+    *lock*: the pod's lock, held, when this is the pod's only loop (it hands the lock off before it exits);
+    *pod*: the pod whose files alone it delivers (default: the directory's name; see ``other_pod``).
     ``stop()`` may be called from any thread (or a signal handler), and twice.
     """
 
@@ -63,6 +64,7 @@ class Uploader(Pushing):
         on_progress: Callable[[int, int], None] | None = None,
         hooks: DeliveryHooks = NO_HOOKS,
         lock: PodLock | None = None,
+        pod: str | None = None,
     ) -> None:
         super().__init__(sink, on_progress, hooks)
         self.pod_dir = pod_dir
@@ -70,7 +72,7 @@ class Uploader(Pushing):
         self.follow = options.follow
         self.use_watchdog = options.use_watchdog
         # This loop reads and writes the sink's own checkpoint entries.
-        self._files = FollowedFiles(pod_dir, options.history_bytes, sink=sink.name, all_sinks=all_sinks)
+        self._files = FollowedFiles(pod_dir, options.history_bytes, sink=sink.name, all_sinks=all_sinks, pod=pod)
         self.ignored_files = self._files.ignored  # spool files that cannot be read at all -> why
         self._list_failures = RateLimitedLog(logger)  # a listing that fails every poll: a line a minute
 

@@ -44,14 +44,18 @@ def run_of(spool_file: str) -> str:
     return spool_file if pid is None else f"w{pid}"
 
 
-def read_history(pod_dir: str, names: Iterable[str] = (), runs: Iterable[str] = ()) -> list[Entry]:
+def read_history(
+    pod_dir: str, names: Iterable[str] = (), runs: Iterable[str] = (), pod: str | None = None
+) -> list[Entry]:
     """The reports of *pod_dir* (only *names* and *runs*, if given), in report order, with their steps.
+
+    *pod*: the pod they are shown as (default: the directory's name; one given directly may have any name).
 
     A parameter appears only when its value changed, so it reads as its
     history of changes.
     """
     wanted, wanted_runs = set(names), {_run_name(run) for run in runs}
-    pod = os.path.basename(pod_dir)
+    pod = os.path.basename(pod_dir) if pod is None else pod
     entries: list[tuple[float, int, int, Entry]] = []
     steps: dict[str, dict[str, list[tuple[float, float]]]] = {}  # run -> step name -> (ts, value), by time
     for order, name in enumerate(spool_file_names(pod_dir)):

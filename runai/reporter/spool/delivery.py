@@ -69,26 +69,28 @@ def receiver_kinds(pod_dir: str) -> frozenset[str] | None:
     return frozenset(kinds) if known else None
 
 
-def other_pod(tail: SpoolTail) -> str | None:
-    """Why the spool file *tail* (its header read) is not its directory's pod's, or None if it is.
+def other_pod(tail: SpoolTail, pod: str | None = None) -> str | None:
+    """Why the spool file *tail* (its header read) is not the pod *pod*'s, or None if it is.
 
-    The directory's name is the podUUID every report of it is delivered under: a file whose header
-    names another pod (or none) was written for another pod, or forged, and is never delivered as this one.
+    *pod* is the podUUID every report of the directory is delivered under; None: the directory's name (a pod
+    directory under the spool root; one given directly, ``reporterPodDir``, may have any name). A file whose
+    header names another pod (or none) was written for another pod, or forged, and is never delivered as this one.
     """
-    pod = os.path.basename(os.path.dirname(tail.path))
+    whose = "this pod's UUID" if pod is not None else "its directory's name"
+    pod = os.path.basename(os.path.dirname(tail.path)) if pod is None else pod
     if tail.pod_uuid == pod:
         return None
     named = "no pod" if tail.pod_uuid is None else f"pod {tail.pod_uuid[:100]!r}"
     return (
-        f"its header names {named}, not {pod!r} (its directory's name): written for another pod or forged, "
+        f"its header names {named}, not {pod!r} ({whose}): written for another pod or forged, "
         "it is never delivered under this pod's name; remove it"
     )
 
 
-def foreign_spool(pod_dir: str) -> str | None:
-    """Why *pod_dir* is not this pod's own (a spool file in it names another pod), or None.
+def foreign_spool(pod_dir: str, pod: str | None = None) -> str | None:
+    """Why *pod_dir* is not the pod *pod*'s own (a spool file in it names another pod), or None.
 
-    The first :data:`FOREIGN_CHECK_FILES` spool files are read, their header only.
+    *pod*: as for :func:`other_pod`. The first :data:`FOREIGN_CHECK_FILES` spool files are read, their header only.
     """
     for name in spool_file_names(pod_dir)[:FOREIGN_CHECK_FILES]:
         try:
@@ -98,7 +100,7 @@ def foreign_spool(pod_dir: str) -> str | None:
         if opened is None:
             continue
         with opened.tail as tail:
-            why = other_pod(tail)
+            why = other_pod(tail, pod)
         if why is not None:
             return f"{name}: {why}"
     return None
