@@ -188,8 +188,47 @@ def test_agent_and_job_share_the_spool_on_a_host_path() -> None:
         assert not any("emptyDir" in v for v in pod["volumes"]), f"{kind}: an emptyDir dies with the pod"
         for container in pod["containers"]:
             path, volume = _spool_mount(pod, container)
-            assert path == spool and volume["hostPath"]["path"] == spool
+            assert volume["hostPath"]["path"] == spool
+            assert path == spool or kind == "Job"  # the job mounts its own pod's directory alone (below)
             assert {"configMapRef": {"name": "runai-reporter"}} in container["envFrom"]
+
+
+def _env(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+
+def test_the_job_mounts_only_its_own_pods_directory_named_in_reporter_pod_dir() -> None:
+    pod = _pod("Job")
+    (train,) = pod["containers"]
+    (mount,) = [m for m in train["volumeMounts"] if "hostPath" in {v["name"]: v for v in pod["volumes"]}[m["name"]]]
+    # Only the subdirectory named by the pod's UID: the node's spool root, and every other pod's, unseen.
+    assert mount["subPathExpr"] == "$(POD_UID)" and "subPath" not in mount
+    env = _env(train)
+    uid = {"fieldRef": {"fieldPath": "metadata.uid"}}
+    assert env["POD_UID"] == env["podUUID"] == uid  # the directory's name on the host is the pod it reports as
+    assert env["reporterPodDir"] == mount["mountPath"]
+
+
+def test_the_jobs_init_container_makes_the_pod_directory_as_root_with_chown_alone() -> None:
+    pod = _pod("Job")
+    (init,) = pod["initContainers"]
+    mount_path, volume = _spool_mount(pod, init)
+    assert volume["hostPath"]["path"] == _kind("ConfigMap")["data"]["reporterSpoolDir"]
+    assert "subPathExpr" not in init["volumeMounts"][0]  # the root: where the pod's directory is made
+    assert _env(init)["POD_UID"] == {"fieldRef": {"fieldPath": "metadata.uid"}}
+    # python3 -c SCRIPT PATH UID GID: the directory given to the pod's own user and group.
+    assert init["command"][:2] == ["python3", "-c"]
+    compile(init["command"][2], "job.yaml", "exec")
+    path, uid, gid = init["command"][3:]
+    assert path == f"{mount_path}/$(POD_UID)"
+    security = pod["securityContext"]
+    assert (int(uid), int(gid)) == (security["runAsUser"], security["runAsGroup"]) and int(uid) != 0
+    context = init["securityContext"]
+    assert context["runAsUser"] == 0 and context["runAsNonRoot"] is False  # the pod's runAsNonRoot, overridden
+    assert context["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN"]}
+    assert context["allowPrivilegeEscalation"] is False and context["readOnlyRootFilesystem"] is True
+    (train,) = pod["containers"]
+    assert "runAsUser" not in train.get("securityContext", {})  # the job itself runs as the pod's user
 
 
 def test_job_reports_as_its_own_pod() -> None:
