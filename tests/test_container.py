@@ -8,15 +8,15 @@ real Pushgateway on 127.0.0.1.
 
 from __future__ import annotations
 
+import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
 import uuid
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 import yaml
@@ -33,14 +33,15 @@ from harness import (
     wait_for,
 )
 from runai.reporter import __version__
+from runai.reporter.spool import SPOOL_SUFFIX
+from tests._container import base_image, find_engine, run_args, sh
 
 pytestmark = pytest.mark.e2e
 
 BUILD = os.path.join(REPO, "deploy", "container", "build.sh")
 DAEMONSET = os.path.join(REPO, "deploy", "kubernetes", "daemonset.yaml")
-BASE = "localhost/runai-base:bookworm"
+JOB = os.path.join(REPO, "deploy", "kubernetes", "example-job", "job.yaml")
 IMAGE = "localhost/runai-reporter:e2e"
-CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "runai-reporter")
 SPOOL = "/var/lib/runai-reporter"  # where the DaemonSet mounts the node's spool
 
 # A pod that reports, then dies with its uploader before delivering: its gateway never answered.
@@ -57,58 +58,14 @@ sys.stdin.read()  # until killed
 """
 
 
-def _engine() -> list[str]:
-    """The engine's command line (podman with runc where it is there, as build.sh runs it), or a skip."""
-    for name in ("podman", "docker"):
-        path = shutil.which(name)
-        if path:
-            runtime = ["--runtime", "runc"] if name == "podman" and shutil.which("runc") else []
-            return [path, *runtime]
-    pytest.skip("no container engine: apt-get install podman runc mmdebstrap (scripts/test.sh installs them)")
-
-
-def _run_args(engine: list[str]) -> list[str]:
-    # podman's default open-file limit is more than this kind of host lets a container have (build.sh's note).
-    return ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"] if "podman" in engine[0] else []
-
-
-def _sh(*args: str, timeout: float = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, env=env)
-    assert done.returncode == 0, f"{' '.join(args[:4])}... exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
-    return done
-
-
-def _base(engine: list[str]) -> str:
-    """A local bookworm image with python3 and venv: imported from a cached mmdebstrap tarball, made if need be."""
-    if subprocess.run([*engine, "image", "inspect", BASE], capture_output=True).returncode == 0:
-        return BASE
-    tarball = os.path.join(CACHE, "rootfs-bookworm.tar")
-    if not os.path.exists(tarball):
-        if not shutil.which("mmdebstrap"):
-            pytest.fail("mmdebstrap is not installed: apt-get install mmdebstrap (scripts/test.sh installs it)")
-        os.makedirs(CACHE, exist_ok=True)
-        _sh(
-            "mmdebstrap",
-            "--quiet",
-            "--format=tar",
-            "--variant=minbase",
-            "--include=python3,python3-venv",
-            "bookworm",
-            tarball + ".part",
-        )
-        os.replace(tarball + ".part", tarball)
-    _sh(*engine, "import", tarball, BASE)
-    return BASE
-
-
 @pytest.fixture(scope="module")
 def image() -> Iterator[tuple[list[str], str]]:
     """(the engine's command line, the image build.sh built and named)."""
-    engine = _engine()
-    base = _base(engine)
+    engine = find_engine()
+    base = base_image(engine)
     env = dict(os.environ, ENGINE=engine[0], PYTHON=sys.executable)
     started = time.monotonic()
-    done = _sh(BUILD, "--base", base, "--tag", IMAGE, env=env)
+    done = sh(BUILD, "--base", base, "--tag", IMAGE, env=env)
     print(f"build.sh took {time.monotonic() - started:.1f} s")
     assert done.stdout == f"{IMAGE}\n", "build.sh prints the tag, alone, on stdout"
     yield engine, IMAGE
@@ -122,11 +79,9 @@ def test_the_image_holds_the_package_and_no_build_tools(image: tuple[list[str], 
         "print(os.getuid(), r.__version__, [m for m in ('torch', 'pip', 'setuptools') if u.find_spec(m)], "
         "[t for t in ('gcc', 'cc', 'make') if shutil.which(t)])"
     )
-    done = _sh(
-        *engine, "run", "--rm", *_run_args(engine), "--network=none", "--entrypoint", "python3", tag, "-c", check
-    )
+    done = sh(*engine, "run", "--rm", *run_args(engine), "--network=none", "--entrypoint", "python3", tag, "-c", check)
     assert done.stdout.strip().split(maxsplit=2) == ["65534", __version__, "[] []"]  # nobody by default
-    version = _sh(*engine, "run", "--rm", *_run_args(engine), "--network=none", tag, "--version")
+    version = sh(*engine, "run", "--rm", *run_args(engine), "--network=none", tag, "--version")
     assert __version__ in version.stdout + version.stderr  # the entry point is runai-uploader
 
 
@@ -187,13 +142,13 @@ def test_the_agent_container_delivers_a_dead_pod_and_stops_on_sigterm(
     args, caps = _agent_command(port)
     name = f"runai-agent-{uuid.uuid4().hex[:12]}"
     # As the DaemonSet runs it: root with its capabilities only, a read-only root, the ConfigMap's variables.
-    _sh(
+    sh(
         *engine,
         "run",
         "--detach",
         "--name",
         name,
-        *_run_args(engine),
+        *run_args(engine),
         "--network=host",
         "--read-only",
         "--user=0",
@@ -225,10 +180,10 @@ def test_the_agent_container_delivers_a_dead_pod_and_stops_on_sigterm(
         except AssertionError as exc:
             raise AssertionError(f"{exc}; the gateway has {gateway.series(pod)}; {_logs(engine, name)}") from None
         started = time.monotonic()
-        _sh(*engine, "stop", "--time=10", name, timeout=60)
+        sh(*engine, "stop", "--time=10", name, timeout=60)
         stopped = time.monotonic() - started
         print(f"{engine[0]} stop took {stopped:.2f} s")
-        status = _sh(*engine, "inspect", "--format", "{{.State.ExitCode}}", name).stdout.strip()
+        status = sh(*engine, "inspect", "--format", "{{.State.ExitCode}}", name).stdout.strip()
         logs = _logs(engine, name)
         assert status == "0", logs
         assert stopped < 2, f"podman stop took {stopped:.2f} s: {logs}"
@@ -240,3 +195,99 @@ def test_the_agent_container_delivers_a_dead_pod_and_stops_on_sigterm(
 def _logs(engine: list[str], name: str) -> str:
     done = subprocess.run([*engine, "logs", name], capture_output=True, text=True, timeout=60)
     return done.stdout + done.stderr
+
+
+def _job_pod() -> dict[str, Any]:
+    with open(JOB, encoding="utf-8") as f:
+        return yaml.safe_load(f)["spec"]["template"]["spec"]  # type: ignore[no-any-return]
+
+
+def _init_step(engine: list[str], tag: str, root: str, pod: str) -> subprocess.CompletedProcess[str]:
+    """The job's init container, as the kubelet runs it: root with its capabilities only, the spool root mounted."""
+    (init,) = _job_pod()["initContainers"]
+    (mount,) = init["volumeMounts"]
+    context = init["securityContext"]
+    argv = [a.replace("$(POD_UID)", pod) for a in init["command"]]
+    command = (
+        *engine,
+        "run",
+        "--rm",
+        *run_args(engine),
+        "--network=none",
+        "--read-only",
+        f"--user={context['runAsUser']}",
+        "--cap-drop=ALL",
+        *[f"--cap-add={c}" for c in context["capabilities"]["add"]],
+        "--security-opt=no-new-privileges",
+        "--volume",
+        f"{root}:{mount['mountPath']}",
+        "--entrypoint",
+        argv[0],
+        tag,
+        *argv[1:],
+    )
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+
+
+def test_the_example_jobs_init_step_and_subpath_mount_deliver_and_hide_the_node_spool(
+    image: tuple[list[str], str], gateway: Pushgateway, tmp_path: str, pod: str
+) -> None:
+    engine, tag = image
+    pod_spec = _job_pod()
+    (train,) = pod_spec["containers"]
+    (mount,) = train["volumeMounts"]
+    env = {e["name"]: e.get("value") for e in train["env"]}
+    user = f"{pod_spec['securityContext']['runAsUser']}:{pod_spec['securityContext']['runAsGroup']}"
+    # The node's spool root as the agent makes it (root's, sticky), with another pod's directory in it.
+    root = os.path.join(str(tmp_path), "node-spool")
+    os.makedirs(os.path.join(root, "pod-other"), mode=0o700)
+    os.chmod(root, 0o1777)
+    # One the kubelet made (root's, 0750) is the job's once the init step ran; the pod restarted, it stays so;
+    # one another uid made under the pod's name is refused, not taken over.
+    os.mkdir(os.path.join(root, pod), 0o750)
+    for _ in range(2):
+        assert _init_step(engine, tag, root, pod).returncode == 0
+        info = os.stat(os.path.join(root, pod))
+        assert (info.st_uid, info.st_gid, info.st_mode & 0o7777) == (1000, 1000, 0o700)
+    os.chown(os.path.join(root, "pod-other"), 54322, 54322)
+    refused = _init_step(engine, tag, root, "pod-other")
+    assert refused.returncode == 1 and "another user made it" in refused.stderr, refused.stderr
+    assert os.stat(os.path.join(root, "pod-other")).st_uid == 54322
+    # The job's own program, then what it can see: its directory alone, where reporterPodDir says, not the root.
+    seen = f"print(json.dumps([os.path.exists({SPOOL!r}), sorted(os.listdir({mount['mountPath']!r}))]))"
+    program = f"{train['command'][-1]}\nimport json, os\n{seen}"
+    done = sh(
+        *engine,
+        "run",
+        "--rm",
+        *run_args(engine),
+        "--network=host",
+        f"--user={user}",
+        "--cap-drop=ALL",
+        "--security-opt=no-new-privileges",
+        "--volume",
+        f"{os.path.join(root, pod)}:{mount['mountPath']}",  # subPathExpr: $(POD_UID), as the kubelet mounts it
+        "--env",
+        f"podUUID={pod}",
+        "--env",
+        f"reporterPodDir={env['reporterPodDir']}",
+        "--env",
+        f"reporterSpoolDir={SPOOL}",  # the ConfigMap's: the node's root, not mounted in the job
+        "--env",
+        f"reporterGatewayURL={gateway.url}",
+        "--entrypoint",
+        "python3",
+        tag,
+        "-c",
+        program,
+        timeout=120,
+    )
+    root_seen, listing = json.loads(done.stdout.strip().splitlines()[-1])
+    assert root_seen is False and "pod-other" not in listing
+    assert any(name.endswith(SPOOL_SUFFIX) for name in listing), listing
+    # The job's own uploader delivered everything under the pod's own name, before finish() returned.
+    assert {k: v for k, (_, v) in gateway.series(pod).items()} == {
+        metric_name("loss"): 0.1,
+        parameter_name("optimizer"): 1.0,
+    }, done.stderr
+    assert gateway.series("pod-other") == {}
