@@ -63,7 +63,7 @@ class Slots:
         self.size, self.per_owner, self.live_max = size, owner_bound(size, per_owner), live_bound(size)
         self._wake = wake
         self._dead, self._live = _Class(), _Class()
-        self._where: dict[str, Queued] = {}  # each queued name: where its one live entry is
+        self._where: dict[str, Queued] = {}  # each queued name: its current entry (any older one is stale)
         self._offered: Queued | None = None  # the last name handed out, until held
         self._held: dict[str, Queued] = {}  # the deliveries holding a slot
         self._owners: Counter[int] = Counter()  # slots held, per owner
