@@ -120,11 +120,12 @@ class Hostile:
         return held
 
     def check_bounds(self) -> None:
-        """Each owner held its bound at most, all together the live pods' share, and every owner was served."""
+        """Each owner held its bound at most, and all together the live pods' share: no more, and no less (their
+        deliveries last as long as their writers; the pods were taken as they were found, so which owners got
+        them is not said here: test_slots.py checks the turns of pods waiting together)."""
         held = self.taken()
         assert max(self.most.values()) <= MAX_DELIVERIES // 4, f"an owner held more than its bound: {self.most}"
-        assert sum(held.values()) <= MAX_DELIVERIES - MAX_DELIVERIES // 4, held
-        assert set(held) == set(OWNERS), f"owners were not served in turn: {held}"
+        assert sum(held.values()) == MAX_DELIVERIES - MAX_DELIVERIES // 4, held
         assert self.agent.proc.poll() is None, self.agent.stderr()
 
 

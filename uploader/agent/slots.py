@@ -17,13 +17,17 @@ their deliveries ends, and a pod queued again, or gone, leaves its old entry beh
 
 from __future__ import annotations
 
+import logging
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
 
+from ..runtime.ratelog import RateLimitedLog
 from .config import DEAD_SHARE, OWNER_SHARE
 
 __all__ = ["Queued", "Slots", "live_bound", "owner_bound"]
+
+logger = logging.getLogger(__name__)
 
 
 def owner_bound(size: int, per_owner: int = 0) -> int:
@@ -69,6 +73,7 @@ class Slots:
         self._owners: Counter[int] = Counter()  # slots held, per owner
         self.live_held = 0  # slots held by pods queued live
         self._ended: deque[str] = deque()
+        self._bounded = RateLimitedLog(logger)  # an owner at its bound with pods waiting: a line a minute
 
     @property
     def held(self) -> int:
@@ -150,6 +155,13 @@ class Slots:
             owner = group.turns.popleft()
             if self._owners[owner] >= self.per_owner:
                 group.waiting.add(owner)  # back in turn when one of its deliveries ends
+                self._bounded.log(
+                    logging.INFO,
+                    str(owner),
+                    "uid %d holds %d delivery slots, its bound (--max-deliveries-per-owner): its other pods wait",
+                    owner,
+                    self.per_owner,
+                )
                 continue
             entry = self._pop(group.pods[owner])
             if group.pods[owner]:
