@@ -139,3 +139,22 @@ def test_an_owner_at_its_bound_churning_pods_keeps_the_queue_small() -> None:
     slots.queue("last", 1000, live=True)
     _end(slots, "held-0")
     assert _take_all(slots) == ["last"]
+
+
+@pytest.mark.parametrize("value", ["-1", "two", "1.5"])
+def test_the_per_owner_option_takes_a_whole_number_and_names_the_fix(value: str, capsys) -> None:
+    from uploader.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["agent", f"--max-deliveries-per-owner={value}"])
+    assert exited.value.code == 2
+    assert f"{value!r} is not a whole number (0 or more)" in capsys.readouterr().err
+
+
+def test_the_agents_help_shows_the_per_owner_default(capsys) -> None:
+    from uploader.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["agent", "--help"])
+    assert exited.value.code == 0
+    assert "--max-deliveries-per-owner" in (out := capsys.readouterr().out) and "0: 25% of --max-" in out

@@ -40,8 +40,8 @@ def add_agent(commands: Commands) -> None:
         "--max-deliveries-per-owner",
         type=_whole,
         default=0,
-        help=f"slots the pods of one owner (a pod directory's uid) may hold at once (default, or 0: "
-        f"{OWNER_SHARE:.0%} of --max-deliveries); a quarter of the slots is kept for pods no writer is alive in",
+        help="slots the pods of one owner (a pod directory's uid) may hold at once (default, or 0: "
+        f"{OWNER_SHARE * 100:g}%% of --max-deliveries); a quarter of the slots is kept for pods no writer is alive in",
     )
     agent.add_argument(
         "--grace-seconds",
