@@ -4,6 +4,8 @@
 * :mod:`.pods`: :class:`~.pods.Agent`, each pod's state (idle, active, queued, taken, refused) and the loop
   over them;
 * :mod:`.schedule`: what each pass looks at: the pods due (a heap), the delivery slots' queue, the state counts;
+* :mod:`.slots`: who gets a delivery slot (dead pods first, owners in turn, each owner's slots bounded), and
+  :mod:`.waiting`: a live pod waiting for one, probed until its writers die;
 * :mod:`.judge`: a pod judged from stat, headers and checkpoints, reading a bounded block at most, and what
   the agent keeps of each judgement (:class:`~.judge.PodJudge`);
 * :mod:`.idle`: idle pods watched through one inotify instance, not polled;

@@ -10,11 +10,13 @@ __all__ = [
     "IDLE_POLL_SECONDS",
     "IDLE_WATCHED_POLL_SECONDS",
     "LOCK_POLL_SECONDS",
+    "DEAD_SHARE",
     "MAX_DELIVERIES",
     "MAX_IDLE_WATCHES",
     "METRICS_ADDRESS",
     "MIN_SLEEP_SECONDS",
     "NEW_POD_SECONDS",
+    "OWNER_SHARE",
     "POLL_SECONDS",
     "REFUSED_POLL_SECONDS",
     "REJUDGE_SECONDS",
@@ -27,6 +29,11 @@ __all__ = [
 
 GRACE_SECONDS = 2.0  # a new live writer's job starts its own uploader in about 0.3 s; this leaves it room
 MAX_DELIVERIES = 256  # pods delivered at once, a thread and a connection each
+# Of those slots (docs/agent.md, "Who gets a slot"): one owner (a pod directory's uid) holds at most this share
+# unless --max-deliveries-per-owner says (64 of 256), and this share is kept for pods with no writer alive (a
+# live pod's delivery may hold its slot for ever: a dying pod must still find one).
+OWNER_SHARE = 0.25
+DEAD_SHARE = 0.25
 METRICS_ADDRESS = "127.0.0.1"  # where its metrics are served unless told (in a pod, its IP)
 
 # -- how often it looks ------------------------------------------------------------------

@@ -25,6 +25,7 @@ def serve_agent(
     metrics_address: str,
     metrics_port: int | None,
     max_deliveries: int,
+    max_deliveries_per_owner: int = 0,
     grace: float,
     any_receiver: bool = False,
 ) -> int:
@@ -42,6 +43,7 @@ def serve_agent(
         settings.sinks,
         metrics,
         max_deliveries=max_deliveries,
+        max_deliveries_per_owner=max_deliveries_per_owner,
         grace=grace,
         any_receiver=any_receiver,
     )

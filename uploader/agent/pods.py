@@ -13,8 +13,8 @@ Liveness is the pod lock itself (:class:`~runai.reporter.spool.PodLock`, an
 * *active*: reports pending or writers alive. Its lock is probed (shared: its
   holder is never disturbed) every :data:`LOCK_POLL_SECONDS`. A new live writer
   gets :data:`GRACE_SECONDS` from its file's birth to start its own uploader.
-* *queued*: free to take, waiting for one of ``--max-deliveries`` slots, in order
-  (judged once; taking its lock is the probe).
+* *queued*: free to take, waiting for a slot: dead pods first, owners in turn, each owner's slots bounded
+  (:mod:`.slots`); judged once (taking its lock is the probe), a live one probed while it waits (:mod:`.waiting`).
 * *taken*: delivered (:class:`PodDelivery`, a thread) until its writers are gone
   and everything is delivered (an unreachable sink is retried for ever); the lock
   is handed off as any uploader does, and the pod is idle (unjudged) if all was
@@ -58,6 +58,7 @@ from .judge import Judged, PodJudge, printable
 from .metrics import AgentMetrics
 from .schedule import ACTIVE, IDLE, QUEUED, REFUSED, TAKEN, DueTimes, Pod, States
 from .slots import Slots
+from .waiting import still_live
 
 __all__ = ["Agent"]
 
@@ -80,6 +81,7 @@ class Agent:
         metrics: AgentMetrics,
         *,
         max_deliveries: int = MAX_DELIVERIES,
+        max_deliveries_per_owner: int = 0,  # 0: a quarter of max_deliveries (see .slots)
         grace: float = GRACE_SECONDS,
         use_watchdog: bool = True,
         any_receiver: bool = False,
@@ -91,7 +93,7 @@ class Agent:
         self._wake = Wakeup()
         # A pass looks only at the pods due, the deliveries that ended, and the queue (see .schedule).
         self._due, self._states = DueTimes(), States()  # (the pods in each state: for the gauges)
-        self._slots = Slots(max_deliveries, self._wake.set)  # pods delivered at once (a thread and connection each)
+        self._slots = Slots(max_deliveries, self._wake.set, max_deliveries_per_owner)  # a thread, a connection each
         self._stopping = False
         self._dirs = Discovery(spool_dir, self._wake.set, use_watchdog)
         # max_idle_watches: None, the system's cap (see .idle.watch_cap)
@@ -152,7 +154,8 @@ class Agent:
         for name in gone:
             if self._pods[name].delivery is None:  # a delivery notices by itself, and ends
                 self._states[self._pods.pop(name).state] -= 1
-                self._due.discard(name)  # (left in the queue, if there: skipped when its turn comes)
+                self._due.discard(name)
+                self._slots.drop(name)
                 self._idle_watch.unwatch(name)
                 self.metrics.forget(name)
                 self._gone.log(logging.INFO, "gone", "pod %s: its directory is gone", printable(name))
@@ -162,7 +165,9 @@ class Agent:
 
     def _tend_safely(self, pod: Pod, now: float) -> None:
         try:
-            if pod.state == IDLE and not self._judging.listing_changed(pod):
+            if pod.state == QUEUED and still_live(pod):  # a live pod waiting for a slot (see .waiting)
+                self._due.set(pod.name, now + LOCK_POLL_SECONDS)
+            elif pod.state == IDLE and not self._judging.listing_changed(pod):
                 self._idle(pod, now)
             else:
                 self._check(pod, now)
@@ -217,11 +222,13 @@ class Agent:
             # Its own uploader may be starting: looked at every second meanwhile (a writer dying in it is taken).
             self._due.set(pod.name, min(pod.grace_until, now + LOCK_POLL_SECONDS))
             return
-        # Queued for a delivery slot, in order, and not looked at again while it waits: re-judging every
-        # waiting pod each second made a catch-up quadratic. Taking its lock, when its turn comes, is the probe.
+        # Queued for a delivery slot (.slots), and not judged again while it waits: re-judging every waiting pod
+        # each second made a catch-up quadratic. Taking its lock, when its turn comes, is the probe.
         pod.queued = status
         self._states.move(pod, QUEUED)
-        self._slots.queue(pod.name)
+        self._slots.queue(pod.name, pod.owner, status.writers_alive > 0)
+        if status.writers_alive:  # probed while it waits: once they die, it goes among the dead (.waiting)
+            self._due.set(pod.name, now + LOCK_POLL_SECONDS)
 
     def _judge(self, pod: Pod, now: float, held: bool = False) -> Judged | None:
         """Judge the pod (a held one only if its files changed); None if it is refused, or held and unchanged."""
@@ -239,12 +246,12 @@ class Agent:
         self._due.set(pod.name, now + REFUSED_POLL_SECONDS)
 
     def _take_queued(self) -> None:
-        """Free the slots of the deliveries that ended; start delivering queued pods, in order, into free ones."""
+        """Free the slots of ended deliveries; start delivering queued pods, in turn (.slots), into free ones."""
         self._reap()
-        while not self._stopping and (name := self._slots.next_queued(self._states[TAKEN])) is not None:
+        while not self._stopping and (name := self._slots.next_queued()) is not None:
             pod = self._pods.get(name)
-            if pod is None or pod.queued is None:
-                continue  # gone meanwhile
+            if pod is None or pod.state != QUEUED or pod.queued is None:
+                continue  # gone, or judged again, meanwhile
             status, pod.queued = pod.queued, None
             self._states.move(pod, ACTIVE)
             self._due.set(pod.name, time.monotonic() + LOCK_POLL_SECONDS)  # unless taken, looked at again then
@@ -282,6 +289,7 @@ class Agent:
         self._states.move(pod, TAKEN)
         self._due.discard(pod.name)  # looked at again when its delivery ends
         delivery.start()
+        self._slots.hold(pod.name)
 
     def _shutdown(self) -> None:
         self._idle_watch.stop()

@@ -7,7 +7,7 @@ import math
 
 from runai.reporter.settings import add_options
 
-from ..agent.config import GRACE_SECONDS, MAX_DELIVERIES, METRICS_ADDRESS
+from ..agent.config import GRACE_SECONDS, MAX_DELIVERIES, METRICS_ADDRESS, OWNER_SHARE
 from ..delivery.intent import ANY_RECEIVER
 from ._common import Commands, command_settings
 
@@ -37,6 +37,13 @@ def add_agent(commands: Commands) -> None:
         help=f"pods delivered at once, a thread each (default: {MAX_DELIVERIES})",
     )
     agent.add_argument(
+        "--max-deliveries-per-owner",
+        type=_whole,
+        default=0,
+        help="slots the pods of one owner (a pod directory's uid) may hold at once (default, or 0: "
+        f"{OWNER_SHARE * 100:g}%% of --max-deliveries); a quarter of the slots is kept for pods no writer is alive in",
+    )
+    agent.add_argument(
         "--grace-seconds",
         type=_seconds,
         default=GRACE_SECONDS,
@@ -56,6 +63,12 @@ def add_agent(commands: Commands) -> None:
 def _at_least_one(text: str) -> int:
     if not text.strip().isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
+def _whole(text: str) -> int:
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number (0 or more)")
     return int(text)
 
 
@@ -86,6 +99,7 @@ def _agent(args: argparse.Namespace) -> int:
         metrics_address=args.metrics_address,
         metrics_port=args.metrics_port,
         max_deliveries=args.max_deliveries,
+        max_deliveries_per_owner=args.max_deliveries_per_owner,
         grace=args.grace_seconds,
         any_receiver=args.any_receiver,
     )
