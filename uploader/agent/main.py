@@ -10,6 +10,7 @@ from runai.reporter.settings import Settings, warn_insecure_auth
 from ..runtime.limits import raise_open_files_limit
 from ..runtime.logsetup import log_lines_to_stderr
 from ..runtime.signals import StopOnSignals
+from .config import MAX_PODS_PER_OWNER
 from .metrics import AgentMetrics
 from .pods import Agent
 
@@ -26,6 +27,7 @@ def serve_agent(
     metrics_port: int | None,
     max_deliveries: int,
     grace: float,
+    max_pods_per_owner: int = MAX_PODS_PER_OWNER,
     any_receiver: bool = False,
 ) -> int:
     """Run the agent over *settings*' spool directory until SIGTERM or SIGINT; 0."""
@@ -42,6 +44,7 @@ def serve_agent(
         settings.sinks,
         metrics,
         max_deliveries=max_deliveries,
+        max_pods_per_owner=max_pods_per_owner,
         grace=grace,
         any_receiver=any_receiver,
     )

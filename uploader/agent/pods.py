@@ -31,7 +31,6 @@ timings named here are in :mod:`.config`.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from typing import Callable
 
@@ -41,22 +40,24 @@ from runai.reporter.spool import PodLock, holder_pid
 from ..delivery.intent import restrict
 from ..runtime.ratelog import RateLimitedLog
 from ..runtime.wakeup import Wakeup
+from .bound import OwnedStates, PodBound
 from .config import (
     GRACE_SECONDS,
     IDLE_POLL_SECONDS,
     LOCK_POLL_SECONDS,
     MAX_DELIVERIES,
+    MAX_PODS_PER_OWNER,
     MIN_SLEEP_SECONDS,
     NEW_POD_SECONDS,
     REFUSED_POLL_SECONDS,
     STOP_SECONDS,
 )
 from .delivery import PodDelivery, stop_all
-from .discover import Discovery, owner_of
+from .discover import Discovery
 from .idle import IdleWatch
 from .judge import Judged, PodJudge, printable
 from .metrics import AgentMetrics
-from .schedule import ACTIVE, IDLE, QUEUED, REFUSED, TAKEN, DueTimes, Pod, States
+from .schedule import ACTIVE, IDLE, QUEUED, REFUSED, TAKEN, DueTimes, Pod
 from .slots import Slots
 
 __all__ = ["Agent"]
@@ -84,13 +85,15 @@ class Agent:
         use_watchdog: bool = True,
         any_receiver: bool = False,
         max_idle_watches: int | None = None,
+        max_pods_per_owner: int = MAX_PODS_PER_OWNER,
     ) -> None:
         self.spool_dir, self.metrics, self._settings_for, self._sinks = spool_dir, metrics, settings_for, sinks
         self._judging = PodJudge(sinks, metrics, grace, any_receiver)  # grace: for a new writer's own uploader
         self._pods: dict[str, Pod] = {}
         self._wake = Wakeup()
         # A pass looks only at the pods due, the deliveries that ended, and the queue (see .schedule).
-        self._due, self._states = DueTimes(), States()  # (the pods in each state: for the gauges)
+        self._due, self._states = DueTimes(), OwnedStates()  # (the pods in each state: for the gauges)
+        self._bound = PodBound(spool_dir, self._states, self._drop, max_pods_per_owner)
         self._slots = Slots(max_deliveries, self._wake.set)  # pods delivered at once (a thread and connection each)
         self._stopping = False
         self._dirs = Discovery(spool_dir, self._wake.set, use_watchdog)
@@ -125,6 +128,7 @@ class Agent:
                     self._tend_safely(pod, time.monotonic())
                 self._take_queued()
                 self.metrics.set_states(self._states, self._idle_watch.count)
+                self.metrics.sweep(now)
                 due = min(self._due.next_due(), self._dirs.next_due)
                 self._wake.wait(max(MIN_SLEEP_SECONDS, due - time.monotonic()))
         finally:
@@ -134,29 +138,32 @@ class Agent:
     # -- discovery ---------------------------------------------------------------
 
     def _discover(self, now: float) -> None:
-        changes = self._dirs.changes(now, self._pods.keys())
-        if changes is None:
+        names = self._dirs.listing(now)
+        if names is None:
             return
-        made, gone = changes
-        for name in made:
-            path = os.path.join(self.spool_dir, name)
-            self._pods[name] = pod = self._states.add(Pod(name, path, now, owner_of(path)))
+        for name in self._bound.gone(names, self._pods):
+            if self._pods[name].delivery is None:  # a delivery notices by itself, and ends
+                self._drop(name)
+                self._gone.log(logging.INFO, "gone", "pod %s: its directory is gone", printable(name))
+        for pod in self._bound.admit(names, self._pods, now):  # (at most --max-pods-per-owner of each uid)
+            self._pods[pod.name] = self._states.add(pod)
             try:
-                check_pod_uuid(name, "the pod directory's name")
+                check_pod_uuid(pod.name, "the pod directory's name")
             except ConfigError as exc:  # a name is never given series: it could break the metrics page
                 self._refuse(pod, now, str(exc))
-                self._due.discard(name)  # a name does not change
+                self._due.discard(pod.name)  # a name does not change
                 continue
-            self._due.set(name, now)
-            logger.debug("pod %s: found", name)
-        for name in gone:
-            if self._pods[name].delivery is None:  # a delivery notices by itself, and ends
-                self._states[self._pods.pop(name).state] -= 1
-                self._due.discard(name)  # (left in the queue, if there: skipped when its turn comes)
-                self._idle_watch.unwatch(name)
-                self.metrics.forget(name)
-                self._gone.log(logging.INFO, "gone", "pod %s: its directory is gone", printable(name))
+            self._due.set(pod.name, now)
+            logger.debug("pod %s: found", pod.name)
         self.metrics.pods.set(len(self._pods))
+        self.metrics.untracked.set(self._bound.untracked)
+
+    def _drop(self, name: str) -> None:
+        """Stop following *name* (its directory is gone, or it was displaced: see .bound)."""
+        self._states.remove(self._pods.pop(name))
+        self._due.discard(name)  # (left in the queue, if there: skipped when its turn comes)
+        self._idle_watch.unwatch(name)
+        self.metrics.forget(name)
 
     # -- each pod ----------------------------------------------------------------
 
@@ -174,6 +181,7 @@ class Agent:
     def _idle(self, pod: Pod, now: float) -> None:
         # A directory just made is often still empty (its job creates its spool file next): looked at sooner.
         self._states.move(pod, IDLE)
+        self.metrics.pod_idle(pod.name, now)  # its delivered series go a while later: see .metrics
         later = self._idle_watch.next_look(pod.name, pod.path, IDLE_POLL_SECONDS)
         self._due.set(pod.name, now + (LOCK_POLL_SECONDS if now - pod.found < NEW_POD_SECONDS else later))
 

@@ -7,7 +7,7 @@ import math
 
 from runai.reporter.settings import add_options
 
-from ..agent.config import GRACE_SECONDS, MAX_DELIVERIES, METRICS_ADDRESS
+from ..agent.config import GRACE_SECONDS, MAX_DELIVERIES, MAX_PODS_PER_OWNER, METRICS_ADDRESS
 from ..delivery.intent import ANY_RECEIVER
 from ._common import Commands, command_settings
 
@@ -35,6 +35,13 @@ def add_agent(commands: Commands) -> None:
         type=_at_least_one,
         default=MAX_DELIVERIES,
         help=f"pods delivered at once, a thread each (default: {MAX_DELIVERIES})",
+    )
+    agent.add_argument(
+        "--max-pods-per-owner",
+        type=_at_least_one,
+        default=MAX_PODS_PER_OWNER,
+        help="pod directories of one uid followed at once; past it a new one displaces that uid's longest-idle "
+        f"pod, or waits unfollowed, counted and logged (default: {MAX_PODS_PER_OWNER})",
     )
     agent.add_argument(
         "--grace-seconds",
@@ -86,6 +93,7 @@ def _agent(args: argparse.Namespace) -> int:
         metrics_address=args.metrics_address,
         metrics_port=args.metrics_port,
         max_deliveries=args.max_deliveries,
+        max_pods_per_owner=args.max_pods_per_owner,
         grace=args.grace_seconds,
         any_receiver=args.any_receiver,
     )
