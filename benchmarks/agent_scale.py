@@ -199,7 +199,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="agent-scale-") as root:
         base = unpack_revision(args.baseline, root) if args.baseline else None
-        runs = [(n, None) for n in sizes] + [(int(n), base) for n in args.baseline_pods.split(",") if base]
+        runs = [(n, None) for n in sizes] + [(int(n), base) for n in args.baseline_pods.split(",") if base and n]
         for receiver in args.receivers.split(","):
             if receiver not in _NAMES:
                 parser.error(f"--receivers: {receiver!r} is none of {', '.join(_NAMES)}")
