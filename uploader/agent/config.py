@@ -32,8 +32,8 @@ GRACE_SECONDS = 2.0  # a new live writer's job starts its own uploader in about 
 MAX_DELIVERIES = 256  # pods delivered at once, a thread and a connection each
 METRICS_ADDRESS = "127.0.0.1"  # where its metrics are served unless told (in a pod, its IP)
 # Pod directories of one owner (uid) followed at once; past it, a new one displaces that owner's longest-idle pod,
-# or waits untracked. Measured (docs/agent.md, Measured): about 2 KiB of RSS per idle pod followed, so even 10
-# owners at the bound stay far under the DaemonSet's 512Mi.
+# or waits untracked. Measured (docs/agent.md, Measured): about 1.2 KiB of RSS per idle pod followed (and 0.35 KiB
+# per untracked name), so even 10 owners at the bound stay far under the DaemonSet's 512Mi.
 MAX_PODS_PER_OWNER = 10_000
 
 # -- how often it looks ------------------------------------------------------------------
