@@ -20,6 +20,11 @@ spool directory, a fresh receiver is started (a real Pushgateway; ``gateway-unch
   the gateway, the median of --delays pods; beside it ``runai-uploader recover`` started at the kill.
 
 With --baseline REV the agent of git revision REV runs too, on the --baseline-pods sizes, in the same run.
+
+--empty 10000,100000 adds rows of EMPTY pod directories of one non-root uid (issue 22, point 3): the agent's idle
+RSS (before and after a scrape of the whole page), idle CPU and the whole /metrics page's size; --hostile N adds
+the row of a victim's orphaned pod timed (as the orphan delay above) with N such directories present. The base
+revision runs them too, up to --empty-baseline-max directories. --pods= --baseline-pods= leave the catch-up out.
 Linear catch-up: the time per pod at the largest size is within 1.5x of the time per pod at the smallest.
 """
 
@@ -37,6 +42,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from benchmarks._agent_run import Receiver, run_agent  # noqa: E402
+from benchmarks._empty_rows import empty_row, print_empty_table  # noqa: E402
 from benchmarks._hot_path import unpack_revision  # noqa: E402
 from runai.reporter.spool import SpoolWriter  # noqa: E402
 
@@ -184,13 +190,16 @@ def main() -> None:
         help="add the rows another run saved to the table and the plot (repeatable)",
     )
     parser.add_argument("--quick", action="store_true", help="100 and 300 pods, a 3 s window, 2 delays")
+    parser.add_argument("--empty", default="", help="sizes of empty pod directories, comma-separated (default: none)")
+    parser.add_argument("--hostile", type=int, help="empty directories present while a victim's pods are timed")
+    parser.add_argument("--empty-baseline-max", type=int, default=10_000, help="the base's largest (default: 10000)")
     args = parser.parse_args()
     sizes = [100, 300] if args.quick else [int(n) for n in args.pods.split(",") if n]
     idle, delays = (3.0, 2) if args.quick else (args.idle_seconds, args.delays)
     rows = []
     with tempfile.TemporaryDirectory(prefix="agent-scale-") as root:
         base = unpack_revision(args.baseline, root) if args.baseline else None
-        runs = [(n, None) for n in sizes] + [(int(n), base) for n in args.baseline_pods.split(",") if base]
+        runs = [(n, None) for n in sizes] + [(int(n), base) for n in args.baseline_pods.split(",") if base and n]
         for receiver in args.receivers.split(","):
             if receiver not in _NAMES:
                 parser.error(f"--receivers: {receiver!r} is none of {', '.join(_NAMES)}")
@@ -208,15 +217,31 @@ def main() -> None:
                     )
                 )
                 print(f"  {receiver} {rows[-1]['code']} {n} pods: {_fmt(rows[-1]['catch_up'], '.2f')} s", flush=True)
+        empty = _empty_rows(args, root, base, idle, delays)
     if args.save:
         with open(args.save, "w") as f:
             json.dump(rows, f, indent=1)
     for path in args.load:
         with open(path) as f:
             rows += json.load(f)
-    print_table(rows, idle)
+    if rows:
+        print_table(rows, idle)
+    if empty:
+        print_empty_table(empty, idle)
     if args.plot:
         plot(rows, args.plot)
+
+
+def _empty_rows(args: argparse.Namespace, root: str, base: str | None, idle: float, delays: int) -> list[Any]:
+    """The rows of --empty and --hostile, the base's beside today's (up to --empty-baseline-max)."""
+    runs = [(int(n), 0) for n in args.empty.split(",") if n] + ([(args.hostile, delays)] if args.hostile else [])
+    rows: list[Any] = []
+    with Receiver(root, "gateway") as rx:
+        for n, timed in runs:
+            for code in (None, base) if base and n <= args.empty_baseline_max else (None,):
+                rows.append(empty_row(root, n, code, idle, timed, rx, args.limit))
+                print(f"  {n} empty dirs, {rows[-1]['code']}: settled in {rows[-1]['settle']:.1f} s", flush=True)
+    return rows
 
 
 if __name__ == "__main__":

@@ -64,6 +64,14 @@ class Agent:
     def sample(self, name: str, **labels: str) -> float | None:
         return self.scrape().get((name, tuple(sorted(labels.items()))))
 
+    def delivered_all(self, pod: str, sink: str = "gateway") -> bool:
+        """It delivered *pod* and has nothing of it pending (no pending series: a pod has none at 0)."""
+        page = self.scrape()
+        return ("runai_uploader_pending_reports", (("podUUID", pod),)) not in page and (
+            "runai_uploader_delivered_reports_total",
+            (("podUUID", pod), ("sink", sink)),
+        ) in page
+
     def terminate(self) -> tuple[int, float]:
         """SIGTERM; its exit status and how long it took to exit."""
         started = time.monotonic()

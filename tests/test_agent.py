@@ -86,7 +86,7 @@ def test_dead_pod_is_delivered_once_the_gateway_is_back(
     assert time.monotonic() - healed < 15
     wait_for(lambda: pod_status(spool_dir, pod).reports_pending == 0, 10, "the checkpoint to cover the spool")
     assert pod_status(spool_dir, pod).reports_delivered == 301
-    wait_for(lambda: agent.sample("runai_uploader_pending_reports", podUUID=pod) == 0, 10, "nothing pending")
+    wait_for(lambda: agent.delivered_all(pod), 10, "nothing pending")
 
 
 def test_pod_created_after_start_is_found_and_delivered(env, gateway, proxy, start_agent, spool_dir) -> None:
@@ -130,7 +130,7 @@ def test_live_pod_is_left_to_its_uploader_until_that_dies(
         wait_for(lambda: holder_pid(pod_dir) == uploader.pid, 30, "the pod's own uploader")
         agent = start_agent(proxy.address)
         # The agent judges the pod (its gauge), and probes its lock every second for a few seconds meanwhile.
-        wait_for(lambda: agent.sample("runai_uploader_pending_reports", podUUID=pod) is not None, 10, "a look")
+        wait_for(lambda: (agent.sample("runai_uploader_judged_pods_total") or 0) >= 1, 10, "a look")
         seen = gateway.value(pod, metric_name("step")) or 0
         wait_for(lambda: (gateway.value(pod, metric_name("step")) or 0) >= seen + 60, 30, "3 s more of the job")
         assert proxy.pushes == 0, "the agent pushed a pod whose own uploader is alive"
@@ -154,7 +154,7 @@ def test_live_pod_is_left_to_its_uploader_until_that_dies(
         own.stop()
     # The job is dead: the agent delivers its last step and lets the pod go.
     wait_for(lambda: holder_pid(pod_dir) is None, 15, "the agent to hand the finished pod back")
-    assert agent.sample("runai_uploader_pending_reports", podUUID=pod) == 0
+    assert agent.sample("runai_uploader_pending_reports", podUUID=pod) is None  # nothing pending: no series
 
 
 def test_metrics_count_pending_failures_and_deliveries(env, gateway, proxy, start_agent, spool_dir, pod) -> None:
@@ -169,17 +169,16 @@ def test_metrics_count_pending_failures_and_deliveries(env, gateway, proxy, star
     assert agent.sample("runai_uploader_pods") == 1
     proxy.heal()
     before = time.time()
-    wait_for(lambda: agent.sample("runai_uploader_pending_reports", podUUID=pod) == 0, 15, "pending to go to 0")
+    wait_for(lambda: agent.delivered_all(pod), 15, "nothing pending")
     samples = agent.scrape()
     assert {name for name, _ in samples} >= {
-        "runai_uploader_pending_reports",
-        "runai_uploader_pending_bytes",
         "runai_uploader_delivered_reports_total",
         "runai_uploader_push_failures_total",
         "runai_uploader_last_success_timestamp_seconds",
         "runai_uploader_pods",
     }
-    assert agent.sample("runai_uploader_pending_bytes", podUUID=pod) == 0
+    # Nothing pending, no pending series (issue 22, point 3); its delivered ones stay a while for the scrapes.
+    assert agent.sample("runai_uploader_pending_bytes", podUUID=pod) is None
     assert agent.sample("runai_uploader_delivered_reports_total", podUUID=pod, sink="gateway") == 25
     assert (
         agent.sample("runai_uploader_last_success_timestamp_seconds", podUUID=pod, sink="gateway") or 0
@@ -193,7 +192,7 @@ def test_sigterm_stops_within_2_s_and_a_restart_resends_nothing(
     agent = start_agent(proxy.address)
     dead_job(spool_dir, pod, 30)
     wait_for(lambda: gateway.value(pod, metric_name("loss")) == 29, 15, "the first pod delivered")
-    wait_for(lambda: agent.sample("runai_uploader_pending_reports", podUUID=pod) == 0, 10, "its gauge at 0")
+    wait_for(lambda: agent.delivered_all(pod), 10, "its gauge gone")
     # A second pod's push is in flight when the signal comes: the gateway has it, its answer is late.
     proxy.fault, proxy.slow_seconds = "slow", 30
     pushed = proxy.pushes
@@ -210,7 +209,8 @@ def test_sigterm_stops_within_2_s_and_a_restart_resends_nothing(
     proxy.fault = None
     again = start_agent(proxy.address)
     wait_for(lambda: gateway.value(busy, metric_name("loss")) == 9, 15, "the second pod delivered after the restart")
-    wait_for(lambda: again.sample("runai_uploader_pending_reports", podUUID=pod) == 0, 10, "the first pod judged")
+    wait_for(lambda: again.sample("runai_uploader_idle_pods") == 2, 10, "both pods judged idle")
+    assert again.sample("runai_uploader_pending_reports", podUUID=pod) is None
     assert again.sample("runai_uploader_delivered_reports_total", podUUID=pod, sink="gateway") is None
     assert gateway.value(pod, metric_name("loss")) is None, "the restarted agent resent a delivered pod"
     assert again.sample("runai_uploader_delivered_reports_total", podUUID=busy, sink="gateway") == 10
@@ -250,7 +250,7 @@ def test_each_sink_gets_the_dead_pod_and_its_own_counts(
         dead_job(spool_dir, pod, 30)
         wait_for(
             lambda: (
-                agent.sample("runai_uploader_pending_reports", podUUID=pod) == 0
+                agent.sample("runai_uploader_pending_reports", podUUID=pod) is None
                 and agent.sample("runai_uploader_delivered_reports_total", podUUID=pod, sink="remote_write") == 30
             ),
             15,

@@ -128,7 +128,7 @@ def _pending(port: int, pod: str) -> float | None:
         return None
     prefix = f'runai_uploader_pending_reports{{podUUID="{pod}"}} '
     values = [float(line[len(prefix) :]) for line in page.splitlines() if line.startswith(prefix)]
-    return values[0] if values else None
+    return values[0] if values else 0.0  # a page without the pod's series: nothing of it pending
 
 
 def test_the_agent_container_delivers_a_dead_pod_and_stops_on_sigterm(

@@ -20,7 +20,7 @@ import math
 import threading
 import time
 from dataclasses import replace
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from runai.reporter.settings import Settings
 from runai.reporter.spool import PodLock
@@ -30,7 +30,10 @@ from ..delivery.service import EXIT_DELIVERED
 from .config import POLL_SECONDS
 from .metrics import AgentMetrics, PodHooks
 
-__all__ = ["PodDelivery", "stop_all"]
+if TYPE_CHECKING:
+    from .judge import Judged
+
+__all__ = ["PodDelivery", "stop_all", "take_pod"]
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +102,32 @@ class PodDelivery:
             # Another sink's loop changed its followed files while this one counted them; its own next commit
             # sets the figures.
             pass
+
+
+def take_pod(
+    pod_dir: str, status: Judged, settings: Settings, metrics: AgentMetrics, on_done: Callable[[], None]
+) -> PodDelivery | None:
+    """Take the pod's lock and make its delivery (not started), announced with what *status* judged; None if its own
+    uploader took the lock meanwhile, or its directory was renamed or removed (the next listing forgets it)."""
+    lock = PodLock(pod_dir)
+    try:
+        if not lock.acquire():
+            return None
+        delivery = PodDelivery(settings, lock, metrics, on_done)
+    except FileNotFoundError:
+        lock.release()
+        return None
+    except BaseException:
+        lock.release()
+        raise
+    logger.info(
+        "pod %s: no uploader holds it; delivering %s%d pending reports (%d writers alive)",
+        delivery.pod,
+        "" if status.counted_all else "at least ",
+        status.reports_pending,
+        status.writers_alive,
+    )
+    return delivery
 
 
 def stop_all(deliveries: list[PodDelivery], seconds: float) -> None:

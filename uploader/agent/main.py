@@ -10,6 +10,7 @@ from runai.reporter.settings import Settings, warn_insecure_auth
 from ..runtime.limits import raise_open_files_limit
 from ..runtime.logsetup import log_lines_to_stderr
 from ..runtime.signals import StopOnSignals
+from .config import MAX_PODS_PER_OWNER
 from .metrics import AgentMetrics
 from .pods import Agent
 
@@ -27,6 +28,7 @@ def serve_agent(
     max_deliveries: int,
     max_deliveries_per_owner: int = 0,
     grace: float,
+    max_pods_per_owner: int = MAX_PODS_PER_OWNER,
     any_receiver: bool = False,
 ) -> int:
     """Run the agent over *settings*' spool directory until SIGTERM or SIGINT; 0."""
@@ -44,6 +46,7 @@ def serve_agent(
         metrics,
         max_deliveries=max_deliveries,
         max_deliveries_per_owner=max_deliveries_per_owner,
+        max_pods_per_owner=max_pods_per_owner,
         grace=grace,
         any_receiver=any_receiver,
     )

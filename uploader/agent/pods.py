@@ -31,32 +31,33 @@ timings named here are in :mod:`.config`.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from typing import Callable
 
 from runai.reporter.settings import ConfigError, Settings, check_pod_uuid
-from runai.reporter.spool import PodLock, holder_pid
+from runai.reporter.spool import holder_pid
 
 from ..delivery.intent import restrict
 from ..runtime.ratelog import RateLimitedLog
 from ..runtime.wakeup import Wakeup
+from .bound import OwnedStates, PodBound
 from .config import (
     GRACE_SECONDS,
     IDLE_POLL_SECONDS,
     LOCK_POLL_SECONDS,
     MAX_DELIVERIES,
+    MAX_PODS_PER_OWNER,
     MIN_SLEEP_SECONDS,
     NEW_POD_SECONDS,
     REFUSED_POLL_SECONDS,
     STOP_SECONDS,
 )
-from .delivery import PodDelivery, stop_all
-from .discover import Discovery, owner_of
+from .delivery import stop_all, take_pod
+from .discover import Discovery
 from .idle import IdleWatch
 from .judge import Judged, PodJudge, printable
 from .metrics import AgentMetrics
-from .schedule import ACTIVE, IDLE, QUEUED, REFUSED, TAKEN, DueTimes, Pod, States
+from .schedule import ACTIVE, IDLE, QUEUED, REFUSED, TAKEN, DueTimes, Pod
 from .slots import Slots
 from .waiting import still_live
 
@@ -86,13 +87,15 @@ class Agent:
         use_watchdog: bool = True,
         any_receiver: bool = False,
         max_idle_watches: int | None = None,
+        max_pods_per_owner: int = MAX_PODS_PER_OWNER,
     ) -> None:
         self.spool_dir, self.metrics, self._settings_for, self._sinks = spool_dir, metrics, settings_for, sinks
         self._judging = PodJudge(sinks, metrics, grace, any_receiver)  # grace: for a new writer's own uploader
         self._pods: dict[str, Pod] = {}
         self._wake = Wakeup()
         # A pass looks only at the pods due, the deliveries that ended, and the queue (see .schedule).
-        self._due, self._states = DueTimes(), States()  # (the pods in each state: for the gauges)
+        self._due, self._states = DueTimes(), OwnedStates()  # (the pods in each state: for the gauges)
+        self._bound = PodBound(spool_dir, self._states, self._drop, max_pods_per_owner)
         self._slots = Slots(max_deliveries, self._wake.set, max_deliveries_per_owner)  # a thread, a connection each
         self._stopping = False
         self._dirs = Discovery(spool_dir, self._wake.set, use_watchdog)
@@ -127,6 +130,7 @@ class Agent:
                     self._tend_safely(pod, time.monotonic())
                 self._take_queued()
                 self.metrics.set_states(self._states, self._idle_watch.count)
+                self.metrics.sweep(now)
                 due = min(self._due.next_due(), self._dirs.next_due)
                 self._wake.wait(max(MIN_SLEEP_SECONDS, due - time.monotonic()))
         finally:
@@ -136,30 +140,33 @@ class Agent:
     # -- discovery ---------------------------------------------------------------
 
     def _discover(self, now: float) -> None:
-        changes = self._dirs.changes(now, self._pods.keys())
-        if changes is None:
+        names = self._dirs.listing(now)
+        if names is None:
             return
-        made, gone = changes
-        for name in made:
-            path = os.path.join(self.spool_dir, name)
-            self._pods[name] = pod = self._states.add(Pod(name, path, now, owner_of(path)))
+        for name in self._bound.gone(names, self._pods):
+            if self._pods[name].delivery is None:  # a delivery notices by itself, and ends
+                self._drop(name)
+                self._gone.log(logging.INFO, "gone", "pod %s: its directory is gone", printable(name))
+        for pod in self._bound.admit(names, self._pods, now):  # (at most --max-pods-per-owner of each uid)
+            self._pods[pod.name] = self._states.add(pod)
             try:
-                check_pod_uuid(name, "the pod directory's name")
+                check_pod_uuid(pod.name, "the pod directory's name")
             except ConfigError as exc:  # a name is never given series: it could break the metrics page
                 self._refuse(pod, now, str(exc))
-                self._due.discard(name)  # a name does not change
+                self._due.discard(pod.name)  # a name does not change
                 continue
-            self._due.set(name, now)
-            logger.debug("pod %s: found", name)
-        for name in gone:
-            if self._pods[name].delivery is None:  # a delivery notices by itself, and ends
-                self._states[self._pods.pop(name).state] -= 1
-                self._due.discard(name)
-                self._slots.drop(name)
-                self._idle_watch.unwatch(name)
-                self.metrics.forget(name)
-                self._gone.log(logging.INFO, "gone", "pod %s: its directory is gone", printable(name))
+            self._due.set(pod.name, now)
+            logger.debug("pod %s: found", pod.name)
         self.metrics.pods.set(len(self._pods))
+        self.metrics.untracked.set(self._bound.untracked)
+
+    def _drop(self, name: str) -> None:
+        """Stop following *name* (its directory is gone, or it was displaced: see .bound)."""
+        self._states.remove(self._pods.pop(name))
+        self._due.discard(name)
+        self._slots.drop(name)
+        self._idle_watch.unwatch(name)
+        self.metrics.forget(name)
 
     # -- each pod ----------------------------------------------------------------
 
@@ -179,6 +186,7 @@ class Agent:
     def _idle(self, pod: Pod, now: float) -> None:
         # A directory just made is often still empty (its job creates its spool file next): looked at sooner.
         self._states.move(pod, IDLE)
+        self.metrics.pod_idle(pod.name, now)  # its delivered series go a while later: see .metrics
         later = self._idle_watch.next_look(pod.name, pod.path, IDLE_POLL_SECONDS)
         self._due.set(pod.name, now + (LOCK_POLL_SECONDS if now - pod.found < NEW_POD_SECONDS else later))
 
@@ -261,30 +269,19 @@ class Agent:
                 self._refuse(pod, time.monotonic(), f"taking it failed: {exc!r}", trace=True)
 
     def _take(self, pod: Pod, status: Judged) -> None:
+        now = time.monotonic()
         try:
             settings = restrict(self._settings_for(pod.name), pod.sinks)
         except ConfigError as exc:
-            self._refuse(pod, time.monotonic(), str(exc))
+            self._refuse(pod, now, str(exc))
             return
-        lock = PodLock(pod.path)
         try:
-            if not lock.acquire():
-                return  # its own uploader took it meanwhile
-            delivery = PodDelivery(settings, lock, self.metrics, lambda: self._slots.ended(pod.name))
-        except FileNotFoundError:  # renamed or removed since it was queued: the next listing forgets it
-            lock.release()
-            return
+            delivery = take_pod(pod.path, status, settings, self.metrics, lambda: self._slots.ended(pod.name))
         except Exception as exc:  # this pod, not the agent: refused (a traceback a minute, not one a second)
-            lock.release()
-            self._refuse(pod, time.monotonic(), f"cannot start delivering it: {exc!r}", trace=True)
+            self._refuse(pod, now, f"cannot start delivering it: {exc!r}", trace=True)
             return
-        logger.info(
-            "pod %s: no uploader holds it; delivering %s%d pending reports (%d writers alive)",
-            pod.name,
-            "" if status.counted_all else "at least ",
-            status.reports_pending,
-            status.writers_alive,
-        )
+        if delivery is None:
+            return  # its own uploader took it meanwhile, or it is gone
         pod.delivery, pod.refused = delivery, None
         self._states.move(pod, TAKEN)
         self._due.discard(pod.name)  # looked at again when its delivery ends

@@ -7,7 +7,7 @@ import math
 
 from runai.reporter.settings import add_options
 
-from ..agent.config import GRACE_SECONDS, MAX_DELIVERIES, METRICS_ADDRESS, OWNER_SHARE
+from ..agent.config import GRACE_SECONDS, MAX_DELIVERIES, MAX_PODS_PER_OWNER, METRICS_ADDRESS, OWNER_SHARE
 from ..delivery.intent import ANY_RECEIVER
 from ._common import Commands, command_settings
 
@@ -42,6 +42,13 @@ def add_agent(commands: Commands) -> None:
         default=0,
         help="slots the pods of one owner (a pod directory's uid) may hold at once (default, or 0: "
         f"{OWNER_SHARE * 100:g}%% of --max-deliveries); a quarter of the slots is kept for pods no writer is alive in",
+    )
+    agent.add_argument(
+        "--max-pods-per-owner",
+        type=_at_least_one,
+        default=MAX_PODS_PER_OWNER,
+        help="pod directories of one uid followed at once; past it a new one displaces that uid's longest-idle "
+        f"pod, or waits unfollowed, counted and logged (default: {MAX_PODS_PER_OWNER})",
     )
     agent.add_argument(
         "--grace-seconds",
@@ -100,6 +107,7 @@ def _agent(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         max_deliveries=args.max_deliveries,
         max_deliveries_per_owner=args.max_deliveries_per_owner,
+        max_pods_per_owner=args.max_pods_per_owner,
         grace=args.grace_seconds,
         any_receiver=args.any_receiver,
     )
