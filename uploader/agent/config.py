@@ -48,7 +48,7 @@ POLL_SECONDS = 0.5  # how often a delivered pod's directory is read (it is not w
 STALE_SECONDS = 60.0
 
 # Entries of one pod directory read per look (listing, judgement, signature): a pod holding more is judged from
-# these, "at least" (as pending: its delivery sorts it out), and so costs the main loop no more than a few ms.
+# these, "at least" (as pending: its delivery sorts it out), and so costs the main loop tens of ms at most.
 MAX_JUDGED_FILES = 1000
 
 # -- what it takes from the node ---------------------------------------------------------
