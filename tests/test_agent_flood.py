@@ -14,13 +14,15 @@ from typing import Iterator
 import pytest
 
 from harness import metric_name, wait_for
+from harness.pushgateway import Pushgateway
 from runai.reporter.spool import PodLock
+from tests._agent import Agent
 from tests._helpers import dead_job
 from tests._users import ATTACKER, needs_root
 
 pytestmark = pytest.mark.e2e
 
-FLOOD = int(os.environ.get("FLOODN", 200_000))
+FLOOD = 200_000
 TAKEOVER_SECONDS = 4.0  # the documented "about a second" (the lock's probe) + a push, with room for a loaded CI
 
 
@@ -64,7 +66,7 @@ class _Churn:
         self._thread.join()
 
 
-def _takeover(agent, gateway, spool_dir: str, victim: str, reports: int) -> float:  # type: ignore[no-untyped-def]
+def _takeover(agent: Agent, gateway: Pushgateway, spool_dir: str, victim: str, reports: int) -> float:
     """A victim pod whose uploader dies with *reports* pending: seconds until its last value is on the gateway."""
     # Made aside and moved in whole, its lock held: the agent first sees it as it is, held, with reports pending.
     staging = os.path.join(os.path.dirname(spool_dir), "staging")
