@@ -14,6 +14,7 @@ __all__ = [
     "MAX_DELIVERIES",
     "MAX_IDLE_WATCHES",
     "MAX_PODS_PER_OWNER",
+    "MAX_JUDGED_FILES",
     "METRICS_ADDRESS",
     "MIN_SLEEP_SECONDS",
     "NEW_POD_SECONDS",
@@ -61,6 +62,10 @@ POLL_SECONDS = 0.5  # how often a delivered pod's directory is read (it is not w
 # /healthz answers 503 once the main loop has not turned for this long: it turns at least every
 # ROOT_POLL_SECONDS, and judging a pod reads a bounded block; twelve times that is a wedge, not a slow disk.
 STALE_SECONDS = 60.0
+
+# Entries of one pod directory read per look (listing, judgement, signature): a pod holding more is judged from
+# these, "at least" (as pending: its delivery sorts it out), and so costs the main loop tens of ms at most.
+MAX_JUDGED_FILES = 1000
 
 # -- what it takes from the node ---------------------------------------------------------
 

@@ -6,7 +6,9 @@ pod whose own uploader has a backlog of gigabytes (or a job that made its spool
 file a sparse 20 GiB) would stall every other pod, and SIGTERM, for as long as
 the read takes. So here the pending bytes come from the file sizes and the
 checkpoints, and reports are counted only in the first :data:`COUNT_BYTES` of a
-pod's undelivered lines: exact for the usual few, a lower bound beyond.
+pod's undelivered lines: exact for the usual few, a lower bound beyond. Likewise
+only the first :data:`~.config.MAX_JUDGED_FILES` entries of a pod directory are
+read (:mod:`.listing`): a pod holding more is judged "at least", as pending.
 """
 
 from __future__ import annotations
@@ -23,16 +25,15 @@ from runai.reporter.spool import (
     End,
     Header,
     SpoolTail,
-    checkpoint_path,
     decode,
     other_pod,
-    spool_file_names,
 )
 
 from ..delivery.intent import intended_sinks
 from ..delivery.pending import refusal
 from ..runtime.ratelog import RateLimitedLog
 from .config import REJUDGE_SECONDS
+from .listing import Listing, Signature, dir_mtime, list_pod, listing_signature
 
 if TYPE_CHECKING:
     from .metrics import AgentMetrics
@@ -57,8 +58,6 @@ _last_listing: dict[str, frozenset[str]] = {}  # spool directory -> its last lis
 
 COUNT_BYTES = 1 << 20  # a pod's undelivered bytes read to count its reports; past them the count is a lower bound
 
-Signature = tuple[tuple[str, int, int, int], ...]  # each spool file: name, size, mtime, its checkpoint's mtime
-
 
 @dataclass
 class Judged:
@@ -69,17 +68,18 @@ class Judged:
     writers_alive: int = 0
     reports_pending: int = 0  # at least this many (exact unless *counted_all* is False)
     bytes_pending: int = 0
-    counted_all: bool = True
+    counted_all: bool = True  # False: more may be pending (a file not read to its end, or not read at all)
     newest_birth: float | None = None  # the header time of the newest file whose writer is alive (Unix time)
 
 
-def judge_pod(pod_dir: str, sinks: tuple[str, ...]) -> Judged:
-    """Judge the pod directory *pod_dir* for *sinks*: never more than :data:`COUNT_BYTES` of its lines read."""
+def judge_pod(pod_dir: str, sinks: tuple[str, ...], listing: Listing | None = None) -> Judged:
+    """Judge the pod directory *pod_dir* (its *listing*, else listed now) for *sinks*: never more than
+    :data:`COUNT_BYTES` of its lines read, nor more files than the listing holds."""
     refused = refusal(pod_dir)
     if refused:
         return Judged(refused=refused)
-    names = spool_file_names(pod_dir)
-    judged = Judged(files=frozenset(names))
+    names, complete = listing or list_pod(pod_dir)
+    judged = Judged(files=frozenset(names), counted_all=complete)
     budget = COUNT_BYTES
     for name in names:
         budget -= _judge_file(os.path.join(pod_dir, name), sinks, judged, budget)
@@ -106,7 +106,10 @@ class PodJudge:
         if mtime == pod.mtime:
             return False
         pod.mtime = mtime
-        return frozenset(spool_file_names(pod.path)) != pod.files
+        if pod.overflow_mtime is not None:  # too many entries to compare: any change since its judgement counts
+            return mtime != pod.overflow_mtime
+        listing = list_pod(pod.path)
+        return not listing.complete or frozenset(listing.names) != pod.files
 
     def held(self, pod: Pod, now: float) -> Judged | None:
         """Judge a pod another uploader serves, for its gauges: only if its files changed since (else None)."""
@@ -122,14 +125,18 @@ class PodJudge:
     def judge(self, pod: Pod, now: float) -> Judged:
         """Judge the pod from its files and checkpoints, and set its gauges unless it is refused."""
         pod.mtime = dir_mtime(pod.path)  # before listing: a change after it is seen next time
-        pod.sinks, skipped = intended_sinks(self._sinks, pod.path, any_receiver=self._any_receiver)
+        listing = list_pod(pod.path)
+        pod.overflow_mtime = None if listing.complete else pod.mtime
+        pod.sinks, skipped = intended_sinks(self._sinks, pod.path, any_receiver=self._any_receiver, names=listing.names)
+        if skipped and not listing.complete:  # the files not read may name them: never idle for a look cut short
+            pod.sinks, skipped = self._sinks, None
         if skipped:  # idle until its files change (a new job under the same pod may name other receivers)
             if pod.skipped != skipped:
                 logger.info("pod %s: %s", printable(pod.name), skipped)
-            pod.skipped, pod.files = skipped, frozenset(spool_file_names(pod.path))
+            pod.skipped, pod.files = skipped, frozenset(listing.names)
             return Judged(files=pod.files)
         pod.skipped = None
-        status = judge_pod(pod.path, pod.sinks)
+        status = judge_pod(pod.path, pod.sinks, listing)
         self._metrics.judged.inc()
         pod.next_judge, pod.signature = now + REJUDGE_SECONDS, None
         if status.refused:
@@ -142,15 +149,6 @@ class PodJudge:
         pod.files = status.files
         self._metrics.set_pending(pod.name, status.reports_pending, status.bytes_pending)
         return status
-
-
-def listing_signature(pod_dir: str) -> Signature:
-    """What must change before a judgment can: each spool file's name, size and mtime, and its checkpoint's."""
-    out = []
-    for name in spool_file_names(pod_dir):
-        path = os.path.join(pod_dir, name)
-        out.append((name, *_size_and_mtime(path), _size_and_mtime(checkpoint_path(path))[1]))
-    return tuple(out)
 
 
 def pod_dirs(spool_dir: str) -> set[str]:
@@ -178,19 +176,6 @@ def pod_dirs(spool_dir: str) -> set[str]:
 def printable(name: str) -> str:
     """A directory's name as its bytes, escaped where they are not ASCII text (the log stays one clean line)."""
     return os.fsencode(name).decode("ascii", "backslashreplace")
-
-
-def dir_mtime(path: str) -> int:
-    """*path*'s mtime (ns), -1 if it cannot be read."""
-    return _size_and_mtime(path)[1]
-
-
-def _size_and_mtime(path: str) -> tuple[int, int]:
-    try:
-        info = os.stat(path, follow_symlinks=False)
-    except OSError:
-        return -1, -1
-    return info.st_size, info.st_mtime_ns
 
 
 def _judge_file(path: str, sinks: tuple[str, ...], judged: Judged, budget: int) -> int:

@@ -221,7 +221,7 @@ class Agent:
         status = self._judge(pod, now)
         if status is None:
             return
-        if not (status.writers_alive or status.reports_pending or status.bytes_pending):
+        if status.counted_all and not (status.writers_alive or status.reports_pending or status.bytes_pending):
             self._idle(pod, now)
             pod.refused = None
             return

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .delivery import PodDelivery
-    from .judge import Judged, Signature
+    from .judge import Judged
+    from .listing import Signature
 
 __all__ = ["ACTIVE", "IDLE", "QUEUED", "REFUSED", "TAKEN", "DueTimes", "Pod", "States"]
 
@@ -37,6 +38,7 @@ class Pod:
     state: str = ACTIVE  # until judged
     files: frozenset[str] = frozenset()  # its spool files when last judged
     mtime: int = -1  # its directory's mtime (ns) when last listed
+    overflow_mtime: int | None = None  # past MAX_JUDGED_FILES when judged: its directory's mtime then, else None
     grace_until: float = 0.0
     next_judge: float = 0.0
     signature: Signature | None = None  # its files when last judged (see _held)

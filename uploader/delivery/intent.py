@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import NamedTuple
+from typing import Iterable, NamedTuple
 
 from runai.reporter.settings import Settings
 from runai.reporter.spool import GATEWAY, REMOTE_WRITE, receiver_kinds
@@ -34,9 +34,12 @@ class Intended(NamedTuple):
     skipped: str | None = None
 
 
-def intended_sinks(sinks: tuple[str, ...], pod_dir: str, *, any_receiver: bool = False) -> Intended:
-    """Those of *sinks* whose kinds the job of the pod at *pod_dir* named in its spool headers."""
-    kinds = None if any_receiver else receiver_kinds(pod_dir)
+def intended_sinks(
+    sinks: tuple[str, ...], pod_dir: str, *, any_receiver: bool = False, names: Iterable[str] | None = None
+) -> Intended:
+    """Those of *sinks* whose kinds the job of the pod at *pod_dir* named in its spool headers (those of its
+    spool files *names*, if given)."""
+    kinds = None if any_receiver else receiver_kinds(pod_dir, names)
     if kinds is None or (kinds and not kinds & _OPTIONS.keys()):  # unknown, or overridden: every one given
         return Intended(sinks)
     keep = tuple(sink for sink in sinks if sink in kinds)

@@ -72,6 +72,8 @@ class Scanner:
         self._held_until = None
         self.files.deferred = False
         for name in names:
+            if self._stopping():  # a first scan of a pod of many files opens each: a signal must not wait
+                return False
             entry = self.files.follow(name, check_liveness)
             if entry is None:
                 continue

@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from typing import Callable
 
-from runai.reporter.safefs import UnsafePathError, list_pod_dir
+from runai.reporter.safefs import UnsafePathError
 from runai.reporter.spool import PodLock
 
 from ..runtime.ratelog import RateLimitedLog
@@ -30,6 +30,7 @@ from ..sinks import Sink
 from .followed import TORN_LINE, FollowedFiles
 from .handoff import hand_off
 from .hooks import NO_HOOKS, DeliveryHooks
+from .listing import PodListing
 from .options import FOLLOWER, DeliveryOptions
 from .push import Pushing
 from .scan import MAX_PENDING_VALUES, Scanner
@@ -75,6 +76,7 @@ class Uploader(Pushing):
         self._files = FollowedFiles(pod_dir, options.history_bytes, sink=sink.name, all_sinks=all_sinks, pod=pod)
         self.ignored_files = self._files.ignored  # spool files that cannot be read at all -> why
         self._list_failures = RateLimitedLog(logger)  # a listing that fails every poll: a line a minute
+        self._listing = PodListing(pod_dir)  # listed again only when the directory changed
 
         self._schedule = Schedule(
             push_interval=options.push_interval,
@@ -209,9 +211,7 @@ class Uploader(Pushing):
 
     def _list_pod_dir(self) -> list[str] | None:
         try:
-            # Through the checked descriptor, as its files are opened: never through a symlink swapped in
-            # for the directory (root would list another user's private directory).
-            names = sorted(list_pod_dir(self.pod_dir))
+            names = self._listing.names(self._files.done)
         except FileNotFoundError:
             # Nothing left to deliver from, nor to wait for.
             logger.error("the pod directory %s was removed; exiting", self.pod_dir)

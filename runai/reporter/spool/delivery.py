@@ -48,13 +48,14 @@ def open_spool(path: str, *, resume: bool = True, sink: str = GATEWAY) -> OpenSp
         raise
 
 
-def receiver_kinds(pod_dir: str) -> frozenset[str] | None:
+def receiver_kinds(pod_dir: str, names: Iterable[str] | None = None) -> frozenset[str] | None:
     """The kinds of receiver (GATEWAY, REMOTE_WRITE) the jobs of *pod_dir* were configured with, from the
-    headers of its spool files: empty for a job that kept its reports locally; None when unknown (some file was
-    written before headers said so, or no file could be read), where a caller delivers as it always did."""
+    headers of its spool files (those *names*, if given): empty for a job that kept its reports locally; None when
+    unknown (some file was written before headers said so, or no file could be read), where a caller delivers as
+    it always did."""
     kinds: set[str] = set()
     known = False
-    for name in spool_file_names(pod_dir):
+    for name in spool_file_names(pod_dir) if names is None else names:
         try:
             opened = open_spool(os.path.join(pod_dir, name), resume=False)
         except (OSError, BadSpoolError):
