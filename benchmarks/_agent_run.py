@@ -177,8 +177,9 @@ def _median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def _orphan_delay(gw: Pushgateway, spool: str, recover: bool = False) -> float:
-    """Seconds from an orphaned pod's death to its last value on the gateway (by the agent, or by recover)."""
+def _orphan_delay(gw: Pushgateway, spool: str, recover: bool = False, timeout: float = 60) -> float:
+    """Seconds from an orphaned pod's death to its last value on the gateway (by the agent, or by recover); an
+    AssertionError past *timeout*."""
     pod = f"orphan-{uuid.uuid4()}"
     proc = subprocess.Popen(
         [sys.executable, "-c", _POD, os.path.join(spool, pod), pod], env=job_env(), stdout=subprocess.PIPE, text=True
@@ -203,5 +204,5 @@ def _orphan_delay(gw: Pushgateway, spool: str, recover: bool = False) -> float:
             capture_output=True,
             timeout=120,
         )
-    wait_for(lambda: gw.value(pod, metric_name("last")) == 42.0, 60, f"{pod}'s last value")
+    wait_for(lambda: gw.value(pod, metric_name("last")) == 42.0, timeout, f"{pod}'s last value")
     return time.monotonic() - killed

@@ -4,6 +4,7 @@ uid's empty directories present."""
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import signal
@@ -20,6 +21,25 @@ from uploader.agent.config import NEW_POD_SECONDS
 __all__ = ["empty_row", "print_empty_table"]
 
 HOSTILE_UID = 54322  # a uid with no account (as tests/_users.py's ATTACKER): chown needs none
+HOSTILE_LIVE = 256  # the hostile uid's pods with a live writer and no uploader: every slot, before issue 22
+_DELIVERING = "runai_uploader_delivering_pods"
+VICTIM_TIMEOUT = 30.0  # a victim not delivered by then is "never" (while the hostile writers live)
+
+# The hostile tenant's live pods: a writer alive in each (its spool file open), no uploader, the directories its.
+_LIVE = r"""
+import os, sys
+from runai.reporter.spool import SpoolWriter
+spool, count, uid = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+writers = []
+for i in range(count):
+    path = os.path.join(spool, f"live-{i:04d}")
+    writers.append(SpoolWriter(path, f"live-{i:04d}"))
+    writers[-1].write_metric("loss", 1.0)
+    if os.geteuid() == 0:
+        os.chown(path, uid, uid)
+print("ready", flush=True)
+sys.stdin.read()
+"""
 
 
 def _empty_dirs(spool: str, count: int) -> None:
@@ -32,7 +52,7 @@ def _empty_dirs(spool: str, count: int) -> None:
 
 
 def _totals(port: int) -> dict[str, float]:
-    names = ("runai_uploader_pods", "runai_uploader_idle_pods", "runai_uploader_untracked_pods")
+    names = ("runai_uploader_pods", "runai_uploader_idle_pods", "runai_uploader_untracked_pods", _DELIVERING)
     query = "&".join(f"name[]={name}" for name in names)
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics?{query}", timeout=30) as r:
         lines = r.read().decode().splitlines()
@@ -77,12 +97,38 @@ def empty_row(
         row["page"] = _page_bytes(port)
         row["rss_scraped"] = _proc_status(agent.pid, "VmRSS") / 1024
         if delays:
-            row["victim"] = _median([_orphan_delay(rx.server, spool) for _ in range(delays)])
+            row["victim"] = _victims(rx, spool, delays, code, port)
     finally:
         agent.send_signal(signal.SIGTERM)
         agent.wait(timeout=60)
         shutil.rmtree(spool, ignore_errors=True)
     return row
+
+
+def _victims(rx: Receiver, spool: str, delays: int, code: str | None, port: int) -> float:
+    """The median seconds from a victim pod's death to its last value, once the hostile uid's live pods are being
+    delivered (past their grace: a quarter of the slots today, every one before); math.inf: one was not delivered
+    within VICTIM_TIMEOUT."""
+    live = subprocess.Popen(
+        [sys.executable, "-c", _LIVE, spool, str(HOSTILE_LIVE), str(HOSTILE_UID)],
+        env=_env(code),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert live.stdout is not None and live.stdout.readline().strip() == "ready"
+        wait_for(lambda: _totals(port).get(_DELIVERING, 0) >= HOSTILE_LIVE // 4, 60, "the hostile live pods taken")
+        took = []
+        for _ in range(delays):
+            try:
+                took.append(_orphan_delay(rx.server, spool, timeout=VICTIM_TIMEOUT))
+            except AssertionError:
+                return math.inf
+        return _median(took)
+    finally:
+        live.kill()
+        live.wait()
 
 
 def _serving(port: int) -> bool:
@@ -97,7 +143,7 @@ def print_empty_table(rows: list[dict[str, Any]], idle: float) -> None:
     print(
         f"\nnode agent over N empty pod directories of uid {HOSTILE_UID}; idle CPU over {idle:.0f} s; page: the whole "
         "/metrics; victim: seconds from a pod's death (SIGKILL, its lock released) to its last value on the "
-        "Pushgateway, median"
+        f"Pushgateway, median, beside {HOSTILE_LIVE} live pods of uid {HOSTILE_UID} (a writer alive, no uploader)"
     )
     print(
         f"{'code':>8} {'empty dirs':>10} {'settled s':>9} {'RSS MiB':>8} {'after scrape':>12} {'idle CPU %':>10} "
@@ -107,5 +153,11 @@ def print_empty_table(rows: list[dict[str, Any]], idle: float) -> None:
         victim = r.get("victim")
         print(
             f"{r['code']:>8} {r['empty']:>10,} {r['settle']:>9.1f} {r['rss']:>8.1f} {r['rss_scraped']:>12.1f} "
-            f"{r['cpu']:>10.2f} {r['page']:>11,} {'-' if victim is None else format(victim, '8.2f'):>8}"
+            f"{r['cpu']:>10.2f} {r['page']:>11,} {_seconds(victim):>8}"
         )
+
+
+def _seconds(victim: float | None) -> str:
+    if victim is None:
+        return "-"
+    return f"> {VICTIM_TIMEOUT:.0f}" if victim == math.inf else f"{victim:.2f}"

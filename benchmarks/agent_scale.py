@@ -22,9 +22,11 @@ spool directory, a fresh receiver is started (a real Pushgateway; ``gateway-unch
 With --baseline REV the agent of git revision REV runs too, on the --baseline-pods sizes, in the same run.
 
 --empty 10000,100000 adds rows of EMPTY pod directories of one non-root uid (issue 22, point 3): the agent's idle
-RSS (before and after a scrape of the whole page), idle CPU and the whole /metrics page's size; --hostile N adds
-the row of a victim's orphaned pod timed (as the orphan delay above) with N such directories present. The base
-revision runs them too, up to --empty-baseline-max directories. --pods= --baseline-pods= leave the catch-up out.
+RSS (before and after a scrape of the whole page), idle CPU and the whole /metrics page's size; --hostile 10000,100000
+adds rows of a victim's orphaned pod timed (as the orphan delay above) with that many such directories present and
+256 pods of the same uid each with a live writer and no uploader (which took every delivery slot before issue
+22). The base revision runs them too, up to --empty-baseline-max directories. --pods= --baseline-pods= leave the
+catch-up out.
 Linear catch-up: the time per pod at the largest size is within 1.5x of the time per pod at the smallest.
 """
 
@@ -191,7 +193,9 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="100 and 300 pods, a 3 s window, 2 delays")
     parser.add_argument("--empty", default="", help="sizes of empty pod directories, comma-separated (default: none)")
-    parser.add_argument("--hostile", type=int, help="empty directories present while a victim's pods are timed")
+    parser.add_argument(
+        "--hostile", default="", help="sizes of a hostile uid's empty directories beside its live pods, a victim timed"
+    )
     parser.add_argument("--empty-baseline-max", type=int, default=10_000, help="the base's largest (default: 10000)")
     args = parser.parse_args()
     sizes = [100, 300] if args.quick else [int(n) for n in args.pods.split(",") if n]
@@ -234,7 +238,7 @@ def main() -> None:
 
 def _empty_rows(args: argparse.Namespace, root: str, base: str | None, idle: float, delays: int) -> list[Any]:
     """The rows of --empty and --hostile, the base's beside today's (up to --empty-baseline-max)."""
-    runs = [(int(n), 0) for n in args.empty.split(",") if n] + ([(args.hostile, delays)] if args.hostile else [])
+    runs = [(int(n), 0) for n in args.empty.split(",") if n] + [(int(n), delays) for n in args.hostile.split(",") if n]
     rows: list[Any] = []
     with Receiver(root, "gateway") as rx:
         for n, timed in runs:

@@ -16,7 +16,7 @@ from .config import MIN_SLEEP_SECONDS, ROOT_LIST_SECONDS, ROOT_POLL_SECONDS
 from .judge import dir_mtime, pod_dirs
 from .watch import RootWatch
 
-__all__ = ["Discovery", "owner_of"]
+__all__ = ["Discovery"]
 
 # A directory changed this recently may change again within the same tick of the kernel's clock, leaving its
 # mtime as it was: it is listed again at the next poll.
@@ -61,10 +61,3 @@ class Discovery:
         self._changed = True
         self._wake()
 
-
-def owner_of(path: str) -> int:
-    """The uid that owns *path* (not followed), -1 if it cannot be read."""
-    try:
-        return os.stat(path, follow_symlinks=False).st_uid
-    except OSError:
-        return -1

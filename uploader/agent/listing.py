@@ -37,13 +37,15 @@ def list_pod(pod_dir: str, limit: int = MAX_JUDGED_FILES) -> Listing:
     """The spool files among *pod_dir*'s first *limit* entries (of any kind); none if it cannot be listed."""
     try:
         dir_fd = open_pod_dir(pod_dir)
+    except FileNotFoundError:
+        return Listing((), True)  # gone: the next listing of the spool directory forgets it
     except OSError:
-        return Listing((), True)  # gone, or unsafe: its refusal says so
+        return Listing((), False)  # unsafe (its refusal says so), or EMFILE, EIO: never "nothing pending"
     try:
         with os.scandir(dir_fd) as entries:  # (reads the directory a block at a time: never all of it)
             names = [entry.name for entry in itertools.islice(entries, limit + 1)]
     except OSError:
-        return Listing((), True)
+        return Listing((), False)
     finally:
         os.close(dir_fd)
     complete = len(names) <= limit
