@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import sys
 
 import pytest
 
-from harness import Pushgateway, metric_name, parameter_name
+from harness import REPO, Pushgateway, metric_name, parameter_name
 from runai.reporter import ConfigError, Reporter
 from runai.reporter.settings import command_line, load_settings, recover_command
 from runai.reporter.spool import SpoolWriter
 from tests._helpers import uploader_cli
-from tests._users import VICTIM, _forged_spool, needs_root
+from tests._users import ATTACKER, SETPRIV, VICTIM, _forged_spool, needs_root
 from uploader.cli import _parser
 from uploader.cli._common import command_settings
 
@@ -76,6 +78,34 @@ def test_a_pod_dir_of_another_uid_is_refused_for_writing(own_dir: str, pod: str)
     with pytest.raises(ConfigError, match=f"reporterPodDir: .*belongs to uid {VICTIM}"):
         load_settings(environ=_env(pod, own_dir))
     assert load_settings(environ=_env(pod, own_dir), for_writing=False).pod_dir == own_dir  # root reads it
+
+
+@needs_root
+@pytest.mark.e2e
+@pytest.mark.parametrize("owner, mode", [(0, 0o750), (VICTIM, 0o700)], ids=["kubelets-subpath-dir", "another-uid"])
+def test_a_pod_dir_this_uid_cannot_open_is_refused_naming_the_fix(
+    shared_tmp: str, pod: str, owner: int, mode: int
+) -> None:
+    # As the job runs: not root. The kubelet's own subPath directory (no init container, or its uid arguments not
+    # the pod's runAsUser), or another uid's: reports would all be lost, with only the writer's warnings.
+    own_dir = os.path.join(shared_tmp, "runai-reporter")
+    os.mkdir(own_dir, mode)
+    os.chown(own_dir, owner, owner)
+    check = (
+        "from runai.reporter.settings import load_settings, ConfigError\n"
+        "try:\n    load_settings()\nexcept ConfigError as exc:\n    print(exc)\nelse:\n    print('accepted')\n"
+    )
+    env = {**os.environ, **_env(pod, own_dir), "PYTHONPATH": REPO}
+    done = subprocess.run(
+        [SETPRIV, f"--reuid={ATTACKER}", f"--regid={ATTACKER}", "--clear-groups", sys.executable, "-c", check],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    message = done.stdout.strip()
+    assert message.startswith(f"reporterPodDir: this user (uid {ATTACKER}) cannot open {own_dir!r}"), done
+    assert f"uid {owner}'s, mode {mode:04o}" in message and "init container" in message, message
 
 
 def test_a_pod_dir_holding_another_pods_spool_is_refused(own_dir: str, pod: str) -> None:

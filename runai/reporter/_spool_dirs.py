@@ -100,6 +100,12 @@ def _check_private(pod_dir: str, pod_uuid: str, for_writing: bool, variable: str
         fd = open_pod_dir(pod_dir)
     except UnsafePathError as exc:
         raise ConfigError(f"{variable}: {exc}{_own_dir_help(variable)}") from None
+    except PermissionError:
+        # Not this user's to open: a kubelet's subPath directory (root's, 0750), or another uid's. Writing there
+        # would lose every report; the writer's warnings alone would not say why.
+        if for_writing:
+            raise ConfigError(_not_openable(pod_dir, variable)) from None
+        return
     except OSError:
         return  # not usable at all: the writer warns and counts the lost reports, as for a full disk
     try:
@@ -119,6 +125,18 @@ def _check_private(pod_dir: str, pod_uuid: str, for_writing: bool, variable: str
             f"{variable}: {pod_dir!r} is not this pod's own directory ({foreign}): check "
             f"{ENV_POD_UUID} is this pod's UUID, and move that file away or use another {variable}"
         )
+
+
+def _not_openable(pod_dir: str, variable: str) -> str:
+    try:
+        info = os.lstat(pod_dir)
+        whose = f"uid {info.st_uid}'s, mode {info.st_mode & 0o7777:04o}"
+    except OSError as exc:
+        whose = str(exc)
+    return (
+        f"{variable}: this user (uid {os.geteuid()}) cannot open {pod_dir!r} ({whose}): a pod directory must be "
+        f"this user's, mode 0700: use another {ENV_POD_UUID} or {variable}, or have it made so{_own_dir_help(variable)}"
+    )
 
 
 def _own_dir_help(variable: str) -> str:
