@@ -17,15 +17,18 @@ import pytest
 
 from harness import metric_name, wait_for
 from runai.reporter.spool import encode_header, encode_metric, holder_pid
+from tests import test_agent_fairness
 from tests._agent import Agent
 from tests._users import ATTACKER, SETPRIV, VICTIM, needs_root
-from tests.test_agent_fairness import PYTHON, TENANT, _spool, tenants  # noqa: F401 (a fixture)
+from tests.test_agent_fairness import PYTHON, TENANT, _spool
 
 pytestmark = [
     pytest.mark.e2e,
     needs_root,
     pytest.mark.skipif(not os.environ.get("RUNAI_HOT_PODS_REPRO"), reason="a slow repro: RUNAI_HOT_PODS_REPRO=1"),
 ]
+
+tenants = test_agent_fairness.tenants  # (the fixture: each tenant killed at the end)
 
 PODS = int(os.environ.get("HOT_PODS", "600"))
 FILES = int(os.environ.get("HOT_FILES", "1000"))
