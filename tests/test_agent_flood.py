@@ -56,8 +56,8 @@ def spool_dir(tmp_path: os.PathLike[str]) -> Iterator[str]:
 
 @pytest.fixture
 def flood(spool_dir: str, pod: str) -> Iterator[str]:
-    """A pod directory of ATTACKER's holding FLOOD empty spool-named files (made in about 1 s on the tmpfs; as root: the files'
-    owner changes nothing for the agent, and fchown cost a third more)."""
+    """A pod directory of ATTACKER's holding FLOOD empty spool-named files (made in about 1 s on the tmpfs; as
+    root: the files' owner changes nothing for the agent, and fchown cost a third more)."""
     path = os.path.join(spool_dir, f"{pod}-flood")
     os.mkdir(path, 0o700)
     os.chown(path, ATTACKER, ATTACKER)

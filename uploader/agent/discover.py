@@ -60,4 +60,3 @@ class Discovery:
     def _event(self) -> None:
         self._changed = True
         self._wake()
-
