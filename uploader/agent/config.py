@@ -10,6 +10,7 @@ __all__ = [
     "IDLE_POLL_SECONDS",
     "IDLE_WATCHED_POLL_SECONDS",
     "LOCK_POLL_SECONDS",
+    "LOOP_WINDOW_SECONDS",
     "DEAD_SHARE",
     "MAX_DELIVERIES",
     "MAX_IDLE_WATCHES",
@@ -18,6 +19,8 @@ __all__ = [
     "METRICS_ADDRESS",
     "MIN_SLEEP_SECONDS",
     "NEW_POD_SECONDS",
+    "OWNER_LOOP_SECONDS",
+    "PASS_SECONDS",
     "OWNER_SHARE",
     "POLL_SECONDS",
     "REFUSED_POLL_SECONDS",
@@ -58,6 +61,12 @@ REFUSED_POLL_SECONDS = 60.0  # a refused pod directory (unsafe, failing) is look
 STOP_SECONDS = 1.0  # what the deliveries get to stop; with the metrics server's 0.5 s, SIGTERM ends it in 2 s
 # The shortest sleep between two passes, unless an event wakes the agent: each pass takes all the pods due.
 MIN_SLEEP_SECONDS = 0.25
+# The main loop's time per owner (a pod directory's uid), in windows of LOOP_WINDOW_SECONDS: an owner past
+# OWNER_LOOP_SECONDS of it has its due pods set aside while another owner's are due (see .passes). A pass ends
+# after PASS_SECONDS, so a pod that comes due meanwhile waits that long at most, and one look more.
+LOOP_WINDOW_SECONDS = 1.0
+OWNER_LOOP_SECONDS = 0.1
+PASS_SECONDS = 0.25
 POLL_SECONDS = 0.5  # how often a delivered pod's directory is read (it is not watched: see .delivery)
 # /healthz answers 503 once the main loop has not turned for this long: it turns at least every
 # ROOT_POLL_SECONDS, and judging a pod reads a bounded block; twelve times that is a wedge, not a slow disk.

@@ -57,6 +57,7 @@ from .discover import Discovery
 from .idle import IdleWatch
 from .judge import Judged, PodJudge, printable
 from .metrics import AgentMetrics
+from .passes import Passes
 from .schedule import ACTIVE, IDLE, QUEUED, REFUSED, TAKEN, DueTimes, Pod
 from .slots import Slots
 from .waiting import still_live
@@ -97,6 +98,7 @@ class Agent:
         self._due, self._states = DueTimes(), OwnedStates()  # (the pods in each state: for the gauges)
         self._bound = PodBound(spool_dir, self._states, self._drop, max_pods_per_owner)
         self._slots = Slots(max_deliveries, self._wake.set, max_deliveries_per_owner)  # a thread, a connection each
+        self._passes = Passes(self._due)  # each owner's share of the loop's time
         self._stopping = False
         self._dirs = Discovery(spool_dir, self._wake.set, use_watchdog)
         # max_idle_watches: None, the system's cap (see .idle.watch_cap)
@@ -121,18 +123,12 @@ class Agent:
                 self._discover(now)
                 for name in self._idle_watch.changed():  # a new entry in an idle pod's directory (only idle
                     self._due.set(name, now)  # pods are watched: see _tend_safely): looked at now
-                for pod in filter(None, map(self._pods.get, self._due.pop_due(now))):
-                    if self._stopping:
-                        break
-                    # Deliveries start (and slots free) while the pass goes on: a first pass over 10,000 pods
-                    # must not judge them all before the first delivery.
-                    self._take_queued()
-                    self._tend_safely(pod, time.monotonic())
+                behind = self._passes.run(now, self._pods, self._tend_next, lambda: self._stopping)
                 self._take_queued()
                 self.metrics.set_states(self._states, self._idle_watch.count)
                 self.metrics.sweep(now)
                 due = min(self._due.next_due(), self._dirs.next_due)
-                self._wake.wait(max(MIN_SLEEP_SECONDS, due - time.monotonic()))
+                self._wake.wait(0 if behind else max(MIN_SLEEP_SECONDS, due - time.monotonic()))
         finally:
             self._shutdown()
         return 0
@@ -169,6 +165,12 @@ class Agent:
         self.metrics.forget(name)
 
     # -- each pod ----------------------------------------------------------------
+
+    def _tend_next(self, pod: Pod) -> None:
+        # Deliveries start (and slots free) while a pass goes on: a first pass over 10,000 pods must not judge
+        # them all before the first delivery.
+        self._take_queued()
+        self._tend_safely(pod, time.monotonic())
 
     def _tend_safely(self, pod: Pod, now: float) -> None:
         try:

@@ -63,7 +63,7 @@ class States(Counter[str]):
 
 
 class DueTimes:
-    """Each name's next due time; :meth:`pop_due` hands out, once, the names whose time has come.
+    """Each name's next due time; :meth:`pop_one` hands out, once, each name whose time has come.
 
     Rescheduling a name leaves its old entry in the heap, skipped when it comes up (cheaper than removing
     it); a name is rescheduled only once it was handed out, or when it leaves the schedule, so the stale
@@ -86,15 +86,18 @@ class DueTimes:
     def discard(self, name: str) -> None:
         self._at.pop(name, None)
 
-    def pop_due(self, now: float) -> list[str]:
-        """The names due at *now*, each unscheduled: whoever looks at it sets its next time."""
-        heap, at, out = self._heap, self._at, []
+    def pop_one(self, now: float) -> str | None:
+        """The name due first, if it is due at *now* (it is unscheduled: whoever looks at it sets its next time)."""
+        heap, at = self._heap, self._at
         while heap and heap[0][0] <= now:
             due, _, name = heapq.heappop(heap)
             if at.get(name) == due:
                 del at[name]
-                out.append(name)
-        return out
+                return name
+        return None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._at
 
     def next_due(self) -> float:
         """The earliest time set (math.inf if none)."""
