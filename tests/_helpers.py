@@ -13,7 +13,9 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -22,6 +24,7 @@ from runai.reporter import Reporter
 from runai.reporter.spool import SpoolFile, SpoolTail, SpoolWriter, checkpoint_path
 
 __all__ = [
+    "tmpfs_spool",
     "checkpoint",
     "cli_env",
     "closed_spool",
@@ -241,3 +244,22 @@ def dead_job(spool_dir: str, pod: str, reports: int, damage: str = "") -> str:
     )
     assert done.returncode == -9, done.stderr
     return pod_dir
+
+
+@contextmanager
+def tmpfs_spool(parent: str, mode: int = 0o755) -> Iterator[str]:
+    """A spool directory (of *mode*) on a tmpfs of its own under *parent*: hundreds of thousands of files are made
+    in a second or two there (30 s for 200,000 on the CI's disk), and removed at once by the unmount. Skips where
+    no tmpfs can be mounted (it needs root)."""
+    mount = os.path.join(parent, "fs")
+    os.mkdir(mount)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", mount], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}): a flood of files needs root and mount")
+    path = os.path.join(mount, "spool")
+    os.mkdir(path)
+    os.chmod(path, mode)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "--lazy", mount], check=True)

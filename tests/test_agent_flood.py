@@ -7,7 +7,6 @@ agent's main loop: other pods' takeovers took 8.7-17.3 s, and SIGTERM 3.6-4.1 s.
 from __future__ import annotations
 
 import os
-import subprocess
 import threading
 import time
 from typing import Iterator
@@ -18,7 +17,7 @@ from harness import metric_name, wait_for
 from harness.pushgateway import Pushgateway
 from runai.reporter.spool import PodLock
 from tests._agent import Agent
-from tests._helpers import dead_job
+from tests._helpers import dead_job, tmpfs_spool
 from tests._users import ATTACKER, needs_root
 
 pytestmark = pytest.mark.e2e
@@ -39,19 +38,9 @@ def _flood(pod_dir: str, count: int, start: int = 0) -> None:
 
 @pytest.fixture
 def spool_dir(tmp_path: os.PathLike[str]) -> Iterator[str]:
-    """The spool directory on a tmpfs of its own: 200,000 creates take about 1 s there (30 s on the CI's disk), and
-    the unmount removes them at once."""
-    mount = os.path.join(str(tmp_path), "fs")
-    os.mkdir(mount)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", mount], capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}): the flood needs root and mount")
-    path = os.path.join(mount, "spool")
-    os.mkdir(path)
-    try:
+    """On a tmpfs of its own (the agent, which uses this fixture, is stopped before the unmount)."""
+    with tmpfs_spool(str(tmp_path)) as path:
         yield path
-    finally:
-        subprocess.run(["umount", "--lazy", mount], check=True)  # (the agent is stopped first: it uses this fixture)
 
 
 @pytest.fixture

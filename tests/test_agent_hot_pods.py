@@ -19,6 +19,7 @@ from harness import metric_name, wait_for
 from runai.reporter.spool import encode_header, encode_metric, holder_pid
 from tests import test_agent_fairness
 from tests._agent import Agent
+from tests._helpers import tmpfs_spool
 from tests._users import ATTACKER, SETPRIV, VICTIM, needs_root
 from tests.test_agent_fairness import PYTHON, TENANT, _spool
 
@@ -72,18 +73,8 @@ while True:
 @pytest.fixture
 def spool_dir(shared_tmp: str) -> Iterator[str]:
     """A world-writable spool directory on a tmpfs of its own (hundreds of thousands of files, removed at once)."""
-    mount = os.path.join(shared_tmp, "fs")
-    os.mkdir(mount)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", mount], capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()})")
-    path = os.path.join(mount, "spool")
-    os.mkdir(path)
-    os.chmod(path, 0o1777)
-    try:
+    with tmpfs_spool(shared_tmp, 0o1777) as path:
         yield path
-    finally:
-        subprocess.run(["umount", "--lazy", mount], check=True)
 
 
 def _as(uid: int, script: str, *args: str) -> list[str]:

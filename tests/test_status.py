@@ -41,6 +41,7 @@ def test_status_shows_a_crashed_pod_until_it_is_recovered(
 
     table = uploader_cli(env, "status").stdout
     assert f"pod {pod}: 0 reports delivered, 300 pending" in table and "runai-uploader recover" in table
+    assert "    last error: " in table and "without reaching the gateway" in table
 
     own_gateway.start()
     assert uploader_cli(env, "recover").returncode == 0
@@ -48,6 +49,8 @@ def test_status_shows_a_crashed_pod_until_it_is_recovered(
     (after,) = json.loads(uploader_cli(env, "status", "--json").stdout)["pods"]
     assert after["reports_pending"] == 0 and after["reports_delivered"] == 300
     assert after["last_delivered"] is not None and after["recover_command"] is None
+    # The error is still the pod's last (its log keeps it), but the table says it is of the past.
+    assert "    last error (nothing is pending now): " in uploader_cli(env, "status").stdout
 
 
 @pytest.mark.e2e

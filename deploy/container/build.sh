@@ -76,7 +76,7 @@ print("%d.%d" % sys.version_info[:2], "cp%d%d" % sys.version_info[:2], *platform
 '
 echo "==> asking $BASE for its Python" >&2
 probe=$("${engine[@]}" run --rm "${limits[@]}" --network=none --entrypoint python3 "$BASE" -c "$PROBE") ||
-  die "could not run python3 in $BASE (is it pulled or pullable, with python3 on its PATH?)"
+  die "could not run python3 in $BASE (is it pulled or pullable, with python3 on its PATH? Without a registry, give a local base with --base IMAGE)"
 read -r py_version abi platforms <<<"$probe"
 platform_args=()
 for p in $platforms; do platform_args+=(--platform "$p"); done

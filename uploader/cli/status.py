@@ -70,8 +70,8 @@ def _print_pod(pod: PodStatus) -> None:
             f"    {os.path.basename(f.path):28s} writer {f.writer_pid or '?':>7} {state:8s} "
             f"{f.reports_delivered:>9} delivered {f.reports_pending:>9} pending {f.size:>11} bytes"
         )
-    if pod.last_error:
-        print(f"    last error: {pod.last_error}")
+    if pod.last_error:  # (with nothing pending, an error of the past: say so, so no one chases it)
+        print(f"    last error{'' if pod.reports_pending else ' (nothing is pending now)'}: {pod.last_error}")
     if pod.clock_skew:  # only ever set by a remote-write receiver's refusals
         print(f"    clock skew: {pod.clock_skew}")
     if pod.same_ms:
