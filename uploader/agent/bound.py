@@ -87,6 +87,7 @@ class PodBound:
         self.spool_dir, self.max_per_owner = spool_dir, max_per_owner
         self._states, self._drop = states, drop
         self._untracked: dict[str, int] = {}  # name -> its owner, in the order they were refused
+        self._owners: dict[int, int] = {}  # each owner's uid, once: 100,000 untracked names share a few ints
         self._per_owner: Counter[int] = Counter()  # untracked names per owner
         self._logged: dict[int, tuple[int, float]] = {}  # owner -> the count last logged, and when
 
@@ -111,7 +112,7 @@ class PodBound:
             if self._states.owned[owner] < self.max_per_owner or self._displace(owner):
                 yield Pod(name, os.path.join(self.spool_dir, name), now, owner)
             else:
-                self._untracked[name] = owner
+                self._untracked[name] = self._owners.setdefault(owner, owner)  # (one int object per owner)
                 self._per_owner[owner] += 1
         self._log(now)
 

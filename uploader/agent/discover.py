@@ -51,7 +51,10 @@ class Discovery:
         watch = self._watch
         if watch is not None and not (watch.active or watch.failed) and os.path.isdir(self.spool_dir):
             watch.start()
-        return pod_dirs(self.spool_dir)
+        names = pod_dirs(self.spool_dir)
+        if names is None:  # it cannot be listed now (EMFILE): no listing, so no pod is forgotten; again next poll
+            self._listed = -1
+        return names
 
     def stop(self) -> None:
         if self._watch is not None:

@@ -54,7 +54,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _LISTING_FAILURES = RateLimitedLog(logger)
-_last_listing: dict[str, frozenset[str]] = {}  # spool directory -> its last listing that succeeded
 
 COUNT_BYTES = 1 << 20  # a pod's undelivered bytes read to count its reports; past them the count is a lower bound
 
@@ -151,12 +150,13 @@ class PodJudge:
         return status
 
 
-def pod_dirs(spool_dir: str) -> set[str]:
+def pod_dirs(spool_dir: str) -> set[str] | None:
     """The pod directories under *spool_dir* (not their symlinks: refusal() refuses those anyway).
 
-    Only a spool directory that is not there (yet) has none: any other failure (EMFILE, ENFILE, EIO) gives the
-    last listing that succeeded, so that no pod is forgotten (its series dropped, its delivery never started)
-    because this process ran out of descriptors. That failure is logged once a minute.
+    Only a spool directory that is not there (yet) has none. Any other failure (EMFILE, ENFILE, EIO) gives None:
+    no listing, so that no pod is forgotten (its series dropped, its delivery never started) because this process
+    ran out of descriptors; the caller keeps the pods it has. That failure is logged once a minute. (No copy of
+    the last listing is kept for it: 100,000 names are 10 MB.)
     """
     try:
         with os.scandir(spool_dir) as entries:
@@ -167,9 +167,8 @@ def pod_dirs(spool_dir: str) -> set[str]:
         _LISTING_FAILURES.log(
             logging.ERROR, spool_dir, "cannot list %s (%s): its pods are taken as they were", spool_dir, exc
         )
-        return set(_last_listing.get(spool_dir, ()))
+        return None
     _LISTING_FAILURES.clear(spool_dir)
-    _last_listing[spool_dir] = frozenset(names)
     return names
 
 
