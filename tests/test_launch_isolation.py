@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -30,19 +31,13 @@ print(reporter.finish(timeout=10), flush=True)
 """
 
 
-def test_a_stray_uploader_py_in_the_working_directory_does_not_run(
-    env: dict[str, str], gateway: Pushgateway, pod: str, tmp_path
-) -> None:
-    """Issue 10, point 15: `python -m uploader` ran the job directory's uploader.py instead."""
-    workdir, scripts = tmp_path / "workdir", tmp_path / "scripts"
-    workdir.mkdir()
-    scripts.mkdir()
-    (workdir / "uploader.py").write_text(STRAY_UPLOADER)
+def _job_reports_x(scripts: Path, workdir: Path, environ: dict[str, str], gateway: Pushgateway, pod: str) -> None:
+    """SCRIPT_JOB, run from *scripts* in the working directory *workdir*: its report reaches the gateway."""
     (scripts / "train.py").write_text(SCRIPT_JOB)
     done = subprocess.run(
         [sys.executable, str(scripts / "train.py")],
         cwd=str(workdir),
-        env=job_env(**env),
+        env=environ,
         capture_output=True,
         text=True,
         timeout=60,
@@ -51,6 +46,17 @@ def test_a_stray_uploader_py_in_the_working_directory_does_not_run(
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "True", done.stderr
     assert gateway.value(pod, metric_name("x")) == 15
+
+
+def test_a_stray_uploader_py_in_the_working_directory_does_not_run(
+    env: dict[str, str], gateway: Pushgateway, pod: str, tmp_path
+) -> None:
+    """Issue 10, point 15: `python -m uploader` ran the job directory's uploader.py instead."""
+    workdir, scripts = tmp_path / "workdir", tmp_path / "scripts"
+    workdir.mkdir()
+    scripts.mkdir()
+    (workdir / "uploader.py").write_text(STRAY_UPLOADER)
+    _job_reports_x(scripts, workdir, job_env(**env), gateway, pod)
     assert not (workdir / "uploader.py.ran").exists()
 
 
@@ -64,21 +70,9 @@ def test_the_working_directory_cannot_shadow_the_uploaders_modules(
     scripts.mkdir()
     for module in ("uploader.py", "prometheus_client.py", "watchdog.py"):
         (workdir / module).write_text(STRAY_UPLOADER)
-    (scripts / "train.py").write_text(SCRIPT_JOB)
     job_environ = job_env(**env)
     job_environ["PYTHONPATH"] += os.pathsep  # "REPO:" as sloppy job scripts write it
-    done = subprocess.run(
-        [sys.executable, str(scripts / "train.py")],
-        cwd=str(workdir),
-        env=job_environ,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "True", done.stderr
-    assert gateway.value(pod, metric_name("x")) == 15
+    _job_reports_x(scripts, workdir, job_environ, gateway, pod)
     assert not list(workdir.glob("*.ran")), "a stray module ran in the uploader"
 
 

@@ -107,17 +107,26 @@ def test_both_sinks_get_everything_the_gateway_its_last_value_the_tsdb_every_val
     assert covered(pod_dir, GATEWAY) and covered(pod_dir, REMOTE_WRITE)
 
 
-def test_a_receiver_that_is_down_delays_neither_the_gateway_nor_its_checkpoints(
-    tmp_path: Any, gateway: Pushgateway, spool_dir: str, pod: str
-) -> None:
-    receiver = Prometheus(str(tmp_path), remote_write=True, out_of_order_window="2h")  # down for now
+def _both_sinks_one_down(
+    tmp_path: Any, gateway: Pushgateway, spool_dir: str, pod: str, **settings: str
+) -> tuple[Prometheus, dict[str, str]]:
+    """A remote-write receiver, down for now (not started), and the job settings naming it and the gateway."""
+    receiver = Prometheus(str(tmp_path), remote_write=True, out_of_order_window="2h")
     env = job_settings(
         spool_dir,
         pod,
         reporterGatewayURL=gateway.address,
         reporterRemoteWriteURL=receiver.write_url,
         reporterRetryTimeout="60",
+        **settings,
     )
+    return receiver, env
+
+
+def test_a_receiver_that_is_down_delays_neither_the_gateway_nor_its_checkpoints(
+    tmp_path: Any, gateway: Pushgateway, spool_dir: str, pod: str
+) -> None:
+    receiver, env = _both_sinks_one_down(tmp_path, gateway, spool_dir, pod)
     done = run_job(env, 200, "finish", finish_timeout=3)
     # finish() waits for every configured sink: with one down it times out, honestly.
     assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr
@@ -134,15 +143,8 @@ def test_a_receiver_that_is_down_delays_neither_the_gateway_nor_its_checkpoints(
 def test_a_delivered_file_is_deleted_only_once_every_sink_has_it(
     tmp_path: Any, gateway: Pushgateway, spool_dir: str, pod: str
 ) -> None:
-    receiver = Prometheus(str(tmp_path), remote_write=True, out_of_order_window="2h")  # down for now
-    env = job_settings(
-        spool_dir,
-        pod,
-        reporterGatewayURL=gateway.address,
-        reporterRemoteWriteURL=receiver.write_url,
-        reporterRetryTimeout="60",
-        reporterSpoolFileBytes="65536",
-        reporterHistoryBytes="4096",
+    receiver, env = _both_sinks_one_down(
+        tmp_path, gateway, spool_dir, pod, reporterSpoolFileBytes="65536", reporterHistoryBytes="4096"
     )
     done = run_job(env, 20_000, "finish", finish_timeout=3, pause=0)
     assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr

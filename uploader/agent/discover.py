@@ -12,15 +12,13 @@ import os
 import time
 from typing import Callable
 
+from ..delivery.listing import SETTLED_NS
 from .config import MIN_SLEEP_SECONDS, ROOT_LIST_SECONDS, ROOT_POLL_SECONDS
 from .judge import dir_mtime, pod_dirs
 from .watch import RootWatch
 
 __all__ = ["Discovery"]
 
-# A directory changed this recently may change again within the same tick of the kernel's clock, leaving its
-# mtime as it was: it is listed again at the next poll.
-_TICK_NS = 1_000_000_000
 LIST_MIN_SECONDS = 4 * MIN_SLEEP_SECONDS  # listings at most this often: a create/remove loop costs a few a second
 
 
@@ -47,7 +45,7 @@ class Discovery:
         if not self._changed and now < self._next_list and mtime == self._listed and mtime >= 0:
             return None
         self._changed, self._next_list, self._earliest = False, now + ROOT_LIST_SECONDS, now + LIST_MIN_SECONDS
-        self._listed = mtime if time.time_ns() - mtime > _TICK_NS else -1
+        self._listed = mtime if time.time_ns() - mtime > SETTLED_NS else -1  # (else listed again next poll)
         watch = self._watch
         if watch is not None and not (watch.active or watch.failed) and os.path.isdir(self.spool_dir):
             watch.start()

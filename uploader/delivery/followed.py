@@ -261,7 +261,11 @@ class FollowedFiles:
             # becomes one. Opened once, not on every scan (200,000 planted empty files took 6 s a scan).
             self._closed.add(os.path.basename(path))
             self._failures.log(
-                logging.WARNING, "headerless", "%s: ignoring spool files with no header: %s", *os.path.split(path)
+                logging.WARNING,
+                "headerless",
+                "%s: ignoring spool files with no header (no writer made them, nothing in them is delivered: "
+                "they can be removed): %s",
+                *os.path.split(path),
             )
             return None
         tail = opened.tail
