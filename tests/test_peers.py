@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -35,27 +36,23 @@ def peers_python() -> str:
     pytest.skip("wandb and mlflow are not installed (benchmarks/requirements-peers.txt)")
 
 
-def test_peers_prints_the_table_with_each_logger_measured(tmp_path) -> None:
-    python = peers_python()
-    figures = tmp_path / "peers.json"
-    out = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(REPO, "benchmarks", "peers.py"),
-            "--python",
-            python,
-            "-n",
-            str(N),
-            "--runs",
-            "1",
-            "--json",
-            str(figures),
-        ],
+def _peers(python: str, n: int, figures: Any, cwd: str | None = None) -> subprocess.CompletedProcess[str]:
+    """benchmarks/peers.py, one run of *n* reports with *python*, its figures in the JSON file *figures*."""
+    argv = [sys.executable, os.path.join(REPO, "benchmarks", "peers.py"), "--python", python, "-n", str(n)]
+    return subprocess.run(
+        [*argv, "--runs", "1", "--json", str(figures)],
         capture_output=True,
         text=True,
         timeout=600,
         check=True,
-    ).stdout
+        cwd=cwd,
+    )
+
+
+def test_peers_prints_the_table_with_each_logger_measured(tmp_path) -> None:
+    python = peers_python()
+    figures = tmp_path / "peers.json"
+    out = _peers(python, N, figures).stdout
     results = json.loads(figures.read_text())["results"]
     assert set(results) == {"os.write", "runai", "wandb", "mlflow", "mlflow-async"}
     for name, result in results.items():
@@ -91,25 +88,7 @@ def test_a_relative_python_is_found_from_the_callers_directory(tmp_path) -> None
     venv_parent = os.path.dirname(os.path.dirname(os.path.dirname(sys.executable)))
     relative = os.path.relpath(sys.executable, venv_parent)
     figures = tmp_path / "peers.json"
-    subprocess.run(
-        [
-            sys.executable,
-            os.path.join(REPO, "benchmarks", "peers.py"),
-            "--python",
-            relative,
-            "-n",
-            "5",
-            "--runs",
-            "1",
-            "--json",
-            str(figures),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=True,
-        cwd=venv_parent,
-    )
+    _peers(relative, 5, figures, cwd=venv_parent)
     results = json.loads(figures.read_text())["results"]
     assert results["os.write"]["kept"] == [5]
     assert results["runai"]["kept"] == [5]
